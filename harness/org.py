@@ -1,0 +1,231 @@
+"""The emulated Exchange organisation: domain, CAS names, servers, mailboxes and the names derived from them.
+
+Everything a protocol renders (POX, SOAP, NTLM target info, NSPI rows, RPC proxy targets) comes from one Org so
+the names stay consistent, as Outlook and ExRCA cross-check them (Server GUID vs MailboxId vs RPC proxy target).
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from harness.yamlfile import Reader, SpecError, load_file
+
+ADMIN_GROUP = "Exchange Administrative Group (FYDIBOHF23SPDLT)"
+DEFAULT_ORG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "contoso.test")
+MAILBOX_KINDS = ("user", "room", "equipment", "shared")
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str          # NetBIOS name, e.g. EX01
+    fqdn: str          # ex01.contoso.test
+    site: str = "Default-First-Site-Name"
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    username: str              # sAMAccountName
+    display_name: str
+    email: str                 # primary SMTP address
+    password: str
+    guid: str                  # mailbox GUID (lower-case, dashed)
+    server: str                # NetBIOS name of the home mailbox server
+    kind: str = "user"
+    title: str = ""
+    department: str = ""
+    phone: str = ""
+    office: str = ""
+    aliases: tuple = ()
+    locked: bool = False
+    password_expired: bool = False
+
+    @property
+    def alias(self) -> str:
+        return self.email.split("@", 1)[0]
+
+
+@dataclass
+class Org:
+    name: str
+    domain: str
+    netbios_domain: str
+    ad_domain: str
+    mail_host: str
+    autodiscover_host: str
+    exchange_version: str
+    deployment_id: str
+    servers: List[Server]
+    mailboxes: List[Mailbox]
+    cas_server: str
+    source: str = ""
+    _by_key: Dict[str, Mailbox] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for mailbox in self.mailboxes:
+            for key in (mailbox.email, mailbox.username, f"{mailbox.username}@{self.domain}",
+                        f"{mailbox.username}@{self.ad_domain}", *mailbox.aliases):
+                self._by_key.setdefault(key.lower(), mailbox)
+
+    # ---- lookups -------------------------------------------------------------------------------------------
+    def find(self, name: str) -> Optional[Mailbox]:
+        """Mailbox by SMTP address, UPN, sAMAccountName, DOMAIN\\user, or legacy DN."""
+        if not name:
+            return None
+        key = name.strip().lower()
+        if key.startswith("smtp:"):
+            key = key[5:]
+        if "\\" in key:
+            key = key.split("\\", 1)[1]
+        if key.startswith("/o="):
+            return next((m for m in self.mailboxes if self.legacy_dn(m).lower() == key), None)
+        return self._by_key.get(key)
+
+    def find_by_guid(self, guid: str) -> Optional[Mailbox]:
+        guid = guid.lower()
+        return next((m for m in self.mailboxes if m.guid == guid), None)
+
+    def server(self, name: str) -> Server:
+        return next(s for s in self.servers if s.name.lower() == name.lower())
+
+    @property
+    def cas(self) -> Server:
+        return self.server(self.cas_server)
+
+    @property
+    def hostnames(self) -> List[str]:
+        """Every DNS name the CAS answers for (certificate SANs, DNS A records)."""
+        names = [self.domain, self.autodiscover_host, self.mail_host]
+        names += [s.fqdn for s in self.servers]
+        return list(dict.fromkeys(n.lower() for n in names))
+
+    # ---- Exchange names ------------------------------------------------------------------------------------
+    @property
+    def org_dn(self) -> str:
+        return f"/o={self.name}/ou={ADMIN_GROUP}"
+
+    def legacy_dn(self, mailbox: Mailbox) -> str:
+        return f"{self.org_dn}/cn=Recipients/cn={mailbox.guid.replace('-', '')}-{mailbox.alias}"
+
+    def personal_server(self, mailbox: Mailbox) -> str:
+        """Exchange 2013's per-mailbox 'server' name: <mailbox GUID>@<primary SMTP domain>."""
+        return f"{mailbox.guid}@{mailbox.email.split('@', 1)[1]}"
+
+    def server_dn(self, mailbox: Mailbox) -> str:
+        return f"{self.org_dn}/cn=Configuration/cn=Servers/cn={self.personal_server(mailbox)}"
+
+    def mdb_dn(self, mailbox: Mailbox) -> str:
+        return f"{self.server_dn(mailbox)}/cn=Microsoft Private MDB"
+
+    def backend_server_dn(self, server: Server) -> str:
+        return f"{self.org_dn}/cn=Configuration/cn=Servers/cn={server.name}"
+
+    @property
+    def version_parts(self) -> tuple:
+        parts = [int(p) for p in self.exchange_version.split(".")]
+        return tuple(parts + [0] * (4 - len(parts)))[:4]
+
+    @property
+    def server_version_hex(self) -> str:
+        """POX ServerVersion: 0x70008000 | major<<22 | minor<<16 | build (as Exchange and Gromox pack it)."""
+        major, minor, build, _ = self.version_parts
+        return "%08X" % (0x70008000 | (major & 0x3F) << 22 | (minor & 0x3F) << 16 | (build & 0x7FFF))
+
+    def is_rpc_target(self, name: str) -> bool:
+        """Names the RPC proxy accepts as a back end: mailbox GUID@domain, CAS/mailbox server NetBIOS or FQDN."""
+        name = name.lower()
+        if any(name in (s.name.lower(), s.fqdn.lower()) for s in self.servers):
+            return True
+        if "@" in name:
+            guid, _, domain = name.partition("@")
+            mailbox = self.find_by_guid(guid)
+            return mailbox is not None and mailbox.email.lower().endswith("@" + domain)
+        return False
+
+
+# ---- loading ------------------------------------------------------------------------------------------------
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_NETBIOS = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,14}$")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+(\.\d+)?$")
+
+
+def _check(reader: Reader, key: str, pattern: re.Pattern, what: str, value: str) -> str:
+    if not pattern.match(value):
+        raise reader.error(key, f"{value!r} is not {what}")
+    return value
+
+
+def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
+    """Load an org from a directory holding org.yaml (or from the file itself)."""
+    file = os.path.join(path, "org.yaml") if os.path.isdir(path) else path
+    data = load_file(file)
+    top = Reader(data, file)
+    top.only(["org", "servers", "mailboxes"])
+    org_r = top.sub("org")
+    org_r.only(["name", "domain", "netbios_domain", "ad_domain", "mail_host", "autodiscover_host",
+                "exchange_version", "deployment_id", "cas_server"])
+    domain = _check(org_r, "domain", _HOST, "a DNS domain name", org_r.get("domain", str).lower())
+    values = dict(
+        name=org_r.get("name", str),
+        domain=domain,
+        netbios_domain=_check(org_r, "netbios_domain", _NETBIOS, "a NetBIOS name (A-Z, 0-9, -, ≤15)",
+                              org_r.get("netbios_domain", str, domain.split(".")[0].upper())),
+        ad_domain=org_r.get("ad_domain", str, domain).lower(),
+        mail_host=_check(org_r, "mail_host", _HOST, "a host name", org_r.get("mail_host", str, f"mail.{domain}").lower()),
+        autodiscover_host=_check(org_r, "autodiscover_host", _HOST, "a host name",
+                                 org_r.get("autodiscover_host", str, f"autodiscover.{domain}").lower()),
+        exchange_version=_check(org_r, "exchange_version", _VERSION, "a dotted build like 15.0.1497.2",
+                                str(org_r.get("exchange_version", str, "15.0.1497.2"))),
+        deployment_id=_check(org_r, "deployment_id", _GUID, "a lower-case GUID",
+                             org_r.get("deployment_id", str, str(uuid.uuid5(uuid.NAMESPACE_DNS, domain)))),
+    )
+    servers = []
+    for item, name, line in top.items("servers"):
+        srv = Reader(item, file, name, line)
+        srv.only(["name", "fqdn", "site"])
+        servers.append(Server(name=_check(srv, "name", _NETBIOS, "a NetBIOS name", srv.get("name", str)),
+                              fqdn=_check(srv, "fqdn", _HOST, "a host name", srv.get("fqdn", str).lower()),
+                              site=srv.get("site", str, "Default-First-Site-Name")))
+    if not servers:
+        raise top.error("servers", "at least one server is required")
+    server_names = [s.name for s in servers]
+    cas_server = org_r.get("cas_server", str, servers[0].name)
+    if cas_server not in server_names:
+        raise org_r.error("cas_server", f"{cas_server!r} is not one of the servers", "allowed: " + ", ".join(server_names))
+
+    mailboxes: List[Mailbox] = []
+    seen: Dict[str, str] = {}
+    for item, name, line in top.items("mailboxes"):
+        mb = Reader(item, file, name, line)
+        mb.only(["username", "display_name", "email", "password", "guid", "server", "kind", "title", "department",
+                 "phone", "office", "aliases", "locked", "password_expired"])
+        email = mb.get("email", str).lower()
+        if "@" not in email:
+            raise mb.error("email", f"{email!r} is not an e-mail address")
+        username = mb.get("username", str, email.split("@")[0])
+        for key in (email, username.lower()):
+            if key in seen:
+                raise mb.error("email", f"{key!r} is used twice (also in {seen[key]})")
+            seen[key] = name
+        mailbox = Mailbox(
+            username=username, display_name=mb.get("display_name", str), email=email,
+            password=str(mb.get("password", (str, int))),
+            guid=_check(mb, "guid", _GUID, "a lower-case GUID",
+                        mb.get("guid", str, str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailbox:{email}")))),
+            server=mb.get("server", str, servers[0].name, choices=server_names),
+            kind=mb.get("kind", str, "user", choices=MAILBOX_KINDS),
+            title=mb.get("title", str, ""), department=mb.get("department", str, ""),
+            phone=str(mb.get("phone", (str, int), "")), office=mb.get("office", str, ""),
+            aliases=tuple(a.lower() for a in mb.get("aliases", list, [])),
+            locked=mb.get("locked", bool, False), password_expired=mb.get("password_expired", bool, False),
+        )
+        mailboxes.append(mailbox)
+    if not mailboxes:
+        raise top.error("mailboxes", "at least one mailbox is required")
+    return Org(servers=servers, mailboxes=mailboxes, cas_server=cas_server, source=file, **values)
+
+
+__all__ = ["Org", "Mailbox", "Server", "load_org", "SpecError", "DEFAULT_ORG_DIR"]
