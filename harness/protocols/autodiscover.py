@@ -1,0 +1,367 @@
+"""POX Autodiscover (MS-OXDSCLI / MS-OXDISCO), sans-IO: the Outlook 2006a and the EAS mobilesync answers.
+
+It also holds what the SOAP and JSON flavours share: the answer type, the site URLs, the hardened XML parser and
+``MailboxSettings``, the one description of a mailbox that POX and SOAP both render, so that EXCH/EXPR and
+GetUserSettings name the same servers, DNs and URLs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import FrozenSet, Iterator, Optional, Tuple
+from urllib.parse import urlsplit
+
+from lxml import etree
+
+from harness.org import Mailbox, Org
+
+RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
+OUTLOOK_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
+OUTLOOK_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+MOBILESYNC_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/requestschema/2006"
+MOBILESYNC_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
+XML_CONTENT_TYPE = "text/xml; charset=utf-8"
+XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
+
+# MS-OXDSCLI 2.2.4.1.1.3 codes; the texts are the ones Exchange and Gromox send.
+POX_ERROR_MESSAGES = {
+    500: "The email address can't be found.",
+    501: "Bad Address",
+    600: "Invalid Request",
+    601: "Provider is not available",
+    602: "Bad Address",
+    603: "Server Error",
+}
+
+# ECP deep links Exchange 2013 appends to EcpUrl: (POX element suffix, SOAP setting infix, fragment).
+# The SOAP names are Internal/External + "Ecp" + infix + "Url" and "Ecp" + infix + "UrlFragment".
+ECP_FRAGMENTS: Tuple[Tuple[str, str, str], ...] = (
+    ("um", "Voicemail", "?rfr=olk&p=customize/voicemail.aspx&exsvurl=1&realm={realm}"),
+    ("aggr", "EmailSubscriptions", "?rfr=olk&p=personalsettings/EmailSubscriptions.slab&exsvurl=1&realm={realm}"),
+    ("mt", "DeliveryReport", "PersonalSettings/DeliveryReport.aspx?rfr=olk&exsvurl=1&IsOWA=<IsOWA>&MsgID=<MsgID>"
+                             "&Mbx=<Mbx>&realm={realm}"),
+    ("ret", "RetentionPolicyTags", "?rfr=olk&p=organize/retentionpolicytags.slab&exsvurl=1&realm={realm}"),
+    ("sms", "TextMessaging", "?rfr=olk&p=sms/textmessaging.slab&exsvurl=1&realm={realm}"),
+    ("publish", "Publishing", "customize/calendarpublishing.slab?rfr=olk&exsvurl=1&FldID=<FldID>&realm={realm}"),
+    ("photo", "Photo", "PersonalSettings/EditAccount.aspx?rfr=olk&chgPhoto=1&exsvurl=1&realm={realm}"),
+    ("tm", "TeamMailbox", "?rfr=olk&ftr=TeamMailbox&exsvurl=1&realm={realm}"),
+    ("tmCreating", "TeamMailboxCreating", "?rfr=olk&ftr=TeamMailboxCreating&SPUrl=<SPUrl>&Title=<Title>"
+                                          "&SPTMAppUrl=<SPTMAppUrl>&exsvurl=1&realm={realm}"),
+    ("tmEditing", "TeamMailboxEditing", "?rfr=olk&ftr=TeamMailboxEditing&Id=<Id>&exsvurl=1&realm={realm}"),
+    ("extinstall", "ExtensionInstallation", "Extension/InstalledExtensions.slab?rfr=olk&exsvurl=1&realm={realm}"),
+)
+
+# Exchange 2013 defaults: OWA answers Basic + forms inside, forms only outside; RPC/HTTP from inside uses NTLM.
+INTERNAL_OWA_AUTH = "Basic, Fba"
+EXTERNAL_OWA_AUTH = "Fba"
+INTERNAL_RPC_HTTP_AUTH = "Ntlm"
+DEFAULT_CAS_NAME = "EX01"
+
+
+@dataclass
+class AutodiscoverAnswer:
+    status: int                       # HTTP status
+    body: bytes
+    content_type: str
+    outcome: str                      # "settings", "error", "redirectAddr", "redirectUrl", "fault"
+    error_code: str = ""              # "600", "InvalidUser", "ProtocolNotSupported", ...
+    detail: str = ""                  # human reason, for the transcript
+    mailbox: Optional[Mailbox] = None  # the mailbox the answer is about
+
+
+@dataclass(frozen=True)
+class SiteUrls:
+    """Where the CAS services live; ports vary because tests run on ephemeral ports."""
+    ews_url: str
+    ecp_url: str
+    oab_url: str
+    owa_url: str
+    rpc_host: str          # Outlook Anywhere host (EXPR Server): a bare name, as Outlook always dials 443
+    mapi_url: str          # base of /mapi/emsmdb and /mapi/nspi
+    autodiscover_url: str  # the POX endpoint
+
+    @classmethod
+    def for_org(cls, org: Org, https_port: int = 443) -> "SiteUrls":
+        port = "" if https_port == 443 else f":{https_port}"
+        site = f"https://{org.mail_host}{port}"
+        oab_guid = uuid.uuid5(uuid.NAMESPACE_URL, f"oab:{org.domain}")
+        return cls(ews_url=f"{site}/EWS/Exchange.asmx", ecp_url=f"{site}/ecp/", oab_url=f"{site}/OAB/{oab_guid}/",
+                   owa_url=f"{site}/owa/", rpc_host=org.mail_host, mapi_url=f"{site}/mapi/",
+                   autodiscover_url=f"https://{org.autodiscover_host}{port}/autodiscover/autodiscover.xml")
+
+    @property
+    def site_root(self) -> str:
+        parts = urlsplit(self.ews_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def um_url(self) -> str:
+        return self.ews_url.rsplit("/", 1)[0] + "/UM2007Legacy.asmx"
+
+    @property
+    def activesync_url(self) -> str:
+        return f"{self.site_root}/Microsoft-Server-ActiveSync"
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    """What Autodiscover says about one mailbox (POX EXCH/EXPR/WEB blocks and SOAP user settings alike)."""
+    org: Org
+    mailbox: Mailbox
+    urls: SiteUrls
+    auth_package: str = "Negotiate"
+    mapi_http: bool = False
+
+    @property
+    def smtp_domain(self) -> str:
+        return self.mailbox.email.split("@", 1)[1]
+
+    @property
+    def legacy_dn(self) -> str:
+        return self.org.legacy_dn(self.mailbox)
+
+    @property
+    def personal_server(self) -> str:
+        return self.org.personal_server(self.mailbox)
+
+    @property
+    def server_dn(self) -> str:
+        return self.org.server_dn(self.mailbox)
+
+    @property
+    def mdb_dn(self) -> str:
+        return self.org.mdb_dn(self.mailbox)
+
+    @property
+    def mailbox_server_fqdn(self) -> str:
+        return self.org.server(self.mailbox.server).fqdn
+
+    @property
+    def public_folder_server(self) -> str:
+        return self.org.mail_host
+
+    @property
+    def cert_principal_name(self) -> str:
+        return f"msstd:{self.org.mail_host}"
+
+    def ecp_fragments(self) -> Iterator[Tuple[str, str, str]]:
+        """(POX suffix, SOAP infix, fragment) for every ECP deep link."""
+        for suffix, infix, template in ECP_FRAGMENTS:
+            yield suffix, infix, template.format(realm=self.smtp_domain)
+
+    def mapi_url(self, endpoint: str) -> str:
+        return f"{self.urls.mapi_url}{endpoint}/?MailboxId={self.personal_server}"
+
+
+def served_domains(org: Org) -> FrozenSet[str]:
+    """SMTP domains the org answers Autodiscover for."""
+    return frozenset([org.domain] + [m.email.split("@", 1)[1] for m in org.mailboxes])
+
+
+# ---- XML plumbing shared by POX and SOAP ---------------------------------------------------------------------
+def parse_untrusted_xml(body: bytes) -> Optional[etree._Element]:
+    """The root element of one well-formed document, or None. DTDs are refused (no entities, no network)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    try:
+        root = etree.fromstring(body, parser)
+    except (etree.XMLSyntaxError, ValueError, TypeError):
+        return None
+    if root is None or root.getroottree().docinfo.doctype:
+        return None
+    return root
+
+
+def serialize(root: etree._Element) -> bytes:
+    return XML_DECLARATION + etree.tostring(root, encoding="utf-8")
+
+
+def child(parent: etree._Element, tag: str, text: Optional[str] = None, **attrib: str) -> etree._Element:
+    """A sub-element in the parent's namespace."""
+    namespace = etree.QName(parent).namespace
+    element = etree.SubElement(parent, f"{{{namespace}}}{tag}" if namespace else tag, attrib)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def child_text(parent: etree._Element, namespace: str, tag: str) -> str:
+    """Stripped text of the first child ``tag``; "" when absent or empty."""
+    element = parent.find(f"{{{namespace}}}{tag}")
+    return (element.text or "").strip() if element is not None else ""
+
+
+# ---- builders ------------------------------------------------------------------------------------------------
+def _pox_document(response_ns: Optional[str]) -> Tuple[etree._Element, etree._Element]:
+    """<Autodiscover><Response/></Autodiscover>; the Response carries its own namespace when the provider has one."""
+    root = etree.Element(f"{{{RESPONSE_NS}}}Autodiscover", nsmap={None: RESPONSE_NS})
+    if response_ns is None:
+        return root, child(root, "Response")
+    return root, etree.SubElement(root, f"{{{response_ns}}}Response", nsmap={None: response_ns})
+
+
+def _pox_answer(root: etree._Element, outcome: str, **fields) -> AutodiscoverAnswer:
+    return AutodiscoverAnswer(status=200, body=serialize(root), content_type=XML_CONTENT_TYPE, outcome=outcome,
+                              **fields)
+
+
+def pox_error(code: int, message: Optional[str] = None, *, server_name: str = DEFAULT_CAS_NAME,
+              when: Optional[datetime.datetime] = None) -> AutodiscoverAnswer:
+    """The POX Error answer (always HTTP 200). Id is a hash of the CAS name, Time the server's clock, as Exchange."""
+    message = POX_ERROR_MESSAGES.get(code, "Server Error") if message is None else message
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    root, response = _pox_document(None)
+    error = child(response, "Error", Time=when.strftime("%H:%M:%S.%f") + "0",
+                  Id=str(zlib.crc32(server_name.lower().encode()) & 0x7FFFFFFF))
+    child(error, "ErrorCode", str(code))
+    child(error, "Message", message)
+    child(error, "DebugData")
+    return _pox_answer(root, "error", error_code=str(code), detail=message)
+
+
+def _pox_redirect(action: str, element: str, target: str) -> AutodiscoverAnswer:
+    root, response = _pox_document(OUTLOOK_RESPONSE_NS)
+    account = child(response, "Account")
+    child(account, "AccountType", "email")
+    child(account, "Action", action)
+    child(account, element, target)
+    return _pox_answer(root, action, detail=f"{action} to {target}")
+
+
+def pox_redirect_addr(address: str) -> AutodiscoverAnswer:
+    """Outlook 2006a redirectAddr: the client restarts discovery with ``address``."""
+    return _pox_redirect("redirectAddr", "RedirectAddr", address)
+
+
+def pox_redirect_url(url: str) -> AutodiscoverAnswer:
+    """Outlook 2006a redirectUrl: the client POSTs the same request to ``url``."""
+    return _pox_redirect("redirectUrl", "RedirectUrl", url)
+
+
+def _service_urls(protocol: etree._Element, settings: MailboxSettings) -> None:
+    urls = settings.urls
+    for tag in ("ASUrl", "EwsUrl", "EmwsUrl"):
+        child(protocol, tag, urls.ews_url)
+    child(protocol, "EcpUrl", urls.ecp_url)
+    for suffix, _infix, fragment in settings.ecp_fragments():
+        child(protocol, f"EcpUrl-{suffix}", fragment)
+    child(protocol, "OOFUrl", urls.ews_url)
+    child(protocol, "UMUrl", urls.um_url)
+    child(protocol, "OABUrl", urls.oab_url)
+
+
+def _web_endpoint(web: etree._Element, where: str, auth: str, protocol_type: str, urls: SiteUrls) -> None:
+    block = child(web, where)
+    child(block, "OWAUrl", urls.owa_url, AuthenticationMethod=auth)
+    protocol = child(block, "Protocol")
+    child(protocol, "Type", protocol_type)
+    child(protocol, "ASUrl", urls.ews_url)
+
+
+def _outlook_settings(settings: MailboxSettings) -> etree._Element:
+    mailbox, org = settings.mailbox, settings.org
+    root, response = _pox_document(OUTLOOK_RESPONSE_NS)
+    user = child(response, "User")
+    child(user, "DisplayName", mailbox.display_name)
+    child(user, "LegacyDN", settings.legacy_dn)
+    child(user, "AutoDiscoverSMTPAddress", mailbox.email)
+    child(user, "DeploymentId", org.deployment_id)
+    account = child(response, "Account")
+    child(account, "AccountType", "email")
+    child(account, "Action", "settings")
+    child(account, "MicrosoftOnline", "False")
+
+    exch = child(account, "Protocol")
+    child(exch, "Type", "EXCH")
+    child(exch, "Server", settings.personal_server)
+    child(exch, "ServerDN", settings.server_dn)
+    child(exch, "ServerVersion", org.server_version_hex)
+    child(exch, "MdbDN", settings.mdb_dn)
+    child(exch, "PublicFolderServer", settings.public_folder_server)
+    _service_urls(exch, settings)
+    child(exch, "ServerExclusiveConnect", "off")
+
+    expr = child(account, "Protocol")
+    child(expr, "Type", "EXPR")
+    child(expr, "Server", settings.urls.rpc_host)
+    child(expr, "SSL", "On")
+    child(expr, "AuthPackage", settings.auth_package)
+    child(expr, "CertPrincipalName", settings.cert_principal_name)
+    child(expr, "ServerExclusiveConnect", "on")
+    _service_urls(expr, settings)
+
+    web = child(account, "Protocol")
+    child(web, "Type", "WEB")
+    _web_endpoint(web, "Internal", INTERNAL_OWA_AUTH, "EXCH", settings.urls)
+    _web_endpoint(web, "External", EXTERNAL_OWA_AUTH, "EXPR", settings.urls)
+
+    if settings.mapi_http:
+        mapi = child(account, "Protocol", Type="mapiHttp", Version="1")
+        for block, endpoint in (("MailStore", "emsmdb"), ("AddressBook", "nspi")):
+            element = child(mapi, block)
+            child(element, "InternalUrl", settings.mapi_url(endpoint))
+            child(element, "ExternalUrl", settings.mapi_url(endpoint))
+    return root
+
+
+def _mobilesync_settings(settings: MailboxSettings) -> etree._Element:
+    root, response = _pox_document(MOBILESYNC_RESPONSE_NS)
+    child(response, "Culture", "en:us")
+    user = child(response, "User")
+    child(user, "DisplayName", settings.mailbox.display_name)
+    child(user, "EMailAddress", settings.mailbox.email)
+    server = child(child(child(response, "Action"), "Settings"), "Server")
+    child(server, "Type", "MobileSync")
+    child(server, "Url", settings.urls.activesync_url)
+    child(server, "Name", settings.urls.activesync_url)
+    return root
+
+
+RESPONSE_RENDERERS = {OUTLOOK_RESPONSE_NS: _outlook_settings, MOBILESYNC_RESPONSE_NS: _mobilesync_settings}
+REQUEST_NAMESPACES = (OUTLOOK_REQUEST_NS, MOBILESYNC_REQUEST_NS)
+
+
+# ---- the POX endpoint -----------------------------------------------------------------------------------------
+def respond_pox(org: Org, body: bytes, caller: Optional[Mailbox], urls: SiteUrls, *, mapi_http: bool = False,
+                auth_package: str = "Negotiate", method: str = "POST") -> AutodiscoverAnswer:
+    """Answer one POST to /autodiscover/autodiscover.xml. Never raises: every failure is a POX Error (HTTP 200).
+
+    ``mapi_http`` is set when the client sent X-MapiHttpCapability (Exchange 2013 SP1 then adds the mapiHttp
+    block). Any authenticated caller may ask about any mailbox, as Outlook does for additional mailboxes.
+    """
+    def fail(code: int, why: str) -> AutodiscoverAnswer:
+        return dataclasses.replace(pox_error(code, server_name=org.cas.name), detail=why)
+
+    if method.upper() != "POST":
+        return fail(600, f"{method} is not an Autodiscover request (POST only)")
+    root = parse_untrusted_xml(body)
+    if root is None:
+        return fail(600, "the body is not one well-formed XML document without a DTD")
+    name = etree.QName(root)
+    if name.localname != "Autodiscover" or name.namespace not in REQUEST_NAMESPACES:
+        return fail(600, f"the root element {root.tag} is not an Autodiscover request")
+    request = root.find(f"{{{name.namespace}}}Request")
+    if request is None:
+        return fail(600, "no Request element")
+    email = child_text(request, name.namespace, "EMailAddress")
+    legacy_dn = child_text(request, name.namespace, "LegacyDN")
+    if email and "@" not in email:
+        return fail(600, f"EMailAddress {email!r} is not an e-mail address")
+    if not (email or legacy_dn):
+        return fail(600, "neither EMailAddress nor LegacyDN was given")
+    schema = child_text(request, name.namespace, "AcceptableResponseSchema")
+    if schema not in RESPONSE_RENDERERS:
+        return fail(601, f"no provider for AcceptableResponseSchema {schema!r}")
+    wanted = email or legacy_dn
+    mailbox = org.find(wanted)
+    if mailbox is None:
+        return fail(500, f"{wanted!r} is not a mailbox of {org.domain}")
+    asker = f" (asked by {caller.email})" if caller is not None and caller != mailbox else ""
+    settings = MailboxSettings(org, mailbox, urls, auth_package=auth_package, mapi_http=mapi_http)
+    try:
+        document = RESPONSE_RENDERERS[schema](settings)
+    except Exception as exc:  # an internal fault becomes Exchange's 603, never a dropped connection
+        return dataclasses.replace(fail(603, f"rendering settings failed: {exc!r}"), mailbox=mailbox)
+    return _pox_answer(document, "settings", mailbox=mailbox, detail=f"settings for {mailbox.email}{asker}")
