@@ -1,0 +1,127 @@
+"""The `mockex` command line."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from harness.org import DEFAULT_ORG_DIR
+from harness.yamlfile import SpecError
+
+DESCRIPTION = """\
+mockex: a scriptable mock of Microsoft Exchange 2013 (Autodiscover, Outlook Anywhere / RPC over HTTP, DNS)
+for testing the software that talks to Exchange. It serves the built-in org contoso.test unless told otherwise.
+"""
+
+SERVE_EPILOG = """\
+examples:
+  mockex serve                                   # contoso.test on 127.0.0.1 (https 8443, http 8080, dns 5353)
+  mockex serve --https-port 0 --http-port 0 --dns-port 0 --state-dir /tmp/mx   # ephemeral ports
+  sudo mockex serve --listen 127.0.0.2 --https-port 443 --http-port 80 --dns-port 53
+  unshare -rn sh -c 'ip link set lo up; mockex serve --https-port 443'   # :443 without root (user+net namespace)
+
+Everything a client needs (URLs, users, passwords, CA file) is printed at start and written to
+<state-dir>/endpoints.json; every exchange is recorded in <state-dir>/transcript.jsonl.
+"""
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0..65535 (0 = any free port)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mockex", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from harness import __version__
+    parser.add_argument("--version", action="version", version=f"mockex {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="serve an org (Autodiscover, RPC over HTTP, redirect, DNS) until Ctrl-C",
+                           description="Serve an Exchange 2013 org on loopback until Ctrl-C or SIGTERM.",
+                           epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--org", default=DEFAULT_ORG_DIR, metavar="DIR",
+                       help="org fixture directory holding org.yaml (default: the built-in contoso.test)")
+    serve.add_argument("--state-dir", default=os.path.join(os.getcwd(), "state"), metavar="DIR",
+                       help="where the CA, certificates, endpoints.json and transcript.jsonl go (default: ./state)")
+    serve.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
+                       help="address for every listener (default 127.0.0.1; non-loopback needs --allow-remote)")
+    serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
+    serve.add_argument("--https-port", type=_port, default=8443, help="HTTPS (CAS) port (default 8443; 0 = any)")
+    serve.add_argument("--http-port", type=_port, default=8080,
+                       help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
+    serve.add_argument("--dns-port", type=_port, default=5353, help="DNS port, UDP and TCP (default 5353; 0 = any)")
+    serve.add_argument("--seed", type=int, default=0, help="seed for every random choice, to replay a run (default 0)")
+    serve.add_argument("--quiet", action="store_true", help="print only the endpoints.json path")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "serve":
+            return _serve(args)
+    except SpecError as exc:
+        print(f"mockex: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _serve(args) -> int:
+    from twisted.internet import reactor
+
+    from harness.org import load_org
+    from harness.services.server import MockExchange, ServeOptions, is_loopback
+
+    if not is_loopback(args.listen) and not args.allow_remote:
+        print(f"mockex: --listen {args.listen} is not a loopback address; add --allow-remote if you mean it",
+              file=sys.stderr)
+        return 2
+    org = load_org(args.org)
+    server = MockExchange(org, ServeOptions(state_dir=os.path.abspath(args.state_dir), listen=args.listen,
+                                            https_port=args.https_port, http_port=args.http_port,
+                                            dns_port=args.dns_port, seed=args.seed,
+                                            allow_remote=args.allow_remote))
+    try:
+        endpoints = server.start(reactor)
+    except Exception as exc:  # a port in use or a permission error: say which, no traceback
+        print(f"mockex: cannot start: {getattr(exc, 'socketError', None) or exc}", file=sys.stderr)
+        return 1
+    print(summary(endpoints, os.path.join(server.options.state_dir, "endpoints.json"), quiet=args.quiet), flush=True)
+    reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly
+    server.transcript.record("stop")
+    server.transcript.close()
+    if not args.quiet:
+        print("mockex: stopped", flush=True)
+    return 0
+
+
+def summary(endpoints: dict, path: str, quiet: bool = False) -> str:
+    if quiet:
+        return path
+    https, http, dns = endpoints["https"], endpoints["http"], endpoints["dns"]
+    lines = [
+        f"mockex serving {endpoints['domain']} (seed {endpoints['seed']})",
+        f"  HTTPS  {https['host']}:{https['port']}   names: {', '.join(endpoints['hostnames'])}",
+        f"  HTTP   {http['host']}:{http['port']}   (302 redirect to Autodiscover)",
+        f"  DNS    {dns['host']}:{dns['port']}   (authoritative for {endpoints['domain']}, UDP+TCP)",
+        f"  Autodiscover  {endpoints['autodiscover_urls'][1]}",
+        f"  RPC proxy     {endpoints['rpc_proxy_url']}",
+        f"  CA file       {endpoints['ca_file']}   (trust it: curl --cacert FILE, REQUESTS_CA_BUNDLE=FILE)",
+        "  users:",
+    ]
+    for user in endpoints["users"]:
+        lines.append(f"    {user['email']:<28} {user['domain']}\\{user['username']:<10} password {user['password']}")
+    lines += [f"  endpoints     {path}", f"  transcript    {endpoints['transcript']}",
+              f"  try: curl --cacert {endpoints['ca_file']} --resolve {endpoints['hostnames'][1]}:{https['port']}:"
+              f"{https['host']} --ntlm -u 'CONTOSO\\alice:{endpoints['users'][0]['password']}' -H 'Content-Type: text/xml' "
+              f"-d @request.xml https://{endpoints['hostnames'][1]}:{https['port']}/autodiscover/autodiscover.xml",
+              "Ctrl-C to stop."]
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""IIS-like HTTP authentication for one TCP connection, sans-IO: Negotiate / NTLM / Basic.
+
+IIS semantics kept here:
+- NTLM and Negotiate authenticate the connection: once a handshake succeeded, later requests on the same
+  connection without an Authorization header are still that user. A new NEGOTIATE (or SPNEGO NegTokenInit)
+  restarts the handshake; any failure forgets the connection's user.
+- Basic is per request: a success does not authenticate the connection. ``user`` may be ``alice``,
+  ``alice@contoso.test``, ``CONTOSO\\alice`` or ``contoso.test\\alice``; the credentials are UTF-8, or Latin-1
+  when not valid UTF-8.
+- Every failure carries the full challenge set, so the caller answers 401 again (never 200).
+- A scheme that is not in ``methods`` fails with reason "scheme not offered".
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+from harness.org import Mailbox, Org
+from harness.protocols.ntlm import SIGNATURE, NTLMAcceptor, ServerIdentity, logon_refusal, org_lookup
+from harness.protocols.spnego import NegotiateAcceptor
+
+SCHEMES = ("Negotiate", "NTLM", "Basic")
+Header = Tuple[str, str]
+
+
+@dataclass
+class AuthOutcome:
+    state: str                   # "anonymous", "continue" (401 + token), "success" or "failure"
+    # WWW-Authenticate lines to send: the full challenge set with anonymous/failure (answer 401), the token with
+    # continue (401), and on a SPNEGO success the final accept-completed token (send it with the 200).
+    headers: List[Header] = field(default_factory=list)
+    mailbox: Optional[Mailbox] = None
+    scheme: str = ""
+    user: str = ""
+    domain: str = ""
+    reason: str = ""
+
+
+class HttpAuthenticator:
+    """Authentication state of one HTTP connection."""
+
+    def __init__(self, org: Org, identity: ServerIdentity, rng: random.Random, *,
+                 methods: Tuple[str, ...] = SCHEMES, realm: str, clock: Callable[[], float] = time.time,
+                 accept_ntlmv1: bool = True) -> None:
+        unknown = [m for m in methods if m not in SCHEMES]
+        if unknown or not methods:
+            raise ValueError(f"methods must be a non-empty subset of {SCHEMES}, not {methods!r}")
+        self.methods = tuple(methods)
+        self.realm = realm
+        self._identity = identity
+        self._lookup = org_lookup(org)
+        self._rng = rng
+        self._clock = clock
+        self._accept_ntlmv1 = accept_ntlmv1
+        self._handshake: Optional[Tuple[str, NegotiateAcceptor]] = None
+        self._connection_user: Optional[AuthOutcome] = None
+
+    def challenge_headers(self) -> List[Header]:
+        """One WWW-Authenticate line per offered scheme, in the configured order."""
+        return [("WWW-Authenticate", f'Basic realm="{self.realm}"' if scheme == "Basic" else scheme)
+                for scheme in self.methods]
+
+    def process(self, authorization: Optional[str]) -> AuthOutcome:
+        """Evaluate one request's Authorization header (None when absent)."""
+        if not authorization or not authorization.strip():
+            self._handshake = None
+            if self._connection_user is not None:
+                return dataclasses.replace(self._connection_user)
+            return AuthOutcome("anonymous", self.challenge_headers())
+        name, _, credentials = authorization.strip().partition(" ")
+        scheme = next((s for s in self.methods if s.lower() == name.lower()), None)
+        if scheme is None:
+            return self._failure(name, "scheme not offered")
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return self._failure(scheme, "malformed base64")
+        if scheme == "Basic":
+            return self._basic(decoded)
+        return self._windows(scheme, decoded)
+
+    # ---- Basic ----------------------------------------------------------------------------------------------
+    def _basic(self, decoded: bytes) -> AuthOutcome:
+        try:
+            text = decoded.decode("utf-8")
+        except UnicodeDecodeError:
+            text = decoded.decode("latin-1")
+        login, colon, password = text.partition(":")
+        if not colon:
+            return self._failure("Basic", "malformed credentials")
+        domain, _, user = login.rpartition("\\")
+        if not user:
+            return self._failure("Basic", "anonymous", domain=domain)
+        if not self._identity.accepts_domain(domain):
+            return self._failure("Basic", "unknown domain", user=user, domain=domain)
+        mailbox = self._lookup(user, domain)
+        reason = logon_refusal(mailbox, mailbox is not None and mailbox.password == password)
+        if reason:
+            return self._failure("Basic", reason, user=user, domain=domain, mailbox=mailbox)
+        return AuthOutcome("success", mailbox=mailbox, scheme="Basic", user=user, domain=domain)
+
+    # ---- NTLM / Negotiate -----------------------------------------------------------------------------------
+    def _windows(self, scheme: str, token: bytes) -> AuthOutcome:
+        if not token:
+            return self._failure(scheme, "malformed token")
+        if scheme == "NTLM" and token[:8] != SIGNATURE:
+            return self._failure(scheme, "malformed token: not NTLM")
+        if self._handshake is None or self._handshake[0] != scheme or _starts_handshake(token):
+            # A new handshake: the connection's previous user no longer counts.
+            self._connection_user = None
+            ntlm = NTLMAcceptor(self._identity, self._lookup, self._rng, clock=self._clock,
+                                accept_ntlmv1=self._accept_ntlmv1)
+            self._handshake = (scheme, NegotiateAcceptor(ntlm))
+        step = self._handshake[1].step(token)
+        if step.state == "continue":
+            return AuthOutcome("continue", [("WWW-Authenticate", f"{scheme} {_b64(step.token)}")], scheme=scheme)
+        self._handshake = None
+        result = step.result
+        who = dict(user=result.user, domain=result.domain, mailbox=result.mailbox) if result else {}
+        if step.state == "failure":
+            return self._failure(scheme, step.reason, **who)
+        self._connection_user = AuthOutcome("success", scheme=scheme, **who)
+        headers = [("WWW-Authenticate", f"{scheme} {_b64(step.token)}")] if step.token else []
+        return AuthOutcome("success", headers, scheme=scheme, **who)
+
+    def _failure(self, scheme: str, reason: str, **who) -> AuthOutcome:
+        self._handshake = None
+        self._connection_user = None
+        return AuthOutcome("failure", self.challenge_headers(), scheme=scheme, reason=reason, **who)
+
+
+def _starts_handshake(token: bytes) -> bool:
+    """A NEGOTIATE message or an SPNEGO NegTokenInit (GSS InitialContextToken)."""
+    return token[:12] == SIGNATURE + b"\x01\x00\x00\x00" or token[:1] == b"\x60"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+__all__ = ["AuthOutcome", "HttpAuthenticator", "SCHEMES"]

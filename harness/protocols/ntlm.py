@@ -1,0 +1,402 @@
+"""Server side of NTLM (MS-NLMP), sans-IO: the CHALLENGE an Exchange 2013 CAS on Windows Server 2012 R2 sends,
+real verification of the AUTHENTICATE against the org's passwords, and the session security (sign/seal) that
+DCE/RPC at auth levels 5/6 and SPNEGO's mechListMIC use.
+
+Decisions (documented here because faults and the analyzer rely on them):
+- Domains: the AUTHENTICATE's domain must be empty, the NetBIOS domain, the DNS domain or the DNS tree name
+  (case-insensitive); anything else is refused with reason "unknown domain". The NTOWFv2 is still computed with
+  the domain exactly as the client sent it (user upper-cased), as Windows does.
+- UPN users (``alice@contoso.test`` with an empty domain) are looked up as such.
+- NTLMv1 (24-byte NT response, with or without extended session security) is verified for real and accepted unless
+  ``accept_ntlmv1=False`` (reason "ntlmv1 refused"), matching Server 2012 R2's default LmCompatibilityLevel.
+  An LM-only response is always refused ("lm response refused"); LM_KEY and NON_NT_SESSION_KEY are never granted.
+- Logon checks in Windows' order: unknown user, account locked, wrong password, bad MIC, password expired.
+- The MIC of the AUTHENTICATE is checked whenever the client flags it in its MsvAvFlags.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import struct
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from Cryptodome.Cipher import ARC4
+from Cryptodome.Hash import MD4
+from impacket import ntlm
+
+from harness.org import Mailbox, Org
+
+SIGNATURE = b"NTLMSSP\x00"
+NEGOTIATE, CHALLENGE, AUTHENTICATE = 1, 2, 3
+
+# Windows Server 2012 R2: 6.3 build 9600, NTLM revision 15.
+SERVER_VERSION = (6, 3, 9600, ntlm.VERSION.NTLMSSP_REVISION_W2K3)
+
+# Client-requested flags the CAS echoes; everything else it decides itself.
+_ECHOED_FLAGS = (ntlm.NTLMSSP_NEGOTIATE_SIGN | ntlm.NTLMSSP_NEGOTIATE_SEAL | ntlm.NTLMSSP_NEGOTIATE_ALWAYS_SIGN
+                 | ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY | ntlm.NTLMSSP_NEGOTIATE_128
+                 | ntlm.NTLMSSP_NEGOTIATE_56 | ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH)
+_ADDED_FLAGS = (ntlm.NTLMSSP_REQUEST_TARGET | ntlm.NTLMSSP_NEGOTIATE_NTLM | ntlm.NTLMSSP_NEGOTIATE_TARGET_INFO
+                | ntlm.NTLMSSP_TARGET_TYPE_DOMAIN | ntlm.NTLMSSP_NEGOTIATE_VERSION)
+
+_AUTHENTICATE_HEADER = 64            # fixed part without Version and MIC
+_MIC_OFFSET, _MIC_END = 72, 88
+_AV_FLAGS_MIC_PRESENT = 0x00000002
+_NTLMV2_MIN_RESPONSE = 16 + 28 + 4   # NTProofStr + blob header + MsvAvEOL
+_FILETIME_EPOCH = 116444736000000000  # 1601-01-01 to 1970-01-01 in 100 ns
+
+
+class NTLMError(Exception):
+    """A message that cannot be processed (malformed NEGOTIATE, bad signature, unsupported session security)."""
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """The names the CAS puts into its CHALLENGE (impacket uses netbios_computer as the RPC server name)."""
+    netbios_domain: str
+    netbios_computer: str
+    dns_domain: str
+    dns_computer: str
+    dns_tree: str
+
+    @classmethod
+    def for_org(cls, org: Org) -> "ServerIdentity":
+        return cls(netbios_domain=org.netbios_domain, netbios_computer=org.cas.name, dns_domain=org.ad_domain,
+                   dns_computer=org.cas.fqdn, dns_tree=org.ad_domain)
+
+    def accepts_domain(self, domain: str) -> bool:
+        """True for the domain names a logon may carry: empty, NetBIOS, DNS domain or tree (any case)."""
+        return domain.lower() in {"", self.netbios_domain.lower(), self.dns_domain.lower(), self.dns_tree.lower()}
+
+
+Lookup = Callable[[str, str], Optional[Mailbox]]
+
+
+def org_lookup(org: Org) -> Lookup:
+    """lookup(user, domain) over an org: sAMAccountName or UPN; the domain was already checked by the acceptor."""
+    return lambda user, domain: org.find(user)
+
+
+def logon_refusal(mailbox: Optional[Mailbox], password_matches: bool) -> str:
+    """Why Windows refuses a logon, in its order of checks; "" when the logon is allowed."""
+    if mailbox is None:
+        return "unknown user"
+    if mailbox.locked:
+        return "account locked"
+    if not password_matches:
+        return "wrong password"
+    if mailbox.password_expired:
+        return "password expired"
+    return ""
+
+
+@dataclass
+class NTLMResult:
+    ok: bool
+    reason: str = ""             # "" on success, else e.g. "unknown user", "wrong password", "malformed message"
+    user: str = ""               # as the client sent it
+    domain: str = ""             # as the client sent it
+    workstation: str = ""
+    mailbox: Optional[Mailbox] = None
+    flags: int = 0               # negotiated: AUTHENTICATE flags masked by the CHALLENGE flags
+    session_key: bytes = b""     # ExportedSessionKey (after KEY_EXCH decryption), for NTLMSecurity
+    protocol: str = ""           # "NTLMv2" or "NTLMv1" once the NT response was classified
+
+
+@dataclass
+class _Authenticate:
+    raw: bytes
+    lm: bytes
+    nt: bytes
+    domain: str
+    user: str
+    workstation: str
+    encrypted_session_key: bytes
+    flags: int
+
+    @classmethod
+    def parse(cls, data: bytes) -> "_Authenticate":
+        """Strict parse; raises ValueError (also UnicodeDecodeError) on anything out of bounds."""
+        if len(data) < _AUTHENTICATE_HEADER or data[:8] != SIGNATURE:
+            raise ValueError("not an NTLM message")
+        if struct.unpack_from("<I", data, 8)[0] != AUTHENTICATE:
+            raise ValueError("not an AUTHENTICATE message")
+        fields = [_payload(data, 12 + 8 * i) for i in range(6)]
+        flags = struct.unpack_from("<I", data, 60)[0]
+        codec = "utf-16-le" if flags & ntlm.NTLMSSP_NEGOTIATE_UNICODE else "cp437"
+        lm, nt, domain, user, workstation, session_key = fields
+        return cls(raw=data, lm=lm, nt=nt, domain=domain.decode(codec), user=user.decode(codec),
+                   workstation=workstation.decode(codec), encrypted_session_key=session_key, flags=flags)
+
+    def without_mic(self) -> bytes:
+        return self.raw[:_MIC_OFFSET] + bytes(16) + self.raw[_MIC_END:]
+
+    @property
+    def mic(self) -> bytes:
+        return self.raw[_MIC_OFFSET:_MIC_END]
+
+    @property
+    def has_room_for_mic(self) -> bool:
+        offsets = [struct.unpack_from("<HHI", self.raw, 12 + 8 * i) for i in range(6)]
+        return len(self.raw) >= _MIC_END and all(length == 0 or offset >= _MIC_END for length, _, offset in offsets)
+
+
+def _payload(data: bytes, field_offset: int) -> bytes:
+    length, _max_length, offset = struct.unpack_from("<HHI", data, field_offset)
+    if length and (offset < _AUTHENTICATE_HEADER or offset + length > len(data)):
+        raise ValueError("security buffer out of bounds")
+    return data[offset:offset + length] if length else b""
+
+
+def _filetime(seconds: float) -> bytes:
+    return struct.pack("<Q", _FILETIME_EPOCH + int(seconds * 10_000_000))
+
+
+class NTLMAcceptor:
+    """One NTLM authentication (per HTTP connection, or per DCE/RPC security context): NEGOTIATE in, CHALLENGE out,
+    AUTHENTICATE in, NTLMResult out."""
+
+    def __init__(self, identity: ServerIdentity, lookup: Lookup, rng: random.Random, *,
+                 clock: Callable[[], float] = time.time, accept_ntlmv1: bool = True) -> None:
+        self.identity = identity
+        self._lookup = lookup
+        self._rng = rng
+        self._clock = clock
+        self._accept_ntlmv1 = accept_ntlmv1
+        self._negotiate: Optional[bytes] = None
+        self._challenge: Optional[bytes] = None
+        self._challenge_flags = 0
+        self._server_challenge = b""
+        self.result: Optional[NTLMResult] = None
+
+    # ---- NEGOTIATE -> CHALLENGE ------------------------------------------------------------------------------
+    def challenge(self, negotiate: bytes) -> bytes:
+        """Answer a NEGOTIATE (Type 1) with a CHALLENGE (Type 2); NTLMError on a malformed or out-of-order one."""
+        if self._challenge is not None:
+            raise NTLMError("NEGOTIATE after the CHALLENGE was sent")
+        if len(negotiate) < 16 or negotiate[:8] != SIGNATURE:
+            raise NTLMError("not an NTLM message")
+        if struct.unpack_from("<I", negotiate, 8)[0] != NEGOTIATE:
+            raise NTLMError("not a NEGOTIATE message")
+        client_flags = struct.unpack_from("<I", negotiate, 12)[0]
+        flags = client_flags & _ECHOED_FLAGS | _ADDED_FLAGS
+        # UNICODE unless the client can only do OEM.
+        unicode = client_flags & ntlm.NTLMSSP_NEGOTIATE_UNICODE or not client_flags & ntlm.NTLM_NEGOTIATE_OEM
+        flags |= ntlm.NTLMSSP_NEGOTIATE_UNICODE if unicode else ntlm.NTLM_NEGOTIATE_OEM
+        self._server_challenge = self._rng.getrandbits(64).to_bytes(8, "little")
+        target_name = self.identity.netbios_domain.encode("utf-16-le" if unicode else "cp437")
+
+        target_info = ntlm.AV_PAIRS()
+        for av_id, name in ((ntlm.NTLMSSP_AV_DOMAINNAME, self.identity.netbios_domain),
+                            (ntlm.NTLMSSP_AV_HOSTNAME, self.identity.netbios_computer),
+                            (ntlm.NTLMSSP_AV_DNS_DOMAINNAME, self.identity.dns_domain),
+                            (ntlm.NTLMSSP_AV_DNS_HOSTNAME, self.identity.dns_computer),
+                            (ntlm.NTLMSSP_AV_DNS_TREENAME, self.identity.dns_tree)):
+            target_info[av_id] = name.encode("utf-16-le")
+        target_info[ntlm.NTLMSSP_AV_TIME] = _filetime(self._clock())
+
+        version = ntlm.VERSION()
+        version["ProductMajorVersion"], version["ProductMinorVersion"], version["ProductBuild"], \
+            version["NTLMRevisionCurrent"] = SERVER_VERSION
+        message = ntlm.NTLMAuthChallenge()
+        message["flags"] = flags
+        message["challenge"] = self._server_challenge
+        message["Version"] = version.getData()
+        message["domain_name"] = target_name
+        message["domain_offset"] = 56
+        message["TargetInfoFields"] = target_info.getData()
+        message["TargetInfoFields_offset"] = 56 + len(target_name)
+
+        self._negotiate = negotiate
+        self._challenge_flags = flags
+        self._challenge = message.getData()
+        return self._challenge
+
+    # ---- AUTHENTICATE -> result ------------------------------------------------------------------------------
+    def authenticate(self, authenticate: bytes) -> NTLMResult:
+        """Verify an AUTHENTICATE (Type 3). Never raises on bad input: ok=False with a reason."""
+        self.result = self._authenticate(authenticate)
+        return self.result
+
+    def _authenticate(self, data: bytes) -> NTLMResult:
+        if self._challenge is None or self.result is not None:
+            return NTLMResult(ok=False, reason="unexpected message")
+        try:
+            message = _Authenticate.parse(data)
+        except (ValueError, struct.error):
+            return NTLMResult(ok=False, reason="malformed message")
+        result = NTLMResult(ok=False, user=message.user, domain=message.domain, workstation=message.workstation,
+                            flags=message.flags & self._challenge_flags)
+        if not message.user:
+            result.reason = "anonymous"
+            return result
+        if not self.identity.accepts_domain(message.domain):
+            result.reason = "unknown domain"
+            return result
+        result.mailbox = mailbox = self._lookup(message.user, message.domain)
+        if mailbox is None:
+            result.reason = logon_refusal(None, False)
+            return result
+
+        if len(message.nt) >= _NTLMV2_MIN_RESPONSE:
+            result.protocol = "NTLMv2"
+            key_exchange_key = self._verify_ntlmv2(message, mailbox.password)
+        elif len(message.nt) == 24:
+            result.protocol = "NTLMv1"
+            if not self._accept_ntlmv1:
+                result.reason = "ntlmv1 refused"
+                return result
+            key_exchange_key = self._verify_ntlmv1(message, result.flags, mailbox.password)
+        else:
+            result.reason = "lm response refused" if not message.nt and message.lm else "malformed message"
+            return result
+
+        result.reason = logon_refusal(mailbox, key_exchange_key is not None)
+        if key_exchange_key is None or result.reason == "account locked":
+            return result
+        try:
+            session_key = self._exported_session_key(message, result.flags, key_exchange_key)
+            mic_ok = self._mic_ok(message, session_key)
+        except ValueError:
+            result.reason = "malformed message"
+            return result
+        if not mic_ok:
+            result.reason = "bad MIC"
+        elif not result.reason:
+            result.ok, result.session_key = True, session_key
+        return result
+
+    def _verify_ntlmv2(self, message: _Authenticate, password: str) -> Optional[bytes]:
+        response_key = ntlm.NTOWFv2(message.user, password, message.domain)
+        proof, blob = message.nt[:16], message.nt[16:]
+        if not hmac.compare_digest(ntlm.hmac_md5(response_key, self._server_challenge + blob), proof):
+            return None
+        return ntlm.hmac_md5(response_key, proof)   # SessionBaseKey = KeyExchangeKey for NTLMv2
+
+    def _verify_ntlmv1(self, message: _Authenticate, flags: int, password: str) -> Optional[bytes]:
+        nt_hash = ntlm.compute_nthash(password)
+        ess = flags & ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY
+        if ess and len(message.lm) < 8:
+            return None
+        challenge = (hashlib.md5(self._server_challenge + message.lm[:8]).digest()[:8] if ess
+                     else self._server_challenge)
+        if not hmac.compare_digest(ntlm.ntlmssp_DES_encrypt(nt_hash, challenge), message.nt):
+            return None
+        session_base_key = MD4.new(nt_hash).digest()
+        return ntlm.hmac_md5(session_base_key, self._server_challenge + message.lm[:8]) if ess else session_base_key
+
+    @staticmethod
+    def _exported_session_key(message: _Authenticate, flags: int, key_exchange_key: bytes) -> bytes:
+        if not flags & ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH:
+            return key_exchange_key
+        if len(message.encrypted_session_key) == 16:
+            return ARC4.new(key_exchange_key).decrypt(message.encrypted_session_key)
+        # pyspnego sends a 1-byte placeholder when neither SIGN nor SEAL was negotiated: the key stays KXKEY.
+        if not flags & (ntlm.NTLMSSP_NEGOTIATE_SIGN | ntlm.NTLMSSP_NEGOTIATE_SEAL):
+            return key_exchange_key
+        raise ValueError("EncryptedRandomSessionKey is not 16 bytes")
+
+    def _mic_ok(self, message: _Authenticate, session_key: bytes) -> bool:
+        """Check the MIC when the NTLMv2 blob's MsvAvFlags announce one (it is then mandatory)."""
+        if len(message.nt) < _NTLMV2_MIN_RESPONSE:
+            return True
+        try:
+            av_pairs = ntlm.AV_PAIRS(message.nt[16 + 28:])
+        except (struct.error, IndexError) as exc:
+            raise ValueError("bad AV pairs in the NTLMv2 response") from exc
+        av_flags = av_pairs[ntlm.NTLMSSP_AV_FLAGS]
+        if av_flags is None or len(av_flags[1]) != 4 or not struct.unpack("<I", av_flags[1])[0] & _AV_FLAGS_MIC_PRESENT:
+            return True
+        if not message.has_room_for_mic:
+            return False
+        expected = ntlm.hmac_md5(session_key, self._negotiate + self._challenge + message.without_mic())
+        return hmac.compare_digest(expected, message.mic)
+
+
+class NTLMSecurity:
+    """Server side of NTLM session security with extended session security (ESS): one continuous RC4 stream per
+    direction, per-direction sequence numbers starting at 0 (MS-NLMP 3.4).
+
+    Order of operations matches impacket's rpcrt.py and pyspnego: incoming, decrypt first and then verify the
+    signature over the plaintext (consuming 8 more keystream bytes with KEY_EXCH); outgoing, encrypt first and then
+    sign the plaintext. Every verify/sign consumes one sequence number, even when the signature is wrong.
+
+    DCE/RPC at level 6: ``sealed, sig = seal_and_sign(header, stub_and_pad, sec_trailer)`` and
+    ``stub_and_pad = unseal_and_verify(header, sealed, sec_trailer, sig)`` (the signature covers
+    header + plaintext + sec_trailer, as impacket signs the whole PDU with ESS). Level 5: ``sign(pdu)`` /
+    ``verify(pdu, sig)``. GSS-style (pyspnego's wrap/unwrap): ``wrap(data)`` / ``unwrap(token)``.
+    """
+
+    def __init__(self, result: NTLMResult) -> None:
+        if not result.ok:
+            raise NTLMError("session security needs a successful authentication")
+        if not result.flags & ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY:
+            raise NTLMError("sign/seal without extended session security is not supported")
+        flags, key = result.flags, result.session_key
+        self.flags = flags
+        self._in_sign_key = ntlm.SIGNKEY(flags, key, "Client")
+        self._out_sign_key = ntlm.SIGNKEY(flags, key, "Server")
+        self._in_seal_key = ntlm.SEALKEY(flags, key, "Client")
+        self._out_seal_key = ntlm.SEALKEY(flags, key, "Server")
+        self._in_rc4 = ARC4.new(self._in_seal_key).encrypt
+        self._out_rc4 = ARC4.new(self._out_seal_key).encrypt
+        self.in_sequence = 0
+        self.out_sequence = 0
+
+    # ---- primitives ------------------------------------------------------------------------------------------
+    def unseal(self, data: bytes) -> bytes:
+        return self._in_rc4(data)
+
+    def seal(self, data: bytes) -> bytes:
+        return self._out_rc4(data)
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        expected = ntlm.SIGN(self.flags, self._in_sign_key, message, self.in_sequence, self._in_rc4).getData()
+        self.in_sequence += 1
+        return hmac.compare_digest(expected, signature)
+
+    def sign(self, message: bytes) -> bytes:
+        signature = ntlm.SIGN(self.flags, self._out_sign_key, message, self.out_sequence, self._out_rc4).getData()
+        self.out_sequence += 1
+        return signature
+
+    # ---- combined forms --------------------------------------------------------------------------------------
+    def seal_and_sign(self, before: bytes, data: bytes, after: bytes) -> tuple[bytes, bytes]:
+        """Encrypt data; sign before + plaintext data + after. Returns (sealed data, 16-byte signature)."""
+        sealed = self.seal(data)
+        return sealed, self.sign(before + data + after)
+
+    def unseal_and_verify(self, before: bytes, sealed: bytes, after: bytes, signature: bytes) -> bytes:
+        """Decrypt sealed; verify the signature over before + plaintext + after. NTLMError on a mismatch."""
+        data = self.unseal(sealed)
+        if not self.verify(before + data + after, signature):
+            raise NTLMError("signature mismatch")
+        return data
+
+    def wrap(self, data: bytes) -> bytes:
+        """GSS_Wrap with confidentiality: signature(16) + sealed data."""
+        sealed, signature = self.seal_and_sign(b"", data, b"")
+        return signature + sealed
+
+    def unwrap(self, token: bytes) -> bytes:
+        if len(token) < 16:
+            raise NTLMError("wrapped token shorter than its signature")
+        return self.unseal_and_verify(b"", token[16:], b"", token[:16])
+
+    # ---- SPNEGO mechListMIC (MS-SPNG 3.3.5.1: each direction's RC4 restarts after its mechListMIC) -------------
+    def verify_mech_list_mic(self, mech_types: bytes, mic: bytes) -> bool:
+        ok = self.verify(mech_types, mic)
+        self._in_rc4 = ARC4.new(self._in_seal_key).encrypt
+        return ok
+
+    def mech_list_mic(self, mech_types: bytes) -> bytes:
+        mic = self.sign(mech_types)
+        self._out_rc4 = ARC4.new(self._out_seal_key).encrypt
+        return mic
+
+
+__all__ = ["NTLMAcceptor", "NTLMError", "NTLMResult", "NTLMSecurity", "ServerIdentity", "logon_refusal",
+           "org_lookup", "SERVER_VERSION"]

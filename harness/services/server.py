@@ -1,0 +1,120 @@
+"""One process, one reactor: the HTTPS site, the port-80 redirect vhost and DNS for one org."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Optional
+
+from twisted.internet import ssl as tssl
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from harness import pki as pkimod
+from harness.protocols.autodiscover import SiteUrls
+from harness.services.dns import listen_dns
+from harness.services.rpcproxy import RpcProxyService
+from harness.services.site import ExchangeSite, RedirectSite
+from harness.services.web import HttpFactory
+from harness.transcript import Transcript
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServeOptions:
+    state_dir: str
+    listen: str = "127.0.0.1"
+    https_port: int = 8443
+    http_port: int = 8080
+    dns_port: int = 5353
+    seed: int = 0
+    allow_remote: bool = False
+
+
+class _ContextFactory(tssl.ContextFactory):
+    def __init__(self, context):
+        self._context = context
+
+    def getContext(self):
+        return self._context
+
+
+@dataclass
+class MockExchange:
+    org: object
+    options: ServeOptions
+    transcript: Optional[Transcript] = None
+    endpoints: dict = field(default_factory=dict)
+
+    def start(self, reactor) -> dict:
+        opts = self.options
+        if not is_loopback(opts.listen) and not opts.allow_remote:
+            raise ValueError(f"--listen {opts.listen} is not a loopback address; add --allow-remote to serve it")
+        os.makedirs(opts.state_dir, exist_ok=True)
+        if self.transcript is None:
+            self.transcript = Transcript(os.path.join(opts.state_dir, "transcript.jsonl"))
+        rng = random.Random(opts.seed)
+        self.transcript.record("start", seed=opts.seed, org=self.org.domain, listen=opts.listen)
+        self.pki = pkimod.PKI(opts.state_dir, rng=random.Random(opts.seed))
+        credential = self.pki.issue(self.org.hostnames, ips=[opts.listen])
+        context = pkimod.server_context({name: credential for name in self.org.hostnames}, credential)
+
+        # The HTTPS port must be known before the URLs (and the redirect/DNS answers) are rendered.
+        self._https = reactor.listenTCP(opts.https_port, TLSMemoryBIOFactory(
+            _ContextFactory(context), False, HttpFactory(None, tls=True, clock=reactor)), interface=opts.listen)
+        https_port = self._https.getHost().port
+        urls = SiteUrls.for_org(self.org, https_port)
+        proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)))
+        site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy)
+        self._https.factory.wrappedFactory.app = site
+        self._http = reactor.listenTCP(opts.http_port, HttpFactory(RedirectSite(self.org, self.transcript, https_port),
+                                                                   tls=False, clock=reactor), interface=opts.listen)
+        self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript)
+        self.site, self.urls = site, urls
+        self.endpoints = self._describe(https_port)
+        with open(os.path.join(opts.state_dir, "endpoints.json"), "w", encoding="utf-8") as handle:
+            json.dump(self.endpoints, handle, indent=2)
+        self.transcript.record("listening", **{k: self.endpoints[k] for k in ("https", "http", "dns")})
+        return self.endpoints
+
+    def _describe(self, https_port: int) -> dict:
+        org, opts = self.org, self.options
+        host = f"[{opts.listen}]" if ":" in opts.listen else opts.listen
+        port_suffix = "" if https_port == 443 else f":{https_port}"
+        http_port = self._http.getHost().port
+        return {
+            "domain": org.domain,
+            "https": {"host": opts.listen, "port": https_port},
+            "http": {"host": opts.listen, "port": http_port},
+            "dns": {"host": opts.listen, "port": self._dns[0].getHost().port},
+            "ca_file": self.pki.ca_file,
+            "transcript": self.transcript.path,
+            "seed": opts.seed,
+            "hostnames": org.hostnames,
+            "autodiscover_urls": [f"https://{org.domain}{port_suffix}/autodiscover/autodiscover.xml",
+                                  f"https://{org.autodiscover_host}{port_suffix}/autodiscover/autodiscover.xml",
+                                  f"https://{org.autodiscover_host}{port_suffix}/autodiscover/autodiscover.svc"],
+            "direct_url": f"https://{host}:{https_port}/autodiscover/autodiscover.xml",
+            "http_redirect_url": f"http://{org.autodiscover_host}/autodiscover/autodiscover.xml",
+            "rpc_proxy_url": f"https://{org.mail_host}{port_suffix}/rpc/rpcproxy.dll",
+            "ews_url": self.urls.ews_url,
+            "users": [{"email": m.email, "username": m.username, "domain": org.netbios_domain,
+                       "upn": f"{m.username}@{org.ad_domain}", "password": m.password,
+                       "display_name": m.display_name, "server": m.server,
+                       "rpc_server": org.personal_server(m), "legacy_dn": org.legacy_dn(m)}
+                      for m in org.mailboxes],
+        }
+
+    def stop(self):
+        from twisted.internet import defer
+        waits = [self._https.stopListening(), self._http.stopListening()]
+        waits += [p.stopListening() for p in self._dns]
+        self.transcript.record("stop")
+        return defer.gatherResults([d for d in waits if d is not None])

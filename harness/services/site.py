@@ -1,0 +1,222 @@
+"""The Exchange 2013 CAS web site: IIS-like headers, connection-bound auth, and routing to the protocol cores.
+
+Routes (case-insensitive, as IIS):
+  /autodiscover/autodiscover.xml   POX Autodiscover (authenticated)
+  /autodiscover/autodiscover.svc   SOAP Autodiscover (authenticated)
+  /autodiscover/autodiscover.json  Autodiscover v2 (anonymous)
+  /rpc/rpcproxy.dll                RPC over HTTP channels (authenticated), handed to the RPC proxy service
+"""
+from __future__ import annotations
+
+import random
+import uuid
+from email.utils import formatdate
+from typing import Callable, List, Optional, Sequence, Tuple
+from urllib.parse import parse_qs
+
+from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
+from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
+from harness.protocols.httpauth import HttpAuthenticator
+from harness.protocols.ntlm import ServerIdentity
+from harness.services.web import ConnectionInfo, HttpRequest, HttpResponse
+from harness.transcript import Transcript, mask_headers
+
+DEFAULT_AUTH_METHODS = ("Negotiate", "NTLM", "Basic")
+HTML = "text/html"
+IIS_401 = (b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
+           b'"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\r\n<html><head><title>401 - Unauthorized: Access is '
+           b'denied due to invalid credentials.</title></head><body><h2>401 - Unauthorized: Access is denied due to '
+           b'invalid credentials.</h2><h3>You do not have permission to view this directory or page using the '
+           b'credentials that you supplied.</h3></body></html>')
+REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+           405: "Method Not Allowed", 413: "Request Entity Too Large", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+AUTODISCOVER_HEADERS = [("X-SOAP-Enabled", "True"), ("X-WSSecurity-Enabled", "True"), ("X-WSSecurity-For", "None"),
+                        ("X-OAuth-Enabled", "True")]
+
+
+def iis_error_page(status: int, text: str) -> bytes:
+    return (f"<!DOCTYPE html><html><head><title>{status} - {text}</title></head><body><h2>{status} - {text}</h2>"
+            f"</body></html>").encode()
+
+
+class ExchangeSite:
+    """The app behind the HTTPS listener (see harness.services.web for the app interface)."""
+
+    def __init__(self, org, transcript: Transcript, rng: random.Random, urls: SiteUrls, *,
+                 rpc_proxy=None, auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS):
+        self.org, self.transcript, self.rng, self.urls = org, transcript, rng, urls
+        self.rpc_proxy = rpc_proxy
+        self.auth_methods = tuple(auth_methods)
+        self.identity = ServerIdentity.for_org(org)
+        self.fe_server = org.cas.name
+        self.routes: List[Tuple[str, Callable]] = [
+            ("/autodiscover/autodiscover.xml", self._pox),
+            ("/autodiscover/autodiscover.svc", self._soap),
+            ("/autodiscover/autodiscover.json", self._json),
+            ("/ews/exchange.asmx", self._ews),
+        ]
+
+    # ---- connection events (from web.py) ----------------------------------------------------------------------
+    def connection_made(self, info: ConnectionInfo) -> None:
+        self.transcript.record("connect", listener="https" if info.tls else "http", conn=info.conn_id,
+                               peer=f"{info.peer[0]}:{info.peer[1]}", local=f"{info.local[0]}:{info.local[1]}")
+
+    def tls_handshake(self, info: ConnectionInfo, ok: bool, reason: str) -> None:
+        self.transcript.record("tls", conn=info.conn_id, ok=ok, sni=info.sni, version=info.tls_version,
+                               reason=reason)
+
+    def connection_lost(self, info: ConnectionInfo, reason: str) -> None:
+        self.transcript.record("disconnect", conn=info.conn_id, reason=reason)
+
+    def response_sent(self, request: HttpRequest, response: HttpResponse, elapsed: float) -> None:
+        self.transcript.record(
+            "http", conn=request.conn.conn_id, method=request.method, path=request.target, host=request.host,
+            status=response.status, request_headers=mask_headers(request.headers),
+            response_headers=mask_headers(response.headers), request_bytes=len(request.body),
+            response_bytes=len(response.body), sni=request.conn.sni, ms=round(elapsed * 1000, 3))
+
+    # ---- error answers web.py asks for -------------------------------------------------------------------------
+    def bad_request(self, info: ConnectionInfo, status: int, message: str) -> HttpResponse:
+        self.transcript.record("http_error", conn=info.conn_id, status=status, reason=message)
+        return HttpResponse(status, REASONS.get(status, "Bad Request"),
+                            [("Content-Type", HTML), ("Server", "Microsoft-HTTPAPI/2.0")],
+                            iis_error_page(status, "Bad Request"))
+
+    def too_large(self, request: HttpRequest, size: int) -> HttpResponse:
+        self.transcript.record("http_error", conn=request.conn.conn_id, status=413, path=request.target,
+                               reason=f"request body of {size} bytes exceeds the limit")
+        return self._response(413, HTML, iis_error_page(413, "Request Entity Too Large"))
+
+    # ---- requests -----------------------------------------------------------------------------------------------
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        path = request.path.lower()
+        for prefix, handler in self.routes:
+            if path == prefix or path.startswith(prefix + "/"):
+                return handler(request)
+        if path.startswith("/rpc/rpcproxy.dll"):
+            mailbox, challenge = self.authenticate(request)
+            return challenge or self._response(200, HTML, b"")
+        return self._response(404, HTML, iis_error_page(404, "File or directory not found."))
+
+    def open_tunnel(self, request: HttpRequest, io):
+        if not request.path.lower().startswith("/rpc/rpcproxy.dll"):
+            return self._response(404, HTML, iis_error_page(404, "File or directory not found."))
+        mailbox, challenge = self.authenticate(request)
+        if challenge is not None:
+            return challenge
+        if self.rpc_proxy is None:
+            return self._response(503, HTML, iis_error_page(503, "Service Unavailable"))
+        outcome = self.rpc_proxy.open_channel(request, mailbox, io)
+        status = getattr(outcome, "status", None)
+        if isinstance(status, int):  # an HttpError from the proxy core
+            self.transcript.record("rpc_proxy_refused", conn=request.conn.conn_id, target=request.query,
+                                   status=status, reason=outcome.reason)
+            return self._response(status, HTML, outcome.body or iis_error_page(status, outcome.reason),
+                                  reason=outcome.reason)
+        return outcome
+
+    def authenticate(self, request: HttpRequest):
+        """(mailbox, None) when the connection/request is authenticated, else (None, a 401 response)."""
+        state = request.conn.state
+        auth = state.get("auth")
+        if auth is None:
+            auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
+                                                     realm=request.host or self.org.mail_host)
+        header = request.header("authorization")
+        outcome = auth.process(header)
+        if header is not None:
+            self.transcript.record("auth", conn=request.conn.conn_id, scheme=outcome.scheme, user=outcome.user,
+                                   domain=outcome.domain, result=outcome.state, reason=outcome.reason,
+                                   tls=request.conn.tls, path=request.target)
+        if outcome.state == "success":
+            return outcome.mailbox, None
+        extra = AUTODISCOVER_HEADERS if request.path.lower().startswith("/autodiscover") else []
+        return None, self._response(401, HTML, IIS_401, headers=list(outcome.headers) + extra, backend=False)
+
+    def _pox(self, request: HttpRequest) -> HttpResponse:
+        mailbox, challenge = self.authenticate(request)
+        if challenge:
+            return challenge
+        answer = autodiscover.respond_pox(self.org, request.body, mailbox, self.urls,
+                                          mapi_http=request.header("x-mapihttpcapability") is not None,
+                                          method=request.method)
+        return self._autodiscover_response(request, answer)
+
+    def _soap(self, request: HttpRequest) -> HttpResponse:
+        mailbox, challenge = self.authenticate(request)
+        if challenge:
+            return challenge
+        if request.method in ("GET", "HEAD"):
+            return self._response(200, HTML, b"<html><body>You have created a service.</body></html>")
+        answer = autodiscover_soap.respond_soap(self.org, request.body, mailbox, self.urls)
+        return self._autodiscover_response(request, answer)
+
+    def _json(self, request: HttpRequest) -> HttpResponse:
+        answer = autodiscover_json.respond_json(self.org, request.path, parse_qs(request.query), self.urls)
+        return self._autodiscover_response(request, answer)
+
+    def _ews(self, request: HttpRequest) -> HttpResponse:
+        mailbox, challenge = self.authenticate(request)
+        if challenge:
+            return challenge
+        if request.method in ("GET", "HEAD"):
+            return self._response(200, HTML, b"<html><body>You have created a service.</body></html>")
+        answer = ews.respond_ews(self.org, request.body)
+        self.transcript.record("ews", conn=request.conn.conn_id, outcome=answer.outcome, error_code=answer.error_code,
+                               detail=answer.detail, mailbox=mailbox.email)
+        return self._response(answer.status, answer.content_type, answer.body)
+
+    def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
+        self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path, outcome=answer.outcome,
+                               error_code=answer.error_code, detail=answer.detail,
+                               mailbox=answer.mailbox.email if answer.mailbox else None)
+        return self._response(answer.status, answer.content_type, answer.body,
+                              headers=list(AUTODISCOVER_HEADERS) + [("Cache-Control", "private")])
+
+    def _response(self, status: int, content_type: str, body: bytes, *, headers: Optional[list] = None,
+                  backend: bool = True, reason: Optional[str] = None) -> HttpResponse:
+        """IIS + Exchange front-end headers; back-end headers only when the request was 'proxied' to a mailbox server."""
+        common = [("Content-Type", content_type), ("Server", "Microsoft-IIS/8.5"),
+                  ("request-id", str(uuid.UUID(int=self.rng.getrandbits(128), version=4)))]
+        if backend:
+            common += [("X-CalculatedBETarget", self.org.cas.fqdn), ("X-BackEndHttpStatus", str(status)),
+                       ("X-DiagInfo", self.fe_server), ("X-BEServer", self.fe_server), ("X-AspNet-Version", "4.0.30319")]
+        common += list(headers or [])
+        common += [("X-Powered-By", "ASP.NET"), ("X-FEServer", self.fe_server), ("Date", formatdate(usegmt=True))]
+        return HttpResponse(status, reason or REASONS.get(status, ""), common, body)
+
+
+class RedirectSite:
+    """The plain-HTTP (port 80) vhost admins set up for the HTTP-redirect discovery method: 302 to https, any path."""
+
+    def __init__(self, org, transcript: Transcript, https_port: int):
+        self.org, self.transcript = org, transcript
+        port = "" if https_port == 443 else f":{https_port}"
+        self.base = f"https://{org.autodiscover_host}{port}"
+
+    connection_made = ExchangeSite.connection_made
+    connection_lost = ExchangeSite.connection_lost
+    response_sent = ExchangeSite.response_sent
+    bad_request = ExchangeSite.bad_request
+
+    def tls_handshake(self, info, ok, reason):  # plain listener: never called
+        pass
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        if request.header("authorization"):
+            scheme = request.header("authorization").split(" ", 1)[0]
+            self.transcript.record("auth", conn=request.conn.conn_id, scheme=scheme, user="", result="ignored",
+                                   reason="credentials sent over plain HTTP", tls=False, path=request.target)
+        path = request.path if request.path.lower().startswith("/autodiscover/") else "/autodiscover/autodiscover.xml"
+        location = self.base + path
+        return HttpResponse(302, "Found", [("Location", location), ("Content-Type", HTML),
+                                           ("Server", "Microsoft-IIS/8.5"), ("Date", formatdate(usegmt=True))],
+                            f'<head><title>Document Moved</title></head><body><h1>Object Moved</h1>This document may be '
+                            f'found <a HREF="{location}">here</a></body>'.encode())
+
+    def too_large(self, request, size):
+        return self.handle(request)
+
+    def open_tunnel(self, request, io):
+        return self.handle(request)
