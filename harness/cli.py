@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import List, Optional
 
@@ -53,8 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=_port, default=8080,
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
     serve.add_argument("--dns-port", type=_port, default=5353, help="DNS port, UDP and TCP (default 5353; 0 = any)")
-    serve.add_argument("--seed", type=int, default=0, help="seed for every random choice, to replay a run (default 0)")
+    serve.add_argument("--seed", type=int, default=None,
+                       help="seed for every random choice, to replay a run (default: the scenario's seed, else 0)")
+    serve.add_argument("--scenario", action="append", default=[], metavar="NAME|FILE",
+                       help="activate a scenario (a built-in name or a YAML file); repeatable. "
+                            "`kill -HUP <pid>` resets scenario state without a restart")
     serve.add_argument("--quiet", action="store_true", help="print only the endpoints.json path")
+
+    scenarios = sub.add_parser("scenarios", help="list, show and validate scenarios (built-in or files)",
+                               description="The built-in scenario library and scenario files.")
+    scenario_sub = scenarios.add_subparsers(dest="action", metavar="ACTION")
+    listing = scenario_sub.add_parser("list", help="name, layers and one-line effect of every built-in scenario")
+    listing.add_argument("--layer", help="only scenarios touching this layer (tls, network, auth, ...)")
+    show = scenario_sub.add_parser("show", help="a scenario in full: faults, parameters, expected client symptoms")
+    show.add_argument("scenario", metavar="NAME|FILE")
+    check = scenario_sub.add_parser("validate", help="check scenario files; errors name file:line: field")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    scenario_sub.add_parser("schema", help="print the JSON schema of scenario files")
+    faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
+    faults.add_argument("name", nargs="?", help="show one fault in full")
     return parser
 
 
@@ -67,6 +85,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "scenarios":
+            from harness import catalog_cli
+            return catalog_cli.scenarios(args, parser)
+        if args.command == "faults":
+            from harness import catalog_cli
+            return catalog_cli.faults(args)
     except SpecError as exc:
         print(f"mockex: {exc}", file=sys.stderr)
         return 2
@@ -84,17 +108,21 @@ def _serve(args) -> int:
         print(f"mockex: --listen {args.listen} is not a loopback address; add --allow-remote if you mean it",
               file=sys.stderr)
         return 2
+    from harness.scenario import resolve
     org = load_org(args.org)
+    scenarios = [resolve(ref) for ref in args.scenario]
+    seed = args.seed if args.seed is not None else next((s.seed for s in scenarios if s.seed is not None), 0)
     server = MockExchange(org, ServeOptions(state_dir=os.path.abspath(args.state_dir), listen=args.listen,
                                             https_port=args.https_port, http_port=args.http_port,
-                                            dns_port=args.dns_port, seed=args.seed,
-                                            allow_remote=args.allow_remote))
+                                            dns_port=args.dns_port, seed=seed,
+                                            allow_remote=args.allow_remote), scenarios=scenarios)
     try:
         endpoints = server.start(reactor)
     except Exception as exc:  # a port in use or a permission error: say which, no traceback
         print(f"mockex: cannot start: {getattr(exc, 'socketError', None) or exc}", file=sys.stderr)
         return 1
     print(summary(endpoints, os.path.join(server.options.state_dir, "endpoints.json"), quiet=args.quiet), flush=True)
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(server.steps.reset))
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly
     server.transcript.record("stop")
     server.transcript.close()
@@ -109,6 +137,8 @@ def summary(endpoints: dict, path: str, quiet: bool = False) -> str:
     https, http, dns = endpoints["https"], endpoints["http"], endpoints["dns"]
     lines = [
         f"mockex serving {endpoints['domain']} (seed {endpoints['seed']})",
+        *(f"  scenario {name}" for name in endpoints["scenarios"]),
+        *(f"  fault    {fault}" for fault in endpoints["faults"]),
         f"  HTTPS  {https['host']}:{https['port']}   names: {', '.join(endpoints['hostnames'])}",
         f"  HTTP   {http['host']}:{http['port']}   (302 redirect to Autodiscover)",
         f"  DNS    {dns['host']}:{dns['port']}   (authoritative for {endpoints['domain']}, UDP+TCP)",

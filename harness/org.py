@@ -11,10 +11,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from harness.paths import data_dir
 from harness.yamlfile import Reader, SpecError, load_file
 
 ADMIN_GROUP = "Exchange Administrative Group (FYDIBOHF23SPDLT)"
-DEFAULT_ORG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "contoso.test")
+DEFAULT_ORG_DIR = os.path.join(data_dir("fixtures"), "contoso.test")
 MAILBOX_KINDS = ("user", "room", "equipment", "shared")
 
 

@@ -12,10 +12,12 @@ from twisted.internet import ssl as tssl
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from harness import pki as pkimod
+from harness.faults.base import FaultSet
 from harness.protocols.autodiscover import SiteUrls
 from harness.services.dns import listen_dns
 from harness.services.rpcproxy import RpcProxyService
 from harness.services.site import ExchangeSite, RedirectSite
+from harness.services.steps import StepRunner
 from harness.services.web import HttpFactory
 from harness.transcript import Transcript
 
@@ -51,6 +53,7 @@ class MockExchange:
     org: object
     options: ServeOptions
     transcript: Optional[Transcript] = None
+    scenarios: list = field(default_factory=list)
     endpoints: dict = field(default_factory=dict)
 
     def start(self, reactor) -> dict:
@@ -61,7 +64,11 @@ class MockExchange:
         if self.transcript is None:
             self.transcript = Transcript(os.path.join(opts.state_dir, "transcript.jsonl"))
         rng = random.Random(opts.seed)
-        self.transcript.record("start", seed=opts.seed, org=self.org.domain, listen=opts.listen)
+        self.transcript.record("start", seed=opts.seed, org=self.org.domain, listen=opts.listen,
+                               scenarios=[s.name for s in self.scenarios])
+        self.faults = FaultSet([f for s in self.scenarios for f in s.build_faults(opts.seed)],
+                               record=self.transcript.record)
+        self.steps = StepRunner(self.scenarios, self.faults, self.transcript, reactor, opts.seed)
         self.pki = pkimod.PKI(opts.state_dir, rng=random.Random(opts.seed))
         credential = self.pki.issue(self.org.hostnames, ips=[opts.listen])
         context = pkimod.server_context({name: credential for name in self.org.hostnames}, credential)
@@ -72,7 +79,8 @@ class MockExchange:
         https_port = self._https.getHost().port
         urls = SiteUrls.for_org(self.org, https_port)
         proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)))
-        site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy)
+        site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
+                            faults=self.faults)
         self._https.factory.wrappedFactory.app = site
         self._http = reactor.listenTCP(opts.http_port, HttpFactory(RedirectSite(self.org, self.transcript, https_port),
                                                                    tls=False, clock=reactor), interface=opts.listen)
@@ -97,6 +105,8 @@ class MockExchange:
             "ca_file": self.pki.ca_file,
             "transcript": self.transcript.path,
             "seed": opts.seed,
+            "scenarios": [s.name for s in self.scenarios],
+            "faults": [f.describe() for f in self.faults],
             "hostnames": org.hostnames,
             "autodiscover_urls": [f"https://{org.domain}{port_suffix}/autodiscover/autodiscover.xml",
                                   f"https://{org.autodiscover_host}{port_suffix}/autodiscover/autodiscover.xml",

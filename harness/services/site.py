@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs
 
 from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
+from harness.faults.base import FaultSet, Scope
 from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
 from harness.protocols.httpauth import HttpAuthenticator
 from harness.protocols.ntlm import ServerIdentity
@@ -44,8 +45,10 @@ class ExchangeSite:
     """The app behind the HTTPS listener (see harness.services.web for the app interface)."""
 
     def __init__(self, org, transcript: Transcript, rng: random.Random, urls: SiteUrls, *,
-                 rpc_proxy=None, auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS):
+                 rpc_proxy=None, auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
+                 faults: Optional[FaultSet] = None):
         self.org, self.transcript, self.rng, self.urls = org, transcript, rng, urls
+        self.faults = faults if faults is not None else FaultSet()
         self.rpc_proxy = rpc_proxy
         self.auth_methods = tuple(auth_methods)
         self.identity = ServerIdentity.for_org(org)
@@ -89,7 +92,16 @@ class ExchangeSite:
         return self._response(413, HTML, iis_error_page(413, "Request Entity Too Large"))
 
     # ---- requests -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def scope(request: HttpRequest, mailbox=None) -> Scope:
+        return Scope(host=request.host or request.conn.sni, user=mailbox.email if mailbox else None)
+
     def handle(self, request: HttpRequest) -> HttpResponse:
+        response = self.faults.first("http_request", self.scope(request), request) or self._route(request)
+        response.headers.extend(request.response_headers)
+        return response
+
+    def _route(self, request: HttpRequest) -> HttpResponse:
         path = request.path.lower()
         for prefix, handler in self.routes:
             if path == prefix or path.startswith(prefix + "/"):
@@ -123,13 +135,17 @@ class ExchangeSite:
         if auth is None:
             auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
                                                      realm=request.host or self.org.mail_host)
+        auth.methods = tuple(self.faults.first("auth_methods", self.scope(request), request) or self.auth_methods)
         header = request.header("authorization")
         outcome = auth.process(header)
+        if outcome.state == "success":
+            outcome = self.faults.first("auth_result", self.scope(request, outcome.mailbox), request, outcome) or outcome
         if header is not None:
             self.transcript.record("auth", conn=request.conn.conn_id, scheme=outcome.scheme, user=outcome.user,
                                    domain=outcome.domain, result=outcome.state, reason=outcome.reason,
                                    tls=request.conn.tls, path=request.target)
         if outcome.state == "success":
+            request.response_headers.extend(outcome.headers)  # the final Negotiate token rides on the 200, as IIS does
             return outcome.mailbox, None
         extra = AUTODISCOVER_HEADERS if request.path.lower().startswith("/autodiscover") else []
         return None, self._response(401, HTML, IIS_401, headers=list(outcome.headers) + extra, backend=False)
@@ -168,6 +184,7 @@ class ExchangeSite:
         return self._response(answer.status, answer.content_type, answer.body)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
+        answer = self.faults.first("autodiscover", self.scope(request, answer.mailbox), request, answer) or answer
         self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path, outcome=answer.outcome,
                                error_code=answer.error_code, detail=answer.detail,
                                mailbox=answer.mailbox.email if answer.mailbox else None)

@@ -32,6 +32,7 @@ class HttpRequest:
     body: bytes = b""
     scheme: str = "https"
     conn: Any = None          # the ConnectionInfo of the connection it came on
+    response_headers: List[Tuple[str, str]] = field(default_factory=list)  # added to whatever answers it
 
     def header(self, name: str) -> Optional[str]:
         name = name.lower()

@@ -1,0 +1,155 @@
+"""Docs generated from the code so they cannot drift: docs/faults.md, docs/scenarios.md and
+docs/scenario.schema.json. `python -m harness.catalog_docs` rewrites them; a test fails when they are stale."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List
+
+from harness.faults.base import LAYERS, Param, catalog
+from harness.scenario import TRIGGERS, builtin_scenarios
+
+DOCS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+def _param_type(param: Param) -> str:
+    kinds = param.kind if isinstance(param.kind, tuple) else (param.kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _param_default(param: Param) -> str:
+    return "required" if param.required else ("—" if param.default is None else f"`{param.default!r}`")
+
+
+def fault_text(cls) -> List[str]:
+    lines = [f"### `{cls.name}`", "", cls.summary, ""]
+    if cls.description:
+        lines += [cls.description.strip(), ""]
+    lines += ["| parameter | type | default | meaning |", "|---|---|---|---|"]
+    for name, param in cls.all_params().items():
+        choices = f" (one of {', '.join(map(str, param.choices))})" if param.choices else ""
+        lines.append(f"| `{name}` | {_param_type(param)} | {_param_default(param)} | {param.help}{choices} |")
+    lines.append("")
+    if cls.symptoms:
+        lines += ["What clients report:", ""]
+        lines += [f"- **{client}**: {text}" for client, text in cls.symptoms.items()]
+        lines.append("")
+    if cls.analyzer:
+        lines += ["`mockex probe` concludes: " + ", ".join(f"{k} = `{v}`" for k, v in cls.analyzer.items()), ""]
+    return lines
+
+
+def faults_markdown() -> str:
+    faults = catalog()
+    lines = ["# Fault catalogue", "", "Generated from `harness/faults/` by `python -m harness.catalog_docs`; do not edit.",
+             "", f"{len(faults)} faults. Every fault also takes `host` and `user` to narrow where it applies.", ""]
+    for layer in LAYERS:
+        members = [cls for cls in faults.values() if cls.name.split(".", 1)[0] == layer]
+        if not members:
+            continue
+        lines += [f"## {layer}", ""]
+        for cls in members:
+            lines += fault_text(cls)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def scenarios_markdown() -> str:
+    scenarios = builtin_scenarios()
+    lines = ["# Built-in scenarios", "", "Generated from `scenarios/*.yaml` by `python -m harness.catalog_docs`; "
+             "do not edit.", "", f"{len(scenarios)} scenarios. Run one with `mockex serve --scenario NAME`.", "",
+             "## File format", "",
+             "| field | meaning |", "|---|---|",
+             "| `name` | lower-case letters, digits and `-` |",
+             "| `description` | first line is the summary shown by `mockex scenarios list` |",
+             "| `seed` | optional; the run's seed unless `--seed` is given |",
+             "| `faults` | list of `layer.fault: {param: value}` (see faults.md) |",
+             "| `steps` | optional list of `{after: {...}, apply: [faults], remove: [fault names]}`; `after` takes "
+             + ", ".join(f"`{k}`" for k in TRIGGERS) + " |",
+             "| `expect.analyzer` | `{fails_at: STEP, reason: REASON, host: NAME}` or `{passes: true}`: what "
+             "`mockex probe` must conclude |",
+             "| `expect.clients` | free-form notes on what named clients should do |", "",
+             "## Library", "", "| scenario | layers | effect | probe verdict |", "|---|---|---|---|"]
+    for scenario in scenarios:
+        analyzer = scenario.expect.get("analyzer", {})
+        verdict = ("passes" if analyzer.get("passes") else
+                   f"fails at `{analyzer.get('fails_at')}`" + (f" ({analyzer['reason']})" if "reason" in analyzer else "")
+                   if analyzer else "—")
+        lines.append(f"| `{scenario.name}` | {', '.join(scenario.layers) or '—'} | {scenario.summary} | {verdict} |")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _param_schema(param: Param) -> Dict:
+    kinds = param.kind if isinstance(param.kind, tuple) else (param.kind,)
+    types = sorted({JSON_TYPES[k] for k in kinds})
+    schema: Dict = {"type": types[0] if len(types) == 1 else types}
+    if param.help:
+        schema["description"] = param.help
+    if param.choices:
+        schema["enum"] = list(param.choices)
+    return schema
+
+
+def scenario_schema() -> Dict:
+    from harness.probe import verdicts
+    fault_items = []
+    for name, cls in catalog().items():
+        spec = cls.all_params()
+        params = {"type": "object", "additionalProperties": False,
+                  "properties": {k: _param_schema(p) for k, p in spec.items()}}
+        required = [k for k, p in spec.items() if p.required]
+        if required:
+            params["required"] = required
+        else:
+            params = {"oneOf": [params, {"type": "null"}]}
+        fault_items.append({"type": "object", "additionalProperties": False, "required": [name],
+                            "properties": {name: params}, "description": cls.summary})
+        if not required:
+            fault_items.append({"const": name})
+    fault = {"oneOf": fault_items}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "mockex scenario",
+        "type": "object", "additionalProperties": False, "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,63}$"},
+            "description": {"type": "string"},
+            "seed": {"type": "integer"},
+            "faults": {"type": "array", "items": {"$ref": "#/$defs/fault"}},
+            "steps": {"type": "array", "items": {
+                "type": "object", "additionalProperties": False, "required": ["after"],
+                "properties": {
+                    "after": {"type": "object", "additionalProperties": False, "properties": {
+                        "requests": {"type": "integer"}, "path": {"type": "string"}, "status": {"type": "integer"},
+                        "seconds": {"type": "number"}, "auth_successes": {"type": "integer"}}},
+                    "apply": {"type": "array", "items": {"$ref": "#/$defs/fault"}},
+                    "remove": {"type": "array", "items": {"type": "string", "enum": sorted(catalog())}}}}},
+            "expect": {"type": "object", "additionalProperties": False, "properties": {
+                "analyzer": {"type": "object", "additionalProperties": False, "properties": {
+                    "fails_at": {"enum": list(verdicts.STEPS)}, "reason": {"enum": sorted(verdicts.REASONS)},
+                    "host": {"type": "string"}, "passes": {"type": "boolean"}, "warns": {"type": "string"}}},
+                "clients": {"type": "object"}}},
+        },
+        "$defs": {"fault": fault},
+    }
+
+
+def outputs() -> Dict[str, str]:
+    return {"faults.md": faults_markdown(), "scenarios.md": scenarios_markdown(),
+            "scenario.schema.json": json.dumps(scenario_schema(), indent=2) + "\n"}
+
+
+def write() -> List[str]:
+    os.makedirs(DOCS_DIR, exist_ok=True)
+    written = []
+    for name, text in outputs().items():
+        path = os.path.join(DOCS_DIR, name)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write():
+        print(path)

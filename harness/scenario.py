@@ -1,0 +1,170 @@
+"""Scenario files: YAML naming faults (with parameters), optional stateful steps, and what clients should observe.
+
+    name: outlook-anywhere-port-blocked
+    description: The firewall drops 443 on mail.contoso.test; autodiscover still works.
+    seed: 7
+    faults:
+      - network.blackhole: {host: mail.contoso.test, port: 443}
+    steps:
+      - after: {requests: 3, path: /autodiscover/autodiscover.xml}
+        apply: [{auth.reject: {user: alice@contoso.test}}]
+    expect:
+      analyzer: {fails_at: port, reason: connection-timeout, host: mail.contoso.test}
+
+Every error names the file, line and field, with a hint (closest fault name, allowed values).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from harness.faults.base import Fault, FaultParamError, catalog
+from harness.paths import data_dir
+from harness.yamlfile import Reader, SpecError, closest, load_file
+
+BUILTIN_DIR = data_dir("scenarios")
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
+TRIGGERS = {"requests": int, "path": str, "seconds": (int, float), "auth_successes": int, "status": int}
+
+
+@dataclass
+class FaultSpec:
+    name: str
+    params: Dict[str, Any]
+    line: int
+
+    def build(self, rng: random.Random) -> Fault:
+        return catalog()[self.name](rng=rng, **self.params)
+
+
+@dataclass
+class Step:
+    after: Dict[str, Any]
+    apply: List[FaultSpec]
+    remove: List[str]
+    line: int
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    faults: List[FaultSpec]
+    steps: List[Step] = field(default_factory=list)
+    expect: Dict[str, Any] = field(default_factory=dict)
+    seed: Optional[int] = None
+    source: str = ""
+
+    @property
+    def layers(self) -> List[str]:
+        specs = self.faults + [s for step in self.steps for s in step.apply]
+        return sorted({spec.name.split(".", 1)[0] for spec in specs})
+
+    @property
+    def summary(self) -> str:
+        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+
+    def build_faults(self, seed: int) -> List[Fault]:
+        """Fault instances, each with its own rng derived from the run's seed, so runs replay."""
+        return [spec.build(random.Random(f"{seed}:{self.name}:{i}:{spec.name}"))
+                for i, spec in enumerate(self.faults)]
+
+
+def _fault_spec(item: Any, path: str, where: str, line: int) -> FaultSpec:
+    known = catalog()
+    if isinstance(item, str):
+        name, params, item_line = item, {}, line
+    elif isinstance(item, dict) and len(item) == 1:
+        name, params = next(iter(item.items()))
+        item_line = item.line_of(name) if hasattr(item, "line_of") else line
+        if params is None:
+            params = {}
+    else:
+        raise SpecError(path, line, where, "a fault is written `layer.name: {param: value}` (one key)",
+                        "e.g. - tls.expired: {host: mail.contoso.test}")
+    if name not in known:
+        raise SpecError(path, item_line, where, f"unknown fault {name!r}", closest(str(name), known))
+    if not isinstance(params, dict):
+        raise SpecError(path, item_line, f"{where}.{name}", f"parameters must be a mapping, got {params!r}")
+    try:
+        known[name].validate(dict(params))
+    except FaultParamError as exc:
+        param_line = params.line_of(exc.param) if hasattr(params, "line_of") else item_line
+        raise SpecError(path, param_line, f"{where}.{name}.{exc.param}", exc.message, exc.hint) from None
+    return FaultSpec(name, dict(params), item_line)
+
+
+def _expect(reader: Reader) -> Dict[str, Any]:
+    reader.only(["analyzer", "clients"])
+    result: Dict[str, Any] = {}
+    if "analyzer" in reader.mapping:
+        analyzer = reader.sub("analyzer")
+        analyzer.only(["fails_at", "reason", "host", "passes", "warns"])
+        from harness.probe import verdicts
+        block = {}
+        if "passes" in analyzer.mapping:
+            block["passes"] = analyzer.get("passes", bool)
+        else:
+            block["fails_at"] = analyzer.get("fails_at", str, choices=verdicts.STEPS)
+        if "reason" in analyzer.mapping:
+            block["reason"] = analyzer.get("reason", str, choices=sorted(verdicts.REASONS))
+        for key in ("host", "warns"):
+            if key in analyzer.mapping:
+                block[key] = analyzer.get(key, str)
+        result["analyzer"] = block
+    if "clients" in reader.mapping:
+        result["clients"] = dict(reader.get("clients", dict))
+    return result
+
+
+def load_scenario(path: str) -> Scenario:
+    data = load_file(path)
+    top = Reader(data, path)
+    top.only(["name", "description", "seed", "faults", "steps", "expect"])
+    name = top.get("name", str)
+    if not NAME.match(name):
+        raise top.error("name", f"{name!r} is not a scenario name", "lower-case letters, digits and '-'")
+    faults = [_fault_spec(item, path, where, line) for item, where, line in top.items("faults", [])]
+    steps = []
+    for item, where, line in top.items("steps", []):
+        step = Reader(item, path, where, line)
+        step.only(["after", "apply", "remove"])
+        after = step.sub("after")
+        after.only(TRIGGERS)
+        trigger = {key: after.get(key, kind) for key, kind in TRIGGERS.items() if key in after.mapping}
+        if not {"requests", "seconds", "auth_successes"} & set(trigger):
+            raise step.error("after", "a step needs `requests`, `seconds` or `auth_successes`")
+        apply = [_fault_spec(f, path, w, ln) for f, w, ln in step.items("apply", [])]
+        remove = [str(value) for value, _, _ in step.items("remove", [])]
+        for value, w, ln in step.items("remove", []):
+            if value not in catalog():
+                raise SpecError(path, ln, w, f"unknown fault {value!r}", closest(str(value), catalog()))
+        if not apply and not remove:
+            raise step.error("after", "a step must `apply` or `remove` something")
+        steps.append(Step(trigger, apply, remove, line))
+    expect = _expect(top.sub("expect")) if "expect" in top.mapping else {}
+    return Scenario(name=name, description=top.get("description", str, ""), faults=faults, steps=steps,
+                    expect=expect, seed=top.get("seed", int, None), source=path)
+
+
+def builtin_paths() -> List[str]:
+    return sorted(glob.glob(os.path.join(BUILTIN_DIR, "*.yaml")))
+
+
+def builtin_scenarios() -> List[Scenario]:
+    return [load_scenario(path) for path in builtin_paths()]
+
+
+def resolve(ref: str) -> Scenario:
+    """A scenario by built-in name or by file path."""
+    if os.path.sep in ref or ref.endswith((".yaml", ".yml")) or os.path.exists(ref):
+        return load_scenario(ref)
+    path = os.path.join(BUILTIN_DIR, f"{ref}.yaml")
+    if os.path.exists(path):
+        return load_scenario(path)
+    names = [os.path.splitext(os.path.basename(p))[0] for p in builtin_paths()]
+    raise SpecError(ref, None, "", "no such built-in scenario or file", closest(ref, names) if names else "")

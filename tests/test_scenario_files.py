@@ -1,0 +1,83 @@
+"""Scenario files: loading, validation errors that name file:line: field, the CLI, and generated docs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from harness import catalog_docs
+from harness.scenario import load_scenario
+from harness.yamlfile import SpecError
+from tests.conftest import REPO
+
+GOOD = """\
+name: my-scenario
+description: Autodiscover breaks after three requests.
+seed: 7
+faults:
+  - autodiscover.error-code: {code: 603}
+steps:
+  - after: {requests: 3, path: /autodiscover/autodiscover.xml}
+    remove: [autodiscover.error-code]
+expect:
+  analyzer: {fails_at: autodiscover, reason: autodiscover-error-603}
+"""
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_good_file_loads(tmp_path):
+    scenario = load_scenario(write(tmp_path, GOOD))
+    assert scenario.name == "my-scenario" and scenario.seed == 7
+    assert [f.name for f in scenario.faults] == ["autodiscover.error-code"]
+    assert scenario.steps[0].after == {"requests": 3, "path": "/autodiscover/autodiscover.xml"}
+    assert scenario.expect["analyzer"]["reason"] == "autodiscover-error-603"
+
+
+@pytest.mark.parametrize("old, new, line, field, hint", [
+    ("autodiscover.error-code: {code: 603}", "autodiscover.error-cod: {code: 603}", 5, "faults[0]",
+     "did you mean 'autodiscover.error-code'?"),
+    ("{code: 603}", "{code: 604}", 5, "faults[0].autodiscover.error-code.code", "allowed: 500, 501"),
+    ("{code: 603}", "{cod: 603}", 5, "faults[0].autodiscover.error-code.cod", "did you mean 'code'?"),
+    ("{code: 603}", "{code: high}", 5, "faults[0].autodiscover.error-code.code", ""),
+    ("requests: 3", "request: 3", 7, "steps[0].after.request", "did you mean 'requests'?"),
+    ("fails_at: autodiscover", "fails_at: autodiscovery", 10, "expect.analyzer.fails_at", "did you mean"),
+    ("seed: 7", "sed: 7", 3, "sed", "did you mean 'seed'?"),
+    ("name: my-scenario", "name: My Scenario", 1, "name", "lower-case"),
+])
+def test_errors_name_line_field_and_hint(tmp_path, old, new, line, field, hint):
+    path = write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(SpecError) as info:
+        load_scenario(path)
+    assert (info.value.path, info.value.line, info.value.field) == (path, line, field)
+    assert hint in info.value.hint
+
+
+def test_cli_validate_gives_one_line_and_exit_2(tmp_path):
+    path = write(tmp_path, GOOD.replace("error-code:", "eror-code:"))
+    result = subprocess.run([sys.executable, "-m", "harness", "scenarios", "validate", path], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"mockex: {path}:5: faults[0]: unknown fault 'autodiscover.eror-code' "
+        f"(hint: did you mean 'autodiscover.error-code'?)"]
+
+
+def test_serve_with_a_broken_scenario_exits_2_without_traceback(tmp_path):
+    path = write(tmp_path, "name: x1\nfaults:\n  - tls.expird\n")
+    result = subprocess.run([sys.executable, "-m", "harness", "serve", "--state-dir", str(tmp_path / "s"),
+                             "--scenario", path], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{path}:3: faults[0]: unknown fault 'tls.expird'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_generated_docs_are_fresh():
+    for name, text in catalog_docs.outputs().items():
+        with open(f"{catalog_docs.DOCS_DIR}/{name}", encoding="utf-8") as handle:
+            assert handle.read() == text, f"docs/{name} is stale: run `python -m harness.catalog_docs`"

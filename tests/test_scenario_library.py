@@ -1,0 +1,48 @@
+"""The built-in library: every scenario loads, validates and starts a server; `mockex scenarios` lists them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from harness.scenario import builtin_paths, builtin_scenarios
+from tests.conftest import REPO, start_server
+
+
+def test_every_builtin_scenario_starts(tmp_path):
+    scenarios = builtin_scenarios()
+    assert scenarios, "the library is empty"
+    for scenario in scenarios:
+        assert os.path.basename(scenario.source) == f"{scenario.name}.yaml"
+        assert scenario.summary, f"{scenario.name} needs a description"
+        assert scenario.expect.get("analyzer"), f"{scenario.name} needs expect.analyzer"
+
+    def start(scenario):
+        state = tmp_path / scenario.name
+        state.mkdir()
+        served = start_server(str(state), "--scenario", scenario.name)
+        try:
+            return scenario.name, served.endpoints["scenarios"], served.alive()
+        finally:
+            assert served.stop() == 0
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for name, active, alive in pool.map(start, scenarios):
+            assert active == [name] and alive
+
+
+def test_scenarios_list_shows_the_library():
+    result = subprocess.run([sys.executable, "-m", "harness", "scenarios", "list"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == sorted(os.path.splitext(os.path.basename(p))[0] for p in builtin_paths())
+    assert f"{len(names)} scenarios" in result.stderr
+
+
+def test_scenarios_show_explains_faults_and_symptoms():
+    result = subprocess.run([sys.executable, "-m", "harness", "scenarios", "show", "autodiscover-error-500"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "autodiscover.error-code" in result.stdout and "What clients report" in result.stdout
