@@ -3,7 +3,7 @@ for unknown names inside the zone, REFUSED for names outside it (we are nobody's
 from __future__ import annotations
 
 import ipaddress
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 from twisted.internet import defer
 from twisted.names import authority, dns, error, server
@@ -11,11 +11,15 @@ from twisted.names import authority, dns, error, server
 from harness.transcript import Transcript
 
 
-def zone_records(org, address: str, https_port: int) -> Dict[bytes, List]:
-    """The zone as twisted.names record objects, keyed by lower-case owner name."""
-    is_v6 = ipaddress.ip_address(address).version == 6
+def zone_records(org, address_of: Callable[[str], str], https_port: int) -> Dict[bytes, List]:
+    """The zone as twisted.names record objects, keyed by lower-case owner name.
+
+    ``address_of(host)`` is the loopback address serving that host: the listen address, or a dedicated one when a
+    network fault needs the host apart (a refused or blackholed port for one name only)."""
     records: Dict[bytes, List] = {}
     for host in org.hostnames:
+        address = address_of(host)
+        is_v6 = ipaddress.ip_address(address).version == 6
         rec = dns.Record_AAAA(address, ttl=300) if is_v6 else dns.Record_A(address, ttl=300)
         records.setdefault(host.encode(), []).append(rec)
     srv_name = f"_autodiscover._tcp.{org.domain}".encode()
@@ -26,8 +30,9 @@ def zone_records(org, address: str, https_port: int) -> Dict[bytes, List]:
 class OrgAuthority(authority.FileAuthority):
     """FileAuthority gives correct NXDOMAIN/NODATA-with-SOA answers; we only supply the data."""
 
-    def __init__(self, org, address: str, https_port: int, transcript: Transcript):
-        self.org, self.address, self.https_port, self.transcript = org, address, https_port, transcript
+    def __init__(self, org, address_of: Callable[[str], str], https_port: int, transcript: Transcript, faults=None):
+        self.org, self.address_of, self.https_port, self.transcript = org, address_of, https_port, transcript
+        self.faults = faults
         super().__init__(org.domain)
 
     def loadFile(self, filename) -> None:  # FileAuthority's hook for filling self.soa / self.records
@@ -35,7 +40,7 @@ class OrgAuthority(authority.FileAuthority):
         self.soa = (domain.encode(), dns.Record_SOA(mname=f"dc01.{domain}", rname=f"hostmaster.{domain}",
                                                     serial=2026112801, refresh=3600, retry=600, expire=86400,
                                                     minimum=300, ttl=300))
-        self.records = zone_records(self.org, self.address, self.https_port)
+        self.records = zone_records(self.org, self.address_of, self.https_port)
         self.records.setdefault(domain.encode(), []).append(self.soa[1])
 
     def _lookup(self, name, cls, type, timeout=None):
@@ -70,9 +75,11 @@ class RecordingDNSServerFactory(server.DNSServerFactory):
         return super().sendReply(protocol, message, address)
 
 
-def listen_dns(reactor, org, address: str, port: int, https_port: int, transcript: Transcript):
+def listen_dns(reactor, org, address: str, port: int, https_port: int, transcript: Transcript, *, faults=None,
+               address_of: Optional[Callable[[str], str]] = None):
     """Listen on UDP and TCP (same port number); returns (udp_port, tcp_port)."""
-    factory = RecordingDNSServerFactory(OrgAuthority(org, address, https_port, transcript), transcript)
+    authority_ = OrgAuthority(org, address_of or (lambda host: address), https_port, transcript, faults)
+    factory = RecordingDNSServerFactory(authority_, transcript)
     udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=address)
     actual = udp.getHost().port
     tcp = reactor.listenTCP(actual, factory, interface=address)

@@ -29,7 +29,8 @@ class RpcChannel:
 class RpcProxyService:
     def __init__(self, org: Org, transcript: Transcript, rng: random.Random, *,
                  interfaces: Optional[Sequence[RpcInterface]] = None) -> None:
-        self.proxy = RpcProxy(org, transcript.record, rng, interfaces if interfaces is not None else interfaces_for(org))
+        interfaces = interfaces if interfaces is not None else interfaces_for(org)
+        self.proxy = RpcProxy(org, transcript.record, rng, interfaces)
         self._io: Dict[Channel, object] = {}
         self._timers: Dict[Channel, object] = {}
 

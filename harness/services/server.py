@@ -75,7 +75,8 @@ class MockExchange:
 
         # The HTTPS port must be known before the URLs (and the redirect/DNS answers) are rendered.
         self._https = reactor.listenTCP(opts.https_port, TLSMemoryBIOFactory(
-            _ContextFactory(context), False, HttpFactory(None, tls=True, clock=reactor)), interface=opts.listen)
+            _ContextFactory(context), False, HttpFactory(None, tls=True, clock=reactor, faults=self.faults)),
+            interface=opts.listen)
         https_port = self._https.getHost().port
         urls = SiteUrls.for_org(self.org, https_port)
         proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)))
@@ -83,8 +84,10 @@ class MockExchange:
                             faults=self.faults)
         self._https.factory.wrappedFactory.app = site
         self._http = reactor.listenTCP(opts.http_port, HttpFactory(RedirectSite(self.org, self.transcript, https_port),
-                                                                   tls=False, clock=reactor), interface=opts.listen)
-        self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript)
+                                                                   tls=False, clock=reactor, faults=self.faults),
+                                       interface=opts.listen)
+        self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript,
+                               faults=self.faults)
         self.site, self.urls = site, urls
         self.endpoints = self._describe(https_port)
         with open(os.path.join(opts.state_dir, "endpoints.json"), "w", encoding="utf-8") as handle:

@@ -263,9 +263,12 @@ class HttpServerProtocol(protocol.Protocol):
 
 
 class HttpFactory(protocol.Factory):
-    def __init__(self, app, *, tls: bool, clock=None):
+    def __init__(self, app, *, tls: bool, clock=None, faults=None):
         from twisted.internet import reactor
+
+        from harness.faults.base import FaultSet
         self.app, self.tls = app, tls
+        self.faults = faults if faults is not None else FaultSet()
         self.clock = clock or reactor
         self.conn_counter = 0
 
