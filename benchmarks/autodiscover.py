@@ -94,6 +94,7 @@ class Bare(resource.Resource):
         request.setHeader(b'content-type', b'text/xml; charset=utf-8')
         return body
 ctx = ssl.DefaultOpenSSLContextFactory(sys.argv[2], sys.argv[3])
+ctx.getContext().use_certificate_chain_file(sys.argv[3])  # send the intermediate too, as mockex does
 port = reactor.listenSSL(0, server.Site(Bare()), ctx, interface='127.0.0.1')
 open(sys.argv[4], 'w').write(str(port.getHost().port))
 reactor.run()
