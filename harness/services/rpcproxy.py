@@ -28,8 +28,9 @@ class RpcChannel:
 
 class RpcProxyService:
     def __init__(self, org: Org, transcript: Transcript, rng: random.Random, *,
-                 interfaces: Optional[Sequence[RpcInterface]] = None) -> None:
+                 interfaces: Optional[Sequence[RpcInterface]] = None, faults=None) -> None:
         interfaces = interfaces if interfaces is not None else interfaces_for(org)
+        self.faults = faults  # the server's FaultSet (rpc_channel / rts / rpc_bind / rpc_call / mailbox hooks)
         self.proxy = RpcProxy(org, transcript.record, rng, interfaces)
         self._io: Dict[Channel, object] = {}
         self._timers: Dict[Channel, object] = {}

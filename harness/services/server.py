@@ -79,7 +79,7 @@ class MockExchange:
             interface=opts.listen)
         https_port = self._https.getHost().port
         urls = SiteUrls.for_org(self.org, https_port)
-        proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)))
+        proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults)
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
                             faults=self.faults)
         self._https.factory.wrappedFactory.app = site
