@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = scenario_sub.add_parser("validate", help="check scenario files; errors name file:line: field")
     check.add_argument("files", nargs="+", metavar="FILE")
     scenario_sub.add_parser("schema", help="print the JSON schema of scenario files")
+    from harness.probe.cli import add_probe_parser
+    add_probe_parser(sub)
     faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
     faults.add_argument("name", nargs="?", help="show one fault in full")
     return parser
@@ -88,6 +90,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "scenarios":
             from harness import catalog_cli
             return catalog_cli.scenarios(args, parser)
+        if args.command == "probe":
+            from harness.probe.cli import run_probe
+            return run_probe(args)
         if args.command == "faults":
             from harness import catalog_cli
             return catalog_cli.faults(args)

@@ -28,8 +28,11 @@ def mask_headers(headers: Iterable[tuple]) -> List[list]:
 
 
 class Transcript:
-    def __init__(self, path: Optional[str] = None, clock: Callable[[], float] = time.time):
+    def __init__(self, path: Optional[str] = None, clock: Callable[[], float] = time.time, *,
+                 keep_events: Optional[bool] = None):
         self.path = path
+        # In memory only when there is no file (sans-IO tests); a long-running server must not grow with traffic.
+        self.keep_events = path is None if keep_events is None else keep_events
         self._clock = clock
         self._file = open(path, "a", encoding="utf-8") if path else None
         self._lock = threading.Lock()
@@ -41,7 +44,8 @@ class Transcript:
         with self._lock:
             self._seq += 1
             event = {"seq": self._seq, "time": round(self._clock(), 6), "kind": kind, **fields}
-            self.events.append(event)
+            if self.keep_events:
+                self.events.append(event)
             if self._file:
                 self._file.write(json.dumps(event, default=str, sort_keys=False) + "\n")
                 self._file.flush()

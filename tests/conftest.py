@@ -1,6 +1,7 @@
 """Shared fixtures: a real `mockex serve` process on loopback, and helpers to read its transcript."""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -64,6 +65,14 @@ class Served:
         return self.process.returncode
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the server when the test process dies, so a crashed run leaves no server holding a port."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def start_server(state_dir: str, *extra: str, listen: str = "127.0.0.1", https_port: int = 0, http_port: int = 0,
                  dns_port: int = 0, timeout: float = 30.0, env: Optional[dict] = None) -> Served:
     endpoints_path = os.path.join(state_dir, "endpoints.json")
@@ -72,7 +81,8 @@ def start_server(state_dir: str, *extra: str, listen: str = "127.0.0.1", https_p
     cmd = [sys.executable, "-m", "harness", "serve", "--state-dir", state_dir, "--listen", listen,
            "--https-port", str(https_port), "--http-port", str(http_port), "--dns-port", str(dns_port), *extra]
     log = open(os.path.join(state_dir, "serve.log"), "wb") if os.path.isdir(state_dir) else subprocess.DEVNULL
-    process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
+                               preexec_fn=_die_with_parent)
     deadline = time.monotonic() + timeout
     while not os.path.exists(endpoints_path):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -83,6 +93,13 @@ def start_server(state_dir: str, *extra: str, listen: str = "127.0.0.1", https_p
     time.sleep(0.05)  # endpoints.json is written in one go, but give the writer a moment to close it
     with open(endpoints_path, encoding="utf-8") as handle:
         return Served(process, state_dir, json.load(handle))
+
+
+def worker_address(base: int = 2) -> str:
+    """A loopback address of this pytest-xdist worker's own (127.0.0.2 for gw0 or no xdist, 127.0.0.3 for gw1, ...),
+    so parallel workers can each hold :443."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return f"127.0.0.{base + int(worker[2:] or 0)}"
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +117,6 @@ def server443(tmp_path_factory) -> Served:
     if os.geteuid() != 0:
         pytest.skip("binding :443 needs root (or run the suite inside `unshare -rn`)")
     state = str(tmp_path_factory.mktemp("mockex-443"))
-    served = start_server(state, listen="127.0.0.2", https_port=443)
+    served = start_server(state, listen=worker_address(), https_port=443)
     yield served
     served.stop()

@@ -14,11 +14,12 @@ Hook points (the service that calls them, the arguments after ``scope``, what a 
   auth_result        services/site.py     (request, outcome)         an AuthOutcome replacing the real verdict
   http_request       services/site.py     (request,)                 an HttpResponse sent instead of the real one
   autodiscover       services/site.py     (request, answer)          an AutodiscoverAnswer replacing the real one
-  rpc_channel        services/rpcproxy.py (request, server, port)    an HttpError refusing the channel
-  rts                protocols/rpcproxy.py (direction, pdu_name)     an RtsAction (drop, close, ping, recycle)
-  rpc_bind           protocols/dcerpc.py  (interface, auth_level)    a bind_nak reason
-  rpc_call           protocols/dcerpc.py  (interface, opnum)         a fault status
-  mailbox            rpc/emsmdb.py, rpc/nspi.py (operation, mailbox) an error code for that operation
+  rpc_channel        services/rpcproxy.py (request, server, port)    HttpError refusing the channel, or ChannelCut
+  rts                protocols/rpcproxy.py (direction, pdu_name)     an RtsAction (drop, refuse, follow)
+  rpc_bind           protocols/dcerpc.py  (interface, auth_level)    a BindNak
+  rpc_call           protocols/dcerpc.py  (interface, opnum)         a CallFault
+  mailbox            rpc/emsmdb.py, rpc/nspi.py (operation, mailbox, call)  a MailboxError (connect/logon/resolve)
+For the RPC hooks, scope host = the RPC server name as the client wrote it (?<name>:<port>), user = the mailbox.
 Faults that only change state at start (e.g. DNS records) may read the FaultSet once instead.
 """
 from __future__ import annotations

@@ -30,6 +30,8 @@ REASONS = {
                         "must publish it externally too (exchangelib needs an A record, AAAA alone is not enough)."),
     "servfail": ("dns", "The DNS server failed to answer (SERVFAIL): check the zone is loaded and its delegation and "
                         "DNSSEC signatures are valid."),
+    "dns-refused": ("dns", "The DNS server refused the query (REFUSED): it does not serve this zone and does not "
+                           "recurse for this client; publish the zone where clients look, or use a resolver that does."),
     "dns-timeout": ("dns", "No DNS server answered in time: check the resolver address and that UDP/TCP 53 is open "
                            "between the client and the DNS server."),
     "no-a-record": ("dns", "The name exists but has no A/AAAA record: add an A record (and optionally AAAA) for it."),
@@ -46,6 +48,10 @@ REASONS = {
                                  "in front of the Client Access server and its TLS or idle settings."),
     "connection-closed": ("port", "The server closed the connection without answering: check the reverse proxy / "
                                   "load balancer and the IIS application pool."),
+    "no-response": ("port", "The port accepts connections but the service never answers: check that IIS (not "
+                            "another program or a stalled proxy) owns the port and that its application pools run."),
+    "host-unreachable": ("port", "The host is unreachable (no route): check routing, the published address and "
+                                 "the firewall in front of the Client Access server."),
     # certificate
     "certificate-expired": ("certificate", _RENEW),
     "certificate-not-yet-valid": ("certificate", _RENEW),
@@ -102,6 +108,11 @@ REASONS = {
                                     "autodiscover.<domain> answer 302 to https://<host>/autodiscover/autodiscover.xml."),
     "timeout": ("autodiscover", "The server did not answer in time: check the Autodiscover application pool and the "
                                 "load on the Client Access server."),
+    "time-limit": ("autodiscover", "The probe ran out of its total time limit here: the server is very slow or "
+                                   "drops traffic; rerun with a larger --total-timeout to see which step hangs."),
+    "cert-principal-mismatch": ("certificate", "Outlook Anywhere's CertPrincipalName (msstd:<name>) does not match "
+                                               "the certificate: set-OutlookProvider EXPR -CertPrincipalName "
+                                               "msstd:<name on the certificate>, or reissue the certificate."),
     # http-auth on /rpc
     "auth-method-mismatch": ("http-auth", _AUTH_METHODS),
     # rpc-proxy
@@ -145,11 +156,16 @@ REASONS = {
                                                + _VALID_PORTS),
 }
 
+_AFTER_CONNECT = ("autodiscover", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon")
 ALSO_AT = {
-    "http-401": ("http-auth",),
+    "http-401": ("http-auth", "rpc-proxy"),
     "rpc-fault": ("referral", "mailbox-logon"),
     "rpc-bind-failed": ("referral", "mailbox-logon"),
-    "timeout": ("http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon"),
+    "timeout": _AFTER_CONNECT[1:],
+    "connection-reset": _AFTER_CONNECT,
+    "connection-closed": _AFTER_CONNECT,
+    "malformed-response": ("http-auth", "rpc-proxy"),
+    "time-limit": tuple(step for step in STEPS if step != "autodiscover"),
 }
 
 _UNEXPECTED_HTTP_STATUS = "Autodiscover answered an unexpected HTTP status: " + _AUTODISCOVER_POST

@@ -28,6 +28,9 @@ Behaviour follows Windows as Samba's server (tested against Windows) documents i
   type/level/context id do not match the context gets nca_s_proto_error and a close.
 - Faults never carry an auth verifier: impacket raises on a fault before it decrypts, so a sealed fault would
   desynchronise its RC4 stream. Unknown presentation context: nca_s_unk_if + DID_NOT_EXECUTE (connection kept).
+- Fault hooks (harness/faults/rpc.py): ``rpc_bind`` (interface name, auth level) may answer a ``BindNak``;
+  ``rpc_call`` (interface name, opnum) a ``CallFault`` sent instead of running the call. Scope: host = the RPC
+  server name the association was opened for, user = the caller's mailbox (the HTTP one at bind time).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from harness.faults.base import FaultSet, Scope
 from harness.org import Mailbox, Org
 from harness.protocols.ntlm import NTLMAcceptor, NTLMError, NTLMResult, NTLMSecurity, ServerIdentity, org_lookup
 from harness.rpc.base import CallContext, RpcFault, RpcInterface
@@ -83,8 +87,10 @@ NAK_NOT_SPECIFIED, NAK_PROTOCOL_VERSION, NAK_AUTH_TYPE = 0, 4, 8
 RESULT_NAMES = {ACCEPTANCE: "accepted", PROVIDER_REJECTION: "provider_rejection", NEGOTIATE_ACK: "negotiate_ack"}
 REASON_NAMES = {0: "reason_not_specified", ABSTRACT_SYNTAX_NOT_SUPPORTED: "abstract_syntax_not_supported",
                 TRANSFER_SYNTAXES_NOT_SUPPORTED: "proposed_transfer_syntaxes_not_supported"}
-NAK_NAMES = {NAK_NOT_SPECIFIED: "reason_not_specified", NAK_PROTOCOL_VERSION: "protocol_version_not_supported",
-             NAK_AUTH_TYPE: "authentication_type_not_recognized"}
+NAK_NAMES = {NAK_NOT_SPECIFIED: "reason_not_specified", 1: "temporary_congestion", 2: "local_limit_exceeded",
+             3: "called_paddr_unknown", NAK_PROTOCOL_VERSION: "protocol_version_not_supported",
+             5: "default_context_not_supported", 6: "user_data_not_readable", 7: "no_psap_available",
+             NAK_AUTH_TYPE: "authentication_type_not_recognized", 9: "invalid_checksum"}
 
 NDR_SYNTAX = uuid.UUID("8a885d04-1ceb-11c9-9fe8-08002b104860").bytes_le + struct.pack("<HH", 2, 0)
 BIND_TIME_FEATURE_PREFIX = uuid.UUID("6cb71c2c-9812-4540-0000-000000000000").bytes_le[:8]
@@ -98,6 +104,26 @@ VERIFIER_SIZE = 16
 TRANSPORT_MAX_FRAGMENT = 5840     # what Windows offers on TCP (Samba measured 2048..5840 against 2012 R2)
 MIN_FRAGMENT = 2048
 MAX_CALL_SIZE = 4 * 1024 * 1024   # reassembled request stubs beyond this are refused
+
+
+@dataclass(frozen=True)
+class BindNak:
+    """The ``rpc_bind`` hook's answer: a bind_nak with ``reason`` (an alter_context gets rpc_s_access_denied)."""
+    reason: int
+    why: str
+
+    def describe(self) -> str:
+        return f"bind_nak {NAK_NAMES.get(self.reason, self.reason)}: {self.why}"
+
+
+@dataclass(frozen=True)
+class CallFault:
+    """The ``rpc_call`` hook's answer: a fault PDU with ``status`` instead of the call's response."""
+    status: int
+
+    def describe(self) -> str:
+        name = FAULT_NAMES.get(self.status)
+        return f"fault 0x{self.status:08x}" + (f" ({name})" if name else "")
 
 
 class FramingError(ValueError):
@@ -288,8 +314,11 @@ class DceRpcAssociation:
 
     def __init__(self, org: Org, interfaces: Sequence[RpcInterface], record: Callable[..., object],
                  rng: random.Random, *, secondary_address: str = "", http_mailbox: Optional[Mailbox] = None,
-                 association_group: Optional[int] = None, identity: Optional[ServerIdentity] = None) -> None:
+                 association_group: Optional[int] = None, identity: Optional[ServerIdentity] = None,
+                 faults: Optional[FaultSet] = None, host: Optional[str] = None) -> None:
         self.org = org
+        self.faults = faults if faults is not None else FaultSet()
+        self.host = host                          # the RPC server name the client asked for (fault scope)
         self.interfaces = list(interfaces)
         self.record = record
         self.rng = rng
@@ -400,6 +429,7 @@ class DceRpcAssociation:
         if not alter and bind.association_group not in (0, self.association_group):
             raise _BindRefusal(NAK_NOT_SPECIFIED, f"unknown association group 0x{bind.association_group:08x}")
         results, accepted = self._negotiate(bind.items)
+        self._bind_fault(accepted, trailer)
         security, challenge = self._start_security(trailer, token) if trailer is not None else (None, b"")
 
         self._contexts.update(accepted)
@@ -448,6 +478,20 @@ class DceRpcAssociation:
             accepted[item.context_id] = _Presentation(interface, item.abstract)
             results.append((ACCEPTANCE, 0, NDR_SYNTAX))
         return results, accepted
+
+    def _bind_fault(self, accepted: Dict[int, _Presentation], trailer: Optional[_Trailer]) -> None:
+        """Ask the ``rpc_bind`` hook about the interface being bound; a BindNak refuses the bind."""
+        interface = next((p.interface.name for p in accepted.values()), None)
+        if interface is None:
+            return
+        current = self._default_security
+        level = trailer.level if trailer is not None else current.level if current else LEVEL_NONE
+        nak = self.faults.first("rpc_bind", self._scope(self.http_mailbox), interface, level)
+        if nak is not None:
+            raise _BindRefusal(nak.reason, nak.why, RPC_S_ACCESS_DENIED)
+
+    def _scope(self, mailbox: Optional[Mailbox]) -> Scope:
+        return Scope(self.host, mailbox.email if mailbox else None)
 
     def _find_interface(self, item: _ContextItem) -> Optional[RpcInterface]:
         major, minor = item.interface_version
@@ -628,8 +672,14 @@ class DceRpcAssociation:
         interface = presentation.interface
         security = call.security
         mailbox = security.result.mailbox if security and security.result else self.http_mailbox
+        injected = self.faults.first("rpc_call", self._scope(mailbox), interface.name, call.opnum)
+        if injected is not None:
+            self.record("rpc_fault", call_id=call_id, interface=interface.name, opnum=call.opnum,
+                        status=f"0x{injected.status:08x}", name=FAULT_NAMES.get(injected.status),
+                        reason="injected by a fault", close=False)
+            return [self._fault_pdu(call_id, call.context_id, injected.status, did_not_execute=False)]
         context = CallContext(org=self.org, mailbox=mailbox, auth_level=call.level, association=self.state,
-                              record=self.record, rng=self.rng)
+                              record=self.record, rng=self.rng, faults=self.faults, host=self.host)
         try:
             response = interface.call(call.opnum, stub, context)
         except RpcFault as fault:

@@ -6,7 +6,7 @@ channel that carry the same virtual-connection cookie form a ``VirtualConnection
 owns one DCE/RPC association.
 
 The core is driven by calls (``open_channel``, ``data_received``, ``connection_lost``, ``timer_expired``, ``ping``)
-and answers with actions for the I/O layer: ``Send(channel, bytes)``, ``Close(channel, reason)`` and
+and answers with actions for the I/O layer: ``Send(channel, bytes)``, ``Close(channel, reason, reset)`` and
 ``StartTimer(channel, seconds)``. All bytes for a channel leave through ``Send`` in the order returned, which keeps
 the OUT stream serialised.
 
@@ -16,9 +16,14 @@ one of Exchange's ValidPorts 6001-6004, else 503 "Invalid RPC Port". Every inter
 
 Flow control (MS-RPCH 3.2.1.1.4): RPC PDUs on OUT are held back when they would overrun the client's receive
 window (CONN/A1, then each FlowControlAckWithDestination); RPC PDUs received on IN are acknowledged to the client
-with a FlowControlAckWithDestination(FDClient) on OUT once half of the advertised window is consumed. The proxy
-never sends RECYCLE_CHANNEL and sends pings only when ``ping`` is called. A channel that finds no partner within
-the connection timeout is closed.
+with a FlowControlAckWithDestination(FDClient) on OUT once half of the advertised window is consumed. Unless a
+fault says otherwise, the proxy never sends RECYCLE_CHANNEL and sends pings only when ``ping`` is called. A channel
+that finds no partner within the connection timeout is closed.
+
+Fault hooks (harness/faults/rpc.py): every RTS PDU about to leave on OUT passes the ``rts`` hook, whose
+``RtsAction`` may drop it, refuse the channel in its place or send more RTS PDUs after it; a ``ChannelCut`` given to
+``open_channel`` (the ``rpc_channel`` hook's other answer) resets the virtual connection once that channel has
+carried so many body bytes. Scope: host = the RPC server name of the query, user = the HTTP-authenticated mailbox.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote
 
+from harness.faults.base import FaultSet, Scope
 from harness.org import Mailbox, Org
 from harness.protocols import rts
 from harness.protocols.dcerpc import DceRpcAssociation, FramingError, PduFramer
@@ -57,11 +63,47 @@ class RpcTarget:
     port: int
 
 
+@dataclass(frozen=True)
+class ChannelCut:
+    """A fault's plan for one channel: both channels of its virtual connection are reset, as a load balancer or a
+    crashing proxy does, once an OUT channel has sent ``after_bytes`` body bytes (the rest of that write is cut
+    off), or when the PDU that would take an IN channel past ``after_bytes`` bytes after CONN/B1 arrives (it is
+    not handled)."""
+    after_bytes: int
+
+    def describe(self) -> str:
+        return f"reset the virtual connection after {self.after_bytes} body bytes on this channel"
+
+
+@dataclass(frozen=True)
+class RtsAction:
+    """A fault's answer for one RTS PDU about to leave on OUT (the ``rts`` hook):
+    drop    - it is not sent (the OUT channel's 200 header still goes out before a dropped CONN/A3);
+    refuse  - ``data`` (an HTTP status line) goes out in its place, and in place of the 200 before CONN/A3,
+              then the virtual connection closes;
+    follow  - it is sent, then the RTS PDUs in ``then`` (pings, a recycling request)."""
+    kind: str
+    data: bytes = b""
+    then: Tuple[rts.RtsPdu, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "refuse":
+            status_line = self.data.split(b"\r\n", 1)[0].decode("latin-1")
+            return f"refuse with {status_line!r}"
+        if self.kind == "follow":
+            return "follow with " + ", ".join(pdu.name for pdu in self.then)
+        return self.kind
+
+
+def split_target(query: str) -> Tuple[str, str]:
+    """(RemoteName, port text) of ``?<RemoteName>:<port>``; either may be empty."""
+    name, colon, port = unquote(query).rpartition(":")
+    return (name, port) if colon else (port, "")
+
+
 def parse_target(query: str, org: Org) -> Union[RpcTarget, HttpError]:
     """``?<RemoteName>:<port>`` as RpcProxyShim judges it."""
-    name, colon, port = unquote(query).rpartition(":")
-    if not colon:
-        name, port = port, ""
+    name, port = split_target(query)
     if not name or not org.is_rpc_target(name):
         return HttpError(404, "Not Found")
     if not port.isdigit() or int(port) not in VALID_PORTS:
@@ -80,6 +122,7 @@ class Send:
 class Close:
     channel: "Channel"
     reason: str
+    reset: bool = False          # abort (TCP RST) once what was sent before has left, instead of closing
 
 
 @dataclass(frozen=True)
@@ -102,6 +145,12 @@ class Channel:
     vc: Optional["VirtualConnection"] = None
     closed: bool = False
     framer: PduFramer = field(default_factory=PduFramer)
+    cut: Optional[ChannelCut] = None
+    carried: int = 0              # for ``cut``: body bytes sent (OUT), PDU bytes received after CONN/B1 (IN)
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.target.name, self.mailbox.email if self.mailbox else None)
 
 
 @dataclass(eq=False)
@@ -133,8 +182,9 @@ def cookie_label(cookie: bytes) -> str:
 class RpcProxy:
     def __init__(self, org: Org, record: Callable[..., object], rng: random.Random,
                  interfaces: Sequence[RpcInterface], *, connection_timeout_ms: int = CONNECTION_TIMEOUT_MS,
-                 in_receive_window: int = IN_RECEIVE_WINDOW) -> None:
+                 in_receive_window: int = IN_RECEIVE_WINDOW, faults: Optional[FaultSet] = None) -> None:
         self.org = org
+        self.faults = faults if faults is not None else FaultSet()
         self.record = record
         self.rng = rng
         self.interfaces = list(interfaces)
@@ -144,7 +194,8 @@ class RpcProxy:
 
     # ---- channel lifecycle ----------------------------------------------------------------------------------
     def open_channel(self, method: str, query: str, mailbox: Optional[Mailbox], peer: Tuple[str, int],
-                     conn: Optional[int] = None) -> Union[Tuple[Channel, List[Action]], HttpError]:
+                     conn: Optional[int] = None, cut: Optional[ChannelCut] = None
+                     ) -> Union[Tuple[Channel, List[Action]], HttpError]:
         direction = METHODS.get(method)
         if direction is None:
             return HttpError(405, "Method Not Allowed")
@@ -153,7 +204,7 @@ class RpcProxy:
             self.record("rpc_channel", channel=direction, conn=conn, query=query, status=target.status,
                         reason=target.reason)
             return target
-        channel = Channel(direction, target, mailbox, peer, conn)
+        channel = Channel(direction, target, mailbox, peer, conn, cut=cut)
         self.record("rpc_channel", channel=direction, conn=conn, target=target.name, port=target.port,
                     user=mailbox.email if mailbox else None, peer=f"{peer[0]}:{peer[1]}", status=100)
         return channel, [Send(channel, CONTINUE), StartTimer(channel, self.connection_timeout_ms / 1000)]
@@ -167,6 +218,10 @@ class RpcProxy:
             return self._fail(channel, str(exc))
         actions: List[Action] = []
         for pdu in pdus:
+            if channel.cut is not None and channel.direction == IN and channel.vc is not None:   # after CONN/B1
+                if channel.carried + len(pdu) > channel.cut.after_bytes:
+                    return actions + self._cut(channel)
+                channel.carried += len(pdu)
             actions += self._on_pdu(channel, pdu)
             if channel.closed:
                 break
@@ -232,8 +287,9 @@ class RpcProxy:
         actions: List[Action] = []
         if channel.direction == OUT:
             vc.out_cookie, vc.out_window = opening.out_channel_cookie, opening.receive_window_size
-            actions.append(Send(channel, OUT_CHANNEL_RESPONSE + rts.encode(rts.conn_a3(self.connection_timeout_ms))))
-            self.record("rts", channel=OUT, sent=True, pdu="CONN/A3", conn=channel.conn, vc=vc.label)
+            actions += self._send_rts(vc, rts.conn_a3(self.connection_timeout_ms), head=OUT_CHANNEL_RESPONSE)
+            if channel.closed:
+                return actions
         else:
             vc.in_cookie = opening.in_channel_cookie
         if vc.in_channel is not None and vc.out_channel is not None:
@@ -263,7 +319,8 @@ class RpcProxy:
         def record(kind: str, **fields) -> object:
             return self.record(kind, vc=label, **fields)
         return DceRpcAssociation(self.org, self.interfaces, record, self.rng,
-                                 secondary_address=str(channel.target.port), http_mailbox=channel.mailbox)
+                                 secondary_address=str(channel.target.port), http_mailbox=channel.mailbox,
+                                 faults=self.faults, host=channel.target.name)
 
     def _open(self, vc: VirtualConnection) -> List[Action]:
         """Both channels are there: CONN/C2, then whatever RPC traffic was held for it."""
@@ -286,12 +343,35 @@ class RpcProxy:
         return actions
 
     # ---- OUT channel: serialised writes with flow control -----------------------------------------------------
-    def _send_rts(self, vc: VirtualConnection, message: rts.RtsPdu) -> List[Action]:
-        """RTS PDUs are not subject to flow control, but still wait for the OUT channel's 200 to be out."""
-        if vc.out_channel is None or vc.out_channel.closed:
+    def _send_rts(self, vc: VirtualConnection, message: rts.RtsPdu, head: bytes = b"") -> List[Action]:
+        """RTS PDUs are not subject to flow control; ``head`` (the OUT channel's 200) goes out just before.
+        Each passes the ``rts`` fault hook first."""
+        channel = vc.out_channel
+        if channel is None or channel.closed:
             return []
-        self.record("rts", channel=OUT, sent=True, pdu=message.name, conn=vc.out_channel.conn, vc=vc.label)
-        return [Send(vc.out_channel, rts.encode(message))]
+        action = self.faults.first("rts", channel.scope, OUT, message.name)
+        if action is not None and action.kind == "refuse":
+            return [Send(channel, action.data)] + self._tear_down(vc, f"{message.name} refused by a fault")
+        if action is not None and action.kind == "drop":
+            return [Send(channel, head)] if head else []
+        actions: List[Action] = []
+        for pdu in (message,) + (action.then if action is not None else ()):
+            if channel.closed:
+                break
+            self.record("rts", channel=OUT, sent=True, pdu=pdu.name, conn=channel.conn, vc=vc.label)
+            actions += self._write(vc, rts.encode(pdu), head if pdu is message else b"")
+        return actions
+
+    def _write(self, vc: VirtualConnection, data: bytes, head: bytes = b"") -> List[Action]:
+        """Body bytes (after ``head``) on the OUT channel, cut short (and the connection reset) by a ChannelCut."""
+        channel = vc.out_channel
+        cut = channel.cut
+        if cut is None or channel.carried + len(data) <= cut.after_bytes:
+            channel.carried += len(data)
+            return [Send(channel, head + data)]
+        allowed = data[:cut.after_bytes - channel.carried]
+        channel.carried += len(allowed)
+        return ([Send(channel, head + allowed)] if head or allowed else []) + self._cut(channel)
 
     def _release(self, vc: VirtualConnection) -> List[Action]:
         """Send held RPC PDUs as far as the client's receive window allows (one at a time when nothing is in
@@ -299,7 +379,7 @@ class RpcProxy:
         if not vc.opened or vc.out_channel is None or vc.out_channel.closed:
             return []
         actions: List[Action] = []
-        while vc.held:
+        while vc.held and not vc.out_channel.closed:
             in_flight = vc.out_bytes_sent - vc.out_acked
             if in_flight and in_flight + len(vc.held[0]) > vc.out_window:
                 self.record("rpc_flow_control", vc=vc.label, held=len(vc.held), in_flight=in_flight,
@@ -307,7 +387,7 @@ class RpcProxy:
                 break
             pdu = vc.held.pop(0)
             vc.out_bytes_sent += len(pdu)
-            actions.append(Send(vc.out_channel, pdu))
+            actions += self._write(vc, pdu)
         return actions
 
     def _on_out_ack(self, vc: VirtualConnection, ack: rts.FlowControlAck) -> List[Action]:
@@ -327,12 +407,18 @@ class RpcProxy:
         channel.closed = True
         return [Close(channel, reason)]
 
-    def _tear_down(self, vc: VirtualConnection, reason: str) -> List[Action]:
+    def _cut(self, channel: Channel) -> List[Action]:
+        """A ChannelCut's budget is spent: reset the channel and its partner (a client blocked reading the other
+        channel sees the reset too). Cuts only count once the channel belongs to a virtual connection."""
+        reason = f"{channel.direction.upper()} channel reset after {channel.carried} counted bytes (fault)"
+        return self._tear_down(channel.vc, reason, reset=True)
+
+    def _tear_down(self, vc: VirtualConnection, reason: str, reset: bool = False) -> List[Action]:
         if self.connections.pop(vc.cookie, None) is not None:
             self.record("rpc_vc_closed", vc=vc.label, reason=reason, calls_held=len(vc.held))
         actions: List[Action] = []
         for channel in (vc.in_channel, vc.out_channel):
             if channel is not None and not channel.closed:
                 channel.closed = True
-                actions.append(Close(channel, reason))
+                actions.append(Close(channel, reason, reset))
         return actions

@@ -2,6 +2,11 @@
 
 The DCE/RPC connection-oriented server (harness/protocols) owns PDUs, binding and sealing; it hands each request
 stub to ``RpcInterface.call`` and turns an ``RpcFault`` into a fault PDU. Interfaces only see NDR stubs.
+
+The ``mailbox`` fault hook (harness/faults/mailbox.py) is asked through ``CallContext.mailbox_fault(operation,
+mailbox, call)`` at EMSMDB connect ("connect") and RopLogon ("logon") and at NSPI name lookups ("resolve"); a
+``MailboxError`` answer makes that operation fail with its code. Scope: host = the RPC server name the client
+asked for, user = the caller's mailbox.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import Callable, Dict, Optional, Tuple
 from impacket.dcerpc.v5.ndr import NDR, NDRPOINTER, NDRPOINTERNULL
 from impacket.dcerpc.v5.rpcrt import DCERPC, DCERPCException
 
+from harness.faults.base import FaultSet, Scope
 from harness.org import Mailbox, Org
 
 # DCE/RPC fault statuses (C706 appendix E, MS-RPCE 2.2.2.11)
@@ -33,6 +39,34 @@ class RpcFault(Exception):
         self.message = message
 
 
+Version = Tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class MailboxCall:
+    """What a ``mailbox`` fault may judge besides the mailbox: the name the client gave (user DN, ESSDN or
+    address book name), the client version EcDoConnectEx announced (None for NSPI) and the RPC auth level."""
+    name: str
+    client_version: Optional[Version]
+    auth_level: int
+
+
+@dataclass(frozen=True)
+class MailboxError:
+    """The ``mailbox`` hook's answer: the operation fails with ``code`` (MS-OXCDATA), plus what that code carries:
+    ecWrongServer the server to go to (None: another server of the org), ecClientVerDisallowed the lowest
+    version allowed, ecServerBusy the back-off time."""
+    code: int
+    server: Optional[str] = None
+    best_version: Optional[Version] = None
+    backoff_ms: int = 0
+
+    def describe(self) -> str:
+        extra = {"server": self.server, "best_version": self.best_version, "backoff_ms": self.backoff_ms or None}
+        details = "".join(f", {key}={value}" for key, value in extra.items() if value is not None)
+        return f"error 0x{self.code:08x}{details}"
+
+
 @dataclass
 class CallContext:
     org: Org
@@ -41,6 +75,14 @@ class CallContext:
     association: dict                   # lives as long as the DCE/RPC association (context handles...)
     record: Callable[..., None]         # transcript hook: record(kind, **fields)
     rng: random.Random
+    faults: Optional[FaultSet] = None   # the server's active faults (the mailbox hook)
+    host: Optional[str] = None          # the RPC server name the client asked the proxy for
+
+    def mailbox_fault(self, operation: str, mailbox: Optional[Mailbox], call: MailboxCall) -> Optional[MailboxError]:
+        if self.faults is None:
+            return None
+        scope = Scope(self.host, self.mailbox.email if self.mailbox else None)
+        return self.faults.first("mailbox", scope, operation, mailbox, call)
 
 
 class RpcInterface:

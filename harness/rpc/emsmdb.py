@@ -11,6 +11,10 @@ The ecWrongServer ServerName is the legacy DN of the back-end server (``org.back
 RfrGetFQDNFromServerDN resolves to that server's FQDN: the Exchange 2013 per-mailbox server DN would name the
 '<mailbox guid>@<domain>' server the client is already using, so it could not redirect anywhere.
 
+The ``mailbox`` fault hook is asked before EcDoConnectEx's own gates ("connect") and before each RopLogon
+("logon"). A busy answer (ecServerBusy) is given as MS-OXCROPS 3.2.4.2 prescribes: a RopBackoff response in place
+of the RopLogon response for clients newer than 12.0.4228, the RPC_S_SERVER_TOO_BUSY fault for older ones.
+
 Client halves (``build_*_request`` / ``parse_*_response``) produce and read the same stubs, for any transport:
 the harness DCE/RPC client, impacket's ``DCERPC_v5.call``/``recv``, or ``InProcessDce``.
 """
@@ -29,8 +33,9 @@ from impacket.dcerpc.v5.nspi import handle_t
 from impacket.dcerpc.v5.rpcrt import DCERPCException
 
 from harness.org import Mailbox, Org, Server
-from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, RPC_C_AUTHN_LEVEL_PKT_PRIVACY, CallContext, RpcFault,
-                              RpcInterface, decoding, is_null, marshal, ndr_text, new_context_handle)
+from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, RPC_C_AUTHN_LEVEL_PKT_PRIVACY, CallContext, MailboxCall,
+                              MailboxError, RpcFault, RpcInterface, Version, decoding, is_null, marshal, ndr_text,
+                              new_context_handle)
 
 # ---- return values (MS-OXCDATA 2.4) -------------------------------------------------------------------------
 EC_NONE = 0x00000000
@@ -38,12 +43,14 @@ EC_UNKNOWN_USER = 0x000003EB
 EC_LOGIN_PERM = 0x000003F2
 EC_WRONG_SERVER = 0x00000478
 EC_BUFFER_TOO_SMALL = 0x0000047D
+EC_SERVER_BUSY = 0x00000480
 EC_RPC_FORMAT = 0x000004B6
 EC_CLIENT_VER_DISALLOWED = 0x000004DF
 EC_NOT_ENCRYPTED = 0x00000970
 EC_NOT_SUPPORTED = 0x80040102
 EC_NOT_FOUND = 0x8004010F
 EC_LOGIN_FAILURE = 0x80040111
+RPC_S_SERVER_TOO_BUSY = 0x000006BB       # the fault that replaces RopBackoff for old clients
 
 # ---- RPC_HEADER_EXT (MS-OXCRPC 2.2.2.1) and EcDoRpcExt2 flags -----------------------------------------------
 HEADER_EXT = struct.Struct("<HHHH")          # Version, Flags, Size, SizeActual
@@ -55,6 +62,10 @@ MAX_AUX_OUT = 0x1008
 
 # ---- RopLogon (MS-OXCROPS 2.2.3.1) --------------------------------------------------------------------------
 ROP_LOGON = 0xFE
+ROP_BACKOFF = 0xF9
+BACKOFF = struct.Struct("<BBLB")             # RopId, LogonId, Duration, BackoffRopCount (MS-OXCROPS 2.2.15.2)
+BACKOFF_ROP = struct.Struct("<BL")           # RopIdBackoff, Duration
+BACKOFF_MIN_CLIENT_VERSION = (12, 0, 4228, 0)   # clients above it understand RopBackoff (MS-OXCROPS 3.1.5.1.1)
 LOGON_PRIVATE = 0x01
 OPEN_HOME_LOGON, OPEN_TAKE_OWNERSHIP, OPEN_USE_PER_MDB_REPLID_MAPPING = 0x4, 0x8, 0x01000000
 RESPONSE_RESERVED, RESPONSE_OWNER_RIGHT, RESPONSE_SEND_AS_RIGHT = 0x1, 0x2, 0x4
@@ -321,6 +332,7 @@ def logon_time(moment: datetime) -> bytes:
 @dataclass
 class EmsmdbSession:
     mailbox: Mailbox                 # the connected user
+    client_version: Version          # what EcDoConnectEx announced
     next_object_handle: int = 1      # server object handles handed out by RopLogon
 
 
@@ -360,20 +372,19 @@ class Emsmdb(RpcInterface):
             timestamp = request["pulTimeStamp"]
             if request["cbAuxIn"] != len(request["rgbAuxIn"]) or request["pcbAuxOut"] > MAX_AUX_OUT:
                 raise ValueError("cbAuxIn/pcbAuxOut out of range")
-        code, mailbox = self._admit(user_dn, client_version, ctx)
+        code, mailbox, best = self._admit(user_dn, client_version, ctx)
         response = EcDoConnectExResponse()
         response["pcmsPollsMax"] = self.POLLS_MAX_MS
         response["pcRetry"] = self.RETRY_COUNT
         response["pcmsRetryDelay"] = self.RETRY_DELAY_MS
         _put_words(response["rgwServerVersion"], self.server_version)
-        best = self.min_client_version if code == EC_CLIENT_VER_DISALLOWED else client_version
         _put_words(response["rgwBestVersion"], pack_version(best))
         response["pulTimeStamp"] = timestamp
         response["rgbAuxOut"] = []
         response["pcbAuxOut"] = 0
         if code == EC_NONE:
             handle = new_context_handle(ctx)
-            ctx.association[("emsmdb", handle)] = EmsmdbSession(mailbox)
+            ctx.association[("emsmdb", handle)] = EmsmdbSession(mailbox, client_version)
             response["pcxh"]["context_handle_uuid"] = handle[4:]
             response["picxr"] = ctx.rng.randint(1, 0x7FFF)
             response["szDNPrefix"] = f"{self.org.org_dn}/cn=Recipients/\x00"
@@ -386,18 +397,23 @@ class Emsmdb(RpcInterface):
                    result=f"0x{code:08x}")
         return marshal(response)
 
-    def _admit(self, user_dn: str, client_version, ctx: CallContext) -> Tuple[int, Optional[Mailbox]]:
-        """The EcDoConnectEx gates in Exchange's order: client version, RPC encryption, user, identity."""
-        if client_version < self.min_client_version:
-            return EC_CLIENT_VER_DISALLOWED, None
-        if self.encryption_required and ctx.auth_level < RPC_C_AUTHN_LEVEL_PKT_PRIVACY:
-            return EC_NOT_ENCRYPTED, None
+    def _admit(self, user_dn: str, client_version: Version,
+               ctx: CallContext) -> Tuple[int, Optional[Mailbox], Version]:
+        """(return value, the mailbox, rgwBestVersion): a fault's answer first, then the EcDoConnectEx gates in
+        Exchange's order: client version, RPC encryption, user, identity."""
         mailbox = self.org.find(user_dn)
+        refusal = ctx.mailbox_fault("connect", mailbox, MailboxCall(user_dn, client_version, ctx.auth_level))
+        if refusal is not None:
+            return refusal.code, None, refusal.best_version or client_version
+        if client_version < self.min_client_version:
+            return EC_CLIENT_VER_DISALLOWED, None, self.min_client_version
+        if self.encryption_required and ctx.auth_level < RPC_C_AUTHN_LEVEL_PKT_PRIVACY:
+            return EC_NOT_ENCRYPTED, None, client_version
         if mailbox is None:
-            return EC_UNKNOWN_USER, None
+            return EC_UNKNOWN_USER, None, client_version
         if ctx.mailbox is None or ctx.mailbox != mailbox:
-            return EC_LOGIN_FAILURE, None
-        return EC_NONE, mailbox
+            return EC_LOGIN_FAILURE, None, client_version
+        return EC_NONE, mailbox, client_version
 
     # ---- EcDoRpcExt2 ----------------------------------------------------------------------------------------
     def EcDoRpcExt2(self, stub: bytes, ctx: CallContext) -> bytes:
@@ -445,14 +461,33 @@ class Emsmdb(RpcInterface):
             logon, pos = parse_rop_logon(rops, pos)
             if logon.output_handle_index >= len(handles):
                 raise ValueError("RopLogon OutputHandleIndex outside the handle table")
-            answer += self._logon(logon, handles, session, ctx)
+            target = self.org.find(logon.essdn)
+            refusal = ctx.mailbox_fault("logon", target, MailboxCall(logon.essdn, session.client_version,
+                                                                     ctx.auth_level))
+            if refusal is not None and refusal.code == EC_SERVER_BUSY:
+                answer += self._backoff(logon, refusal.backoff_ms, session, ctx)
+                break                    # the delayed ROP and all after it get no response
+            answer += self._logon(logon, target, handles, session, ctx, refusal)
         return join_rop_payload(answer, handles)
 
-    def _logon(self, logon: LogonRequest, handles: List[int], session: EmsmdbSession, ctx: CallContext) -> bytes:
+    @staticmethod
+    def _backoff(logon: LogonRequest, duration_ms: int, session: EmsmdbSession, ctx: CallContext) -> bytes:
+        ctx.record("emsmdb_logon", essdn=logon.essdn, mailbox=None, result=f"0x{EC_SERVER_BUSY:08x}",
+                   backoff_ms=duration_ms)
+        if session.client_version <= BACKOFF_MIN_CLIENT_VERSION:
+            raise RpcFault(RPC_S_SERVER_TOO_BUSY, "the server is busy; the client is too old for RopBackoff")
+        return (BACKOFF.pack(ROP_BACKOFF, logon.logon_id, duration_ms, 1) + BACKOFF_ROP.pack(ROP_LOGON, duration_ms)
+                + struct.pack("<H", 0))
+
+    def _logon(self, logon: LogonRequest, target: Optional[Mailbox], handles: List[int], session: EmsmdbSession,
+               ctx: CallContext, refusal: Optional[MailboxError]) -> bytes:
         head = struct.pack("<BB", ROP_LOGON, logon.output_handle_index)
-        target = self.org.find(logon.essdn)
         redirect = None
-        if not logon.logon_flags & LOGON_PRIVATE:
+        if refusal is not None:
+            code = refusal.code
+            if code == EC_WRONG_SERVER:
+                redirect = self.org.backend_server_dn(self._other_server(refusal.server))
+        elif not logon.logon_flags & LOGON_PRIVATE:
             code = EC_NOT_FOUND          # the org has no public folder mailboxes
         elif target is None:
             code = EC_UNKNOWN_USER
@@ -482,6 +517,13 @@ class Emsmdb(RpcInterface):
                 + b"".join(folder_id(counter) for counter in range(1, len(SPECIAL_FOLDERS) + 1))
                 + struct.pack("<B", rights) + mailbox_guid.bytes_le + struct.pack("<H", REPL_ID)
                 + replica_guid.bytes_le + logon_time(now) + struct.pack("<QL", 0, 0))
+
+    def _other_server(self, name: Optional[str]) -> Server:
+        """The server a 'moved' mailbox now lives on: ``name`` (an org server, or a name the org does not know)
+        or, without one, the first server that is not this one."""
+        if name is None:
+            return next((s for s in self.org.servers if s != self.serving_server), self.serving_server)
+        return next((s for s in self.org.servers if s.name.lower() == name.lower()), Server(name, name))
 
     # ---- the rest -------------------------------------------------------------------------------------------
     def EcDoDisconnect(self, stub: bytes, ctx: CallContext) -> bytes:
@@ -528,7 +570,8 @@ class ConnectResult:
 @dataclass(frozen=True)
 class LogonResult:
     status: int                       # EcDoRpcExt2's return value
-    rop_status: Optional[int]         # RopLogon's ReturnValue (None when no RopLogon response came back)
+    rop_status: Optional[int]         # RopLogon's ReturnValue (None when no RopLogon response came back;
+                                      # ecServerBusy when a RopBackoff came in its place)
     cxh: bytes
     logon_flags: int = 0
     folder_ids: Tuple[bytes, ...] = ()
@@ -536,6 +579,7 @@ class LogonResult:
     mailbox_guid: Optional[uuid.UUID] = None
     logon_handle: Optional[int] = None
     server_dn: Optional[str] = None   # the right server's DN with ecWrongServer
+    backoff_ms: Optional[int] = None  # a RopBackoff came instead: retry the logon after this long
 
     @property
     def folders(self) -> Dict[str, bytes]:
@@ -609,6 +653,8 @@ def parse_logon_response(stub: bytes) -> LogonResult:
     if not payloads:
         return LogonResult(status=status, rop_status=None, cxh=cxh)
     rops, handles = split_rop_payload(payloads[0])
+    if len(rops) >= BACKOFF.size and rops[0] == ROP_BACKOFF:
+        return LogonResult(status=status, rop_status=EC_SERVER_BUSY, cxh=cxh, backoff_ms=BACKOFF.unpack_from(rops)[2])
     if len(rops) < 6 or rops[0] != ROP_LOGON:
         return LogonResult(status=status, rop_status=None, cxh=cxh)
     index, rop_status = struct.unpack_from("<BL", rops, 1)

@@ -8,6 +8,8 @@ IDL that Outlook follows, both layouts are accepted:
 * NspiSeekEntries: impacket's class lacks the ``[unique]`` pointers on lpETable/pPropTags; only the IDL form is parsed.
 * NspiGetMatches / NspiResortRestriction are commented out in impacket and defined here from the IDL.
 Properties a row lacks come back as PtypErrorCode values (MAPI_E_NOT_FOUND), never omitted.
+Name lookups (NspiResolveNames/W, NspiDNToMId) ask the ``mailbox`` fault hook ("resolve") about each entry they
+find; a MailboxError leaves that name unresolved, as for an entry hidden from address lists.
 """
 from __future__ import annotations
 
@@ -26,9 +28,8 @@ from harness.rpc.addressbook import (PR_ANR, PR_CONTAINER_FLAGS, PR_DEPTH, PR_DI
                                      PR_EMS_AB_IS_MASTER, PR_EMS_AB_OBJECT_GUID, PR_EMS_AB_PARENT_ENTRYID,
                                      PR_ENTRYID, AbObject, AddressBook, Container, anr_matches,
                                      ephemeral_entry_id)
-from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, RPC_X_BAD_STUB_DATA, CallContext, RpcFault,
-                              RpcInterface, decoding, is_null, marshal, ndr_text,
-                              new_context_handle)
+from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, RPC_X_BAD_STUB_DATA, CallContext, MailboxCall,
+                              RpcFault, RpcInterface, decoding, is_null, marshal, ndr_text, new_context_handle)
 
 # ---- NSPI return values (MS-OXNSPI 2.2.2) -------------------------------------------------------------------
 SUCCESS = 0x00000000
@@ -522,7 +523,7 @@ class Nspi(RpcInterface):
         mids = []
         for name in names:
             obj = self.book.by_dn(name)
-            mids.append(obj.mid if obj else ndr.MID_UNRESOLVED)
+            mids.append(obj.mid if obj and not self._hidden(obj, name, ctx) else ndr.MID_UNRESOLVED)
         response["ppOutMIds"] = _tag_array(mids)
         response["ErrorCode"] = SUCCESS
         return marshal(response)
@@ -661,7 +662,8 @@ class Nspi(RpcInterface):
         scope = set(container.members) if container is not None else None
         mids, resolved = [], []
         for name in names:
-            matches = [o for o in self.book.resolve(name) if scope is None or o.mid in scope]
+            matches = [o for o in self.book.resolve(name)
+                       if (scope is None or o.mid in scope) and not self._hidden(o, name, ctx)]
             if len(matches) == 1:
                 mids.append(matches[0].mid)
                 resolved.append(matches[0])
@@ -672,6 +674,11 @@ class Nspi(RpcInterface):
         response["ppRows"] = self._rowset(resolved, self._columns(tags, stat.CodePage), stat.CodePage)
         response["ErrorCode"] = SUCCESS
         return marshal(response)
+
+    @staticmethod
+    def _hidden(obj: AbObject, name: str, ctx: CallContext) -> bool:
+        """True when a fault keeps this entry from being found by ``name``."""
+        return ctx.mailbox_fault("resolve", obj.mailbox, MailboxCall(name, None, ctx.auth_level)) is not None
 
 
 def _parse_whole(stub: bytes, layouts: Sequence[type]) -> NDRCALL:

@@ -1,14 +1,21 @@
 """/rpc/rpcproxy.dll for web.py: turns an authenticated RPC_IN_DATA / RPC_OUT_DATA request into a channel of the
-sans-IO proxy (harness.protocols.rpcproxy) and carries out the actions it returns on the channel's connection."""
+sans-IO proxy (harness.protocols.rpcproxy) and carries out the actions it returns on the channel's connection.
+
+Before a channel opens, the ``rpc_channel`` fault hook (scope: the RPC server name of the query, the HTTP user)
+may refuse it with an ``HttpError`` or give the proxy a ``ChannelCut``."""
 from __future__ import annotations
 
 import random
 from typing import Dict, List, Optional, Sequence, Union
 
+from harness.faults.base import FaultSet, Scope
 from harness.org import Mailbox, Org
-from harness.protocols.rpcproxy import Action, Channel, Close, HttpError, RpcProxy, Send, StartTimer
+from harness.protocols.rpcproxy import (Action, Channel, ChannelCut, Close, HttpError, RpcProxy, Send, StartTimer,
+                                        split_target)
 from harness.rpc.base import RpcInterface, interfaces_for
 from harness.transcript import Transcript
+
+RESET_DELAY = 0.1   # seconds between the last write and a reset, so the bytes before it reach the client
 
 
 class RpcChannel:
@@ -28,16 +35,22 @@ class RpcChannel:
 
 class RpcProxyService:
     def __init__(self, org: Org, transcript: Transcript, rng: random.Random, *,
-                 interfaces: Optional[Sequence[RpcInterface]] = None, faults=None) -> None:
+                 interfaces: Optional[Sequence[RpcInterface]] = None, faults: Optional[FaultSet] = None) -> None:
         interfaces = interfaces if interfaces is not None else interfaces_for(org)
-        self.faults = faults  # the server's FaultSet (rpc_channel / rts / rpc_bind / rpc_call / mailbox hooks)
-        self.proxy = RpcProxy(org, transcript.record, rng, interfaces)
+        self.faults = faults if faults is not None else FaultSet()
+        self.proxy = RpcProxy(org, transcript.record, rng, interfaces, faults=self.faults)
         self._io: Dict[Channel, object] = {}
         self._timers: Dict[Channel, object] = {}
 
     def open_channel(self, request, mailbox: Optional[Mailbox], io) -> Union[RpcChannel, HttpError]:
         conn = getattr(request.conn, "conn_id", None)
-        outcome = self.proxy.open_channel(request.method, request.query, mailbox, io.peer, conn)
+        name, port = split_target(request.query)
+        scope = Scope(name or None, mailbox.email if mailbox else None)
+        plan = self.faults.first("rpc_channel", scope, request, name, int(port) if port.isdigit() else None)
+        if isinstance(plan, HttpError):
+            return plan
+        cut = plan if isinstance(plan, ChannelCut) else None
+        outcome = self.proxy.open_channel(request.method, request.query, mailbox, io.peer, conn, cut=cut)
         if isinstance(outcome, HttpError):
             return outcome
         channel, actions = outcome
@@ -58,7 +71,10 @@ class RpcProxyService:
                 io.write(action.data)
             elif isinstance(action, Close):
                 self.forget(action.channel)
-                io.close()
+                if action.reset:
+                    io.call_later(RESET_DELAY, io.abort)
+                else:
+                    io.close()
             elif isinstance(action, StartTimer):
                 self._timers[action.channel] = io.call_later(action.seconds, self._expire, action.channel)
 

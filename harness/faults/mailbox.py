@@ -1,0 +1,145 @@
+"""Mailbox faults: the store (EMSMDB) refusing a connect or a logon, and the address book (NSPI) not finding names.
+
+Scope: `host` is the RPC server name the client asked the proxy for, `user` the caller's mailbox address (the one
+that authenticated). EcDoConnectEx is the "connect" operation, RopLogon "logon", NSPI name lookups "resolve".
+"""
+from __future__ import annotations
+
+import re
+
+from harness.faults.base import FaultParamError, Param, register
+from harness.faults.rpc import RpcScopedFault, at_least
+from harness.rpc.base import MailboxError
+from harness.rpc.emsmdb import (DEFAULT_MIN_CLIENT_VERSION, EC_CLIENT_VER_DISALLOWED, EC_LOGIN_FAILURE,
+                                EC_NOT_ENCRYPTED, EC_SERVER_BUSY, EC_WRONG_SERVER, version_text)
+from harness.rpc.nspi import NOT_FOUND
+
+_VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
+
+
+def parse_version(name: str, text: str) -> tuple:
+    """'12.0.6665.5000' (missing parts are 0) as the 4-tuple EMSMDB compares."""
+    if not _VERSION.match(text):
+        raise FaultParamError(name, f"{text!r} is not a version", "major.minor.build.revision, e.g. 12.0.6665.5000")
+    parts = [int(part) for part in text.split(".")]
+    return tuple(parts + [0] * (4 - len(parts)))
+
+
+@register
+class WrongServer(RpcScopedFault):
+    name = "mailbox.wrong-server"
+    summary = "RopLogon answers ecWrongServer: the mailbox has moved to another server."
+    description = ("A mailbox move finished (or is in flight) while the client still connects to the old server; "
+                   "the store redirects the logon to the server that now holds the mailbox (its legacy DN in the "
+                   "RopLogon response). Applies to any user unless scoped with `user`.")
+    symptoms = {"emsmdb client": "RopLogon ReturnValue 0x00000478 (ecWrongServer) with ServerName "
+                                 "/o=Contoso/.../cn=Servers/cn=EX02",
+                "outlook": "rediscovers the server through Autodiscover; a loop if Autodiscover keeps answering the "
+                           "old one"}
+    analyzer = {"fails_at": "mailbox-logon", "reason": "ec-wrong-server"}
+    params = {"server": Param(str, None, "the server the mailbox moved to (default: the first other server of the "
+                                         "org)")}
+
+    def on_mailbox(self, scope, operation, mailbox, call):
+        if operation == "logon":
+            return MailboxError(EC_WRONG_SERVER, server=self.values["server"])
+        return None
+
+
+@register
+class LoginFailure(RpcScopedFault):
+    name = "mailbox.login-failure"
+    summary = "EcDoConnectEx answers ecLoginFailure (0x80040111)."
+    description = ("The store does not let the user in although HTTP and RPC authentication succeeded: the "
+                   "mailbox is disabled or being moved, its database is dismounted, or the account lacks logon "
+                   "rights.")
+    symptoms = {"emsmdb client": "EcDoConnectEx returns 0x80040111 (MAPI_E_LOGON_FAILED)",
+                "outlook": "'Cannot open your default e-mail folders'"}
+    analyzer = {"fails_at": "mailbox-logon", "reason": "ec-login-failure"}
+
+    def on_mailbox(self, scope, operation, mailbox, call):
+        return MailboxError(EC_LOGIN_FAILURE) if operation == "connect" else None
+
+
+@register
+class ClientVersion(RpcScopedFault):
+    name = "mailbox.client-version"
+    summary = "EcDoConnectEx refuses clients older than a given version with ecClientVerDisallowed."
+    description = ("Set-RpcClientAccess -BlockedClientVersions, or Exchange 2013's own floor (Outlook 2007 SP3 with "
+                   "the November 2012 update, 12.0.6665.5000, which already keeps Outlook 2003 out). The "
+                   "response's rgwBestVersion names the lowest version allowed.")
+    symptoms = {"emsmdb client": "EcDoConnectEx returns 0x000004DF (ecClientVerDisallowed), best version = the floor",
+                "outlook": "'Your Exchange Server administrator has blocked the version of Outlook that you are "
+                           "using'"}
+    analyzer = {"fails_at": "mailbox-logon", "reason": "ec-client-ver-disallowed"}
+    params = {"min_version": Param(str, version_text(DEFAULT_MIN_CLIENT_VERSION),
+                                   "the lowest client version allowed (major.minor.build.revision)")}
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        self.floor = parse_version("min_version", self.values["min_version"])
+
+    def on_mailbox(self, scope, operation, mailbox, call):
+        if operation == "connect" and call.client_version < self.floor:
+            return MailboxError(EC_CLIENT_VER_DISALLOWED, best_version=self.floor)
+        return None
+
+
+@register
+class NotEncrypted(RpcScopedFault):
+    name = "mailbox.not-encrypted"
+    summary = "EcDoConnectEx answers ecNotEncrypted: the store wants RPC encryption the connection lacks."
+    description = ("Set-RpcClientAccess -EncryptionRequired $true against a client that does not seal its RPC "
+                   "traffic (Outlook 2003's default). By default every connection is refused, as if the encryption "
+                   "the client negotiated were not recognised; `below_level` limits it to lower auth levels.")
+    symptoms = {"emsmdb client": "EcDoConnectEx returns 0x00000970 (ecNotEncrypted)",
+                "outlook": "cannot connect until 'Encrypt data between Microsoft Outlook and Microsoft Exchange' "
+                           "is turned on in the account settings"}
+    analyzer = {"fails_at": "mailbox-logon", "reason": "ec-not-encrypted"}
+    params = {"below_level": Param(int, 7, "refuse RPC auth levels below this one (7: every level)",
+                                   (2, 3, 4, 5, 6, 7))}
+
+    def on_mailbox(self, scope, operation, mailbox, call):
+        if operation == "connect" and call.auth_level < self.values["below_level"]:
+            return MailboxError(EC_NOT_ENCRYPTED)
+        return None
+
+
+@register
+class ServerBusy(RpcScopedFault):
+    name = "mailbox.server-busy"
+    summary = "RopLogon is answered with a back-off (ecServerBusy): retry after a given time."
+    description = ("The store is overloaded or throttled and tells the client to back off: a RopBackoff response "
+                   "in place of the RopLogon response (clients newer than 12.0.4228), RPC_S_SERVER_TOO_BUSY "
+                   "(0x6BB) for older ones (MS-OXCROPS 3.2.4.2). Combine with a step that removes the fault to "
+                   "model the load going away.")
+    symptoms = {"emsmdb client": "RopBackoff (0xF9) with the duration instead of a RopLogon response",
+                "outlook": "retries the logon after the back-off time"}
+    analyzer = {"fails_at": "mailbox-logon", "reason": "ec-server-busy"}
+    params = {"backoff_ms": Param(int, 30000, "how long the client must wait before retrying, in milliseconds")}
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        self.answer = MailboxError(EC_SERVER_BUSY, backoff_ms=at_least(self, "backoff_ms", 0))
+
+    def on_mailbox(self, scope, operation, mailbox, call):
+        return self.answer if operation == "logon" else None
+
+
+@register
+class NameNotFound(RpcScopedFault):
+    name = "mailbox.name-not-found"
+    summary = "NSPI name lookups (ResolveNames, DNToMId) do not find an entry: the address book does not list it."
+    description = ("The recipient is hidden from address lists, or the address book has not caught up with a new "
+                   "mailbox: Check Name (NspiResolveNamesW) answers MID_UNRESOLVED and NspiDNToMId MId 0 for it. "
+                   "Browsing the address list still shows the entry.")
+    symptoms = {"impacket": "hNspiResolveNamesW: ppMIds [0] (MID_UNRESOLVED), no rows",
+                "exchanger.py": "nspi guid-known: 'Object with specified GUID not found!'"}
+    analyzer = {"fails_at": "nspi", "reason": "name-not-found"}
+    params = {"entry": Param(str, None, "the e-mail address of the entry not found (default: every mailbox)")}
+
+    def on_mailbox(self, scope, operation, mailbox, call):
+        entry = self.values["entry"]
+        if operation != "resolve" or mailbox is None:
+            return None
+        return MailboxError(NOT_FOUND) if entry is None or entry.lower() == mailbox.email.lower() else None

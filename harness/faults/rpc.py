@@ -1,0 +1,310 @@
+"""RPC over HTTP faults: the RPC proxy refusing channels, the RTS channel machinery misbehaving, and the DCE/RPC
+server refusing binds or calls.
+
+Scope: `host` is the RPC server name the client asked the proxy for (the `?<name>:<port>` of /rpc/rpcproxy.dll:
+EX01, ex01.contoso.test or <mailbox guid>@contoso.test, as the client wrote it), `user` the HTTP-authenticated
+mailbox's address.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional
+
+from harness.faults.base import Fault, FaultParamError, Param, register
+from harness.protocols import rts
+from harness.protocols.dcerpc import NAK_NAMES, NAK_NOT_SPECIFIED, BindNak, CallFault
+from harness.protocols.rpcproxy import IN, METHODS, OUT, ChannelCut, HttpError, RtsAction
+
+INTERFACES = ("nspi", "rfr", "emsmdb")
+RPC_S_SERVER_UNAVAILABLE = 0x000006BA
+RPC_C_AUTHN_LEVEL_PKT_PRIVACY = 6
+_HEX_CODE = re.compile(r"^[0-9A-Fa-f]{1,8}$")
+
+
+class RpcScopedFault(Fault):
+    """Base of the rpc and mailbox faults, whose `host` scope is an RPC server name rather than a DNS/HTTP host."""
+
+    @classmethod
+    def all_params(cls) -> Dict[str, Param]:
+        return {**super().all_params(), "host": Param(str, None, "apply only to this RPC server name, as the client "
+                                                                 "asks the proxy for it: EX01, ex01.contoso.test or "
+                                                                 "<mailbox guid>@contoso.test")}
+
+
+def at_least(fault: Fault, name: str, minimum: int) -> int:
+    """An int parameter's value, refused below ``minimum``."""
+    value = fault.values[name]
+    if value < minimum:
+        raise FaultParamError(name, f"{value} is below {minimum}")
+    return value
+
+
+def _list_of(fault: Fault, name: str, kind: type) -> Optional[List]:
+    """A list parameter's items, checked to be of ``kind``; None when the parameter was not given."""
+    values = fault.values[name]
+    if values is None:
+        return None
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise FaultParamError(name, f"{value!r} is not {'a number' if kind is int else 'a name'}",
+                                  f"a list of {kind.__name__} values")
+    return values
+
+
+def _names(fault: Fault) -> Optional[List[str]]:
+    names = _list_of(fault, "names", str)
+    return None if names is None else [name.lower() for name in names]
+
+
+class _RefusedTarget(RpcScopedFault):
+    """Refuses channels for the listed RPC server names (every name when none are listed)."""
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        self.names = _names(self)
+
+    def refuses(self, server: str) -> bool:
+        return self.names is None or server.lower() in self.names
+
+
+@register
+class ProxyError(RpcScopedFault):
+    name = "rpc.proxy-error"
+    summary = "The RPC proxy answers the OUT channel with `HTTP/1.0 503 RPC Error: <code>` instead of 200."
+    description = ("The proxy authenticated both channels, then could not reach the RPC server behind it: it sends "
+                   "the RPC status in hex in place of the OUT channel's `200 Success` (6BA = RPC_S_SERVER_UNAVAILABLE, "
+                   "the back end is down or blocked; 5 = access denied; 6D9 = no endpoints). "
+                   "Typical of a stopped RPC Client Access service or a firewall between CAS and mailbox server.")
+    symptoms = {"impacket": "RPCProxyClientException: RPC Proxy CONN/A1 request failed, code: 0x6ba - "
+                            "RPC_S_SERVER_UNAVAILABLE",
+                "exchanger.py": "Protocol failed: ... code: 0x6ba; 'This usually means the target has no ACL to "
+                                "connect to this endpoint using RPC Proxy'"}
+    analyzer = {"fails_at": "rpc-proxy", "reason": "rpc-proxy-503"}
+    params = {"code": Param(str, "6BA", 'the RPC status the proxy reports, in hex (quote it: "5")')}
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        if not _HEX_CODE.match(self.values["code"]):
+            raise FaultParamError("code", f"{self.values['code']!r} is not a hex status", "e.g. 6BA or 5")
+        self.status_line = f"HTTP/1.0 503 RPC Error: {self.values['code'].upper()}\r\n\r\n".encode("ascii")
+
+    def on_rts(self, scope, direction, pdu_name):
+        if pdu_name == "CONN/A3":
+            return RtsAction("refuse", self.status_line)
+        return None
+
+
+@register
+class InvalidPort(_RefusedTarget):
+    name = "rpc.invalid-port"
+    summary = "The RPC proxy refuses the RPC server port: `503 Invalid RPC Port` (ValidPorts does not list it)."
+    description = ("RpcProxy's ValidPorts (HKLM\\Software\\Microsoft\\Rpc\\RpcProxy) does not allow the name:port "
+                   "pair: after a server rename, for a server added later, or with ports missing from the list. "
+                   "Both channels get the 503 on their authenticated request.")
+    symptoms = {"impacket": "RPCProxyClientException: RPC Proxy Client: NTLM authentication failed in RPC_IN_DATA "
+                            "channel: HTTP/1.1 503 Invalid RPC Port",
+                "exchanger.py": "Protocol failed: ... 503 Invalid RPC Port"}
+    analyzer = {"fails_at": "rpc-proxy", "reason": "invalid-rpc-port"}
+    params = {"ports": Param(list, None, "the refused ports (default: every port)"),
+              "names": Param(list, None, "the RPC server names refused (default: every name)")}
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        self.ports = _list_of(self, "ports", int)
+
+    def on_rpc_channel(self, scope, request, server, port):
+        if self.refuses(server) and (self.ports is None or port in self.ports):
+            return HttpError(503, "Invalid RPC Port")
+        return None
+
+
+@register
+class UnknownServer(_RefusedTarget):
+    name = "rpc.unknown-server"
+    summary = "The RPC proxy does not know the RPC server name: `404 Not Found` on both channels."
+    description = ("The name in ?<name>:<port> is not one the proxy serves: a stale or mistyped server name in the "
+                   "profile, a mailbox GUID the CAS cannot place, or a reverse proxy (TMG) that only publishes some "
+                   "names. Exchange 2013 accepts the NetBIOS name only for compatibility.")
+    symptoms = {"impacket": "RPCProxyClientException: ... failed in RPC_IN_DATA channel: HTTP/1.1 404 Not Found",
+                "exchanger.py": "Protocol failed: ... RPC_IN_DATA channel: HTTP/1.1 404 Not Found"}
+    analyzer = {"fails_at": "rpc-proxy", "reason": "unknown-rpc-server"}
+    params = {"names": Param(list, None, "the RPC server names refused (default: every name)")}
+
+    def on_rpc_channel(self, scope, request, server, port):
+        return HttpError(404, "Not Found") if self.refuses(server) else None
+
+
+@register
+class NoConnA3(RpcScopedFault):
+    name = "rpc.no-conn-a3"
+    summary = "The OUT channel's `200 Success` comes, then nothing: no CONN/A3 (and no CONN/C2) ever arrives."
+    description = ("A reverse proxy or load balancer that buffers response bodies holds everything after the "
+                   "RPC_OUT_DATA header back (it waits for the announced 1 GiB); the client's RTS handshake stalls "
+                   "until its own timeout.")
+    symptoms = {"impacket": "hangs in connect() reading CONN/A3; with a socket timeout: TimeoutError "
+                            "'The read operation timed out'",
+                "outlook": "the connection stays in 'Connecting' and is eventually dropped"}
+    analyzer = {"fails_at": "rpc-proxy", "reason": "rts-timeout"}
+
+    def on_rts(self, scope, direction, pdu_name):
+        return RtsAction("drop")
+
+
+@register
+class NoConnC2(RpcScopedFault):
+    name = "rpc.no-conn-c2"
+    summary = "CONN/A3 arrives, CONN/C2 never does: the virtual connection never opens for the client."
+    description = ("The proxy cannot finish the connection to the RPC server (CONN/B2 and C1 go unanswered behind "
+                   "it), so it never tells the client the virtual connection is open.")
+    symptoms = {"impacket": "hangs in connect() reading CONN/C2; with a socket timeout: TimeoutError "
+                            "'The read operation timed out'"}
+    analyzer = {"fails_at": "rpc-proxy", "reason": "rts-timeout"}
+
+    def on_rts(self, scope, direction, pdu_name):
+        return RtsAction("drop") if pdu_name == "CONN/C2" else None
+
+
+class _CutChannel(RpcScopedFault):
+    """Reset the virtual connection once one channel has carried ``after_bytes`` body bytes."""
+    direction = ""
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        self.cut = ChannelCut(at_least(self, "after_bytes", 0))
+
+    def on_rpc_channel(self, scope, request, server, port):
+        return self.cut if METHODS.get(request.method) == self.direction else None
+
+
+@register
+class OutChannelDrop(_CutChannel):
+    name = "rpc.out-channel-drop"
+    summary = "The OUT channel is reset (TCP RST) after a given number of body bytes."
+    description = ("A load balancer or reverse proxy with a response size or idle limit kills the long-lived "
+                   "RPC_OUT_DATA response; the IN channel goes with it. The default of 28 bytes lets CONN/A3 "
+                   "through and cuts before CONN/C2.")
+    symptoms = {"impacket": "connect() never completes: the reset reads as EOF (Python ssl turns the RST into b'' "
+                            "and impacket spins on it; with suppress_ragged_eofs=False: ssl.SSLEOFError)",
+                "windows clients": "WSAECONNRESET: the connection was reset"}
+    analyzer = {"fails_at": "rpc-proxy", "reason": "rpc-channel-broken"}
+    params = {"after_bytes": Param(int, 28, "OUT body bytes (RTS and RPC PDUs after the 200 header) sent before "
+                                            "the reset")}
+    direction = OUT
+
+
+@register
+class InChannelReset(_CutChannel):
+    name = "rpc.in-channel-reset"
+    summary = "The IN channel is reset (TCP RST) once RPC traffic on it passes a given number of bytes."
+    description = ("Something between client and proxy (an IPS, a proxy that does not stream request bodies) lets "
+                   "the RTS handshake through, then kills the RPC_IN_DATA request once real traffic flows; the OUT "
+                   "channel is reset with it. With the default of 0 the first bind is never answered.")
+    symptoms = {"impacket": "bind() never gets an answer: the reset reads as EOF (Python ssl turns the RST into "
+                            "b'' and impacket spins on it; with suppress_ragged_eofs=False: ssl.SSLEOFError)"}
+    analyzer = {"fails_at": "nspi", "reason": "rpc-channel-broken"}
+    params = {"after_bytes": Param(int, 0, "bytes of PDUs after CONN/B1 let through; the PDU that goes past them "
+                                           "is not")}
+    direction = IN
+
+
+@register
+class ServerPing(RpcScopedFault):
+    name = "rpc.server-ping"
+    summary = "The OUT proxy sends Ping RTS PDUs as soon as the virtual connection opens."
+    description = ("The outbound proxy keeps idle channels alive with Ping PDUs (every few minutes on IIS); a client "
+                   "must skip them (and may ping back on IN). The pings follow CONN/C2 here so that even a short "
+                   "session meets them.")
+    symptoms = {"impacket": "logs 'Ping RTS PDU packet received. Is the RPC Server alive?', answers with two "
+                            "pings on IN and carries on",
+                "exchanger.py": "prints that error line and still completes the command"}
+    params = {"count": Param(int, 1, "how many Ping PDUs follow CONN/C2")}
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        self.action = RtsAction("follow", then=(rts.ping(),) * at_least(self, "count", 1))
+
+    def on_rts(self, scope, direction, pdu_name):
+        return self.action if pdu_name == "CONN/C2" else None
+
+
+@register
+class ChannelRecycle(RpcScopedFault):
+    name = "rpc.channel-recycle"
+    summary = "The OUT proxy asks the client to recycle its OUT channel (OUT_R1/A2) right after CONN/C2."
+    description = ("An OUT channel whose lifetime is used up, or a proxy being drained, asks the client to open a "
+                   "successor OUT channel (MS-RPCH 3.2.2.5.6). Windows clients do; impacket does not implement "
+                   "recycling. The old channel keeps working here, so a client that ignores the request carries on.")
+    symptoms = {"impacket": "RPCProxyClientException: The server requested recycling of a virtual OUT channel, "
+                            "but this function is not supported!"}
+
+    # MS-RPCH 2.2.4.24 OUT_R1/A2: RECYCLE_CHANNEL with Destination FDClient
+    action = RtsAction("follow", then=(rts.RtsPdu(rts.FLAG_RECYCLE_CHANNEL, (rts.Destination(rts.FD_CLIENT),)),))
+
+    def on_rts(self, scope, direction, pdu_name):
+        return self.action if pdu_name == "CONN/C2" else None
+
+
+class _BindFault(RpcScopedFault):
+    """Refuses binds to ``interface`` (every interface when not given)."""
+
+    def applies(self, interface: str) -> bool:
+        return self.values["interface"] in (None, interface)
+
+
+@register
+class BindRefused(_BindFault):
+    name = "rpc.bind-nak"
+    summary = "The DCE/RPC server answers the bind with bind_nak."
+    description = ("The RPC server behind the proxy refuses the association: an interface that is not registered "
+                   "(RPC Client Access or Address Book service stopped), too many associations, or a security "
+                   "package it does not accept.")
+    symptoms = {"impacket": "DCERPCException: Bind context rejected: reason_not_specified (from dce.bind())"}
+    analyzer = {"fails_at": "nspi", "reason": "rpc-bind-failed"}
+    params = {"interface": Param(str, None, "the interface refused (default: every interface)", INTERFACES),
+              "reason": Param(int, NAK_NOT_SPECIFIED, "the bind_nak reason", tuple(NAK_NAMES))}
+
+    def on_rpc_bind(self, scope, interface, auth_level):
+        if self.applies(interface):
+            return BindNak(self.values["reason"], f"{interface} refused by a fault")
+        return None
+
+
+@register
+class AuthLevelRefused(_BindFault):
+    name = "rpc.auth-level-refused"
+    summary = "Binds below a minimum RPC authentication level are refused with bind_nak."
+    description = ("The RPC server insists on authenticated, encrypted RPC (Outlook Anywhere uses packet privacy, "
+                   "level 6) and refuses anonymous or merely signed binds, as Exchange does without RpcProxyShim. "
+                   "Clients binding at the minimum or above are served normally.")
+    symptoms = {"impacket": "DCERPCException: Bind context rejected: reason_not_specified, for "
+                            "set_auth_level() below the minimum"}
+    params = {"min_level": Param(int, RPC_C_AUTHN_LEVEL_PKT_PRIVACY, "the lowest RPC_C_AUTHN_LEVEL accepted",
+                                 (2, 3, 4, 5, 6)),
+              "interface": Param(str, None, "the interface refused (default: every interface)", INTERFACES)}
+
+    def on_rpc_bind(self, scope, interface, auth_level):
+        if self.applies(interface) and auth_level < self.values["min_level"]:
+            return BindNak(NAK_NOT_SPECIFIED, f"auth level {auth_level} is below {self.values['min_level']}")
+        return None
+
+
+@register
+class CallFails(RpcScopedFault):
+    name = "rpc.call-fault"
+    summary = "A call to an interface (and opnum) gets a DCE/RPC fault with a given status."
+    description = ("The server stub fails the call: RPC_S_SERVER_UNAVAILABLE (0x6BA) when the address book or store "
+                   "behind it is down, nca_s_fault_unspec (0x1C000012) for a crash in the handler, "
+                   "rpc_s_access_denied (5). The association stays up. The step the analyzer reports follows the "
+                   "interface: nspi, referral (rfr) or mailbox-logon (emsmdb).")
+    symptoms = {"impacket": "DCERPCException from dce.request(): 'Unknown DCE RPC fault status code: 000006ba' (or "
+                            "the status's name, e.g. rpc_s_access_denied)"}
+    analyzer = {"fails_at": "nspi", "reason": "rpc-fault"}
+    params = {"interface": Param(str, None, "the interface whose calls fail (default: every interface)",
+                                 INTERFACES),
+              "opnum": Param(int, None, "the operation that fails (default: every operation)"),
+              "status": Param(int, RPC_S_SERVER_UNAVAILABLE, "the fault status")}
+
+    def on_rpc_call(self, scope, interface, opnum):
+        if self.values["interface"] in (None, interface) and self.values["opnum"] in (None, opnum):
+            return CallFault(self.values["status"])
+        return None

@@ -1,0 +1,131 @@
+"""`mockex probe`: the command line of the connectivity analyzer (harness/cli.py adds the parser and dispatches)."""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+
+from harness.probe.net import parse_server
+from harness.probe.report import render_text
+from harness.probe.runner import ProbeOptions, probe
+
+PASSWORD_ENV = "MOCKEX_PROBE_PASSWORD"
+
+DESCRIPTION = """\
+Test Outlook connectivity for one mailbox, as Microsoft's Remote Connectivity Analyzer does for Outlook Anywhere:
+Autodiscover in Outlook's order (https://<domain>, https://autodiscover.<domain>, the HTTP redirect method, the
+_autodiscover._tcp SRV record; redirects followed, https only, at most 10), then for the Outlook Anywhere host:
+DNS, TCP port, certificate (name, dates, chain trust, missing intermediate, key size, signature, TLS version),
+the HTTP authentication methods on /rpc/rpcproxy.dll against the AuthPackage, an RPC proxy ping, an address book
+bind and Check Name (6004), a referral (6002) and a mailbox logon (6001). Every failure names the step, a reason
+id and what to do.
+
+Credentials are sent only over TLS connections whose certificate passed validation, never over plain HTTP."""
+
+EPILOG = f"""\
+exit status: 0 every step passed, 1 a step failed, 2 usage error.
+
+examples:
+  mockex probe alice@contoso.test --password 'P@ssw0rd-alice' --dns 127.0.0.1:5353 --ca-file state/pki/root-ca.pem \\
+      --port 8443 --http-port 8080
+  mockex probe alice@contoso.test --proxy mail.contoso.test --skip-autodiscover --json
+  {PASSWORD_ENV}=secret mockex probe alice@contoso.test --user 'CONTOSO\\alice'
+
+The password comes from --password, else ${PASSWORD_ENV}, else a prompt (on a terminal).
+Reason ids, their steps and remedies: docs/probe.md. JSON schema: docs/probe.schema.json."""
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError("a port is 1..65535")
+    return value
+
+
+def _dns_server(text: str):
+    try:
+        return parse_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected IP[:PORT] of a DNS server ({exc})")
+
+
+def add_probe_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("probe", help="test Autodiscover and Outlook Anywhere for a mailbox, step by step",
+                                   description=DESCRIPTION, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("email", help="the mailbox's e-mail address (what Outlook is given)")
+    who = parser.add_argument_group("credentials")
+    who.add_argument("--password", help=f"the password (else ${PASSWORD_ENV}, else a prompt)")
+    who.add_argument("--user", metavar="LOGIN", help="logon name: DOMAIN\\user or a UPN (default: the e-mail address)")
+    who.add_argument("--auth", choices=("NTLM", "Negotiate", "Basic"),
+                     help="HTTP scheme to prefer for Autodiscover when offered (default NTLM, then Negotiate, Basic)")
+    net = parser.add_argument_group("where to look")
+    net.add_argument("--dns", type=_dns_server, metavar="IP[:PORT]",
+                     help="DNS server to ask (default: the system's resolv.conf servers)")
+    net.add_argument("--ca-file", metavar="PEM", help="trusted root(s) for certificate checks (default: system store)")
+    net.add_argument("--port", type=_port, default=443, help="port standing in for 443 in every https step (default 443)")
+    net.add_argument("--http-port", type=_port, default=80,
+                     help="port standing in for 80 in the HTTP redirect step (default 80)")
+    manual = parser.add_argument_group("without Autodiscover")
+    manual.add_argument("--skip-autodiscover", action="store_true", help="use --proxy and friends instead")
+    manual.add_argument("--proxy", metavar="HOST", help="Outlook Anywhere (RPC proxy) host name")
+    manual.add_argument("--rpc-server", metavar="NAME",
+                        help="RPC server name behind the proxy (default: learnt from the NTLM challenge)")
+    manual.add_argument("--auth-package", choices=("Basic", "Ntlm", "Negotiate"), default="Ntlm",
+                        help="Outlook Anywhere authentication, as EXPR AuthPackage would say (default Ntlm)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS",
+                     help="per-step timeout: DNS query, connect, each HTTP/RPC answer (default 10)")
+    run.add_argument("--total-timeout", type=_positive, default=120.0, metavar="SECONDS",
+                     help="bound on the whole run (default 120)")
+    run.add_argument("--seed", type=int, help="seed for the RPC cookies, to replay a run")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print the JSON report (docs/probe.schema.json) instead")
+    out.add_argument("--verbose", "-v", action="store_true", help="show each step's evidence in the text report")
+    out.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
+    return parser
+
+
+def _usage_error(message: str) -> int:
+    print(f"mockex probe: {message}", file=sys.stderr)
+    return 2
+
+
+def run_probe(args) -> int:
+    email = args.email.strip()
+    local, at, domain = email.rpartition("@")
+    if not at or not local or "." not in domain:
+        return _usage_error(f"{args.email!r} is not an e-mail address")
+    if args.skip_autodiscover and not args.proxy:
+        return _usage_error("--skip-autodiscover needs --proxy HOST")
+    if args.proxy and not args.skip_autodiscover:
+        return _usage_error("--proxy is used only with --skip-autodiscover")
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        return _usage_error(f"--ca-file {args.ca_file}: no such file")
+    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
+    if password is None:
+        if not sys.stdin.isatty():
+            return _usage_error(f"no password: give --password or set ${PASSWORD_ENV}")
+        password = getpass.getpass(f"Password for {args.user or email}: ")
+    options = ProbeOptions(email=email, password=password, login=args.user, dns=args.dns, ca_file=args.ca_file,
+                           https_port=args.port, http_port=args.http_port, step_timeout=args.timeout,
+                           total_timeout=args.total_timeout, skip_autodiscover=args.skip_autodiscover,
+                           proxy=args.proxy, rpc_server=args.rpc_server, auth_package=args.auth_package,
+                           auth=args.auth, seed=args.seed)
+    report = probe(options)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
+        print(render_text(report, colour=colour, verbose=args.verbose))
+    return report.exit_code
+

@@ -1,0 +1,75 @@
+"""One probe run: Autodiscover (or the given settings), then Outlook Anywhere, inside the total time limit."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Tuple
+
+from harness.probe.discovery import Discovery
+from harness.probe.hosts import ProbeContext
+from harness.probe.http import Credentials
+from harness.probe.net import Budget, Resolver
+from harness.probe.outlook_anywhere import OutlookAnywhere, manual_settings
+from harness.probe.report import Report, Step, TimeLimit
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    email: str
+    password: str
+    login: Optional[str] = None               # DOMAIN\\user or UPN; default the e-mail address
+    dns: Optional[Tuple[str, int]] = None     # None: the system resolver
+    ca_file: Optional[str] = None             # None: the system trust store
+    https_port: int = 443
+    http_port: int = 80
+    step_timeout: float = 10.0
+    total_timeout: float = 120.0
+    skip_autodiscover: bool = False
+    proxy: Optional[str] = None
+    rpc_server: Optional[str] = None
+    auth_package: str = "Ntlm"
+    auth: Optional[str] = None                # the Autodiscover scheme to prefer (NTLM, Negotiate, Basic)
+    seed: Optional[int] = None
+
+    def public(self) -> dict:
+        shown = {k: v for k, v in asdict(self).items() if k != "password"}
+        shown["dns"] = f"{self.dns[0]}:{self.dns[1]}" if self.dns else None
+        return shown
+
+
+def probe(options: ProbeOptions) -> Report:
+    started, clock = time.time(), time.monotonic()
+    context = ProbeContext(email=options.email, credentials=Credentials.parse(options.login or options.email,
+                                                                              options.password),
+                           resolver=Resolver(options.dns), budget=Budget(options.step_timeout, options.total_timeout),
+                           ca_file=options.ca_file, https_port=options.https_port, http_port=options.http_port)
+    rng = random.Random(options.seed)
+    phases: List[Step] = []
+    try:
+        if options.skip_autodiscover:
+            settings = manual_settings(options.email, options.proxy, options.auth_package, options.rpc_server or "")
+            phases.append(Step("autodiscover", "Autodiscover", "autodiscover", status="skip",
+                               message=f"skipped: using {options.proxy} (AuthPackage {options.auth_package})"))
+        else:
+            discovery = Discovery(context, options.auth)
+            phases.append(discovery.phase)
+            settings = discovery.run()
+        if settings is None:
+            phases.append(Step("outlook-anywhere", "Outlook Anywhere", status="skip",
+                               message="skipped: Autodiscover gave no settings"))
+        else:
+            oa = OutlookAnywhere(context, settings, rng)
+            phases.append(oa.phase)
+            oa.run()
+    except TimeLimit:
+        _point_at_time_limit(phases)
+    return Report(options.email, phases, started, (time.monotonic() - clock) * 1000, options.public())
+
+
+def _point_at_time_limit(phases: List[Step]) -> None:
+    """The phase that ran out of time blames the innermost step that was running."""
+    for phase in phases:
+        stopped = [node for node in phase.walk() if node.reason == "time-limit"]
+        if stopped:
+            phase.cause = stopped[-1].id

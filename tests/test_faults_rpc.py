@@ -1,0 +1,285 @@
+"""RPC over HTTP faults as real clients see them: impacket's ncacn_http transport (RPCProxyClient under DCERPC_v5)
+and unmodified exchanger.py, against one `mockex serve` that carries every rpc fault, each scoped to its own RPC
+server name or user, so one server start serves every check."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+from impacket.dcerpc.v5 import nspi, oxabref, rpch, rpcrt
+from impacket.dcerpc.v5.rpch import RPCProxyClientException
+from impacket.dcerpc.v5.rpcrt import DCERPCException
+from impacket.dcerpc.v5.transport import HTTPTransport
+
+from harness.faults.base import FaultParamError, FaultSet, Scope, catalog
+from harness.org import load_org
+from harness.protocols import rts
+from harness.protocols.rpcproxy import (CONNECTION_TIMEOUT_MS, IN_RECEIVE_WINDOW, OUT_CHANNEL_RESPONSE, Close,
+                                        RpcProxy, Send)
+from harness.transcript import Transcript
+from tests.conftest import start_server
+from tests.test_exchanger import EXCHANGER, exchanger
+
+ORG = load_org()
+GUID_NAME = {mailbox.username: ORG.personal_server(mailbox) for mailbox in ORG.mailboxes}
+PRIVACY, INTEGRITY = rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY, rpcrt.RPC_C_AUTHN_LEVEL_PKT_INTEGRITY
+
+SCENARIO = f"""\
+name: rpc-everything
+faults:
+  - rpc.proxy-error: {{host: ex02, code: "6BA"}}
+  - rpc.invalid-port: {{ports: [6002]}}
+  - rpc.invalid-port: {{names: [ex01.contoso.test]}}
+  - rpc.unknown-server: {{host: ex02.contoso.test}}
+  - rpc.no-conn-a3: {{host: "{GUID_NAME['alice']}"}}
+  - rpc.no-conn-c2: {{host: "{GUID_NAME['bob']}"}}
+  - rpc.out-channel-drop: {{host: "{GUID_NAME['carol']}"}}
+  - rpc.in-channel-reset: {{host: "{GUID_NAME['dave']}"}}
+  - rpc.server-ping: {{host: "{GUID_NAME['confroom1']}", count: 2}}
+  - rpc.channel-recycle: {{host: "{GUID_NAME['helpdesk']}"}}
+  - rpc.bind-nak: {{interface: rfr}}
+  - rpc.auth-level-refused: {{interface: nspi, user: bob@contoso.test}}
+  - rpc.call-fault: {{interface: nspi, opnum: 12, user: carol@contoso.test}}
+expect:
+  analyzer: {{passes: true}}
+"""
+
+
+# ---- a server on :443 when we may (exchanger.py speaks to nothing else), and impacket's transport ----------------
+def serve(tmp_path_factory, scenario_text: str):
+    """mockex with the scenario on a loopback address of its own at :443 when root (the address is drawn so that
+    parallel runs do not collide), else on an ephemeral 127.0.0.1 port, which impacket's transport still reaches
+    through set_rpc_proxy_url."""
+    root = tmp_path_factory.mktemp("faults")
+    (root / "scenario.yaml").write_text(scenario_text)
+    (root / "state").mkdir()
+    state_dir, scenario_path = str(root / "state"), str(root / "scenario.yaml")
+    if os.geteuid() != 0:
+        return start_server(state_dir, "--scenario", scenario_path)
+    draw = random.Random(f"{os.getpid()}:{state_dir}")
+    for _ in range(5):
+        address = f"127.{draw.randrange(64, 250)}.{draw.randrange(1, 250)}.{draw.randrange(1, 250)}"
+        try:
+            return start_server(state_dir, "--scenario", scenario_path, listen=address, https_port=443)
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc):
+                raise
+    raise RuntimeError("no free loopback address for :443")
+
+
+def needs_exchanger(served) -> None:
+    if EXCHANGER is None or served.https_port != 443:
+        pytest.skip("exchanger.py needs the server on :443 (root)")
+
+
+class StrictEofTransport(HTTPTransport):
+    """impacket's ncacn_http transport whose TLS sockets report a connection cut short (RST, or FIN without
+    close_notify) as ssl.SSLEOFError: with the default suppress_ragged_eofs, Python's ssl turns it into b'', on
+    which impacket's OUT reader spins forever."""
+
+    def create_tunnel(self):
+        for sock in (self.get_socket_in(), self.get_socket_out()):
+            sock.suppress_ragged_eofs = False
+        super().create_tunnel()
+
+
+def rpc_transport(served, target: str, port: int = 6004, user: str = "alice") -> StrictEofTransport:
+    transport = StrictEofTransport(target, port)
+    transport.set_rpc_proxy_url(f"https://{served.host}:{served.https_port}/rpc/rpcproxy.dll?{target}:{port}")
+    transport.set_credentials(user, served.user(user)["password"], "CONTOSO")
+    return transport
+
+
+def bind(served, target: str, interface=nspi.MSRPC_UUID_NSPI, *, port: int = 6004, user: str = "alice",
+         level: int = PRIVACY):
+    dce = rpc_transport(served, target, port, user).get_dce_rpc()
+    dce.set_credentials(user, served.user(user)["password"], "CONTOSO")
+    dce.set_auth_level(level)
+    dce.connect()
+    dce.bind(interface)
+    return dce
+
+
+def nspi_bind(dce):
+    stat = nspi.STAT()
+    stat["CodePage"] = nspi.CP_TELETEX
+    return nspi.hNspiBind(dce, stat)["contextHandle"]
+
+
+def address_lists(dce) -> list:
+    handle = nspi_bind(dce)
+    rows = nspi.simplifyPropertyRowSet(nspi.hNspiGetSpecialTable(dce, handle)["ppRows"])
+    nspi.hNspiUnbind(dce, handle)
+    dce.get_rpc_transport().disconnect()
+    return [row.get(0x3001001F) for row in rows]
+
+
+def fired(served, name: str) -> list:
+    return served.wait_for(lambda e: e["kind"] == "fault" and e["fault"] == name)
+
+
+def rts_of(served, target: str) -> list:
+    """(channel, sent, pdu) of every RTS PDU on the channels opened for ``target``."""
+    conns = {e["conn"] for e in served.transcript("rpc_channel") if e.get("target") == target}
+    return [(e["channel"], e["sent"], e["pdu"]) for e in served.transcript("rts") if e["conn"] in conns]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    one = serve(tmp_path_factory, SCENARIO)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5)     # http.client sockets in impacket have no timeout: a hang must fail instead
+    yield one
+    socket.setdefaulttimeout(previous)
+    assert one.stop() == 0
+
+
+# ---- the proxy refusing channels ---------------------------------------------------------------------------------
+def test_proxy_refusals_reach_impacket(served):
+    with pytest.raises(RPCProxyClientException) as refused:
+        bind(served, "EX02")
+    assert refused.value.get_error_code() == 0x6BA
+    assert str(refused.value).startswith("RPC Proxy CONN/A1 request failed, code: 0x6ba - RPC_S_SERVER_UNAVAILABLE")
+    with pytest.raises(RPCProxyClientException, match="RPC_IN_DATA channel: HTTP/1.1 503 Invalid RPC Port"):
+        bind(served, "EX01", oxabref.MSRPC_UUID_OXABREF, port=6002)
+    with pytest.raises(RPCProxyClientException, match="RPC_IN_DATA channel: HTTP/1.1 503 Invalid RPC Port"):
+        bind(served, "ex01.contoso.test")
+    with pytest.raises(RPCProxyClientException, match="RPC_IN_DATA channel: HTTP/1.1 404 Not Found"):
+        bind(served, "ex02.contoso.test")
+    assert "All Users" in address_lists(bind(served, "EX01", port=6001))    # other names and ports still work
+    assert fired(served, "rpc.proxy-error") and fired(served, "rpc.unknown-server")
+    assert {e["host"] for e in fired(served, "rpc.invalid-port")} == {"EX01", "ex01.contoso.test"}
+
+
+def test_missing_handshake_pdus_leave_impacket_waiting(served):
+    socket.setdefaulttimeout(1)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            waits = [pool.submit(rpc_transport(served, GUID_NAME[user]).connect) for user in ("alice", "bob")]
+            for wait in waits:
+                with pytest.raises(TimeoutError, match="timed out"):
+                    wait.result()
+    finally:
+        socket.setdefaulttimeout(5)
+    assert [p for p in rts_of(served, GUID_NAME["alice"]) if p[1]] == []                       # no CONN/A3
+    assert [p for p in rts_of(served, GUID_NAME["bob"]) if p[1]] == [("out", True, "CONN/A3")]  # no CONN/C2
+
+
+def test_channel_resets_cut_the_virtual_connection(served):
+    transport = rpc_transport(served, GUID_NAME["carol"])
+    with pytest.raises(ssl.SSLEOFError):
+        transport.connect()
+    assert transport._RPCProxyClient__serverConnectionTimeout == 120000    # CONN/A3 came, CONN/C2 did not
+    transport = rpc_transport(served, GUID_NAME["dave"])
+    transport.connect()                                                    # the handshake passes
+    dce = transport.get_dce_rpc()
+    dce.set_credentials("alice", served.user("alice")["password"], "CONTOSO")
+    dce.set_auth_level(PRIVACY)
+    with pytest.raises(ssl.SSLEOFError):
+        dce.bind(nspi.MSRPC_UUID_NSPI)
+    reasons = [e["reason"] for e in served.wait_for(lambda e: e["kind"] == "rpc_vc_closed" and "fault" in e["reason"])]
+    assert "OUT channel reset after 28 counted bytes (fault)" in reasons
+    assert "IN channel reset after 0 counted bytes (fault)" in reasons
+
+
+def test_a_cut_inside_a_pdu_sends_its_first_bytes_then_resets_both_channels():
+    faults = FaultSet([catalog()["rpc.out-channel-drop"](after_bytes=30)])
+    proxy = RpcProxy(ORG, Transcript().record, random.Random(1), [], faults=faults)
+    alice, peer = ORG.find("alice"), ("127.0.0.1", 50000)
+    cut = faults.first("rpc_channel", Scope("EX01"), SimpleNamespace(method="RPC_OUT_DATA"), "EX01", 6004)
+    in_channel, _ = proxy.open_channel("RPC_IN_DATA", "EX01:6004", alice, peer)
+    out_channel, _ = proxy.open_channel("RPC_OUT_DATA", "EX01:6004", alice, peer, cut=cut)
+    vc, cookie = b"V" * 16, b"C" * 16
+    assert proxy.data_received(out_channel, rpch.hCONN_A1(vc, cookie, 262144)) == [
+        Send(out_channel, OUT_CHANNEL_RESPONSE + rts.encode(rts.conn_a3(CONNECTION_TIMEOUT_MS)))]
+    c2 = rts.encode(rts.conn_c2(IN_RECEIVE_WINDOW, CONNECTION_TIMEOUT_MS))
+    reason = "OUT channel reset after 30 counted bytes (fault)"
+    assert proxy.data_received(in_channel, rpch.hCONN_B1(vc, cookie, cookie)) == [
+        Send(out_channel, c2[:2]), Close(in_channel, reason, reset=True), Close(out_channel, reason, reset=True)]
+
+
+# ---- RTS PDUs a client must cope with --------------------------------------------------------------------------------
+def test_pings_are_skipped_and_answered(served, caplog):
+    target = GUID_NAME["confroom1"]
+    dce = bind(served, target)
+    assert dce.get_rpc_transport().rts_ping_received
+    assert "All Users" in address_lists(dce)
+    assert any("Ping RTS PDU packet received" in record.getMessage() for record in caplog.records
+               if record.levelno == logging.ERROR)
+    assert served.wait_for(lambda e: e["kind"] == "rts" and e["pdu"] == "Ping" and not e["sent"])
+    pings = [p for p in rts_of(served, target) if p[2] == "Ping"]
+    assert pings.count(("out", True, "Ping")) == 2 and pings.count(("in", False, "Ping")) == 4   # two back per ping
+
+
+def test_recycling_request_stops_impacket(served):
+    with pytest.raises(RPCProxyClientException, match="requested recycling of a virtual OUT channel, but this "
+                                                       "function is not supported"):
+        bind(served, GUID_NAME["helpdesk"])
+    assert ("out", True, "RTS(flags=0x0004: Destination)") in rts_of(served, GUID_NAME["helpdesk"])
+
+
+# ---- the DCE/RPC server ------------------------------------------------------------------------------------------
+def test_bind_refusals(served):
+    with pytest.raises(DCERPCException, match="Bind context rejected: reason_not_specified"):
+        bind(served, "EX01", oxabref.MSRPC_UUID_OXABREF, port=6001)
+    with pytest.raises(DCERPCException, match="Bind context rejected: reason_not_specified"):
+        bind(served, "EX01", user="bob", level=INTEGRITY)
+    assert "All Users" in address_lists(bind(served, "EX01", user="bob", level=PRIVACY))
+    naks = [e for e in served.transcript("rpc_bind") if e["result"].startswith("nak")]
+    assert [e["reason"] for e in naks] == ["rfr refused by a fault", "auth level 5 is below 6"]
+
+
+def test_call_fault_hits_one_opnum_and_the_association_survives(served):
+    dce = bind(served, "EX01", user="carol")
+    handle = nspi_bind(dce)
+    with pytest.raises(DCERPCException, match="Unknown DCE RPC fault status code: 000006ba"):
+        nspi.hNspiGetSpecialTable(dce, handle)
+    nspi.hNspiUnbind(dce, handle)            # the next call goes through: sealing stayed in step
+    dce.get_rpc_transport().disconnect()
+    (event,) = fired(served, "rpc.call-fault")
+    assert event["user"] == "carol@contoso.test"
+
+
+# ---- exchanger.py --------------------------------------------------------------------------------------------------
+def test_exchanger_reports_each_fault(served):
+    needs_exchanger(served)
+    runs = {"proxy-error": ("alice", ["-rpc-hostname", "EX02"]),
+            "invalid-port": ("alice", ["-rpc-hostname", "ex01.contoso.test"]),
+            "unknown-server": ("alice", ["-rpc-hostname", "ex02.contoso.test"]),
+            "recycle": ("alice", ["-rpc-hostname", GUID_NAME["helpdesk"]]),
+            "ping": ("alice", ["-rpc-hostname", GUID_NAME["confroom1"]]),
+            "call-fault": ("carol", [])}
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = {name: pool.submit(exchanger, served, ["nspi", "list-tables"], options, user)
+                   for name, (user, options) in runs.items()}
+        results = {name: future.result() for name, future in futures.items()}
+    output = {name: result.stdout + result.stderr for name, result in results.items()}
+    assert "RPC Proxy CONN/A1 request failed, code: 0x6ba" in output["proxy-error"]
+    assert "the target has no ACL to connect to this endpoint using RPC Proxy" in output["proxy-error"]
+    assert "RPC_IN_DATA channel: HTTP/1.1 503 Invalid RPC Port" in output["invalid-port"]
+    assert "RPC_IN_DATA channel: HTTP/1.1 404 Not Found" in output["unknown-server"]
+    assert "requested recycling of a virtual OUT channel" in output["recycle"]
+    assert results["ping"].returncode == 0 and "All Users" in results["ping"].stdout
+    assert "Ping RTS PDU packet received. Is the RPC Server alive?" in output["ping"]
+    assert "Unknown DCE RPC fault status code: 000006ba" in output["call-fault"]
+
+
+# ---- parameters ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, values, param", [
+    ("rpc.proxy-error", {"code": "6BAZ"}, "code"),
+    ("rpc.invalid-port", {"ports": ["6001"]}, "ports"),
+    ("rpc.unknown-server", {"names": [1]}, "names"),
+    ("rpc.out-channel-drop", {"after_bytes": -1}, "after_bytes"),
+    ("rpc.server-ping", {"count": 0}, "count"),
+    ("rpc.bind-nak", {"interface": "samr"}, "interface"),
+])
+def test_bad_parameters_are_refused(name, values, param):
+    with pytest.raises(FaultParamError) as refused:
+        catalog()[name](**values)
+    assert refused.value.param == param
