@@ -67,7 +67,7 @@ def scenarios_markdown() -> str:
              "| `steps` | optional list of `{after: {...}, apply: [faults], remove: [fault names]}`; `after` takes "
              + ", ".join(f"`{k}`" for k in TRIGGERS) + " |",
              "| `expect.analyzer` | `{fails_at: STEP, reason: REASON, host: NAME}` or `{passes: true}`: what "
-             "`mockex probe` must conclude |",
+             "`mockex probe` must conclude; `user: EMAIL` runs the probe as that mailbox (default alice) |",
              "| `expect.clients` | free-form notes on what named clients should do |", "",
              "## Library", "", "| scenario | layers | effect | probe verdict |", "|---|---|---|---|"]
     for scenario in scenarios:
@@ -126,8 +126,10 @@ def scenario_schema() -> Dict:
                     "remove": {"type": "array", "items": {"type": "string", "enum": sorted(catalog())}}}}},
             "expect": {"type": "object", "additionalProperties": False, "properties": {
                 "analyzer": {"type": "object", "additionalProperties": False, "properties": {
-                    "fails_at": {"enum": list(verdicts.STEPS)}, "reason": {"enum": sorted(verdicts.REASONS)},
-                    "host": {"type": "string"}, "passes": {"type": "boolean"}, "warns": {"type": "string"}}},
+                    "fails_at": {"enum": list(verdicts.STEPS)},
+                    "reason": {"anyOf": [{"enum": sorted(verdicts.REASONS)}, {"pattern": "^http-[1-5][0-9][0-9]$"}]},
+                    "host": {"type": "string"}, "user": {"type": "string"}, "passes": {"type": "boolean"},
+                    "warns": {"type": "string"}}},
                 "clients": {"type": "object"}}},
         },
         "$defs": {"fault": fault},

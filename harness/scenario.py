@@ -28,6 +28,7 @@ from harness.yamlfile import Reader, SpecError, closest, load_file
 
 BUILTIN_DIR = data_dir("scenarios")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
+HTTP_STATUS_REASON = re.compile(r"^http-[1-5][0-9][0-9]$")   # the probe's id family for unexpected HTTP statuses
 TRIGGERS = {"requests": int, "path": str, "seconds": (int, float), "auth_successes": int, "status": int}
 
 
@@ -103,7 +104,7 @@ def _expect(reader: Reader) -> Dict[str, Any]:
     result: Dict[str, Any] = {}
     if "analyzer" in reader.mapping:
         analyzer = reader.sub("analyzer")
-        analyzer.only(["fails_at", "reason", "host", "passes", "warns"])
+        analyzer.only(["fails_at", "reason", "host", "user", "passes", "warns"])
         from harness.probe import verdicts
         block = {}
         if "passes" in analyzer.mapping:
@@ -111,8 +112,12 @@ def _expect(reader: Reader) -> Dict[str, Any]:
         else:
             block["fails_at"] = analyzer.get("fails_at", str, choices=verdicts.STEPS)
         if "reason" in analyzer.mapping:
-            block["reason"] = analyzer.get("reason", str, choices=sorted(verdicts.REASONS))
-        for key in ("host", "warns"):
+            reason = analyzer.get("reason", str)
+            if reason not in verdicts.REASONS and not HTTP_STATUS_REASON.match(reason):
+                raise analyzer.error("reason", f"{reason!r} is not allowed",
+                                     closest(reason, list(verdicts.REASONS) + ["http-<status>"]))
+            block["reason"] = reason
+        for key in ("host", "user", "warns"):
             if key in analyzer.mapping:
                 block[key] = analyzer.get(key, str)
         result["analyzer"] = block
@@ -152,7 +157,8 @@ def load_scenario(path: str) -> Scenario:
 
 
 def builtin_paths() -> List[str]:
-    return sorted(glob.glob(os.path.join(BUILTIN_DIR, "*.yaml")))
+    """Sorted by scenario name (so `network-stall` comes before `network-stall-response`)."""
+    return sorted(glob.glob(os.path.join(BUILTIN_DIR, "*.yaml")), key=lambda p: os.path.basename(p)[:-5])
 
 
 def builtin_scenarios() -> List[Scenario]:

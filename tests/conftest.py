@@ -1,7 +1,7 @@
 """Shared fixtures: a real `mockex serve` process on loopback, and helpers to read its transcript."""
 from __future__ import annotations
 
-import ctypes
+import atexit
 import json
 import os
 import signal
@@ -65,12 +65,15 @@ class Served:
         return self.process.returncode
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGTERM the server when the test process dies, so a crashed run leaves no server holding a port."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+_STARTED: List[subprocess.Popen] = []
+
+
+@atexit.register
+def _stop_leftover_servers() -> None:
+    """A failing test may not reach its `stop()`: never leave a server holding a port after the run."""
+    for process in _STARTED:
+        if process.poll() is None:
+            process.kill()
 
 
 def start_server(state_dir: str, *extra: str, listen: str = "127.0.0.1", https_port: int = 0, http_port: int = 0,
@@ -81,8 +84,8 @@ def start_server(state_dir: str, *extra: str, listen: str = "127.0.0.1", https_p
     cmd = [sys.executable, "-m", "harness", "serve", "--state-dir", state_dir, "--listen", listen,
            "--https-port", str(https_port), "--http-port", str(http_port), "--dns-port", str(dns_port), *extra]
     log = open(os.path.join(state_dir, "serve.log"), "wb") if os.path.isdir(state_dir) else subprocess.DEVNULL
-    process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               preexec_fn=_die_with_parent)
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    _STARTED.append(process)
     deadline = time.monotonic() + timeout
     while not os.path.exists(endpoints_path):
         if process.poll() is not None or time.monotonic() > deadline:

@@ -37,7 +37,8 @@ def test_scenarios_list_shows_the_library():
                             text=True, timeout=60)
     assert result.returncode == 0
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == sorted(os.path.splitext(os.path.basename(p))[0] for p in builtin_paths())
+    assert names == [os.path.splitext(os.path.basename(p))[0] for p in builtin_paths()]
+    assert names == sorted(names)
     assert f"{len(names)} scenarios" in result.stderr
 
 

@@ -1,17 +1,85 @@
-"""Autodiscover faults: answers Exchange gives when the service or the directory is unhappy."""
+"""Autodiscover faults: answers Exchange gives when the service or the directory is unhappy, redirects, answers
+clients misread, and the web sites that answer on Autodiscover's URLs instead of Exchange."""
 from __future__ import annotations
 
-from harness.faults.base import Fault, Param, register
+import dataclasses
+import re
+from email.utils import formatdate
+from typing import Callable, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from lxml import etree
+
+from harness.faults.base import REQUIRED, Fault, FaultParamError, Param, register
+from harness.faults.dns import HostScoped
 from harness.protocols import autodiscover as pox
 from harness.protocols import autodiscover_soap as soap
+from harness.services.site import HttpAnswer, moved_page
+from harness.services.web import HttpResponse, WritePlan
 
 POX_CODES = (500, 501, 600, 601, 602, 603)
 SOAP_CODE_FOR_POX = {500: "InvalidUser", 501: "InvalidUser", 600: "InvalidRequest", 601: "InvalidRequest",
                      602: "InvalidUser", 603: "InternalServerError"}
+HOP_PATH = re.compile(r"^/autodiscover/hop(\d+)/autodiscover\.(?:xml|svc)$", re.IGNORECASE)
+ANS = soap.ANS
+XSI_TYPE = f"{{{soap.XSI_NS}}}type"
 
 
 def is_soap(request) -> bool:
-    return request.path.lower().startswith("/autodiscover/autodiscover.svc")
+    return "autodiscover.svc" in request.path.lower()
+
+
+def is_v1(request) -> bool:
+    """POX or SOAP (the answers these faults rewrite), not Autodiscover v2 JSON."""
+    return "autodiscover.json" not in request.path.lower()
+
+
+def autodiscover_file(request) -> str:
+    return "autodiscover.svc" if is_soap(request) else "autodiscover.xml"
+
+
+def port_suffix(request) -> str:
+    """':port' of the Host header the client sent, '' for 443 (tests run on ephemeral ports)."""
+    host = request.header("host") or ""
+    port = host.rsplit(":", 1)[1] if host.count(":") == 1 else ""
+    return f":{port}" if port and port != "443" else ""
+
+
+def target_url(request, url: str) -> str:
+    """Where a redirect sends this client. ``url`` is a path on the host that was asked, or an absolute URL; an
+    https URL without a port gets the port the client used. The file name becomes the one the client asked for
+    (autodiscover.xml or .svc), so one scenario serves POX and SOAP clients."""
+    if url.startswith("/"):
+        url = f"https://{request.host}{port_suffix(request)}{url}"
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.port is None:
+        parts = parts._replace(netloc=parts.netloc + port_suffix(request))
+    path = re.sub(r"autodiscover\.(xml|svc)$", autodiscover_file(request), parts.path, flags=re.IGNORECASE)
+    return urlunsplit(parts._replace(path=path))
+
+
+def same_place(request, url: str) -> bool:
+    parts = urlsplit(url)
+    return (parts.scheme == request.scheme and (parts.hostname or "").lower() == request.host
+            and parts.path.lower() == request.path.lower())
+
+
+def redirect_answer(request, action: str, target: str) -> pox.AutodiscoverAnswer:
+    """POX Action redirectUrl/redirectAddr, or SOAP ErrorCode RedirectUrl/RedirectAddress with RedirectTarget."""
+    if is_soap(request):
+        code = "RedirectUrl" if action == "redirectUrl" else "RedirectAddress"
+        return soap.soap_user_error(code, f"Redirection to {target}.", target)
+    return pox.pox_redirect_url(target) if action == "redirectUrl" else pox.pox_redirect_addr(target)
+
+
+def check_url(name: str, value: str) -> None:
+    """A redirect target is a path or an absolute http(s) URL."""
+    parts = urlsplit(value)
+    if value.startswith("/") or (parts.scheme in ("https", "http") and parts.hostname):
+        return
+    raise FaultParamError(name, f"{value!r} is not a path or an http(s) URL",
+                          "e.g. /autodiscover/hop1/autodiscover.xml or https://mail.contoso.test/autodiscover/"
+                          "autodiscover.xml")
 
 
 @register
@@ -28,6 +96,486 @@ class ErrorCode(Fault):
 
     def on_autodiscover(self, scope, request, answer):
         code = self.values["code"]
+        if not is_v1(request):
+            return None
         if is_soap(request):
             return soap.soap_user_error(SOAP_CODE_FOR_POX[code], f"mockex fault: POX error {code}")
         return pox.pox_error(code)
+
+
+# ---- redirects ------------------------------------------------------------------------------------------------
+@register
+class RedirectAddr(Fault):
+    name = "autodiscover.redirect-addr"
+    summary = "The answer for an address redirects to another address (POX redirectAddr, SOAP RedirectAddress)."
+    description = ("Hybrid and migrated mailboxes: the on-premises CAS answers with the target address "
+                   "(TargetAddress / RemoteRoutingAddress) and the client must start discovery again with it. "
+                   "Scope it with `user` (the address asked about); the target's own answer is never redirected, "
+                   "so two of these pointing at each other make a loop.")
+    symptoms = {"exchangelib": "restarts discovery with the new address; AutoDiscoverCircularRedirect on a loop",
+                "php-ews (#503)": "does not follow it"}
+    params = {"to": Param(str, REQUIRED, "the address to redirect to (e.g. carol@contoso.test)")}
+
+    def on_autodiscover(self, scope, request, answer):
+        to = self.values["to"]
+        if not is_v1(request) or answer.outcome != "settings" or answer.mailbox is None \
+                or answer.mailbox.email == to.lower():
+            return None
+        return redirect_answer(request, "redirectAddr", to)
+
+
+@register
+class RedirectUrl(Fault):
+    name = "autodiscover.redirect-url"
+    summary = "The answer redirects to another Autodiscover URL (POX redirectUrl, SOAP RedirectUrl)."
+    description = ("The client must POST the same request to the URL. `url` is a path on the same host or an "
+                   "absolute URL (https URLs without a port get the port the client used; an http:// URL is sent "
+                   "as is, and a correct client refuses it). The target URL itself answers normally.")
+    symptoms = {"exchangelib": "follows https targets after an unauthenticated HEAD; refuses http:// "
+                               "(AutoDiscoverFailed when nothing else works)"}
+    params = {"url": Param(str, REQUIRED, "path or URL of the target (autodiscover.xml/.svc matches the request)")}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        check_url("url", result["url"])
+        return result
+
+    def on_autodiscover(self, scope, request, answer):
+        target = target_url(request, self.values["url"])
+        if not is_v1(request) or same_place(request, target) or answer.outcome not in ("settings", "error"):
+            return None
+        return redirect_answer(request, "redirectUrl", target)
+
+
+class _Hops(Fault):
+    """redirectUrl from /autodiscover/hop<n>/autodiscover.xml to hop ``self.next_hop(n)`` on the same host (hop 0 is
+    the plain URL; None: answer normally)."""
+    next_hop: Callable[[int], Optional[int]]
+
+    def on_autodiscover(self, scope, request, answer):
+        if not is_v1(request):
+            return None
+        match = HOP_PATH.match(request.path)
+        following = self.next_hop(int(match.group(1)) if match else 0)
+        if following is None:
+            return None
+        path = f"/autodiscover/hop{following}/autodiscover.xml" if following else "/autodiscover/autodiscover.xml"
+        return redirect_answer(request, "redirectUrl", target_url(request, path))
+
+
+@register
+class RedirectChain(_Hops):
+    name = "autodiscover.redirect-chain"
+    summary = "A chain of `hops` redirectUrl answers (/autodiscover/hop1/..., hop2, ...) before the settings."
+    description = ("Clients give up after 10 redirects (exchangelib MAX_REDIRECTS, ews-javascript-api "
+                   "AutodiscoverMaxRedirections), so 11 hops must fail and 3 must work.")
+    symptoms = {"exchangelib": "follows up to 10; the 11th redirect makes the step fail (AutoDiscoverFailed)"}
+    params = {"hops": Param(int, 11, "how many redirects before the real answer")}
+    analyzer = {"fails_at": "autodiscover", "reason": "too-many-redirects"}
+
+    def next_hop(self, index):
+        return index + 1 if index < self.values["hops"] else None
+
+
+@register
+class RedirectLoop(_Hops):
+    name = "autodiscover.redirect-loop"
+    summary = "redirectUrl answers that go round in a circle (hop1 -> ... -> the original URL -> hop1)."
+    description = ("Two reverse-proxy rules or a TargetAddress pointing back at itself. A correct client notices "
+                   "the URL it already tried and stops.")
+    symptoms = {"exchangelib": "refuses the already-visited URL; AutoDiscoverFailed"}
+    params = {"length": Param(int, 2, "URLs in the circle, the original one included (>= 2)")}
+    analyzer = {"fails_at": "autodiscover", "reason": "redirect-loop"}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        if result["length"] < 2:
+            raise FaultParamError("length", "a loop needs at least 2 URLs")
+        return result
+
+    def next_hop(self, index):
+        return (index + 1) % self.values["length"]
+
+
+@register
+class HttpRedirect(Fault):
+    name = "autodiscover.http-redirect"
+    summary = "The authenticated Autodiscover POST is answered with an HTTP 302 to another URL."
+    description = ("Exchange Online and some reverse proxies answer 302 to a per-mailbox or another host's URL "
+                   "(exchangelib #863). `url` as for autodiscover.redirect-url; the target answers normally.")
+    symptoms = {"exchangelib": "RedirectError; follows it after validating the URL",
+                "curl": "-L re-sends a 301/302 as GET (ErrorCode 600 there) unless --post301/--post302"}
+    params = {"url": Param(str, REQUIRED, "path or URL of the target"),
+              "status": Param(int, 302, "the redirect status", (301, 302, 307))}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        check_url("url", result["url"])
+        return result
+
+    def on_autodiscover(self, scope, request, answer):
+        target = target_url(request, self.values["url"])
+        if same_place(request, target):
+            return None
+        return HttpAnswer(self.values["status"], moved_page(target), headers=(("Location", target),))
+
+
+@register
+class Port80Redirect(HostScoped):
+    name = "autodiscover.port80-redirect"
+    summary = "The port-80 redirect site sends clients to another URL (another host, http://, 301)."
+    description = ("What the HTTP-redirect discovery method finds on http://autodiscover.<domain>/: usually a 302 "
+                   "to https://mail.<domain>/autodiscover/autodiscover.xml. Like IIS's HTTP Redirect, `exact` sends "
+                   "every request to `url` itself (so a client asking for autodiscover.svc lands on the .xml "
+                   "endpoint); `exact: false` appends the request path to `url`. The URL is sent as written.")
+    symptoms = {"exchangelib": "follows 301/302 to https URLs it can HEAD; ignores http:// targets",
+                "curl": "-w %{redirect_url} shows the target"}
+    params = {"url": Param(str, REQUIRED, "the Location sent (absolute URL)"),
+              "status": Param(int, 302, "the redirect status", (301, 302, 307)),
+              "exact": Param(bool, True, "send every request to url itself; false: url + the request path")}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        if urlsplit(result["url"]).scheme not in ("http", "https"):
+            raise FaultParamError("url", f"{result['url']!r} is not an absolute http(s) URL")
+        return result
+
+    def on_http_request(self, scope, request):
+        if request.scheme != "http":
+            return None
+        location = self.values["url"] if self.values["exact"] else self.values["url"].rstrip("/") + request.path
+        return HttpAnswer(self.values["status"], moved_page(location), headers=(("Location", location),))
+
+
+# ---- other web sites and HTTP failures -------------------------------------------------------------------------
+WEB_SITE_PAGES = {
+    200: b"<!DOCTYPE html><html><head><title>Contoso - Home</title></head><body><h1>Welcome to Contoso</h1>"
+         b"<p>Our products and services.</p></body></html>",
+    401: b"<!DOCTYPE html><html><head><title>401 Unauthorized</title></head><body><h1>Unauthorized</h1>"
+         b"<p>This server could not verify that you are authorized to access the document requested.</p>"
+         b"</body></html>",
+    403: b"<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body><h1>Forbidden</h1></body></html>",
+    404: b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
+         b"<p>The requested URL was not found on this server.</p></body></html>",
+    500: b"<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server "
+         b"Error</h1></body></html>",
+}
+WEB_SITE_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
+
+
+@register
+class WebSite(HostScoped):
+    name = "autodiscover.web-site"
+    summary = "A non-Exchange web site answers on this host (a CMS page, a 401-protected intranet, 404...)."
+    description = ("The classic root-domain case: https://contoso.test/ is the company web site, so "
+                   "https://contoso.test/autodiscover/autodiscover.xml gets its page (200 text/html), its login "
+                   "challenge (401 Basic for its own accounts, whatever is sent) or its 404, for every path and "
+                   "method. `host` is required: it is the host the site answers for.")
+    symptoms = {"exchangelib": "200/404: the step fails and discovery goes on; 401: UnauthorizedError aborts "
+                               "the whole discovery (exchangelib bug)",
+                "outlook": "moves on to autodiscover.<domain>"}
+    params = {"host": Param(str, REQUIRED, "the host the web site answers for (e.g. contoso.test)"),
+              "status": Param(int, 200, "what every request gets", tuple(WEB_SITE_PAGES)),
+              "listener": Param(str, "https", "which listener it answers on", ("https", "http", "both"))}
+
+    def on_http_request(self, scope, request):
+        if self.values["listener"] not in ("both", request.scheme):
+            return None
+        status = self.values["status"]
+        headers = [("Content-Type", "text/html; charset=UTF-8"), ("Server", "Apache/2.4.57 (Debian)"),
+                   ("Date", formatdate(usegmt=True))]
+        if status == 401:
+            headers.append(("WWW-Authenticate", f'Basic realm="{request.host or "intranet"}"'))
+        return HttpResponse(status, WEB_SITE_REASONS[status], headers, WEB_SITE_PAGES[status])
+
+
+HTTP_ERROR_PAGES = {
+    500: ("Internal Server Error", b"<html><head><title>Runtime Error</title></head><body><h1>Server Error in "
+                                   b"'/Autodiscover' Application.</h1><h2><i>Runtime Error</i></h2></body></html>"),
+    502: ("Bad Gateway", b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 - Web server received "
+                         b"an invalid response while acting as a gateway or proxy server.</h1></body></html>"),
+    503: ("Service Unavailable", b"<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\"><HTML><HEAD><TITLE>Service "
+                                 b"Unavailable</TITLE></HEAD><BODY><h2>Service Unavailable</h2><hr><p>HTTP Error "
+                                 b"503. The service is unavailable.</p></BODY></HTML>"),
+    504: ("Gateway Timeout", b"<html><head><title>504 Gateway Timeout</title></head><body><h1>504 - Gateway "
+                             b"Timeout</h1></body></html>"),
+}
+
+
+@register
+class HttpError(Fault):
+    name = "autodiscover.http-error"
+    summary = "Autodiscover fails with an HTTP 5xx error page after authentication."
+    description = ("500: the MSExchangeAutodiscoverAppPool throws (ASP.NET 'Server Error in /Autodiscover "
+                   "Application'); 502/504: a reverse proxy cannot reach the CAS; 503: the app pool is stopped.")
+    symptoms = {"exchangelib": "the step fails (MalformedResponseError / transient error); discovery goes on",
+                "curl": "%{http_code} = the status"}
+    params = {"status": Param(int, 500, "the HTTP status", tuple(HTTP_ERROR_PAGES))}
+    analyzer = {"fails_at": "autodiscover", "reason": "http-{status}"}
+
+    def on_autodiscover(self, scope, request, answer):
+        reason, page = HTTP_ERROR_PAGES[self.values["status"]]
+        return HttpAnswer(self.values["status"], page, reason=reason)
+
+
+@register
+class Slow(HostScoped):
+    name = "autodiscover.slow"
+    summary = "Autodiscover answers only after `seconds` (the 401 challenges still come at once)."
+    description = ("An overloaded CAS or a slow directory: IIS authenticates at once, then the Autodiscover "
+                   "application takes its time. Clients with a shorter timeout (exchangelib: 10 s) skip the URL. "
+                   "The answer is held on the connection and leaves late (through the write hook, which knows no "
+                   "user).")
+    symptoms = {"curl": "--max-time shorter than the delay: exit 28, Operation timed out",
+                "requests": "ReadTimeout", "exchangelib": "the step fails after 10 s"}
+    params = {"seconds": Param(float, 15.0, "how long the answer waits")}
+    analyzer = {"fails_at": "autodiscover", "reason": "timeout"}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        if result["seconds"] < 0:
+            raise FaultParamError("seconds", "must not be negative")
+        return result
+
+    def on_autodiscover(self, scope, request, answer):
+        # The site answers at once; the write hook below holds that answer's bytes on this connection.
+        request.conn.state[self._key()] = self.values["seconds"]
+        return None
+
+    def on_write(self, scope, info, data):
+        seconds = info.state.pop(self._key(), None)
+        return None if seconds is None else WritePlan(((seconds, data),))
+
+    def _key(self) -> str:
+        return f"slow-answer:{id(self)}"
+
+
+# ---- answers the client misreads -------------------------------------------------------------------------------
+@register
+class MalformedXml(Fault):
+    name = "autodiscover.malformed-xml"
+    summary = "The Autodiscover answer is cut short: HTTP 200, text/xml, not well-formed."
+    description = ("A proxy that truncates bodies, an app pool recycled mid-answer, or an antivirus filter. "
+                   "`keep` is the fraction of the real body sent.")
+    symptoms = {"exchangelib": "its forgiving XML parser (recover=True) reads the half SOAP answer as settings "
+                               "without ExternalEwsUrl: AttributeError 'config.service_endpoint' must be set",
+                "outlook": "'The Autodiscover XML response wasn't found'",
+                "lxml (strict)": "XMLSyntaxError"}
+    params = {"keep": Param(float, 0.5, "fraction of the real answer's body that is sent (0..1)")}
+    analyzer = {"fails_at": "autodiscover", "reason": "malformed-response"}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        if not 0 <= result["keep"] < 1:
+            raise FaultParamError("keep", "must be at least 0 and below 1")
+        return result
+
+    def on_autodiscover(self, scope, request, answer):
+        body = answer.body[:int(len(answer.body) * self.values["keep"])]
+        return dataclasses.replace(answer, body=body, outcome="malformed",
+                                   detail=f"cut to {len(body)} of {len(answer.body)} bytes")
+
+
+@register
+class WrongSchema(Fault):
+    name = "autodiscover.wrong-schema"
+    summary = "Autodiscover ignores AcceptableResponseSchema: Outlook gets the mobilesync schema and vice versa."
+    description = ("The POX Response comes in the other provider's namespace, so a client looking for the "
+                   "Outlook 2006a Account/Protocol elements finds none (a custom provider or a rewriting proxy).")
+    symptoms = {"outlook": "no settings in the answer", "analyzer": "the answer has no Outlook settings"}
+    analyzer = {"fails_at": "autodiscover", "reason": "malformed-response"}
+    SWAP = {pox.OUTLOOK_RESPONSE_NS: pox.MOBILESYNC_RESPONSE_NS, pox.MOBILESYNC_RESPONSE_NS: pox.OUTLOOK_RESPONSE_NS}
+
+    def on_autodiscover(self, scope, request, answer):
+        if is_soap(request) or not is_v1(request) or answer.outcome != "settings":
+            return None
+        root = pox.parse_untrusted_xml(answer.body)
+        response = next((e for e in root if etree.QName(e).namespace in self.SWAP), None)
+        if response is None:
+            return None
+        wrong = self.SWAP[etree.QName(response).namespace]
+        for element in response.iter():
+            element.tag = f"{{{wrong}}}{etree.QName(element).localname}"
+        etree.cleanup_namespaces(root, top_nsmap={None: pox.RESPONSE_NS})
+        return dataclasses.replace(answer, body=pox.serialize(root), outcome="wrong-schema",
+                                   detail=f"Response in {wrong}")
+
+
+def _pox_protocols(root) -> list:
+    """The Account's Protocol blocks (EXCH, EXPR, WEB, mapiHttp), not the ones nested in WEB."""
+    return root.findall(f"{{{pox.OUTLOOK_RESPONSE_NS}}}Response/{{{pox.OUTLOOK_RESPONSE_NS}}}Account/"
+                        f"{{{pox.OUTLOOK_RESPONSE_NS}}}Protocol")
+
+
+def _expr(root) -> list:
+    return [p for p in _pox_protocols(root)
+            if (p.get("Type") or pox.child_text(p, pox.OUTLOOK_RESPONSE_NS, "Type")) == "EXPR"]
+
+
+def _remove(elements) -> bool:
+    """Remove these elements from their parents; True when there were any."""
+    for element in elements:
+        element.getparent().remove(element)
+    return bool(elements)
+
+
+class _SettingsEdit(Fault):
+    """Edits a settings answer: ``edit_pox(root)`` on the POX document, ``edit_soap(user_response)`` on each SOAP
+    UserResponse; either returns False when it changed nothing (then the real answer goes out)."""
+
+    def edit_pox(self, root) -> bool:
+        return False
+
+    def edit_soap(self, user_response) -> bool:
+        return False
+
+    def on_autodiscover(self, scope, request, answer):
+        if not is_v1(request) or answer.outcome != "settings":
+            return None
+        root = pox.parse_untrusted_xml(answer.body)
+        if is_soap(request):
+            changed = [self.edit_soap(user) for user in root.iter(f"{{{ANS}}}UserResponse")]
+        else:
+            changed = [self.edit_pox(root)]
+        if not any(changed):
+            return None
+        return dataclasses.replace(answer, body=pox.serialize(root), detail=f"{answer.detail}; edited by {self.name}")
+
+
+def soap_settings(user_response) -> dict:
+    """Setting name -> its UserSetting element."""
+    settings = user_response.find(f"{{{ANS}}}UserSettings")
+    return {} if settings is None else {s.findtext(f"{{{ANS}}}Name"): s for s in settings}
+
+
+def soap_setting_error(user_response, name: str, code: str, message: str) -> bool:
+    """Replace the setting ``name`` by a UserSettingError; False when the answer does not hold it."""
+    present = soap_settings(user_response)
+    if name not in present:
+        return False
+    _remove([present[name]])
+    error = pox.child(user_response.find(f"{{{ANS}}}UserSettingErrors"), "UserSettingError")
+    pox.child(error, "ErrorCode", code)
+    pox.child(error, "ErrorMessage", message)
+    pox.child(error, "SettingName", name)
+    return True
+
+
+def soap_not_available(user_response, names) -> bool:
+    """Report these settings as SettingIsNotAvailable, as Exchange does for a setting it has no value for."""
+    return any([soap_setting_error(user_response, name, "SettingIsNotAvailable",
+                                   f"User setting '{name}' is not available.") for name in names])
+
+
+def soap_set(user_response, name: str, value: str) -> bool:
+    present = soap_settings(user_response)
+    if name in present:
+        present[name].find(f"{{{ANS}}}Value").text = value
+        return True
+    setting = pox.child(user_response.find(f"{{{ANS}}}UserSettings"), "UserSetting", **{XSI_TYPE: "StringSetting"})
+    pox.child(setting, "Name", name)
+    pox.child(setting, "Value", value)
+    return True
+
+
+OUTLOOK_ANYWHERE_SETTINGS = ("ExternalMailboxServer", "ExternalMailboxServerRequiresSSL",
+                             "ExternalMailboxServerAuthenticationMethods", "InternalRpcHttpServer",
+                             "InternalRpcHttpConnectivityRequiresSsl", "InternalRpcHttpAuthenticationMethod",
+                             "CertPrincipalName")
+EXTERNAL_EWS_SETTINGS = ("ExternalEwsUrl", "ExternalEmwsUrl")
+EXTERNAL_POX_URLS = ("ASUrl", "EwsUrl", "EmwsUrl", "OOFUrl", "UMUrl", "OABUrl")
+
+
+@register
+class NoExpr(_SettingsEdit):
+    name = "autodiscover.no-expr"
+    summary = "Outlook Anywhere is disabled: no EXPR protocol (POX), no RPC/HTTP settings (SOAP)."
+    description = ("Outlook Anywhere has no ExternalHostname, so Exchange leaves EXPR out: Outlook outside the "
+                   "network cannot connect. SOAP answers report those settings as SettingIsNotAvailable.")
+    symptoms = {"outlook": "cannot connect from outside", "exrca": "'wasn't able to find the EXPR provider'"}
+    analyzer = {"fails_at": "autodiscover", "reason": "no-expr"}
+
+    def edit_pox(self, root):
+        return _remove(_expr(root))
+
+    def edit_soap(self, user_response):
+        return soap_not_available(user_response, OUTLOOK_ANYWHERE_SETTINGS)
+
+
+@register
+class InternalEwsOnly(_SettingsEdit):
+    name = "autodiscover.internal-ews-only"
+    summary = "Only the internal EWS URL is published: no ExternalEwsUrl (SOAP), no EWS URLs in EXPR (POX)."
+    description = ("The EWS virtual directory has InternalUrl set and ExternalUrl empty, common on servers never "
+                   "published to the Internet. exchangelib only reads ExternalEwsUrl and ends up without an "
+                   "endpoint.")
+    symptoms = {"exchangelib": "discovery 'succeeds' without an endpoint: AttributeError 'config.service_endpoint' "
+                               "must be set"}
+
+    def edit_pox(self, root):
+        return _remove([element for protocol in _expr(root) for element in protocol
+                        if etree.QName(element).localname in EXTERNAL_POX_URLS])
+
+    def edit_soap(self, user_response):
+        return soap_not_available(user_response, EXTERNAL_EWS_SETTINGS)
+
+
+@register
+class ExtraSetting(_SettingsEdit):
+    name = "autodiscover.extra-setting"
+    summary = "GetUserSettings also returns a setting the client did not ask for (SOAP only)."
+    description = ("Some servers and proxies add settings nobody requested. MS-OXWSADISC says only requested "
+                   "settings are returned, and exchangelib trusts that: an unknown name is a KeyError.")
+    symptoms = {"exchangelib": "KeyError: '<name>' while parsing the answer"}
+    params = {"setting": Param(str, "ExternalPhotosUrl", "the extra setting's name"),
+              "value": Param(str, "https://mail.contoso.test/ews/Exchange.asmx/s/GetUserPhoto",
+                             "its value")}
+
+    def edit_soap(self, user_response):
+        if self.values["setting"] in soap_settings(user_response):
+            return False
+        return soap_set(user_response, self.values["setting"], self.values["value"])
+
+
+@register
+class EwsSchemas(_SettingsEdit):
+    name = "autodiscover.ews-schemas"
+    summary = "EwsSupportedSchemas is missing (value '') or names a schema the client does not know."
+    description = ("Clients pick their EWS request version from EwsSupportedSchemas. Missing, they must guess; "
+                   "an unknown newest schema (a later Exchange build) breaks clients that insist on knowing it.")
+    symptoms = {"exchangelib": "unknown value: ValueError 'Unknown supported schemas'; missing: version guessed "
+                               "later"}
+    params = {"value": Param(str, "Exchange2013, Exchange2019", "the value sent; '' leaves the setting out")}
+
+    def edit_soap(self, user_response):
+        if "EwsSupportedSchemas" not in soap_settings(user_response):
+            return False
+        if not self.values["value"]:
+            return soap_not_available(user_response, ["EwsSupportedSchemas"])
+        return soap_set(user_response, "EwsSupportedSchemas", self.values["value"])
+
+
+SETTING_ERROR_CODES = ("InvalidUser", "InvalidRequest", "InvalidSetting", "SettingIsNotAvailable", "ServerBusy",
+                       "InvalidDomain", "NotFederated", "InternalServerError")
+
+
+@register
+class SettingError(_SettingsEdit):
+    name = "autodiscover.setting-error"
+    summary = "One requested setting comes back as a UserSettingError with the given code (SOAP only)."
+    description = ("InvalidSetting and SettingIsNotAvailable are harmless; any other code on a setting "
+                   "(e.g. InternalServerError from a broken provider) is fatal to exchangelib.")
+    symptoms = {"exchangelib": "AutoDiscoverFailed: User settings errors: {...}"}
+    params = {"setting": Param(str, "ExternalEwsUrl", "the setting that fails"),
+              "code": Param(str, "InternalServerError", "its ErrorCode", SETTING_ERROR_CODES)}
+
+    def edit_soap(self, user_response):
+        name = self.values["setting"]
+        return soap_setting_error(user_response, name, self.values["code"], f"The setting '{name}' could not be read.")
+

@@ -7,9 +7,6 @@ import json
 import os
 import sys
 
-from harness.probe.net import parse_server
-from harness.probe.report import render_text
-from harness.probe.runner import ProbeOptions, probe
 
 PASSWORD_ENV = "MOCKEX_PROBE_PASSWORD"
 
@@ -53,6 +50,7 @@ def _port(text: str) -> int:
 
 def _dns_server(text: str):
     try:
+        from harness.probe.net import parse_server  # lazily: `mockex serve` builds this parser too
         return parse_server(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected IP[:PORT] of a DNS server ({exc})")
@@ -101,6 +99,8 @@ def _usage_error(message: str) -> int:
 
 
 def run_probe(args) -> int:
+    from harness.probe.report import render_text
+    from harness.probe.runner import ProbeOptions, probe
     email = args.email.strip()
     local, at, domain = email.rpartition("@")
     if not at or not local or "." not in domain:

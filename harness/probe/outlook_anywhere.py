@@ -24,7 +24,7 @@ from harness.rpc import emsmdb
 NSPI_PORT, RFR_PORT, EMSMDB_PORT = 6004, 6002, 6001
 EMSMDB_UUID = uuidtup_to_bin((emsmdb.Emsmdb.uuid.upper(), "%d.%d" % emsmdb.Emsmdb.version))
 EC_DO_CONNECT_EX, EC_DO_RPC_EXT2, EC_DO_DISCONNECT = 10, 11, 1
-RPC_S_SERVER_TOO_BUSY = 0x000006BB
+RPC_S_SERVER_TOO_BUSY = emsmdb.RPC_S_SERVER_TOO_BUSY
 PR_DISPLAY_NAME_W, PR_EMAIL_ADDRESS_W, PR_SMTP_ADDRESS_W = 0x3001001F, 0x3003001F, 0x39FE001F
 STORE_ERRORS = {
     emsmdb.EC_WRONG_SERVER: "ec-wrong-server",
@@ -34,6 +34,7 @@ STORE_ERRORS = {
     emsmdb.EC_CLIENT_VER_DISALLOWED: "ec-client-ver-disallowed",
     emsmdb.EC_NOT_ENCRYPTED: "ec-not-encrypted",
     RPC_S_SERVER_TOO_BUSY: "ec-server-busy",
+    emsmdb.EC_SERVER_BUSY: "ec-server-busy",   # RopBackoff after RopLogon (clients newer than 12.0.4228)
 }
 LATER_STEPS = (("http-auth", "HTTP authentication"), ("rpc-proxy", "RPC proxy"), ("nspi", "Address book (NSPI)"),
                ("referral", "Referral (RFR)"), ("mailbox-logon", "Mailbox logon"))

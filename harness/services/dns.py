@@ -1,14 +1,61 @@
 """Authoritative DNS for the org (twisted.names): A/AAAA for every CAS name, the Autodiscover SRV record, NXDOMAIN
-for unknown names inside the zone, REFUSED for names outside it (we are nobody's recursive resolver)."""
+for unknown names inside the zone, REFUSED for names outside it (we are nobody's recursive resolver).
+
+Before the zone answers, the ``dns_query`` hook (scope host = the queried name) may replace the answer with a
+``DnsAnswer``: another rcode, other records, or no reply at all."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.names import authority, dns, error, server
 
+from harness.faults.base import Scope
 from harness.transcript import Transcript
+
+RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "NO-REPLY")
+RCODE_NAMES = {dns.OK: "NOERROR", dns.ESERVER: "SERVFAIL", dns.ENAME: "NXDOMAIN", dns.EREFUSED: "REFUSED"}
+TTL = 300
+
+
+@dataclass(frozen=True)
+class DnsRecord:
+    """One record a fault puts in the zone. For A/AAAA the address's family decides which; ``value`` None means the
+    address the CAS listens on."""
+    type: str                     # "A", "AAAA" or "SRV"
+    value: Optional[str] = None   # the address, or the SRV target
+    priority: int = 0             # SRV only
+    weight: int = 0               # SRV only
+    port: Optional[int] = None    # SRV only; None: the HTTPS port
+
+    def describe(self) -> str:
+        if self.type == "SRV":
+            return f"SRV {self.priority} {self.weight} {self.port or 'https'} {self.value}"
+        return f"{self.type} {self.value or 'cas'}"
+
+
+@dataclass(frozen=True)
+class DnsAnswer:
+    """The ``dns_query`` hook's answer. With NOERROR the name has exactly ``records`` (those of the asked type are
+    answered; none of it is NODATA). NO-REPLY sends nothing, so the client's resolver times out."""
+    rcode: str = "NOERROR"
+    records: Tuple[DnsRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.rcode not in RCODES:
+            raise ValueError(f"rcode must be one of {RCODES}, not {self.rcode!r}")
+
+    def describe(self) -> str:
+        if self.rcode != "NOERROR":
+            return self.rcode
+        return "; ".join(r.describe() for r in self.records) or "NOERROR, no records (NODATA)"
+
+
+class NoReply(Exception):
+    """A lookup that must go unanswered."""
 
 
 def zone_records(org, address_of: Callable[[str], str], https_port: int) -> Dict[bytes, List]:
@@ -18,13 +65,16 @@ def zone_records(org, address_of: Callable[[str], str], https_port: int) -> Dict
     network fault needs the host apart (a refused or blackholed port for one name only)."""
     records: Dict[bytes, List] = {}
     for host in org.hostnames:
-        address = address_of(host)
-        is_v6 = ipaddress.ip_address(address).version == 6
-        rec = dns.Record_AAAA(address, ttl=300) if is_v6 else dns.Record_A(address, ttl=300)
-        records.setdefault(host.encode(), []).append(rec)
+        records.setdefault(host.encode(), []).append(_address_record(address_of(host)))
     srv_name = f"_autodiscover._tcp.{org.domain}".encode()
-    records.setdefault(srv_name, []).append(dns.Record_SRV(0, 0, https_port, org.autodiscover_host, ttl=300))
+    records.setdefault(srv_name, []).append(dns.Record_SRV(0, 0, https_port, org.autodiscover_host, ttl=TTL))
     return records
+
+
+def _address_record(address: str):
+    if ipaddress.ip_address(address).version == 6:
+        return dns.Record_AAAA(address, ttl=TTL)
+    return dns.Record_A(address, ttl=TTL)
 
 
 class OrgAuthority(authority.FileAuthority):
@@ -39,7 +89,7 @@ class OrgAuthority(authority.FileAuthority):
         domain = self.org.domain
         self.soa = (domain.encode(), dns.Record_SOA(mname=f"dc01.{domain}", rname=f"hostmaster.{domain}",
                                                     serial=2026112801, refresh=3600, retry=600, expire=86400,
-                                                    minimum=300, ttl=300))
+                                                    minimum=300, ttl=TTL))
         self.records = zone_records(self.org, self.address_of, self.https_port)
         self.records.setdefault(domain.encode(), []).append(self.soa[1])
 
@@ -48,7 +98,29 @@ class OrgAuthority(authority.FileAuthority):
         zone = self.org.domain.encode()
         if not (lname == zone or lname.endswith(b"." + zone)):
             return defer.fail(error.DNSQueryRefusedError(name))
+        if self.faults is not None:
+            text = lname.decode("ascii", "replace")
+            answer = self.faults.first("dns_query", Scope(host=text), text, dns.QUERY_TYPES.get(type, str(type)))
+            if answer is not None:
+                return self._fault_answer(name, type, answer)
         return super()._lookup(name, cls, type, timeout)
+
+    def _fault_answer(self, name: bytes, qtype: int, answer: DnsAnswer):
+        failures = {"NXDOMAIN": dns.AuthoritativeDomainError, "SERVFAIL": error.DNSServerError,
+                    "REFUSED": error.DNSQueryRefusedError, "NO-REPLY": NoReply}
+        if answer.rcode in failures:
+            return defer.fail(failures[answer.rcode](name))
+        results = [dns.RRHeader(name, payload.TYPE, dns.IN, TTL, payload, auth=True)
+                   for payload in map(self._payload, answer.records)
+                   if payload.TYPE == qtype or qtype == dns.ALL_RECORDS]
+        authority_ = [] if results else [dns.RRHeader(self.soa[0], dns.SOA, dns.IN, TTL, self.soa[1], auth=True)]
+        return defer.succeed((results, authority_, []))
+
+    def _payload(self, record: DnsRecord):
+        if record.type == "SRV":
+            return dns.Record_SRV(record.priority, record.weight,
+                                  self.https_port if record.port is None else record.port, record.value, ttl=TTL)
+        return _address_record(record.value or self.address_of(self.org.mail_host))
 
 
 class RecordingDNSServerFactory(server.DNSServerFactory):
@@ -57,30 +129,44 @@ class RecordingDNSServerFactory(server.DNSServerFactory):
         self.transcript = transcript
 
     def gotResolverError(self, failure, protocol, message, address):
-        if failure.check(error.DNSQueryRefusedError):  # twisted would call it NXDOMAIN; we are not authoritative
-            response = self._responseFromMessage(message=message, rCode=dns.EREFUSED)
-            self.sendReply(protocol, response, address)
-            self._verboseLog("Lookup refused")
+        if failure.check(NoReply):
+            self._record(message, "NO-REPLY", [], address)
             return
-        return super().gotResolverError(failure, protocol, message, address)
+        # twisted would call a refusal NXDOMAIN (we are not authoritative) and log a server failure as a bug
+        rcode = {error.DNSQueryRefusedError: dns.EREFUSED, error.DNSServerError: dns.ESERVER}.get(
+            failure.check(error.DNSQueryRefusedError, error.DNSServerError))
+        if rcode is None:
+            return super().gotResolverError(failure, protocol, message, address)
+        self.sendReply(protocol, self._responseFromMessage(message=message, rCode=rcode), address)
 
     def sendReply(self, protocol, message, address):
+        self._record(message, RCODE_NAMES.get(message.rCode, str(message.rCode)),
+                     [str(a.payload) for a in message.answers][:8], address)
+        return super().sendReply(protocol, message, address)
+
+    def _record(self, message, rcode: str, answers: List[str], address) -> None:
         query = message.queries[0] if message.queries else None
         self.transcript.record(
             "dns", name=query.name.name.decode("ascii", "replace") if query else None,
             type=dns.QUERY_TYPES.get(query.type, str(query.type)) if query else None,
-            rcode={0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}.get(message.rCode, str(message.rCode)),
-            answers=[str(a.payload) for a in message.answers][:8],
-            peer=f"{address[0]}:{address[1]}" if address else "tcp")
-        return super().sendReply(protocol, message, address)
+            rcode=rcode, answers=answers, peer=f"{address[0]}:{address[1]}" if address else "tcp")
 
 
 def listen_dns(reactor, org, address: str, port: int, https_port: int, transcript: Transcript, *, faults=None,
                address_of: Optional[Callable[[str], str]] = None):
-    """Listen on UDP and TCP (same port number); returns (udp_port, tcp_port)."""
+    """Listen on UDP and TCP (same port number); returns (udp_port, tcp_port).
+
+    With port 0 the UDP socket picks the number and TCP takes the same; another program may already hold that
+    number over TCP, so then both are tried again with a new number."""
     authority_ = OrgAuthority(org, address_of or (lambda host: address), https_port, transcript, faults)
     factory = RecordingDNSServerFactory(authority_, transcript)
-    udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=address)
-    actual = udp.getHost().port
-    tcp = reactor.listenTCP(actual, factory, interface=address)
-    return udp, tcp
+    attempts_left = 20
+    while True:
+        udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=address)
+        try:
+            return udp, reactor.listenTCP(udp.getHost().port, factory, interface=address)
+        except CannotListenError:
+            udp.stopListening()
+            attempts_left -= 1
+            if port != 0 or not attempts_left:
+                raise

@@ -3,15 +3,25 @@
 Routes (case-insensitive, as IIS):
   /autodiscover/autodiscover.xml   POX Autodiscover (authenticated)
   /autodiscover/autodiscover.svc   SOAP Autodiscover (authenticated)
+  /autodiscover/<any>/autodiscover.xml|svc   the same, as Exchange Online's per-mailbox paths and redirect targets
   /autodiscover/autodiscover.json  Autodiscover v2 (anonymous)
   /rpc/rpcproxy.dll                RPC over HTTP channels (authenticated), handed to the RPC proxy service
+
+Fault hooks (see harness/faults/base.py): ``http_request`` before routing (an HttpAnswer or HttpResponse replaces
+the route), ``auth_methods`` (an AuthOffer), ``auth_result`` (an AuthOutcome), ``autodiscover`` (an
+AutodiscoverAnswer, or an HttpAnswer for an HTTP-level failure after authentication).
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import random
+import re
 import uuid
+from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs
 
 from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
@@ -29,16 +39,62 @@ IIS_401 = (b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
            b'denied due to invalid credentials.</title></head><body><h2>401 - Unauthorized: Access is denied due to '
            b'invalid credentials.</h2><h3>You do not have permission to view this directory or page using the '
            b'credentials that you supplied.</h3></body></html>')
-REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-           405: "Method Not Allowed", 413: "Request Entity Too Large", 500: "Internal Server Error",
-           503: "Service Unavailable"}
+REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 307: "Temporary Redirect", 400: "Bad Request",
+           401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           413: "Request Entity Too Large", 500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
 AUTODISCOVER_HEADERS = [("X-SOAP-Enabled", "True"), ("X-WSSecurity-Enabled", "True"), ("X-WSSecurity-For", "None"),
                         ("X-OAuth-Enabled", "True")]
+
+
+# /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
+AUTODISCOVER_VARIANT = re.compile(r"^/autodiscover/(?:[^/]+/)+autodiscover\.(xml|svc)$")
 
 
 def iis_error_page(status: int, text: str) -> bytes:
     return (f"<!DOCTYPE html><html><head><title>{status} - {text}</title></head><body><h2>{status} - {text}</h2>"
             f"</body></html>").encode()
+
+
+def moved_page(location: str) -> bytes:
+    """IIS's body for a 301/302."""
+    return (f'<head><title>Document Moved</title></head><body><h1>Object Moved</h1>This document may be found '
+            f'<a HREF="{location}">here</a></body>').encode()
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """What a fault answers at the HTTP level; the site sends it with IIS's headers, as the real site would."""
+    status: int
+    body: bytes = b""
+    content_type: str = HTML
+    headers: Tuple[Tuple[str, str], ...] = ()
+    reason: Optional[str] = None
+
+    def describe(self) -> str:
+        extra = "".join(f", {name}: {value}" for name, value in self.headers)
+        return f"HTTP {self.status} {self.content_type}{extra}"
+
+
+@dataclass(frozen=True)
+class AuthOffer:
+    """The ``auth_methods`` hook's answer: the schemes offered, and whether the server's NTLM/Negotiate token
+    shares its header line with the other Windows scheme (Exchange's ``NTLM <token>, Negotiate`` form)."""
+    methods: Tuple[str, ...]
+    combined_challenge: bool = False
+
+    def describe(self) -> str:
+        return ", ".join(self.methods) + (" (combined challenge line)" if self.combined_challenge else "")
+
+
+def combine_challenge(headers: List[Tuple[str, str]], methods: Sequence[str]) -> List[Tuple[str, str]]:
+    """``NTLM <token>`` becomes ``NTLM <token>, Negotiate``: the token line also names the other Windows scheme."""
+    combined = []
+    for name, value in headers:
+        scheme = value.split(" ", 1)[0]
+        others = [m for m in methods if m in ("Negotiate", "NTLM") and m != scheme]
+        combined.append((name, ", ".join([value] + others)))
+    return combined
 
 
 class ExchangeSite:
@@ -97,15 +153,25 @@ class ExchangeSite:
         return Scope(host=request.host or request.conn.sni, user=mailbox.email if mailbox else None)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
-        response = self.faults.first("http_request", self.scope(request), request) or self._route(request)
+        answer = self.faults.first("http_request", self.scope(request), request)
+        response = self._render(answer) if answer is not None else self._route(request)
         response.headers.extend(request.response_headers)
         return response
+
+    def _render(self, answer: Union[HttpAnswer, HttpResponse]) -> HttpResponse:
+        if isinstance(answer, HttpResponse):
+            return answer
+        return self._response(answer.status, answer.content_type, answer.body, headers=list(answer.headers),
+                              reason=answer.reason)
 
     def _route(self, request: HttpRequest) -> HttpResponse:
         path = request.path.lower()
         for prefix, handler in self.routes:
             if path == prefix or path.startswith(prefix + "/"):
                 return handler(request)
+        variant = AUTODISCOVER_VARIANT.match(path)
+        if variant:
+            return self._pox(request) if variant.group(1) == "xml" else self._soap(request)
         if path.startswith("/rpc/rpcproxy.dll"):
             mailbox, challenge = self.authenticate(request)
             return challenge or self._response(200, HTML, b"")
@@ -135,11 +201,17 @@ class ExchangeSite:
         if auth is None:
             auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
                                                      realm=request.host or self.org.mail_host)
-        auth.methods = tuple(self.faults.first("auth_methods", self.scope(request), request) or self.auth_methods)
+        offer = self.faults.first("auth_methods", self.scope(request), request) or AuthOffer(self.auth_methods)
+        auth.methods = tuple(offer.methods)
         header = request.header("authorization")
         outcome = auth.process(header)
         if outcome.state == "success":
-            outcome = self.faults.first("auth_result", self.scope(request, outcome.mailbox), request, outcome) or outcome
+            verdict = self.faults.first("auth_result", self.scope(request, outcome.mailbox), request, outcome)
+            if verdict is not None and verdict.state == "failure" and not verdict.headers:
+                verdict = dataclasses.replace(verdict, headers=auth.challenge_headers())  # a refusal re-challenges
+            outcome = verdict or outcome
+        elif outcome.state == "continue" and offer.combined_challenge:
+            outcome = dataclasses.replace(outcome, headers=combine_challenge(outcome.headers, offer.methods))
         if header is not None:
             self.transcript.record("auth", conn=request.conn.conn_id, scheme=outcome.scheme, user=outcome.user,
                                    domain=outcome.domain, result=outcome.state, reason=outcome.reason,
@@ -184,7 +256,13 @@ class ExchangeSite:
         return self._response(answer.status, answer.content_type, answer.body)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
-        answer = self.faults.first("autodiscover", self.scope(request, answer.mailbox), request, answer) or answer
+        replaced = self.faults.first("autodiscover", self.scope(request, answer.mailbox), request, answer)
+        if isinstance(replaced, HttpAnswer):
+            self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path,
+                                   outcome=f"http-{replaced.status}", error_code="", detail=replaced.describe(),
+                                   mailbox=answer.mailbox.email if answer.mailbox else None)
+            return self._render(replaced)
+        answer = replaced or answer
         self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path, outcome=answer.outcome,
                                error_code=answer.error_code, detail=answer.detail,
                                mailbox=answer.mailbox.email if answer.mailbox else None)
@@ -205,10 +283,15 @@ class ExchangeSite:
 
 
 class RedirectSite:
-    """The plain-HTTP (port 80) vhost admins set up for the HTTP-redirect discovery method: 302 to https, any path."""
+    """The plain-HTTP (port 80) vhost admins set up for the HTTP-redirect discovery method: 302 to https, any path.
 
-    def __init__(self, org, transcript: Transcript, https_port: int):
+    The ``http_request`` hook may answer instead (an HttpAnswer or HttpResponse), e.g. a 401 demanding Basic
+    credentials over plain HTTP or a redirect elsewhere. Credentials that arrive here are recorded (the user name,
+    and whether the password was right, never the password): a client must never send them over this leg."""
+
+    def __init__(self, org, transcript: Transcript, https_port: int, *, faults: Optional[FaultSet] = None):
         self.org, self.transcript = org, transcript
+        self.faults = faults if faults is not None else FaultSet()
         port = "" if https_port == 443 else f":{https_port}"
         self.base = f"https://{org.autodiscover_host}{port}"
 
@@ -222,15 +305,34 @@ class RedirectSite:
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         if request.header("authorization"):
-            scheme = request.header("authorization").split(" ", 1)[0]
-            self.transcript.record("auth", conn=request.conn.conn_id, scheme=scheme, user="", result="ignored",
-                                   reason="credentials sent over plain HTTP", tls=False, path=request.target)
+            self._record_credentials(request)
+        answer = self.faults.first("http_request", Scope(host=request.host), request) or self._redirect(request)
+        if isinstance(answer, HttpResponse):
+            return answer
+        return HttpResponse(answer.status, answer.reason or REASONS.get(answer.status, ""),
+                            [*answer.headers, ("Content-Type", answer.content_type), ("Server", "Microsoft-IIS/8.5"),
+                             ("Date", formatdate(usegmt=True))], answer.body)
+
+    def _redirect(self, request: HttpRequest) -> HttpAnswer:
         path = request.path if request.path.lower().startswith("/autodiscover/") else "/autodiscover/autodiscover.xml"
         location = self.base + path
-        return HttpResponse(302, "Found", [("Location", location), ("Content-Type", HTML),
-                                           ("Server", "Microsoft-IIS/8.5"), ("Date", formatdate(usegmt=True))],
-                            f'<head><title>Document Moved</title></head><body><h1>Object Moved</h1>This document may be '
-                            f'found <a HREF="{location}">here</a></body>'.encode())
+        return HttpAnswer(302, moved_page(location), headers=(("Location", location),))
+
+    def _record_credentials(self, request: HttpRequest) -> None:
+        scheme, _, token = request.header("authorization").strip().partition(" ")
+        user, valid = "", None
+        if scheme.lower() == "basic":
+            try:
+                login, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8", "replace") \
+                    .partition(":")
+            except (binascii.Error, ValueError):
+                login, password = "", ""
+            user = login
+            mailbox = self.org.find(login)
+            valid = mailbox is not None and mailbox.password == password
+        self.transcript.record("auth", conn=request.conn.conn_id, scheme=scheme, user=user, result="sent in clear",
+                               reason="credentials sent over plain HTTP", password_valid=valid, tls=False,
+                               path=request.target)
 
     def too_large(self, request, size):
         return self.handle(request)

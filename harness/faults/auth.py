@@ -1,0 +1,151 @@
+"""HTTP authentication faults: refused logons, the schemes IIS offers, how it writes its challenge, and a plain-HTTP
+site that asks for credentials."""
+from __future__ import annotations
+
+from harness.faults.base import Fault, Param, register
+from harness.faults.dns import HostScoped
+from harness.protocols.httpauth import AuthOutcome
+from harness.services.site import DEFAULT_AUTH_METHODS, IIS_401, AuthOffer, HttpAnswer
+
+PATH_HELP = "apply only to request paths starting with this prefix (e.g. /rpc/ or /autodiscover/); default: all"
+
+
+class _Refusal(Fault):
+    """A logon Windows would accept is refused with ``reason``; the client gets IIS's 401 and the challenge set."""
+    reason = ""
+    analyzer = {"fails_at": "autodiscover", "reason": "http-401"}
+
+    def on_auth_result(self, scope, request, outcome):
+        return AuthOutcome("failure", scheme=outcome.scheme, user=outcome.user, domain=outcome.domain,
+                           mailbox=outcome.mailbox, reason=self.reason)
+
+
+@register
+class WrongPassword(_Refusal):
+    name = "auth.wrong-password"
+    summary = "The user's right password is refused, as after a password change the client does not know about."
+    description = ("Every logon of the user (Basic, NTLM or Negotiate) fails with 401, whatever the password. "
+                   "Scope it with `user`; without it every user is refused.")
+    symptoms = {"curl": "HTTP 401 after the NTLM/Basic exchange (exit 0, %{http_code} = 401)",
+                "exchangelib": "UnauthorizedError: Invalid credentials for <url> (discovery stops at the first URL)",
+                "requests": "status 401 after the NTLM handshake"}
+    reason = "wrong password"
+
+
+@register
+class AccountLocked(_Refusal):
+    name = "auth.account-locked"
+    summary = "The user's account is locked out: every logon fails with 401, even with the right password."
+    description = "Too many bad passwords (often an old phone retrying) locked the account in Active Directory."
+    symptoms = {"curl": "HTTP 401", "exchangelib": "UnauthorizedError: Invalid credentials for <url>"}
+    reason = "account locked"
+
+
+@register
+class PasswordExpired(_Refusal):
+    name = "auth.password-expired"
+    summary = "The user's password has expired: the right password gets 401."
+    description = ("IIS refuses the logon (Basic and NTLM alike); only OWA would offer to change the password, "
+                   "so rich clients just see 401.")
+    symptoms = {"curl": "HTTP 401", "exchangelib": "UnauthorizedError: Invalid credentials for <url>"}
+    reason = "password expired"
+
+
+@register
+class Unauthorized401Loop(_Refusal):
+    name = "auth.401-loop"
+    summary = "Every logon is answered with a new 401 challenge, even with good credentials."
+    description = ("A broken authentication provider, a reverse proxy eating the Authorization header, or a "
+                   "Kerberos-only back end behind an NTLM front end: the client is asked again and again. A correct "
+                   "client gives up after its retry and reports bad credentials instead of looping.")
+    symptoms = {"curl": "HTTP 401 after the handshake",
+                "requests": "status 401; the response history shows each leg answered 401"}
+    reason = "refused by auth.401-loop"
+
+
+class _PathScoped(HostScoped):
+    """Applies to the virtual directories under `path` (IIS authentication is set per directory)."""
+    params = {"path": Param(str, None, PATH_HELP)}
+
+    def applies_to(self, request) -> bool:
+        prefix = self.values["path"]
+        return not prefix or request.path.lower().startswith(prefix.lower())
+
+
+class _OnlyMethods(_PathScoped):
+    """IIS on the matching paths offers only ``methods`` (and refuses any other scheme)."""
+    methods: tuple = ()
+
+    def on_auth_methods(self, scope, request):
+        return AuthOffer(self.methods) if self.applies_to(request) else None
+
+
+@register
+class BasicOnly(_OnlyMethods):
+    name = "auth.basic-only"
+    summary = "IIS offers only Basic (Windows authentication disabled on the virtual directory)."
+    description = ("Outlook Anywhere set to Basic for non-domain clients, or an admin who unticked Windows "
+                   "authentication. Autodiscover still says AuthPackage=Negotiate, so NTLM-only clients fail.")
+    symptoms = {"curl": "--ntlm: HTTP 401 (no NTLM challenge comes back)",
+                "exchangelib": "picks Basic from the header and works"}
+    analyzer = {"fails_at": "http-auth", "reason": "auth-method-mismatch"}
+    methods = ("Basic",)
+
+
+@register
+class NtlmOnly(_OnlyMethods):
+    name = "auth.ntlm-only"
+    summary = "IIS offers only NTLM (Basic and Negotiate disabled)."
+    description = ("Basic turned off for security (ews-managed-api #207: 'Autodiscover service couldn't be "
+                   "located'): Basic-only clients have no way in.")
+    symptoms = {"curl": "--basic: HTTP 401", "exchangelib": "uses NTLM and works"}
+    analyzer = {"fails_at": "http-auth", "reason": "auth-method-mismatch"}
+    methods = ("NTLM",)
+
+
+@register
+class NegotiateOnly(_OnlyMethods):
+    name = "auth.negotiate-only"
+    summary = "IIS offers only Negotiate (Kerberos-style), no NTLM or Basic header."
+    description = ("Windows authentication with the NTLM provider removed. The mock still accepts NTLM inside "
+                   "SPNEGO, as Windows does for non-domain clients, but clients that look for an `NTLM` or `Basic` "
+                   "header find none.")
+    symptoms = {"exchangelib": "TransportError: Failed to get autodiscover auth type from service; "
+                               "AutoDiscoverFailed when every URL answers so",
+                "curl": "--ntlm or --basic: HTTP 401; --negotiate without Kerberos: 401"}
+    analyzer = {"fails_at": "http-auth", "reason": "auth-method-mismatch"}
+    methods = ("Negotiate",)
+
+
+@register
+class CombinedChallenge(_PathScoped):
+    name = "auth.combined-challenge"
+    summary = "The NTLM challenge comes as Exchange 2013 sends it: `WWW-Authenticate: NTLM <token>, Negotiate`."
+    description = ("Exchange answers the NTLM NEGOTIATE message with the CHALLENGE token and the other Windows "
+                   "scheme on one header line (requests-ntlm #33). Clients that decode everything after `NTLM ` as "
+                   "base64 choke on the trailing `, Negotiate`.")
+    symptoms = {"python-ntlm (old)": "base64 decoding error in the CHALLENGE message",
+                "requests-ntlm": "splits on commas and works",
+                "curl (7.88)": "HTTP 401: it never sends the AUTHENTICATE message after that challenge"}
+
+    def on_auth_methods(self, scope, request):
+        return AuthOffer(DEFAULT_AUTH_METHODS, combined_challenge=True) if self.applies_to(request) else None
+
+
+@register
+class BasicOverHttp(HostScoped):
+    name = "auth.basic-over-http"
+    summary = "The plain-HTTP redirect site demands Basic credentials (401) before it redirects."
+    description = ("The port-80 site was left with Basic authentication on: an anonymous GET gets "
+                   "`401 WWW-Authenticate: Basic`, and only a request carrying credentials gets the 302 to https. "
+                   "A client that answers the challenge has sent the password in clear text; the transcript "
+                   "records it (auth event with tls false, result 'sent in clear').")
+    symptoms = {"curl": "without -u: HTTP 401 and no redirect; with -u: 302 (the password went in clear)",
+                "exchangelib": "step 3 sees no redirect and moves on (it never sends credentials there)"}
+    analyzer = {"fails_at": "autodiscover", "reason": "no-redirect"}
+
+    def on_http_request(self, scope, request):
+        if request.scheme != "http" or request.header("authorization"):
+            return None
+        realm = request.host or "autodiscover"
+        return HttpAnswer(401, IIS_401, headers=(("WWW-Authenticate", f'Basic realm="{realm}"'),))
