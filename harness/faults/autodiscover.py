@@ -72,6 +72,17 @@ def redirect_answer(request, action: str, target: str) -> pox.AutodiscoverAnswer
     return pox.pox_redirect_url(target) if action == "redirectUrl" else pox.pox_redirect_addr(target)
 
 
+def requested_address(request) -> str:
+    """The address a POX (EMailAddress) or SOAP (Mailbox) request asks about, lower-cased; "" if none."""
+    root = pox.parse_untrusted_xml(request.body)
+    if root is None:
+        return ""
+    for element in root.iter():
+        if isinstance(element.tag, str) and etree.QName(element).localname in ("EMailAddress", "Mailbox"):
+            return (element.text or "").strip().lower()
+    return ""
+
+
 def check_url(name: str, value: str) -> None:
     """A redirect target is a path or an absolute http(s) URL."""
     parts = urlsplit(value)
@@ -117,9 +128,11 @@ class RedirectAddr(Fault):
     params = {"to": Param(str, REQUIRED, "the address to redirect to (e.g. carol@contoso.test)")}
 
     def on_autodiscover(self, scope, request, answer):
-        to = self.values["to"]
+        to = self.values["to"].lower()
+        # Compare with the address asked for, not the mailbox: the target may be another address of the same
+        # mailbox (an alias, a hybrid routing address), whose own answer must not be redirected again.
         if not is_v1(request) or answer.outcome != "settings" or answer.mailbox is None \
-                or answer.mailbox.email == to.lower():
+                or to in (answer.mailbox.email, requested_address(request)):
             return None
         return redirect_answer(request, "redirectAddr", to)
 

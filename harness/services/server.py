@@ -6,18 +6,17 @@ import json
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Optional
-
-from twisted.internet import ssl as tssl
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from typing import Iterable, Optional, Set
 
 from harness import pki as pkimod
-from harness.faults.base import FaultSet
+from harness.faults.base import Fault, FaultSet
 from harness.protocols.autodiscover import SiteUrls
 from harness.services.dns import listen_dns
+from harness.services.listeners import AddressPlan, Listeners
 from harness.services.rpcproxy import RpcProxyService
 from harness.services.site import ExchangeSite, RedirectSite
 from harness.services.steps import StepRunner
+from harness.services.tls import TlsContexts, TlsServerFactory
 from harness.services.web import HttpFactory
 from harness.transcript import Transcript
 
@@ -40,12 +39,11 @@ class ServeOptions:
     allow_remote: bool = False
 
 
-class _ContextFactory(tssl.ContextFactory):
-    def __init__(self, context):
-        self._context = context
-
-    def getContext(self):
-        return self._context
+def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
+    """Hosts named by a fault that acts at TCP accept, from the start or after a step: they need their own address,
+    since nothing else tells a connection's host apart before it is accepted."""
+    later = [spec.build(random.Random(0)) for scenario in scenarios for step in scenario.steps for spec in step.apply]
+    return {fault.host for fault in [*faults, *later] if fault.host and "accept" in fault.hooks()}
 
 
 @dataclass
@@ -70,41 +68,50 @@ class MockExchange:
                                record=self.transcript.record)
         self.steps = StepRunner(self.scenarios, self.faults, self.transcript, reactor, opts.seed)
         self.pki = pkimod.PKI(opts.state_dir, rng=random.Random(opts.seed))
-        credential = self.pki.issue(self.org.hostnames, ips=[opts.listen])
-        context = pkimod.server_context({name: credential for name in self.org.hostnames}, credential)
-
+        self.plan = AddressPlan(opts.listen, own_address_hosts(self.faults, self.scenarios))
+        hosts = self.plan.hosts_by_address()
+        contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses)
+        https_app = HttpFactory(None, tls=True, clock=reactor, faults=self.faults, hosts_by_address=hosts)
+        http_app = HttpFactory(None, tls=False, clock=reactor, faults=self.faults, hosts_by_address=hosts)
+        tls = TlsServerFactory(contexts, self.faults, https_app, hosts_by_address=hosts, clock=reactor)
         # The HTTPS port must be known before the URLs (and the redirect/DNS answers) are rendered.
-        self._https = reactor.listenTCP(opts.https_port, TLSMemoryBIOFactory(
-            _ContextFactory(context), False, HttpFactory(None, tls=True, clock=reactor, faults=self.faults)),
-            interface=opts.listen)
-        https_port = self._https.getHost().port
+        self.listeners = Listeners(reactor, self.faults, self.plan, {"https": tls, "http": http_app},
+                                   {"https": opts.https_port, "http": opts.http_port}, self.transcript.record)
+        self.listeners.start()
+        self.transcript.listeners.append(self._on_event)
+        https_port = self.listeners.port("https")
         urls = SiteUrls.for_org(self.org, https_port)
         proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults)
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
                             faults=self.faults)
-        self._https.factory.wrappedFactory.app = site
-        self._http = reactor.listenTCP(opts.http_port, HttpFactory(RedirectSite(self.org, self.transcript, https_port),
-                                                                   tls=False, clock=reactor, faults=self.faults),
-                                       interface=opts.listen)
+        https_app.app = site
+        http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults)
         self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript,
-                               faults=self.faults)
+                               faults=self.faults, address_of=self.plan.address_of)
         self.site, self.urls = site, urls
         self.endpoints = self._describe(https_port)
         with open(os.path.join(opts.state_dir, "endpoints.json"), "w", encoding="utf-8") as handle:
             json.dump(self.endpoints, handle, indent=2)
-        self.transcript.record("listening", **{k: self.endpoints[k] for k in ("https", "http", "dns")})
+        self.transcript.record("listening", **{k: self.endpoints[k] for k in ("https", "http", "dns", "addresses")})
         return self.endpoints
+
+    def _on_event(self, event: dict) -> None:
+        if event["kind"] in ("step", "reset"):  # the active faults changed: so may the listeners' states
+            self.listeners.reconcile()
 
     def _describe(self, https_port: int) -> dict:
         org, opts = self.org, self.options
         host = f"[{opts.listen}]" if ":" in opts.listen else opts.listen
         port_suffix = "" if https_port == 443 else f":{https_port}"
-        http_port = self._http.getHost().port
+        http_port = self.listeners.port("http")
+        named = org.hostnames + sorted(set(self.plan.dedicated) - set(org.hostnames))
         return {
             "domain": org.domain,
             "https": {"host": opts.listen, "port": https_port},
             "http": {"host": opts.listen, "port": http_port},
             "dns": {"host": opts.listen, "port": self._dns[0].getHost().port},
+            "addresses": {name: self.plan.address_of(name) for name in named},
+            "listeners": self.listeners.states(),
             "ca_file": self.pki.ca_file,
             "transcript": self.transcript.path,
             "seed": opts.seed,
@@ -127,7 +134,6 @@ class MockExchange:
 
     def stop(self):
         from twisted.internet import defer
-        waits = [self._https.stopListening(), self._http.stopListening()]
-        waits += [p.stopListening() for p in self._dns]
+        waits = [self.listeners.stop()] + [p.stopListening() for p in self._dns]
         self.transcript.record("stop")
         return defer.gatherResults([d for d in waits if d is not None])

@@ -4,18 +4,24 @@ h11 does the parsing (sans-IO); this module feeds it socket bytes, hands complet
 app's responses, and keeps connections alive as IIS does (NTLM authenticates the connection, so a 401 must never
 close it). An app may instead return a *channel* (RPC over HTTP): from then on the request body bytes go to the
 channel raw and the channel writes the connection itself.
+
+Every byte out goes through the ``write`` hook when a write fault is active: its WritePlan may slice, delay, cut
+or end the output (``close`` with FIN, ``reset`` with RST, ``hold`` to go silent), and later output queues behind it.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
 import h11
 from twisted.internet import protocol
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IPullProducer
 from zope.interface import implementer
+
+from harness.faults.base import FaultSet, Scope
 
 MAX_BODY = 1 << 20            # larger autodiscover/EWS bodies get 413, as IIS's request filtering would
 MAX_HEADER_BYTES = 64 * 1024  # IIS's default header limit is 64 KiB too
@@ -66,6 +72,31 @@ class ConnectionInfo:
     tls_version: Optional[str] = None
     conn_id: int = 0
     state: dict = field(default_factory=dict)
+    host: Optional[str] = None          # the host whose dedicated address this came in on (None: the shared one)
+    tls_profile: Optional[str] = None   # the TlsProfile served, described (harness.services.tls)
+    bytes_out: int = 0                  # bytes of HTTP output handed on for sending so far
+
+
+WRITE_ENDS = (None, "close", "reset", "hold")
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """The ``write`` hook's answer: how one write reaches the client. Each piece is sent after waiting its delay;
+    then the output may end: "close" (FIN after the pieces), "reset" (RST once they left), "hold" (silence: nothing
+    more is ever sent and the connection stays open until the client gives up)."""
+    pieces: Tuple[Tuple[float, bytes], ...]   # (seconds to wait first, bytes)
+    end: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.end not in WRITE_ENDS:
+            raise ValueError(f"end must be one of {WRITE_ENDS}, not {self.end!r}")
+
+    def describe(self) -> str:
+        sent = sum(len(data) for _, data in self.pieces)
+        waited = sum(delay for delay, _ in self.pieces)
+        text = f"{sent} bytes in {len(self.pieces)} piece(s) over {waited:.3f}s"
+        return text + (f", then {self.end}" if self.end else "")
 
 
 class ChannelIO:
@@ -77,7 +108,7 @@ class ChannelIO:
 
     def write(self, data: bytes) -> None:
         if self._proto.transport is not None and not self._proto.closed:
-            self._proto.transport.write(data)
+            self._proto.send(data)
 
     def close(self) -> None:
         self._proto.close()
@@ -103,13 +134,18 @@ class HttpServerProtocol(protocol.Protocol):
         self._body: List[bytes] = []
         self._body_size = 0
         self._handshake_done = False
+        self._paced: Optional[_PacedOutput] = None   # exists once a write fault planned some output
+        self._request_host: Optional[str] = None
 
     # ---- connection lifecycle -------------------------------------------------------------------------------
     def connectionMade(self) -> None:
         peer, local = self.transport.getPeer(), self.transport.getHost()
         self.factory.conn_counter += 1
         self.info = ConnectionInfo(peer=(peer.host, peer.port), local=(local.host, local.port),
-                                   tls=self.factory.tls, conn_id=self.factory.conn_counter)
+                                   tls=self.factory.tls, conn_id=self.factory.conn_counter,
+                                   host=self.factory.hosts_by_address.get(local.host),
+                                   sni=getattr(self.transport, "server_name", None),
+                                   tls_profile=getattr(self.transport, "tls_profile", None))
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.app.connection_made(self.info)
 
@@ -124,11 +160,14 @@ class HttpServerProtocol(protocol.Protocol):
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
         self.closed = True
+        if self._paced is not None:
+            self._paced.cancel()
         if self.factory.tls and not self._handshake_done:
             handle = self.transport.getHandle() if hasattr(self.transport, "getHandle") else None
             try:
                 name = handle.get_servername() if handle is not None else None
-                self.info.sni = name.decode("ascii", "replace") if name else None
+                if name:
+                    self.info.sni = name.decode("ascii", "replace")
             except Exception:  # the handle may be half torn down; SNI is best effort here
                 pass
             self.app.tls_handshake(self.info, ok=False, reason=_failure_text(reason))
@@ -138,13 +177,17 @@ class HttpServerProtocol(protocol.Protocol):
         self.app.connection_lost(self.info, _failure_text(reason))
 
     def close(self) -> None:
+        """Close once everything written so far has gone out (a write plan may still be pacing it)."""
         if not self.closed and self.transport is not None:
             self.closed = True
-            self.transport.loseConnection()
+            if self._paced is None or not self._paced.close_when_done():
+                self.transport.loseConnection()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.closed = True
+            if self._paced is not None:
+                self._paced.cancel()
             self.transport.abortConnection()
 
     # ---- bytes in ---------------------------------------------------------------------------------------------
@@ -188,6 +231,7 @@ class HttpServerProtocol(protocol.Protocol):
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()],
             scheme="https" if self.factory.tls else "http", conn=self.info)
         self._request, self._body, self._body_size = request, [], 0
+        self._request_host = request.host or self._request_host
         if request.method in TUNNEL_METHODS:
             outcome = self.app.open_tunnel(request, ChannelIO(self))
             if isinstance(outcome, HttpResponse):
@@ -204,7 +248,7 @@ class HttpServerProtocol(protocol.Protocol):
             self._send(self.app.too_large(request, int(length)), request, tunnel_refused=True)
             return
         if self.h11.client_is_waiting_for_100_continue:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _on_body(self, data: bytes) -> None:
         if self.channel is not None:
@@ -246,7 +290,7 @@ class HttpServerProtocol(protocol.Protocol):
         except h11.LocalProtocolError:
             self.abort()
             return
-        self.transport.write(data)
+        self.send(data)
         if response.close or tunnel_refused or self.h11.our_state is h11.MUST_CLOSE:
             self.close()
         elif self._can_start_next_cycle():
@@ -258,18 +302,136 @@ class HttpServerProtocol(protocol.Protocol):
         if self.channel is None and self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             headers = list(response.headers) + [("Content-Length", str(len(response.body))), ("Connection", "close")]
             head = f"HTTP/1.1 {response.status} {response.reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
-            self.transport.write(head.encode("latin-1") + b"\r\n" + response.body)
+            self.send(head.encode("latin-1") + b"\r\n" + response.body)
         self.close()
+
+    def send(self, data: bytes) -> None:
+        """Every byte this edge sends: straight out, unless a write fault plans how it goes (or earlier output is
+        still being paced, which it must queue behind)."""
+        if self._paced is not None and self._paced.ended:
+            return
+        faults = self.factory.faults
+        plan = faults.first("write", self.scope(), self.info, data) if faults.has("write") else None
+        if plan is None and self._paced is None:
+            self.info.bytes_out += len(data)
+            self.transport.write(data)
+            return
+        if self._paced is None:
+            self._paced = _PacedOutput(self)
+        pieces, end = (plan.pieces, plan.end) if plan is not None else (((0.0, data),), None)
+        self.info.bytes_out += sum(len(piece) for _, piece in pieces)
+        self._paced.push(pieces, end)
+
+    def scope(self) -> Scope:
+        """Whom the output is for: the host of a dedicated address, else the SNI, else the last Host header."""
+        return Scope(host=self.info.host or self.info.sni or self._request_host)
+
+    def reset_after(self, data: bytes) -> None:
+        """Send ``data``, then RST once it has left Twisted's buffers (abortConnection alone would drop it)."""
+        self.closed = True
+        if not data:
+            self.abort()
+            return
+        tcp = self.transport.transport if self.factory.tls else self.transport  # below the TLS layer, if any
+        try:
+            tcp.registerProducer(_AbortWhenDrained(self), False)
+        except RuntimeError:  # the transport already serves a producer: nothing tells us when it drains
+            self.transport.write(data)
+            self.abort()
+            return
+        self.transport.write(data)
+
+
+class _PacedOutput:
+    """Carries out write plans on one connection, in order: each piece after its delay, then the plan's end.
+    Output written meanwhile queues behind; once a plan ended the output, nothing more is sent."""
+
+    def __init__(self, proto: HttpServerProtocol):
+        self._proto = proto
+        self._queue: Deque[Tuple[float, bytes, Optional[str]]] = deque()   # (delay, bytes, end after them)
+        self._timer = None
+        self.ended = False
+        self._close_requested = False
+
+    def push(self, pieces: Tuple[Tuple[float, bytes], ...], end: Optional[str]) -> None:
+        if self.ended:
+            return
+        items = list(pieces) or [(0.0, b"")]
+        for index, (delay, data) in enumerate(items):
+            self._queue.append((delay, data, end if index == len(items) - 1 else None))
+        self.ended = end is not None
+        self._run()
+
+    def close_when_done(self) -> bool:
+        """True when closing must wait (pieces still queued) or never happen (held); the close then happens here."""
+        if self._queue or self._timer is not None or self.ended:
+            self._close_requested = True
+            return True
+        return False
+
+    def cancel(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._queue.clear()
+
+    def _run(self) -> None:
+        while self._queue and self._timer is None:
+            delay, data, end = self._queue[0]
+            if delay > 0:
+                self._timer = self._proto.clock.callLater(delay, self._wake)
+                return
+            self._queue.popleft()
+            self._send(data, end)
+        if not self._queue and self._timer is None and self._close_requested and not self.ended:
+            self._proto.transport.loseConnection()
+
+    def _wake(self) -> None:
+        self._timer = None
+        _, data, end = self._queue.popleft()
+        self._send(data, end)
+        self._run()
+
+    def _send(self, data: bytes, end: Optional[str]) -> None:
+        proto = self._proto
+        if proto.transport is None:
+            return
+        if end == "reset":
+            proto.reset_after(data)
+            return
+        if data:
+            proto.transport.write(data)
+        if end == "close":
+            proto.closed = True
+            proto.transport.loseConnection()
+
+
+@implementer(IPullProducer)
+class _AbortWhenDrained:
+    """Registered on the TCP transport, which asks a pull producer for more once its buffer is empty: then the
+    bytes are with the kernel (on loopback: with the peer) and the RST may follow."""
+
+    def __init__(self, proto: HttpServerProtocol):
+        self._proto = proto
+        self._armed = False   # registerProducer asks once right away, before anything was written
+
+    def resumeProducing(self) -> None:
+        if not self._armed:
+            self._armed = True
+            return
+        self._proto.abort()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class HttpFactory(protocol.Factory):
-    def __init__(self, app, *, tls: bool, clock=None, faults=None):
+    def __init__(self, app, *, tls: bool, clock=None, faults=None, hosts_by_address: Optional[Dict[str, str]] = None):
         from twisted.internet import reactor
-
-        from harness.faults.base import FaultSet
         self.app, self.tls = app, tls
         self.faults = faults if faults is not None else FaultSet()
         self.clock = clock or reactor
+        self.hosts_by_address = hosts_by_address or {}   # dedicated loopback address -> the host it serves
         self.conn_counter = 0
 
     def buildProtocol(self, addr):

@@ -1,0 +1,187 @@
+"""TLS for the HTTPS listeners: the certificate, protocol versions and client-certificate demand a connection
+gets, chosen per host.
+
+The ``tls_profile`` hook (scope host = the SNI name, else the host of the dedicated address the client came to)
+answers a TlsProfile. OpenSSL settles the protocol version before its SNI callback runs, so a context switched in
+that callback cannot limit versions. Instead, while any tls_profile fault is active, the ClientHello is read off the
+wire first, its SNI picks the profile, and OpenSSL starts on that profile's context with those bytes. With no such
+fault, connections go straight to the default context. One SSL.Context per profile, built on first use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional, Tuple
+
+from OpenSSL import SSL
+from twisted.internet import protocol
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from zope.interface import implementer
+
+from harness import pki as pkimod
+from harness.faults.base import FaultSet, Scope
+
+VERSIONS = {"1.0": SSL.TLS1_VERSION, "1.1": SSL.TLS1_1_VERSION, "1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
+HANDSHAKE_RECORD = 0x16
+CLIENT_HELLO = 1
+SERVER_NAME_EXTENSION = 0
+MAX_CLIENT_HELLO_BYTES = 64 * 1024   # past this the client is not sending a ClientHello we can read: go without SNI
+
+
+@dataclass(frozen=True)
+class TlsProfile:
+    """The ``tls_profile`` hook's answer: what a TLS connection is served."""
+    shape: str = "valid"                   # the certificate's shape (harness.pki.SHAPES)
+    min_version: Optional[str] = None      # "1.0" .. "1.3"; None = OpenSSL's default
+    max_version: Optional[str] = None
+    require_client_cert: bool = False      # IIS "Require client certificates": no certificate, no handshake
+
+    def __post_init__(self) -> None:
+        if self.shape not in pkimod.SHAPES:
+            raise ValueError(f"unknown certificate shape {self.shape!r}")
+        for version in (self.min_version, self.max_version):
+            if version is not None and version not in VERSIONS:
+                raise ValueError(f"unknown TLS version {version!r}; expected one of {', '.join(VERSIONS)}")
+
+    def describe(self) -> str:
+        parts = [f"{self.shape} certificate"]
+        if self.min_version or self.max_version:
+            parts.append(f"TLS {self.min_version or 'any'} to {self.max_version or 'any'}")
+        if self.require_client_cert:
+            parts.append("client certificate required")
+        return ", ".join(parts)
+
+
+DEFAULT_PROFILE = TlsProfile()
+
+
+class TlsContexts:
+    """One server context per profile: the certificate in the profile's shape for every name the org serves. A
+    certificate without SANs names one host, in its CN: the host the client asked for, so there is one per host."""
+
+    def __init__(self, pki: pkimod.PKI, hostnames: Iterable[str], ips: Iterable[str]):
+        self._pki, self._hostnames, self._ips = pki, [name.lower() for name in hostnames], list(ips)
+        self._contexts: Dict[Tuple[TlsProfile, str], SSL.Context] = {}
+        self.default = self.context(DEFAULT_PROFILE)  # built now, so the first client does not wait for it
+
+    def context(self, profile: TlsProfile, host: Optional[str] = None) -> SSL.Context:
+        first = host if profile.shape == "no-san" and host in self._hostnames else self._hostnames[0]
+        key = (profile, first)
+        if key not in self._contexts:
+            names = [first] + [name for name in self._hostnames if name != first]
+            credential = self._pki.issue(names, shape=profile.shape, ips=self._ips)
+            self._contexts[key] = pkimod.server_context(
+                {}, credential, min_version=VERSIONS.get(profile.min_version),
+                max_version=VERSIONS.get(profile.max_version), require_client_cert=profile.require_client_cert)
+        return self._contexts[key]
+
+
+def client_hello_server_name(data: bytes) -> Tuple[bool, Optional[str]]:
+    """(complete, SNI) for the first bytes a client sent: complete once the ClientHello is whole, or once the bytes
+    cannot be one (then there is no name). The ClientHello may span several handshake records."""
+    handshake, offset = b"", 0
+    while len(data) >= offset + 5:
+        if data[offset] != HANDSHAKE_RECORD:
+            return True, None
+        end = offset + 5 + int.from_bytes(data[offset + 3:offset + 5], "big")
+        if len(data) < end:
+            return False, None
+        handshake += data[offset + 5:end]
+        offset = end
+        if len(handshake) >= 4:
+            if handshake[0] != CLIENT_HELLO:
+                return True, None
+            size = 4 + int.from_bytes(handshake[1:4], "big")
+            if len(handshake) >= size:
+                return True, _server_name(handshake[4:size])
+    return False, None
+
+
+def _server_name(hello: bytes) -> Optional[str]:
+    """The host_name entry of the server_name extension of a ClientHello body, if any (RFC 8446 4.1.2, RFC 6066 3)."""
+    at = 2 + 32                                              # legacy_version, random
+    at += 1 + hello[at] if at < len(hello) else 0            # legacy_session_id
+    at += 2 + int.from_bytes(hello[at:at + 2], "big")        # cipher_suites
+    at += 1 + hello[at] if at < len(hello) else 0            # legacy_compression_methods
+    end = min(len(hello), at + 2 + int.from_bytes(hello[at:at + 2], "big"))
+    at += 2
+    while at + 4 <= end:
+        kind, size = int.from_bytes(hello[at:at + 2], "big"), int.from_bytes(hello[at + 2:at + 4], "big")
+        body = hello[at + 4:at + 4 + size]
+        at += 4 + size
+        if kind != SERVER_NAME_EXTENSION:
+            continue
+        names, cursor = body[2:2 + int.from_bytes(body[:2], "big")], 0
+        while cursor + 3 <= len(names):
+            name_type, length = names[cursor], int.from_bytes(names[cursor + 1:cursor + 3], "big")
+            name = names[cursor + 3:cursor + 3 + length]
+            if name_type == 0 and len(name) == length and name:
+                return name.decode("ascii", "replace").lower()
+            cursor += 3 + length
+        return None
+    return None
+
+
+class ProfiledTLSProtocol(TLSMemoryBIOProtocol):
+    """TLS whose context may be chosen before it starts. Unbuffered: the HTTP edge writes whole responses, and a
+    write plan's pieces must each become their own TLS record at the time they are due."""
+    tls_context: Optional[SSL.Context] = None
+    tls_profile: str = DEFAULT_PROFILE.describe()
+    server_name: Optional[str] = None   # the SNI read off the ClientHello, when it was read first
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class _ProfileConnections:
+    def __init__(self, contexts: TlsContexts):
+        self._default = contexts.default
+
+    def serverConnectionForTLS(self, tls_protocol: ProfiledTLSProtocol) -> SSL.Connection:
+        return SSL.Connection(tls_protocol.tls_context or self._default, None)
+
+
+class TlsServerFactory(TLSMemoryBIOFactory):
+    """TLS in front of ``wrapped_factory``, each connection served the profile its host asks for."""
+    protocol = ProfiledTLSProtocol
+
+    def __init__(self, contexts: TlsContexts, faults: FaultSet, wrapped_factory, *,
+                 hosts_by_address: Optional[Dict[str, str]] = None, clock=None):
+        self.contexts, self.faults = contexts, faults
+        self.hosts_by_address = hosts_by_address or {}
+        super().__init__(_ProfileConnections(contexts), False, wrapped_factory, clock)
+
+    def buildProtocol(self, addr):
+        tls = super().buildProtocol(addr)
+        if not self.faults.has("tls_profile"):
+            return tls
+        return _ClientHelloReader(self, tls)
+
+    def host_for(self, server_name: Optional[str], local_address: str) -> Optional[str]:
+        return server_name or self.hosts_by_address.get(local_address)
+
+    def profile_for(self, host: Optional[str]) -> TlsProfile:
+        return self.faults.first("tls_profile", Scope(host=host), host) or DEFAULT_PROFILE
+
+
+class _ClientHelloReader(protocol.Protocol):
+    """Holds a new connection's first bytes until its ClientHello is whole, then hands the connection to TLS
+    started on the profile that ClientHello's SNI asks for."""
+
+    def __init__(self, factory: TlsServerFactory, tls: ProfiledTLSProtocol):
+        self._factory, self._tls = factory, tls
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        complete, server_name = client_hello_server_name(self._buffer)
+        if complete or len(self._buffer) > MAX_CLIENT_HELLO_BYTES:
+            self._start(server_name)
+
+    def _start(self, server_name: Optional[str]) -> None:
+        host = self._factory.host_for(server_name, self.transport.getHost().host)
+        profile = self._factory.profile_for(host)
+        tls, transport = self._tls, self.transport
+        tls.tls_context, tls.tls_profile = self._factory.contexts.context(profile, host), profile.describe()
+        tls.server_name = server_name
+        transport.protocol = tls  # from here on the socket talks to TLS directly, as Twisted's own startTLS does
+        tls.makeConnection(transport)
+        tls.dataReceived(self._buffer)
