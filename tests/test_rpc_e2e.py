@@ -492,10 +492,6 @@ def test_dce_rpc_as_the_out_channel_body_closes_it(server443):
     out.close()
 
 
-@pytest.mark.xfail(strict=True, reason="web.py hands a tunnel channel only its declared request body: bytes after "
-                                       "the OUT channel's 76-byte CONN/A1 stay in h11's buffer (no transcript line, "
-                                       "no close, unbounded memory) instead of reaching the proxy core, which closes "
-                                       "the virtual connection for any PDU after CONN/A1 on OUT")
 def test_anything_after_conn_a1_on_out_closes_the_virtual_connection(server443, rng):
     tail = TranscriptTail(server443)
     vc = raw_virtual_connection(server443, rng)

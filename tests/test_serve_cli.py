@@ -1,7 +1,6 @@
 """`mockex serve` as a user runs it: summary, endpoints.json, loopback-only default, clean SIGTERM."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

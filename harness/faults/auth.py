@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.faults.base import Fault, Param, register
 from harness.faults.dns import HostScoped
 from harness.protocols.httpauth import AuthOutcome
-from harness.services.site import DEFAULT_AUTH_METHODS, IIS_401, AuthOffer, HttpAnswer
+from harness.protocols.http import AuthOffer, DEFAULT_AUTH_METHODS, HttpAnswer, IIS_401
 
 PATH_HELP = "apply only to request paths starting with this prefix (e.g. /rpc/ or /autodiscover/); default: all"
 

@@ -14,8 +14,9 @@ from harness.faults.base import REQUIRED, Fault, FaultParamError, Param, registe
 from harness.faults.dns import HostScoped
 from harness.protocols import autodiscover as pox
 from harness.protocols import autodiscover_soap as soap
-from harness.services.site import HttpAnswer, moved_page
-from harness.services.web import HttpResponse, WritePlan
+from harness.protocols.http import HttpAnswer, moved_page
+from harness.faults.actions import WritePlan
+from harness.protocols.http import HttpResponse
 
 POX_CODES = (500, 501, 600, 601, 602, 603)
 SOAP_CODE_FOR_POX = {500: "InvalidUser", 501: "InvalidUser", 600: "InvalidRequest", 601: "InvalidRequest",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 
 from harness.faults.base import REQUIRED, Fault, FaultParamError, Param, register
-from harness.services.dns import DnsAnswer, DnsRecord
+from harness.faults.actions import DnsAnswer, DnsRecord
 
 SRV_PREFIX = "_autodiscover._tcp."
 

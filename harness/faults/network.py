@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from harness.faults.base import Fault, FaultParamError, Param, register
-from harness.services.listeners import ConnectAction
-from harness.services.web import WritePlan
+from harness.faults.actions import ConnectAction
+from harness.faults.actions import WritePlan
 
 PORT_HELP = ("the listener: 443 = HTTPS, 80 = the plain-HTTP redirect listener, whatever ports they really use; "
              "or the real port number")

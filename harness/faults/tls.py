@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.faults.base import FaultParamError, Param, register
 from harness.faults.network import ConnectionLevel
-from harness.services.tls import VERSIONS, TlsProfile
+from harness.faults.actions import TlsProfile, VERSIONS
 
 PYTHON_VERIFY = "ssl.SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
 CURL_VERIFY = "exit 60: SSL certificate problem: "

@@ -17,36 +17,19 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from twisted.internet import defer, protocol
 
 from harness.faults.base import FaultSet, Scope
-from harness.services.web import ConnectionInfo
+from harness.protocols.http import ConnectionInfo
+from harness.faults.actions import ConnectAction
 
 ROLES = ("https", "http")
-CONNECT_KINDS = ("refuse", "blackhole", "reset", "stall")
 PORT_STATES = {"refuse": "refused", "blackhole": "blackhole"}   # the actions that shape the port itself
 LISTEN_BACKLOG = 128
 FILL_TIMEOUT = 2.0
 BIND_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class ConnectAction:
-    """The ``accept`` hook's answer for a port or a new connection. "refuse" and "blackhole" shape the listener
-    itself; a connection that still arrives on it (or any connection, for "reset" and "stall") is reset (RST) or
-    held without a byte, until the client leaves or ``seconds`` pass (0: forever)."""
-    kind: str
-    seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in CONNECT_KINDS:
-            raise ValueError(f"kind must be one of {CONNECT_KINDS}, not {self.kind!r}")
-
-    def describe(self) -> str:
-        return self.kind + (f" for {self.seconds:g}s" if self.seconds else "")
 
 
 class AddressPlan:

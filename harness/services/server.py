@@ -90,8 +90,10 @@ class MockExchange:
                                faults=self.faults, address_of=self.plan.address_of)
         self.site, self.urls = site, urls
         self.endpoints = self._describe(https_port)
-        with open(os.path.join(opts.state_dir, "endpoints.json"), "w", encoding="utf-8") as handle:
+        path = os.path.join(opts.state_dir, "endpoints.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(self.endpoints, handle, indent=2)
+        os.replace(path + ".tmp", path)  # readers polling for the file never see it half written
         self.transcript.record("listening", **{k: self.endpoints[k] for k in ("https", "http", "dns", "addresses")})
         return self.endpoints
 

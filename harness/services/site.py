@@ -19,7 +19,6 @@ import dataclasses
 import random
 import re
 import uuid
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs
@@ -29,72 +28,12 @@ from harness.faults.base import FaultSet, Scope
 from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
 from harness.protocols.httpauth import HttpAuthenticator
 from harness.protocols.ntlm import ServerIdentity
-from harness.services.web import ConnectionInfo, HttpRequest, HttpResponse
+from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
 from harness.transcript import Transcript, mask_headers
-
-DEFAULT_AUTH_METHODS = ("Negotiate", "NTLM", "Basic")
-HTML = "text/html"
-IIS_401 = (b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
-           b'"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\r\n<html><head><title>401 - Unauthorized: Access is '
-           b'denied due to invalid credentials.</title></head><body><h2>401 - Unauthorized: Access is denied due to '
-           b'invalid credentials.</h2><h3>You do not have permission to view this directory or page using the '
-           b'credentials that you supplied.</h3></body></html>')
-REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 307: "Temporary Redirect", 400: "Bad Request",
-           401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Request Entity Too Large", 500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
-           503: "Service Unavailable", 504: "Gateway Timeout"}
-AUTODISCOVER_HEADERS = [("X-SOAP-Enabled", "True"), ("X-WSSecurity-Enabled", "True"), ("X-WSSecurity-For", "None"),
-                        ("X-OAuth-Enabled", "True")]
-
+from harness.protocols.http import AUTODISCOVER_HEADERS, AuthOffer, DEFAULT_AUTH_METHODS, HTML, HttpAnswer, IIS_401, REASONS, combine_challenge, iis_error_page, moved_page
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
 AUTODISCOVER_VARIANT = re.compile(r"^/autodiscover/(?:[^/]+/)+autodiscover\.(xml|svc)$")
-
-
-def iis_error_page(status: int, text: str) -> bytes:
-    return (f"<!DOCTYPE html><html><head><title>{status} - {text}</title></head><body><h2>{status} - {text}</h2>"
-            f"</body></html>").encode()
-
-
-def moved_page(location: str) -> bytes:
-    """IIS's body for a 301/302."""
-    return (f'<head><title>Document Moved</title></head><body><h1>Object Moved</h1>This document may be found '
-            f'<a HREF="{location}">here</a></body>').encode()
-
-
-@dataclass(frozen=True)
-class HttpAnswer:
-    """What a fault answers at the HTTP level; the site sends it with IIS's headers, as the real site would."""
-    status: int
-    body: bytes = b""
-    content_type: str = HTML
-    headers: Tuple[Tuple[str, str], ...] = ()
-    reason: Optional[str] = None
-
-    def describe(self) -> str:
-        extra = "".join(f", {name}: {value}" for name, value in self.headers)
-        return f"HTTP {self.status} {self.content_type}{extra}"
-
-
-@dataclass(frozen=True)
-class AuthOffer:
-    """The ``auth_methods`` hook's answer: the schemes offered, and whether the server's NTLM/Negotiate token
-    shares its header line with the other Windows scheme (Exchange's ``NTLM <token>, Negotiate`` form)."""
-    methods: Tuple[str, ...]
-    combined_challenge: bool = False
-
-    def describe(self) -> str:
-        return ", ".join(self.methods) + (" (combined challenge line)" if self.combined_challenge else "")
-
-
-def combine_challenge(headers: List[Tuple[str, str]], methods: Sequence[str]) -> List[Tuple[str, str]]:
-    """``NTLM <token>`` becomes ``NTLM <token>, Negotiate``: the token line also names the other Windows scheme."""
-    combined = []
-    for name, value in headers:
-        scheme = value.split(" ", 1)[0]
-        others = [m for m in methods if m in ("Negotiate", "NTLM") and m != scheme]
-        combined.append((name, ", ".join([value] + others)))
-    return combined
 
 
 class ExchangeSite:
@@ -123,7 +62,7 @@ class ExchangeSite:
 
     def tls_handshake(self, info: ConnectionInfo, ok: bool, reason: str) -> None:
         self.transcript.record("tls", conn=info.conn_id, ok=ok, sni=info.sni, version=info.tls_version,
-                               reason=reason)
+                               profile=info.tls_profile, reason=reason)
 
     def connection_lost(self, info: ConnectionInfo, reason: str) -> None:
         self.transcript.record("disconnect", conn=info.conn_id, reason=reason)

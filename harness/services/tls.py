@@ -9,7 +9,6 @@ fault, connections go straight to the default context. One SSL.Context per profi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Tuple
 
 from OpenSSL import SSL
@@ -20,36 +19,12 @@ from zope.interface import implementer
 
 from harness import pki as pkimod
 from harness.faults.base import FaultSet, Scope
+from harness.faults.actions import TlsProfile, VERSIONS
 
-VERSIONS = {"1.0": SSL.TLS1_VERSION, "1.1": SSL.TLS1_1_VERSION, "1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 HANDSHAKE_RECORD = 0x16
 CLIENT_HELLO = 1
 SERVER_NAME_EXTENSION = 0
 MAX_CLIENT_HELLO_BYTES = 64 * 1024   # past this the client is not sending a ClientHello we can read: go without SNI
-
-
-@dataclass(frozen=True)
-class TlsProfile:
-    """The ``tls_profile`` hook's answer: what a TLS connection is served."""
-    shape: str = "valid"                   # the certificate's shape (harness.pki.SHAPES)
-    min_version: Optional[str] = None      # "1.0" .. "1.3"; None = OpenSSL's default
-    max_version: Optional[str] = None
-    require_client_cert: bool = False      # IIS "Require client certificates": no certificate, no handshake
-
-    def __post_init__(self) -> None:
-        if self.shape not in pkimod.SHAPES:
-            raise ValueError(f"unknown certificate shape {self.shape!r}")
-        for version in (self.min_version, self.max_version):
-            if version is not None and version not in VERSIONS:
-                raise ValueError(f"unknown TLS version {version!r}; expected one of {', '.join(VERSIONS)}")
-
-    def describe(self) -> str:
-        parts = [f"{self.shape} certificate"]
-        if self.min_version or self.max_version:
-            parts.append(f"TLS {self.min_version or 'any'} to {self.max_version or 'any'}")
-        if self.require_client_cert:
-            parts.append("client certificate required")
-        return ", ".join(parts)
 
 
 DEFAULT_PROFILE = TlsProfile()

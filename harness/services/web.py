@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
 import h11
@@ -22,81 +21,11 @@ from twisted.internet.interfaces import IHandshakeListener, IPullProducer
 from zope.interface import implementer
 
 from harness.faults.base import FaultSet, Scope
+from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
 
 MAX_BODY = 1 << 20            # larger autodiscover/EWS bodies get 413, as IIS's request filtering would
 MAX_HEADER_BYTES = 64 * 1024  # IIS's default header limit is 64 KiB too
 TUNNEL_METHODS = ("RPC_IN_DATA", "RPC_OUT_DATA")
-
-
-@dataclass
-class HttpRequest:
-    method: str
-    target: str
-    path: str                 # percent-decoded path, case as sent
-    query: str
-    headers: List[Tuple[str, str]]
-    body: bytes = b""
-    scheme: str = "https"
-    conn: Any = None          # the ConnectionInfo of the connection it came on
-    response_headers: List[Tuple[str, str]] = field(default_factory=list)  # added to whatever answers it
-
-    def header(self, name: str) -> Optional[str]:
-        name = name.lower()
-        values = [v for k, v in self.headers if k.lower() == name]
-        return ", ".join(values) if values else None
-
-    @property
-    def host(self) -> str:
-        value = self.header("host") or ""
-        if value.startswith("["):
-            return value[1:].split("]", 1)[0].lower()
-        return value.rsplit(":", 1)[0].lower() if value.count(":") == 1 else value.lower()
-
-
-@dataclass
-class HttpResponse:
-    status: int
-    reason: str = ""
-    headers: List[Tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    close: bool = False       # close the connection after sending
-
-
-@dataclass
-class ConnectionInfo:
-    """Per-TCP-connection facts and state (auth state lives here: NTLM is connection-bound)."""
-    peer: Tuple[str, int]
-    local: Tuple[str, int]
-    tls: bool
-    sni: Optional[str] = None
-    tls_version: Optional[str] = None
-    conn_id: int = 0
-    state: dict = field(default_factory=dict)
-    host: Optional[str] = None          # the host whose dedicated address this came in on (None: the shared one)
-    tls_profile: Optional[str] = None   # the TlsProfile served, described (harness.services.tls)
-    bytes_out: int = 0                  # bytes of HTTP output handed on for sending so far
-
-
-WRITE_ENDS = (None, "close", "reset", "hold")
-
-
-@dataclass(frozen=True)
-class WritePlan:
-    """The ``write`` hook's answer: how one write reaches the client. Each piece is sent after waiting its delay;
-    then the output may end: "close" (FIN after the pieces), "reset" (RST once they left), "hold" (silence: nothing
-    more is ever sent and the connection stays open until the client gives up)."""
-    pieces: Tuple[Tuple[float, bytes], ...]   # (seconds to wait first, bytes)
-    end: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        if self.end not in WRITE_ENDS:
-            raise ValueError(f"end must be one of {WRITE_ENDS}, not {self.end!r}")
-
-    def describe(self) -> str:
-        sent = sum(len(data) for _, data in self.pieces)
-        waited = sum(delay for delay, _ in self.pieces)
-        text = f"{sent} bytes in {len(self.pieces)} piece(s) over {waited:.3f}s"
-        return text + (f", then {self.end}" if self.end else "")
 
 
 class ChannelIO:
@@ -194,6 +123,11 @@ class HttpServerProtocol(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.channel is not None and self.h11.their_state is h11.DONE:
+            # Past the declared body (the OUT channel's 76-byte CONN/A1) the connection belongs to the channel:
+            # let it judge the bytes instead of h11 buffering them without limit.
+            self.channel.data_received(data)
+            return
         try:
             self.h11.receive_data(data)
             self._pump()
@@ -264,7 +198,12 @@ class HttpServerProtocol(protocol.Protocol):
         self._body.append(data)
 
     def _on_end(self) -> None:
-        if self.channel is not None or self._request is None:
+        if self.channel is not None:
+            leftover = self.h11.trailing_data[0]
+            if leftover:
+                self.channel.data_received(leftover)
+            return
+        if self._request is None:
             return
         request, self._request = self._request, None
         request.body = b"".join(self._body)

@@ -1,0 +1,115 @@
+"""HTTP as an Exchange 2013 CAS (IIS 8.5) speaks it, sans-IO: the request/response model the site and the faults
+share, IIS's error bodies and header conventions, and the HTTP-level answers a fault may give."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence, Tuple
+
+DEFAULT_AUTH_METHODS = ("Negotiate", "NTLM", "Basic")
+HTML = "text/html"
+IIS_401 = (b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
+           b'"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\r\n<html><head><title>401 - Unauthorized: Access is '
+           b'denied due to invalid credentials.</title></head><body><h2>401 - Unauthorized: Access is denied due to '
+           b'invalid credentials.</h2><h3>You do not have permission to view this directory or page using the '
+           b'credentials that you supplied.</h3></body></html>')
+REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 307: "Temporary Redirect", 400: "Bad Request",
+           401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           413: "Request Entity Too Large", 500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
+AUTODISCOVER_HEADERS = [("X-SOAP-Enabled", "True"), ("X-WSSecurity-Enabled", "True"), ("X-WSSecurity-For", "None"),
+                        ("X-OAuth-Enabled", "True")]
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    target: str
+    path: str                 # percent-decoded path, case as sent
+    query: str
+    headers: List[Tuple[str, str]]
+    body: bytes = b""
+    scheme: str = "https"
+    conn: Any = None          # the ConnectionInfo of the connection it came on
+    response_headers: List[Tuple[str, str]] = field(default_factory=list)  # added to whatever answers it
+
+    def header(self, name: str) -> Optional[str]:
+        name = name.lower()
+        values = [v for k, v in self.headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
+    @property
+    def host(self) -> str:
+        value = self.header("host") or ""
+        if value.startswith("["):
+            return value[1:].split("]", 1)[0].lower()
+        return value.rsplit(":", 1)[0].lower() if value.count(":") == 1 else value.lower()
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    reason: str = ""
+    headers: List[Tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    close: bool = False       # close the connection after sending
+
+
+@dataclass
+class ConnectionInfo:
+    """Per-TCP-connection facts and state (auth state lives here: NTLM is connection-bound)."""
+    peer: Tuple[str, int]
+    local: Tuple[str, int]
+    tls: bool
+    sni: Optional[str] = None
+    tls_version: Optional[str] = None
+    conn_id: int = 0
+    state: dict = field(default_factory=dict)
+    host: Optional[str] = None          # the host whose dedicated address this came in on (None: the shared one)
+    tls_profile: Optional[str] = None   # the TlsProfile served, described (harness.services.tls)
+    bytes_out: int = 0                  # bytes of HTTP output handed on for sending so far
+
+
+def iis_error_page(status: int, text: str) -> bytes:
+    return (f"<!DOCTYPE html><html><head><title>{status} - {text}</title></head><body><h2>{status} - {text}</h2>"
+            f"</body></html>").encode()
+
+
+def moved_page(location: str) -> bytes:
+    """IIS's body for a 301/302."""
+    return (f'<head><title>Document Moved</title></head><body><h1>Object Moved</h1>This document may be found '
+            f'<a HREF="{location}">here</a></body>').encode()
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """What a fault answers at the HTTP level; the site sends it with IIS's headers, as the real site would."""
+    status: int
+    body: bytes = b""
+    content_type: str = HTML
+    headers: Tuple[Tuple[str, str], ...] = ()
+    reason: Optional[str] = None
+
+    def describe(self) -> str:
+        extra = "".join(f", {name}: {value}" for name, value in self.headers)
+        return f"HTTP {self.status} {self.content_type}{extra}"
+
+
+@dataclass(frozen=True)
+class AuthOffer:
+    """The ``auth_methods`` hook's answer: the schemes offered, and whether the server's NTLM/Negotiate token
+    shares its header line with the other Windows scheme (Exchange's ``NTLM <token>, Negotiate`` form)."""
+    methods: Tuple[str, ...]
+    combined_challenge: bool = False
+
+    def describe(self) -> str:
+        return ", ".join(self.methods) + (" (combined challenge line)" if self.combined_challenge else "")
+
+
+def combine_challenge(headers: List[Tuple[str, str]], methods: Sequence[str]) -> List[Tuple[str, str]]:
+    """``NTLM <token>`` becomes ``NTLM <token>, Negotiate``: the token line also names the other Windows scheme."""
+    combined = []
+    for name, value in headers:
+        scheme = value.split(" ", 1)[0]
+        others = [m for m in methods if m in ("Negotiate", "NTLM") and m != scheme]
+        combined.append((name, ", ".join([value] + others)))
+    return combined
