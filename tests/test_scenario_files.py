@@ -81,3 +81,18 @@ def test_generated_docs_are_fresh():
     for name, text in catalog_docs.outputs().items():
         with open(f"{catalog_docs.DOCS_DIR}/{name}", encoding="utf-8") as handle:
             assert handle.read() == text, f"docs/{name} is stale: run `python -m harness.catalog_docs`"
+
+
+def test_every_builtin_scenario_matches_the_published_schema():
+    import json
+
+    import jsonschema
+    import yaml
+
+    from harness.scenario import builtin_paths
+    with open(f"{catalog_docs.DOCS_DIR}/scenario.schema.json", encoding="utf-8") as handle:
+        validator = jsonschema.Draft202012Validator(json.load(handle))
+    for path in builtin_paths():
+        with open(path, encoding="utf-8") as handle:
+            errors = [e.message for e in validator.iter_errors(yaml.safe_load(handle))]
+        assert not errors, (path, errors[:3])
