@@ -48,7 +48,7 @@ class Mailbox:
         return self.email.split("@", 1)[0]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: an org is one running organisation (and hashable, for render caches)
 class Org:
     name: str
     domain: str
