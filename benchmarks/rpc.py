@@ -133,7 +133,8 @@ def memory(args) -> None:
           f"{vcs['cpu'] * 1e3 / max(n, 1):.1f} ms each), server fds {vcs['fds_before']} -> {vcs['fds']}")
     print(f"server VmRSS: {vcs['baseline']} KiB with 0 connections, {vcs['loaded']} KiB with {n} idle virtual "
           f"connections -> {vcs['each']:.1f} KiB per virtual connection ({vcs['events'] / max(n, 1):.0f} transcript "
-          f"events each, which Transcript also keeps in memory); {after} KiB after closing them all")
+          f"events each, written to the transcript file); {after} KiB after closing them all (CPython keeps freed "
+          f"memory in its arenas)")
     with serving(args.listen) as (endpoints, pid):
         host, ca_file = endpoints["https"]["host"], endpoints["ca_file"]
         plain = held_open(endpoints, pid, 2 * n, args.max_seconds, lambda: idle_https_connection(host, ca_file))
