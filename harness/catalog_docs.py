@@ -29,6 +29,10 @@ def fault_text(cls) -> List[str]:
     lines += ["| parameter | type | default | meaning |", "|---|---|---|---|"]
     for name, param in cls.all_params().items():
         choices = f" (one of {', '.join(map(str, param.choices))})" if param.choices else ""
+        if param.minimum is not None:
+            choices += f" (at least {param.minimum:g})"
+        if param.below is not None:
+            choices += f" (below {param.below:g})"
         lines.append(f"| `{name}` | {_param_type(param)} | {_param_default(param)} | {param.help}{choices} |")
     lines.append("")
     if cls.symptoms:
@@ -87,6 +91,10 @@ def _param_schema(param: Param) -> Dict:
         schema["description"] = param.help
     if param.choices:
         schema["enum"] = list(param.choices)
+    if param.minimum is not None:
+        schema["minimum"] = param.minimum
+    if param.below is not None:
+        schema["exclusiveMaximum"] = param.below
     return schema
 
 

@@ -96,3 +96,12 @@ def test_every_builtin_scenario_matches_the_published_schema():
         with open(path, encoding="utf-8") as handle:
             errors = [e.message for e in validator.iter_errors(yaml.safe_load(handle))]
         assert not errors, (path, errors[:3])
+
+
+@pytest.mark.parametrize("fault, line", [("network.bandwidth: {bytes_per_second: 0}", "must be at least 1"),
+                                         ("network.refused: {user: alice@contoso.test}", "before any user is known")])
+def test_parameter_bounds_and_scopes_are_checked_at_load(tmp_path, fault, line):
+    path = write(tmp_path, f"name: bounds\nfaults:\n  - {fault}\n")
+    with pytest.raises(SpecError) as info:
+        load_scenario(path)
+    assert info.value.line == 3 and line in str(info.value)

@@ -2,8 +2,7 @@
 site that asks for credentials."""
 from __future__ import annotations
 
-from harness.faults.base import Fault, Param, register
-from harness.faults.dns import HostScoped
+from harness.faults.base import Fault, HostScoped, Param, register
 from harness.protocols.httpauth import AuthOutcome
 from harness.protocols.http import AuthOffer, DEFAULT_AUTH_METHODS, HttpAnswer, IIS_401
 

@@ -10,8 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from lxml import etree
 
-from harness.faults.base import REQUIRED, Fault, FaultParamError, Param, register
-from harness.faults.dns import HostScoped
+from harness.faults.base import REQUIRED, Fault, FaultParamError, HostScoped, Param, register
 from harness.protocols import autodiscover as pox
 from harness.protocols import autodiscover_soap as soap
 from harness.protocols.http import HttpAnswer, moved_page
@@ -199,15 +198,8 @@ class RedirectLoop(_Hops):
     description = ("Two reverse-proxy rules or a TargetAddress pointing back at itself. A correct client notices "
                    "the URL it already tried and stops.")
     symptoms = {"exchangelib": "refuses the already-visited URL; AutoDiscoverFailed"}
-    params = {"length": Param(int, 2, "URLs in the circle, the original one included (>= 2)")}
+    params = {"length": Param(int, 2, "URLs in the circle, the original one included", minimum=2)}
     analyzer = {"fails_at": "autodiscover", "reason": "redirect-loop"}
-
-    @classmethod
-    def validate(cls, values):
-        result = super().validate(values)
-        if result["length"] < 2:
-            raise FaultParamError("length", "a loop needs at least 2 URLs")
-        return result
 
     def next_hop(self, index):
         return (index + 1) % self.values["length"]
@@ -346,15 +338,8 @@ class Slow(HostScoped):
                    "user).")
     symptoms = {"curl": "--max-time shorter than the delay: exit 28, Operation timed out",
                 "requests": "ReadTimeout", "exchangelib": "the step fails after 10 s"}
-    params = {"seconds": Param(float, 15.0, "how long the answer waits")}
+    params = {"seconds": Param(float, 15.0, "how long the answer waits", minimum=0)}
     analyzer = {"fails_at": "autodiscover", "reason": "timeout"}
-
-    @classmethod
-    def validate(cls, values):
-        result = super().validate(values)
-        if result["seconds"] < 0:
-            raise FaultParamError("seconds", "must not be negative")
-        return result
 
     def on_autodiscover(self, scope, request, answer):
         # The site answers at once; the write hook below holds that answer's bytes on this connection.
@@ -380,15 +365,8 @@ class MalformedXml(Fault):
                                "without ExternalEwsUrl: AttributeError 'config.service_endpoint' must be set",
                 "outlook": "'The Autodiscover XML response wasn't found'",
                 "lxml (strict)": "XMLSyntaxError"}
-    params = {"keep": Param(float, 0.5, "fraction of the real answer's body that is sent (0..1)")}
+    params = {"keep": Param(float, 0.5, "fraction of the real answer's body that is sent", minimum=0, below=1)}
     analyzer = {"fails_at": "autodiscover", "reason": "malformed-response"}
-
-    @classmethod
-    def validate(cls, values):
-        result = super().validate(values)
-        if not 0 <= result["keep"] < 1:
-            raise FaultParamError("keep", "must be at least 0 and below 1")
-        return result
 
     def on_autodiscover(self, scope, request, answer):
         body = answer.body[:int(len(answer.body) * self.values["keep"])]

@@ -41,6 +41,8 @@ class Param:
     default: Any = REQUIRED
     help: str = ""
     choices: Optional[Tuple] = None
+    minimum: Optional[float] = None     # numbers: the smallest allowed value
+    below: Optional[float] = None       # numbers: values must stay under this
 
     @property
     def required(self) -> bool:
@@ -111,6 +113,10 @@ class Fault:
             if param.choices is not None and value not in param.choices:
                 raise FaultParamError(key, f"{value!r} is not allowed",
                                       "allowed: " + ", ".join(map(str, param.choices)))
+            if param.minimum is not None and value is not None and value < param.minimum:
+                raise FaultParamError(key, f"must be at least {param.minimum:g}")
+            if param.below is not None and value is not None and value >= param.below:
+                raise FaultParamError(key, f"must be below {param.below:g}")
             result[key] = value
         return result
 
@@ -125,6 +131,22 @@ class Fault:
     def describe(self) -> str:
         shown = {k: v for k, v in self.values.items() if v is not None}
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+class HostScoped(Fault):
+    """A fault whose hook never knows the user (connections, TLS, DNS, the schemes offered, raw output): it takes
+    the `host` scope only, and a `user` in a scenario is refused when it loads, since it could never match."""
+    user_refusal: ClassVar[str] = "this fault acts before any user is known"
+
+    @classmethod
+    def all_params(cls) -> Dict[str, Param]:
+        return {name: param for name, param in super().all_params().items() if name != "user"}
+
+    @classmethod
+    def validate(cls, values: Dict[str, Any]) -> Dict[str, Any]:
+        if "user" in values:
+            raise FaultParamError("user", cls.user_refusal, "scope it with `host`, or leave the scope out")
+        return super().validate(values)
 
 
 CATALOG: Dict[str, type] = {}

@@ -3,19 +3,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from harness.faults.base import REQUIRED, Fault, FaultParamError, Param, register
 from harness.faults.actions import DnsAnswer, DnsRecord
+from harness.faults.base import REQUIRED, FaultParamError, HostScoped, Param, register
 
 SRV_PREFIX = "_autodiscover._tcp."
-
-
-class HostScoped(Fault):
-    """A fault whose hook never knows the user (DNS, the schemes offered, a whole web site, raw output): it takes
-    the `host` scope only, so a `user` that could never match is refused when the scenario loads."""
-
-    @classmethod
-    def all_params(cls):
-        return {name: param for name, param in super().all_params().items() if name != "user"}
 
 
 def loopback_address(name: str, value: str, version: int = 0) -> str:

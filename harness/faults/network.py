@@ -11,27 +11,16 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from harness.faults.base import Fault, FaultParamError, Param, register
-from harness.faults.actions import ConnectAction
-from harness.faults.actions import WritePlan
+from harness.faults.actions import ConnectAction, WritePlan
+from harness.faults.base import HostScoped, Param, register
 
 PORT_HELP = ("the listener: 443 = HTTPS, 80 = the plain-HTTP redirect listener, whatever ports they really use; "
              "or the real port number")
 
 
-class ConnectionLevel(Fault):
-    """A fault decided per connection, before any user is known: it takes `host` but not `user`."""
-
-    @classmethod
-    def all_params(cls):
-        return {name: param for name, param in super().all_params().items() if name != "user"}
-
-    @classmethod
-    def validate(cls, values):
-        if "user" in values:
-            raise FaultParamError("user", "this fault acts on connections, before any user is known",
-                                  "scope it with `host`, or leave the scope out for every host")
-        return super().validate(values)
+class ConnectionLevel(HostScoped):
+    """A fault decided per connection, before any user is known."""
+    user_refusal = "this fault acts on connections, before any user is known"
 
 
 class _NetworkFault(ConnectionLevel):
@@ -175,14 +164,7 @@ class Bandwidth(_NetworkFault):
     description = "A thin or throttled link: large answers (an OAB, a big Autodiscover reply) take their time."
     symptoms = {"curl": "succeeds; %{speed_download} stays at about the rate",
                 "requests": "succeeds slowly; ReadTimeout when a read waits longer than its timeout"}
-    params = {**_NetworkFault.params, "bytes_per_second": Param(int, 10000, "the rate")}
-
-    @classmethod
-    def validate(cls, values):
-        checked = super().validate(values)
-        if checked["bytes_per_second"] < 1:
-            raise FaultParamError("bytes_per_second", "must be at least 1")
-        return checked
+    params = {**_NetworkFault.params, "bytes_per_second": Param(int, 10000, "the rate", minimum=1)}
 
     def on_write(self, scope, info, data):
         if not self.on_listener(info):
