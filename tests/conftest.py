@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run (no example database on a clean clone): a red run is reproducible, and
+# `HYPOTHESIS_PROFILE=explore pytest ...` searches afresh.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
