@@ -79,7 +79,7 @@ def test_serve_with_a_broken_scenario_exits_2_without_traceback(tmp_path):
 
 def test_generated_docs_are_fresh():
     for name, text in catalog_docs.outputs().items():
-        with open(f"{catalog_docs.DOCS_DIR}/{name}", encoding="utf-8") as handle:
+        with open(f"{REPO}/docs/{name}", encoding="utf-8") as handle:
             assert handle.read() == text, f"docs/{name} is stale: run `python -m harness.catalog_docs`"
 
 
@@ -90,7 +90,7 @@ def test_every_builtin_scenario_matches_the_published_schema():
     import yaml
 
     from harness.scenario import builtin_paths
-    with open(f"{catalog_docs.DOCS_DIR}/scenario.schema.json", encoding="utf-8") as handle:
+    with open(f"{REPO}/docs/scenario.schema.json", encoding="utf-8") as handle:
         validator = jsonschema.Draft202012Validator(json.load(handle))
     for path in builtin_paths():
         with open(path, encoding="utf-8") as handle:
