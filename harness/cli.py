@@ -140,6 +140,7 @@ def summary(endpoints: dict, path: str, quiet: bool = False) -> str:
     if quiet:
         return path
     https, http, dns = endpoints["https"], endpoints["http"], endpoints["dns"]
+    autodiscover, alice = endpoints["hostnames"][1], endpoints["users"][0]
     lines = [
         f"mockex serving {endpoints['domain']} (seed {endpoints['seed']})",
         *(f"  scenario {name}" for name in endpoints["scenarios"]),
@@ -155,8 +156,9 @@ def summary(endpoints: dict, path: str, quiet: bool = False) -> str:
     for user in endpoints["users"]:
         lines.append(f"    {user['email']:<28} {user['domain']}\\{user['username']:<10} password {user['password']}")
     lines += [f"  endpoints     {path}", f"  transcript    {endpoints['transcript']}",
-              f"  try: curl --cacert {endpoints['ca_file']} --resolve {endpoints['hostnames'][1]}:{https['port']}:"
-              f"{https['host']} --ntlm -u 'CONTOSO\\alice:{endpoints['users'][0]['password']}' -H 'Content-Type: text/xml' "
-              f"-d @request.xml https://{endpoints['hostnames'][1]}:{https['port']}/autodiscover/autodiscover.xml",
+              f"  try: curl --cacert {endpoints['ca_file']} --resolve {autodiscover}:{https['port']}:"
+              f"{endpoints.get('addresses', {}).get(autodiscover, https['host'])} --ntlm "
+              f"-u '{alice['domain']}\\{alice['username']}:{alice['password']}' -H 'Content-Type: text/xml' "
+              f"-d @request.xml https://{autodiscover}:{https['port']}/autodiscover/autodiscover.xml",
               "Ctrl-C to stop."]
     return "\n".join(lines)
