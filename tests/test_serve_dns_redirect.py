@@ -47,3 +47,17 @@ def test_http_redirect_vhost_302s_to_https(server, path):
     status, location = result.stdout.split(" ", 1)
     assert status == "302"
     assert location == f"https://autodiscover.contoso.test:{server.https_port}{path}"
+
+
+@pytest.mark.parametrize("garbage", [b"\x12\x34\x01\x00" + b"\xff" * 28,   # 65535 questions claimed, none readable
+                                     b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07trunc"])  # name cut off
+def test_malformed_query_gets_formerr_and_a_transcript_line(server, garbage):
+    import socket
+    dns_addr = (server.endpoints["dns"]["host"], server.endpoints["dns"]["port"])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(garbage, dns_addr)
+        reply = dns.message.from_wire(sock.recv(512))
+    assert reply.id == int.from_bytes(garbage[:2], "big") and reply.rcode() == dns.rcode.FORMERR
+    assert server.wait_for(lambda e: e["kind"] == "dns_error" and e["bytes"] == len(garbage))
+    assert ask(server, "mail.contoso.test", "A").rcode() == dns.rcode.NOERROR  # still serving

@@ -118,6 +118,39 @@ class RecordingDNSServerFactory(server.DNSServerFactory):
             rcode=rcode, answers=answers, peer=f"{address[0]}:{address[1]}" if address else "tcp")
 
 
+def query_problem(data: bytes) -> Optional[str]:
+    """Why a datagram is not one well-formed query (twisted's parser is lenient: a cut-off question just vanishes)."""
+    message = dns.Message()
+    try:
+        message.fromStr(data)
+    except (EOFError, ValueError) as exc:
+        return f"unparsable ({str(exc) or type(exc).__name__})"
+    if message.answer:
+        return "a response, not a query"
+    question_count = int.from_bytes(data[4:6], "big")
+    if question_count != 1 or len(message.queries) != 1:
+        return f"{len(message.queries)} readable question(s), header says {question_count}"
+    return None
+
+
+class RecordingDNSDatagramProtocol(dns.DNSDatagramProtocol):
+    """Twisted drops or half-reads a malformed datagram without a word; a server answers FORMERR (RFC 1035 4.1.1)
+    when there is a 12-byte header to answer to (never to a response, which would start a ping-pong), and mockex
+    records the attempt either way."""
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        problem = query_problem(data)
+        if problem is None:
+            super().datagramReceived(data, addr)
+            return
+        answered = len(data) >= 12 and problem != "a response, not a query"
+        if answered:
+            reply = dns.Message(id=int.from_bytes(data[:2], "big"), answer=True, rCode=dns.EFORMAT)
+            self.transport.write(reply.toStr(), addr)
+        self.controller.transcript.record("dns_error", peer=f"{addr[0]}:{addr[1]}", bytes=len(data), reason=problem,
+                                          rcode="FORMERR" if answered else None)
+
+
 def listen_dns(reactor, org, address: str, port: int, https_port: int, transcript: Transcript, *, faults=None,
                address_of: Optional[Callable[[str], str]] = None):
     """Listen on UDP and TCP (same port number); returns (udp_port, tcp_port).
@@ -128,7 +161,7 @@ def listen_dns(reactor, org, address: str, port: int, https_port: int, transcrip
     factory = RecordingDNSServerFactory(authority_, transcript)
     attempts_left = 20
     while True:
-        udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=address)
+        udp = reactor.listenUDP(port, RecordingDNSDatagramProtocol(factory), interface=address)
         try:
             return udp, reactor.listenTCP(udp.getHost().port, factory, interface=address)
         except CannotListenError:
