@@ -22,7 +22,6 @@ SOAP_CODE_FOR_POX = {500: "InvalidUser", 501: "InvalidUser", 600: "InvalidReques
                      602: "InvalidUser", 603: "InternalServerError"}
 HOP_PATH = re.compile(r"^/autodiscover/hop(\d+)/autodiscover\.(?:xml|svc)$", re.IGNORECASE)
 ANS = soap.ANS
-XSI_TYPE = f"{{{soap.XSI_NS}}}type"
 
 
 def is_soap(request) -> bool:
@@ -452,10 +451,7 @@ def soap_setting_error(user_response, name: str, code: str, message: str) -> boo
     if name not in present:
         return False
     _remove([present[name]])
-    error = pox.child(user_response.find(f"{{{ANS}}}UserSettingErrors"), "UserSettingError")
-    pox.child(error, "ErrorCode", code)
-    pox.child(error, "ErrorMessage", message)
-    pox.child(error, "SettingName", name)
+    soap.setting_error(user_response.find(f"{{{ANS}}}UserSettingErrors"), "UserSettingError", code, message, name)
     return True
 
 
@@ -470,9 +466,7 @@ def soap_set(user_response, name: str, value: str) -> bool:
     if name in present:
         present[name].find(f"{{{ANS}}}Value").text = value
         return True
-    setting = pox.child(user_response.find(f"{{{ANS}}}UserSettings"), "UserSetting", **{XSI_TYPE: "StringSetting"})
-    pox.child(setting, "Name", name)
-    pox.child(setting, "Value", value)
+    soap.user_setting(user_response.find(f"{{{ANS}}}UserSettings"), name, value)
     return True
 
 

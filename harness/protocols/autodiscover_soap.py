@@ -219,14 +219,16 @@ def soap_user_error(code: str, message: str, redirect_target: Optional[str] = No
     return _soap_answer(envelope, _user_error_outcome(code), error_code=code, detail=f"{code}: {message}{target}")
 
 
-def _setting_error(errors: etree._Element, element: str, code: str, message: str, name: str) -> None:
+def setting_error(errors: etree._Element, element: str, code: str, message: str, name: str) -> None:
+    """A UserSettingError / DomainSettingError element (faults that edit answers use it too)."""
     error = child(errors, element)
     child(error, "ErrorCode", code)
     child(error, "ErrorMessage", message)
     child(error, "SettingName", name)
 
 
-def _user_setting(settings_element: etree._Element, name: str, value: SettingValue) -> None:
+def user_setting(settings_element: etree._Element, name: str, value: SettingValue) -> None:
+    """A UserSetting of the type its value calls for (StringSetting or WebClientUrlCollectionSetting)."""
     xsi_type = f"{{{XSI_NS}}}type"
     if isinstance(value, str):
         setting = child(settings_element, "UserSetting", **{xsi_type: "StringSetting"})
@@ -248,15 +250,15 @@ def _settings_user_response(responses: etree._Element, settings: MailboxSettings
     values = child(user, "UserSettings")
     for name in requested:
         if name not in KNOWN_USER_SETTINGS:
-            _setting_error(errors, "UserSettingError", "InvalidSetting", f"The requested setting '{name}' is "
+            setting_error(errors, "UserSettingError", "InvalidSetting", f"The requested setting '{name}' is "
                            "not valid.", name)
             continue
         value = USER_SETTINGS[name](settings) if name in USER_SETTINGS else None
         if value is None:
-            _setting_error(errors, "UserSettingError", "SettingIsNotAvailable",
+            setting_error(errors, "UserSettingError", "SettingIsNotAvailable",
                            f"User setting '{name}' is not available.", name)
         else:
-            _user_setting(values, name, value)
+            user_setting(values, name, value)
 
 
 # ---- operations -------------------------------------------------------------------------------------------------
@@ -327,7 +329,7 @@ def _get_domain_settings(req: SoapRequest) -> AutodiscoverAnswer:
         settings = child(entry, "DomainSettings")
         for name in requested:
             if name not in DOMAIN_SETTINGS:
-                _setting_error(errors, "DomainSettingError", "InvalidSetting",
+                setting_error(errors, "DomainSettingError", "InvalidSetting",
                                f"The requested setting '{name}' is not valid.", name)
                 continue
             setting = child(settings, "DomainSetting", **{f"{{{XSI_NS}}}type": "DomainStringSetting"})
