@@ -95,6 +95,8 @@ def _param_schema(param: Param) -> Dict:
         schema["minimum"] = param.minimum
     if param.below is not None:
         schema["exclusiveMaximum"] = param.below
+    if param.items is not None:
+        schema["items"] = {"type": JSON_TYPES[param.items]}
     return schema
 
 

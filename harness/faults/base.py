@@ -43,6 +43,7 @@ class Param:
     choices: Optional[Tuple] = None
     minimum: Optional[float] = None     # numbers: the smallest allowed value
     below: Optional[float] = None       # numbers: values must stay under this
+    items: Optional[type] = None        # lists: the type every item must have
 
     @property
     def required(self) -> bool:
@@ -113,6 +114,11 @@ class Fault:
             if param.choices is not None and value not in param.choices:
                 raise FaultParamError(key, f"{value!r} is not allowed",
                                       "allowed: " + ", ".join(map(str, param.choices)))
+            if param.items is not None and value is not None:
+                for item in value:
+                    if isinstance(item, bool) or not isinstance(item, param.items):
+                        raise FaultParamError(key, f"{item!r} is not {param.items.__name__}",
+                                              f"a list of {param.items.__name__} values")
             if param.minimum is not None and value is not None and value < param.minimum:
                 raise FaultParamError(key, f"must be at least {param.minimum:g}")
             if param.below is not None and value is not None and value >= param.below:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from harness.faults.base import FaultParamError, Param, register
-from harness.faults.rpc import RpcScopedFault, at_least
+from harness.faults.rpc import RpcScopedFault
 from harness.rpc.base import MailboxError
 from harness.rpc.emsmdb import (DEFAULT_MIN_CLIENT_VERSION, EC_CLIENT_VER_DISALLOWED, EC_LOGIN_FAILURE,
                                 EC_NOT_ENCRYPTED, EC_SERVER_BUSY, EC_WRONG_SERVER, version_text)
@@ -116,11 +116,12 @@ class ServerBusy(RpcScopedFault):
     symptoms = {"emsmdb client": "RopBackoff (0xF9) with the duration instead of a RopLogon response",
                 "outlook": "retries the logon after the back-off time"}
     analyzer = {"fails_at": "mailbox-logon", "reason": "ec-server-busy"}
-    params = {"backoff_ms": Param(int, 30000, "how long the client must wait before retrying, in milliseconds")}
+    params = {"backoff_ms": Param(int, 30000, "how long the client must wait before retrying, in milliseconds",
+                                  minimum=0)}
 
     def __init__(self, rng=None, **values):
         super().__init__(rng, **values)
-        self.answer = MailboxError(EC_SERVER_BUSY, backoff_ms=at_least(self, "backoff_ms", 0))
+        self.answer = MailboxError(EC_SERVER_BUSY, backoff_ms=self.values["backoff_ms"])
 
     def on_mailbox(self, scope, operation, mailbox, call):
         return self.answer if operation == "logon" else None

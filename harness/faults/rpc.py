@@ -31,28 +31,8 @@ class RpcScopedFault(Fault):
                                                                  "<mailbox guid>@contoso.test")}
 
 
-def at_least(fault: Fault, name: str, minimum: int) -> int:
-    """An int parameter's value, refused below ``minimum``."""
-    value = fault.values[name]
-    if value < minimum:
-        raise FaultParamError(name, f"{value} is below {minimum}")
-    return value
-
-
-def _list_of(fault: Fault, name: str, kind: type) -> Optional[List]:
-    """A list parameter's items, checked to be of ``kind``; None when the parameter was not given."""
-    values = fault.values[name]
-    if values is None:
-        return None
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise FaultParamError(name, f"{value!r} is not {'a number' if kind is int else 'a name'}",
-                                  f"a list of {kind.__name__} values")
-    return values
-
-
 def _names(fault: Fault) -> Optional[List[str]]:
-    names = _list_of(fault, "names", str)
+    names = fault.values["names"]
     return None if names is None else [name.lower() for name in names]
 
 
@@ -105,12 +85,12 @@ class InvalidPort(_RefusedTarget):
                             "channel: HTTP/1.1 503 Invalid RPC Port",
                 "exchanger.py": "Protocol failed: ... 503 Invalid RPC Port"}
     analyzer = {"fails_at": "rpc-proxy", "reason": "invalid-rpc-port"}
-    params = {"ports": Param(list, None, "the refused ports (default: every port)"),
-              "names": Param(list, None, "the RPC server names refused (default: every name)")}
+    params = {"ports": Param(list, None, "the refused ports (default: every port)", items=int),
+              "names": Param(list, None, "the RPC server names refused (default: every name)", items=str)}
 
     def __init__(self, rng=None, **values):
         super().__init__(rng, **values)
-        self.ports = _list_of(self, "ports", int)
+        self.ports = self.values["ports"]
 
     def on_rpc_channel(self, scope, request, server, port):
         if self.refuses(server) and (self.ports is None or port in self.ports):
@@ -128,7 +108,7 @@ class UnknownServer(_RefusedTarget):
     symptoms = {"impacket": "RPCProxyClientException: ... failed in RPC_IN_DATA channel: HTTP/1.1 404 Not Found",
                 "exchanger.py": "Protocol failed: ... RPC_IN_DATA channel: HTTP/1.1 404 Not Found"}
     analyzer = {"fails_at": "rpc-proxy", "reason": "unknown-rpc-server"}
-    params = {"names": Param(list, None, "the RPC server names refused (default: every name)")}
+    params = {"names": Param(list, None, "the RPC server names refused (default: every name)", items=str)}
 
     def on_rpc_channel(self, scope, request, server, port):
         return HttpError(404, "Not Found") if self.refuses(server) else None
@@ -170,7 +150,7 @@ class _CutChannel(RpcScopedFault):
 
     def __init__(self, rng=None, **values):
         super().__init__(rng, **values)
-        self.cut = ChannelCut(at_least(self, "after_bytes", 0))
+        self.cut = ChannelCut(self.values["after_bytes"])
 
     def on_rpc_channel(self, scope, request, server, port):
         return self.cut if METHODS.get(request.method) == self.direction else None
@@ -188,7 +168,7 @@ class OutChannelDrop(_CutChannel):
                 "windows clients": "WSAECONNRESET: the connection was reset"}
     analyzer = {"fails_at": "rpc-proxy", "reason": "rpc-channel-broken"}
     params = {"after_bytes": Param(int, 28, "OUT body bytes (RTS and RPC PDUs after the 200 header) sent before "
-                                            "the reset")}
+                                            "the reset", minimum=0)}
     direction = OUT
 
 
@@ -203,7 +183,7 @@ class InChannelReset(_CutChannel):
                             "b'' and impacket spins on it; with suppress_ragged_eofs=False: ssl.SSLEOFError)"}
     analyzer = {"fails_at": "nspi", "reason": "rpc-channel-broken"}
     params = {"after_bytes": Param(int, 0, "bytes of PDUs after CONN/B1 let through; the PDU that goes past them "
-                                           "is not")}
+                                           "is not", minimum=0)}
     direction = IN
 
 
@@ -217,11 +197,11 @@ class ServerPing(RpcScopedFault):
     symptoms = {"impacket": "logs 'Ping RTS PDU packet received. Is the RPC Server alive?', answers with two "
                             "pings on IN and carries on",
                 "exchanger.py": "prints that error line and still completes the command"}
-    params = {"count": Param(int, 1, "how many Ping PDUs follow CONN/C2")}
+    params = {"count": Param(int, 1, "how many Ping PDUs follow CONN/C2", minimum=1)}
 
     def __init__(self, rng=None, **values):
         super().__init__(rng, **values)
-        self.action = RtsAction("follow", then=(rts.ping(),) * at_least(self, "count", 1))
+        self.action = RtsAction("follow", then=(rts.ping(),) * self.values["count"])
 
     def on_rts(self, scope, direction, pdu_name):
         return self.action if pdu_name == "CONN/C2" else None
