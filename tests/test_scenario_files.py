@@ -101,6 +101,8 @@ def test_every_builtin_scenario_matches_the_published_schema():
 @pytest.mark.parametrize("fault, line", [("network.bandwidth: {bytes_per_second: 0}", "must be at least 1"),
                                          ("mailbox.server-busy: {backoff_ms: -1}", "must be at least 0"),
                                          ("rpc.invalid-port: {ports: [6001, six]}", "'six' is not int"),
+                                         ("rpc.proxy-error: {code: xyz}", "is not a hex status"),
+                                         ("mailbox.client-version: {min_version: twelve}", "is not a version"),
                                          ("network.refused: {user: alice@contoso.test}", "before any user is known")])
 def test_parameter_bounds_and_scopes_are_checked_at_load(tmp_path, fault, line):
     path = write(tmp_path, f"name: bounds\nfaults:\n  - {fault}\n")

@@ -75,6 +75,12 @@ class ClientVersion(RpcScopedFault):
     params = {"min_version": Param(str, version_text(DEFAULT_MIN_CLIENT_VERSION),
                                    "the lowest client version allowed (major.minor.build.revision)")}
 
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        parse_version("min_version", result["min_version"])
+        return result
+
     def __init__(self, rng=None, **values):
         super().__init__(rng, **values)
         self.floor = parse_version("min_version", self.values["min_version"])

@@ -62,10 +62,15 @@ class ProxyError(RpcScopedFault):
     analyzer = {"fails_at": "rpc-proxy", "reason": "rpc-proxy-503"}
     params = {"code": Param(str, "6BA", 'the RPC status the proxy reports, in hex (quote it: "5")')}
 
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        if not _HEX_CODE.match(result["code"]):
+            raise FaultParamError("code", f"{result['code']!r} is not a hex status", "e.g. 6BA or 5")
+        return result
+
     def __init__(self, rng=None, **values):
         super().__init__(rng, **values)
-        if not _HEX_CODE.match(self.values["code"]):
-            raise FaultParamError("code", f"{self.values['code']!r} is not a hex status", "e.g. 6BA or 5")
         self.status_line = f"HTTP/1.0 503 RPC Error: {self.values['code'].upper()}\r\n\r\n".encode("ascii")
 
     def on_rts(self, scope, direction, pdu_name):
