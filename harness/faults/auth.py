@@ -74,6 +74,7 @@ class _PathScoped(HostScoped):
 class _OnlyMethods(_PathScoped):
     """IIS on the matching paths offers only ``methods`` (and refuses any other scheme)."""
     methods: tuple = ()
+    analyzer = {"fails_at": "http-auth", "reason": "auth-method-mismatch"}  # the offer differs from AuthPackage
 
     def on_auth_methods(self, scope, request):
         return AuthOffer(self.methods) if self.applies_to(request) else None
@@ -87,7 +88,6 @@ class BasicOnly(_OnlyMethods):
                    "authentication. Autodiscover still says AuthPackage=Negotiate, so NTLM-only clients fail.")
     symptoms = {"curl": "--ntlm: HTTP 401 (no NTLM challenge comes back)",
                 "exchangelib": "picks Basic from the header and works"}
-    analyzer = {"fails_at": "http-auth", "reason": "auth-method-mismatch"}
     methods = ("Basic",)
 
 
@@ -98,7 +98,6 @@ class NtlmOnly(_OnlyMethods):
     description = ("Basic turned off for security (ews-managed-api #207: 'Autodiscover service couldn't be "
                    "located'): Basic-only clients have no way in.")
     symptoms = {"curl": "--basic: HTTP 401", "exchangelib": "uses NTLM and works"}
-    analyzer = {"fails_at": "http-auth", "reason": "auth-method-mismatch"}
     methods = ("NTLM",)
 
 
@@ -112,7 +111,6 @@ class NegotiateOnly(_OnlyMethods):
     symptoms = {"exchangelib": "TransportError: Failed to get autodiscover auth type from service; "
                                "AutoDiscoverFailed when every URL answers so",
                 "curl": "--ntlm or --basic: HTTP 401; --negotiate without Kerberos: 401"}
-    analyzer = {"fails_at": "http-auth", "reason": "auth-method-mismatch"}
     methods = ("Negotiate",)
 
 
