@@ -18,14 +18,16 @@ import os
 import random
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from OpenSSL import SSL
+
+if TYPE_CHECKING:  # pyOpenSSL is needed only to serve; issuing certificates works without it
+    from OpenSSL import SSL
 
 SHAPES = ("valid", "expired", "not-yet-valid", "wrong-host", "self-signed", "untrusted-root",
           "missing-intermediate", "weak-key", "sha1-signature", "no-san")
@@ -243,13 +245,15 @@ class PKI:
 def server_context(credentials_by_name: Dict[str, Credential], default: Credential, *,
                    min_version: Optional[int] = None, max_version: Optional[int] = None,
                    require_client_cert: bool = False,
-                   on_servername: Optional[Callable[[Optional[str]], None]] = None) -> SSL.Context:
+                   on_servername: Optional[Callable[[Optional[str]], None]] = None) -> "SSL.Context":
     """A server context that serves ``default`` and switches to ``credentials_by_name[SNI]`` (case-insensitive).
 
     Versions are pyOpenSSL ``TLS1_x_VERSION`` values (``ssl.TLSVersion`` members have the same values). With
     ``require_client_cert`` any client certificate is accepted, but a client without one fails the handshake, as
     with IIS "Require client certificates".
     """
+    from OpenSSL import SSL
+
     def build(credential: Credential) -> SSL.Context:
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         context.set_cipher_list(SERVER_CIPHERS)  # before loading: the security level also gates the certificate

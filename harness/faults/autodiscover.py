@@ -14,7 +14,7 @@ from harness.faults.base import REQUIRED, Fault, FaultParamError, HostScoped, Pa
 from harness.protocols import autodiscover as pox
 from harness.protocols import autodiscover_soap as soap
 from harness.protocols.http import HttpAnswer, moved_page
-from harness.faults.actions import WritePlan
+from harness.protocols.connection import WritePlan
 from harness.protocols.http import HttpResponse
 
 POX_CODES = (500, 501, 600, 601, 602, 603)

@@ -1,36 +1,22 @@
-"""The fault mechanism: named, parameterised fault classes, and the active FaultSet the services consult.
+"""Faults: named, parameterised classes that answer hook points, their parameters, and the catalogue.
 
-A fault is data plus hooks. A service never tests for a particular fault; at a well-named hook point it asks the
-FaultSet (``faults.first("http_request", scope, request)``) and acts on the answer. A fault class implements a hook by
-defining ``on_<hook>``; the FaultSet indexes faults by hook and by scope (host, user), so a server holding thousands
-of scoped faults pays only for the ones that can apply to the request at hand.
-
-Hook points (the service that calls them, the arguments after ``scope``, what a non-None answer means):
-  tls_profile        services/tls.py      (host,)                    a TlsProfile replacing the default one
-  accept             services/server.py   (info,)                    a ConnectAction: refuse/reset/stall the connection
-  write              services/web.py      (info, data)               a WritePlan: slice, delay, truncate or reset output
-  dns_query          services/dns.py      (name, qtype)              a DnsAnswer replacing the zone's answer
-  auth_methods       services/site.py     (request,)                 the WWW-Authenticate schemes offered there
-  auth_result        services/site.py     (request, outcome)         an AuthOutcome replacing the real verdict
-  http_request       services/site.py     (request,)                 an HttpResponse sent instead of the real one
-  autodiscover       services/site.py     (request, answer)          an AutodiscoverAnswer replacing the real one
-  rpc_channel        services/rpcproxy.py (request, server, port)    HttpError refusing the channel, or ChannelCut
-  rts                protocols/rpcproxy.py (direction, pdu_name)     an RtsAction (drop, refuse, follow)
-  rpc_bind           protocols/dcerpc.py  (interface, auth_level)    a BindNak
-  rpc_call           protocols/dcerpc.py  (interface, opnum)         a CallFault
-  mailbox            rpc/emsmdb.py, rpc/nspi.py (operation, mailbox, call)  a MailboxError (connect/logon/resolve)
-For the RPC hooks, scope host = the RPC server name as the client wrote it (?<name>:<port>), user = the mailbox.
-Faults that only change state at start (e.g. DNS records) may read the FaultSet once instead.
+A fault is data plus hooks. A service never tests for a particular fault; at a hook point declared in the core that
+owns the answer type (see harness/hooks.py and docs/architecture.md) it asks the active ``FaultSet`` and acts on the
+answer. A fault class answers a hook by defining ``on_<hook>(self, scope, <the hook's arguments>)``; ``register``
+refuses a method that names no hook point, so a misspelling fails at import.
 """
 from __future__ import annotations
 
+import importlib
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+from harness.hooks import HOOKS, FaultSet, Hook, Scope, check_provider, provided_hooks
+
+__all__ = ["FaultSet", "Scope"]  # re-exported for the hook call sites until they import harness.hooks
 
 REQUIRED = object()
-HOOKS = ("tls_profile", "accept", "write", "dns_query", "auth_methods", "auth_result", "http_request", "autodiscover",
-         "rpc_channel", "rts", "rpc_bind", "rpc_call", "mailbox")
 LAYERS = ("tls", "network", "auth", "autodiscover", "dns", "rpc", "mailbox")
 SCOPE_PARAMS = ("host", "user")  # every fault accepts these: it then applies only to that host (SNI/Host) / user
 
@@ -48,13 +34,6 @@ class Param:
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Who a hook call is about; faults scoped to another host or user are never consulted."""
-    host: Optional[str] = None
-    user: Optional[str] = None      # the mailbox's e-mail address, when known
 
 
 class FaultParamError(ValueError):
@@ -127,7 +106,7 @@ class Fault:
         return result
 
     def hooks(self) -> List[str]:
-        return [hook for hook in HOOKS if callable(getattr(self, f"on_{hook}", None))]
+        return provided_hooks(type(self))
 
     def verdict(self) -> Optional[Dict[str, str]]:
         if self.analyzer is None:
@@ -167,8 +146,22 @@ def register(cls: type) -> type:
         raise ValueError(f"fault {cls.name!r} registered twice")
     if not cls.summary:
         raise ValueError(f"fault {cls.name!r} needs a summary")
+    check_provider(cls, declared_hooks())
     CATALOG[cls.name] = cls
     return cls
+
+
+# The modules that declare hook points (each beside its answer type); faults may answer any of them.
+HOOK_MODULES = ("harness.protocols.tls", "harness.protocols.connection", "harness.protocols.dns",
+                "harness.protocols.http", "harness.protocols.httpauth", "harness.protocols.autodiscover",
+                "harness.protocols.rpcproxy", "harness.protocols.dcerpc", "harness.rpc.base")
+
+
+def declared_hooks() -> Dict[str, Hook[Any, Any]]:
+    """Every hook point, after importing the modules that declare them."""
+    for module in HOOK_MODULES:
+        importlib.import_module(module)
+    return dict(HOOKS)
 
 
 def catalog() -> Dict[str, type]:
@@ -176,76 +169,6 @@ def catalog() -> Dict[str, type]:
     from harness.faults import load_families
     load_families()
     return dict(sorted(CATALOG.items()))
-
-
-class FaultSet:
-    """The active faults of a running server, indexed by hook and scope. Mutated only on the reactor thread."""
-
-    def __init__(self, faults: Iterable[Fault] = (), record: Optional[Callable[..., Any]] = None):
-        self._record = record or (lambda kind, **fields: None)
-        self._faults: List[Fault] = []
-        self._index: Dict[str, Dict[Tuple[Optional[str], Optional[str]], List[Fault]]] = {}
-        for fault in faults:
-            self.add(fault)
-
-    def __iter__(self):
-        return iter(list(self._faults))
-
-    def __len__(self) -> int:
-        return len(self._faults)
-
-    def add(self, fault: Fault) -> None:
-        self._faults.append(fault)
-        for hook in fault.hooks():
-            self._index.setdefault(hook, {}).setdefault((fault.host, fault.user), []).append(fault)
-
-    def remove(self, name: str) -> int:
-        """Remove every active fault with this name; returns how many were removed."""
-        keep = [f for f in self._faults if f.name != name]
-        removed = len(self._faults) - len(keep)
-        self.replace(keep)
-        return removed
-
-    def replace(self, faults: Iterable[Fault]) -> None:
-        self._faults, self._index = [], {}
-        for fault in faults:
-            self.add(fault)
-
-    def candidates(self, hook: str, scope: Scope) -> List[Fault]:
-        buckets = self._index.get(hook)
-        if not buckets:
-            return []
-        host = scope.host.lower() if scope.host else None
-        user = scope.user.lower() if scope.user else None
-        found: List[Fault] = []
-        for key in {(None, None), (host, None), (None, user), (host, user)}:
-            if key in buckets and (key[0] is None or host) and (key[1] is None or user):
-                found.extend(buckets[key])
-        if len(found) > 1:
-            order = {id(f): i for i, f in enumerate(self._faults)}
-            found.sort(key=lambda f: order[id(f)])
-        return found
-
-    def first(self, hook: str, scope: Scope, *args: Any) -> Any:
-        """The answer of the first applicable fault that answers (not None); each firing is recorded."""
-        for fault in self.candidates(hook, scope):
-            answer = getattr(fault, f"on_{hook}")(scope, *args)
-            if answer is not None:
-                self._record("fault", fault=fault.name, hook=hook, host=scope.host, user=scope.user,
-                             effect=_effect(answer))
-                return answer
-        return None
-
-    def has(self, hook: str) -> bool:
-        return bool(self._index.get(hook))
-
-
-def _effect(answer: Any) -> str:
-    describe = getattr(answer, "describe", None)
-    if callable(describe):
-        return describe()
-    text = repr(answer)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 @dataclass

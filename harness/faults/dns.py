@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from harness.faults.actions import DnsAnswer, DnsRecord
+from harness.protocols.dns import DnsAnswer, DnsRecord
 from harness.faults.base import REQUIRED, FaultParamError, HostScoped, Param, register
 
 SRV_PREFIX = "_autodiscover._tcp."

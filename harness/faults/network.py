@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from harness.faults.actions import ConnectAction, WritePlan
+from harness.protocols.connection import ConnectAction, WritePlan
+from harness.protocols.http import ConnectionInfo
 from harness.faults.base import HostScoped, Param, register
 
 PORT_HELP = ("the listener: 443 = HTTPS, 80 = the plain-HTTP redirect listener, whatever ports they really use; "
@@ -26,7 +27,8 @@ class ConnectionLevel(HostScoped):
 class _NetworkFault(ConnectionLevel):
     params = {"port": Param(int, 443, PORT_HELP)}
 
-    def on_listener(self, info) -> bool:
+    def covers_port(self, info: ConnectionInfo) -> bool:
+        """Whether a connection arrived on the port this fault is about (its number, or the 443/80 it stands for)."""
         port = self.values["port"]
         return port == info.local[1] or port == (443 if info.tls else 80)
 
@@ -51,7 +53,7 @@ class Refused(_NetworkFault):
     analyzer = {"fails_at": "port", "reason": "connection-refused"}
 
     def on_accept(self, scope, info):
-        return ConnectAction("refuse") if self.on_listener(info) else None
+        return ConnectAction("refuse") if self.covers_port(info) else None
 
 
 @register
@@ -67,7 +69,7 @@ class Blackhole(_NetworkFault):
     analyzer = {"fails_at": "port", "reason": "connection-timeout"}
 
     def on_accept(self, scope, info):
-        return ConnectAction("blackhole") if self.on_listener(info) else None
+        return ConnectAction("blackhole") if self.covers_port(info) else None
 
 
 @register
@@ -90,13 +92,13 @@ class Reset(_NetworkFault):
               "bytes": Param(int, 0, "with `when: after-bytes`: how many bytes of output get through first")}
 
     def on_accept(self, scope, info):
-        if self.values["when"] == "connect" and self.on_listener(info):
+        if self.values["when"] == "connect" and self.covers_port(info):
             return ConnectAction("reset")
         return None
 
     def on_write(self, scope, info, data):
         when = self.values["when"]
-        if when == "connect" or not self.on_listener(info):
+        if when == "connect" or not self.covers_port(info):
             return None
         if when == "after-bytes":
             allowed = self.values["bytes"] - info.bytes_out
@@ -125,12 +127,12 @@ class Stall(_NetworkFault):
               "seconds": Param(float, 0.0, "drop the connection after this long (0: never)")}
 
     def on_accept(self, scope, info):
-        if self.values["when"] == "connect" and self.on_listener(info):
+        if self.values["when"] == "connect" and self.covers_port(info):
             return ConnectAction("stall", self.values["seconds"])
         return None
 
     def on_write(self, scope, info, data):
-        if self.values["when"] != "response" or not self.on_listener(info) or split_response(data) is None:
+        if self.values["when"] != "response" or not self.covers_port(info) or split_response(data) is None:
             return None
         seconds = self.values["seconds"]
         return WritePlan(((seconds, b""),), "close") if seconds else WritePlan((), "hold")
@@ -150,7 +152,7 @@ class Latency(_NetworkFault):
               "jitter_ms": Param(float, 0.0, "uniform jitter either side of `ms`, drawn from the seed")}
 
     def on_write(self, scope, info, data):
-        if not self.on_listener(info):
+        if not self.covers_port(info):
             return None
         jitter = self.values["jitter_ms"]
         delay = self.values["ms"] + (self.rng.uniform(-jitter, jitter) if jitter else 0.0)
@@ -167,7 +169,7 @@ class Bandwidth(_NetworkFault):
     params = {**_NetworkFault.params, "bytes_per_second": Param(int, 10000, "the rate", minimum=1)}
 
     def on_write(self, scope, info, data):
-        if not self.on_listener(info):
+        if not self.covers_port(info):
             return None
         rate = self.values["bytes_per_second"]
         size = max(1, rate // 20)  # about 20 pieces a second
@@ -190,7 +192,7 @@ class Slicer(_NetworkFault):
               "delay_ms": Param(float, 1.0, "pause between pieces, in milliseconds")}
 
     def on_write(self, scope, info, data):
-        if not self.on_listener(info):
+        if not self.covers_port(info):
             return None
         average, variation = self.values["average_size"], self.values["size_variation"]
         pieces, at = [], 0
@@ -214,7 +216,7 @@ class TruncateBody(_NetworkFault):
     params = {**_NetworkFault.params, "keep": Param(int, 100, "bytes of each body that get through")}
 
     def on_write(self, scope, info, data):
-        response = split_response(data) if self.on_listener(info) else None
+        response = split_response(data) if self.covers_port(info) else None
         if response is None or len(response[1]) <= self.values["keep"]:
             return None
         head, body = response
@@ -232,7 +234,7 @@ class CloseAfterHeaders(_NetworkFault):
     analyzer = {"fails_at": "autodiscover", "reason": "connection-closed"}
 
     def on_write(self, scope, info, data):
-        response = split_response(data) if self.on_listener(info) else None
+        response = split_response(data) if self.covers_port(info) else None
         if response is None or not response[1]:
             return None
         return WritePlan(((0.0, response[0]),), "close")

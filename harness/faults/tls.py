@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.faults.base import FaultParamError, Param, register
 from harness.faults.network import ConnectionLevel
-from harness.faults.actions import TlsProfile, VERSIONS
+from harness.protocols.tls import TLS_VERSIONS, TlsProfile
 
 PYTHON_VERIFY = "ssl.SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
 CURL_VERIFY = "exit 60: SSL certificate problem: "
@@ -126,8 +126,8 @@ class NoSan(_CertificateFault):
 def _version(name: str, value):
     """YAML reads `max: 1.0` as a number; both 1.0 and "1.0" mean TLS 1.0."""
     text = f"{value:.1f}" if isinstance(value, float) else value
-    if text not in VERSIONS:
-        raise FaultParamError(name, f"{value!r} is not a TLS version", "allowed: " + ", ".join(VERSIONS))
+    if text not in TLS_VERSIONS:
+        raise FaultParamError(name, f"{value!r} is not a TLS version", "allowed: " + ", ".join(TLS_VERSIONS))
     return text
 
 

@@ -12,12 +12,14 @@ import functools
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Callable, FrozenSet, Iterator, Optional, Tuple
+from typing import Callable, FrozenSet, Iterator, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from lxml import etree
 
+from harness.hooks import hookspec
 from harness.org import Mailbox, Org
+from harness.protocols.http import HttpAnswer, HttpRequest
 
 RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 OUTLOOK_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
@@ -374,3 +376,7 @@ def respond_pox(org: Org, body: bytes, caller: Optional[Mailbox], urls: SiteUrls
 def _rendered_settings(renderer: Callable[[MailboxSettings], etree._Element], settings: MailboxSettings) -> bytes:
     """The settings document for one mailbox is the same bytes every time: render it once (Outlook asks often)."""
     return serialize(renderer(settings))
+
+
+@hookspec(fires_in="services/site.py", means="the Autodiscover (or EWS) answer sent instead of the real one")
+def autodiscover_hook(request: HttpRequest, answer: AutodiscoverAnswer) -> Union[AutodiscoverAnswer, HttpAnswer]: ...

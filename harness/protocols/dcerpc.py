@@ -41,7 +41,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from harness.faults.base import FaultSet, Scope
+from harness.hooks import FaultSet, Scope, hookspec
 from harness.org import Mailbox, Org
 from harness.protocols.ntlm import NTLMAcceptor, NTLMError, NTLMResult, NTLMSecurity, ServerIdentity, org_lookup
 from harness.rpc.base import CallContext, RpcFault, RpcInterface
@@ -486,7 +486,7 @@ class DceRpcAssociation:
             return
         current = self._default_security
         level = trailer.level if trailer is not None else current.level if current else LEVEL_NONE
-        nak = self.faults.first("rpc_bind", self._scope(self.http_mailbox), interface, level)
+        nak = self.faults.first(rpc_bind_hook, self._scope(self.http_mailbox), interface, level)
         if nak is not None:
             raise _BindRefusal(nak.reason, nak.why, RPC_S_ACCESS_DENIED)
 
@@ -672,7 +672,7 @@ class DceRpcAssociation:
         interface = presentation.interface
         security = call.security
         mailbox = security.result.mailbox if security and security.result else self.http_mailbox
-        injected = self.faults.first("rpc_call", self._scope(mailbox), interface.name, call.opnum)
+        injected = self.faults.first(rpc_call_hook, self._scope(mailbox), interface.name, call.opnum)
         if injected is not None:
             self.record("rpc_fault", call_id=call_id, interface=interface.name, opnum=call.opnum,
                         status=f"0x{injected.status:08x}", name=FAULT_NAMES.get(injected.status),
@@ -727,3 +727,11 @@ class DceRpcAssociation:
         flags = PFC_FIRST_FRAG | PFC_LAST_FRAG | (PFC_DID_NOT_EXECUTE if did_not_execute else 0)
         body = RESPONSE_FIELDS.pack(32, context_id, 0, 0) + struct.pack("<LL", status, 0)
         return _common(FAULT, flags, COMMON_SIZE + len(body), 0, call_id) + body
+
+
+@hookspec(fires_in="protocols/dcerpc.py", means="refuse the bind of this interface (bind_nak)")
+def rpc_bind_hook(interface: str, auth_level: int) -> BindNak: ...
+
+
+@hookspec(fires_in="protocols/dcerpc.py", means="answer this call with a DCE/RPC fault instead of running it")
+def rpc_call_hook(interface: str, opnum: int) -> CallFault: ...

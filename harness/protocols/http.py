@@ -3,7 +3,9 @@ share, IIS's error bodies and header conventions, and the HTTP-level answers a f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+from harness.hooks import hookspec
 
 DEFAULT_AUTH_METHODS = ("Negotiate", "NTLM", "Basic")
 HTML = "text/html"
@@ -52,6 +54,9 @@ class HttpResponse:
     headers: List[Tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     close: bool = False       # close the connection after sending
+
+    def describe(self) -> str:
+        return f"HTTP {self.status} {self.reason}, {len(self.body)} bytes" + (", then close" if self.close else "")
 
 
 @dataclass
@@ -113,3 +118,11 @@ def combine_challenge(headers: List[Tuple[str, str]], methods: Sequence[str]) ->
         others = [m for m in methods if m in ("Negotiate", "NTLM") and m != scheme]
         combined.append((name, ", ".join([value] + others)))
     return combined
+
+
+@hookspec(fires_in="services/site.py", means="the answer sent instead of routing the request (any site, any path)")
+def http_request_hook(request: HttpRequest) -> Union[HttpAnswer, HttpResponse]: ...
+
+
+@hookspec(fires_in="services/site.py", means="the WWW-Authenticate schemes offered for this request")
+def auth_methods_hook(request: HttpRequest) -> AuthOffer: ...

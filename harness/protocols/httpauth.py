@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
+from harness.hooks import hookspec
 from harness.org import Mailbox, Org
 from harness.protocols.ntlm import SIGNATURE, NTLMAcceptor, ServerIdentity, logon_refusal, org_lookup
+from harness.protocols.http import HttpRequest
 from harness.protocols.spnego import NegotiateAcceptor
 
 SCHEMES = ("Negotiate", "NTLM", "Basic")
@@ -39,6 +41,15 @@ class AuthOutcome:
     user: str = ""
     domain: str = ""
     reason: str = ""
+
+    def describe(self) -> str:
+        """Never the headers: they carry the tokens of the handshake."""
+        who = f"{self.domain}\\{self.user}" if self.domain else self.user
+        return " ".join(part for part in (self.state, self.scheme, who, self.reason and f"({self.reason})") if part)
+
+
+@hookspec(fires_in="services/site.py", means="the authentication verdict used instead of the real one")
+def auth_result_hook(request: HttpRequest, outcome: AuthOutcome) -> AuthOutcome: ...
 
 
 class HttpAuthenticator:

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote
 
-from harness.faults.base import FaultSet, Scope
+from harness.hooks import FaultSet, Scope, hookspec
 from harness.org import Mailbox, Org
 from harness.protocols import rts
 from harness.protocols.dcerpc import DceRpcAssociation, FramingError, PduFramer
+from harness.protocols.http import HttpRequest
 from harness.rpc.base import RpcInterface
 
 VALID_PORTS = range(6001, 6005)
@@ -55,6 +56,9 @@ class HttpError:
     status: int
     reason: str
     body: bytes = b""
+
+    def describe(self) -> str:
+        return f"HTTP {self.status} {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,14 @@ class RtsAction:
         if self.kind == "follow":
             return "follow with " + ", ".join(pdu.name for pdu in self.then)
         return self.kind
+
+
+@hookspec(fires_in="services/rpcproxy.py", means="refuse the RPC_IN_DATA/RPC_OUT_DATA channel, or plan its cut")
+def rpc_channel_hook(request: HttpRequest, server: str, port: Optional[int]) -> Union[HttpError, ChannelCut]: ...
+
+
+@hookspec(fires_in="protocols/rpcproxy.py", means="drop, refuse or follow an RTS PDU about to leave on OUT")
+def rts_hook(direction: str, pdu_name: str) -> RtsAction: ...
 
 
 def split_target(query: str) -> Tuple[str, str]:
@@ -349,7 +361,7 @@ class RpcProxy:
         channel = vc.out_channel
         if channel is None or channel.closed:
             return []
-        action = self.faults.first("rts", channel.scope, OUT, message.name)
+        action = self.faults.first(rts_hook, channel.scope, OUT, message.name)
         if action is not None and action.kind == "refuse":
             return [Send(channel, action.data)] + self._tear_down(vc, f"{message.name} refused by a fault")
         if action is not None and action.kind == "drop":

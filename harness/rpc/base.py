@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional, Tuple
 from impacket.dcerpc.v5.ndr import NDR, NDRPOINTER, NDRPOINTERNULL
 from impacket.dcerpc.v5.rpcrt import DCERPC, DCERPCException
 
-from harness.faults.base import FaultSet, Scope
+from harness.hooks import FaultSet, Scope, hookspec
 from harness.org import Mailbox, Org
 
 # DCE/RPC fault statuses (C706 appendix E, MS-RPCE 2.2.2.11)
@@ -82,7 +82,7 @@ class CallContext:
         if self.faults is None:
             return None
         scope = Scope(self.host, self.mailbox.email if self.mailbox else None)
-        return self.faults.first("mailbox", scope, operation, mailbox, call)
+        return self.faults.first(mailbox_hook, scope, operation, mailbox, call)
 
 
 class RpcInterface:
@@ -203,3 +203,8 @@ def interfaces_for(org: Org) -> list:
     from harness.rpc.nspi import Nspi
     from harness.rpc.rfr import Rfr
     return [Nspi(org), Rfr(org), Emsmdb(org)]
+
+
+@hookspec(fires_in="rpc/emsmdb.py, rpc/nspi.py",
+          means="fail EMSMDB connect (\"connect\"), RopLogon (\"logon\") or an NSPI name lookup (\"resolve\")")
+def mailbox_hook(operation: str, mailbox: Optional[Mailbox], call: MailboxCall) -> MailboxError: ...

@@ -12,9 +12,9 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.names import authority, dns, error, server
 
-from harness.faults.base import Scope
+from harness.hooks import Scope
 from harness.transcript import Transcript
-from harness.faults.actions import DnsAnswer, DnsRecord
+from harness.protocols.dns import DnsAnswer, DnsRecord, dns_query_hook
 
 RCODE_NAMES = {dns.OK: "NOERROR", dns.ESERVER: "SERVFAIL", dns.ENAME: "NXDOMAIN", dns.EREFUSED: "REFUSED"}
 TTL = 300
@@ -66,7 +66,7 @@ class OrgAuthority(authority.FileAuthority):
             return defer.fail(error.DNSQueryRefusedError(name))
         if self.faults is not None:
             text = lname.decode("ascii", "replace")
-            answer = self.faults.first("dns_query", Scope(host=text), text, dns.QUERY_TYPES.get(type, str(type)))
+            answer = self.faults.first(dns_query_hook, Scope(host=text), text, dns.QUERY_TYPES.get(type, str(type)))
             if answer is not None:
                 return self._fault_answer(name, type, answer)
         return super()._lookup(name, cls, type, timeout)

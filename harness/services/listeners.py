@@ -21,9 +21,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from twisted.internet import defer, protocol
 
-from harness.faults.base import FaultSet, Scope
+from harness.hooks import FaultSet, Scope
 from harness.protocols.http import ConnectionInfo
-from harness.faults.actions import ConnectAction
+from harness.protocols.connection import ConnectAction, accept_hook
 
 ROLES = ("https", "http")
 PORT_STATES = {"refuse": "refused", "blackhole": "blackhole"}   # the actions that shape the port itself
@@ -72,8 +72,8 @@ class _AcceptGate(protocol.Factory):
         self.inner, self.faults, self.listener, self.clock = inner, faults, listener, clock
 
     def buildProtocol(self, addr):
-        if self.faults.has("accept"):
-            action = self.faults.first("accept", self.listener.scope, self.listener.info((addr.host, addr.port)))
+        if self.faults.has(accept_hook):
+            action = self.faults.first(accept_hook, self.listener.scope, self.listener.info((addr.host, addr.port)))
             if action is not None:
                 return _Mistreated(action, self.clock)
         return self.inner.buildProtocol(addr)
@@ -243,8 +243,8 @@ class Listeners:
         """The state the faults ask of the port, and the fault asking. The same question as for a connection (the
         first fault that answers decides), asked of each fault directly: whether anything happens to the port is
         recorded as a listener event, not as a firing."""
-        if self.faults.has("accept"):
-            for fault in self.faults.candidates("accept", listener.scope):
+        if self.faults.has(accept_hook):
+            for fault in self.faults.candidates(accept_hook, listener.scope):
                 action = fault.on_accept(listener.scope, listener.info())
                 if action is not None:
                     return PORT_STATES.get(action.kind, "open"), fault.name

@@ -8,9 +8,9 @@ from __future__ import annotations
 import random
 from typing import Dict, List, Optional, Sequence, Union
 
-from harness.faults.base import FaultSet, Scope
+from harness.hooks import FaultSet, Scope
 from harness.org import Mailbox, Org
-from harness.protocols.rpcproxy import (Action, Channel, ChannelCut, Close, HttpError, RpcProxy, Send, StartTimer,
+from harness.protocols.rpcproxy import (Action, Channel, ChannelCut, Close, HttpError, RpcProxy, rpc_channel_hook, Send, StartTimer,
                                         split_target)
 from harness.rpc.base import RpcInterface, interfaces_for
 from harness.transcript import Transcript
@@ -46,7 +46,7 @@ class RpcProxyService:
         conn = getattr(request.conn, "conn_id", None)
         name, port = split_target(request.query)
         scope = Scope(name or None, mailbox.email if mailbox else None)
-        plan = self.faults.first("rpc_channel", scope, request, name, int(port) if port.isdigit() else None)
+        plan = self.faults.first(rpc_channel_hook, scope, request, name, int(port) if port.isdigit() else None)
         if isinstance(plan, HttpError):
             return plan
         cut = plan if isinstance(plan, ChannelCut) else None

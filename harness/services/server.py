@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional, Set
 
 from harness import pki as pkimod
-from harness.faults.base import Fault, FaultSet
+from harness.faults.base import Fault
+from harness.hooks import FaultSet
 from harness.protocols.autodiscover import SiteUrls
 from harness.services.dns import listen_dns
 from harness.services.listeners import AddressPlan, Listeners

@@ -7,7 +7,7 @@ Routes (case-insensitive, as IIS):
   /autodiscover/autodiscover.json  Autodiscover v2 (anonymous)
   /rpc/rpcproxy.dll                RPC over HTTP channels (authenticated), handed to the RPC proxy service
 
-Fault hooks (see harness/faults/base.py): ``http_request`` before routing (an HttpAnswer or HttpResponse replaces
+Fault hooks (see harness/hooks.py): ``http_request`` before routing (an HttpAnswer or HttpResponse replaces
 the route), ``auth_methods`` (an AuthOffer), ``auth_result`` (an AuthOutcome), ``autodiscover`` (an
 AutodiscoverAnswer, or an HttpAnswer for an HTTP-level failure after authentication).
 """
@@ -24,13 +24,14 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs
 
 from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
-from harness.faults.base import FaultSet, Scope
-from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
-from harness.protocols.httpauth import HttpAuthenticator
+from harness.hooks import FaultSet, Scope
+from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls, autodiscover_hook
+from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook
 from harness.protocols.ntlm import ServerIdentity
 from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
 from harness.transcript import Transcript, mask_headers
-from harness.protocols.http import AUTODISCOVER_HEADERS, AuthOffer, DEFAULT_AUTH_METHODS, HTML, HttpAnswer, IIS_401, REASONS, combine_challenge, iis_error_page, moved_page
+from harness.protocols.http import (AUTODISCOVER_HEADERS, DEFAULT_AUTH_METHODS, HTML, IIS_401, REASONS, AuthOffer, HttpAnswer,
+                                   auth_methods_hook, combine_challenge, http_request_hook, iis_error_page, moved_page)
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
 AUTODISCOVER_VARIANT = re.compile(r"^/autodiscover/(?:[^/]+/)+autodiscover\.(xml|svc)$")
@@ -92,7 +93,7 @@ class ExchangeSite:
         return Scope(host=request.host or request.conn.sni, user=mailbox.email if mailbox else None)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
-        answer = self.faults.first("http_request", self.scope(request), request)
+        answer = self.faults.first(http_request_hook, self.scope(request), request)
         response = self._render(answer) if answer is not None else self._route(request)
         response.headers.extend(request.response_headers)
         return response
@@ -140,12 +141,12 @@ class ExchangeSite:
         if auth is None:
             auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
                                                      realm=request.host or self.org.mail_host)
-        offer = self.faults.first("auth_methods", self.scope(request), request) or AuthOffer(self.auth_methods)
+        offer = self.faults.first(auth_methods_hook, self.scope(request), request) or AuthOffer(self.auth_methods)
         auth.methods = tuple(offer.methods)
         header = request.header("authorization")
         outcome = auth.process(header)
         if outcome.state == "success":
-            verdict = self.faults.first("auth_result", self.scope(request, outcome.mailbox), request, outcome)
+            verdict = self.faults.first(auth_result_hook, self.scope(request, outcome.mailbox), request, outcome)
             if verdict is not None and verdict.state == "failure" and not verdict.headers:
                 verdict = dataclasses.replace(verdict, headers=auth.challenge_headers())  # a refusal re-challenges
             outcome = verdict or outcome
@@ -195,7 +196,7 @@ class ExchangeSite:
         return self._response(answer.status, answer.content_type, answer.body)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
-        replaced = self.faults.first("autodiscover", self.scope(request, answer.mailbox), request, answer)
+        replaced = self.faults.first(autodiscover_hook, self.scope(request, answer.mailbox), request, answer)
         if isinstance(replaced, HttpAnswer):
             self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path,
                                    outcome=f"http-{replaced.status}", error_code="", detail=replaced.describe(),
@@ -245,7 +246,7 @@ class RedirectSite:
     def handle(self, request: HttpRequest) -> HttpResponse:
         if request.header("authorization"):
             self._record_credentials(request)
-        answer = self.faults.first("http_request", Scope(host=request.host), request) or self._redirect(request)
+        answer = self.faults.first(http_request_hook, Scope(host=request.host), request) or self._redirect(request)
         if isinstance(answer, HttpResponse):
             return answer
         return HttpResponse(answer.status, answer.reason or REASONS.get(answer.status, ""),

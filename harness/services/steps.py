@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import List
 
-from harness.faults.base import FaultSet
+from harness.hooks import FaultSet
 from harness.scenario import Scenario, Step
 
 

@@ -18,8 +18,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from harness import pki as pkimod
-from harness.faults.base import FaultSet, Scope
-from harness.faults.actions import TlsProfile, VERSIONS
+from harness.hooks import FaultSet, Scope
+from harness.protocols.tls import TlsProfile, tls_profile_hook
 
 HANDSHAKE_RECORD = 0x16
 CLIENT_HELLO = 1
@@ -28,6 +28,9 @@ MAX_CLIENT_HELLO_BYTES = 64 * 1024   # past this the client is not sending a Cli
 
 
 DEFAULT_PROFILE = TlsProfile()
+
+OPENSSL_VERSIONS = {"1.0": SSL.TLS1_VERSION, "1.1": SSL.TLS1_1_VERSION, "1.2": SSL.TLS1_2_VERSION,
+                    "1.3": SSL.TLS1_3_VERSION}
 
 
 class TlsContexts:
@@ -46,8 +49,8 @@ class TlsContexts:
             names = [first] + [name for name in self._hostnames if name != first]
             credential = self._pki.issue(names, shape=profile.shape, ips=self._ips)
             self._contexts[key] = pkimod.server_context(
-                {}, credential, min_version=VERSIONS.get(profile.min_version),
-                max_version=VERSIONS.get(profile.max_version), require_client_cert=profile.require_client_cert)
+                {}, credential, min_version=OPENSSL_VERSIONS.get(profile.min_version),
+                max_version=OPENSSL_VERSIONS.get(profile.max_version), require_client_cert=profile.require_client_cert)
         return self._contexts[key]
 
 
@@ -126,7 +129,7 @@ class TlsServerFactory(TLSMemoryBIOFactory):
 
     def buildProtocol(self, addr):
         tls = super().buildProtocol(addr)
-        if not self.faults.has("tls_profile"):
+        if not self.faults.has(tls_profile_hook):
             return tls
         return _ClientHelloReader(self, tls)
 
@@ -134,7 +137,7 @@ class TlsServerFactory(TLSMemoryBIOFactory):
         return server_name or self.hosts_by_address.get(local_address)
 
     def profile_for(self, host: Optional[str]) -> TlsProfile:
-        return self.faults.first("tls_profile", Scope(host=host), host) or DEFAULT_PROFILE
+        return self.faults.first(tls_profile_hook, Scope(host=host), host) or DEFAULT_PROFILE
 
 
 class _ClientHelloReader(protocol.Protocol):

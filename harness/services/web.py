@@ -20,7 +20,8 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IHandshakeListener, IPullProducer
 from zope.interface import implementer
 
-from harness.faults.base import FaultSet, Scope
+from harness.hooks import FaultSet, Scope
+from harness.protocols.connection import write_hook
 from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
 
 MAX_BODY = 1 << 20            # larger autodiscover/EWS bodies get 413, as IIS's request filtering would
@@ -250,7 +251,7 @@ class HttpServerProtocol(protocol.Protocol):
         if self._paced is not None and self._paced.ended:
             return
         faults = self.factory.faults
-        plan = faults.first("write", self.scope(), self.info, data) if faults.has("write") else None
+        plan = faults.first(write_hook, self.scope(), self.info, data) if faults.has(write_hook) else None
         if plan is None and self._paced is None:
             self.info.bytes_out += len(data)
             self.transport.write(data)
