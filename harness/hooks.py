@@ -50,8 +50,10 @@ class Hook(Generic[P, R]):
     """One declared hook point: its name, typed arguments (``P``) and answer type (``R``)."""
 
     def __init__(self, name: str, fires_in: str, means: str, params: Tuple[str, ...],
-                 answer: Tuple[type, ...], answer_text: str):
+                 answer: Tuple[type, ...], answer_text: str, signature: str = ""):
         self.name = name
+        self.signature = signature      # "(scope, host: str)", for the docs
+        self.declared_in = ""           # the module of the stub
         self.method = PREFIX + name
         self.fires_in = fires_in
         self.means = means
@@ -88,11 +90,22 @@ def hookspec(fires_in: str, means: str) -> Callable[[Callable[P, R]], Hook[P, R]
         classes = tuple(typing.get_args(answer)) if typing.get_origin(answer) is Union else (answer,)
         params = tuple(inspect.signature(stub).parameters)
         text = " or ".join(c.__name__ for c in classes)
-        hook: Hook[P, R] = Hook(name, fires_in, means, params, classes, text)
+        typed = ", ".join(["scope"] + [f"{p}: {_type_text(hints[p])}" for p in params])
+        hook: Hook[P, R] = Hook(name, fires_in, means, params, classes, text, f"({typed})")
+        hook.declared_in = stub.__module__
         HOOKS[name] = hook
         return hook
 
     return declare
+
+
+def _type_text(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Union:
+        args = typing.get_args(annotation)
+        inner = [a for a in args if a is not type(None)]
+        text = " | ".join(_type_text(a) for a in inner)
+        return f"Optional[{text}]" if len(inner) < len(args) else text
+    return str(getattr(annotation, "__name__", annotation))
 
 
 class Provider(Protocol):

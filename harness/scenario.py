@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from harness import verdicts
 from harness.faults.base import Fault, FaultParamError, catalog
 from harness.paths import data_dir
 from harness.yamlfile import Reader, SpecError, closest, load_file
@@ -105,7 +106,6 @@ def _expect(reader: Reader) -> Dict[str, Any]:
     if "analyzer" in reader.mapping:
         analyzer = reader.sub("analyzer")
         analyzer.only(["fails_at", "reason", "host", "user", "passes", "warns"])
-        from harness.probe import verdicts
         block = {}
         if "passes" in analyzer.mapping:
             block["passes"] = analyzer.get("passes", bool)

@@ -21,7 +21,7 @@ from harness.faults.base import FaultParamError, FaultSet, Scope, catalog
 from harness.org import load_org
 from harness.protocols import rts
 from harness.protocols.rpcproxy import (CONNECTION_TIMEOUT_MS, IN_RECEIVE_WINDOW, OUT_CHANNEL_RESPONSE, Close,
-                                        RpcProxy, Send)
+                                        RpcProxy, Send, rpc_channel_hook)
 from harness.transcript import Transcript
 from tests.conftest import start_server
 from tests.test_exchanger import EXCHANGER, exchanger
@@ -192,7 +192,7 @@ def test_a_cut_inside_a_pdu_sends_its_first_bytes_then_resets_both_channels():
     faults = FaultSet([catalog()["rpc.out-channel-drop"](after_bytes=30)])
     proxy = RpcProxy(ORG, Transcript().record, random.Random(1), [], faults=faults)
     alice, peer = ORG.find("alice"), ("127.0.0.1", 50000)
-    cut = faults.first("rpc_channel", Scope("EX01"), SimpleNamespace(method="RPC_OUT_DATA"), "EX01", 6004)
+    cut = faults.first(rpc_channel_hook, Scope("EX01"), SimpleNamespace(method="RPC_OUT_DATA"), "EX01", 6004)
     in_channel, _ = proxy.open_channel("RPC_IN_DATA", "EX01:6004", alice, peer)
     out_channel, _ = proxy.open_channel("RPC_OUT_DATA", "EX01:6004", alice, peer, cut=cut)
     vc, cookie = b"V" * 16, b"C" * 16

@@ -19,7 +19,7 @@ from harness.probe.hosts import ProbeContext, check_host
 from harness.probe.http import authenticated, choose_scheme, offered_schemes
 from harness.probe.pox import OutlookSettings, RedirectAddr, RedirectUrl
 from harness.probe.report import Step, StepFailed, Timed
-from harness.probe.verdicts import http_status_reason
+from harness.verdicts import http_status_reason
 
 MAX_REDIRECTS = 10
 AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"

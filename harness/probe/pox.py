@@ -8,7 +8,7 @@ from xml.sax.saxutils import escape
 from harness.protocols.autodiscover import (OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS, RESPONSE_NS, child_text,
                                             parse_untrusted_xml)
 from harness.probe.report import StepFailed
-from harness.probe.verdicts import REASONS
+from harness.verdicts import REASONS
 
 REQUEST_HEADERS = [("Content-Type", "text/xml; charset=utf-8"), ("X-ClientCanHandle", "Negotiate, ExHttpInfo")]
 

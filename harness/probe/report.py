@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
-from harness.probe.verdicts import STEPS, remedy_for
+from harness.verdicts import STEPS, remedy_for
 
 SCHEMA_ID = "mockex-probe/1"
 STATUSES = ("pass", "fail", "skip", "warn", "info")
