@@ -121,13 +121,20 @@ def _serve(args) -> int:
                                             https_port=args.https_port, http_port=args.http_port,
                                             dns_port=args.dns_port, seed=seed,
                                             allow_remote=args.allow_remote), scenarios=scenarios)
+    # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
+    # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.
+    def stop_soon(*_: object) -> None:
+        reactor.callFromThread(lambda: reactor.running and reactor.stop())
+
+    signal.signal(signal.SIGTERM, stop_soon)
+    signal.signal(signal.SIGINT, stop_soon)
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(server.steps.reset))
     try:
         endpoints = server.start(reactor)
     except Exception as exc:  # a port in use or a permission error: say which, no traceback
         print(f"mockex: cannot start: {getattr(exc, 'socketError', None) or exc}", file=sys.stderr)
         return 1
     print(summary(endpoints, os.path.join(server.options.state_dir, "endpoints.json"), quiet=args.quiet), flush=True)
-    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(server.steps.reset))
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly
     server.transcript.record("stop")
     server.transcript.close()
