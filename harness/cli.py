@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import sys
 from typing import List, Optional
@@ -55,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
     serve.add_argument("--dns-port", type=_port, default=5353, help="DNS port, UDP and TCP (default 5353; 0 = any)")
     serve.add_argument("--seed", type=int, default=None,
-                       help="seed for every random choice, to replay a run (default: the scenario's seed, else 0)")
+                       help="seed for every random choice, to replay a run exactly (default: the scenario's seed, else a "
+                            "fresh random seed per start, printed and recorded, so NTLM challenges never repeat "
+                            "across runs)")
     serve.add_argument("--scenario", action="append", default=[], metavar="NAME|FILE",
                        help="activate a scenario (a built-in name or a YAML file); repeatable. "
                             "`kill -HUP <pid>` resets scenario state without a restart")
@@ -116,7 +119,9 @@ def _serve(args) -> int:
     from harness.scenario import resolve
     org = load_org(args.org)
     scenarios = [resolve(ref) for ref in args.scenario]
-    seed = args.seed if args.seed is not None else next((s.seed for s in scenarios if s.seed is not None), 0)
+    seed = args.seed if args.seed is not None else next((s.seed for s in scenarios if s.seed is not None), None)
+    if seed is None:  # a fixed default would repeat the NTLM server challenge, letting a captured logon replay
+        seed = random.SystemRandom().randrange(1 << 31)
     server = MockExchange(org, ServeOptions(state_dir=os.path.abspath(args.state_dir), listen=args.listen,
                                             https_port=args.https_port, http_port=args.http_port,
                                             dns_port=args.dns_port, seed=seed,

@@ -25,6 +25,7 @@ from harness.org import Mailbox, Org
 from harness.protocols.ntlm import SIGNATURE, NTLMAcceptor, ServerIdentity, logon_refusal, org_lookup
 from harness.protocols.http import HttpRequest
 from harness.protocols.spnego import NegotiateAcceptor
+from harness.transcript import KNOWN_SCHEMES
 
 SCHEMES = ("Negotiate", "NTLM", "Basic")
 Header = Tuple[str, str]
@@ -85,8 +86,9 @@ class HttpAuthenticator:
             return AuthOutcome("anonymous", self.challenge_headers())
         name, _, credentials = authorization.strip().partition(" ")
         scheme = next((s for s in self.methods if s.lower() == name.lower()), None)
-        if scheme is None:
-            return self._failure(name, "scheme not offered")
+        if scheme is None:   # name it only if it is a scheme: a scheme-less header's first word may be the secret
+            known = name.lower() in KNOWN_SCHEMES
+            return self._failure(name if known else "unknown", "scheme not offered")
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True)
         except (binascii.Error, ValueError):

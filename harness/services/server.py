@@ -92,7 +92,10 @@ class MockExchange:
         self.site, self.urls = site, urls
         self.endpoints = self._describe(https_port)
         path = os.path.join(opts.state_dir, "endpoints.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        # 0600: it lists every user's password
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(self.endpoints, handle, indent=2)
         os.replace(path + ".tmp", path)  # readers polling for the file never see it half written
         self.transcript.record("listening", **{k: self.endpoints[k] for k in ("https", "http", "dns", "addresses")})

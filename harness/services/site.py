@@ -29,7 +29,7 @@ from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls, autodis
 from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook
 from harness.protocols.ntlm import ServerIdentity
 from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
-from harness.transcript import Transcript, mask_headers
+from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
 from harness.protocols.http import (AUTODISCOVER_HEADERS, DEFAULT_AUTH_METHODS, HTML, IIS_401, REASONS, AuthOffer, HttpAnswer,
                                    auth_methods_hook, combine_challenge, http_request_hook, iis_error_page, moved_page)
 
@@ -259,8 +259,11 @@ class RedirectSite:
         return HttpAnswer(302, moved_page(location), headers=(("Location", location),))
 
     def _record_credentials(self, request: HttpRequest) -> None:
-        scheme, _, token = request.header("authorization").strip().partition(" ")
+        words = (request.header("authorization") or "").split(None, 1)
+        scheme, token = (words + ["", ""])[:2]
         user, valid = "", None
+        if scheme.lower() not in KNOWN_SCHEMES:   # a scheme-less header: its first word may be the secret itself
+            scheme = "unknown"
         if scheme.lower() == "basic":
             try:
                 login, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8", "replace") \
