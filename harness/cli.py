@@ -9,6 +9,7 @@ import sys
 from typing import List, Optional
 
 from harness.org import DEFAULT_ORG_DIR
+from harness.faults.base import LAYERS
 from harness.yamlfile import SpecError
 
 DESCRIPTION = """\
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="The built-in scenario library and scenario files.")
     scenario_sub = scenarios.add_subparsers(dest="action", metavar="ACTION")
     listing = scenario_sub.add_parser("list", help="name, layers and one-line effect of every built-in scenario")
-    listing.add_argument("--layer", help="only scenarios touching this layer (tls, network, auth, ...)")
+    listing.add_argument("--layer", choices=LAYERS, help="only scenarios touching this layer")
     show = scenario_sub.add_parser("show", help="a scenario in full: faults, parameters, expected client symptoms")
     show.add_argument("scenario", metavar="NAME|FILE")
     check = scenario_sub.add_parser("validate", help="check scenario files; errors name file:line: field")
@@ -82,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `mockex scenarios list | head`: the reader left; say nothing more and exit as other Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -20,12 +20,12 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from harness import verdicts
 from harness.faults.base import Fault, FaultParamError, catalog
 from harness.paths import data_dir
-from harness.yamlfile import Reader, SpecError, closest, load_file
+from harness.yamlfile import Collector, Reader, SpecError, closest, load_file
 
 BUILTIN_DIR = data_dir("scenarios")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
@@ -127,33 +127,67 @@ def _expect(reader: Reader) -> Dict[str, Any]:
 
 
 def load_scenario(path: str) -> Scenario:
-    data = load_file(path)
-    top = Reader(data, path)
-    top.only(["name", "description", "seed", "faults", "steps", "expect"])
+    """A scenario file, checked in full: every problem is reported at once, each as ``file:line: field: message``."""
+    top = Reader(load_file(path), path)
+    found = Collector()
+    found.check(top.only, ["name", "description", "seed", "faults", "steps", "expect"])
+    name = found.check(_scenario_name, top, default="")
+    faults = [spec for item, where, line in found.check(top.items, "faults", [], default=[])
+              if (spec := found.check(_fault_spec, item, path, where, line)) is not None]
+    steps = []
+    # the faults a step may remove; unknown when one failed to load (no cascade of errors from one typo)
+    active: Optional[Set[str]] = None if found.errors else {spec.name for spec in faults}
+    for item, where, line in found.check(top.items, "steps", [], default=[]):
+        step = found.check(_step, item, path, where, line, active)
+        if step is not None:
+            steps.append(step)
+            active = active | {spec.name for spec in step.apply} if active is not None else None
+        else:
+            active = None
+    expect = found.check(lambda: _expect(top.sub("expect")) if "expect" in top.mapping else {}, default={})
+    description = found.check(top.get, "description", str, "", default="")
+    seed = found.check(top.get, "seed", int, None)
+    found.done()
+    return Scenario(name=name, description=description, faults=faults, steps=steps, expect=expect, seed=seed,
+                    source=path)
+
+
+def _scenario_name(top: Reader) -> str:
     name = top.get("name", str)
     if not NAME.match(name):
         raise top.error("name", f"{name!r} is not a scenario name", "lower-case letters, digits and '-'")
-    faults = [_fault_spec(item, path, where, line) for item, where, line in top.items("faults", [])]
-    steps = []
-    for item, where, line in top.items("steps", []):
-        step = Reader(item, path, where, line)
-        step.only(["after", "apply", "remove"])
-        after = step.sub("after")
-        after.only(TRIGGERS)
-        trigger = {key: after.get(key, kind) for key, kind in TRIGGERS.items() if key in after.mapping}
-        if not {"requests", "seconds", "auth_successes"} & set(trigger):
-            raise step.error("after", "a step needs `requests`, `seconds` or `auth_successes`")
-        apply = [_fault_spec(f, path, w, ln) for f, w, ln in step.items("apply", [])]
-        remove = [str(value) for value, _, _ in step.items("remove", [])]
-        for value, w, ln in step.items("remove", []):
-            if value not in catalog():
-                raise SpecError(path, ln, w, f"unknown fault {value!r}", closest(str(value), catalog()))
-        if not apply and not remove:
-            raise step.error("after", "a step must `apply` or `remove` something")
-        steps.append(Step(trigger, apply, remove, line))
-    expect = _expect(top.sub("expect")) if "expect" in top.mapping else {}
-    return Scenario(name=name, description=top.get("description", str, ""), faults=faults, steps=steps,
-                    expect=expect, seed=top.get("seed", int, None), source=path)
+    return name
+
+
+def _step(item: Any, path: str, where: str, line: int, active: Optional[Set[str]]) -> Step:
+    """One step; ``remove`` may name only faults the scenario has by then (its own or applied by earlier steps)."""
+    step = Reader(item, path, where, line)
+    found = Collector()
+    found.check(step.only, ["after", "apply", "remove"])
+    trigger = found.check(_trigger, step, default={})
+    apply = [spec for f, w, ln in found.check(step.items, "apply", [], default=[])
+             if (spec := found.check(_fault_spec, f, path, w, ln)) is not None]
+    remove = []
+    for value, w, ln in found.check(step.items, "remove", [], default=[]):
+        if value not in catalog():
+            found.errors.append(SpecError(path, ln, w, f"unknown fault {value!r}", closest(str(value), catalog())))
+        elif active is not None and value not in active:
+            found.errors.append(SpecError(path, ln, w, f"{value!r} is not active when this step runs",
+                                          "active: " + (", ".join(sorted(active)) or "no fault")))
+        remove.append(str(value))
+    if not found.errors and not apply and not remove:
+        found.errors.append(step.error("after", "a step must `apply` or `remove` something"))
+    found.done()
+    return Step(trigger, apply, remove, line)
+
+
+def _trigger(step: Reader) -> Dict[str, Any]:
+    after = step.sub("after")
+    after.only(TRIGGERS)
+    trigger = {key: after.get(key, kind) for key, kind in TRIGGERS.items() if key in after.mapping}
+    if not {"requests", "seconds", "auth_successes"} & set(trigger):
+        raise step.error("after", "a step needs `requests`, `seconds` or `auth_successes`")
+    return trigger
 
 
 def builtin_paths() -> List[str]:

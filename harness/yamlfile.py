@@ -24,6 +24,59 @@ class SpecError(ValueError):
         return f"{text} (hint: {self.hint})" if self.hint else text
 
 
+class SpecErrors(SpecError):
+    """Every problem found in one file, so a user fixes them in one round; printed one per line."""
+
+    def __init__(self, errors: "list[SpecError]"):
+        self.errors = sorted(errors, key=lambda error: error.line or 0)
+        first = errors[0]
+        super().__init__(first.path, first.line, first.field, first.message, first.hint)
+
+    def __str__(self) -> str:
+        return "\n".join(SpecError.__str__(error) for error in self.errors)
+
+
+class Collector:
+    """Runs independent checks, keeping every SpecError; ``done()`` raises them all together."""
+
+    def __init__(self) -> None:
+        self.errors: "list[SpecError]" = []
+
+    def check(self, fn: Any, *args: Any, default: Any = None) -> Any:
+        try:
+            return fn(*args)
+        except SpecErrors as many:
+            self.errors.extend(many.errors)
+        except SpecError as error:
+            self.errors.append(error)
+        return default
+
+    def done(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise SpecErrors(self.errors)
+
+
+KIND_NAMES = {dict: "a mapping", list: "a list", str: "text", int: "an integer", float: "a number",
+              bool: "true or false", type(None): "nothing"}
+
+
+def kind_name(kind: type) -> str:
+    """How a YAML user calls a type (never a Python class name such as YList or NoneType)."""
+    return next((name for base, name in KIND_NAMES.items() if issubclass(kind, base) and
+                 not (base is int and issubclass(kind, bool))), kind.__name__)
+
+
+def describe_value(value: Any) -> str:
+    if value is None:
+        return "nothing (the value is empty)"
+    if isinstance(value, (dict, list)):
+        return kind_name(type(value))
+    text = repr(value)
+    return f"{kind_name(type(value))} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
 class YMap(dict):
     line: int = 0
     key_lines: dict
@@ -108,7 +161,7 @@ class Reader:
     def __init__(self, mapping: Any, path: str, field: str = "", line: int = 0):
         if not isinstance(mapping, dict):
             raise SpecError(path, getattr(mapping, "line", line) or line, field or "(top level)",
-                            f"expected a mapping, got {type(mapping).__name__}")
+                            f"expected a mapping, got {describe_value(mapping)}")
         self.mapping, self.path, self.prefix = mapping, path, field
 
     def _field(self, key: str) -> str:
@@ -140,8 +193,8 @@ class Reader:
         else:
             ok = isinstance(value, kinds)
         if not ok:
-            names = " or ".join(k.__name__ for k in kinds)
-            raise self.error(key, f"expected {names}, got {type(value).__name__} {value!r}")
+            names = " or ".join(kind_name(k) for k in kinds)
+            raise self.error(key, f"expected {names}, got {describe_value(value)}")
         if choices is not None and value not in choices:
             raise self.error(key, f"{value!r} is not allowed", closest(str(value), map(str, choices)))
         return value

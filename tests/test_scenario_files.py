@@ -100,7 +100,7 @@ def test_every_builtin_scenario_matches_the_published_schema():
 
 @pytest.mark.parametrize("fault, line", [("network.bandwidth: {bytes_per_second: 0}", "must be at least 1"),
                                          ("mailbox.server-busy: {backoff_ms: -1}", "must be at least 0"),
-                                         ("rpc.invalid-port: {ports: [6001, six]}", "'six' is not int"),
+                                         ("rpc.invalid-port: {ports: [6001, six]}", "'six' is not an integer"),
                                          ("rpc.proxy-error: {code: xyz}", "is not a hex status"),
                                          ("mailbox.client-version: {min_version: twelve}", "is not a version"),
                                          ("network.refused: {user: alice@contoso.test}", "before any user is known")])

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
+from harness.yamlfile import closest, describe_value, kind_name
 from harness.hooks import HOOKS, FaultSet, Hook, Scope, check_provider, provided_hooks
 
 __all__ = ["FaultSet", "Scope"]  # re-exported for the hook call sites until they import harness.hooks
@@ -70,7 +71,6 @@ class Fault:
 
     @classmethod
     def validate(cls, values: Dict[str, Any]) -> Dict[str, Any]:
-        from harness.yamlfile import closest
         spec = cls.all_params()
         for key in values:
             if key not in spec:
@@ -88,16 +88,16 @@ class Fault:
             if float in kinds and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-                names = " or ".join(k.__name__ for k in kinds)
-                raise FaultParamError(key, f"expected {names}, got {type(value).__name__} {value!r}", param.help)
+                names = " or ".join(kind_name(k) for k in kinds)
+                raise FaultParamError(key, f"expected {names}, got {describe_value(value)}", param.help)
             if param.choices is not None and value not in param.choices:
                 raise FaultParamError(key, f"{value!r} is not allowed",
                                       "allowed: " + ", ".join(map(str, param.choices)))
             if param.items is not None and value is not None:
                 for item in value:
                     if isinstance(item, bool) or not isinstance(item, param.items):
-                        raise FaultParamError(key, f"{item!r} is not {param.items.__name__}",
-                                              f"a list of {param.items.__name__} values")
+                        raise FaultParamError(key, f"{item!r} is not {kind_name(param.items)}",
+                                              f"a list of {kind_name(param.items)} values")
             if param.minimum is not None and value is not None and value < param.minimum:
                 raise FaultParamError(key, f"must be at least {param.minimum:g}")
             if param.below is not None and value is not None and value >= param.below:

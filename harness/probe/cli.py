@@ -98,6 +98,23 @@ def _usage_error(message: str) -> int:
     return 2
 
 
+def _ca_file_problem(path: str) -> str:
+    """Why ``path`` cannot be a trust store ("" when it can): it must be a readable PEM with a certificate."""
+    import ssl
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        return "no PEM certificate in it (is it a key or a DER file?)"
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        return f"not a usable PEM certificate file ({exc})"
+    return ""
+
+
 def run_probe(args) -> int:
     from harness.probe.report import render_text
     from harness.probe.runner import ProbeOptions, probe
@@ -109,8 +126,10 @@ def run_probe(args) -> int:
         return _usage_error("--skip-autodiscover needs --proxy HOST")
     if args.proxy and not args.skip_autodiscover:
         return _usage_error("--proxy is used only with --skip-autodiscover")
-    if args.ca_file and not os.path.isfile(args.ca_file):
-        return _usage_error(f"--ca-file {args.ca_file}: no such file")
+    if args.ca_file:
+        problem = _ca_file_problem(args.ca_file)
+        if problem:
+            return _usage_error(f"--ca-file {args.ca_file}: {problem}")
     password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
     if password is None:
         if not sys.stdin.isatty():
