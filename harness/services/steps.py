@@ -1,5 +1,8 @@
 """Stateful scenario steps: after N requests / N seconds / N successful logons, apply or remove faults.
 
+``requests`` counts answered HTTP requests except 401 answers (authentication round trips), unless the trigger
+itself names ``status``.
+
 Triggers are counted from transcript events, so a step sees exactly what the transcript shows. Everything runs
 on the reactor thread; `reset()` puts the initial faults back and re-arms every step without a restart.
 """
@@ -44,6 +47,11 @@ class StepRunner:
 
     @staticmethod
     def _matches(after: dict, event: dict) -> bool:
+        """Whether an ``http`` event counts toward ``after: {requests: N}``. A 401 does not count unless the
+        trigger names ``status: 401``: it is a leg of an NTLM/Negotiate handshake (or a refused logon), so a
+        client's one logical request counts once however many round trips its authentication takes."""
+        if "status" not in after and event.get("status") == 401:
+            return False
         if "path" in after and event.get("path", "").split("?", 1)[0].lower() != after["path"].lower():
             return False
         return "status" not in after or event.get("status") == after["status"]
