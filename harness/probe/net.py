@@ -27,9 +27,15 @@ class Budget:
 
     def timeout(self) -> float:
         remaining = self.deadline - time.monotonic()
-        if remaining <= 0.05:
+        if remaining <= self.MARGIN:
             raise TimeLimit()
         return min(self.step_timeout, remaining)
+
+    MARGIN = 0.05
+
+    def spent(self) -> bool:
+        """Whether the total is (all but) used up: a wait that ended now was cut by it."""
+        return self.deadline - time.monotonic() <= self.MARGIN
 
 
 @dataclass(frozen=True)

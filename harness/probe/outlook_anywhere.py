@@ -17,7 +17,7 @@ from harness.probe import pox, tls
 from harness.probe.hosts import Connector, ProbeContext, check_host
 from harness.probe.http import authenticated, offered_schemes
 from harness.probe.pox import OutlookSettings
-from harness.probe.report import Step, StepFailed, Timed
+from harness.probe.report import Step, StepFailed, Timed, TimeLimit
 from harness.probe.rpchttp import CHANNEL_HEADERS, PROXY_PATH, RpcOverHttp, classify_refusal
 from harness.rpc import emsmdb
 
@@ -51,7 +51,7 @@ def rpc_failures(default_reason: str):
     """impacket's exceptions as verdicts; StepFailed (from the transport) passes through."""
     try:
         yield
-    except StepFailed:
+    except (StepFailed, TimeLimit):
         raise
     except DCERPCException as exc:
         code = exc.get_error_code()

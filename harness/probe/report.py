@@ -6,8 +6,9 @@ step (harness.probe.verdicts.STEPS) it belongs to, or None for a group ("outlook
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from harness.verdicts import STEPS, remedy_for
 
@@ -82,6 +83,11 @@ class TimeLimit(Exception):
     """The probe's total time budget is spent: every open step fails with reason "time-limit"."""
 
 
+# Whether the run's total time budget is spent (set by the runner): a step that fails once it is spent failed for
+# lack of time, whatever the network error looked like.
+TIME_SPENT: ContextVar[Callable[[], bool]] = ContextVar("TIME_SPENT")
+
+
 class Timed:
     """``with Timed(step):`` records the elapsed time; a StepFailed inside fails the step and is swallowed;
     TimeLimit fails the step and goes on up (the runner stops there)."""
@@ -96,6 +102,11 @@ class Timed:
     def __exit__(self, kind, exc, tb) -> bool:
         self.step.elapsed_ms = (time.monotonic() - self._started) * 1000
         if isinstance(exc, StepFailed):
+            spent = TIME_SPENT.get(None)
+            if spent is not None and spent():
+                # the step's wait was cut short by the total limit, not by the step's own timeout: say so
+                self.step.fail("time-limit", "the probe's total time limit ran out here")
+                raise TimeLimit() from exc
             self.step.fail(exc.reason, exc.message, **exc.evidence)
             return True
         if isinstance(exc, TimeLimit) and self.step.status != "fail":

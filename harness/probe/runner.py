@@ -11,7 +11,7 @@ from harness.probe.hosts import ProbeContext
 from harness.probe.http import Credentials
 from harness.probe.net import Budget, Resolver
 from harness.probe.outlook_anywhere import OutlookAnywhere, manual_settings
-from harness.probe.report import Report, Step, TimeLimit
+from harness.probe.report import TIME_SPENT, Report, Step, TimeLimit
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ def probe(options: ProbeOptions) -> Report:
                            ca_file=options.ca_file, https_port=options.https_port, http_port=options.http_port)
     rng = random.Random(options.seed)
     phases: List[Step] = []
+    token = TIME_SPENT.set(context.budget.spent)
     try:
         if options.skip_autodiscover:
             settings = manual_settings(options.email, options.proxy, options.auth_package, options.rpc_server or "")
@@ -64,6 +65,8 @@ def probe(options: ProbeOptions) -> Report:
             oa.run()
     except TimeLimit:
         _point_at_time_limit(phases)
+    finally:
+        TIME_SPENT.reset(token)
     return Report(options.email, phases, started, (time.monotonic() - clock) * 1000, options.public())
 
 
