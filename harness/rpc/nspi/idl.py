@@ -1,4 +1,4 @@
-"""NSPI wire forms: return values, the request/response layouts impacket lacks, and small NDR helpers.
+"""NSPI wire forms: the request/response layouts impacket lacks or lays out differently, and small NDR helpers.
 
 Requests and responses use impacket's NDR classes (impacket.dcerpc.v5.nspi), so the real impacket client
 (exchanger.py) and this server agree by construction. Where impacket's request layout differs from the MS-OXNSPI
