@@ -2,7 +2,7 @@
 tuples, then compiled into a predicate over address-book objects."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.ndr import NDR
@@ -20,7 +20,7 @@ _RELOPS = {RELOP_LT: lambda a, b: a < b, RELOP_LE: lambda a, b: a <= b, RELOP_GT
 Matcher = Callable[[Optional[AbObject]], bool]
 
 
-def _restriction_value(pointer: NDR) -> object:
+def _restriction_value(pointer: NDR) -> Any:
     """The Python value of a restriction's PropertyValue_r, or None for NULL/unsupported types."""
     if is_null(pointer):
         return None
@@ -58,7 +58,7 @@ def restriction_tree(restriction: ndr.Restriction_r) -> tuple:
     return "unsupported", kind
 
 
-def _comparable(obj: Optional[AbObject], tag: int) -> object:
+def _comparable(obj: Optional[AbObject], tag: int) -> Any:
     found = obj.value(tag >> 16) if obj is not None else None
     if found is None:
         return None
@@ -86,7 +86,7 @@ def restriction_matcher(tree: tuple) -> Matcher:
     raise NspiError(TOO_COMPLEX)
 
 
-def _content_matcher(tag: int, fuzzy: int, wanted: object) -> Matcher:
+def _content_matcher(tag: int, fuzzy: int, wanted: Any) -> Matcher:
     if not isinstance(wanted, str):
         raise NspiError(TOO_COMPLEX)
     wanted = wanted.lower()   # directory string compares are case-insensitive whatever FL_IGNORECASE says
@@ -103,7 +103,7 @@ def _content_matcher(tag: int, fuzzy: int, wanted: object) -> Matcher:
     return match
 
 
-def _property_matcher(tag: int, relop: int, wanted: object) -> Matcher:
+def _property_matcher(tag: int, relop: int, wanted: Any) -> Matcher:
     if relop not in _RELOPS or wanted is None:
         raise NspiError(TOO_COMPLEX)
     if tag >> 16 == PR_ANR >> 16:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import codecs
 import uuid
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Any, Iterable, List, Optional, Sequence, Union
 
 from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.dtypes import LPSTR, LPWSTR
@@ -41,7 +41,7 @@ def _string8(text: str, codepage: int) -> bytes:
     return text.encode(_encoding(codepage), errors="replace") + b"\x00"
 
 
-def _value(tag: int, arm: str, data: object) -> ndr.PropertyValue_r:
+def _value(tag: int, arm: str, data: Any) -> ndr.PropertyValue_r:
     value = ndr.PropertyValue_r()
     value["ulPropTag"] = tag
     value["ulReserved"] = 0
@@ -71,7 +71,7 @@ def error_value(tag: int, code: int = NOT_FOUND) -> ndr.PropertyValue_r:
     return _value((tag & 0xFFFF0000) | PT_ERROR, "err", code)
 
 
-def encode_value(tag: int, value: object, codepage: int) -> ndr.PropertyValue_r:
+def encode_value(tag: int, value: Any, codepage: int) -> ndr.PropertyValue_r:
     """A PropertyValue_r for a value already converted to the tag's type."""
     ptype = tag & 0xFFFF
     if ptype == 0x0003:
