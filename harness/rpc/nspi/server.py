@@ -1,0 +1,390 @@
+"""NSPI (MS-OXNSPI, address book, port 6004) over the org's address book, sans-IO: request stub in, response stub out.
+
+Name lookups (NspiResolveNames/W, NspiDNToMId) ask the ``mailbox`` fault hook ("resolve") about each entry they
+find; a MailboxError leaves that name unresolved, as for an entry hidden from address lists.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from impacket.dcerpc.v5 import nspi as ndr
+from impacket.dcerpc.v5.dtypes import NULL
+from impacket.dcerpc.v5.ndr import NDRPOINTER
+
+from harness.org import Org
+from harness.rpc.addressbook import PR_DISPLAY_NAME, AbObject, AddressBook, Container
+from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, CallContext, MailboxCall, RpcFault, RpcInterface,
+                              decoding, is_null, marshal, ndr_text, new_context_handle)
+from harness.rpc.nspi.errors import (ACCESS_DENIED, ERRORS_RETURNED, GENERAL_FAILURE, INVALID_BOOKMARK,
+                                     INVALID_CODEPAGE, INVALID_PARAMETER, LOGON_FAILED, NOT_FOUND, NOT_SUPPORTED,
+                                     SUCCESS, TABLE_TOO_BIG, UNBIND_SUCCESS, NspiError, answer, answer_with_stat)
+from harness.rpc.nspi.idl import (MAX_ROWS, NspiGetMatches, NspiGetMatchesResponse, NspiGetPropsIdl,
+                                  NspiGetSpecialTableIdl, NspiResortRestriction, NspiResortRestrictionResponse,
+                                  NspiSeekEntriesIdl, parse_whole, put_handle, tag_array, tag_list)
+from harness.rpc.nspi.restrictions import restriction_matcher, restriction_tree
+from harness.rpc.nspi.stat import Stat
+from harness.rpc.nspi.values import (HIERARCHY_COLUMNS, PT_ERROR, PT_UNICODE, STRING_TYPES, RowEncoder, client_tag,
+                                     columns_or_default)
+
+SORT_TYPES = (ndr.SortTypeDisplayName, ndr.SortTypePhoneticDisplayName, ndr.SortTypeDisplayName_RO,
+              ndr.SortTypeDisplayName_W)
+
+
+@dataclass
+class NspiSession:
+    codepage: int        # from NspiBind's STAT: the 8-bit code page when a call's own STAT names none
+
+
+class Nspi(RpcInterface):
+    name = "nspi"
+    uuid = "f5cc5a18-4264-101a-8c59-08002b2f8426"
+    version = (56, 0)
+    opnums = {0: "NspiBind", 1: "NspiUnbind", 2: "NspiUpdateStat", 3: "NspiQueryRows", 4: "NspiSeekEntries",
+              5: "NspiGetMatches", 6: "NspiResortRestriction", 7: "NspiDNToMId", 8: "NspiGetPropList",
+              9: "NspiGetProps", 10: "NspiCompareMIds", 12: "NspiGetSpecialTable", 13: "NspiGetTemplateInfo",
+              14: "NspiModLinkAtt", 16: "NspiQueryColumns", 17: "NspiGetNamesFromIDs", 18: "NspiGetIDsFromNames",
+              19: "NspiResolveNames", 20: "NspiResolveNamesW"}
+
+    def __init__(self, org: Org):
+        self.org = org
+        self.book = AddressBook(org)
+        names = "|".join(c.obj.display_name for c in self.book.containers)
+        self.hierarchy_version = zlib.crc32(names.encode("utf-8"))
+        self.rows = RowEncoder(self.book.server_guid)
+
+    # ---- sessions -----------------------------------------------------------------------------------------
+    def _session(self, ctx: CallContext, stub: bytes) -> NspiSession:
+        session = ctx.association.get(("nspi", stub[:20]))
+        if session is None:
+            raise RpcFault(NCA_S_FAULT_CONTEXT_MISMATCH, "unknown NSPI context handle")
+        return session
+
+    # ---- tables -------------------------------------------------------------------------------------------
+    def _table(self, stat: Stat) -> Container:
+        container = self.book.container(stat.ContainerID)
+        if container is None:
+            raise NspiError(INVALID_BOOKMARK)
+        return container
+
+    # ==== operations =======================================================================================
+    def NspiBind(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiBind"):
+            request = ndr.NspiBind(stub)
+            stat = Stat.read(request["pStat"])
+            wants_guid = not is_null(request.fields["pServerGuid"])
+        response = ndr.NspiBindResponse()
+        response["pServerGuid"] = self.book.server_guid.bytes_le if wants_guid else NULL
+        if ctx.mailbox is None:
+            code = LOGON_FAILED
+        elif stat.CodePage == ndr.CP_WINUNICODE:
+            code = INVALID_CODEPAGE
+        else:
+            code = SUCCESS
+            handle = new_context_handle(ctx)
+            ctx.association[("nspi", handle)] = NspiSession(stat.CodePage)
+            put_handle(response["contextHandle"], handle)
+        ctx.record("nspi_bind", user=ctx.mailbox.username if ctx.mailbox else None, codepage=stat.CodePage,
+                   result=f"0x{code:08x}")
+        response["ErrorCode"] = code
+        return marshal(response)
+
+    def NspiUnbind(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiUnbind"):
+            ndr.NspiUnbind(stub)
+        self._session(ctx, stub)
+        del ctx.association[("nspi", stub[:20])]
+        response = ndr.NspiUnbindResponse()
+        response["ErrorCode"] = UNBIND_SUCCESS
+        return marshal(response)
+
+    def NspiUpdateStat(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiUpdateStat"):
+            request = ndr.NspiUpdateStat(stub)
+            stat = Stat.read(request["pStat"])
+            wants_delta = not is_null(request.fields["plDelta"])
+        self._session(ctx, stub)
+        response = ndr.NspiUpdateStatResponse()
+
+        def build() -> int:
+            members = self._table(stat).members
+            start = stat.start_row(members)
+            position = max(0, min(len(members), start + stat.Delta))
+            stat.move(members, position)
+            response["plDelta"] = position - start if wants_delta else NULL
+            return SUCCESS
+
+        return answer_with_stat(response, stat, build, ["plDelta"])
+
+    def NspiQueryRows(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiQueryRows"):
+            request = ndr.NspiQueryRows(stub)
+            stat = Stat.read(request["pStat"])
+            flags = request["dwFlags"]
+            explicit = None if is_null(request.fields["lpETable"]) else \
+                [item["Data"] for item in request["lpETable"]][:MAX_ROWS]
+            count = request["Count"]
+            tags = tag_list(request.fields["pPropTags"])
+        self._session(ctx, stub)
+        response = ndr.NspiQueryRowsResponse()
+        columns = columns_or_default(tags, stat.CodePage)
+        ephemeral = bool(flags & ndr.fEphID)
+
+        def build() -> int:
+            if explicit is not None:
+                objects = [self.book.get(mid) for mid in explicit]
+            else:
+                if count == 0:
+                    raise NspiError(INVALID_PARAMETER)
+                members = self._table(stat).members
+                position = max(0, min(len(members), stat.start_row(members) + stat.Delta))
+                window = members[position:position + min(count, MAX_ROWS)]
+                stat.move(members, position + len(window))
+                objects = [self.book.get(mid) for mid in window]
+            response["ppRows"] = self.rows.rowset(objects, columns, stat.CodePage, ephemeral)
+            return SUCCESS
+
+        return answer_with_stat(response, stat, build, ["ppRows"])
+
+    def NspiSeekEntries(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiSeekEntries"):
+            request = NspiSeekEntriesIdl(stub)
+            stat = Stat.read(request["pStat"])
+            target_tag = request["pTarget"]["ulPropTag"]
+            target = request["pTarget"]["Value"]
+            target = ndr_text(target["lpszW"] if target_tag & 0xFFFF == PT_UNICODE else target["lpszA"]) \
+                if target_tag & 0xFFFF in STRING_TYPES else None
+            explicit = tag_list(request.fields["lpETable"])
+            tags = tag_list(request.fields["pPropTags"])
+        self._session(ctx, stub)
+        response = ndr.NspiSeekEntriesResponse()
+
+        def build() -> int:
+            if stat.SortType not in SORT_TYPES or target_tag >> 16 != PR_DISPLAY_NAME >> 16 or target is None:
+                raise NspiError(GENERAL_FAILURE)
+            members = explicit if explicit is not None else self._table(stat).members
+            names = [(self.book.get(mid).display_name.lower() if self.book.get(mid) else "") for mid in members]
+            position = next((i for i, name in enumerate(names) if name >= target.lower()), None)
+            if position is None:
+                raise NspiError(NOT_FOUND)
+            stat.move(members, position)
+            if tags is None:
+                response["ppRows"] = NULL
+            else:
+                objects = [self.book.get(mid) for mid in members[position:]]
+                response["ppRows"] = self.rows.rowset(objects, tags, stat.CodePage)
+            return SUCCESS
+
+        return answer_with_stat(response, stat, build, ["ppRows"])
+
+    def NspiGetMatches(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiGetMatches"):
+            request = NspiGetMatches(stub)
+            stat = Stat.read(request["pStat"])
+            tree = None if is_null(request.fields["Filter"]) else restriction_tree(request["Filter"])
+            requested = request["ulRequested"]
+            tags = tag_list(request.fields["pPropTags"])
+        self._session(ctx, stub)
+        response = NspiGetMatchesResponse()
+
+        def build() -> int:
+            members = self._table(stat).members
+            # A NULL filter asks for an object's link attribute (e.g. group members); no object here has links.
+            matcher = restriction_matcher(tree) if tree is not None else None
+            found = [] if matcher is None else [mid for mid in members if matcher(self.book.get(mid))]
+            if len(found) > requested:
+                raise NspiError(TABLE_TOO_BIG)
+            response["ppOutMIds"] = tag_array(found)
+            if tags is None:
+                response["ppRows"] = NULL
+            else:
+                response["ppRows"] = self.rows.rowset((self.book.get(mid) for mid in found), tags, stat.CodePage)
+            stat.move(found, 0)
+            return SUCCESS
+
+        return answer_with_stat(response, stat, build, ["ppOutMIds", "ppRows"])
+
+    def NspiResortRestriction(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiResortRestriction"):
+            request = NspiResortRestriction(stub)
+            stat = Stat.read(request["pStat"])
+            mids = [item["Data"] for item in request["pInMIds"]["aulPropTag"]][:MAX_ROWS]
+        self._session(ctx, stub)
+        response = NspiResortRestrictionResponse()
+
+        def build() -> int:
+            objects = sorted({mid: self.book.get(mid) for mid in mids if self.book.get(mid)}.values(),
+                             key=lambda o: (o.display_name.lower(), o.mid))
+            resorted = [o.mid for o in objects]
+            response["ppOutMIds"] = tag_array(resorted)
+            current = stat.CurrentRec
+            stat.move(resorted, resorted.index(current) if current in resorted else 0)
+            return SUCCESS
+
+        return answer_with_stat(response, stat, build, ["ppOutMIds"])
+
+    def NspiDNToMId(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiDNToMId"):
+            request = ndr.NspiDNToMId(stub)
+            names = [ndr_text(item["Data"]) for item in request["pNames"]["Strings"]][:MAX_ROWS]
+        self._session(ctx, stub)
+        response = ndr.NspiDNToMIdResponse()
+        mids = []
+        for name in names:
+            obj = self.book.by_dn(name)
+            mids.append(obj.mid if obj and not self._hidden(obj, name, ctx) else ndr.MID_UNRESOLVED)
+        response["ppOutMIds"] = tag_array(mids)
+        response["ErrorCode"] = SUCCESS
+        return marshal(response)
+
+    def NspiGetPropList(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiGetPropList"):
+            request = ndr.NspiGetPropList(stub)
+            mid, codepage = request["dwMId"], request["CodePage"]
+        self._session(ctx, stub)
+        response = ndr.NspiGetPropListResponse()
+
+        def build() -> int:
+            obj = self.book.get(mid)
+            if obj is None:
+                raise NspiError(NOT_FOUND)
+            response["ppOutMIds"] = tag_array((client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props))
+            return SUCCESS
+
+        return answer(response, build, ["ppOutMIds"])
+
+    def NspiGetProps(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiGetProps"):
+            request = parse_whole(stub, (NspiGetPropsIdl, ndr.NspiGetProps))
+            flags = request["dwFlags"]
+            stat = None if is_null(request.fields["pStat"]) else Stat.read(request["pStat"])
+            tags = tag_list(request.fields["pPropTags"])
+        session = self._session(ctx, stub)
+        response = ndr.NspiGetPropsResponse()
+
+        def build() -> int:
+            if stat is None:
+                raise NspiError(INVALID_PARAMETER)
+            obj = self.book.get(stat.CurrentRec)
+            if obj is None and tags is None:
+                raise NspiError(NOT_FOUND)
+            codepage = stat.CodePage or session.codepage
+            columns = tags if tags is not None else [client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props]
+            row = self.rows.row(obj, columns, codepage, bool(flags & ndr.fEphID))
+            response["ppRows"] = row
+            errors = any(value["ulPropTag"] & 0xFFFF == PT_ERROR for value in row["lpProps"])
+            return ERRORS_RETURNED if errors else SUCCESS
+
+        return answer(response, build, ["ppRows"])
+
+    def NspiCompareMIds(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiCompareMIds"):
+            request = ndr.NspiCompareMIds(stub)
+            stat = Stat.read(request["pStat"])
+            first, second = request["MId1"], request["MId2"]
+        self._session(ctx, stub)
+        response = ndr.NspiCompareMIdsResponse()
+
+        def build() -> int:
+            members = self._table(stat).members
+            if first not in members or second not in members:
+                raise NspiError(GENERAL_FAILURE)
+            response["plResult"] = members.index(first) - members.index(second)
+            return SUCCESS
+
+        return answer(response, build)
+
+    def NspiGetSpecialTable(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiGetSpecialTable"):
+            request = parse_whole(stub, (NspiGetSpecialTableIdl, ndr.NspiGetSpecialTable))
+            flags = request["dwFlags"]
+            codepage = ndr.CP_TELETEX if is_null(request.fields["pStat"]) else request["pStat"]["CodePage"]
+        session = self._session(ctx, stub)
+        response = ndr.NspiGetSpecialTableResponse()
+        response["lpVersion"] = self.hierarchy_version
+        unicode = bool(flags & ndr.NspiUnicodeStrings)
+        codepage = codepage or session.codepage
+        if flags & ndr.NspiAddressCreationTemplates:
+            rowset = self.rows.rowset((), (), codepage)   # the org defines no address creation templates
+        else:
+            rowset = ndr.PropertyRowSet_r()
+            for container in self.book.containers:
+                columns = [client_tag(t, unicode) for t in HIERARCHY_COLUMNS if container.obj.value(t >> 16)]
+                rowset["aRow"].append(self.rows.row(container.obj, columns, codepage, False))
+            rowset["cRows"] = len(self.book.containers)
+        response["ppRows"] = rowset
+        response["ErrorCode"] = SUCCESS
+        return marshal(response)
+
+    def _refuse(self, stub: bytes, ctx: CallContext, request_class, response_class, code: int) -> bytes:
+        """Validate the request and the handle, then answer ``code`` with every output pointer NULL."""
+        with decoding(request_class.__name__):
+            request_class(stub)
+        self._session(ctx, stub)
+        response = response_class()
+        for name, value in list(response.fields.items()):
+            if isinstance(value, NDRPOINTER):
+                response[name] = NULL
+        response["ErrorCode"] = code
+        return marshal(response)
+
+    def NspiGetTemplateInfo(self, stub: bytes, ctx: CallContext) -> bytes:
+        # the org model has no display or address creation templates
+        return self._refuse(stub, ctx, ndr.NspiGetTemplateInfo, ndr.NspiGetTemplateInfoResponse, NOT_FOUND)
+
+    def NspiModLinkAtt(self, stub: bytes, ctx: CallContext) -> bytes:
+        # the directory is read-only to clients
+        return self._refuse(stub, ctx, ndr.NspiModLinkAtt, ndr.NspiModLinkAttResponse, ACCESS_DENIED)
+
+    def NspiQueryColumns(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("NspiQueryColumns"):
+            request = ndr.NspiQueryColumns(stub)
+            unicode = bool(request["dwFlags"] & ndr.NspiUnicodeProptypes)
+        self._session(ctx, stub)
+        response = ndr.NspiQueryColumnsResponse()
+        response["ppColumns"] = tag_array((client_tag(t, unicode) for t in self.book.columns()))
+        response["ErrorCode"] = SUCCESS
+        return marshal(response)
+
+    def NspiGetNamesFromIDs(self, stub: bytes, ctx: CallContext) -> bytes:
+        # the address book has no named properties
+        return self._refuse(stub, ctx, ndr.NspiGetNamesFromIDs, ndr.NspiGetNamesFromIDsResponse, NOT_SUPPORTED)
+
+    def NspiGetIDsFromNames(self, stub: bytes, ctx: CallContext) -> bytes:
+        return self._refuse(stub, ctx, ndr.NspiGetIDsFromNames, ndr.NspiGetIDsFromNamesResponse, NOT_SUPPORTED)
+
+    def NspiResolveNames(self, stub: bytes, ctx: CallContext) -> bytes:
+        return self._resolve(stub, ctx, ndr.NspiResolveNames, ndr.NspiResolveNamesResponse)
+
+    def NspiResolveNamesW(self, stub: bytes, ctx: CallContext) -> bytes:
+        return self._resolve(stub, ctx, ndr.NspiResolveNamesW, ndr.NspiResolveNamesWResponse)
+
+    def _resolve(self, stub: bytes, ctx: CallContext, request_class, response_class) -> bytes:
+        with decoding(request_class.__name__):
+            request = request_class(stub)
+            stat = Stat.read(request["pStat"])
+            tags = tag_list(request.fields["pPropTags"])
+            names = [ndr_text(item["Data"]) for item in request["paStr"]["Strings"]][:MAX_ROWS]
+        self._session(ctx, stub)
+        response = response_class()
+        container = self.book.container(stat.ContainerID)
+        scope = set(container.members) if container is not None else None
+        mids, resolved = [], []
+        for name in names:
+            matches = [o for o in self.book.resolve(name)
+                       if (scope is None or o.mid in scope) and not self._hidden(o, name, ctx)]
+            if len(matches) == 1:
+                mids.append(matches[0].mid)
+                resolved.append(matches[0])
+            else:
+                mids.append(ndr.MID_AMBIGUOUS if matches else ndr.MID_UNRESOLVED)
+        ctx.record("nspi_resolve", names=names, mids=mids)
+        response["ppMIds"] = tag_array(mids)
+        response["ppRows"] = self.rows.rowset(resolved, columns_or_default(tags, stat.CodePage), stat.CodePage)
+        response["ErrorCode"] = SUCCESS
+        return marshal(response)
+
+    @staticmethod
+    def _hidden(obj: AbObject, name: str, ctx: CallContext) -> bool:
+        """True when a fault keeps this entry from being found by ``name``."""
+        return ctx.mailbox_fault("resolve", obj.mailbox, MailboxCall(name, None, ctx.auth_level)) is not None
