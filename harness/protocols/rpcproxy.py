@@ -36,7 +36,7 @@ from harness.faults.base import FaultSet, Scope
 from harness.org import Mailbox, Org
 from harness.protocols import rts
 from harness.protocols.dcerpc import DceRpcAssociation, FramingError, PduFramer
-from harness.rpc.base import RpcInterface
+from harness.protocols.dcerpc.interface import RpcInterface
 
 VALID_PORTS = range(6001, 6005)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
