@@ -107,7 +107,7 @@ class DceRpcAssociation:
         self.association_group = association_group or 0x10000 + rng.randrange(0xEFFF0)
         self.identity = identity or ServerIdentity.for_org(org)
         self.closed = False
-        self.state: dict = {}                     # CallContext.association: context handles and the like
+        self.state: Dict[str, Any] = {}           # CallContext.association: context handles and the like
         self._framer = PduFramer()
         self._security = SecurityContexts(org, self.identity, rng, record)
         self._binding = Binding(self.interfaces, self._security, record, self._bind_verdict,
@@ -186,7 +186,8 @@ class DceRpcAssociation:
 
     def _bind_verdict(self, interface: str, level: int) -> Optional[BindNak]:
         """The ``rpc_bind`` hook: may refuse binding ``interface`` at auth ``level``."""
-        return self.faults.first("rpc_bind", self._scope(self.http_mailbox), interface, level)
+        nak: Optional[BindNak] = self.faults.first("rpc_bind", self._scope(self.http_mailbox), interface, level)
+        return nak
 
     # ---- request --------------------------------------------------------------------------------------------
     def _on_request(self, pdu: bytes, header: Header) -> List[bytes]:

@@ -49,8 +49,8 @@ class CallContext:
     org: Org
     mailbox: Optional[Mailbox]          # the authenticated user (HTTP or RPC-level auth), None if anonymous
     auth_level: int                     # 1 none .. 6 privacy (RPC_C_AUTHN_LEVEL_*)
-    association: dict                   # lives as long as the DCE/RPC association (context handles...)
-    record: Callable[..., None]         # transcript hook: record(kind, **fields)
+    association: Dict[str, Any]         # lives as long as the DCE/RPC association (context handles...)
+    record: Callable[..., object]       # transcript hook: record(kind, **fields)
     rng: random.Random
     faults: Optional[FaultSet] = None   # the server's active faults (the mailbox hook)
     host: Optional[str] = None          # the RPC server name the client asked the proxy for
@@ -81,7 +81,7 @@ class RpcInterface:
             ctx.record("rpc_call", interface=self.name, opnum=opnum, op=None, status=f"0x{NCA_S_OP_RNG_ERROR:08x}")
             raise RpcFault(NCA_S_OP_RNG_ERROR, f"{self.name} has no opnum {opnum}")
         try:
-            response = getattr(self, op)(stub, ctx)
+            response: bytes = getattr(self, op)(stub, ctx)
         except RpcFault as fault:
             ctx.record("rpc_call", interface=self.name, opnum=opnum, op=op, status=f"0x{fault.status:08x}",
                        fault=fault.message)

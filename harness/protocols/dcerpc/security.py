@@ -39,6 +39,14 @@ class SecurityContext:
     def verifies(self) -> bool:
         return self.level > LEVEL_CONNECT
 
+    @property
+    def _keys(self) -> NTLMSecurity:
+        """The session's signing and sealing keys: only an established context that verifies has them, and only
+        such a context is asked to protect or unprotect a PDU."""
+        if self.security is None:
+            raise RuntimeError(f"auth context {self.context_id} ({self.state}) has no session keys")
+        return self.security
+
     def unprotect(self, pdu: bytes, body_start: int, body: bytes, trailer: Trailer, verifier: bytes,
                   context_id: int) -> bytes:
         """The plaintext stub of one request fragment: unsealed, verified and stripped of auth padding."""
@@ -50,19 +58,19 @@ class SecurityContext:
             before, after = pdu[:body_start], pdu[trailer.offset:trailer.offset + SEC_TRAILER.size]
             if self.level == LEVEL_PRIVACY:
                 try:
-                    body = self.security.unseal_and_verify(before, body, after, verifier)
+                    body = self._keys.unseal_and_verify(before, body, after, verifier)
                 except NTLMError:
                     raise ProtocolFault("request verifier does not match (sealed)", RPC_S_ACCESS_DENIED,
                                         context_id) from None
-            elif not self.security.verify(before + body + after, verifier):
+            elif not self._keys.verify(before + body + after, verifier):
                 raise ProtocolFault("request verifier does not match (signed)", RPC_S_ACCESS_DENIED, context_id)
         return body[:len(body) - trailer.pad_length]
 
     def protect(self, head: bytes, data: bytes, trailer: bytes) -> Tuple[bytes, bytes]:
         """(data, verifier) of one response fragment: sealed and signed at privacy level, else signed."""
         if self.level == LEVEL_PRIVACY:
-            return self.security.seal_and_sign(head, data, trailer)
-        return data, self.security.sign(head + data + trailer)
+            return self._keys.seal_and_sign(head, data, trailer)
+        return data, self._keys.sign(head + data + trailer)
 
 
 class SecurityContexts:
