@@ -36,8 +36,8 @@ from harness.hooks import FaultSet, Scope, hookspec
 from harness.org import Mailbox, Org
 from harness.protocols import rts
 from harness.protocols.dcerpc import DceRpcAssociation, FramingError, PduFramer
+from harness.protocols.dcerpc.interface import RpcInterface
 from harness.protocols.http import HttpRequest
-from harness.rpc.base import RpcInterface
 
 VALID_PORTS = range(6001, 6005)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

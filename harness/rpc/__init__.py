@@ -1,0 +1,15 @@
+"""The RPC interfaces behind the proxy: NSPI, RFR and EMSMDB over impacket's NDR classes."""
+from __future__ import annotations
+
+from typing import List
+
+from harness.org import Org
+from harness.protocols.dcerpc.interface import RpcInterface
+from harness.rpc.emsmdb import Emsmdb
+from harness.rpc.nspi import Nspi
+from harness.rpc.rfr import Rfr
+
+
+def interfaces_for(org: Org) -> List[RpcInterface]:
+    """NSPI, RFR and EMSMDB instances over ``org``: the registry the DCE/RPC server uses."""
+    return [Nspi(org), Rfr(org), Emsmdb(org)]

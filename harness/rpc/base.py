@@ -1,43 +1,32 @@
-"""What every RPC interface behind the proxy shares: the call context, the fault exception and opnum dispatch.
+"""What the RPC interfaces behind the proxy share besides the server contract: NDR helpers (stub decoding,
+reproducible marshalling, context handles), the ``mailbox`` fault hook's argument and answer types, and an
+in-process impacket client.
 
-The DCE/RPC connection-oriented server (harness/protocols) owns PDUs, binding and sealing; it hands each request
-stub to ``RpcInterface.call`` and turns an ``RpcFault`` into a fault PDU. Interfaces only see NDR stubs.
-
-The ``mailbox`` fault hook (harness/faults/mailbox.py) is asked through ``CallContext.mailbox_fault(operation,
-mailbox, call)`` at EMSMDB connect ("connect") and RopLogon ("logon") and at NSPI name lookups ("resolve"); a
-``MailboxError`` answer makes that operation fail with its code. Scope: host = the RPC server name the client
-asked for, user = the caller's mailbox.
+The contract with the DCE/RPC server — ``RpcInterface`` (opnum dispatch), ``CallContext``, ``RpcFault`` and the
+fault statuses — lives below this layer in harness/protocols/dcerpc/interface.py and is re-exported here, so the
+interfaces keep importing everything from this module. The ``mailbox`` hook is declared here, beside its answer
+type: ``mailbox_fault(ctx, operation, mailbox, call)`` asks it with a ``MailboxCall`` and gets a ``MailboxError`` or
+None, at EMSMDB connect ("connect") and RopLogon ("logon") and at NSPI name lookups ("resolve").
 """
 from __future__ import annotations
 
-import random
-import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 from impacket.dcerpc.v5.ndr import NDR, NDRPOINTER, NDRPOINTERNULL
 from impacket.dcerpc.v5.rpcrt import DCERPC, DCERPCException
 
-from harness.hooks import FaultSet, Scope, hookspec
-from harness.org import Mailbox, Org
+from harness.hooks import hookspec
+from harness.org import Mailbox
+from harness.protocols.dcerpc.interface import (NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR, RPC_X_BAD_STUB_DATA,
+                                                CallContext, RpcFault, RpcInterface)
 
-# DCE/RPC fault statuses (C706 appendix E, MS-RPCE 2.2.2.11)
-NCA_S_OP_RNG_ERROR = 0x1C010002        # opnum out of range
-NCA_S_FAULT_CONTEXT_MISMATCH = 0x1C00001A  # unknown or stale context handle
-RPC_X_BAD_STUB_DATA = 0x000006F7       # the stub does not unmarshal
+__all__ = ["NCA_S_FAULT_CONTEXT_MISMATCH", "NCA_S_OP_RNG_ERROR", "RPC_X_BAD_STUB_DATA", "RPC_C_AUTHN_LEVEL_PKT_PRIVACY",
+           "CallContext", "RpcFault", "RpcInterface", "Version", "MailboxCall", "MailboxError", "decoding", "marshal",
+           "is_null", "ndr_text", "new_context_handle", "InProcessDce", "mailbox_fault", "mailbox_hook"]
 
 RPC_C_AUTHN_LEVEL_PKT_PRIVACY = 6
-
-
-class RpcFault(Exception):
-    """The DCE/RPC layer turns it into a fault PDU with this status."""
-
-    def __init__(self, status: int, message: str = ""):
-        super().__init__(f"RPC fault 0x{status:08x}" + (f": {message}" if message else ""))
-        self.status = status
-        self.message = message
-
 
 Version = Tuple[int, int, int, int]
 
@@ -67,49 +56,17 @@ class MailboxError:
         return f"error 0x{self.code:08x}{details}"
 
 
-@dataclass
-class CallContext:
-    org: Org
-    mailbox: Optional[Mailbox]          # the authenticated user (HTTP or RPC-level auth), None if anonymous
-    auth_level: int                     # 1 none .. 6 privacy (RPC_C_AUTHN_LEVEL_*)
-    association: dict                   # lives as long as the DCE/RPC association (context handles...)
-    record: Callable[..., None]         # transcript hook: record(kind, **fields)
-    rng: random.Random
-    faults: Optional[FaultSet] = None   # the server's active faults (the mailbox hook)
-    host: Optional[str] = None          # the RPC server name the client asked the proxy for
-
-    def mailbox_fault(self, operation: str, mailbox: Optional[Mailbox], call: MailboxCall) -> Optional[MailboxError]:
-        if self.faults is None:
-            return None
-        scope = Scope(self.host, self.mailbox.email if self.mailbox else None)
-        return self.faults.first(mailbox_hook, scope, operation, mailbox, call)
+@hookspec(fires_in="rpc/emsmdb, rpc/nspi",
+          means="fail EMSMDB connect (\"connect\"), RopLogon (\"logon\") or an NSPI name lookup (\"resolve\")")
+def mailbox_hook(operation: str, mailbox: Optional[Mailbox], call: MailboxCall) -> MailboxError: ...
 
 
-class RpcInterface:
-    """Base class; subclasses set the class attributes and define one method per name in ``opnums``.
-
-    Each method takes ``(stub, ctx)`` and returns the NDR response stub, whose last 4 bytes are the operation's
-    return value (true of every NSPI, RFR and EMSMDB operation); that value is recorded as the call's status.
-    """
-    name: str
-    uuid: str
-    version: Tuple[int, int]
-    opnums: Dict[int, str]
-
-    def call(self, opnum: int, stub: bytes, ctx: CallContext) -> bytes:
-        op = self.opnums.get(opnum)
-        if op is None:
-            ctx.record("rpc_call", interface=self.name, opnum=opnum, op=None, status=f"0x{NCA_S_OP_RNG_ERROR:08x}")
-            raise RpcFault(NCA_S_OP_RNG_ERROR, f"{self.name} has no opnum {opnum}")
-        try:
-            response = getattr(self, op)(stub, ctx)
-        except RpcFault as fault:
-            ctx.record("rpc_call", interface=self.name, opnum=opnum, op=op, status=f"0x{fault.status:08x}",
-                       fault=fault.message)
-            raise
-        (status,) = struct.unpack_from("<L", response, len(response) - 4)
-        ctx.record("rpc_call", interface=self.name, opnum=opnum, op=op, status=f"0x{status:08x}")
-        return response
+def mailbox_fault(ctx: CallContext, operation: str, mailbox: Optional[Mailbox],
+                  call: MailboxCall) -> Optional[MailboxError]:
+    """The ``mailbox`` hook's answer for this call (scope: the RPC server name asked for, the caller's mailbox)."""
+    if ctx.faults is None:
+        return None
+    return ctx.faults.first(mailbox_hook, ctx.scope(), operation, mailbox, call)
 
 
 @contextmanager
@@ -195,16 +152,3 @@ class InProcessDce(DCERPC):
     def disconnect(self):
         """Nothing to close: the association (ctx.association) lives as long as the caller keeps it."""
 
-
-def interfaces_for(org: Org) -> list:
-    """NSPI, RFR and EMSMDB instances over ``org``: the registry the DCE/RPC server uses."""
-    # Imported here because those modules import this one for RpcInterface.
-    from harness.rpc.emsmdb import Emsmdb
-    from harness.rpc.nspi import Nspi
-    from harness.rpc.rfr import Rfr
-    return [Nspi(org), Rfr(org), Emsmdb(org)]
-
-
-@hookspec(fires_in="rpc/emsmdb.py, rpc/nspi.py",
-          means="fail EMSMDB connect (\"connect\"), RopLogon (\"logon\") or an NSPI name lookup (\"resolve\")")
-def mailbox_hook(operation: str, mailbox: Optional[Mailbox], call: MailboxCall) -> MailboxError: ...

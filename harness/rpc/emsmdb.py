@@ -34,6 +34,7 @@ from impacket.dcerpc.v5.rpcrt import DCERPCException
 
 from harness.org import Mailbox, Org, Server
 from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, RPC_C_AUTHN_LEVEL_PKT_PRIVACY, CallContext, MailboxCall,
+                              mailbox_fault,
                               MailboxError, RpcFault, RpcInterface, Version, decoding, is_null, marshal, ndr_text,
                               new_context_handle)
 
@@ -402,7 +403,7 @@ class Emsmdb(RpcInterface):
         """(return value, the mailbox, rgwBestVersion): a fault's answer first, then the EcDoConnectEx gates in
         Exchange's order: client version, RPC encryption, user, identity."""
         mailbox = self.org.find(user_dn)
-        refusal = ctx.mailbox_fault("connect", mailbox, MailboxCall(user_dn, client_version, ctx.auth_level))
+        refusal = mailbox_fault(ctx, "connect", mailbox, MailboxCall(user_dn, client_version, ctx.auth_level))
         if refusal is not None:
             return refusal.code, None, refusal.best_version or client_version
         if client_version < self.min_client_version:
@@ -462,7 +463,7 @@ class Emsmdb(RpcInterface):
             if logon.output_handle_index >= len(handles):
                 raise ValueError("RopLogon OutputHandleIndex outside the handle table")
             target = self.org.find(logon.essdn)
-            refusal = ctx.mailbox_fault("logon", target, MailboxCall(logon.essdn, session.client_version,
+            refusal = mailbox_fault(ctx, "logon", target, MailboxCall(logon.essdn, session.client_version,
                                                                      ctx.auth_level))
             if refusal is not None and refusal.code == EC_SERVER_BUSY:
                 answer += self._backoff(logon, refusal.backoff_ms, session, ctx)

@@ -10,9 +10,11 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from harness.hooks import FaultSet, Scope
 from harness.org import Mailbox, Org
-from harness.protocols.rpcproxy import (Action, Channel, ChannelCut, Close, HttpError, RpcProxy, rpc_channel_hook, Send, StartTimer,
+from harness.protocols.dcerpc.interface import RpcInterface
+from harness.protocols.rpcproxy import (Action, Channel, ChannelCut, Close, HttpError, RpcProxy, Send, StartTimer,
+                                        rpc_channel_hook,
                                         split_target)
-from harness.rpc.base import RpcInterface, interfaces_for
+from harness.rpc import interfaces_for
 from harness.transcript import Transcript
 
 RESET_DELAY = 0.1   # seconds between the last write and a reset, so the bytes before it reach the client

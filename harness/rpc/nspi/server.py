@@ -14,7 +14,7 @@ from impacket.dcerpc.v5.ndr import NDRPOINTER
 
 from harness.org import Org
 from harness.rpc.addressbook import PR_DISPLAY_NAME, AbObject, AddressBook, Container
-from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, CallContext, MailboxCall, RpcFault, RpcInterface,
+from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, CallContext, MailboxCall, RpcFault, RpcInterface, mailbox_fault,
                               decoding, is_null, marshal, ndr_text, new_context_handle)
 from harness.rpc.nspi.errors import (ACCESS_DENIED, ERRORS_RETURNED, GENERAL_FAILURE, INVALID_BOOKMARK,
                                      INVALID_CODEPAGE, INVALID_PARAMETER, LOGON_FAILED, NOT_FOUND, NOT_SUPPORTED,
@@ -387,4 +387,4 @@ class Nspi(RpcInterface):
     @staticmethod
     def _hidden(obj: AbObject, name: str, ctx: CallContext) -> bool:
         """True when a fault keeps this entry from being found by ``name``."""
-        return ctx.mailbox_fault("resolve", obj.mailbox, MailboxCall(name, None, ctx.auth_level)) is not None
+        return mailbox_fault(ctx, "resolve", obj.mailbox, MailboxCall(name, None, ctx.auth_level)) is not None
