@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 from lxml import etree
 
 from harness.org import Org
-from harness.protocols.autodiscover import XML_CONTENT_TYPE, parse_untrusted_xml, serialize
+from harness.protocols.autodiscover_answer import XML_CONTENT_TYPE, parse_untrusted_xml, serialize
 from harness.protocols.autodiscover_soap import SOAP_NS, version_parts
 
 MESSAGES_NS = "http://schemas.microsoft.com/exchange/services/2006/messages"
