@@ -3,7 +3,6 @@ clients misread, and the web sites that answer on Autodiscover's URLs instead of
 from __future__ import annotations
 
 import re
-from email.utils import formatdate
 from typing import Any, Callable, Dict, Optional
 from urllib.parse import urlsplit
 
@@ -11,7 +10,8 @@ from harness.faults.actions import WritePlan
 from harness.faults.base import REQUIRED, Fault, FaultParamError, HostScoped, Param, register
 from harness.protocols.autodiscover import POX_ERROR_MESSAGES
 from harness.protocols.autodiscover_answer import SettingsEdit, requested_address, same_place
-from harness.protocols.http import HttpAnswer, HttpResponse, moved_page
+from harness.protocols.autodiscover_pages import ERROR_PAGES, WEB_SITE_PAGES, error_page, web_site_response
+from harness.protocols.http import HttpAnswer, moved_page
 
 HOP_PATH = re.compile(r"^/autodiscover/hop(\d+)/autodiscover\.(?:xml|svc)$", re.IGNORECASE)
 
@@ -178,21 +178,6 @@ class Port80Redirect(HostScoped):
 
 
 # ---- other web sites and HTTP failures -------------------------------------------------------------------------
-WEB_SITE_PAGES = {
-    200: b"<!DOCTYPE html><html><head><title>Contoso - Home</title></head><body><h1>Welcome to Contoso</h1>"
-         b"<p>Our products and services.</p></body></html>",
-    401: b"<!DOCTYPE html><html><head><title>401 Unauthorized</title></head><body><h1>Unauthorized</h1>"
-         b"<p>This server could not verify that you are authorized to access the document requested.</p>"
-         b"</body></html>",
-    403: b"<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body><h1>Forbidden</h1></body></html>",
-    404: b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
-         b"<p>The requested URL was not found on this server.</p></body></html>",
-    500: b"<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server "
-         b"Error</h1></body></html>",
-}
-WEB_SITE_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
-
-
 @register
 class WebSite(HostScoped):
     name = "autodiscover.web-site"
@@ -211,25 +196,7 @@ class WebSite(HostScoped):
     def on_http_request(self, scope, request):
         if self.values["listener"] not in ("both", request.scheme):
             return None
-        status = self.values["status"]
-        headers = [("Content-Type", "text/html; charset=UTF-8"), ("Server", "Apache/2.4.57 (Debian)"),
-                   ("Date", formatdate(usegmt=True))]
-        if status == 401:
-            headers.append(("WWW-Authenticate", f'Basic realm="{request.host or "intranet"}"'))
-        return HttpResponse(status, WEB_SITE_REASONS[status], headers, WEB_SITE_PAGES[status])
-
-
-HTTP_ERROR_PAGES = {
-    500: ("Internal Server Error", b"<html><head><title>Runtime Error</title></head><body><h1>Server Error in "
-                                   b"'/Autodiscover' Application.</h1><h2><i>Runtime Error</i></h2></body></html>"),
-    502: ("Bad Gateway", b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 - Web server received "
-                         b"an invalid response while acting as a gateway or proxy server.</h1></body></html>"),
-    503: ("Service Unavailable", b"<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\"><HTML><HEAD><TITLE>Service "
-                                 b"Unavailable</TITLE></HEAD><BODY><h2>Service Unavailable</h2><hr><p>HTTP Error "
-                                 b"503. The service is unavailable.</p></BODY></HTML>"),
-    504: ("Gateway Timeout", b"<html><head><title>504 Gateway Timeout</title></head><body><h1>504 - Gateway "
-                             b"Timeout</h1></body></html>"),
-}
+        return web_site_response(self.values["status"], request.host)
 
 
 @register
@@ -240,12 +207,11 @@ class HttpError(Fault):
                    "Application'); 502/504: a reverse proxy cannot reach the CAS; 503: the app pool is stopped.")
     symptoms = {"exchangelib": "the step fails (MalformedResponseError / transient error); discovery goes on",
                 "curl": "%{http_code} = the status"}
-    params = {"status": Param(int, 500, "the HTTP status", tuple(HTTP_ERROR_PAGES))}
+    params = {"status": Param(int, 500, "the HTTP status", tuple(ERROR_PAGES))}
     analyzer = {"fails_at": "autodiscover", "reason": "http-{status}"}
 
     def on_autodiscover(self, scope, request, answer):
-        reason, page = HTTP_ERROR_PAGES[self.values["status"]]
-        return HttpAnswer(self.values["status"], page, reason=reason)
+        return error_page(self.values["status"])
 
 
 @register
