@@ -2,94 +2,34 @@
 clients misread, and the web sites that answer on Autodiscover's URLs instead of Exchange."""
 from __future__ import annotations
 
-import dataclasses
 import re
-from email.utils import formatdate
-from typing import Callable, Optional
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Callable, Dict, Optional
+from urllib.parse import urlsplit
 
-from lxml import etree
-
-from harness.faults.base import REQUIRED, Fault, FaultParamError, HostScoped, Param, register
-from harness.protocols import autodiscover as pox
-from harness.protocols import autodiscover_soap as soap
-from harness.protocols.http import HttpAnswer, moved_page
 from harness.protocols.connection import WritePlan
-from harness.protocols.http import HttpResponse
+from harness.faults.base import REQUIRED, Fault, FaultParamError, HostScoped, Param, register
+from harness.protocols.autodiscover import POX_ERROR_MESSAGES
+from harness.protocols.autodiscover_answer import SettingsEdit, requested_address, same_place
+from harness.protocols.autodiscover_pages import ERROR_PAGES, WEB_SITE_PAGES, error_page, web_site_response
+from harness.protocols.http import HttpAnswer, moved_page
 
-POX_CODES = (500, 501, 600, 601, 602, 603)
-SOAP_CODE_FOR_POX = {500: "InvalidUser", 501: "InvalidUser", 600: "InvalidRequest", 601: "InvalidRequest",
-                     602: "InvalidUser", 603: "InternalServerError"}
 HOP_PATH = re.compile(r"^/autodiscover/hop(\d+)/autodiscover\.(?:xml|svc)$", re.IGNORECASE)
-ANS = soap.ANS
 
 
-def is_soap(request) -> bool:
-    return "autodiscover.svc" in request.path.lower()
+class _RedirectTarget(Fault):
+    """A fault whose `url` is a path on the host asked or an absolute http(s) URL (see
+    AutodiscoverAnswer.redirect_location)."""
 
-
-def is_v1(request) -> bool:
-    """POX or SOAP (the answers these faults rewrite), not Autodiscover v2 JSON."""
-    return "autodiscover.json" not in request.path.lower()
-
-
-def autodiscover_file(request) -> str:
-    return "autodiscover.svc" if is_soap(request) else "autodiscover.xml"
-
-
-def port_suffix(request) -> str:
-    """':port' of the Host header the client sent, '' for 443 (tests run on ephemeral ports)."""
-    host = request.header("host") or ""
-    port = host.rsplit(":", 1)[1] if host.count(":") == 1 else ""
-    return f":{port}" if port and port != "443" else ""
-
-
-def target_url(request, url: str) -> str:
-    """Where a redirect sends this client. ``url`` is a path on the host that was asked, or an absolute URL; an
-    https URL without a port gets the port the client used. The file name becomes the one the client asked for
-    (autodiscover.xml or .svc), so one scenario serves POX and SOAP clients."""
-    if url.startswith("/"):
-        url = f"https://{request.host}{port_suffix(request)}{url}"
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.port is None:
-        parts = parts._replace(netloc=parts.netloc + port_suffix(request))
-    path = re.sub(r"autodiscover\.(xml|svc)$", autodiscover_file(request), parts.path, flags=re.IGNORECASE)
-    return urlunsplit(parts._replace(path=path))
-
-
-def same_place(request, url: str) -> bool:
-    parts = urlsplit(url)
-    return (parts.scheme == request.scheme and (parts.hostname or "").lower() == request.host
-            and parts.path.lower() == request.path.lower())
-
-
-def redirect_answer(request, action: str, target: str) -> pox.AutodiscoverAnswer:
-    """POX Action redirectUrl/redirectAddr, or SOAP ErrorCode RedirectUrl/RedirectAddress with RedirectTarget."""
-    if is_soap(request):
-        code = "RedirectUrl" if action == "redirectUrl" else "RedirectAddress"
-        return soap.soap_user_error(code, f"Redirection to {target}.", target)
-    return pox.pox_redirect_url(target) if action == "redirectUrl" else pox.pox_redirect_addr(target)
-
-
-def requested_address(request) -> str:
-    """The address a POX (EMailAddress) or SOAP (Mailbox) request asks about, lower-cased; "" if none."""
-    root = pox.parse_untrusted_xml(request.body)
-    if root is None:
-        return ""
-    for element in root.iter():
-        if isinstance(element.tag, str) and etree.QName(element).localname in ("EMailAddress", "Mailbox"):
-            return (element.text or "").strip().lower()
-    return ""
-
-
-def check_url(name: str, value: str) -> None:
-    """A redirect target is a path or an absolute http(s) URL."""
-    parts = urlsplit(value)
-    if value.startswith("/") or (parts.scheme in ("https", "http") and parts.hostname):
-        return
-    raise FaultParamError(name, f"{value!r} is not a path or an http(s) URL",
-                          "e.g. /autodiscover/hop1/autodiscover.xml or https://mail.contoso.test/autodiscover/"
-                          "autodiscover.xml")
+    @classmethod
+    def validate(cls, values: Dict[str, Any]) -> Dict[str, Any]:
+        result = super().validate(values)
+        url = result["url"]
+        parts = urlsplit(url)
+        if not (url.startswith("/") or (parts.scheme in ("https", "http") and parts.hostname)):
+            raise FaultParamError("url", f"{url!r} is not a path or an http(s) URL",
+                                  "e.g. /autodiscover/hop1/autodiscover.xml or https://mail.contoso.test/autodiscover/"
+                                  "autodiscover.xml")
+        return result
 
 
 @register
@@ -101,16 +41,11 @@ class ErrorCode(Fault):
                    "available, 603 internal error. Sent with HTTP 200, as Exchange does.")
     symptoms = {"outlook": "cannot configure the profile; the next Autodiscover method is not tried for 500",
                 "exchangelib": "ErrorNonExistentMailbox (InvalidUser) or AutoDiscoverFailed"}
-    params = {"code": Param(int, 500, "the POX ErrorCode", POX_CODES)}
+    params = {"code": Param(int, 500, "the POX ErrorCode", tuple(POX_ERROR_MESSAGES))}
     analyzer = {"fails_at": "autodiscover", "reason": "autodiscover-error-{code}"}
 
     def on_autodiscover(self, scope, request, answer):
-        code = self.values["code"]
-        if not is_v1(request):
-            return None
-        if is_soap(request):
-            return soap.soap_user_error(SOAP_CODE_FOR_POX[code], f"mockex fault: POX error {code}")
-        return pox.pox_error(code)
+        return answer.refusal(self.values["code"])
 
 
 # ---- redirects ------------------------------------------------------------------------------------------------
@@ -130,14 +65,14 @@ class RedirectAddr(Fault):
         to = self.values["to"].lower()
         # Compare with the address asked for, not the mailbox: the target may be another address of the same
         # mailbox (an alias, a hybrid routing address), whose own answer must not be redirected again.
-        if not is_v1(request) or answer.outcome != "settings" or answer.mailbox is None \
-                or to in (answer.mailbox.email, requested_address(request)):
+        if answer.outcome != "settings" or answer.mailbox is None \
+                or to in (answer.mailbox.email, requested_address(request.body)):
             return None
-        return redirect_answer(request, "redirectAddr", to)
+        return answer.redirect_to_address(to)
 
 
 @register
-class RedirectUrl(Fault):
+class RedirectUrl(_RedirectTarget):
     name = "autodiscover.redirect-url"
     summary = "The answer redirects to another Autodiscover URL (POX redirectUrl, SOAP RedirectUrl)."
     description = ("The client must POST the same request to the URL. `url` is a path on the same host or an "
@@ -147,17 +82,11 @@ class RedirectUrl(Fault):
                                "(AutoDiscoverFailed when nothing else works)"}
     params = {"url": Param(str, REQUIRED, "path or URL of the target (autodiscover.xml/.svc matches the request)")}
 
-    @classmethod
-    def validate(cls, values):
-        result = super().validate(values)
-        check_url("url", result["url"])
-        return result
-
     def on_autodiscover(self, scope, request, answer):
-        target = target_url(request, self.values["url"])
-        if not is_v1(request) or same_place(request, target) or answer.outcome not in ("settings", "error"):
+        target = answer.redirect_location(request, self.values["url"])
+        if same_place(request, target) or answer.outcome not in ("settings", "error"):
             return None
-        return redirect_answer(request, "redirectUrl", target)
+        return answer.redirect_to_url(target)
 
 
 class _Hops(Fault):
@@ -166,14 +95,12 @@ class _Hops(Fault):
     next_hop: Callable[[int], Optional[int]]
 
     def on_autodiscover(self, scope, request, answer):
-        if not is_v1(request):
-            return None
         match = HOP_PATH.match(request.path)
         following = self.next_hop(int(match.group(1)) if match else 0)
         if following is None:
             return None
         path = f"/autodiscover/hop{following}/autodiscover.xml" if following else "/autodiscover/autodiscover.xml"
-        return redirect_answer(request, "redirectUrl", target_url(request, path))
+        return answer.redirect_to_url(answer.redirect_location(request, path))
 
 
 @register
@@ -205,7 +132,7 @@ class RedirectLoop(_Hops):
 
 
 @register
-class HttpRedirect(Fault):
+class HttpRedirect(_RedirectTarget):
     name = "autodiscover.http-redirect"
     summary = "The authenticated Autodiscover POST is answered with an HTTP 302 to another URL."
     description = ("Exchange Online and some reverse proxies answer 302 to a per-mailbox or another host's URL "
@@ -215,14 +142,8 @@ class HttpRedirect(Fault):
     params = {"url": Param(str, REQUIRED, "path or URL of the target"),
               "status": Param(int, 302, "the redirect status", (301, 302, 307))}
 
-    @classmethod
-    def validate(cls, values):
-        result = super().validate(values)
-        check_url("url", result["url"])
-        return result
-
     def on_autodiscover(self, scope, request, answer):
-        target = target_url(request, self.values["url"])
+        target = answer.redirect_location(request, self.values["url"])
         if same_place(request, target):
             return None
         return HttpAnswer(self.values["status"], moved_page(target), headers=(("Location", target),))
@@ -257,21 +178,6 @@ class Port80Redirect(HostScoped):
 
 
 # ---- other web sites and HTTP failures -------------------------------------------------------------------------
-WEB_SITE_PAGES = {
-    200: b"<!DOCTYPE html><html><head><title>Contoso - Home</title></head><body><h1>Welcome to Contoso</h1>"
-         b"<p>Our products and services.</p></body></html>",
-    401: b"<!DOCTYPE html><html><head><title>401 Unauthorized</title></head><body><h1>Unauthorized</h1>"
-         b"<p>This server could not verify that you are authorized to access the document requested.</p>"
-         b"</body></html>",
-    403: b"<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body><h1>Forbidden</h1></body></html>",
-    404: b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
-         b"<p>The requested URL was not found on this server.</p></body></html>",
-    500: b"<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server "
-         b"Error</h1></body></html>",
-}
-WEB_SITE_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
-
-
 @register
 class WebSite(HostScoped):
     name = "autodiscover.web-site"
@@ -290,25 +196,7 @@ class WebSite(HostScoped):
     def on_http_request(self, scope, request):
         if self.values["listener"] not in ("both", request.scheme):
             return None
-        status = self.values["status"]
-        headers = [("Content-Type", "text/html; charset=UTF-8"), ("Server", "Apache/2.4.57 (Debian)"),
-                   ("Date", formatdate(usegmt=True))]
-        if status == 401:
-            headers.append(("WWW-Authenticate", f'Basic realm="{request.host or "intranet"}"'))
-        return HttpResponse(status, WEB_SITE_REASONS[status], headers, WEB_SITE_PAGES[status])
-
-
-HTTP_ERROR_PAGES = {
-    500: ("Internal Server Error", b"<html><head><title>Runtime Error</title></head><body><h1>Server Error in "
-                                   b"'/Autodiscover' Application.</h1><h2><i>Runtime Error</i></h2></body></html>"),
-    502: ("Bad Gateway", b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 - Web server received "
-                         b"an invalid response while acting as a gateway or proxy server.</h1></body></html>"),
-    503: ("Service Unavailable", b"<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\"><HTML><HEAD><TITLE>Service "
-                                 b"Unavailable</TITLE></HEAD><BODY><h2>Service Unavailable</h2><hr><p>HTTP Error "
-                                 b"503. The service is unavailable.</p></BODY></HTML>"),
-    504: ("Gateway Timeout", b"<html><head><title>504 Gateway Timeout</title></head><body><h1>504 - Gateway "
-                             b"Timeout</h1></body></html>"),
-}
+        return web_site_response(self.values["status"], request.host)
 
 
 @register
@@ -319,12 +207,11 @@ class HttpError(Fault):
                    "Application'); 502/504: a reverse proxy cannot reach the CAS; 503: the app pool is stopped.")
     symptoms = {"exchangelib": "the step fails (MalformedResponseError / transient error); discovery goes on",
                 "curl": "%{http_code} = the status"}
-    params = {"status": Param(int, 500, "the HTTP status", tuple(HTTP_ERROR_PAGES))}
+    params = {"status": Param(int, 500, "the HTTP status", tuple(ERROR_PAGES))}
     analyzer = {"fails_at": "autodiscover", "reason": "http-{status}"}
 
     def on_autodiscover(self, scope, request, answer):
-        reason, page = HTTP_ERROR_PAGES[self.values["status"]]
-        return HttpAnswer(self.values["status"], page, reason=reason)
+        return error_page(self.values["status"])
 
 
 @register
@@ -368,9 +255,7 @@ class MalformedXml(Fault):
     analyzer = {"fails_at": "autodiscover", "reason": "malformed-response"}
 
     def on_autodiscover(self, scope, request, answer):
-        body = answer.body[:int(len(answer.body) * self.values["keep"])]
-        return dataclasses.replace(answer, body=body, outcome="malformed",
-                                   detail=f"cut to {len(body)} of {len(answer.body)} bytes")
+        return answer.truncated(self.values["keep"])
 
 
 @register
@@ -381,93 +266,20 @@ class WrongSchema(Fault):
                    "Outlook 2006a Account/Protocol elements finds none (a custom provider or a rewriting proxy).")
     symptoms = {"outlook": "no settings in the answer", "analyzer": "the answer has no Outlook settings"}
     analyzer = {"fails_at": "autodiscover", "reason": "malformed-response"}
-    SWAP = {pox.OUTLOOK_RESPONSE_NS: pox.MOBILESYNC_RESPONSE_NS, pox.MOBILESYNC_RESPONSE_NS: pox.OUTLOOK_RESPONSE_NS}
 
     def on_autodiscover(self, scope, request, answer):
-        if is_soap(request) or not is_v1(request) or answer.outcome != "settings":
-            return None
-        root = pox.parse_untrusted_xml(answer.body)
-        response = next((e for e in root if etree.QName(e).namespace in self.SWAP), None)
-        if response is None:
-            return None
-        wrong = self.SWAP[etree.QName(response).namespace]
-        for element in response.iter():
-            element.tag = f"{{{wrong}}}{etree.QName(element).localname}"
-        etree.cleanup_namespaces(root, top_nsmap={None: pox.RESPONSE_NS})
-        return dataclasses.replace(answer, body=pox.serialize(root), outcome="wrong-schema",
-                                   detail=f"Response in {wrong}")
-
-
-def _pox_protocols(root) -> list:
-    """The Account's Protocol blocks (EXCH, EXPR, WEB, mapiHttp), not the ones nested in WEB."""
-    return root.findall(f"{{{pox.OUTLOOK_RESPONSE_NS}}}Response/{{{pox.OUTLOOK_RESPONSE_NS}}}Account/"
-                        f"{{{pox.OUTLOOK_RESPONSE_NS}}}Protocol")
-
-
-def _expr(root) -> list:
-    return [p for p in _pox_protocols(root)
-            if (p.get("Type") or pox.child_text(p, pox.OUTLOOK_RESPONSE_NS, "Type")) == "EXPR"]
-
-
-def _remove(elements) -> bool:
-    """Remove these elements from their parents; True when there were any."""
-    for element in elements:
-        element.getparent().remove(element)
-    return bool(elements)
+        return answer.in_other_schema()
 
 
 class _SettingsEdit(Fault):
-    """Edits a settings answer: ``edit_pox(root)`` on the POX document, ``edit_soap(user_response)`` on each SOAP
-    UserResponse; either returns False when it changed nothing (then the real answer goes out)."""
+    """Edits a settings answer as ``edit()`` says (POX and SOAP parts alike); when that changes nothing, the real
+    answer goes out."""
 
-    def edit_pox(self, root) -> bool:
-        return False
-
-    def edit_soap(self, user_response) -> bool:
-        return False
+    def edit(self) -> SettingsEdit:
+        raise NotImplementedError
 
     def on_autodiscover(self, scope, request, answer):
-        if not is_v1(request) or answer.outcome != "settings":
-            return None
-        root = pox.parse_untrusted_xml(answer.body)
-        if is_soap(request):
-            changed = [self.edit_soap(user) for user in root.iter(f"{{{ANS}}}UserResponse")]
-        else:
-            changed = [self.edit_pox(root)]
-        if not any(changed):
-            return None
-        return dataclasses.replace(answer, body=pox.serialize(root), detail=f"{answer.detail}; edited by {self.name}")
-
-
-def soap_settings(user_response) -> dict:
-    """Setting name -> its UserSetting element."""
-    settings = user_response.find(f"{{{ANS}}}UserSettings")
-    return {} if settings is None else {s.findtext(f"{{{ANS}}}Name"): s for s in settings}
-
-
-def soap_setting_error(user_response, name: str, code: str, message: str) -> bool:
-    """Replace the setting ``name`` by a UserSettingError; False when the answer does not hold it."""
-    present = soap_settings(user_response)
-    if name not in present:
-        return False
-    _remove([present[name]])
-    soap.setting_error(user_response.find(f"{{{ANS}}}UserSettingErrors"), "UserSettingError", code, message, name)
-    return True
-
-
-def soap_not_available(user_response, names) -> bool:
-    """Report these settings as SettingIsNotAvailable, as Exchange does for a setting it has no value for."""
-    return any([soap_setting_error(user_response, name, "SettingIsNotAvailable",
-                                   f"User setting '{name}' is not available.") for name in names])
-
-
-def soap_set(user_response, name: str, value: str) -> bool:
-    present = soap_settings(user_response)
-    if name in present:
-        present[name].find(f"{{{ANS}}}Value").text = value
-        return True
-    soap.user_setting(user_response.find(f"{{{ANS}}}UserSettings"), name, value)
-    return True
+        return answer.edited(self.edit(), by=self.name)
 
 
 OUTLOOK_ANYWHERE_SETTINGS = ("ExternalMailboxServer", "ExternalMailboxServerRequiresSSL",
@@ -487,11 +299,8 @@ class NoExpr(_SettingsEdit):
     symptoms = {"outlook": "cannot connect from outside", "exrca": "'wasn't able to find the EXPR provider'"}
     analyzer = {"fails_at": "autodiscover", "reason": "no-expr"}
 
-    def edit_pox(self, root):
-        return _remove(_expr(root))
-
-    def edit_soap(self, user_response):
-        return soap_not_available(user_response, OUTLOOK_ANYWHERE_SETTINGS)
+    def edit(self) -> SettingsEdit:
+        return SettingsEdit(drop=("EXPR",), unavailable=OUTLOOK_ANYWHERE_SETTINGS)
 
 
 @register
@@ -504,12 +313,8 @@ class InternalEwsOnly(_SettingsEdit):
     symptoms = {"exchangelib": "discovery 'succeeds' without an endpoint: AttributeError 'config.service_endpoint' "
                                "must be set"}
 
-    def edit_pox(self, root):
-        return _remove([element for protocol in _expr(root) for element in protocol
-                        if etree.QName(element).localname in EXTERNAL_POX_URLS])
-
-    def edit_soap(self, user_response):
-        return soap_not_available(user_response, EXTERNAL_EWS_SETTINGS)
+    def edit(self) -> SettingsEdit:
+        return SettingsEdit(drop=tuple(f"EXPR/{url}" for url in EXTERNAL_POX_URLS), unavailable=EXTERNAL_EWS_SETTINGS)
 
 
 @register
@@ -523,10 +328,8 @@ class ExtraSetting(_SettingsEdit):
               "value": Param(str, "https://mail.contoso.test/ews/Exchange.asmx/s/GetUserPhoto",
                              "its value")}
 
-    def edit_soap(self, user_response):
-        if self.values["setting"] in soap_settings(user_response):
-            return False
-        return soap_set(user_response, self.values["setting"], self.values["value"])
+    def edit(self) -> SettingsEdit:
+        return SettingsEdit(add={self.values["setting"]: self.values["value"]})
 
 
 @register
@@ -539,12 +342,10 @@ class EwsSchemas(_SettingsEdit):
                                "later"}
     params = {"value": Param(str, "Exchange2013, Exchange2019", "the value sent; '' leaves the setting out")}
 
-    def edit_soap(self, user_response):
-        if "EwsSupportedSchemas" not in soap_settings(user_response):
-            return False
+    def edit(self) -> SettingsEdit:
         if not self.values["value"]:
-            return soap_not_available(user_response, ["EwsSupportedSchemas"])
-        return soap_set(user_response, "EwsSupportedSchemas", self.values["value"])
+            return SettingsEdit(unavailable=("EwsSupportedSchemas",))
+        return SettingsEdit(replace={"EwsSupportedSchemas": self.values["value"]})
 
 
 SETTING_ERROR_CODES = ("InvalidUser", "InvalidRequest", "InvalidSetting", "SettingIsNotAvailable", "ServerBusy",
@@ -561,7 +362,7 @@ class SettingError(_SettingsEdit):
     params = {"setting": Param(str, "ExternalEwsUrl", "the setting that fails"),
               "code": Param(str, "InternalServerError", "its ErrorCode", SETTING_ERROR_CODES)}
 
-    def edit_soap(self, user_response):
+    def edit(self) -> SettingsEdit:
         name = self.values["setting"]
-        return soap_setting_error(user_response, name, self.values["code"], f"The setting '{name}' could not be read.")
+        return SettingsEdit(failed={name: (self.values["code"], f"The setting '{name}' could not be read.")})
 

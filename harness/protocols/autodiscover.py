@@ -1,8 +1,8 @@
 """POX Autodiscover (MS-OXDSCLI / MS-OXDISCO), sans-IO: the Outlook 2006a and the EAS mobilesync answers.
 
-It also holds what the SOAP and JSON flavours share: the answer type, the site URLs, the hardened XML parser and
-``MailboxSettings``, the one description of a mailbox that POX and SOAP both render, so that EXCH/EXPR and
-GetUserSettings name the same servers, DNs and URLs.
+It also holds what the SOAP and JSON flavours share: the site URLs and ``MailboxSettings``, the one description of a
+mailbox that POX and SOAP both render, so that EXCH/EXPR and GetUserSettings name the same servers, DNs and URLs.
+The answer type and the XML plumbing live in ``autodiscover_answer`` (re-exported here); ``POX`` is this flavour.
 """
 from __future__ import annotations
 
@@ -12,22 +12,21 @@ import functools
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Callable, FrozenSet, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from lxml import etree
 
-from harness.hooks import hookspec
 from harness.org import Mailbox, Org
-from harness.protocols.http import HttpAnswer, HttpRequest
+# AutodiscoverAnswer, child_text and parse_untrusted_xml are still imported from here by the site and the probe.
+from harness.protocols.autodiscover_answer import (XML_CONTENT_TYPE, AutodiscoverAnswer, Flavour, SettingsEdit, child,
+                                                   child_text, parse_untrusted_xml, serialize)
 
 RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 OUTLOOK_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
 OUTLOOK_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
 MOBILESYNC_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/requestschema/2006"
 MOBILESYNC_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
-XML_CONTENT_TYPE = "text/xml; charset=utf-8"
-XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 
 # MS-OXDSCLI 2.2.4.1.1.3 codes; the texts are the ones Exchange and Gromox send.
 POX_ERROR_MESSAGES = {
@@ -62,17 +61,6 @@ INTERNAL_OWA_AUTH = "Basic, Fba"
 EXTERNAL_OWA_AUTH = "Fba"
 INTERNAL_RPC_HTTP_AUTH = "Ntlm"
 DEFAULT_CAS_NAME = "EX01"
-
-
-@dataclass
-class AutodiscoverAnswer:
-    status: int                       # HTTP status
-    body: bytes
-    content_type: str
-    outcome: str                      # "settings", "error", "redirectAddr", "redirectUrl", "fault"
-    error_code: str = ""              # "600", "InvalidUser", "ProtocolNotSupported", ...
-    detail: str = ""                  # human reason, for the transcript
-    mailbox: Optional[Mailbox] = None  # the mailbox the answer is about
 
 
 @dataclass(frozen=True)
@@ -164,39 +152,6 @@ def served_domains(org: Org) -> FrozenSet[str]:
     return frozenset([org.domain] + [m.email.split("@", 1)[1] for m in org.mailboxes])
 
 
-# ---- XML plumbing shared by POX and SOAP ---------------------------------------------------------------------
-def parse_untrusted_xml(body: bytes) -> Optional[etree._Element]:
-    """The root element of one well-formed document, or None. DTDs are refused (no entities, no network)."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
-    try:
-        root = etree.fromstring(body, parser)
-    except (etree.XMLSyntaxError, ValueError, TypeError):
-        return None
-    if root is None or root.getroottree().docinfo.doctype:
-        return None
-    return root
-
-
-def serialize(root: etree._Element) -> bytes:
-    return XML_DECLARATION + etree.tostring(root, encoding="utf-8")
-
-
-def child(parent: etree._Element, tag: str, text: Optional[str] = None, **attrib: str) -> etree._Element:
-    """A sub-element in the parent's namespace."""
-    parent_tag = parent.tag  # "{namespace}local": slicing it is much cheaper than etree.QName on the hot path
-    namespace = parent_tag[1:parent_tag.index("}")] if parent_tag[0] == "{" else None
-    element = etree.SubElement(parent, f"{{{namespace}}}{tag}" if namespace else tag, attrib)
-    if text is not None:
-        element.text = text
-    return element
-
-
-def child_text(parent: etree._Element, namespace: str, tag: str) -> str:
-    """Stripped text of the first child ``tag``; "" when absent or empty."""
-    element = parent.find(f"{{{namespace}}}{tag}")
-    return (element.text or "").strip() if element is not None else ""
-
-
 # ---- builders ------------------------------------------------------------------------------------------------
 def _pox_document(response_ns: Optional[str]) -> Tuple[etree._Element, etree._Element]:
     """<Autodiscover><Response/></Autodiscover>; the Response carries its own namespace when the provider has one."""
@@ -206,9 +161,9 @@ def _pox_document(response_ns: Optional[str]) -> Tuple[etree._Element, etree._El
     return root, etree.SubElement(root, f"{{{response_ns}}}Response", nsmap={None: response_ns})
 
 
-def _pox_answer(root: etree._Element, outcome: str, **fields) -> AutodiscoverAnswer:
+def _pox_answer(root: etree._Element, outcome: str, **fields: Any) -> AutodiscoverAnswer:
     return AutodiscoverAnswer(status=200, body=serialize(root), content_type=XML_CONTENT_TYPE, outcome=outcome,
-                              **fields)
+                              flavour=POX, **fields)
 
 
 def pox_error(code: int, message: Optional[str] = None, *, server_name: str = DEFAULT_CAS_NAME,
@@ -327,6 +282,56 @@ RESPONSE_RENDERERS = {OUTLOOK_RESPONSE_NS: _outlook_settings, MOBILESYNC_RESPONS
 REQUEST_NAMESPACES = (OUTLOOK_REQUEST_NS, MOBILESYNC_REQUEST_NS)
 
 
+# ---- the POX flavour: how faults refuse, redirect and edit POX answers --------------------------------------
+# A provider answering in the wrong schema (autodiscover.wrong-schema): each response namespace and the other one.
+OTHER_SCHEMA: Dict[str, str] = {OUTLOOK_RESPONSE_NS: MOBILESYNC_RESPONSE_NS,
+                                MOBILESYNC_RESPONSE_NS: OUTLOOK_RESPONSE_NS}
+
+
+def _account_protocols(document: etree._Element, protocol_type: str) -> List[etree._Element]:
+    """The Account's Protocol blocks of this Type (EXCH, EXPR, WEB, mapiHttp), not the ones nested in WEB."""
+    ns = OUTLOOK_RESPONSE_NS
+    return [p for p in document.findall(f"{{{ns}}}Response/{{{ns}}}Account/{{{ns}}}Protocol")
+            if (p.get("Type") or child_text(p, ns, "Type")) == protocol_type]
+
+
+def _elements_at(document: etree._Element, path: str) -> List[etree._Element]:
+    """What a SettingsEdit ``drop`` path names: "EXPR" the EXPR Protocol blocks, "EXPR/EwsUrl" their EwsUrls."""
+    protocol_type, _, name = path.partition("/")
+    protocols = _account_protocols(document, protocol_type)
+    return protocols if not name else [e for p in protocols for e in p if etree.QName(e).localname == name]
+
+
+class PoxFlavour(Flavour):
+    """Refusals are Error answers, redirects Account Action answers; edits act on the Outlook Account."""
+    editable = True
+
+    def refusal(self, pox_code: int) -> AutodiscoverAnswer:
+        return pox_error(pox_code)
+
+    def redirect(self, action: str, target: str) -> AutodiscoverAnswer:
+        return pox_redirect_url(target) if action == "redirectUrl" else pox_redirect_addr(target)
+
+    def edit_settings(self, document: etree._Element, edit: SettingsEdit) -> bool:
+        doomed = [element for path in edit.drop for element in _elements_at(document, path)]
+        for element in doomed:
+            element.getparent().remove(element)
+        return bool(doomed)
+
+    def swap_schema(self, document: etree._Element) -> Optional[str]:
+        response = next((e for e in document if etree.QName(e).namespace in OTHER_SCHEMA), None)
+        if response is None:
+            return None
+        other = OTHER_SCHEMA[etree.QName(response).namespace]
+        for element in response.iter():
+            element.tag = f"{{{other}}}{etree.QName(element).localname}"
+        etree.cleanup_namespaces(document, top_nsmap={None: RESPONSE_NS})
+        return other
+
+
+POX = PoxFlavour("pox")
+
+
 # ---- the POX endpoint -----------------------------------------------------------------------------------------
 def respond_pox(org: Org, body: bytes, caller: Optional[Mailbox], urls: SiteUrls, *, mapi_http: bool = False,
                 auth_package: str = "Negotiate", method: str = "POST") -> AutodiscoverAnswer:
@@ -369,14 +374,10 @@ def respond_pox(org: Org, body: bytes, caller: Optional[Mailbox], urls: SiteUrls
     except Exception as exc:  # an internal fault becomes Exchange's 603, never a dropped connection
         return dataclasses.replace(fail(603, f"rendering settings failed: {exc!r}"), mailbox=mailbox)
     return AutodiscoverAnswer(status=200, body=body, content_type=XML_CONTENT_TYPE, outcome="settings",
-                              mailbox=mailbox, detail=f"settings for {mailbox.email}{asker}")
+                              mailbox=mailbox, detail=f"settings for {mailbox.email}{asker}", flavour=POX)
 
 
 @functools.lru_cache(maxsize=1024)
 def _rendered_settings(renderer: Callable[[MailboxSettings], etree._Element], settings: MailboxSettings) -> bytes:
     """The settings document for one mailbox is the same bytes every time: render it once (Outlook asks often)."""
     return serialize(renderer(settings))
-
-
-@hookspec(fires_in="services/site.py", means="the Autodiscover (or EWS) answer sent instead of the real one")
-def autodiscover_hook(request: HttpRequest, answer: AutodiscoverAnswer) -> Union[AutodiscoverAnswer, HttpAnswer]: ...

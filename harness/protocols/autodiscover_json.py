@@ -13,7 +13,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
 from harness.org import Org
-from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
+from harness.protocols.autodiscover import SiteUrls
+from harness.protocols.autodiscover_answer import AutodiscoverAnswer, Flavour
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 ENDPOINT = "/autodiscover/autodiscover.json"
@@ -26,16 +27,18 @@ PROTOCOLS: Dict[str, Tuple[str, Callable[[SiteUrls], str]]] = {
     "ews": ("Ews", lambda urls: urls.ews_url),
 }
 SUPPORTED = ",".join(name for name, _ in PROTOCOLS.values())
+JSON = Flavour("json")  # the base flavour: the v1 faults that refuse, redirect or edit answers leave these alone
 
 
-def _body(document: dict) -> bytes:
+def _body(document: Dict[str, str]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
 
 def json_error(status: int, code: str, message: str) -> AutodiscoverAnswer:
     """An Exchange Online style error body: {"ErrorCode": ..., "ErrorMessage": ...}."""
     return AutodiscoverAnswer(status=status, body=_body({"ErrorCode": code, "ErrorMessage": message}),
-                              content_type=JSON_CONTENT_TYPE, outcome="error", error_code=code, detail=message)
+                              content_type=JSON_CONTENT_TYPE, outcome="error", error_code=code, detail=message,
+                              flavour=JSON)
 
 
 def _first(query: Dict[str, List[str]], name: str) -> str:
@@ -79,4 +82,5 @@ def respond_json(org: Org, path: str, query: Dict[str, List[str]], urls: SiteUrl
     name, url_of = PROTOCOLS[protocol.lower()]
     url = url_of(urls)
     return AutodiscoverAnswer(status=200, body=_body({"Protocol": name, "Url": url}), content_type=JSON_CONTENT_TYPE,
-                              outcome="settings", detail=f"{name} for {mailbox.email}: {url}", mailbox=mailbox)
+                              outcome="settings", detail=f"{name} for {mailbox.email}: {url}", mailbox=mailbox,
+                              flavour=JSON)

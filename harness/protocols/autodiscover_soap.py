@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from lxml import etree
 
 from harness.org import Mailbox, Org
 from harness.protocols.autodiscover import (ECP_FRAGMENTS, EXTERNAL_OWA_AUTH, INTERNAL_OWA_AUTH, INTERNAL_RPC_HTTP_AUTH,
-                                            XML_CONTENT_TYPE, AutodiscoverAnswer, MailboxSettings, SiteUrls, child,
-                                            child_text, parse_untrusted_xml, serialize, served_domains)
+                                            MailboxSettings, SiteUrls, served_domains)
+from harness.protocols.autodiscover_answer import (XML_CONTENT_TYPE, AutodiscoverAnswer, Flavour, SettingsEdit, child,
+                                                   child_text, parse_untrusted_xml, serialize)
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 WSA_NS = "http://www.w3.org/2005/08/addressing"
@@ -170,9 +171,9 @@ def _redirect_target(parent: etree._Element, target: Optional[str]) -> None:
         child(parent, "RedirectTarget", target)
 
 
-def _soap_answer(envelope: etree._Element, outcome: str, **fields) -> AutodiscoverAnswer:
+def _soap_answer(envelope: etree._Element, outcome: str, **fields: Any) -> AutodiscoverAnswer:
     return AutodiscoverAnswer(status=200, body=serialize(envelope), content_type=XML_CONTENT_TYPE,
-                              outcome=outcome, **fields)
+                              outcome=outcome, flavour=SOAP, **fields)
 
 
 def soap_fault(faultstring: str, error_code: str = "InvalidRequest") -> AutodiscoverAnswer:
@@ -191,7 +192,7 @@ def soap_fault(faultstring: str, error_code: str = "InvalidRequest") -> Autodisc
     text = etree.SubElement(fault, "faultstring", {"{http://www.w3.org/XML/1998/namespace}lang": "en-US"})
     text.text = faultstring
     return AutodiscoverAnswer(status=500, body=serialize(envelope), content_type=XML_CONTENT_TYPE,
-                              outcome="fault", error_code=error_code, detail=faultstring)
+                              outcome="fault", error_code=error_code, detail=faultstring, flavour=SOAP)
 
 
 def _user_response(responses: etree._Element, code: str, message: str,
@@ -244,6 +245,11 @@ def user_setting(settings_element: etree._Element, name: str, value: SettingValu
         child(entry, "Url", url)
 
 
+def _not_available(name: str) -> Tuple[str, str]:
+    """(ErrorCode, ErrorMessage) of a UserSettingError for a setting the server has no value for."""
+    return "SettingIsNotAvailable", f"User setting '{name}' is not available."
+
+
 def _settings_user_response(responses: etree._Element, settings: MailboxSettings, requested: List[str]) -> None:
     user = _user_response(responses, "NoError", "No error.")
     errors = child(user, "UserSettingErrors")
@@ -255,10 +261,56 @@ def _settings_user_response(responses: etree._Element, settings: MailboxSettings
             continue
         value = USER_SETTINGS[name](settings) if name in USER_SETTINGS else None
         if value is None:
-            setting_error(errors, "UserSettingError", "SettingIsNotAvailable",
-                           f"User setting '{name}' is not available.", name)
+            setting_error(errors, "UserSettingError", *_not_available(name), name)
         else:
             user_setting(values, name, value)
+
+
+# ---- the SOAP flavour: how faults refuse, redirect and edit GetUserSettings answers -------------------------
+SOAP_CODE_FOR_POX = {500: "InvalidUser", 501: "InvalidUser", 600: "InvalidRequest", 601: "InvalidRequest",
+                     602: "InvalidUser", 603: "InternalServerError"}
+
+
+def _edit_user_response(user: etree._Element, edit: SettingsEdit) -> bool:
+    """The SOAP part of ``edit`` applied to one UserResponse in place; whether anything changed."""
+    settings = user.find(f"{{{ANS}}}UserSettings")
+    present = {} if settings is None else {s.findtext(f"{{{ANS}}}Name"): s for s in settings}
+    failures = [(name, *_not_available(name)) for name in edit.unavailable]
+    failures += [(name, code, message) for name, (code, message) in edit.failed.items()]
+    changed = False
+    for name, code, message in failures:
+        if name in present:
+            settings.remove(present.pop(name))
+            setting_error(user.find(f"{{{ANS}}}UserSettingErrors"), "UserSettingError", code, message, name)
+            changed = True
+    for name, value in edit.replace.items():
+        if name in present:
+            present[name].find(f"{{{ANS}}}Value").text = value
+            changed = True
+    for name, value in edit.add.items():
+        if name not in present:
+            user_setting(settings, name, value)
+            changed = True
+    return changed
+
+
+class SoapFlavour(Flavour):
+    """Refusals and redirects are the UserResponse's ErrorCode; edits act on every UserResponse."""
+    editable = True
+
+    def refusal(self, pox_code: int) -> AutodiscoverAnswer:
+        return soap_user_error(SOAP_CODE_FOR_POX[pox_code], f"mockex fault: POX error {pox_code}")
+
+    def redirect(self, action: str, target: str) -> AutodiscoverAnswer:
+        code = "RedirectUrl" if action == "redirectUrl" else "RedirectAddress"
+        return soap_user_error(code, f"Redirection to {target}.", target)
+
+    def edit_settings(self, document: etree._Element, edit: SettingsEdit) -> bool:
+        # Every UserResponse is edited (a list, not any() over a generator, which would stop at the first).
+        return any([_edit_user_response(user, edit) for user in document.iter(f"{{{ANS}}}UserResponse")])
+
+
+SOAP = SoapFlavour("soap", redirect_file="autodiscover.svc")
 
 
 # ---- operations -------------------------------------------------------------------------------------------------

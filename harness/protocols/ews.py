@@ -7,20 +7,31 @@ Every other operation is answered with a per-operation ErrorInvalidOperation unt
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 from lxml import etree
 
 from harness.org import Org
-from harness.protocols.autodiscover import AutodiscoverAnswer, parse_untrusted_xml, serialize
+from harness.protocols.autodiscover_answer import XML_CONTENT_TYPE, parse_untrusted_xml, serialize
 from harness.protocols.autodiscover_soap import SOAP_NS, version_parts
 
 MESSAGES_NS = "http://schemas.microsoft.com/exchange/services/2006/messages"
 TYPES_NS = "http://schemas.microsoft.com/exchange/services/2006/types"
-XML = "text/xml; charset=utf-8"
 
 
-def _envelope(org: Org) -> tuple:
+@dataclass(frozen=True)
+class EwsAnswer:
+    """What /EWS/Exchange.asmx answers; the site sends it as is and records an `ews` transcript line from it."""
+    status: int           # HTTP status: 200 for a response message, 500 for a SOAP fault
+    body: bytes
+    outcome: str          # "error" (a response message with ResponseClass Error) or "fault"
+    error_code: str       # the EWS ResponseCode or fault code
+    detail: str           # human reason, for the transcript
+    content_type: str = XML_CONTENT_TYPE
+
+
+def _envelope(org: Org) -> Tuple[etree._Element, etree._Element]:
     envelope = etree.Element(f"{{{SOAP_NS}}}Envelope", nsmap={"s": SOAP_NS})
     header = etree.SubElement(envelope, f"{{{SOAP_NS}}}Header")
     major, minor, build, revision = version_parts(org.exchange_version)
@@ -39,15 +50,15 @@ def _operation(root: etree._Element) -> Optional[str]:
     return name.localname if name.namespace == MESSAGES_NS else None
 
 
-def fault(org: Org, code: str, message: str) -> AutodiscoverAnswer:
+def fault(org: Org, code: str, message: str) -> EwsAnswer:
     envelope, body = _envelope(org)
     fault_element = etree.SubElement(body, f"{{{SOAP_NS}}}Fault")
     etree.SubElement(fault_element, "faultcode").text = f"a:{code}"
     etree.SubElement(fault_element, "faultstring").text = message
-    return AutodiscoverAnswer(500, serialize(envelope), XML, "fault", code, message)
+    return EwsAnswer(500, serialize(envelope), "fault", code, message)
 
 
-def respond_ews(org: Org, body: bytes) -> AutodiscoverAnswer:
+def respond_ews(org: Org, body: bytes) -> EwsAnswer:
     root = parse_untrusted_xml(body)
     if root is None or etree.QName(root).namespace != SOAP_NS:
         return fault(org, "ErrorSchemaValidation", "The request failed schema validation: the body is not a SOAP "
@@ -65,4 +76,4 @@ def respond_ews(org: Org, body: bytes) -> AutodiscoverAnswer:
     etree.SubElement(message, f"{{{MESSAGES_NS}}}MessageText").text = text
     etree.SubElement(message, f"{{{MESSAGES_NS}}}ResponseCode").text = code
     etree.SubElement(message, f"{{{MESSAGES_NS}}}DescriptiveLinkKey").text = "0"
-    return AutodiscoverAnswer(200, serialize(envelope), XML, "error", code, f"EWS {operation}")
+    return EwsAnswer(200, serialize(envelope), "error", code, f"EWS {operation}")

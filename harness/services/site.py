@@ -25,7 +25,8 @@ from urllib.parse import parse_qs
 
 from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
 from harness.hooks import FaultSet, Scope
-from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls, autodiscover_hook
+from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
+from harness.protocols.autodiscover_answer import autodiscover_hook
 from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook
 from harness.protocols.ntlm import ServerIdentity
 from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
