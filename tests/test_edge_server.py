@@ -246,3 +246,13 @@ def test_stop_gives_up_ports_held_refused(serve, state_dir):
     server.stop()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))
+
+
+def test_a_step_due_after_stop_neither_fires_nor_brings_the_listeners_back(serve, state_dir):
+    server, reactor, endpoints = serve(refusing_after(10))
+    server.stop()
+    server.transcript.record("reset", faults=[])   # a late event must not reconcile either
+    reactor.advance(10)
+    assert reactor.getDelayedCalls() == [] and len(reactor.ports) == 4
+    assert server.listeners.states() == {"127.0.0.1": {"https": "closed", "http": "closed"}}
+    assert [e["kind"] for e in events(state_dir)][-2:] == ["stop", "reset"]

@@ -157,3 +157,11 @@ def test_faults_applied_by_a_step_draw_from_the_run_seed():
         return fault.rng.random()
 
     assert first_draw(0) == first_draw(0) != first_draw(7)
+
+
+def test_a_stopped_runner_fires_nothing():
+    run = Run(step({"seconds": 10}), step({"requests": 1}))
+    run.runner.stop()
+    run.clock.advance(10)
+    run.http()
+    assert run.fired() == [] and run.active() == [] and run.clock.getDelayedCalls() == []
