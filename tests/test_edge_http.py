@@ -368,8 +368,8 @@ class PacedWrites(Fault):
         return WritePlan(((1.0, data[:5]), (2.0, data[5:])), self.end)
 
 
-def paced(end: Optional[str] = None, **scope: str) -> PacedWrites:
-    fault = PacedWrites(**scope)
+def paced(end: Optional[str] = None, host: Optional[str] = None) -> PacedWrites:
+    fault = PacedWrites(host=host) if host else PacedWrites()
     fault.end = end
     return fault
 

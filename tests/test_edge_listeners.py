@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import errno
 import socket
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from twisted.internet import defer, protocol
@@ -63,10 +63,8 @@ class Role(protocol.Protocol):
 @dataclass
 class RoleFactory(protocol.Factory):
     name: str
-    built: List[Tuple[str, int]] = field(default_factory=list)
 
-    def buildProtocol(self, addr: IPv4Address) -> Role:
-        self.built.append((addr.host, addr.port))
+    def buildProtocol(self, addr: Any) -> Role:
         return Role(self.name)
 
 
@@ -96,7 +94,7 @@ def setup(*faults: Any, hosts: Tuple[str, ...] = (), close_later: bool = False,
 
 
 @pytest.fixture
-def started():
+def started() -> Iterator[Callable[..., Setup]]:
     """A Setup factory whose listeners are started, and stopped after the test."""
     made: List[Setup] = []
 

@@ -8,7 +8,7 @@ import os
 import shutil
 import socket
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 from OpenSSL import SSL
@@ -85,11 +85,11 @@ def state_dir(tmp_path: Any, pki_template: str) -> str:
 
 
 @pytest.fixture
-def serve(state_dir: str):
+def serve(state_dir: str) -> Iterator[Callable[..., Tuple[MockExchange, "ServingReactor", Dict[str, Any]]]]:
     """Start a MockExchange on a fresh ServingReactor; its transcript is closed after the test."""
     servers: List[MockExchange] = []
 
-    def start(*scenarios: Scenario, **options: Any) -> tuple:
+    def start(*scenarios: Scenario, **options: Any) -> Tuple[MockExchange, ServingReactor, Dict[str, Any]]:
         server = MockExchange(ORG, ServeOptions(state_dir=state_dir, https_port=0, http_port=0, dns_port=DNS_PORT,
                                                 **options), scenarios=list(scenarios))
         servers.append(server)

@@ -19,7 +19,8 @@ from harness.services.site import ExchangeSite, RedirectSite
 from harness.transcript import Transcript
 
 ORG = load_org()
-ALICE = ORG.find("alice")
+ALICE = ORG.mailboxes[0]
+assert ALICE.username == "alice"
 POX_REQUEST = (b'<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
                b'<Request><EMailAddress>alice@contoso.test</EMailAddress><AcceptableResponseSchema>'
                b'http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a'
