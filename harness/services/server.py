@@ -140,6 +140,10 @@ class MockExchange:
 
     def stop(self):
         from twisted.internet import defer
+        # Nothing may move the listeners once they are closing: no pending step, no reconcile on a late event.
+        self.steps.stop()
+        if self._on_event in self.transcript.listeners:
+            self.transcript.listeners.remove(self._on_event)
         waits = [self.listeners.stop()] + [p.stopListening() for p in self._dns]
         self.transcript.record("stop")
         return defer.gatherResults([d for d in waits if d is not None])

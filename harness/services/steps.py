@@ -68,10 +68,20 @@ class StepRunner:
                                applied=[f.describe() for f in added], removed=list(step.remove))
 
     def reset(self) -> None:
+        self._cancel_timers()
+        self.faults.replace(self._initial)
+        self._arm()
+        self.transcript.record("reset", faults=[f.describe() for f in self._initial])
+
+    def stop(self) -> None:
+        """No step fires any more: the server is going away, and a late step would bind its listeners again."""
+        self._cancel_timers()
+        self._pending = []
+        if self._on_event in self.transcript.listeners:
+            self.transcript.listeners.remove(self._on_event)
+
+    def _cancel_timers(self) -> None:
         for timer in self._timers:
             if timer.active():
                 timer.cancel()
         self._timers = []
-        self.faults.replace(self._initial)
-        self._arm()
-        self.transcript.record("reset", faults=[f.describe() for f in self._initial])
