@@ -14,7 +14,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from harness.faults.actions import WritePlan
+from harness.protocols.connection import WritePlan
 from harness.faults.base import Fault, FaultSet, Scope
 from harness.faults.network import Latency
 from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
