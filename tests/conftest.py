@@ -42,3 +42,11 @@ def server443(tmp_path_factory) -> Served:
     served = start_server(state, listen=worker_address(), https_port=443)
     yield served
     served.stop()
+
+
+@pytest.fixture
+def socket_timeout():
+    """http.client sockets in impacket have no timeout; a hang must fail the test instead."""
+    from tests.support.clients import default_socket_timeout
+    with default_socket_timeout(20):
+        yield
