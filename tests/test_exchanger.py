@@ -78,7 +78,7 @@ def test_unknown_rpc_server_name_is_404(server443):
 
 # ---- impacket's transport, directly ------------------------------------------------------------------------------
 def connect(served, interface, level, port=6004, user="alice"):
-    return bind_over_http(ncacn_http(served.host, user, served.user(user)["password"], port=port), interface, level)
+    return bind_over_http(ncacn_http(served.host, port=port), interface, user, served.user(user)["password"], level)
 
 
 @pytest.mark.parametrize("level", [rpcrt.RPC_C_AUTHN_LEVEL_NONE, rpcrt.RPC_C_AUTHN_LEVEL_CONNECT,

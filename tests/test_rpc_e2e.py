@@ -155,7 +155,7 @@ def test_dnt_lookup_prints_every_object_by_its_mid(server443):
 # ---- EMSMDB: our client halves over impacket's ncacn_http ------------------------------------------------------
 def emsmdb_session(served, user: str, target: str):
     """impacket's RPC-over-HTTP transport to port 6001, EMSMDB bound with NTLM at privacy (level 6)."""
-    return bind_over_http(ncacn_http(served.host, user, served.user(user)["password"], target, 6001), EMSMDB)
+    return bind_over_http(ncacn_http(served.host, target, 6001), EMSMDB, user, served.user(user)["password"])
 
 
 def call(dce, opnum: int, stub: bytes) -> bytes:
@@ -526,8 +526,8 @@ def test_bind_with_a_broken_ntlm_token_gets_bind_nak(server443, rng, token, why)
 def test_request_with_a_bad_verifier_gets_access_denied_and_a_close(server443, socket_timeout, rng, level, how):
     """A genuine NTLM bind by impacket, then a request whose verifier is random bytes."""
     tail = TranscriptTail(server443)
-    dce = bind_over_http(ncacn_http(server443.host, "alice", server443.user("alice")["password"]),
-                         nspi.MSRPC_UUID_NSPI, level)
+    dce = bind_over_http(ncacn_http(server443.host), nspi.MSRPC_UUID_NSPI, "alice", server443.user("alice")["password"],
+                         level)
     transport = dce.get_rpc_transport()
     transport.send(request(0, nspi_bind_stub(), verifier=b"\x01\x00\x00\x00" + rng.randbytes(12), level=level))
     assert fault_status(transport.recv()) == 0x5

@@ -265,7 +265,7 @@ def test_unauthenticated_nspi_stubs_dissect_to_the_fixture(server443, relay_cert
 
     def query_rows():
         with default_socket_timeout(TIMEOUT):
-            dce = bind_over_http(ncacn_http(RELAY_ADDRESS, "alice", alice["password"]), nspi.MSRPC_UUID_NSPI,
+            dce = bind_over_http(ncacn_http(RELAY_ADDRESS), nspi.MSRPC_UUID_NSPI, "alice", alice["password"],
                                  rpcrt.RPC_C_AUTHN_LEVEL_NONE)
             stat = teletex_stat()
             handle = nspi.hNspiBind(dce, stat)["contextHandle"]

@@ -163,11 +163,9 @@ def default_socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def ncacn_http(proxy: str, user: str, password: str, target: str = "EX01", port: int = 6004) -> HTTPTransport:
+def ncacn_http(proxy: str, target: str = "EX01", port: int = 6004) -> HTTPTransport:
     """impacket's RPC-over-HTTP transport as exchanger.py builds it: the RPC proxy on ``proxy``:443."""
-    transport = DCERPCTransportFactory(f"ncacn_http:{target}[{port},RpcProxy={proxy}:443]")
-    transport.set_credentials(user, password, DOMAIN)
-    return transport
+    return DCERPCTransportFactory(f"ncacn_http:{target}[{port},RpcProxy={proxy}:443]")
 
 
 class StrictEofTransport(HTTPTransport):
@@ -182,20 +180,21 @@ class StrictEofTransport(HTTPTransport):
 
 
 def rpc_transport(served: Served, target: str, port: int = 6004, user: str = "alice") -> StrictEofTransport:
-    """A StrictEofTransport to the served RPC proxy on whatever port it has."""
+    """A StrictEofTransport to the served RPC proxy on whatever port it has, logging on as ``user``."""
     transport = StrictEofTransport(target, port)
     transport.set_rpc_proxy_url(f"https://{served.host}:{served.https_port}/rpc/rpcproxy.dll?{target}:{port}")
     transport.set_credentials(user, served.user(user)["password"], DOMAIN)
     return transport
 
 
-def bind_over_http(transport: HTTPTransport, interface: bytes, level: int = PRIVACY) -> rpcrt.DCERPC_v5:
-    """Connect ``transport`` and bind ``interface`` as exchanger.py does: NTLM as the transport's user at ``level``
-    inside DCE/RPC (no RPC authentication at level 1)."""
-    user, password, domain = transport.get_credentials()[:3]
+def bind_over_http(transport: HTTPTransport, interface: bytes, user: str, password: str,
+                   level: int = PRIVACY) -> rpcrt.DCERPC_v5:
+    """Connect ``transport`` and bind ``interface`` as exchanger.py does: NTLM as ``user`` on the HTTP legs and at
+    ``level`` inside DCE/RPC (no RPC authentication at level 1)."""
+    transport.set_credentials(user, password, DOMAIN)
     dce = transport.get_dce_rpc()
     if level != rpcrt.RPC_C_AUTHN_LEVEL_NONE:
-        dce.set_credentials(user, password, domain)
+        dce.set_credentials(user, password, DOMAIN)
         dce.set_auth_level(level)
     dce.connect()
     dce.bind(interface)
@@ -205,7 +204,8 @@ def bind_over_http(transport: HTTPTransport, interface: bytes, level: int = PRIV
 def rpc_bind(served: Served, target: str, interface: bytes = nspi.MSRPC_UUID_NSPI, *, port: int = 6004,
              user: str = "alice", level: int = PRIVACY) -> rpcrt.DCERPC_v5:
     """``interface`` bound on ``target``:``port`` through a StrictEofTransport."""
-    return bind_over_http(rpc_transport(served, target, port, user), interface, level)
+    return bind_over_http(rpc_transport(served, target, port, user), interface, user, served.user(user)["password"],
+                          level)
 
 
 def teletex_stat() -> nspi.STAT:
@@ -220,7 +220,7 @@ def nspi_handle(dce: Any) -> Any:
     return nspi.hNspiBind(dce, teletex_stat())["contextHandle"]
 
 
-# ---- the mockex command and the probe -------------------------------------------------------------------------------------------------
+# ---- the mockex command and the probe ----------------------------------------------------------------------------
 def run_mockex(*args: str, timeout: float = 60, **options: Any) -> subprocess.CompletedProcess:
     """`mockex ARGS...` (as ``python -m harness``) run to completion from the checkout, its output captured as text;
     ``options`` go to subprocess.run (env, stdin)."""
