@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import List, Optional
+from typing import List
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,24 +12,16 @@ from lxml import etree
 
 from harness.org import load_org
 from harness.protocols import autodiscover
-from harness.protocols.autodiscover import (MOBILESYNC_REQUEST_NS, MOBILESYNC_RESPONSE_NS, OUTLOOK_REQUEST_NS,
-                                            OUTLOOK_RESPONSE_NS, RESPONSE_NS, SiteUrls, pox_error, pox_redirect_addr,
-                                            pox_redirect_url, respond_pox)
+from harness.protocols.autodiscover import (MOBILESYNC_REQUEST_NS, MOBILESYNC_RESPONSE_NS, OUTLOOK_RESPONSE_NS,
+                                            RESPONSE_NS, SiteUrls, pox_error, pox_redirect_addr, pox_redirect_url,
+                                            respond_pox)
+from tests.support.autodiscover import pox_request
+from tests.support.fuzz import mutated_documents
 
 ORG = load_org()
 URLS = SiteUrls.for_org(ORG)
 OLK = f"{{{OUTLOOK_RESPONSE_NS}}}"
 POX_ERROR_CODES = {"500", "600", "601", "603"}
-
-
-def pox_request(email: Optional[str] = "alice@contoso.test", *, legacy_dn: Optional[str] = None,
-                schema: Optional[str] = OUTLOOK_RESPONSE_NS, namespace: str = OUTLOOK_REQUEST_NS) -> bytes:
-    root = etree.Element(f"{{{namespace}}}Autodiscover", nsmap={None: namespace})
-    request = etree.SubElement(root, f"{{{namespace}}}Request")
-    for tag, text in (("EMailAddress", email), ("LegacyDN", legacy_dn), ("AcceptableResponseSchema", schema)):
-        if text is not None:
-            etree.SubElement(request, f"{{{namespace}}}{tag}").text = text
-    return etree.tostring(root, xml_declaration=True, encoding="utf-8")
 
 
 def parse(answer) -> etree._Element:
@@ -250,52 +242,6 @@ def assert_documented(answer) -> None:
     else:
         assert answer.outcome == "error" and answer.error_code in POX_ERROR_CODES
         error_of(answer)
-
-
-WORDS = ["Autodiscover", "Request", "EMailAddress", "LegacyDN", "AcceptableResponseSchema", "Response", "x"]
-NAMESPACES = [OUTLOOK_REQUEST_NS, MOBILESYNC_REQUEST_NS, OUTLOOK_RESPONSE_NS, MOBILESYNC_RESPONSE_NS, None]
-VALUES = ["alice@contoso.test", "dave@contoso.test", "nobody@contoso.test", "alice", "", " ",
-          OUTLOOK_RESPONSE_NS, MOBILESYNC_RESPONSE_NS, ORG.legacy_dn(ORG.find("bob")), "\u00e9@\u00e9"]
-
-
-@st.composite
-def mutated_documents(draw, original: bytes, words=WORDS, namespaces=NAMESPACES, values=VALUES) -> bytes:
-    """``original`` with a few byte-level or element-level edits (drop, rename, re-namespace, new text)."""
-    if draw(st.booleans()):
-        data = bytearray(original)
-        for _ in range(draw(st.integers(1, 6))):
-            position = draw(st.integers(0, len(data)))
-            edit = draw(st.sampled_from(["delete", "insert", "replace", "truncate"]))
-            if edit == "truncate":
-                del data[position:]
-            elif edit == "insert" or position == len(data):
-                data[position:position] = draw(st.binary(min_size=1, max_size=8))
-            elif edit == "delete":
-                del data[position:position + draw(st.integers(1, 16))]
-            else:
-                data[position] = draw(st.integers(0, 255))
-        return bytes(data)
-    root = etree.fromstring(original)
-    for _ in range(draw(st.integers(1, 4))):
-        elements = list(root.iter())
-        element = draw(st.sampled_from(elements))
-        edit = draw(st.sampled_from(["drop", "rename", "text", "duplicate"]))
-        parent = element.getparent()
-        if edit == "drop" and parent is not None:
-            parent.remove(element)
-        elif edit == "rename":
-            namespace = draw(st.sampled_from(namespaces))
-            word = draw(st.sampled_from(words))
-            element.tag = f"{{{namespace}}}{word}" if namespace else word
-        elif edit == "text":
-            element.text = draw(st.sampled_from(values) | st.text(max_size=40).filter(_xml_safe))
-        elif parent is not None:
-            parent.append(etree.fromstring(etree.tostring(element)))
-    return etree.tostring(root)
-
-
-def _xml_safe(text: str) -> bool:
-    return all(ch in "\t\n\r" or (" " <= ch <= "\ud7ff") or ("\ue000" <= ch <= "\ufffd") for ch in text)
 
 
 @settings(max_examples=150, deadline=None)

@@ -30,7 +30,8 @@ from harness.org import load_org
 from harness.protocols.autodiscover import OUTLOOK_RESPONSE_NS, SiteUrls, respond_pox
 from harness.protocols.autodiscover_soap import (ANS, KNOWN_USER_SETTINGS, SOAP_NS, XSI_NS, respond_soap,
                                                  soap_user_error)
-from tests.test_autodiscover_pox import mutated_documents, pox_request
+from tests.support.autodiscover import pox_request
+from tests.support.fuzz import mutated_documents
 
 ORG = load_org()
 URLS = SiteUrls.for_org(ORG)

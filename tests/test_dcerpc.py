@@ -13,40 +13,13 @@ from impacket.uuid import uuidtup_to_bin
 
 from harness.org import load_org
 from harness.protocols import dcerpc
-from harness.rpc.base import RpcFault, RpcInterface
 from harness.transcript import Transcript
+from tests.support.echo import ECHO, Echo
 
 ORG = load_org()
 ALICE = ORG.find("alice")
 
 
-class Echo(RpcInterface):
-    """A test interface: its answers show what the server did with the stub and the caller."""
-    name = "ECHO"
-    uuid = "12345678-1234-abcd-ef00-0123456789ab"
-    version = (1, 2)
-    opnums = {0: "echo", 1: "grow", 2: "whoami", 3: "refuse", 4: "explode"}
-
-    def echo(self, stub, ctx):
-        return stub + b"\0\0\0\0"
-
-    def grow(self, stub, ctx):
-        (size,) = struct.unpack_from("<L", stub)
-        return bytes(i % 251 for i in range(size)) + b"\0\0\0\0"
-
-    def whoami(self, stub, ctx):
-        who = ctx.mailbox.email if ctx.mailbox else "-"
-        ctx.association["calls"] = ctx.association.get("calls", 0) + 1
-        return f"{who}|{ctx.auth_level}|{ctx.association['calls']}".encode() + b"\0\0\0\0"
-
-    def refuse(self, stub, ctx):
-        raise RpcFault(0x6F7, "bad stub")
-
-    def explode(self, stub, ctx):
-        raise ValueError("interface bug")
-
-
-ECHO = uuidtup_to_bin((Echo.uuid, "1.0"))
 OTHER = uuidtup_to_bin(("99999999-1234-abcd-ef00-0123456789ab", "1.0"))
 NDR64 = ("71710533-BEBA-4937-8319-B5DBEF9CCC36", "1.0")
 

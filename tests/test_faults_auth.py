@@ -5,9 +5,10 @@ import requests
 import pytest
 from requests_ntlm import HttpNtlmAuth
 
-from tests.conftest import start_server
-from tests.fault_clients import by_user, curl, exchangelib, needs_netns, pin_names, run_in_netns
-from tests.test_serve_autodiscover import POX_REQUEST
+from tests.support.autodiscover import pox_request
+from tests.support.clients import POX_PATH, curl, pin_names
+from tests.support.netns import by_user, exchangelib, needs_netns, run_in_netns
+from tests.support.servers import scenario_args, server_running
 
 SCENARIO = """\
 name: auth-everything
@@ -23,23 +24,18 @@ faults:
 expect:
   analyzer: {fails_at: autodiscover, reason: http-401}
 """
-POX = "/autodiscover/autodiscover.xml"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("auth-faults")
-    (root / "auth.yaml").write_text(SCENARIO)
-    (root / "state").mkdir()
-    server = start_server(str(root / "state"), "--scenario", str(root / "auth.yaml"))
-    yield server
-    assert server.stop() == 0
+    with server_running(*scenario_args(tmp_path_factory.mktemp("auth-faults"), "auth", SCENARIO)) as server:
+        yield server
 
 
-def logon(served, user: str, method: str, host: str = "autodiscover.contoso.test", path: str = POX):
+def logon(served, user: str, method: str, host: str = "autodiscover.contoso.test", path: str = POX_PATH):
     account = served.user(user)
-    return curl(served, host, path, method, "-u", f"CONTOSO\\{user}:{account['password']}",
-                data=POX_REQUEST.format(email=account["email"]))
+    return curl(served, host, method, "-u", f"CONTOSO\\{user}:{account['password']}", path=path,
+                data=pox_request(account["email"]))
 
 
 @pytest.mark.parametrize("user, reason", [("alice", "wrong password"), ("bob", "account locked"),
@@ -57,8 +53,8 @@ def ntlm_post(served, monkeypatch, host: str, user: str) -> requests.Response:
     """requests with requests-ntlm, the NTLM client exchangelib uses."""
     pin_names(monkeypatch, served)
     account = served.user(user)
-    return requests.post(f"https://{host}:{served.https_port}{POX}", timeout=10, verify=served.ca_file,
-                         data=POX_REQUEST.format(email=account["email"]),
+    return requests.post(f"https://{host}:{served.https_port}{POX_PATH}", timeout=10, verify=served.ca_file,
+                         data=pox_request(account["email"]),
                          auth=HttpNtlmAuth(f"CONTOSO\\{user}", account["password"]))
 
 
@@ -79,7 +75,7 @@ def test_requests_ntlm_gets_401_after_the_whole_handshake(served, monkeypatch):
     ("ex02.contoso.test", ["Negotiate"], "--ntlm", None),
 ])
 def test_only_the_configured_scheme_is_offered(served, host, offered, refused, accepted):
-    anonymous = curl(served, host, POX, data=POX_REQUEST.format(email="helpdesk@contoso.test"))
+    anonymous = curl(served, host, data=pox_request("helpdesk@contoso.test"))
     assert [v.split()[0] for v in anonymous.header("WWW-Authenticate")] == offered
     assert logon(served, "helpdesk", refused, host=host).status == 401
     if accepted:
@@ -103,29 +99,23 @@ def test_combined_challenge_breaks_curl_but_not_requests_ntlm(served, monkeypatc
 
 
 def test_basic_over_http_challenges_then_records_the_leaked_password(tmp_path):
-    served = start_server(str(tmp_path), "--scenario", "auth-basic-over-http")
-    try:
-        anonymous = curl(served, "autodiscover.contoso.test", POX, scheme="http")
+    with server_running(str(tmp_path), "--scenario", "auth-basic-over-http") as served:
+        anonymous = curl(served, "autodiscover.contoso.test", scheme="http")
         assert anonymous.status == 401 and not anonymous.header("Location")
         assert anonymous.header("WWW-Authenticate") == ['Basic realm="autodiscover.contoso.test"']
         alice = served.user("alice")
-        leaked = curl(served, "autodiscover.contoso.test", POX, "--basic", "-u", f"alice:{alice['password']}",
+        leaked = curl(served, "autodiscover.contoso.test", "--basic", "-u", f"alice:{alice['password']}",
                       scheme="http")
         assert leaked.status == 302 and leaked.header("Location")[0].startswith("https://autodiscover.contoso.test")
         events = served.wait_for(lambda e: e["kind"] == "auth" and e["result"] == "sent in clear")
         assert events[0]["user"] == "alice" and events[0]["password_valid"] is True and events[0]["tls"] is False
-    finally:
-        assert served.stop() == 0
 
 
 def test_password_changed_during_session_refuses_after_the_first_logon(tmp_path):
-    served = start_server(str(tmp_path), "--scenario", "password-changed-during-session")
-    try:
+    with server_running(str(tmp_path), "--scenario", "password-changed-during-session") as served:
         assert [logon(served, "alice", "--ntlm").status for _ in range(2)] == [200, 401]
         assert logon(served, "bob", "--basic").status == 200
         assert served.wait_for(lambda e: e["kind"] == "step" and e["trigger"] == "1 successful logons")
-    finally:
-        assert served.stop() == 0
 
 
 @needs_netns

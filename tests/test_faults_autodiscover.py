@@ -12,11 +12,12 @@ from lxml import etree
 
 from harness.faults.base import FaultParamError, catalog
 from harness.protocols import autodiscover as pox
-from tests.conftest import start_server
-from tests.fault_clients import by_user, curl, exchangelib, needs_netns, pin_names, run_in_netns, servers_started
-from tests.test_serve_autodiscover import POX_REQUEST
+from tests.support.autodiscover import pox_protocols, pox_request
+from tests.support.clients import POX_PATH, curl, pin_names
+from tests.support.netns import by_user, exchangelib, needs_netns, run_in_netns
+from tests.support.servers import scenario_args, server_running, servers_running
+from tests.support.transcript import fault_fired
 
-POX_PATH = "/autodiscover/autodiscover.xml"
 STEPPED = """\
 name: stepped
 faults:
@@ -63,35 +64,19 @@ expect:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     root = tmp_path_factory.mktemp("autodiscover-faults")
-    started = []
-    for name, text in (("answers", ANSWERS), ("sites", SITES)):
-        (root / f"{name}.yaml").write_text(text)
-        (root / name).mkdir()
-        started.append((str(root / name), "--scenario", str(root / f"{name}.yaml")))
-    with servers_started(*started) as both:
+    with servers_running(scenario_args(root, "answers", ANSWERS), scenario_args(root, "sites", SITES)) as both:
         yield both
 
 
 def ask(served, email: str, host: str = "autodiscover.contoso.test", path: str = POX_PATH, *extra: str):
     """alice asks about ``email`` with Basic over TLS."""
     alice = served.user("alice")
-    return curl(served, host, path, "--basic", "-u", f"alice@contoso.test:{alice['password']}", *extra,
-                data=POX_REQUEST.format(email=email))
+    return curl(served, host, "--basic", "-u", f"alice@contoso.test:{alice['password']}", *extra, path=path,
+                data=pox_request(email))
 
 
 def outlook(body: str, tag: str):
     return etree.fromstring(body.encode()).findtext(f".//{{{pox.OUTLOOK_RESPONSE_NS}}}{tag}")
-
-
-def protocols(body: str) -> dict:
-    """The Account's Protocol blocks by Type."""
-    account = etree.fromstring(body.encode()).find(f".//{{{pox.OUTLOOK_RESPONSE_NS}}}Account")
-    return {p.findtext(f"{{{pox.OUTLOOK_RESPONSE_NS}}}Type"): p
-            for p in account.findall(f"{{{pox.OUTLOOK_RESPONSE_NS}}}Protocol")}
-
-
-def fired(served, fault: str):
-    return served.wait_for(lambda e: e["kind"] == "fault" and e["fault"] == fault)
 
 
 def error_code(body: str):
@@ -99,30 +84,20 @@ def error_code(body: str):
 
 
 def test_error_code_fault_is_seen_by_curl(tmp_path):
-    served = start_server(str(tmp_path), "--scenario", "autodiscover-error-500")
-    try:
+    with server_running(str(tmp_path), "--scenario", "autodiscover-error-500") as served:
         result = ask(served, "alice@contoso.test")
         assert result.status == 200 and error_code(result.body) == "500"
-        assert fired(served, "autodiscover.error-code")
-    finally:
-        assert served.stop() == 0
+        assert fault_fired(served, "autodiscover.error-code")
 
 
 def test_steps_change_faults_and_sighup_resets_them(tmp_path):
-    scenario = tmp_path / "stepped.yaml"
-    scenario.write_text(STEPPED)
-    state = tmp_path / "state"
-    state.mkdir()
-    served = start_server(str(state), "--scenario", str(scenario))
-    try:
+    with server_running(*scenario_args(tmp_path, "stepped", STEPPED)) as served:
         codes = [error_code(ask(served, "alice@contoso.test").body) for _ in range(3)]
         assert codes == ["603", "603", None]  # the step removed the fault after two answers
         assert served.wait_for(lambda e: e["kind"] == "step" and e["removed"] == ["autodiscover.error-code"])
         served.process.send_signal(signal.SIGHUP)
         assert served.wait_for(lambda e: e["kind"] == "reset")
         assert error_code(ask(served, "alice@contoso.test").body) == "603"
-    finally:
-        assert served.stop() == 0
 
 
 def test_redirect_addr_names_the_new_address(servers):
@@ -134,10 +109,10 @@ def test_redirect_addr_names_the_new_address(servers):
 
 def test_settings_edits(servers):
     served = servers[0]
-    assert list(protocols(ask(served, "alice@contoso.test", "ex01.contoso.test", "/autodiscover/hop3/"
-                                 "autodiscover.xml").body)) == ["EXCH", "EXPR", "WEB"]
-    assert list(protocols(ask(served, "carol@contoso.test").body)) == ["EXCH", "WEB"]
-    blocks = protocols(ask(served, "confroom1@contoso.test").body)
+    assert list(pox_protocols(ask(served, "alice@contoso.test", "ex01.contoso.test", "/autodiscover/hop3/"
+                                     "autodiscover.xml").body)) == ["EXCH", "EXPR", "WEB"]
+    assert list(pox_protocols(ask(served, "carol@contoso.test").body)) == ["EXCH", "WEB"]
+    blocks = pox_protocols(ask(served, "confroom1@contoso.test").body)
     assert blocks["EXCH"].findtext(f"{{{pox.OUTLOOK_RESPONSE_NS}}}EwsUrl")
     assert blocks["EXPR"].findtext(f"{{{pox.OUTLOOK_RESPONSE_NS}}}EwsUrl") is None
     wrong = etree.fromstring(ask(served, "dave@contoso.test").body.encode())
@@ -148,7 +123,7 @@ def test_settings_edits(servers):
 @pytest.mark.parametrize("user", ["alice", "carol", "dave", "confroom1"])
 def test_autodiscover_v2_json_is_left_alone_by_v1_faults(servers, user):
     result = curl(servers[0], "autodiscover.contoso.test",
-                  f"/autodiscover/autodiscover.json/v1.0/{user}@contoso.test?Protocol=EWS")
+                  path=f"/autodiscover/autodiscover.json/v1.0/{user}@contoso.test?Protocol=EWS")
     assert result.status == 200 and '"Protocol":"Ews"' in result.body
 
 
@@ -160,7 +135,7 @@ def test_malformed_answer_does_not_parse(servers):
 
 
 def test_http_error_after_authentication(servers):
-    anonymous = curl(servers[0], "autodiscover.contoso.test", POX_PATH, data=POX_REQUEST.format(email="x@y"))
+    anonymous = curl(servers[0], "autodiscover.contoso.test", data=pox_request("x@y"))
     assert anonymous.status == 401
     result = ask(servers[0], "helpdesk@contoso.test")
     assert result.status == 503 and "HTTP Error 503" in result.body
@@ -181,7 +156,7 @@ def test_http_redirect_is_followed_by_curl(servers):
 def test_slow_answer_times_curl_and_requests_out_but_not_the_challenge(servers, monkeypatch):
     served = servers[0]
     started = time.monotonic()
-    challenge = curl(served, "mail.contoso.test", POX_PATH, data=POX_REQUEST.format(email="x@y"), max_time=2)
+    challenge = curl(served, "mail.contoso.test", data=pox_request("x@y"), max_time=2)
     assert challenge.status == 401 and time.monotonic() - started < 1.5
     timed_out = ask(served, "alice@contoso.test", "mail.contoso.test", POX_PATH, "--max-time", "1")
     assert timed_out.exit_code == 28 and "Operation timed out" in timed_out.stderr
@@ -189,8 +164,8 @@ def test_slow_answer_times_curl_and_requests_out_but_not_the_challenge(servers, 
     alice = served.user("alice")
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.post(f"https://mail.contoso.test:{served.https_port}{POX_PATH}", timeout=1, verify=served.ca_file,
-                      data=POX_REQUEST.format(email=alice["email"]), auth=("alice@contoso.test", alice["password"]))
-    assert served.wait_for(lambda e: e["kind"] == "fault" and e["fault"] == "autodiscover.slow", timeout=5)
+                      data=pox_request(alice["email"]), auth=("alice@contoso.test", alice["password"]))
+    assert fault_fired(served, "autodiscover.slow")
 
 
 def follow_redirect_urls(served, host: str, limit: int):
@@ -221,17 +196,17 @@ def test_web_sites_answer_instead_of_exchange(servers):
     protected = ask(sites, "alice@contoso.test", "ex01.contoso.test")
     assert protected.status == 401 and protected.header("WWW-Authenticate") == ['Basic realm="ex01.contoso.test"']
     assert ask(sites, "alice@contoso.test", "ex02.contoso.test").status == 404
-    assert curl(sites, "ex02.contoso.test", POX_PATH, scheme="http").status == 404
+    assert curl(sites, "ex02.contoso.test", scheme="http").status == 404
     assert ask(sites, "alice@contoso.test", "autodiscover.contoso.test").status == 200  # Exchange there
 
 
 def test_port80_redirects(servers):
     sites = servers[1]
-    relative = curl(sites, "autodiscover.contoso.test", "/autodiscover/autodiscover.svc", scheme="http",
+    relative = curl(sites, "autodiscover.contoso.test", path="/autodiscover/autodiscover.svc", scheme="http",
                     max_time=5)
     assert relative.status == 302
     assert relative.header("Location") == ["https://mail.contoso.test/autodiscover/autodiscover.svc"]
-    moved = curl(sites, "mail.contoso.test", "/autodiscover/autodiscover.svc", scheme="http")
+    moved = curl(sites, "mail.contoso.test", path="/autodiscover/autodiscover.svc", scheme="http")
     assert moved.status == 301 and moved.header("Location") == ["http://mail.contoso.test/x.xml"]
 
 

@@ -8,7 +8,7 @@ import dns.resolver
 import pytest
 
 from harness.faults.base import FaultParamError, catalog
-from tests.fault_clients import servers_started
+from tests.support.servers import scenario_args, servers_running
 
 SCENARIO = """\
 name: dns-everything
@@ -33,11 +33,8 @@ expect:
 def servers(tmp_path_factory):
     """The every-fault server and a dns-no-srv one, started in parallel."""
     root = tmp_path_factory.mktemp("dns-faults")
-    (root / "everything.yaml").write_text(SCENARIO)
-    (root / "a").mkdir()
-    (root / "b").mkdir()
-    with servers_started((str(root / "a"), "--scenario", str(root / "everything.yaml")),
-                         (str(root / "b"), "--scenario", "dns-no-srv")) as both:
+    with servers_running(scenario_args(root, "everything", SCENARIO),
+                         scenario_args(root, "no-srv", "dns-no-srv")) as both:
         yield both
 
 

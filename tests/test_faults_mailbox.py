@@ -11,11 +11,15 @@ from impacket.dcerpc.v5.rpcrt import DCERPCException
 from impacket.uuid import uuidtup_to_bin
 
 from harness.faults.base import FaultParamError, FaultSet, catalog
+from harness.org import load_org
 from harness.rpc import emsmdb
 from harness.rpc.addressbook import AddressBook
 from harness.rpc.base import CallContext, InProcessDce
-from tests.test_exchanger import exchanger
-from tests.test_faults_rpc import GUID_NAME, ORG, PRIVACY, bind, needs_exchanger, nspi_bind, serve
+from tests.support.clients import PRIVACY, exchanger, needs_exchanger, nspi_handle, rpc_bind
+from tests.support.servers import scenario_args, start_on_port_443
+
+ORG = load_org()
+GUID_NAME = {mailbox.username: ORG.personal_server(mailbox) for mailbox in ORG.mailboxes}
 
 EMSMDB = uuidtup_to_bin((emsmdb.Emsmdb.uuid.upper(), "%d.%d" % emsmdb.Emsmdb.version))
 OUTLOOK_2016 = (16, 0, 4266, 1001)
@@ -37,14 +41,14 @@ expect:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    one = serve(tmp_path_factory, SCENARIO)
+    one = start_on_port_443(*scenario_args(tmp_path_factory.mktemp("faults"), "mailbox", SCENARIO))
     yield one
     assert one.stop() == 0
 
 
 def connect(served, target: str, user: str = "alice", version=emsmdb.OUTLOOK_2013_VERSION):
     """EcDoConnectEx over impacket's transport: (the DCERPC_v5, the parsed answer)."""
-    dce = bind(served, target, EMSMDB, port=6001, user=user)
+    dce = rpc_bind(served, target, EMSMDB, port=6001, user=user)
     dce.call(10, emsmdb.build_connect_request(served.user(user)["legacy_dn"], version))
     return dce, emsmdb.parse_connect_response(dce.recv())
 
@@ -80,7 +84,7 @@ def test_connect_refusals(served):
 def test_logon_redirect_is_followed_to_the_new_server(served):
     moved = logon(served, GUID_NAME["alice"])
     assert (moved.rop_status, moved.server_dn) == (emsmdb.EC_WRONG_SERVER, EX02_DN)
-    dce = bind(served, GUID_NAME["alice"], oxabref.MSRPC_UUID_OXABREF, port=6002)
+    dce = rpc_bind(served, GUID_NAME["alice"], oxabref.MSRPC_UUID_OXABREF, port=6002)
     fqdn = oxabref.hRfrGetFQDNFromServerDN(dce, moved.server_dn)["ppszServerFQDN"]
     assert fqdn.rstrip("\x00") == "ex02.contoso.test"
     assert logon(served, "EX01").rop_status == emsmdb.EC_NONE      # the same user, another server name
@@ -111,8 +115,8 @@ def test_old_clients_get_server_too_busy_instead_of_a_back_off():
 
 # ---- NSPI --------------------------------------------------------------------------------------------------------
 def test_hidden_entry_is_not_found_by_name(served):
-    dce = bind(served, "EX01")
-    handle = nspi_bind(dce)
+    dce = rpc_bind(served, "EX01")
+    handle = nspi_handle(dce)
     resolved = nspi.hNspiResolveNamesW(dce, handle, paStr=["carol@contoso.test", "bob@contoso.test"])
     mids = [item["Data"] for item in resolved["ppMIds"]["aulPropTag"]]
     assert mids[0] == nspi.MID_UNRESOLVED and mids[1] > nspi.MID_END_OF_TABLE

@@ -10,22 +10,16 @@ import http.client
 import signal
 import socket
 import ssl
-import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import dns.message
-import dns.query
 import pytest
 
 from harness.scenario import load_scenario
 from harness.yamlfile import SpecError
-from tests.conftest import start_server
-
-MAIL, AUTODISCOVER, ROOT = "mail.contoso.test", "autodiscover.contoso.test", "contoso.test"
-EX01, EX02 = "ex01.contoso.test", "ex02.contoso.test"
-PATH = "/autodiscover/autodiscover.xml"
+from tests.support.clients import (AUTODISCOVER, EX01, EX02, MAIL, POX_PATH, ROOT, address, curl, dns_query,
+                                   tls_socket)
+from tests.support.servers import EXPECT_PASSES, scenario_args, scenario_servers, server_running
+from tests.support.transcript import fault_fired
 
 SCENARIOS = {
     "connect": f"""
@@ -67,64 +61,12 @@ steps:
 """
 
 
-def serve_scenarios(base, scenarios: dict) -> dict:
-    """One server per scenario text, started in parallel; name -> Served."""
-    def start(item):
-        name, text = item
-        (base / f"{name}.yaml").write_text(text + "expect:\n  analyzer: {passes: true}\n")
-        (base / name).mkdir()
-        return name, start_server(str(base / name), "--scenario", str(base / f"{name}.yaml"))
-
-    with ThreadPoolExecutor(max_workers=len(scenarios)) as pool:
-        return dict(pool.map(start, scenarios.items()))
-
-
-def serving(tmp_path_factory, name: str, scenarios: dict):
-    """A module fixture's body: the servers of ``scenarios``, stopped (cleanly) at the end."""
-    started = serve_scenarios(tmp_path_factory.mktemp(name), scenarios)
-    yield started
-    for served in started.values():
-        assert served.stop() == 0
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    yield from serving(tmp_path_factory, "network", SCENARIOS)
-
-
-@dataclass
-class Curl:
-    exit: int
-    status: int
-    size: int
-    seconds: float
-    first_byte: float
-    stderr: str
-
-
-def address(served, host: str) -> str:
-    return served.endpoints["addresses"].get(host, served.host)
-
-
-def curl(served, host: str, *args: str, scheme: str = "https", path: str = PATH, timeout: float = 5) -> Curl:
-    port = served.endpoints[scheme]["port"]
-    result = subprocess.run(
-        ["curl", "-sS", "--max-time", str(timeout), "--cacert", served.ca_file, "--resolve",
-         f"{host}:{port}:{address(served, host)}", "-o", "/dev/null",
-         "-w", "%{http_code} %{size_download} %{time_total} %{time_starttransfer}", *args,
-         f"{scheme}://{host}:{port}{path}"], capture_output=True, text=True, timeout=timeout + 10)
-    status, size, seconds, first_byte = result.stdout.split()
-    return Curl(result.returncode, int(status), int(size), float(seconds), float(first_byte), result.stderr.strip())
-
-
-def tls_socket(served, host: str, timeout: float = 2.0, context=None, **wrap) -> ssl.SSLSocket:
-    raw = socket.create_connection((address(served, host), served.https_port), timeout=timeout)
-    context = context or ssl.create_default_context(cafile=served.ca_file)
-    try:
-        return context.wrap_socket(raw, server_hostname=host, **wrap)
-    except BaseException:
-        raw.close()
-        raise
+    """The servers of SCENARIOS by name, started in parallel once."""
+    scenarios = {name: text + EXPECT_PASSES for name, text in SCENARIOS.items()}
+    with scenario_servers(tmp_path_factory.mktemp("network"), scenarios) as started:
+        yield started
 
 
 def read_until_error(sock) -> tuple:
@@ -141,7 +83,7 @@ def read_until_error(sock) -> tuple:
 
 
 def get(host: str) -> bytes:
-    return f"GET {PATH} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    return f"GET {POX_PATH} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
 
 
 def response_to_get(sock, host: str) -> http.client.HTTPResponse:
@@ -151,23 +93,18 @@ def response_to_get(sock, host: str) -> http.client.HTTPResponse:
     return response
 
 
-def fired(served, name: str, host=None):
-    return served.wait_for(lambda e: e["kind"] == "fault" and e["fault"] == name and e["host"] == host)
-
-
 # ---- the port itself -------------------------------------------------------------------------------------------
 def test_refused_port_gives_econnrefused_and_curl_7(servers):
     served = servers["connect"]
     dedicated = address(served, AUTODISCOVER)
     assert dedicated != served.host and dedicated.startswith("127.")
-    answer = dns.query.udp(dns.message.make_query(AUTODISCOVER, "A"), served.host,
-                           port=served.endpoints["dns"]["port"], timeout=5)
+    answer = dns_query(served, AUTODISCOVER, "A")
     assert [r.address for rrset in answer.answer for r in rrset] == [dedicated]
     with pytest.raises(ConnectionRefusedError) as refused:
         socket.create_connection((dedicated, served.https_port), timeout=2)
     assert refused.value.errno == errno.ECONNREFUSED
     result = curl(served, AUTODISCOVER)
-    assert result.exit == 7 and "Failed to connect" in result.stderr
+    assert result.exit_code == 7 and "Failed to connect" in result.stderr
     assert curl(served, AUTODISCOVER, scheme="http").status == 302  # only the HTTPS port is closed
     assert served.endpoints["listeners"][dedicated] == {"https": "refused", "http": "open"}
     assert served.wait_for(lambda e: e["kind"] == "listener" and e["address"] == dedicated and e["role"] == "https"
@@ -178,7 +115,7 @@ def test_refused_port_80_leaves_https_alone(servers):
     served = servers["connect"]
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((address(served, ROOT), served.endpoints["http"]["port"]), timeout=2)
-    assert curl(served, ROOT, scheme="http").exit == 7
+    assert curl(served, ROOT, scheme="http").exit_code == 7
     assert curl(served, ROOT).status == 401
 
 
@@ -189,7 +126,7 @@ def test_blackholed_port_times_out_the_connect(servers):
         socket.create_connection((address(served, EX01), served.https_port), timeout=0.5)
     assert time.monotonic() - started >= 0.45
     result = curl(served, EX01, "--connect-timeout", "0.5")
-    assert result.exit == 28 and "Failed to connect" in result.stderr
+    assert result.exit_code == 28 and "Failed to connect" in result.stderr
     assert served.endpoints["listeners"][address(served, EX01)]["https"] == "blackhole"
 
 
@@ -200,16 +137,17 @@ def test_reset_at_connect_breaks_the_handshake(servers):
     assert reset.value.errno == errno.ECONNRESET
     result = curl(served, EX02)
     # curl reports the RST as a failed connect (7) when it lands before curl looked, else as a failed handshake
-    assert (result.exit, result.exit == 35 and "Connection reset by peer" in result.stderr) in ((7, False), (35, True))
-    assert fired(served, "network.reset", EX02)
+    assert (result.exit_code, result.exit_code == 35 and "Connection reset by peer" in result.stderr) in (
+        (7, False), (35, True))
+    assert fault_fired(served, "network.reset", host=EX02)
 
 
 def test_stall_at_connect_times_out_the_handshake(servers):
     served = servers["connect"]
     with pytest.raises(TimeoutError, match="handshake operation timed out"):
         tls_socket(served, MAIL, timeout=0.5)
-    result = curl(served, MAIL, timeout=0.5)
-    assert result.exit == 28 and "timed out" in result.stderr.lower()
+    result = curl(served, MAIL, max_time=0.5)
+    assert result.exit_code == 28 and "timed out" in result.stderr.lower()
 
 
 def test_hosts_without_faults_are_untouched(servers):
@@ -228,13 +166,13 @@ def test_reset_after_bytes_lets_exactly_those_through(servers):
     assert sum(sizes) == 100
     assert isinstance(ending, ssl.SSLEOFError)  # what Python's ssl makes of an RST inside TLS
     result = curl(served, MAIL)
-    assert result.exit == 56 and "Connection reset by peer" in result.stderr
+    assert result.exit_code == 56 and "Connection reset by peer" in result.stderr
 
 
 def test_reset_mid_response_cuts_the_body(servers):
     served = servers["output"]
     result = curl(served, EX01)
-    assert result.exit == 56 and "Connection reset by peer" in result.stderr and result.size > 0
+    assert result.exit_code == 56 and "Connection reset by peer" in result.stderr and result.size > 0
     with tls_socket(served, EX01) as tls:
         response = response_to_get(tls, EX01)
         assert response.status == 401
@@ -246,7 +184,7 @@ def test_reset_mid_response_cuts_the_body(servers):
 def test_truncated_body_is_seen_as_a_short_transfer(servers):
     served = servers["output"]
     result = curl(served, AUTODISCOVER)
-    assert result.exit == 18 and "transfer closed with" in result.stderr and result.size == 50
+    assert result.exit_code == 18 and "transfer closed with" in result.stderr and result.size == 50
     with tls_socket(served, AUTODISCOVER) as tls:
         response = response_to_get(tls, AUTODISCOVER)
         with pytest.raises(http.client.IncompleteRead) as short:
@@ -257,40 +195,40 @@ def test_truncated_body_is_seen_as_a_short_transfer(servers):
 def test_close_after_headers_sends_no_body(servers):
     served = servers["output"]
     result = curl(served, EX02)
-    assert result.exit == 18 and result.status == 401 and result.size == 0
+    assert result.exit_code == 18 and result.status == 401 and result.size == 0
 
 
 def test_slicer_sends_tiny_records_that_a_correct_client_reassembles(servers):
     served = servers["output"]
     with tls_socket(served, ROOT) as tls:
-        tls.sendall(f"GET {PATH} HTTP/1.1\r\nHost: {ROOT}\r\nConnection: close\r\n\r\n".encode())
+        tls.sendall(f"GET {POX_PATH} HTTP/1.1\r\nHost: {ROOT}\r\nConnection: close\r\n\r\n".encode())
         sizes, ending = read_until_error(tls)
     assert ending == "eof" and len(sizes) > 20 and max(sizes) <= 24  # each TLS record is one 8..24-byte piece
     result = curl(served, ROOT)
-    assert result.exit == 0 and result.status == 401 and result.size > 0
-    assert fired(served, "network.slicer", ROOT)
+    assert result.exit_code == 0 and result.status == 401 and result.size > 0
+    assert fault_fired(served, "network.slicer", host=ROOT)
 
 
 # ---- pacing and silence ------------------------------------------------------------------------------------------
 def test_latency_delays_the_answer(servers):
     served = servers["pacing"]
     slow, fast = curl(served, EX02), curl(served, ROOT)
-    assert slow.exit == 0 and slow.status == 401 and slow.first_byte >= 0.35
+    assert slow.exit_code == 0 and slow.status == 401 and slow.first_byte >= 0.35
     assert fast.first_byte < 0.35
 
 
 def test_bandwidth_limits_the_transfer_rate(servers):
     served = servers["pacing"]
     result = curl(served, AUTODISCOVER, "-D", "/dev/null")
-    assert result.exit == 0 and result.status == 401
+    assert result.exit_code == 0 and result.status == 401
     headers_and_body = result.size + 400  # the 401's headers come through the same pipe
     assert result.seconds >= 0.8 * headers_and_body / 2000
 
 
 def test_stall_at_response_times_the_client_out(servers):
     served = servers["pacing"]
-    result = curl(served, EX01, timeout=0.5)
-    assert result.exit == 28 and "0 bytes received" in result.stderr
+    result = curl(served, EX01, max_time=0.5)
+    assert result.exit_code == 28 and "0 bytes received" in result.stderr
     with tls_socket(served, EX01, timeout=0.5) as tls:  # the handshake completes; the answer never comes
         tls.sendall(get(EX01))
         with pytest.raises(TimeoutError):
@@ -300,7 +238,7 @@ def test_stall_at_response_times_the_client_out(servers):
 def test_stall_then_drop_is_an_empty_reply(servers):
     served = servers["pacing"]
     result = curl(served, MAIL)
-    assert result.exit == 52 and "Empty reply from server" in result.stderr and result.seconds >= 0.25
+    assert result.exit_code == 52 and "Empty reply from server" in result.stderr and result.seconds >= 0.25
 
 
 def test_unscoped_fault_applies_to_the_whole_plain_http_listener(servers):
@@ -309,24 +247,21 @@ def test_unscoped_fault_applies_to_the_whole_plain_http_listener(servers):
         plain.sendall(get(AUTODISCOVER))
         sizes, ending = read_until_error(plain)
     assert sum(sizes) == 10 and isinstance(ending, ConnectionResetError)
-    assert curl(served, AUTODISCOVER, scheme="http").exit == 56
+    assert curl(served, AUTODISCOVER, scheme="http").exit_code == 56
 
 
 # ---- listeners follow the faults at runtime ---------------------------------------------------------------------
 def test_a_step_closes_a_port_and_sighup_opens_it_again(tmp_path):
-    served = serve_scenarios(tmp_path, {"stepped": STEPPED})["stepped"]
-    try:
+    with server_running(*scenario_args(tmp_path, "stepped", STEPPED + EXPECT_PASSES)) as served:
         mail = address(served, MAIL)
         with pytest.raises(TimeoutError):  # port 80 is black-holed on every address, the dedicated one too
             socket.create_connection((mail, served.endpoints["http"]["port"]), timeout=0.3)
         assert curl(served, MAIL).status == 401  # the first request: the step fires after it
         assert served.wait_for(lambda e: e["kind"] == "listener" and e["state"] == "refused")
-        assert curl(served, MAIL).exit == 7
+        assert curl(served, MAIL).exit_code == 7
         served.process.send_signal(signal.SIGHUP)
         assert served.wait_for(lambda e: e["kind"] == "listener" and e["state"] == "open")
         assert curl(served, MAIL).status == 401
-    finally:
-        assert served.stop() == 0
 
 
 def test_network_faults_take_no_user(tmp_path):

@@ -4,9 +4,7 @@ server name or user, so one server start serves every check."""
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -15,7 +13,6 @@ import pytest
 from impacket.dcerpc.v5 import nspi, oxabref, rpch, rpcrt
 from impacket.dcerpc.v5.rpch import RPCProxyClientException
 from impacket.dcerpc.v5.rpcrt import DCERPCException
-from impacket.dcerpc.v5.transport import HTTPTransport
 
 from harness.faults.base import FaultParamError, FaultSet, Scope, catalog
 from harness.org import load_org
@@ -23,12 +20,14 @@ from harness.protocols import rts
 from harness.protocols.rpcproxy import (CONNECTION_TIMEOUT_MS, IN_RECEIVE_WINDOW, OUT_CHANNEL_RESPONSE, Close,
                                         RpcProxy, Send, rpc_channel_hook)
 from harness.transcript import Transcript
-from tests.conftest import start_server
-from tests.test_exchanger import EXCHANGER, exchanger
+from tests.support.clients import (PRIVACY, default_socket_timeout, exchanger, needs_exchanger, nspi_handle, rpc_bind,
+                                   rpc_transport)
+from tests.support.servers import scenario_args, start_on_port_443
+from tests.support.transcript import fault_fired
 
 ORG = load_org()
 GUID_NAME = {mailbox.username: ORG.personal_server(mailbox) for mailbox in ORG.mailboxes}
-PRIVACY, INTEGRITY = rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY, rpcrt.RPC_C_AUTHN_LEVEL_PKT_INTEGRITY
+INTEGRITY = rpcrt.RPC_C_AUTHN_LEVEL_PKT_INTEGRITY
 
 SCENARIO = f"""\
 name: rpc-everything
@@ -51,77 +50,13 @@ expect:
 """
 
 
-# ---- a server on :443 when we may (exchanger.py speaks to nothing else), and impacket's transport ----------------
-def serve(tmp_path_factory, scenario_text: str):
-    """mockex with the scenario on a loopback address of its own at :443 when root (the address is drawn so that
-    parallel runs do not collide), else on an ephemeral 127.0.0.1 port, which impacket's transport still reaches
-    through set_rpc_proxy_url."""
-    root = tmp_path_factory.mktemp("faults")
-    (root / "scenario.yaml").write_text(scenario_text)
-    (root / "state").mkdir()
-    state_dir, scenario_path = str(root / "state"), str(root / "scenario.yaml")
-    if os.geteuid() != 0:
-        return start_server(state_dir, "--scenario", scenario_path)
-    draw = random.Random(f"{os.getpid()}:{state_dir}")
-    for _ in range(5):
-        address = f"127.{draw.randrange(64, 250)}.{draw.randrange(1, 250)}.{draw.randrange(1, 250)}"
-        try:
-            return start_server(state_dir, "--scenario", scenario_path, listen=address, https_port=443)
-        except RuntimeError as exc:
-            if "Address already in use" not in str(exc):
-                raise
-    raise RuntimeError("no free loopback address for :443")
-
-
-def needs_exchanger(served) -> None:
-    if EXCHANGER is None or served.https_port != 443:
-        pytest.skip("exchanger.py needs the server on :443 (root)")
-
-
-class StrictEofTransport(HTTPTransport):
-    """impacket's ncacn_http transport whose TLS sockets report a connection cut short (RST, or FIN without
-    close_notify) as ssl.SSLEOFError: with the default suppress_ragged_eofs, Python's ssl turns it into b'', on
-    which impacket's OUT reader spins forever."""
-
-    def create_tunnel(self):
-        for sock in (self.get_socket_in(), self.get_socket_out()):
-            sock.suppress_ragged_eofs = False
-        super().create_tunnel()
-
-
-def rpc_transport(served, target: str, port: int = 6004, user: str = "alice") -> StrictEofTransport:
-    transport = StrictEofTransport(target, port)
-    transport.set_rpc_proxy_url(f"https://{served.host}:{served.https_port}/rpc/rpcproxy.dll?{target}:{port}")
-    transport.set_credentials(user, served.user(user)["password"], "CONTOSO")
-    return transport
-
-
-def bind(served, target: str, interface=nspi.MSRPC_UUID_NSPI, *, port: int = 6004, user: str = "alice",
-         level: int = PRIVACY):
-    dce = rpc_transport(served, target, port, user).get_dce_rpc()
-    dce.set_credentials(user, served.user(user)["password"], "CONTOSO")
-    dce.set_auth_level(level)
-    dce.connect()
-    dce.bind(interface)
-    return dce
-
-
-def nspi_bind(dce):
-    stat = nspi.STAT()
-    stat["CodePage"] = nspi.CP_TELETEX
-    return nspi.hNspiBind(dce, stat)["contextHandle"]
-
-
+# ---- what impacket got, what the server recorded --------------------------------------------------------------------
 def address_lists(dce) -> list:
-    handle = nspi_bind(dce)
+    handle = nspi_handle(dce)
     rows = nspi.simplifyPropertyRowSet(nspi.hNspiGetSpecialTable(dce, handle)["ppRows"])
     nspi.hNspiUnbind(dce, handle)
     dce.get_rpc_transport().disconnect()
     return [row.get(0x3001001F) for row in rows]
-
-
-def fired(served, name: str) -> list:
-    return served.wait_for(lambda e: e["kind"] == "fault" and e["fault"] == name)
 
 
 def rts_of(served, target: str) -> list:
@@ -132,41 +67,35 @@ def rts_of(served, target: str) -> list:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    one = serve(tmp_path_factory, SCENARIO)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(5)     # http.client sockets in impacket have no timeout: a hang must fail instead
-    yield one
-    socket.setdefaulttimeout(previous)
+    one = start_on_port_443(*scenario_args(tmp_path_factory.mktemp("faults"), "rpc", SCENARIO))
+    with default_socket_timeout(5):
+        yield one
     assert one.stop() == 0
 
 
 # ---- the proxy refusing channels ---------------------------------------------------------------------------------
 def test_proxy_refusals_reach_impacket(served):
     with pytest.raises(RPCProxyClientException) as refused:
-        bind(served, "EX02")
+        rpc_bind(served, "EX02")
     assert refused.value.get_error_code() == 0x6BA
     assert str(refused.value).startswith("RPC Proxy CONN/A1 request failed, code: 0x6ba - RPC_S_SERVER_UNAVAILABLE")
     with pytest.raises(RPCProxyClientException, match="RPC_IN_DATA channel: HTTP/1.1 503 Invalid RPC Port"):
-        bind(served, "EX01", oxabref.MSRPC_UUID_OXABREF, port=6002)
+        rpc_bind(served, "EX01", oxabref.MSRPC_UUID_OXABREF, port=6002)
     with pytest.raises(RPCProxyClientException, match="RPC_IN_DATA channel: HTTP/1.1 503 Invalid RPC Port"):
-        bind(served, "ex01.contoso.test")
+        rpc_bind(served, "ex01.contoso.test")
     with pytest.raises(RPCProxyClientException, match="RPC_IN_DATA channel: HTTP/1.1 404 Not Found"):
-        bind(served, "ex02.contoso.test")
-    assert "All Users" in address_lists(bind(served, "EX01", port=6001))    # other names and ports still work
-    assert fired(served, "rpc.proxy-error") and fired(served, "rpc.unknown-server")
-    assert {e["host"] for e in fired(served, "rpc.invalid-port")} == {"EX01", "ex01.contoso.test"}
+        rpc_bind(served, "ex02.contoso.test")
+    assert "All Users" in address_lists(rpc_bind(served, "EX01", port=6001))    # other names and ports still work
+    assert fault_fired(served, "rpc.proxy-error") and fault_fired(served, "rpc.unknown-server")
+    assert {e["host"] for e in fault_fired(served, "rpc.invalid-port")} == {"EX01", "ex01.contoso.test"}
 
 
 def test_missing_handshake_pdus_leave_impacket_waiting(served):
-    socket.setdefaulttimeout(1)
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            waits = [pool.submit(rpc_transport(served, GUID_NAME[user]).connect) for user in ("alice", "bob")]
-            for wait in waits:
-                with pytest.raises(TimeoutError, match="timed out"):
-                    wait.result()
-    finally:
-        socket.setdefaulttimeout(5)
+    with default_socket_timeout(1), ThreadPoolExecutor(2) as pool:
+        waits = [pool.submit(rpc_transport(served, GUID_NAME[user]).connect) for user in ("alice", "bob")]
+        for wait in waits:
+            with pytest.raises(TimeoutError, match="timed out"):
+                wait.result()
     assert [p for p in rts_of(served, GUID_NAME["alice"]) if p[1]] == []                       # no CONN/A3
     assert [p for p in rts_of(served, GUID_NAME["bob"]) if p[1]] == [("out", True, "CONN/A3")]  # no CONN/C2
 
@@ -207,7 +136,7 @@ def test_a_cut_inside_a_pdu_sends_its_first_bytes_then_resets_both_channels():
 # ---- RTS PDUs a client must cope with --------------------------------------------------------------------------------
 def test_pings_are_skipped_and_answered(served, caplog):
     target = GUID_NAME["confroom1"]
-    dce = bind(served, target)
+    dce = rpc_bind(served, target)
     assert dce.get_rpc_transport().rts_ping_received
     assert "All Users" in address_lists(dce)
     assert any("Ping RTS PDU packet received" in record.getMessage() for record in caplog.records
@@ -220,29 +149,29 @@ def test_pings_are_skipped_and_answered(served, caplog):
 def test_recycling_request_stops_impacket(served):
     with pytest.raises(RPCProxyClientException, match="requested recycling of a virtual OUT channel, but this "
                                                        "function is not supported"):
-        bind(served, GUID_NAME["helpdesk"])
+        rpc_bind(served, GUID_NAME["helpdesk"])
     assert ("out", True, "RTS(flags=0x0004: Destination)") in rts_of(served, GUID_NAME["helpdesk"])
 
 
 # ---- the DCE/RPC server ------------------------------------------------------------------------------------------
 def test_bind_refusals(served):
     with pytest.raises(DCERPCException, match="Bind context rejected: reason_not_specified"):
-        bind(served, "EX01", oxabref.MSRPC_UUID_OXABREF, port=6001)
+        rpc_bind(served, "EX01", oxabref.MSRPC_UUID_OXABREF, port=6001)
     with pytest.raises(DCERPCException, match="Bind context rejected: reason_not_specified"):
-        bind(served, "EX01", user="bob", level=INTEGRITY)
-    assert "All Users" in address_lists(bind(served, "EX01", user="bob", level=PRIVACY))
+        rpc_bind(served, "EX01", user="bob", level=INTEGRITY)
+    assert "All Users" in address_lists(rpc_bind(served, "EX01", user="bob", level=PRIVACY))
     naks = [e for e in served.transcript("rpc_bind") if e["result"].startswith("nak")]
     assert [e["reason"] for e in naks] == ["rfr refused by a fault", "auth level 5 is below 6"]
 
 
 def test_call_fault_hits_one_opnum_and_the_association_survives(served):
-    dce = bind(served, "EX01", user="carol")
-    handle = nspi_bind(dce)
+    dce = rpc_bind(served, "EX01", user="carol")
+    handle = nspi_handle(dce)
     with pytest.raises(DCERPCException, match="Unknown DCE RPC fault status code: 000006ba"):
         nspi.hNspiGetSpecialTable(dce, handle)
     nspi.hNspiUnbind(dce, handle)            # the next call goes through: sealing stayed in step
     dce.get_rpc_transport().disconnect()
-    (event,) = fired(served, "rpc.call-fault")
+    (event,) = fault_fired(served, "rpc.call-fault")
     assert event["user"] == "carol@contoso.test"
 
 

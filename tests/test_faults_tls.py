@@ -16,8 +16,9 @@ from harness.faults.base import FaultParamError
 from harness.faults.tls import ProtocolVersion
 from harness.pki import PKI
 from harness.services.tls import client_hello_server_name
-from tests.test_faults_network import AUTODISCOVER, EX01, EX02, MAIL, ROOT, curl, serving, tls_socket
-from tests.test_pki import EXPECTED_VERIFY_ERRORS
+from tests.support.clients import AUTODISCOVER, EX01, EX02, EXPECTED_VERIFY_ERRORS, MAIL, ROOT, curl, tls_socket
+from tests.support.servers import EXPECT_PASSES, scenario_servers
+from tests.support.transcript import fault_fired
 
 SCENARIOS = {
     "chains": f"""
@@ -54,7 +55,10 @@ SHAPE_HOSTS = [("chains", MAIL, "expired"), ("chains", AUTODISCOVER, "not-yet-va
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    yield from serving(tmp_path_factory, "tls", SCENARIOS)
+    """The servers of SCENARIOS by name, started in parallel once."""
+    scenarios = {name: text + EXPECT_PASSES for name, text in SCENARIOS.items()}
+    with scenario_servers(tmp_path_factory.mktemp("tls"), scenarios) as started:
+        yield started
 
 
 def verify_error(served, host: str, context: ssl.SSLContext = None) -> tuple:
@@ -71,8 +75,8 @@ def test_each_certificate_shape_gives_its_verify_error(servers, server, host, sh
         message = f"Hostname mismatch, certificate is not valid for '{host}'."
     assert verify_error(served, host) == (code, message)
     result = curl(served, host)
-    assert result.exit == 60, result.stderr
-    assert served.wait_for(lambda e: e["kind"] == "fault" and e["fault"] == f"tls.{shape}" and e["host"] == host)
+    assert result.exit_code == 60, result.stderr
+    assert fault_fired(served, f"tls.{shape}", host=host)
 
 
 def test_hosts_without_a_fault_keep_the_valid_certificate(servers):
@@ -101,7 +105,7 @@ def test_tls_1_0_only_is_refused_by_a_modern_client_and_spoken_by_an_old_one(ser
     legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
     with tls_socket(served, MAIL, context=legacy) as tls:
         assert tls.version() == "TLSv1"
-    assert curl(served, MAIL).exit == 35
+    assert curl(served, MAIL).exit_code == 35
     assert served.wait_for(lambda e: e["kind"] == "tls" and not e["ok"] and e["sni"] == MAIL)
 
 
@@ -119,8 +123,8 @@ def test_client_certificate_required_refuses_clients_without_one(servers):
         with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
             tls.recv(100)
     result = curl(served, EX01)
-    assert result.exit == 56 and "certificate required" in result.stderr
-    assert curl(served, EX01, "--tls-max", "1.2").exit == 35
+    assert result.exit_code == 56 and "certificate required" in result.stderr
+    assert curl(served, EX01, "--tls-max", "1.2").exit_code == 35
 
 
 def test_any_client_certificate_is_enough(servers):

@@ -6,7 +6,6 @@ import random
 import socket
 import ssl
 import subprocess
-import threading
 
 import pytest
 from cryptography import x509
@@ -14,24 +13,11 @@ from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from harness.pki import PKI, SHAPES, server_context
+from tests.support.clients import AUTODISCOVER, EXPECTED_VERIFY_ERRORS, HOSTNAME_MISMATCH, MAIL
+from tests.support.servers import LoopbackListener, tls_accept
 
-MAIL = "mail.contoso.test"
-AUTODISCOVER = "autodiscover.contoso.test"
 HOSTS = [MAIL, AUTODISCOVER]
 GREETING = b"hello from mockex\n"
-
-HOSTNAME_MISMATCH = (62, f"Hostname mismatch, certificate is not valid for '{MAIL}'.")
-# What OpenSSL 3 (behind Python's ssl) reports for each broken shape when the client connects to MAIL.
-EXPECTED_VERIFY_ERRORS = {
-    "expired": (10, "certificate has expired"),
-    "not-yet-valid": (9, "certificate is not yet valid"),
-    "wrong-host": HOSTNAME_MISMATCH,
-    "self-signed": (18, "self-signed certificate"),
-    "untrusted-root": (19, "self-signed certificate in certificate chain"),
-    "missing-intermediate": (20, "unable to get local issuer certificate"),
-    "weak-key": (66, "EE certificate key too weak"),
-    "sha1-signature": (68, "CA signature digest algorithm too weak"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -44,41 +30,22 @@ def pki(state_dir):
     return PKI(state_dir, rng=random.Random(7))
 
 
-class TLSServer:
-    """Accepts connections on 127.0.0.1 with a pyOpenSSL context; a completed handshake gets GREETING."""
+class TLSServer(LoopbackListener):
+    """A completed handshake with a pyOpenSSL context gets GREETING."""
 
     def __init__(self, context: SSL.Context):
         self.context = context
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(10)
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__()
 
-    def __enter__(self) -> "TLSServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not on Linux
-        self.listener.close()
-        self.thread.join(timeout=10)
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self.listener.accept()
-            except OSError:
-                return
-            connection = SSL.Connection(self.context, raw)
-            connection.set_accept_state()
-            try:
-                connection.do_handshake()
-                connection.sendall(GREETING)
-                connection.shutdown()
-            except (SSL.Error, OSError):
-                pass  # the client refused us: that is what most tests want
-            finally:
-                raw.close()
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            connection = tls_accept(self.context, raw)
+            connection.sendall(GREETING)
+            connection.shutdown()
+        except (SSL.Error, OSError):
+            pass  # the client refused us: that is what most tests want
+        finally:
+            raw.close()
 
 
 def connect(port: int, client: ssl.SSLContext, server_hostname: str | None) -> tuple[bytes, x509.Certificate]:

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import jsonschema
@@ -15,22 +14,12 @@ import pytest
 
 from harness.pki import PKI
 from harness.probe.report import render_text
-from harness.probe.runner import ProbeOptions, probe
-from tests.conftest import REPO
+from harness.probe.runner import probe
+from tests.support import REPO
+from tests.support.clients import probe_options, run_mockex
+from tests.support.transcript import TranscriptTail, credential_violations
 
 SCHEMA = json.load(open(os.path.join(REPO, "docs", "probe.schema.json"), encoding="utf-8"))
-CLI = [sys.executable, "-m", "harness", "probe"]   # `mockex probe`
-
-
-def probe_options(served, user: str = "alice", **overrides) -> ProbeOptions:
-    """Options pointing the probe at a running mock: its DNS, CA, and ports standing in for 443/80."""
-    endpoints, account = served.endpoints, served.user(user)
-    settings = dict(email=account["email"], password=account["password"],
-                    dns=(endpoints["dns"]["host"], endpoints["dns"]["port"]), ca_file=endpoints["ca_file"],
-                    https_port=endpoints["https"]["port"], http_port=endpoints["http"]["port"],
-                    step_timeout=3.0, total_timeout=40.0, seed=1)
-    settings.update(overrides)
-    return ProbeOptions(**settings)
 
 
 def cli_args(served, user: str = "alice"):
@@ -39,22 +28,6 @@ def cli_args(served, user: str = "alice"):
             "--dns", f"{endpoints['dns']['host']}:{endpoints['dns']['port']}", "--ca-file", endpoints["ca_file"],
             "--port", str(endpoints["https"]["port"]), "--http-port", str(endpoints["http"]["port"]),
             "--timeout", "3", "--total-timeout", "40"]
-
-
-def last_seq(served) -> int:
-    events = served.transcript()
-    return events[-1]["seq"] if events else 0
-
-
-def events_since(served, mark: int, *kinds: str):
-    return [e for e in served.transcript(*kinds) if e["seq"] > mark]
-
-
-def credential_violations(served, mark: int):
-    """Auth events (credentials the client sent) on plain HTTP or on a connection whose TLS handshake failed."""
-    events = events_since(served, mark)
-    handshakes = {e["conn"]: e["ok"] for e in events if e["kind"] == "tls"}
-    return [e for e in events if e["kind"] == "auth" and not (e["tls"] and handshakes.get(e["conn"]))]
 
 
 def free_port() -> int:
@@ -76,7 +49,7 @@ def silent_dns_server():
 
 # ---- the clean org ---------------------------------------------------------------------------------------------
 def test_clean_org_passes_every_step(server):
-    mark = last_seq(server)
+    tail = TranscriptTail(server)
     report = probe(probe_options(server))
     assert report.verdict.passed, render_text(report, verbose=True)
     assert report.exit_code == 0
@@ -88,25 +61,25 @@ def test_clean_org_passes_every_step(server):
                     "outlook-anywhere.referral", "outlook-anywhere.mailbox-logon"):
         assert statuses.get(step_id) == "pass", step_id
     assert "autodiscover.autodiscover-domain" not in statuses   # Outlook stops at the first successful POST
-    server.wait_for(lambda e: e["seq"] > mark and e["kind"] == "rpc_call" and e["op"] == "EcDoDisconnect")
-    calls = [(c["interface"], c["op"], c["status"]) for c in events_since(server, mark, "rpc_call")]
+    tail.wait_for(lambda e: e["kind"] == "rpc_call" and e["op"] == "EcDoDisconnect")
+    calls = [(c["interface"], c["op"], c["status"]) for c in tail.events("rpc_call")]
     assert calls == [("nspi", "NspiBind", "0x00000000"), ("nspi", "NspiResolveNamesW", "0x00000000"),
                      ("nspi", "NspiUnbind", "0x00000001"), ("rfr", "RfrGetNewDSA", "0x00000000"),
                      ("rfr", "RfrGetFQDNFromServerDN", "0x00000000"), ("emsmdb", "EcDoConnectEx", "0x00000000"),
                      ("emsmdb", "EcDoRpcExt2", "0x00000000"), ("emsmdb", "EcDoDisconnect", "0x00000000")]
-    binds = events_since(server, mark, "rpc_bind")
+    binds = tail.events("rpc_bind")
     assert [(b["interface"], b["auth_level"], b["result"]) for b in binds] == [
         ("nspi", 6, "accepted"), ("rfr", 6, "accepted"), ("emsmdb", 6, "accepted")]
-    channels = {(c["target"], c["port"]) for c in events_since(server, mark, "rpc_channel")}
+    channels = {(c["target"], c["port"]) for c in tail.events("rpc_channel")}
     rpc_server = server.user("alice")["rpc_server"]
     assert channels == {(rpc_server, 6004), (rpc_server, 6002), (rpc_server, 6001)}
-    assert events_since(server, mark, "auth") and not credential_violations(server, mark)
-    failed_handshakes = [e for e in events_since(server, mark, "tls") if not e["ok"]]
+    assert tail.events("auth") and not credential_violations(tail.events())
+    failed_handshakes = [e for e in tail.events("tls") if not e["ok"]]
     assert not failed_handshakes   # the port check's connection is reused for the certificate handshake
 
 
 def test_cli_json_validates_against_the_schema(server):
-    result = subprocess.run(CLI + cli_args(server) + ["--json"], capture_output=True, text=True, timeout=90, cwd=REPO)
+    result = run_mockex("probe", *cli_args(server), "--json", timeout=90)
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads(result.stdout)
     jsonschema.validate(document, SCHEMA)
@@ -115,7 +88,7 @@ def test_cli_json_validates_against_the_schema(server):
 
 
 def test_text_report_is_plain_without_a_terminal(server):
-    result = subprocess.run(CLI + cli_args(server), capture_output=True, text=True, timeout=90, cwd=REPO)
+    result = run_mockex("probe", *cli_args(server), timeout=90)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "\x1b[" not in result.stdout
     assert "✔ Outlook Anywhere on mail.contoso.test" in result.stdout
@@ -124,14 +97,14 @@ def test_text_report_is_plain_without_a_terminal(server):
 
 # ---- failures, each named -------------------------------------------------------------------------------------
 def test_wrong_password_fails_autodiscover_with_401(server):
-    mark = last_seq(server)
+    tail = TranscriptTail(server)
     report = probe(probe_options(server, password="not-the-password"))
     verdict = report.verdict
     # the root domain's 401 could be any protected web site: the autodiscover host's 401 is the one that counts
     assert (verdict.fails_at, verdict.reason, verdict.host) == ("autodiscover", "http-401",
                                                                 "autodiscover.contoso.test")
     assert report.exit_code == 1
-    assert not credential_violations(server, mark)
+    assert not credential_violations(tail.events())
     jsonschema.validate(report.to_json(), SCHEMA)
     text = render_text(report, colour=True)
     assert text.count("What to do:") == 1 and "\x1b[31m" in text
@@ -139,13 +112,13 @@ def test_wrong_password_fails_autodiscover_with_401(server):
 
 def test_an_untrusted_ca_means_no_credentials_are_sent(server, tmp_path):
     other_root = PKI(str(tmp_path), org_name="fabrikam.test").ca_file
-    mark = last_seq(server)
+    tail = TranscriptTail(server)
     report = probe(probe_options(server, ca_file=other_root))
     verdict = report.verdict
     assert (verdict.fails_at, verdict.reason, verdict.host) == ("certificate", "untrusted-root", "contoso.test")
-    server.wait_for(lambda e: e["seq"] > mark and e["kind"] == "disconnect")
-    assert not events_since(server, mark, "auth")
-    over_tls = [(e["method"], e["path"]) for e in events_since(server, mark, "http") if e["sni"]]
+    tail.wait_for(lambda e: e["kind"] == "disconnect")
+    assert not tail.events("auth")
+    over_tls = [(e["method"], e["path"]) for e in tail.events("http") if e["sni"]]
     assert over_tls == [("HEAD", "/")] * 4   # only the anonymous client-certificate checks
 
 
@@ -160,7 +133,7 @@ def test_a_domain_the_org_does_not_have(server):
 def test_closed_https_port_falls_back_to_the_http_redirect_method(server):
     """With the https port closed, Autodiscover still works through the port-80 redirect (its Location names the
     real port) and Outlook Anywhere fails at the port; nothing is sent with credentials over plain HTTP."""
-    mark = last_seq(server)
+    tail = TranscriptTail(server)
     report = probe(probe_options(server, https_port=free_port()))
     ids = {node.id: node for phase in report.phases for node in phase.walk()}
     assert ids["autodiscover.root-domain"].reason == "connection-refused"
@@ -170,9 +143,9 @@ def test_closed_https_port_falls_back_to_the_http_redirect_method(server):
     verdict = report.verdict
     assert (verdict.fails_at, verdict.reason, verdict.host) == ("port", "connection-refused", "mail.contoso.test")
     assert [ids[f"outlook-anywhere.{s}"].status for s in ("http-auth", "rpc-proxy", "mailbox-logon")] == ["skip"] * 3
-    plain = [e for e in events_since(server, mark, "http") if e["sni"] is None]
+    plain = [e for e in tail.events("http") if e["sni"] is None]
     assert plain and all("authorization" not in json.dumps(e["request_headers"]).lower() for e in plain)
-    assert not credential_violations(server, mark)
+    assert not credential_violations(tail.events())
 
 
 def test_unanswered_dns_is_a_timeout_and_the_run_stays_bounded(server):
@@ -191,25 +164,25 @@ def test_unanswered_dns_is_a_timeout_and_the_run_stays_bounded(server):
 
 # ---- without Autodiscover --------------------------------------------------------------------------------------
 def test_skip_autodiscover_learns_the_server_name_and_legacy_dn(server):
-    mark = last_seq(server)
+    tail = TranscriptTail(server)
     report = probe(probe_options(server, skip_autodiscover=True, proxy="mail.contoso.test"))
     assert report.verdict.passed, render_text(report, verbose=True)
     assert report.phases[0].status == "skip"
-    server.wait_for(lambda e: e["seq"] > mark and e["kind"] == "rpc_call" and e["op"] == "EcDoDisconnect")
-    assert not [e for e in events_since(server, mark, "http") if e["path"].lower().startswith("/autodiscover")]
-    assert {c["target"] for c in events_since(server, mark, "rpc_channel")} == {"EX01"}
-    (connect,) = [c for c in events_since(server, mark, "rpc_call") if c["op"] == "EcDoConnectEx"]
+    tail.wait_for(lambda e: e["kind"] == "rpc_call" and e["op"] == "EcDoDisconnect")
+    assert not [e for e in tail.events("http") if e["path"].lower().startswith("/autodiscover")]
+    assert {c["target"] for c in tail.events("rpc_channel")} == {"EX01"}
+    (connect,) = [c for c in tail.events("rpc_call") if c["op"] == "EcDoConnectEx"]
     assert connect["status"] == "0x00000000"
 
 
 def test_basic_outlook_anywhere_goes_only_over_verified_tls(server):
-    mark = last_seq(server)
+    tail = TranscriptTail(server)
     report = probe(probe_options(server, skip_autodiscover=True, proxy="mail.contoso.test", auth_package="Basic",
                                  rpc_server=server.user("alice")["rpc_server"], login="CONTOSO\\alice"))
     assert report.verdict.passed, render_text(report, verbose=True)
-    schemes = {e["scheme"] for e in events_since(server, mark, "auth")}
+    schemes = {e["scheme"] for e in tail.events("auth")}
     assert schemes == {"Basic"}
-    assert not credential_violations(server, mark)
+    assert not credential_violations(tail.events())
 
 
 # ---- usage ----------------------------------------------------------------------------------------------------
@@ -226,14 +199,13 @@ def test_basic_outlook_anywhere_goes_only_over_verified_tls(server):
 ])
 def test_usage_errors_exit_2(args):
     env = {k: v for k, v in os.environ.items() if k != "MOCKEX_PROBE_PASSWORD"}
-    result = subprocess.run(CLI + args, capture_output=True, text=True, timeout=30, cwd=REPO,
-                            stdin=subprocess.DEVNULL, env=env)
+    result = run_mockex("probe", *args, timeout=30, stdin=subprocess.DEVNULL, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr and not result.stdout and "Traceback" not in result.stderr
 
 
 def test_help_explains_steps_and_exit_status():
-    result = subprocess.run(CLI + ["--help"], capture_output=True, text=True, timeout=30, cwd=REPO)
+    result = run_mockex("probe", "--help", timeout=30)
     assert result.returncode == 0
     for text in ("exit status: 0 every step passed, 1 a step failed, 2 usage error", "--skip-autodiscover",
                  "--total-timeout", "never over plain HTTP"):

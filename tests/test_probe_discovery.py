@@ -13,7 +13,7 @@ from harness.probe.net import Budget, Resolution, SrvTarget
 from harness.probe.report import StepFailed, verdict_of
 from harness.protocols import autodiscover
 from OpenSSL import SSL
-from tests.test_probe_tls import LoopbackListener
+from tests.support.servers import LoopbackListener, tls_accept
 
 HOSTS = ["contoso.test", "autodiscover.contoso.test", "mail.contoso.test", "fabrikam.test",
          "autodiscover.fabrikam.test", "elsewhere.example"] + [f"hop{i}.contoso.test" for i in range(1, 13)]
@@ -50,9 +50,7 @@ class WebServer(LoopbackListener):
         conn = sock
         try:
             if self.context is not None:
-                conn = SSL.Connection(self.context, sock)
-                conn.set_accept_state()
-                conn.do_handshake()
+                conn = tls_accept(self.context, sock)
             data = b""
             while b"\r\n\r\n" not in data:
                 data += conn.recv(65536)

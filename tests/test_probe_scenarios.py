@@ -10,8 +10,10 @@ import yaml
 
 from harness.probe.report import render_text
 from harness.probe.runner import probe
-from tests.conftest import REPO, start_server
-from tests.test_probe import credential_violations, last_seq, probe_options
+from harness.testing import start_server
+from tests.support import REPO
+from tests.support.clients import probe_options
+from tests.support.transcript import TranscriptTail, credential_violations
 
 SCENARIOS = sorted(glob.glob(os.path.join(REPO, "scenarios", "*.yaml")))
 
@@ -29,11 +31,11 @@ def test_probe_concludes_what_the_scenario_expects(path, tmp_path):
         pytest.skip("the scenario has no expect.analyzer block")
     served = start_server(str(tmp_path), "--scenario", path)
     try:
-        mark = last_seq(served)
+        tail = TranscriptTail(served)
         user = next(u["username"] for u in served.endpoints["users"] if u["email"] == expect.get("user",
                                                                                                  "alice@contoso.test"))
         report = probe(probe_options(served, user=user, step_timeout=2.0, total_timeout=30.0))
-        violations = credential_violations(served, mark)
+        violations = credential_violations(tail.events())
     finally:
         served.stop()
     verdict = report.verdict

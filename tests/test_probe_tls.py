@@ -3,7 +3,6 @@ its own reason, old-TLS-only and client-certificate servers are recognised, and 
 reset or left unanswered before any TLS answer fails the port step, not the certificate."""
 import socket
 import struct
-import threading
 
 import pytest
 from OpenSSL import SSL
@@ -13,6 +12,7 @@ from harness.probe.hosts import ProbeContext, check_host
 from harness.probe.http import Credentials
 from harness.probe.net import Budget, Resolution
 from harness.probe.report import Step
+from tests.support.servers import LoopbackListener, tls_accept
 
 HOST = "mail.contoso.test"
 
@@ -22,27 +22,6 @@ class LoopbackResolver:
 
     def resolve(self, host, timeout):
         return Resolution(host, ("127.0.0.1",), "A", "test")
-
-
-class LoopbackListener:
-    """Accepts on 127.0.0.1 (ephemeral port) and hands each connection to the subclass's ``_serve(sock)`` on its
-    own thread."""
-
-    def __init__(self):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:   # closed by stop()
-                return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def stop(self):
-        self.listener.close()
 
 
 class Server(LoopbackListener):
@@ -64,10 +43,8 @@ class Server(LoopbackListener):
         elif self.behaviour == "stall":
             self.held.append(sock)
         else:
-            conn = SSL.Connection(self.behaviour, sock)
-            conn.set_accept_state()
             try:
-                conn.do_handshake()
+                conn = tls_accept(self.behaviour, sock)
                 data = b""
                 while b"\r\n\r\n" not in data:
                     data += conn.recv(4096)

@@ -15,8 +15,8 @@ from harness.probe.net import parse_server
 from harness.probe.report import STATUSES, Report, Step, verdict_of
 from harness.probe.rpchttp import classify_refusal
 from harness.protocols import autodiscover
+from tests.support import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_PATH = os.path.join(REPO, "docs", "probe.schema.json")
 
 

@@ -5,7 +5,7 @@ import importlib.metadata
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 USER_TESTS = '''
 import socket, ssl

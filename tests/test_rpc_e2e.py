@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import json
 import os
 import random
 import socket
@@ -23,14 +22,13 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import pytest
 import spnego
 from hypothesis import HealthCheck, given, settings, strategies as st
 from impacket.dcerpc.v5 import nspi, rpcrt
 from impacket.dcerpc.v5.dtypes import NULL
-from impacket.dcerpc.v5.transport import DCERPCTransportFactory
 from impacket.uuid import uuidtup_to_bin
 
 from harness.org import load_org
@@ -40,8 +38,9 @@ from harness.protocols.dcerpc import (AUTH3, AUTHN_WINNT, BIND, BIND_ACK, BIND_N
 from harness.protocols.rpcproxy import cookie_label
 from harness.rpc import emsmdb
 from harness.rpc.addressbook import AddressBook
-from tests.test_exchanger import EXCHANGER, exchanger, socket_timeout  # noqa: F401 - socket_timeout is a fixture
-from tests.test_rts import pdus as rts_pdus
+from tests.support.clients import bind_over_http, exchanger, ncacn_http, requires_exchanger, teletex_stat
+from tests.support.fuzz import rts_pdus
+from tests.support.transcript import TranscriptTail
 
 ORG = load_org()
 BOOK = AddressBook(ORG)
@@ -51,8 +50,7 @@ IO_TIMEOUT = 5.0              # every socket read and every wait on the transcri
 SEPARATOR = "======================="        # between the objects exchanger.py prints
 AUTH_CONTEXT_ID = 79231                     # impacket's auth_context_id for presentation context 0
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(EXCHANGER is None, reason="impacket's exchanger.py is not installed")]
+pytestmark = [pytest.mark.root, requires_exchanger]
 
 
 @pytest.fixture(autouse=True)
@@ -65,29 +63,6 @@ def no_traceback_in_the_server_log(server443):
         handle.seek(start)
         log = handle.read().decode("utf-8", "replace")
     assert "Traceback" not in log and "Unhandled Error" not in log, log[-3000:]
-
-
-class TranscriptTail:
-    """The transcript events written after this object was made (reads only the new part of the file)."""
-
-    def __init__(self, served):
-        self.path = served.endpoints["transcript"]
-        self.offset = os.path.getsize(self.path)
-
-    def events(self, *kinds: str) -> List[dict]:
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            lines = handle.read().split(b"\n")[:-1]        # the last piece may be a line still being written
-        events = [json.loads(line) for line in lines if line.strip()]
-        return [e for e in events if not kinds or e["kind"] in kinds]
-
-    def wait_for(self, predicate: Callable[[dict], bool], timeout: float = IO_TIMEOUT) -> List[dict]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [e for e in self.events() if predicate(e)]
-            if found or time.monotonic() > deadline:
-                return found
-            time.sleep(0.02)
 
 
 def assert_next_client_connects(served):
@@ -180,15 +155,7 @@ def test_dnt_lookup_prints_every_object_by_its_mid(server443):
 # ---- EMSMDB: our client halves over impacket's ncacn_http ------------------------------------------------------
 def emsmdb_session(served, user: str, target: str):
     """impacket's RPC-over-HTTP transport to port 6001, EMSMDB bound with NTLM at privacy (level 6)."""
-    password = served.user(user)["password"]
-    transport = DCERPCTransportFactory(f"ncacn_http:{target}[6001,RpcProxy={served.host}:443]")
-    transport.set_credentials(user, password, ORG.netbios_domain)
-    dce = transport.get_dce_rpc()
-    dce.set_credentials(user, password, ORG.netbios_domain)
-    dce.set_auth_level(rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
-    dce.connect()
-    dce.bind(EMSMDB)
-    return dce
+    return bind_over_http(ncacn_http(served.host, target, 6001), EMSMDB, user, served.user(user)["password"])
 
 
 def call(dce, opnum: int, stub: bytes) -> bytes:
@@ -408,11 +375,9 @@ def request(opnum: int, stub: bytes, *, call_id: int = 2, verifier: bytes = b"",
 
 def nspi_bind_stub() -> bytes:
     """NspiBind's request stub, as impacket's hNspiBind builds it."""
-    stat = nspi.STAT()
-    stat["CodePage"] = nspi.CP_TELETEX
     stub = nspi.NspiBind()
     stub["dwFlags"] = 0
-    stub["pStat"] = stat
+    stub["pStat"] = teletex_stat()
     stub["pServerGuid"] = NULL
     return stub.getData()
 
@@ -561,14 +526,9 @@ def test_bind_with_a_broken_ntlm_token_gets_bind_nak(server443, rng, token, why)
 def test_request_with_a_bad_verifier_gets_access_denied_and_a_close(server443, socket_timeout, rng, level, how):
     """A genuine NTLM bind by impacket, then a request whose verifier is random bytes."""
     tail = TranscriptTail(server443)
-    transport = DCERPCTransportFactory(f"ncacn_http:EX01[6004,RpcProxy={server443.host}:443]")
-    password = server443.user("alice")["password"]
-    transport.set_credentials("alice", password, ORG.netbios_domain)
-    dce = transport.get_dce_rpc()
-    dce.set_credentials("alice", password, ORG.netbios_domain)
-    dce.set_auth_level(level)
-    dce.connect()
-    dce.bind(nspi.MSRPC_UUID_NSPI)
+    dce = bind_over_http(ncacn_http(server443.host), nspi.MSRPC_UUID_NSPI, "alice", server443.user("alice")["password"],
+                         level)
+    transport = dce.get_rpc_transport()
     transport.send(request(0, nspi_bind_stub(), verifier=b"\x01\x00\x00\x00" + rng.randbytes(12), level=level))
     assert fault_status(transport.recv()) == 0x5
     (fault,) = tail.wait_for(lambda e: e["kind"] == "rpc_fault")

@@ -4,15 +4,15 @@ import struct
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from impacket.dcerpc.v5 import oxabref
 
 from harness.org import load_org
 from harness.rpc import emsmdb as E
-from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR, RPC_X_BAD_STUB_DATA, CallContext,
-                              InProcessDce, RpcFault)
+from harness.rpc.base import NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR, CallContext, InProcessDce, RpcFault
 from harness.rpc.rfr import Rfr
+from tests.support.fuzz import SHARED_SESSION_FUZZ, tolerant_caller
 
 ORG = load_org()
 SERVER = E.Emsmdb(ORG, clock=lambda: 1700000000.0)
@@ -210,14 +210,8 @@ def live_session():
     return ctx, cxh, stubs
 
 
-def call_tolerantly(opnum, stub, ctx):
-    try:
-        assert isinstance(SERVER.call(opnum, stub, ctx), bytes)
-    except RpcFault as fault:
-        assert fault.status in (RPC_X_BAD_STUB_DATA, NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR)
-
-
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+call_tolerantly = tolerant_caller(SERVER)
+FUZZ = SHARED_SESSION_FUZZ
 
 
 @FUZZ

@@ -3,11 +3,10 @@ helpers run unchanged over InProcessDce, so requests are built and responses par
 import argparse
 import importlib.util
 import random
-import shutil
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from impacket.dcerpc.v5 import nspi
 from impacket.dcerpc.v5.dtypes import NULL
@@ -18,11 +17,12 @@ from harness.rpc import nspi as server
 from harness.rpc.addressbook import FIRST_RECIPIENT_MID, AddressBook
 from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR, RPC_X_BAD_STUB_DATA, CallContext,
                               InProcessDce, RpcFault)
+from tests.support.clients import EXCHANGER, nspi_handle
+from tests.support.fuzz import SHARED_SESSION_FUZZ, tolerant_caller
 
 ORG = load_org()
 BOOK = AddressBook(ORG)
 NSPI = server.Nspi(ORG)
-EXCHANGER = shutil.which("exchanger.py")
 PR_DISPLAY_NAME_W, PR_DISPLAY_NAME_A, PR_SMTP_W = 0x3001001F, 0x3001001E, 0x39FE001F
 PR_TITLE_W, PR_ENTRYID = 0x3A17001F, 0x0FFF0102
 
@@ -37,9 +37,7 @@ def make_ctx(user="alice", events=None):
 def bound(user="alice", events=None):
     """An in-process impacket DCE/RPC client with an NSPI handle, bound as exchanger binds (CP_TELETEX)."""
     dce = InProcessDce(NSPI, make_ctx(user, events))
-    stat = nspi.STAT()
-    stat["CodePage"] = nspi.CP_TELETEX
-    return dce, nspi.hNspiBind(dce, stat)["contextHandle"]
+    return dce, nspi_handle(dce)
 
 
 def container_mid(name):
@@ -395,23 +393,14 @@ def valid_stubs(handle):
 def fuzz_session():
     """A bound session shared by the fuzz examples: (ctx, handle bytes, a valid stub per opnum)."""
     ctx = make_ctx()
-    dce = InProcessDce(NSPI, ctx)
-    stat = nspi.STAT()
-    stat["CodePage"] = nspi.CP_TELETEX
-    handle = nspi.hNspiBind(dce, stat)["contextHandle"]
+    handle = nspi_handle(InProcessDce(NSPI, ctx))
     stubs = valid_stubs(handle)
     del stubs[1]            # unbinding would end the shared session
     return ctx, handle.getData(), stubs
 
 
-def call_tolerantly(opnum, stub, ctx):
-    try:
-        assert isinstance(NSPI.call(opnum, stub, ctx), bytes)
-    except RpcFault as fault:
-        assert fault.status in (RPC_X_BAD_STUB_DATA, NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR)
-
-
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+call_tolerantly = tolerant_caller(NSPI)
+FUZZ = SHARED_SESSION_FUZZ
 
 
 @FUZZ

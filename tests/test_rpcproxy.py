@@ -12,9 +12,11 @@ from impacket.dcerpc.v5.transport import HTTPTransport
 from harness.protocols import rpcproxy, rts
 from harness.protocols.rpcproxy import Close, HttpError, RpcProxy, RpcTarget, Send, StartTimer, parse_target
 from harness.services.rpcproxy import RpcProxyService
+from harness.org import load_org
 from harness.transcript import Transcript
-from tests.test_dcerpc import ECHO, ORG, Echo
+from tests.support.echo import ECHO, Echo
 
+ORG = load_org()
 ALICE = ORG.find("alice")
 VC, OUT_COOKIE, IN_COOKIE, GROUP = b"V" * 16, b"O" * 16, b"I" * 16, b"G" * 16
 

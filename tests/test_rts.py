@@ -7,32 +7,9 @@ from hypothesis import given, settings, strategies as st
 from impacket.dcerpc.v5 import rpch
 
 from harness.protocols import rts
+from tests.support.fuzz import rts_pdus as pdus   # under the name the @given tests below were written with
 
 VC, OUT, IN, GROUP = b"V" * 16, b"O" * 16, b"I" * 16, b"G" * 16
-
-u32 = st.integers(0, rts.U32_MAX)
-cookies = st.binary(min_size=16, max_size=16)
-addresses = st.one_of(st.builds(ipaddress.IPv4Address, st.integers(0, 2 ** 32 - 1)),
-                      st.builds(ipaddress.IPv6Address, st.integers(0, 2 ** 128 - 1)))
-commands = st.one_of(
-    st.builds(rts.ReceiveWindowSize, u32),
-    st.builds(rts.FlowControlAck, u32, u32, cookies),
-    st.builds(rts.ConnectionTimeout, u32),
-    st.builds(rts.Cookie, cookies),
-    st.builds(rts.ChannelLifetime, u32),
-    st.builds(rts.ClientKeepalive, u32),
-    st.builds(rts.Version, u32),
-    st.just(rts.Empty()),
-    st.builds(rts.Padding, st.integers(0, 64)),
-    st.just(rts.NegativeANCE()),
-    st.just(rts.ANCE()),
-    st.builds(rts.ClientAddress, addresses),
-    st.builds(rts.AssociationGroupId, cookies),
-    st.builds(rts.Destination, st.integers(0, 3)),
-    st.builds(rts.PingTrafficSentNotify, u32),
-)
-pdus = st.builds(rts.RtsPdu, st.integers(0, 0xFFFF), st.lists(commands, max_size=12).map(tuple))
-
 
 def test_every_command_type_of_ms_rpch_has_a_codec():
     assert sorted(rts.COMMANDS) == list(range(15))

@@ -1,15 +1,13 @@
 """Scenario files: loading, validation errors that name file:line: field, the CLI, and generated docs."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from harness import catalog_docs
 from harness.scenario import load_scenario
 from harness.yamlfile import SpecError
-from tests.conftest import REPO
+from tests.support import REPO
+from tests.support.clients import run_mockex
 
 GOOD = """\
 name: my-scenario
@@ -60,8 +58,7 @@ def test_errors_name_line_field_and_hint(tmp_path, old, new, line, field, hint):
 
 def test_cli_validate_gives_one_line_and_exit_2(tmp_path):
     path = write(tmp_path, GOOD.replace("error-code:", "eror-code:"))
-    result = subprocess.run([sys.executable, "-m", "harness", "scenarios", "validate", path], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = run_mockex("scenarios", "validate", path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"mockex: {path}:5: faults[0]: unknown fault 'autodiscover.eror-code' "
@@ -70,8 +67,7 @@ def test_cli_validate_gives_one_line_and_exit_2(tmp_path):
 
 def test_serve_with_a_broken_scenario_exits_2_without_traceback(tmp_path):
     path = write(tmp_path, "name: x1\nfaults:\n  - tls.expird\n")
-    result = subprocess.run([sys.executable, "-m", "harness", "serve", "--state-dir", str(tmp_path / "s"),
-                             "--scenario", path], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = run_mockex("serve", "--state-dir", str(tmp_path / "s"), "--scenario", path)
     assert result.returncode == 2
     assert f"{path}:3: faults[0]: unknown fault 'tls.expird'" in result.stderr
     assert "Traceback" not in result.stderr

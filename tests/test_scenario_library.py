@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from harness.scenario import builtin_paths, builtin_scenarios
-from tests.conftest import REPO, start_server
+from tests.support.clients import run_mockex
+from tests.support.servers import scenario_args, server_running
 
 
 def test_every_builtin_scenario_starts(tmp_path):
@@ -19,13 +18,8 @@ def test_every_builtin_scenario_starts(tmp_path):
         assert scenario.expect.get("analyzer"), f"{scenario.name} needs expect.analyzer"
 
     def start(scenario):
-        state = tmp_path / scenario.name
-        state.mkdir()
-        served = start_server(str(state), "--scenario", scenario.name)
-        try:
+        with server_running(*scenario_args(tmp_path, scenario.name, scenario.name)) as served:
             return scenario.name, served.endpoints["scenarios"], served.alive()
-        finally:
-            assert served.stop() == 0
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         for name, active, alive in pool.map(start, scenarios):
@@ -33,8 +27,7 @@ def test_every_builtin_scenario_starts(tmp_path):
 
 
 def test_scenarios_list_shows_the_library():
-    result = subprocess.run([sys.executable, "-m", "harness", "scenarios", "list"], cwd=REPO, capture_output=True,
-                            text=True, timeout=60)
+    result = run_mockex("scenarios", "list")
     assert result.returncode == 0
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert names == [os.path.splitext(os.path.basename(p))[0] for p in builtin_paths()]
@@ -43,7 +36,6 @@ def test_scenarios_list_shows_the_library():
 
 
 def test_scenarios_show_explains_faults_and_symptoms():
-    result = subprocess.run([sys.executable, "-m", "harness", "scenarios", "show", "autodiscover-error-500"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = run_mockex("scenarios", "show", "autodiscover-error-500")
     assert result.returncode == 0
     assert "autodiscover.error-code" in result.stdout and "What clients report" in result.stdout

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
-from tests.conftest import REPO, start_server
+from harness.testing import start_server
+from tests.support.clients import run_mockex
 
 
 def test_endpoints_json_has_what_a_client_needs(server):
@@ -34,8 +33,7 @@ def test_ctrl_c_stops_cleanly_with_exit_0(tmp_path):
 
 
 def test_non_loopback_listen_needs_allow_remote(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "harness", "serve", "--state-dir", str(tmp_path),
-                             "--listen", "0.0.0.0"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    result = run_mockex("serve", "--state-dir", str(tmp_path), "--listen", "0.0.0.0", timeout=30)
     assert result.returncode == 2
     assert "--allow-remote" in result.stderr
 
@@ -44,16 +42,14 @@ def test_broken_org_fixture_names_file_line_and_field(tmp_path):
     org = tmp_path / "org.yaml"
     org.write_text("org:\n  name: X\n  domain: x.test\nservers:\n  - {name: EX01, fqdn: ex01.x.test}\n"
                    "mailboxes:\n  - email: a@x.test\n    display_name: A\n    password: p\n    server: EX09\n")
-    result = subprocess.run([sys.executable, "-m", "harness", "serve", "--state-dir", str(tmp_path / "s"),
-                             "--org", str(org)], cwd=REPO, capture_output=True, text=True, timeout=30)
+    result = run_mockex("serve", "--state-dir", str(tmp_path / "s"), "--org", str(org), timeout=30)
     assert result.returncode == 2
     assert f"{org}:10: mailboxes[0].server: 'EX09' is not allowed" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_help_explains_the_commands():
-    result = subprocess.run([sys.executable, "-m", "harness", "serve", "--help"], cwd=REPO, capture_output=True,
-                            text=True, timeout=30)
+    result = run_mockex("serve", "--help", timeout=30)
     assert result.returncode == 0
     for option in ("--org", "--state-dir", "--listen", "--allow-remote", "--https-port", "--seed"):
         assert option in result.stdout

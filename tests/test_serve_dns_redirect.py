@@ -1,52 +1,40 @@
 """The DNS and port-80 roles, asked by real clients (dnspython, curl)."""
 from __future__ import annotations
 
-import subprocess
-
 import dns.message
-import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
 
-
-def ask(server, name: str, rdtype: str, tcp: bool = False):
-    query = dns.message.make_query(name, rdtype)
-    send = dns.query.tcp if tcp else dns.query.udp
-    return send(query, server.endpoints["dns"]["host"], port=server.endpoints["dns"]["port"], timeout=5)
+from tests.support.clients import curl, dns_query
 
 
 @pytest.mark.parametrize("tcp", [False, True])
 def test_a_records_for_every_cas_name(server, tcp):
     for name in server.endpoints["hostnames"]:
-        answer = ask(server, name, "A", tcp=tcp)
+        answer = dns_query(server, name, "A", tcp=tcp)
         assert answer.rcode() == dns.rcode.NOERROR
         assert [r.address for rrset in answer.answer for r in rrset] == [server.host]
 
 
 def test_autodiscover_srv_record(server):
-    answer = ask(server, "_autodiscover._tcp.contoso.test", "SRV")
+    answer = dns_query(server, "_autodiscover._tcp.contoso.test", "SRV")
     (record,) = [r for rrset in answer.answer for r in rrset]
     assert str(record.target).rstrip(".") == "autodiscover.contoso.test"
     assert record.port == server.https_port
 
 
 def test_unknown_names(server):
-    assert ask(server, "nothere.contoso.test", "A").rcode() == dns.rcode.NXDOMAIN
-    assert ask(server, "example.org", "A").rcode() == dns.rcode.REFUSED
+    assert dns_query(server, "nothere.contoso.test", "A").rcode() == dns.rcode.NXDOMAIN
+    assert dns_query(server, "example.org", "A").rcode() == dns.rcode.REFUSED
     assert server.wait_for(lambda e: e["kind"] == "dns" and e["rcode"] == "NXDOMAIN")
 
 
 @pytest.mark.parametrize("path", ["/autodiscover/autodiscover.xml", "/autodiscover/autodiscover.svc"])
 def test_http_redirect_vhost_302s_to_https(server, path):
-    http = server.endpoints["http"]
-    result = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
-                             "--resolve", f"autodiscover.contoso.test:{http['port']}:{http['host']}",
-                             f"http://autodiscover.contoso.test:{http['port']}{path}"],
-                            capture_output=True, text=True, timeout=20)
-    status, location = result.stdout.split(" ", 1)
-    assert status == "302"
-    assert location == f"https://autodiscover.contoso.test:{server.https_port}{path}"
+    result = curl(server, "autodiscover.contoso.test", path=path, scheme="http")
+    assert result.status == 302
+    assert result.redirect_url == f"https://autodiscover.contoso.test:{server.https_port}{path}"
 
 
 @pytest.mark.parametrize("garbage", [b"\x12\x34\x01\x00" + b"\xff" * 28,   # 65535 questions claimed, none readable
@@ -60,4 +48,4 @@ def test_malformed_query_gets_formerr_and_a_transcript_line(server, garbage):
         reply = dns.message.from_wire(sock.recv(512))
     assert reply.id == int.from_bytes(garbage[:2], "big") and reply.rcode() == dns.rcode.FORMERR
     assert server.wait_for(lambda e: e["kind"] == "dns_error" and e["bytes"] == len(garbage))
-    assert ask(server, "mail.contoso.test", "A").rcode() == dns.rcode.NOERROR  # still serving
+    assert dns_query(server, "mail.contoso.test", "A").rcode() == dns.rcode.NOERROR  # still serving

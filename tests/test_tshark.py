@@ -13,29 +13,28 @@ Wireshark's Exchange 5.5-era NSPI dissector models (NspiBind, NspiQueryRows, Nsp
 """
 from __future__ import annotations
 
-import os
 import select
 import shutil
 import socket
 import ssl
 import struct
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import pytest
-from impacket.dcerpc.v5 import nspi
-from impacket.dcerpc.v5.transport import DCERPCTransportFactory
+from impacket.dcerpc.v5 import nspi, rpcrt
 
 from harness import pki
 from harness.org import load_org
-from tests.test_exchanger import EXCHANGER
+from tests.support.clients import (bind_over_http, default_socket_timeout, exchanger, ncacn_http, requires_exchanger,
+                                   teletex_stat)
+from tests.support.servers import worker_address
 
 TSHARK = shutil.which("tshark")
 # Clear of the servers' 127.0.0.<2 + worker>; one relay address per pytest-xdist worker too.
-RELAY_ADDRESS = f"127.0.3.{2 + int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:] or 0)}"
+RELAY_ADDRESS = worker_address(network="127.0.3")
 TIMEOUT = 60
 ORG = load_org()
 
@@ -227,14 +226,11 @@ def recorded(server443, certificate, client) -> List[Chunk]:
     return relay.chunks
 
 
-@pytest.mark.skipif(EXCHANGER is None, reason="impacket's exchanger.py is not installed")
+@requires_exchanger
 def test_exchanger_session_dissects_cleanly(server443, relay_certificate, tmp_path):
-    alice = server443.user("alice")
-
     def dump_all_users():
-        result = subprocess.run([sys.executable, EXCHANGER, f"{ORG.domain}/alice:{alice['password']}@{RELAY_ADDRESS}",
-                                 "nspi", "dump-tables", "-name", "All Users", "-lookup-type", "FULL"],
-                                capture_output=True, text=True, timeout=TIMEOUT)
+        result = exchanger(server443, ["nspi", "dump-tables", "-name", "All Users", "-lookup-type", "FULL"],
+                           host=RELAY_ADDRESS)
         assert result.returncode == 0 and "mail: alice@contoso.test" in result.stdout, result.stderr
 
     pcap = tmp_path / "exchanger.pcap"
@@ -268,22 +264,14 @@ def test_unauthenticated_nspi_stubs_dissect_to_the_fixture(server443, relay_cert
     tags = [0x3001001F, 0x39FE001F]                   # PR_DISPLAY_NAME, PR_SMTP_ADDRESS (Unicode)
 
     def query_rows():
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(TIMEOUT)
-        try:
-            transport = DCERPCTransportFactory(f"ncacn_http:EX01[6004,RpcProxy={RELAY_ADDRESS}:443]")
-            transport.set_credentials("alice", alice["password"], ORG.netbios_domain)
-            dce = transport.get_dce_rpc()
-            dce.connect()
-            dce.bind(nspi.MSRPC_UUID_NSPI)
-            stat = nspi.STAT()
-            stat["CodePage"] = nspi.CP_TELETEX
+        with default_socket_timeout(TIMEOUT):
+            dce = bind_over_http(ncacn_http(RELAY_ADDRESS), nspi.MSRPC_UUID_NSPI, "alice", alice["password"],
+                                 rpcrt.RPC_C_AUTHN_LEVEL_NONE)
+            stat = teletex_stat()
             handle = nspi.hNspiBind(dce, stat)["contextHandle"]
             nspi.hNspiQueryRows(dce, handle, pStat=stat, Count=50, pPropTags=tags)
             nspi.hNspiUnbind(dce, handle)
-            transport.disconnect()
-        finally:
-            socket.setdefaulttimeout(previous)
+            dce.get_rpc_transport().disconnect()
 
     pcap = tmp_path / "plain.pcap"
     write_pcap(pcap, tunnel_conversation(recorded(server443, relay_certificate, query_rows)))

@@ -1,0 +1,20 @@
+"""What mockex's own tests share: one home for helpers, so no test module imports another (tests/test_layout.py).
+
+- ``servers``: start `mockex serve` for a test (several in parallel, scenario texts, :443), small loopback servers.
+- ``clients``: the real clients a test drives: curl, Python's ssl, dnspython, impacket (ncacn_http, exchanger.py),
+  requests, the probe.
+- ``netns``: a private network + mount namespace where the system resolver asks mockex (exchangelib's discovery).
+- ``transcript``: reading what a server recorded since a point in the test.
+- ``autodiscover``: Autodiscover request bodies and answer readers.
+- ``fuzz``: the hypothesis profiles and the strategies and settings several fuzz tests use.
+- ``echo``: a small RPC interface that shows what the DCE/RPC layers did with a call.
+
+conftest.py defines the fixtures on top of these. ``harness.testing`` stays the public helper for users' suites;
+this package builds on it and never changes it.
+"""
+from __future__ import annotations
+
+import os
+
+# The checkout the tests run from (not where harness is installed: under tox that is site-packages).
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
