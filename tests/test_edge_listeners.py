@@ -14,7 +14,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from harness.faults.base import FaultSet
+from harness.hooks import FaultSet
 from harness.faults.network import Blackhole, Refused, Reset, Stall
 from harness.services.listeners import AddressPlan, Listeners
 

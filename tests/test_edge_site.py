@@ -9,7 +9,8 @@ from typing import List, Optional, Tuple
 import pytest
 from impacket import ntlm
 
-from harness.faults.base import Fault, FaultSet, Scope
+from harness.faults.base import Fault
+from harness.hooks import FaultSet, Scope
 from harness.org import load_org
 from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.http import AuthOffer, ConnectionInfo, HttpAnswer, HttpRequest, HttpResponse

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Tuple
 
 from twisted.internet import task
 
-from harness.faults.base import FaultSet
+from harness.hooks import FaultSet
 from harness.scenario import FaultSpec, Scenario, Step
 from harness.services.steps import StepRunner
 from harness.transcript import Transcript

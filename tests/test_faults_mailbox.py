@@ -10,7 +10,8 @@ from impacket.dcerpc.v5 import nspi, oxabref
 from impacket.dcerpc.v5.rpcrt import DCERPCException
 from impacket.uuid import uuidtup_to_bin
 
-from harness.faults.base import FaultParamError, FaultSet, catalog
+from harness.faults.base import FaultParamError, catalog
+from harness.hooks import FaultSet
 from harness.org import load_org
 from harness.rpc import emsmdb
 from harness.rpc.addressbook import AddressBook

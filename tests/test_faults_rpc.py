@@ -14,7 +14,8 @@ from impacket.dcerpc.v5 import nspi, oxabref, rpch, rpcrt
 from impacket.dcerpc.v5.rpch import RPCProxyClientException
 from impacket.dcerpc.v5.rpcrt import DCERPCException
 
-from harness.faults.base import FaultParamError, FaultSet, Scope, catalog
+from harness.faults.base import FaultParamError, catalog
+from harness.hooks import FaultSet, Scope
 from harness.org import load_org
 from harness.protocols import rts
 from harness.protocols.rpcproxy import (CONNECTION_TIMEOUT_MS, IN_RECEIVE_WINDOW, OUT_CHANNEL_RESPONSE, Close,

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from harness.yamlfile import closest, describe_value, kind_name
-from harness.hooks import HOOKS, FaultSet, Hook, Scope, check_provider, provided_hooks
-
-__all__ = ["FaultSet", "Scope"]  # re-exported for the hook call sites until they import harness.hooks
+from harness.hooks import HOOKS, Hook, check_provider, provided_hooks
 
 REQUIRED = object()
 LAYERS = ("tls", "network", "auth", "autodiscover", "dns", "rpc", "mailbox")
