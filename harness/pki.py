@@ -96,7 +96,7 @@ class PKI:
         with self._locked():
             self._root, self._intermediate = self._load_or_create_hierarchy()
             self._untrusted_root = self._load_or_create_authority(
-                "untrusted-root-ca", f"mockex Untrusted Root CA {org_name}", issuer=None, lifetime=ROOT_LIFETIME)
+                "untrusted-root-ca", f"{_ca_label(org_name)}-EX01-CA", issuer=None, lifetime=ROOT_LIFETIME)
             self._leaf_key = self._load_or_create_key("leaf", NORMAL_KEY_BITS)
             self._weak_leaf_key = self._load_or_create_key("weak-leaf", WEAK_KEY_BITS)
         self.ca_file = self._path("root-ca.pem")
@@ -170,9 +170,9 @@ class PKI:
 
     # ---- authorities and keys on disk ---------------------------------------------------------------------
     def _load_or_create_hierarchy(self) -> Tuple[_Authority, _Authority]:
-        root = self._load_or_create_authority("root-ca", f"mockex Root CA {self._org_name}", issuer=None,
+        root = self._load_or_create_authority("root-ca", f"{_ca_label(self._org_name)}-DC01-CA", issuer=None,
                                               lifetime=ROOT_LIFETIME)
-        intermediate_cn = f"mockex Issuing CA {self._org_name}"
+        intermediate_cn = f"{_ca_label(self._org_name)}-CA01-CA"
         intermediate = self._load_authority("intermediate-ca", intermediate_cn)
         if intermediate is None or not _issued_by(intermediate.cert, root.cert):
             intermediate = self._create_authority("intermediate-ca", intermediate_cn, issuer=root,
@@ -286,6 +286,12 @@ def server_context(credentials_by_name: Dict[str, Credential], default: Credenti
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
+def _ca_label(org_name: str) -> str:
+    """CA names as Active Directory Certificate Services writes them (``contoso-DC01-CA``): what a client shows as
+    the issuer is what a real org's would be, never the mock's name."""
+    return org_name.split(".")[0]
+
+
 def _validity(shape: str, now: dt.datetime) -> Tuple[dt.datetime, dt.datetime]:
     if shape == "expired":
         return now - SHAPE_OFFSET - LEAF_LIFETIME, now - SHAPE_OFFSET

@@ -151,7 +151,7 @@ def test_chain_holds_what_the_server_sends(pki):
     leaf, intermediate = chain("valid")
     root = pki.root_certificate
     assert leaf.issuer == intermediate.subject and intermediate.issuer == root.subject
-    assert root.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "mockex Root CA contoso.test"
+    assert root.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "contoso-DC01-CA"
     assert len(chain("missing-intermediate")) == 1
     assert len(chain("self-signed")) == 1
     untrusted_leaf, untrusted_root = chain("untrusted-root")

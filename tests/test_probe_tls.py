@@ -116,7 +116,7 @@ def test_a_valid_certificate_passes_and_the_strict_connection_opens(pki, serve):
     certificate = steps["certificate"]
     assert certificate.status == "pass", certificate.message
     assert certificate.evidence["tls_version"] == "TLSv1.3" and HOST in certificate.evidence["san"]
-    assert certificate.evidence["sent_chain"][1].startswith("mockex Issuing CA")
+    assert certificate.evidence["sent_chain"][1].startswith("contoso-CA01-CA")
     conn = connector.open()
     try:
         assert conn.secure and conn.request("GET", "/").status == 404

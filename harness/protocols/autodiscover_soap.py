@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from lxml import etree
 
 from harness.org import Mailbox, Org
-from harness.protocols.autodiscover import (ECP_FRAGMENTS, EXTERNAL_OWA_AUTH, INTERNAL_OWA_AUTH, INTERNAL_RPC_HTTP_AUTH,
+from harness.protocols.autodiscover import (ECP_FRAGMENTS, POX_ERROR_MESSAGES, EXTERNAL_OWA_AUTH, INTERNAL_OWA_AUTH, INTERNAL_RPC_HTTP_AUTH,
                                             MailboxSettings, SiteUrls, served_domains)
 from harness.protocols.autodiscover_answer import (XML_CONTENT_TYPE, AutodiscoverAnswer, Flavour, SettingsEdit, child,
                                                    child_text, parse_untrusted_xml, serialize)
@@ -299,7 +299,8 @@ class SoapFlavour(Flavour):
     editable = True
 
     def refusal(self, pox_code: int) -> AutodiscoverAnswer:
-        return soap_user_error(SOAP_CODE_FOR_POX[pox_code], f"mockex fault: POX error {pox_code}")
+        # the message Exchange gives the same failure in POX; never words of the mock's own
+        return soap_user_error(SOAP_CODE_FOR_POX[pox_code], POX_ERROR_MESSAGES[pox_code])
 
     def redirect(self, action: str, target: str) -> AutodiscoverAnswer:
         code = "RedirectUrl" if action == "redirectUrl" else "RedirectAddress"
