@@ -331,12 +331,22 @@ def _texts(parent: etree._Element, path: str) -> List[str]:
     return list(dict.fromkeys((e.text or "").strip() for e in parent.iterfind(qualified)))
 
 
+MAX_USERS_PER_REQUEST = 100
+TOO_MANY_USERS = f"The maximum number of users per request is {MAX_USERS_PER_REQUEST}."
+
+
 def _get_user_settings(req: SoapRequest) -> AutodiscoverAnswer:
     users = _texts(req.request, "Users/User/Mailbox")
     requested = [s for s in _texts(req.request, "RequestedSettings/Setting") if s]
     if not users or not requested:
         return soap_fault("GetUserSettings needs at least one Users/User/Mailbox and one RequestedSettings/Setting.")
     envelope, response = _response_message("GetUserSettings", req.org.exchange_version)
+    if len(users) > MAX_USERS_PER_REQUEST:
+        # Exchange caps a request's users (the EWS Managed API sends at most 100): the whole request is refused
+        response.find(f"{{{ANS}}}ErrorCode").text = "InvalidRequest"
+        response.find(f"{{{ANS}}}ErrorMessage").text = TOO_MANY_USERS
+        child(response, "UserResponses")
+        return _soap_answer(envelope, "error", error_code="InvalidRequest", detail=TOO_MANY_USERS)
     responses = child(response, "UserResponses")
     found: List[Mailbox] = []
     for address in users:
