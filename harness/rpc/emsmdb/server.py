@@ -1,0 +1,260 @@
+"""The EMSMDB server (MS-OXCRPC, mailbox store, port 6001): session connect/disconnect and RopLogon.
+
+It answers what a connectivity check needs: EcDoConnectEx with version and encryption gates, EcDoRpcExt2 carrying
+RopLogon (private mailboxes: 13 special folder IDs; a mailbox homed on another back end: ecWrongServer with that
+server's legacy DN), EcDoDisconnect, EcDummyRpc; EcRRegisterPushNotification returns ecNotSupported as Exchange
+2010 and later do (no UDP push). Other ROPs get an ecNotSupported ROP response and end the ROP buffer (their
+request sizes are not modelled).
+
+The ecWrongServer ServerName is the legacy DN of the back-end server (``org.backend_server_dn``), which
+RfrGetFQDNFromServerDN resolves to that server's FQDN: the Exchange 2013 per-mailbox server DN would name the
+'<mailbox guid>@<domain>' server the client is already using, so it could not redirect anywhere.
+
+The ``mailbox`` fault hook is asked before EcDoConnectEx's own gates ("connect") and before each RopLogon
+("logon"). A busy answer (ecServerBusy) is given as MS-OXCROPS 3.2.4.2 prescribes: a RopBackoff response in place
+of the RopLogon response for clients newer than 12.0.4228, the RPC_S_SERVER_TOO_BUSY fault for older ones.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, List, Optional, Tuple
+
+from impacket.dcerpc.v5.dtypes import NULL
+
+from harness.org import Mailbox, Org, Server
+from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, RPC_C_AUTHN_LEVEL_PKT_PRIVACY, CallContext, MailboxCall,
+                              mailbox_fault,
+                              MailboxError, RpcFault, RpcInterface, Version, decoding, marshal, ndr_text,
+                              new_context_handle)
+from harness.rpc.emsmdb.codec import (BACKOFF_MIN_CLIENT_VERSION, LOGON_PRIVATE, RESPONSE_OWNER_RIGHT,
+                                      RESPONSE_RESERVED, RESPONSE_SEND_AS_RIGHT, ROP_LOGON, LogonRequest,
+                                      join_rop_payload, logon_failure, logon_redirect, logon_success,
+                                      parse_rop_logon, rop_backoff, rop_not_supported, split_rop_payload,
+                                      unwrap_rop_buffers, wrap_rop_buffers)
+from harness.rpc.emsmdb.idl import (DEFAULT_MIN_CLIENT_VERSION, EC_BUFFER_TOO_SMALL, EC_CLIENT_VER_DISALLOWED,
+                                    EC_LOGIN_FAILURE, EC_LOGIN_PERM, EC_NONE, EC_NOT_ENCRYPTED, EC_NOT_FOUND,
+                                    EC_NOT_SUPPORTED, EC_RPC_FORMAT, EC_SERVER_BUSY, EC_UNKNOWN_USER,
+                                    EC_WRONG_SERVER, MAX_AUX_OUT, MAX_OUT, RPC_S_SERVER_TOO_BUSY, EcDoConnectEx,
+                                    EcDoConnectExResponse, EcDoDisconnect, EcDoDisconnectResponse, EcDoRpcExt2,
+                                    EcDoRpcExt2Response, EcDummyRpcResponse, EcRRegisterPushNotification,
+                                    EcRRegisterPushNotificationResponse, pack_version, read_version_words,
+                                    unpack_version, version_text, write_version_words)
+
+
+# ---- server -------------------------------------------------------------------------------------------------
+@dataclass
+class EmsmdbSession:
+    mailbox: Mailbox                 # the connected user
+    client_version: Version          # what EcDoConnectEx announced
+    next_object_handle: int = 1      # server object handles handed out by RopLogon
+
+
+class Emsmdb(RpcInterface):
+    name = "emsmdb"
+    uuid = "a4f1db00-ca47-1067-b31f-00dd010662da"
+    version = (0, 81)
+    opnums = {1: "EcDoDisconnect", 4: "EcRRegisterPushNotification", 6: "EcDummyRpc", 10: "EcDoConnectEx",
+              11: "EcDoRpcExt2"}
+
+    POLLS_MAX_MS = 60000
+    RETRY_COUNT = 6
+    RETRY_DELAY_MS = 10000
+
+    def __init__(self, org: Org, *, min_client_version: Tuple[int, int, int, int] = DEFAULT_MIN_CLIENT_VERSION,
+                 encryption_required: bool = True, serving_server: Optional[Server] = None,
+                 clock: Callable[[], float] = time.time):
+        self.org = org
+        self.min_client_version = min_client_version
+        self.encryption_required = encryption_required     # Set-RpcClientAccess -EncryptionRequired (default on)
+        self.serving_server = serving_server or org.cas
+        self.clock = clock
+        self.server_version = pack_version(org.version_parts)
+
+    def _session(self, ctx: CallContext, handle: bytes) -> EmsmdbSession:
+        session = ctx.association.get(("emsmdb", handle))
+        if session is None:
+            raise RpcFault(NCA_S_FAULT_CONTEXT_MISMATCH, "unknown EMSMDB session context handle")
+        return session
+
+    # ---- EcDoConnectEx --------------------------------------------------------------------------------------
+    def EcDoConnectEx(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("EcDoConnectEx"):
+            request = EcDoConnectEx(stub)
+            user_dn = ndr_text(request["szUserDN"])
+            client_version = unpack_version(read_version_words(request["rgwClientVersion"]))
+            timestamp = request["pulTimeStamp"]
+            if request["cbAuxIn"] != len(request["rgbAuxIn"]) or request["pcbAuxOut"] > MAX_AUX_OUT:
+                raise ValueError("cbAuxIn/pcbAuxOut out of range")
+        code, mailbox, best = self._admit(user_dn, client_version, ctx)
+        response = EcDoConnectExResponse()
+        response["pcmsPollsMax"] = self.POLLS_MAX_MS
+        response["pcRetry"] = self.RETRY_COUNT
+        response["pcmsRetryDelay"] = self.RETRY_DELAY_MS
+        write_version_words(response["rgwServerVersion"], self.server_version)
+        write_version_words(response["rgwBestVersion"], pack_version(best))
+        response["pulTimeStamp"] = timestamp
+        response["rgbAuxOut"] = []
+        response["pcbAuxOut"] = 0
+        if code == EC_NONE:
+            handle = new_context_handle(ctx)
+            ctx.association[("emsmdb", handle)] = EmsmdbSession(mailbox, client_version)
+            response["pcxh"]["context_handle_uuid"] = handle[4:]
+            response["picxr"] = ctx.rng.randint(1, 0x7FFF)
+            response["szDNPrefix"] = f"{self.org.org_dn}/cn=Recipients/\x00"
+            response["szDisplayName"] = mailbox.display_name + "\x00"
+        else:
+            response["szDNPrefix"] = NULL
+            response["szDisplayName"] = NULL
+        response["ErrorCode"] = code
+        ctx.record("emsmdb_connect", user_dn=user_dn, client_version=version_text(client_version),
+                   result=f"0x{code:08x}")
+        return marshal(response)
+
+    def _admit(self, user_dn: str, client_version: Version,
+               ctx: CallContext) -> Tuple[int, Optional[Mailbox], Version]:
+        """(return value, the mailbox, rgwBestVersion): a fault's answer first, then the EcDoConnectEx gates in
+        Exchange's order: client version, RPC encryption, user, identity."""
+        mailbox = self.org.find(user_dn)
+        refusal = mailbox_fault(ctx, "connect", mailbox, MailboxCall(user_dn, client_version, ctx.auth_level))
+        if refusal is not None:
+            return refusal.code, None, refusal.best_version or client_version
+        if client_version < self.min_client_version:
+            return EC_CLIENT_VER_DISALLOWED, None, self.min_client_version
+        if self.encryption_required and ctx.auth_level < RPC_C_AUTHN_LEVEL_PKT_PRIVACY:
+            return EC_NOT_ENCRYPTED, None, client_version
+        if mailbox is None:
+            return EC_UNKNOWN_USER, None, client_version
+        if ctx.mailbox is None or ctx.mailbox != mailbox:
+            return EC_LOGIN_FAILURE, None, client_version
+        return EC_NONE, mailbox, client_version
+
+    # ---- EcDoRpcExt2 ----------------------------------------------------------------------------------------
+    def EcDoRpcExt2(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("EcDoRpcExt2"):
+            request = EcDoRpcExt2(stub)
+            handle = stub[:20]
+            rgb_in = b"".join(request["rgbIn"])
+            max_out = request["pcbOut"]
+            if request["cbIn"] != len(rgb_in) or request["cbAuxIn"] != len(request["rgbAuxIn"]) \
+                    or max_out > MAX_OUT or request["pcbAuxOut"] > MAX_AUX_OUT:
+                raise ValueError("cbIn/cbAuxIn/pcbOut/pcbAuxOut out of range")
+        session = self._session(ctx, handle)
+        try:
+            payloads = unwrap_rop_buffers(rgb_in)
+            answers = [self._run_rops(payload, session, ctx) for payload in payloads]
+        except ValueError as error:
+            ctx.record("emsmdb_rop_format", error=str(error))
+            answers, code = [], EC_RPC_FORMAT
+        else:
+            code = EC_NONE
+        rgb_out = wrap_rop_buffers(answers)
+        if len(rgb_out) > max_out:
+            rgb_out, code = b"", EC_BUFFER_TOO_SMALL
+        response = EcDoRpcExt2Response()
+        response["pcxh"]["context_handle_uuid"] = handle[4:]
+        response["pulFlags"] = 0
+        response["rgbOut"] = [bytes([b]) for b in rgb_out]
+        response["pcbOut"] = len(rgb_out)
+        response["rgbAuxOut"] = []
+        response["pcbAuxOut"] = 0
+        response["pulTransTime"] = 0
+        response["ErrorCode"] = code
+        return marshal(response)
+
+    def _run_rops(self, payload: bytes, session: EmsmdbSession, ctx: CallContext) -> bytes:
+        rops, handles = split_rop_payload(payload)
+        answer = b""
+        pos = 0
+        while pos < len(rops):
+            if rops[pos] != ROP_LOGON:
+                input_index = rops[pos + 2] if pos + 2 < len(rops) else 0
+                answer += rop_not_supported(rops[pos], input_index)
+                break
+            logon, pos = parse_rop_logon(rops, pos)
+            if logon.output_handle_index >= len(handles):
+                raise ValueError("RopLogon OutputHandleIndex outside the handle table")
+            target = self.org.find(logon.essdn)
+            refusal = mailbox_fault(ctx, "logon", target, MailboxCall(logon.essdn, session.client_version,
+                                                                     ctx.auth_level))
+            if refusal is not None and refusal.code == EC_SERVER_BUSY:
+                answer += self._backoff(logon, refusal.backoff_ms, session, ctx)
+                break                    # the delayed ROP and all after it get no response
+            answer += self._logon(logon, target, handles, session, ctx, refusal)
+        return join_rop_payload(answer, handles)
+
+    @staticmethod
+    def _backoff(logon: LogonRequest, duration_ms: int, session: EmsmdbSession, ctx: CallContext) -> bytes:
+        ctx.record("emsmdb_logon", essdn=logon.essdn, mailbox=None, result=f"0x{EC_SERVER_BUSY:08x}",
+                   backoff_ms=duration_ms)
+        if session.client_version <= BACKOFF_MIN_CLIENT_VERSION:
+            raise RpcFault(RPC_S_SERVER_TOO_BUSY, "the server is busy; the client is too old for RopBackoff")
+        return rop_backoff(logon.logon_id, duration_ms)
+
+    def _logon(self, logon: LogonRequest, target: Optional[Mailbox], handles: List[int], session: EmsmdbSession,
+               ctx: CallContext, refusal: Optional[MailboxError]) -> bytes:
+        redirect = None
+        if refusal is not None:
+            code = refusal.code
+            if code == EC_WRONG_SERVER:
+                redirect = self.org.backend_server_dn(self._other_server(refusal.server))
+        elif not logon.logon_flags & LOGON_PRIVATE:
+            code = EC_NOT_FOUND          # the org has no public folder mailboxes
+        elif target is None:
+            code = EC_UNKNOWN_USER
+        elif target.server.lower() != self.serving_server.name.lower():
+            code = EC_WRONG_SERVER
+            redirect = self.org.backend_server_dn(self.org.server(target.server))
+        elif target != session.mailbox and target.kind == "user":
+            code = EC_LOGIN_PERM         # no delegate rights on another person's mailbox in this model
+        else:
+            code = EC_NONE
+        ctx.record("emsmdb_logon", essdn=logon.essdn, mailbox=target.username if target else None,
+                   result=f"0x{code:08x}", server_dn=redirect)
+        if redirect is not None:         # set exactly when code is ecWrongServer
+            return logon_redirect(logon.output_handle_index, logon.logon_flags, redirect)
+        if code != EC_NONE:
+            return logon_failure(logon.output_handle_index, code)
+        object_handle = session.next_object_handle
+        session.next_object_handle += 1
+        handles[logon.output_handle_index] = object_handle
+        own = target == session.mailbox
+        rights = RESPONSE_RESERVED | RESPONSE_SEND_AS_RIGHT | (RESPONSE_OWNER_RIGHT if own else 0)
+        mailbox_guid = uuid.UUID(target.guid)
+        replica_guid = uuid.uuid5(mailbox_guid, "replica")
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        return logon_success(logon.output_handle_index, logon.logon_flags, rights, mailbox_guid, replica_guid, now)
+
+    def _other_server(self, name: Optional[str]) -> Server:
+        """The server a 'moved' mailbox now lives on: ``name`` (an org server, or a name the org does not know)
+        or, without one, the first server that is not this one."""
+        if name is None:
+            return next((s for s in self.org.servers if s != self.serving_server), self.serving_server)
+        return next((s for s in self.org.servers if s.name.lower() == name.lower()), Server(name, name))
+
+    # ---- the rest -------------------------------------------------------------------------------------------
+    def EcDoDisconnect(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("EcDoDisconnect"):
+            EcDoDisconnect(stub)
+        self._session(ctx, stub[:20])
+        del ctx.association[("emsmdb", stub[:20])]
+        response = EcDoDisconnectResponse()
+        response["ErrorCode"] = EC_NONE
+        return marshal(response)
+
+    def EcRRegisterPushNotification(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("EcRRegisterPushNotification"):
+            EcRRegisterPushNotification(stub)
+        self._session(ctx, stub[:20])
+        response = EcRRegisterPushNotificationResponse()
+        response["pcxh"]["context_handle_uuid"] = stub[4:20]
+        response["hNotification"] = 0
+        response["ErrorCode"] = EC_NOT_SUPPORTED
+        return marshal(response)
+
+    def EcDummyRpc(self, stub: bytes, ctx: CallContext) -> bytes:
+        response = EcDummyRpcResponse()
+        response["ErrorCode"] = EC_NONE
+        return marshal(response)
