@@ -1,9 +1,14 @@
-"""The analyzer against the built-in scenario library: for every scenarios/*.yaml with an `expect.analyzer` block,
-`mockex serve --scenario` runs that scenario and `mockex probe` must fail at exactly the named step with the named
-reason (and host, when given), or pass when `passes: true`. In every scenario, credentials go only over verified
-TLS (judged from the mock's transcript)."""
+"""The analyzer against the built-in scenario library and every scenario example in README.md and docs/: for each
+with an `expect.analyzer` block, `mockex serve --scenario` runs that scenario and `mockex probe` must fail at exactly
+the named step with the named reason (and host, when given), or pass when `passes: true`. In every scenario,
+credentials go only over verified TLS (judged from the mock's transcript).
+
+No verdict depends on wall-clock headroom: a short step timeout is used only where a timeout is the expected
+verdict (a slow machine only makes it come sooner); elsewhere steps get a long one, and the total limit is only a
+runaway bound."""
 import glob
 import os
+import re
 
 import pytest
 import yaml
@@ -16,6 +21,35 @@ from tests.support.clients import probe_options
 from tests.support.transcript import TranscriptTail, credential_violations
 
 SCENARIOS = sorted(glob.glob(os.path.join(REPO, "scenarios", "*.yaml")))
+TIMEOUT_REASONS = {"timeout", "rts-timeout", "connection-timeout", "no-response", "dns-timeout"}
+YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.S)
+
+
+def documented_examples():
+    """(id, text) of every YAML block in README.md and docs/*.md that is a scenario with an analyzer expectation."""
+    found = []
+    for path in [os.path.join(REPO, "README.md"), *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]:
+        with open(path, encoding="utf-8") as handle:
+            for block in YAML_BLOCK.findall(handle.read()):
+                document = yaml.safe_load(block)
+                if isinstance(document, dict) and "name" in document and (document.get("expect") or {}).get(
+                        "analyzer"):
+                    found.append((f"{os.path.basename(path)}:{document['name']}", block))
+    return found
+
+
+EXAMPLES = documented_examples()
+
+
+def test_the_readme_example_scenario_is_among_the_checked_ones():
+    assert "README.md:autodiscover-flaps" in [name for name, _ in EXAMPLES]
+
+
+@pytest.mark.parametrize("name, text", EXAMPLES, ids=[name for name, _ in EXAMPLES])
+def test_documented_examples_do_what_their_expect_says(name, text, tmp_path):
+    path = tmp_path / "example.yaml"
+    path.write_text(text)
+    test_probe_concludes_what_the_scenario_expects(str(path), tmp_path / "state")
 
 
 def analyzer_expectation(path):
@@ -34,7 +68,8 @@ def test_probe_concludes_what_the_scenario_expects(path, tmp_path):
         tail = TranscriptTail(served)
         user = next(u["username"] for u in served.endpoints["users"] if u["email"] == expect.get("user",
                                                                                                  "alice@contoso.test"))
-        report = probe(probe_options(served, user=user, step_timeout=2.0, total_timeout=30.0))
+        step_timeout = 2.0 if expect.get("reason") in TIMEOUT_REASONS else 15.0
+        report = probe(probe_options(served, user=user, step_timeout=step_timeout, total_timeout=600.0))
         violations = credential_violations(tail.events())
     finally:
         served.stop()
