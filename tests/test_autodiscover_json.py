@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from harness.org import load_org
 from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.autodiscover_json import json_error, respond_json
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 URLS = SiteUrls.for_org(ORG, 8443)
@@ -70,7 +71,7 @@ def test_error_builder():
     assert answer_json(answer) == {"ErrorCode": "ServerBusy", "ErrorMessage": "Try later."}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=scaled(200), deadline=None)
 @given(path=st.sampled_from(["/autodiscover/autodiscover.json", "/autodiscover/autodiscover.json/v1.0/",
                              "/AUTODISCOVER/autodiscover.json/V1.0/", ""]).flatmap(
            lambda prefix: st.text(max_size=60).map(lambda rest: prefix + rest)),

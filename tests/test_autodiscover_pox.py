@@ -17,6 +17,7 @@ from harness.protocols.autodiscover import (MOBILESYNC_REQUEST_NS, MOBILESYNC_RE
                                             respond_pox)
 from tests.support.autodiscover import pox_request
 from tests.support.fuzz import mutated_documents
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 URLS = SiteUrls.for_org(ORG)
@@ -244,7 +245,7 @@ def assert_documented(answer) -> None:
         error_of(answer)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled(150), deadline=None)
 @given(body=st.binary(max_size=400), method=st.sampled_from(["POST", "GET", "post", "PROPFIND"]))
 def test_arbitrary_bytes_never_raise(body, method):
     answer = respond_pox(ORG, body, None, URLS, method=method)
@@ -252,7 +253,7 @@ def test_arbitrary_bytes_never_raise(body, method):
     assert answer.outcome == "error"
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=mutated_documents(pox_request()) | mutated_documents(pox_request(
     "helpdesk@contoso.test", schema=MOBILESYNC_RESPONSE_NS, namespace=MOBILESYNC_REQUEST_NS)),
     mapi_http=st.booleans())

@@ -32,6 +32,7 @@ from harness.protocols.autodiscover_soap import (ANS, KNOWN_USER_SETTINGS, SOAP_
                                                  soap_user_error)
 from tests.support.autodiscover import pox_request
 from tests.support.fuzz import mutated_documents
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 URLS = SiteUrls.for_org(ORG)
@@ -385,13 +386,13 @@ SOAP_VALUES = ["alice@contoso.test", "nobody@contoso.test", "ExternalEwsUrl", "B
                "http://schemas.microsoft.com/exchange/2010/Autodiscover/Autodiscover/GetDomainSettings"]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled(150), deadline=None)
 @given(body=st.binary(max_size=400))
 def test_arbitrary_bytes_are_faults(body):
     fault_of(respond_soap(ORG, body, None, URLS))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=mutated_documents(exchangelib_request(names=["external_ews_url", "user_dn", "alternate_mailboxes"]),
                               words=SOAP_WORDS, namespaces=SOAP_NAMESPACES, values=SOAP_VALUES)
        | mutated_documents(domain_settings_request(["contoso.test"], ["ExternalEwsUrl"]), words=SOAP_WORDS,

@@ -15,6 +15,7 @@ from harness.org import load_org
 from harness.protocols import dcerpc
 from harness.transcript import Transcript
 from tests.support.echo import ECHO, Echo
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 ALICE = ORG.find("alice")
@@ -368,7 +369,7 @@ def _recorded_session():
 SESSION = _recorded_session()
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_random_bytes_never_escape_feed(data):
     association, transcript = make_association()
@@ -390,14 +391,14 @@ def _replay_mutated_session(data):
     assert not transcript.of_kind("rpc_internal_error")
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_sessions_end_in_answers_faults_or_close(data):
     _replay_mutated_session(data)
 
 
 @pytest.mark.slow
-@settings(max_examples=5000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(5000), suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_long_fuzz_of_mutated_sessions(data):
     _replay_mutated_session(data)

@@ -30,6 +30,7 @@ from harness.services.dns import (
     listen_dns,
 )
 from harness.transcript import Transcript
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 CLIENT = ("127.0.0.1", 40053)
@@ -222,7 +223,7 @@ def hostile_datagrams(draw) -> bytes:
     return bytes(data) + draw(st.binary(max_size=8))
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile_datagrams())
 def test_every_reply_to_any_datagram_parses_and_every_datagram_is_recorded(data):
     replies, transcript = ask_udp(data)
@@ -235,7 +236,7 @@ def test_every_reply_to_any_datagram_parses_and_every_datagram_is_recorded(data)
     assert len(transcript.events) == 1 and transcript.events[0]["kind"] in ("dns", "dns_error")
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=scaled(100), deadline=None)
 @given(hostile_datagrams())
 def test_every_reply_over_tcp_parses(data):
     protocol, transport = tcp_connection(Transcript(), Clock())

@@ -19,6 +19,7 @@ from harness.services.tls import client_hello_server_name
 from tests.support.clients import AUTODISCOVER, EX01, EX02, EXPECTED_VERIFY_ERRORS, MAIL, ROOT, curl, tls_socket
 from tests.support.servers import EXPECT_PASSES, scenario_servers
 from tests.support.transcript import fault_fired
+from tests.support.fuzz import scaled
 
 SCENARIOS = {
     "chains": f"""
@@ -174,7 +175,7 @@ def test_client_hello_sni_is_read_whole_or_split():
     assert client_hello_server_name(b"GET / HTTP/1.1\r\n") == (True, None)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=scaled(200), deadline=None)
 @given(st.binary(max_size=600), st.integers(min_value=0, max_value=600))
 def test_client_hello_reader_never_fails_on_garbage(noise, cut):
     hello = client_hello(MAIL)

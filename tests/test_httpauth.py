@@ -13,6 +13,7 @@ from impacket import ntlm
 from harness.org import Org, load_org
 from harness.protocols.httpauth import SCHEMES, AuthOutcome, HttpAuthenticator
 from harness.protocols.ntlm import ServerIdentity
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 IDENTITY = ServerIdentity.for_org(ORG)
@@ -259,20 +260,20 @@ def replay_headers(headers) -> None:
         assert outcome.state != "success"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=scaled(200), deadline=None)
 @given(st.lists(HEADER, min_size=1, max_size=6))
 def test_hostile_header_sequences_never_raise(headers):
     replay_headers(headers)
 
 
 @pytest.mark.slow
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=scaled(3000), deadline=None)
 @given(st.lists(HEADER, min_size=1, max_size=12))
 def test_hostile_header_sequences_never_raise_long(headers):
     replay_headers(headers)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=scaled(60), deadline=None)
 @given(position=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
 def test_an_altered_authenticate_over_http_never_succeeds(position, flip):
     auth = authenticator()

@@ -17,6 +17,7 @@ from harness.protocols.ntlm import (NTLMAcceptor, NTLMError, NTLMResult, NTLMSec
                                     logon_refusal, org_lookup)
 from harness.protocols.spnego import (ACCEPT_COMPLETED, ACCEPT_INCOMPLETE, REJECT, REQUEST_MIC,
                                       NegotiateAcceptor)
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 IDENTITY = ServerIdentity.for_org(ORG)
@@ -216,7 +217,7 @@ def test_tampered_mic_is_refused(changes, reason):
     assert (result.ok, result.reason) == (False, reason)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=scaled(40), deadline=None)
 @given(position=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
 def test_any_altered_byte_of_a_pyspnego_authenticate_fails(position, flip):
     client = spnego.client("CONTOSO\\alice", PASSWORD, hostname=HOST, protocol="ntlm")
@@ -244,7 +245,7 @@ def test_out_of_bounds_security_buffer_is_malformed():
     assert server.authenticate(bytes(authenticate)).reason == "malformed message"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled(150), deadline=None)
 @given(st.binary(max_size=300))
 def test_hostile_messages_never_raise_unexpectedly(data):
     negotiate = ntlm.getNTLMSSPType1("", "").getData()
@@ -515,7 +516,7 @@ def test_tokens_after_completion_fail():
     assert server.step(b"anything").reason == "unexpected token"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=scaled(100), deadline=None)
 @given(st.binary(max_size=200), st.sampled_from([b"", b"\x60", b"\xa1"]))
 def test_hostile_spnego_tokens_never_raise(data, prefix):
     step = negotiate_acceptor().step(prefix + data)
@@ -525,7 +526,7 @@ def test_hostile_spnego_tokens_never_raise(data, prefix):
         assert step.state == "failure" and step.reason
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=scaled(100), deadline=None)
 @given(leg=st.integers(min_value=0, max_value=1), position=st.integers(min_value=0),
        flip=st.integers(min_value=1, max_value=255))
 def test_altered_pyspnego_negotiate_tokens_never_raise(leg, position, flip):

@@ -10,6 +10,7 @@ from impacket.dcerpc.v5.rpcrt import DCERPCException
 from harness.org import load_org
 from harness.rpc.base import NCA_S_OP_RNG_ERROR, RPC_X_BAD_STUB_DATA, CallContext, InProcessDce, RpcFault
 from harness.rpc.rfr import MAPI_E_NOT_FOUND, Rfr
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 RFR = Rfr(ORG)
@@ -65,7 +66,7 @@ def valid_stub(opnum):
     return request.getData()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled(150), deadline=None)
 @given(opnum=st.sampled_from([0, 1]), data=st.data())
 def test_truncated_or_random_stubs_end_in_a_response_or_fault(opnum, data):
     stub = valid_stub(opnum)

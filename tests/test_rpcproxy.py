@@ -15,6 +15,7 @@ from harness.services.rpcproxy import RpcProxyService
 from harness.org import load_org
 from harness.transcript import Transcript
 from tests.support.echo import ECHO, Echo
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 ALICE = ORG.find("alice")
@@ -357,7 +358,7 @@ def test_connection_timeout_closes_a_lonely_channel_only():
 
 
 # ---- hostile streams ---------------------------------------------------------------------------------------------
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(150), suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["in", "out"]), st.binary(max_size=120)), max_size=6), st.booleans())
 def test_random_channel_traffic_never_escapes(chunks, with_handshake):
     proxy, transcript = make_proxy()

@@ -8,6 +8,7 @@ from impacket.dcerpc.v5 import rpch
 
 from harness.protocols import rts
 from tests.support.fuzz import rts_pdus as pdus   # under the name the @given tests below were written with
+from tests.support.fuzz import scaled
 
 VC, OUT, IN, GROUP = b"V" * 16, b"O" * 16, b"I" * 16, b"G" * 16
 
@@ -131,13 +132,13 @@ def test_builders_refuse_values_that_do_not_fit():
 
 
 # ---- properties --------------------------------------------------------------------------------------------------
-@settings(max_examples=300)
+@settings(max_examples=scaled(300))
 @given(pdus)
 def test_decode_inverts_encode(pdu):
     assert rts.decode(rts.encode(pdu)) == pdu
 
 
-@settings(max_examples=300)
+@settings(max_examples=scaled(300))
 @given(st.binary(max_size=200))
 def test_random_bytes_only_ever_raise_rts_error(data):
     try:
@@ -147,7 +148,7 @@ def test_random_bytes_only_ever_raise_rts_error(data):
     assert rts.decode(rts.encode(pdu)) == pdu
 
 
-@settings(max_examples=300)
+@settings(max_examples=scaled(300))
 @given(pdus, st.data())
 def test_mutated_pdus_only_ever_raise_rts_error(pdu, data):
     raw = bytearray(rts.encode(pdu))
@@ -160,7 +161,7 @@ def test_mutated_pdus_only_ever_raise_rts_error(pdu, data):
 
 
 @pytest.mark.slow
-@settings(max_examples=20000)
+@settings(max_examples=scaled(20000))
 @given(st.binary(min_size=20, max_size=400))
 def test_long_fuzz_with_valid_headers(data):
     raw = rts.HEADER.pack(5, 0, 20, 3, rts.DREP_LITTLE_ENDIAN, 20 + len(data), 0, 0, 0,

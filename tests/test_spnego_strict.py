@@ -26,6 +26,7 @@ from harness.protocols.spnego import (
     NegotiateAcceptor,
     NegotiateStep,
 )
+from tests.support.fuzz import scaled
 
 ORG = load_org()
 IDENTITY = ServerIdentity.for_org(ORG)
@@ -246,7 +247,7 @@ def run_altered(protocol: str, leg: int, operations: List[tuple]) -> Optional[Ne
     raise AssertionError("the handshake never ended")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=scaled(300), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.filter_too_much])
 @given(protocol=st.sampled_from(["negotiate", "ntlm"]), leg=st.integers(0, 1), operations=mutations)
 def test_an_altered_token_never_logs_on(protocol, leg, operations):

@@ -10,6 +10,7 @@ import os
 from typing import Callable, List, Optional, Sequence
 
 from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis import strategies as st
 from lxml import etree
 
@@ -23,10 +24,29 @@ from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR, 
 
 def load_profile() -> None:
     """CI replays the same examples every run (no example database on a clean clone): a red run is reproducible,
-    and `HYPOTHESIS_PROFILE=explore pytest ...` searches afresh."""
+    and `HYPOTHESIS_PROFILE=explore pytest ...` searches afresh. `tox -e fuzz` loads "fuzz": fresh examples every
+    run, MOCKEX_FUZZ_SCALE times each test's own example count, no deadline, and the example database kept in
+    .hypothesis/ when the checkout is writable, so a failure found once is replayed first ever after."""
     settings.register_profile("ci", derandomize=True, database=None)
     settings.register_profile("explore")
+    settings.register_profile("fuzz", deadline=None, database=_fuzz_database(),
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def scaled(examples: int) -> int:
+    """A test's example count, times MOCKEX_FUZZ_SCALE under `tox -e fuzz` (1 otherwise)."""
+    return examples * max(1, int(os.environ.get("MOCKEX_FUZZ_SCALE", "1")))
+
+
+def _fuzz_database() -> Optional["DirectoryBasedExampleDatabase"]:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), ".hypothesis",
+                        "examples")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return DirectoryBasedExampleDatabase(path) if os.access(path, os.W_OK) else None
 
 
 # ---- RTS PDUs (MS-RPCH 2.2.3), every command type ----------------------------------------------------------
