@@ -266,9 +266,10 @@ class PingTrafficSentNotify(_U32Body):
 Command = Union[ReceiveWindowSize, FlowControlAck, ConnectionTimeout, Cookie, ChannelLifetime, ClientKeepalive,
                 Version, Empty, Padding, NegativeANCE, ANCE, ClientAddress, AssociationGroupId, Destination,
                 PingTrafficSentNotify]
-COMMANDS: Dict[int, Type[Command]] = {cls.TYPE: cls for cls in (
+_COMMAND_CLASSES: Tuple[Type[Command], ...] = (
     ReceiveWindowSize, FlowControlAck, ConnectionTimeout, Cookie, ChannelLifetime, ClientKeepalive, Version, Empty,
-    Padding, NegativeANCE, ANCE, ClientAddress, AssociationGroupId, Destination, PingTrafficSentNotify)}
+    Padding, NegativeANCE, ANCE, ClientAddress, AssociationGroupId, Destination, PingTrafficSentNotify)
+COMMANDS: Dict[int, Type[Command]] = {cls.TYPE: cls for cls in _COMMAND_CLASSES}
 _Command = TypeVar("_Command", bound=Command)
 
 
