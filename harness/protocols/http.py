@@ -3,7 +3,7 @@ share, IIS's error bodies and header conventions, and the HTTP-level answers a f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from harness.hooks import hookspec
 
@@ -68,7 +68,7 @@ class ConnectionInfo:
     sni: Optional[str] = None
     tls_version: Optional[str] = None
     conn_id: int = 0
-    state: dict = field(default_factory=dict)
+    state: Dict[str, object] = field(default_factory=dict)   # what faults keep per connection, by their own keys
     host: Optional[str] = None          # the host whose dedicated address this came in on (None: the shared one)
     tls_profile: Optional[str] = None   # the TlsProfile served, described (harness.services.tls)
     bytes_out: int = 0                  # bytes of HTTP output handed on for sending so far

@@ -134,17 +134,19 @@ class HttpAuthenticator:
             return AuthOutcome("continue", [("WWW-Authenticate", f"{scheme} {_b64(step.token)}")], scheme=scheme)
         self._handshake = None
         result = step.result
-        who = dict(user=result.user, domain=result.domain, mailbox=result.mailbox) if result else {}
+        user, domain, mailbox = (result.user, result.domain, result.mailbox) if result else ("", "", None)
         if step.state == "failure":
-            return self._failure(scheme, step.reason, **who)
-        self._connection_user = AuthOutcome("success", scheme=scheme, **who)
+            return self._failure(scheme, step.reason, user=user, domain=domain, mailbox=mailbox)
+        self._connection_user = AuthOutcome("success", scheme=scheme, user=user, domain=domain, mailbox=mailbox)
         headers = [("WWW-Authenticate", f"{scheme} {_b64(step.token)}")] if step.token else []
-        return AuthOutcome("success", headers, scheme=scheme, **who)
+        return AuthOutcome("success", headers, scheme=scheme, user=user, domain=domain, mailbox=mailbox)
 
-    def _failure(self, scheme: str, reason: str, **who) -> AuthOutcome:
+    def _failure(self, scheme: str, reason: str, *, user: str = "", domain: str = "",
+                 mailbox: Optional[Mailbox] = None) -> AuthOutcome:
         self._handshake = None
         self._connection_user = None
-        return AuthOutcome("failure", self.challenge_headers(), scheme=scheme, reason=reason, **who)
+        return AuthOutcome("failure", self.challenge_headers(), scheme=scheme, reason=reason, user=user,
+                           domain=domain, mailbox=mailbox)
 
 
 def _starts_handshake(token: bytes) -> bool:

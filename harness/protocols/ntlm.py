@@ -166,7 +166,7 @@ class NTLMAcceptor:
         self._rng = rng
         self._clock = clock
         self._accept_ntlmv1 = accept_ntlmv1
-        self._negotiate: Optional[bytes] = None
+        self._negotiate = b""                           # the NEGOTIATE answered, for the MIC
         self._challenge: Optional[bytes] = None
         self._challenge_flags = 0
         self._server_challenge = b""
@@ -222,7 +222,8 @@ class NTLMAcceptor:
         return self.result
 
     def _authenticate(self, data: bytes) -> NTLMResult:
-        if self._challenge is None or self.result is not None:
+        challenge = self._challenge
+        if challenge is None or self.result is not None:
             return NTLMResult(ok=False, reason="unexpected message")
         try:
             message = _Authenticate.parse(data)
@@ -259,7 +260,7 @@ class NTLMAcceptor:
             return result
         try:
             session_key = self._exported_session_key(message, result.flags, key_exchange_key)
-            mic_ok = self._mic_ok(message, session_key)
+            mic_ok = self._mic_ok(message, session_key, challenge)
         except ValueError:
             result.reason = "malformed message"
             return result
@@ -274,7 +275,8 @@ class NTLMAcceptor:
         proof, blob = message.nt[:16], message.nt[16:]
         if not hmac.compare_digest(ntlm.hmac_md5(response_key, self._server_challenge + blob), proof):
             return None
-        return ntlm.hmac_md5(response_key, proof)   # SessionBaseKey = KeyExchangeKey for NTLMv2
+        session_base_key: bytes = ntlm.hmac_md5(response_key, proof)   # = KeyExchangeKey for NTLMv2
+        return session_base_key
 
     def _verify_ntlmv1(self, message: _Authenticate, flags: int, password: str) -> Optional[bytes]:
         nt_hash = ntlm.compute_nthash(password)
@@ -299,7 +301,7 @@ class NTLMAcceptor:
             return key_exchange_key
         raise ValueError("EncryptedRandomSessionKey is not 16 bytes")
 
-    def _mic_ok(self, message: _Authenticate, session_key: bytes) -> bool:
+    def _mic_ok(self, message: _Authenticate, session_key: bytes, challenge: bytes) -> bool:
         """Check the MIC when the NTLMv2 blob's MsvAvFlags announce one (it is then mandatory)."""
         if len(message.nt) < _NTLMV2_MIN_RESPONSE:
             return True
@@ -312,7 +314,7 @@ class NTLMAcceptor:
             return True
         if not message.has_room_for_mic:
             return False
-        expected = ntlm.hmac_md5(session_key, self._negotiate + self._challenge + message.without_mic())
+        expected = ntlm.hmac_md5(session_key, self._negotiate + challenge + message.without_mic())
         return hmac.compare_digest(expected, message.mic)
 
 
@@ -359,7 +361,8 @@ class NTLMSecurity:
         return hmac.compare_digest(expected, signature)
 
     def sign(self, message: bytes) -> bytes:
-        signature = ntlm.SIGN(self.flags, self._out_sign_key, message, self.out_sequence, self._out_rc4).getData()
+        signature: bytes = ntlm.SIGN(self.flags, self._out_sign_key, message, self.out_sequence,
+                                     self._out_rc4).getData()
         self.out_sequence += 1
         return signature
 

@@ -232,7 +232,7 @@ class RpcProxy:
         for pdu in pdus:
             if channel.cut is not None and channel.direction == IN and channel.vc is not None:   # after CONN/B1
                 if channel.carried + len(pdu) > channel.cut.after_bytes:
-                    return actions + self._cut(channel)
+                    return actions + self._cut(channel.vc, channel)
                 channel.carried += len(pdu)
             actions += self._on_pdu(channel, pdu)
             if channel.closed:
@@ -290,14 +290,15 @@ class RpcProxy:
 
     def _establish(self, channel: Channel, message: rts.RtsPdu) -> List[Action]:
         """The first PDU of a channel: CONN/A1 on OUT, CONN/B1 on IN; both there opens the connection."""
-        opening = rts.as_conn_a1(message) if channel.direction == OUT else rts.as_conn_b1(message)
+        opening: Union[rts.ConnA1, rts.ConnB1, None] = (
+            rts.as_conn_a1(message) if channel.direction == OUT else rts.as_conn_b1(message))
         if opening is None:
             return self._fail(channel, f"{message.name} where {OPENING[channel.direction]} was expected")
         vc = self._join(channel, opening.virtual_connection_cookie)
         if vc is None:
             return self._fail(channel, f"a second {channel.direction.upper()} channel for the virtual connection")
         actions: List[Action] = []
-        if channel.direction == OUT:
+        if isinstance(opening, rts.ConnA1):      # i.e. the OUT channel
             vc.out_cookie, vc.out_window = opening.out_channel_cookie, opening.receive_window_size
             actions += self._send_rts(vc, rts.conn_a3(self.connection_timeout_ms), head=OUT_CHANNEL_RESPONSE)
             if channel.closed:
@@ -321,14 +322,15 @@ class RpcProxy:
         channel.vc = vc
         partner = vc.out_channel if channel.direction == IN else vc.in_channel
         if partner is not None and partner.target != channel.target:
-            self.record("rpc_channel_mismatch", vc=vc.label, **{IN: str(vc.in_channel.target),
-                                                                 OUT: str(vc.out_channel.target)})
+            in_channel, out_channel = (channel, partner) if channel.direction == IN else (partner, channel)
+            self.record("rpc_channel_mismatch", vc=vc.label, **{IN: str(in_channel.target),
+                                                                 OUT: str(out_channel.target)})
         return vc
 
     def _association(self, cookie: bytes, channel: Channel) -> DceRpcAssociation:
         label = cookie_label(cookie)
 
-        def record(kind: str, **fields) -> object:
+        def record(kind: str, **fields: object) -> object:
             return self.record(kind, vc=label, **fields)
         return DceRpcAssociation(self.org, self.interfaces, record, self.rng,
                                  secondary_address=str(channel.target.port), http_mailbox=channel.mailbox,
@@ -371,27 +373,29 @@ class RpcProxy:
             if channel.closed:
                 break
             self.record("rts", channel=OUT, sent=True, pdu=pdu.name, conn=channel.conn, vc=vc.label)
-            actions += self._write(vc, rts.encode(pdu), head if pdu is message else b"")
+            actions += self._write(vc, channel, rts.encode(pdu), head if pdu is message else b"")
         return actions
 
-    def _write(self, vc: VirtualConnection, data: bytes, head: bytes = b"") -> List[Action]:
-        """Body bytes (after ``head``) on the OUT channel, cut short (and the connection reset) by a ChannelCut."""
-        channel = vc.out_channel
+    def _write(self, vc: VirtualConnection, channel: Channel, data: bytes, head: bytes = b"") -> List[Action]:
+        """Body bytes (after ``head``) on ``vc``'s OUT channel, cut short (and the connection reset) by a
+        ChannelCut."""
         cut = channel.cut
         if cut is None or channel.carried + len(data) <= cut.after_bytes:
             channel.carried += len(data)
             return [Send(channel, head + data)]
         allowed = data[:cut.after_bytes - channel.carried]
         channel.carried += len(allowed)
-        return ([Send(channel, head + allowed)] if head or allowed else []) + self._cut(channel)
+        sent: List[Action] = [Send(channel, head + allowed)] if head or allowed else []
+        return sent + self._cut(vc, channel)
 
     def _release(self, vc: VirtualConnection) -> List[Action]:
         """Send held RPC PDUs as far as the client's receive window allows (one at a time when nothing is in
         flight, so that a window smaller than a PDU cannot stall the connection)."""
-        if not vc.opened or vc.out_channel is None or vc.out_channel.closed:
+        channel = vc.out_channel
+        if not vc.opened or channel is None or channel.closed:
             return []
         actions: List[Action] = []
-        while vc.held and not vc.out_channel.closed:
+        while vc.held and not channel.closed:
             in_flight = vc.out_bytes_sent - vc.out_acked
             if in_flight and in_flight + len(vc.held[0]) > vc.out_window:
                 self.record("rpc_flow_control", vc=vc.label, held=len(vc.held), in_flight=in_flight,
@@ -399,7 +403,7 @@ class RpcProxy:
                 break
             pdu = vc.held.pop(0)
             vc.out_bytes_sent += len(pdu)
-            actions += self._write(vc, pdu)
+            actions += self._write(vc, channel, pdu)
         return actions
 
     def _on_out_ack(self, vc: VirtualConnection, ack: rts.FlowControlAck) -> List[Action]:
@@ -419,11 +423,11 @@ class RpcProxy:
         channel.closed = True
         return [Close(channel, reason)]
 
-    def _cut(self, channel: Channel) -> List[Action]:
+    def _cut(self, vc: VirtualConnection, channel: Channel) -> List[Action]:
         """A ChannelCut's budget is spent: reset the channel and its partner (a client blocked reading the other
         channel sees the reset too). Cuts only count once the channel belongs to a virtual connection."""
         reason = f"{channel.direction.upper()} channel reset after {channel.carried} counted bytes (fault)"
-        return self._tear_down(channel.vc, reason, reset=True)
+        return self._tear_down(vc, reason, reset=True)
 
     def _tear_down(self, vc: VirtualConnection, reason: str, reset: bool = False) -> List[Action]:
         if self.connections.pop(vc.cookie, None) is not None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass, fields
-from typing import ClassVar, Dict, Optional, Tuple, Type, Union
+from dataclasses import Field, dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 RTS_PTYPE = 20
 HEADER = struct.Struct("<BBBB4sHHLHH")
@@ -63,12 +63,24 @@ def _take(data: bytes, offset: int, size: int, what: str) -> bytes:
 
 
 def _u32(data: bytes, offset: int, what: str) -> int:
-    return struct.unpack("<L", _take(data, offset, 4, what))[0]
+    value: int = struct.unpack("<L", _take(data, offset, 4, what))[0]
+    return value
 
 
 # ---- commands (2.2.3.5) ---------------------------------------------------------------------------------------
+_U32Command = TypeVar("_U32Command", bound="_U32Body")
+_CookieCommand = TypeVar("_CookieCommand", bound="_CookieBody")
+_EmptyCommand = TypeVar("_EmptyCommand", bound="_EmptyBody")
+
+
 class _U32Body:
     """A command whose body is its single u32 field."""
+
+    if TYPE_CHECKING:
+        # What @dataclass gives each subclass (one u32 field), spelled out so the shared methods type-check.
+        __dataclass_fields__: ClassVar[Dict[str, Field[Any]]]
+
+        def __init__(self, value: int, /) -> None: ...
 
     def __post_init__(self) -> None:
         name = fields(self)[0].name
@@ -78,22 +90,29 @@ class _U32Body:
         return struct.pack("<L", getattr(self, fields(self)[0].name))
 
     @classmethod
-    def parse(cls, data: bytes, offset: int):
+    def parse(cls: Type[_U32Command], data: bytes, offset: int) -> Tuple[_U32Command, int]:
         return cls(_u32(data, offset, cls.__name__)), offset + 4
 
 
 class _CookieBody:
     """A command whose body is a 16-byte RTS cookie (2.2.3.1)."""
 
+    if TYPE_CHECKING:
+        # What @dataclass gives each subclass (one 16-byte field), spelled out so the shared methods type-check.
+        __dataclass_fields__: ClassVar[Dict[str, Field[Any]]]
+
+        def __init__(self, value: bytes, /) -> None: ...
+
     def __post_init__(self) -> None:
         name = fields(self)[0].name
         _check_cookie(self, name, getattr(self, name))
 
     def body(self) -> bytes:
-        return getattr(self, fields(self)[0].name)
+        cookie: bytes = getattr(self, fields(self)[0].name)
+        return cookie
 
     @classmethod
-    def parse(cls, data: bytes, offset: int):
+    def parse(cls: Type[_CookieCommand], data: bytes, offset: int) -> Tuple[_CookieCommand, int]:
         return cls(_take(data, offset, 16, cls.__name__)), offset + 16
 
 
@@ -102,7 +121,7 @@ class _EmptyBody:
         return b""
 
     @classmethod
-    def parse(cls, data: bytes, offset: int):
+    def parse(cls: Type[_EmptyCommand], data: bytes, offset: int) -> Tuple[_EmptyCommand, int]:
         return cls(), offset
 
 
@@ -129,7 +148,7 @@ class FlowControlAck:
         return struct.pack("<LL", self.bytes_received, self.available_window) + self.channel_cookie
 
     @classmethod
-    def parse(cls, data: bytes, offset: int):
+    def parse(cls, data: bytes, offset: int) -> Tuple[FlowControlAck, int]:
         received, window = struct.unpack("<LL", _take(data, offset, 8, "FlowControlAck"))
         return cls(received, window, _take(data, offset + 8, 16, "FlowControlAck cookie")), offset + 24
 
@@ -182,7 +201,7 @@ class Padding:
         return struct.pack("<L", self.length) + b"\x00" * self.length
 
     @classmethod
-    def parse(cls, data: bytes, offset: int):
+    def parse(cls, data: bytes, offset: int) -> Tuple[Padding, int]:
         length = _u32(data, offset, "Padding count")
         _take(data, offset + 4, length, "Padding")
         return cls(length), offset + 4 + length
@@ -213,7 +232,7 @@ class ClientAddress:
         return struct.pack("<L", kind) + self.address.packed + b"\x00" * 12
 
     @classmethod
-    def parse(cls, data: bytes, offset: int):
+    def parse(cls, data: bytes, offset: int) -> Tuple[ClientAddress, int]:
         kind = _u32(data, offset, "ClientAddress type")
         if kind not in (ADDRESS_IPV4, ADDRESS_IPV6):
             raise RtsError(f"ClientAddress type {kind} is neither IPv4 (0) nor IPv6 (1)")
@@ -247,13 +266,15 @@ class PingTrafficSentNotify(_U32Body):
 Command = Union[ReceiveWindowSize, FlowControlAck, ConnectionTimeout, Cookie, ChannelLifetime, ClientKeepalive,
                 Version, Empty, Padding, NegativeANCE, ANCE, ClientAddress, AssociationGroupId, Destination,
                 PingTrafficSentNotify]
-COMMANDS: Dict[int, Type] = {cls.TYPE: cls for cls in (
+_COMMAND_CLASSES: Tuple[Type[Command], ...] = (
     ReceiveWindowSize, FlowControlAck, ConnectionTimeout, Cookie, ChannelLifetime, ClientKeepalive, Version, Empty,
-    Padding, NegativeANCE, ANCE, ClientAddress, AssociationGroupId, Destination, PingTrafficSentNotify)}
+    Padding, NegativeANCE, ANCE, ClientAddress, AssociationGroupId, Destination, PingTrafficSentNotify)
+COMMANDS: Dict[int, Type[Command]] = {cls.TYPE: cls for cls in _COMMAND_CLASSES}
+_Command = TypeVar("_Command", bound=Command)
 
 
 # ---- PDUs (2.2.3.6, 2.2.4) ------------------------------------------------------------------------------------
-_NAMES: Dict[Tuple[int, Tuple[Type, ...]], str] = {
+_NAMES: Dict[Tuple[int, Tuple[Type[Command], ...]], str] = {
     (FLAG_NONE, (Version, Cookie, Cookie, ReceiveWindowSize)): "CONN/A1",
     (FLAG_NONE, (ConnectionTimeout,)): "CONN/A3",
     (FLAG_NONE, (Version, Cookie, Cookie, ChannelLifetime, ClientKeepalive, AssociationGroupId)): "CONN/B1",
@@ -287,7 +308,8 @@ class RtsPdu:
             return known
         return f"RTS(flags=0x{self.flags:04x}: {', '.join(type(c).__name__ for c in self.commands) or 'no commands'})"
 
-    def first(self, kind: Type) -> Optional[Command]:
+    def first(self, kind: Type[_Command]) -> Optional[_Command]:
+        """The first command of type ``kind``, typed as that command."""
         return next((c for c in self.commands if isinstance(c, kind)), None)
 
 
@@ -316,7 +338,7 @@ def decode(data: bytes) -> RtsPdu:
         raise RtsError(f"frag_length {frag_length} does not match the {len(data)} bytes given")
     if auth_length:
         raise RtsError(f"RTS PDU carries auth_length {auth_length}")
-    commands = []
+    commands: List[Command] = []
     offset = HEADER_SIZE
     for index in range(count):
         kind = _u32(data, offset, f"command {index} type")
@@ -384,19 +406,26 @@ class AckWithDestination:
 def as_conn_a1(pdu: RtsPdu) -> Optional[ConnA1]:
     if pdu.name != "CONN/A1":
         return None
-    _version, vc, out, window = pdu.commands
-    return ConnA1(vc.cookie, out.cookie, window.size)
+    match pdu.commands:     # the name fixed these types already; the match lets a type checker see them
+        case (Version(), Cookie(cookie=vc), Cookie(cookie=out), ReceiveWindowSize(size=window)):
+            return ConnA1(vc, out, window)
+    return None
 
 
 def as_conn_b1(pdu: RtsPdu) -> Optional[ConnB1]:
     if pdu.name != "CONN/B1":
         return None
-    _version, vc, in_cookie, lifetime, keepalive, group = pdu.commands
-    return ConnB1(vc.cookie, in_cookie.cookie, lifetime.lifetime, keepalive.interval_ms, group.group_id)
+    match pdu.commands:
+        case (Version(), Cookie(cookie=vc), Cookie(cookie=in_cookie), ChannelLifetime(lifetime=lifetime),
+              ClientKeepalive(interval_ms=keepalive), AssociationGroupId(group_id=group)):
+            return ConnB1(vc, in_cookie, lifetime, keepalive, group)
+    return None
 
 
 def as_flow_control_ack_with_destination(pdu: RtsPdu) -> Optional[AckWithDestination]:
     if pdu.name != "FlowControlAckWithDestination":
         return None
-    destination, ack = pdu.commands
-    return AckWithDestination(destination.destination, ack)
+    match pdu.commands:
+        case (Destination(destination=destination), FlowControlAck() as ack):
+            return AckWithDestination(destination, ack)
+    return None
