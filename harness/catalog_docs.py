@@ -48,7 +48,8 @@ def fault_text(cls) -> List[str]:
 
 def faults_markdown() -> str:
     faults = catalog()
-    lines = ["# Fault catalogue", "", "Generated from `harness/faults/` by `python -m harness.catalog_docs`; do not edit.",
+    lines = ["# Fault catalogue", "",
+             "Generated from `harness/faults/` by `python -m harness.catalog_docs`; do not edit.",
              "", f"{len(faults)} faults. Every fault also takes `host` and `user` to narrow where it applies.", ""]
     for layer in LAYERS:
         members = [cls for cls in faults.values() if cls.name.split(".", 1)[0] == layer]
@@ -79,7 +80,8 @@ def scenarios_markdown() -> str:
     for scenario in scenarios:
         analyzer = scenario.expect.get("analyzer", {})
         verdict = ("passes" if analyzer.get("passes") else
-                   f"fails at `{analyzer.get('fails_at')}`" + (f" ({analyzer['reason']})" if "reason" in analyzer else "")
+                   f"fails at `{analyzer.get('fails_at')}`"
+                   + (f" ({analyzer['reason']})" if "reason" in analyzer else "")
                    if analyzer else "—")
         lines.append(f"| `{scenario.name}` | {', '.join(scenario.layers) or '—'} | {scenario.summary} | {verdict} |")
     return "\n".join(lines).rstrip() + "\n"

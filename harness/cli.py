@@ -8,8 +8,8 @@ import signal
 import sys
 from typing import List, Optional
 
-from harness.org import DEFAULT_ORG_DIR
 from harness.faults.base import LAYERS
+from harness.org import DEFAULT_ORG_DIR
 from harness.yamlfile import SpecError
 
 DESCRIPTION = """\
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
     serve.add_argument("--dns-port", type=_port, default=5353, help="DNS port, UDP and TCP (default 5353; 0 = any)")
     serve.add_argument("--seed", type=int, default=None,
-                       help="seed for every random choice, to replay a run exactly (default: the scenario's seed, else a "
+                       help="seed for every random choice, to replay a run exactly (default: the scenario's seed, "
+                            "else a "
                             "fresh random seed per start, printed and recorded, so NTLM challenges never repeat "
                             "across runs)")
     serve.add_argument("--scenario", action="append", default=[], metavar="NAME|FILE",

@@ -25,8 +25,21 @@ import difflib
 import inspect
 import typing
 from dataclasses import dataclass
-from typing import (Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, ParamSpec, Protocol, Tuple,
-                    TypeVar, Union)
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    ParamSpec,
+    Protocol,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -175,7 +175,8 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
         netbios_domain=_check(org_r, "netbios_domain", _NETBIOS, "a NetBIOS name (A-Z, 0-9, -, ≤15)",
                               org_r.get("netbios_domain", str, domain.split(".")[0].upper())),
         ad_domain=org_r.get("ad_domain", str, domain).lower(),
-        mail_host=_check(org_r, "mail_host", _HOST, "a host name", org_r.get("mail_host", str, f"mail.{domain}").lower()),
+        mail_host=_check(org_r, "mail_host", _HOST, "a host name",
+                         org_r.get("mail_host", str, f"mail.{domain}").lower()),
         autodiscover_host=_check(org_r, "autodiscover_host", _HOST, "a host name",
                                  org_r.get("autodiscover_host", str, f"autodiscover.{domain}").lower()),
         exchange_version=_check(org_r, "exchange_version", _VERSION, "a dotted build like 15.0.1497.2",
@@ -195,7 +196,8 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
     server_names = [s.name for s in servers]
     cas_server = org_r.get("cas_server", str, servers[0].name)
     if cas_server not in server_names:
-        raise org_r.error("cas_server", f"{cas_server!r} is not one of the servers", "allowed: " + ", ".join(server_names))
+        raise org_r.error("cas_server", f"{cas_server!r} is not one of the servers",
+                          "allowed: " + ", ".join(server_names))
 
     mailboxes: List[Mailbox] = []
     seen: Dict[str, str] = {}

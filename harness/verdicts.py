@@ -16,7 +16,8 @@ _PUBLIC_CA = ("Use a certificate from a public CA that clients trust (or deploy 
               "send the full chain from the server.")
 _AUTODISCOVER_POST = ("Check that the mailbox exists and that the Autodiscover virtual directory and the "
                       "MSExchangeAutodiscoverAppPool are healthy (Get-AutodiscoverVirtualDirectory, IIS logs).")
-_VALID_PORTS = ("Check HKLM\\Software\\Microsoft\\Rpc\\RpcProxy\\ValidPorts on the CAS lists the NetBIOS and FQDN names "
+_VALID_PORTS = ("Check HKLM\\Software\\Microsoft\\Rpc\\RpcProxy\\ValidPorts on the CAS lists the NetBIOS and "
+                "FQDN names "
                 "of every mailbox server with ports 6001-6002 and 6004 (a stale value after a server rename is the "
                 "classic cause); check name resolution and the firewall from the proxy to the mailbox server.")
 _AUTH_METHODS = ("Align the /rpc IIS authentication methods with the Outlook Anywhere client method: "
@@ -31,7 +32,8 @@ REASONS = {
     "servfail": ("dns", "The DNS server failed to answer (SERVFAIL): check the zone is loaded and its delegation and "
                         "DNSSEC signatures are valid."),
     "dns-refused": ("dns", "The DNS server refused the query (REFUSED): it does not serve this zone and does not "
-                           "recurse for this client; publish the zone where clients look, or use a resolver that does."),
+                           "recurse for this client; publish the zone where clients look, or use a resolver that "
+                           "does."),
     "dns-timeout": ("dns", "No DNS server answered in time: check the resolver address and that UDP/TCP 53 is open "
                            "between the client and the DNS server."),
     "no-a-record": ("dns", "The name exists but has no A/AAAA record: add an A record (and optionally AAAA) for it."),

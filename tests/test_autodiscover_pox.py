@@ -12,12 +12,19 @@ from lxml import etree
 
 from harness.org import load_org
 from harness.protocols import autodiscover
-from harness.protocols.autodiscover import (MOBILESYNC_REQUEST_NS, MOBILESYNC_RESPONSE_NS, OUTLOOK_RESPONSE_NS,
-                                            RESPONSE_NS, SiteUrls, pox_error, pox_redirect_addr, pox_redirect_url,
-                                            respond_pox)
+from harness.protocols.autodiscover import (
+    MOBILESYNC_REQUEST_NS,
+    MOBILESYNC_RESPONSE_NS,
+    OUTLOOK_RESPONSE_NS,
+    RESPONSE_NS,
+    SiteUrls,
+    pox_error,
+    pox_redirect_addr,
+    pox_redirect_url,
+    respond_pox,
+)
 from tests.support.autodiscover import pox_request
-from tests.support.fuzz import mutated_documents
-from tests.support.fuzz import scaled
+from tests.support.fuzz import mutated_documents, scaled
 
 ORG = load_org()
 URLS = SiteUrls.for_org(ORG)

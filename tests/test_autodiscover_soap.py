@@ -28,11 +28,9 @@ from lxml import etree
 
 from harness.org import load_org
 from harness.protocols.autodiscover import OUTLOOK_RESPONSE_NS, SiteUrls, respond_pox
-from harness.protocols.autodiscover_soap import (ANS, KNOWN_USER_SETTINGS, SOAP_NS, XSI_NS, respond_soap,
-                                                 soap_user_error)
+from harness.protocols.autodiscover_soap import ANS, KNOWN_USER_SETTINGS, SOAP_NS, XSI_NS, respond_soap, soap_user_error
 from tests.support.autodiscover import pox_request
-from tests.support.fuzz import mutated_documents
-from tests.support.fuzz import scaled
+from tests.support.fuzz import mutated_documents, scaled
 
 ORG = load_org()
 URLS = SiteUrls.for_org(ORG)

@@ -4,7 +4,8 @@ import struct
 
 import pytest
 from Cryptodome.Cipher import ARC4
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from impacket import ntlm
 from impacket.dcerpc.v5 import rpcrt
 from impacket.dcerpc.v5.rpcrt import DCERPCException

@@ -14,10 +14,10 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from harness.protocols.connection import WritePlan
 from harness.faults.base import Fault
-from harness.hooks import FaultSet, Scope
 from harness.faults.network import Latency
+from harness.hooks import FaultSet, Scope
+from harness.protocols.connection import WritePlan
 from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
 from harness.services.web import HttpFactory
 

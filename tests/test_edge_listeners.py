@@ -14,8 +14,8 @@ from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from harness.hooks import FaultSet
 from harness.faults.network import Blackhole, Refused, Reset, Stall
+from harness.hooks import FaultSet
 from harness.services.listeners import AddressPlan, Listeners
 
 

@@ -1,8 +1,8 @@
 """Authentication faults as curl, requests(-ntlm) and exchangelib see them."""
 from __future__ import annotations
 
-import requests
 import pytest
+import requests
 from requests_ntlm import HttpNtlmAuth
 
 from tests.support.autodiscover import pox_request

@@ -1,4 +1,5 @@
-"""Mailbox faults as real clients see them: the harness's EMSMDB client halves (harness/rpc/emsmdb/client.py) and impacket's
+"""Mailbox faults as real clients see them: the harness's EMSMDB client halves (harness/rpc/emsmdb/client.py) and
+impacket's
 NSPI/RFR helpers over impacket's ncacn_http transport, and exchanger.py's NSPI lookups, against one `mockex serve`
 that carries every mailbox fault, each scoped to its own RPC server name or user."""
 from __future__ import annotations

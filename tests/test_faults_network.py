@@ -16,8 +16,7 @@ import pytest
 
 from harness.scenario import load_scenario
 from harness.yamlfile import SpecError
-from tests.support.clients import (AUTODISCOVER, EX01, EX02, MAIL, POX_PATH, ROOT, address, curl, dns_query,
-                                   tls_socket)
+from tests.support.clients import AUTODISCOVER, EX01, EX02, MAIL, POX_PATH, ROOT, address, curl, dns_query, tls_socket
 from tests.support.servers import EXPECT_PASSES, scenario_args, scenario_servers, server_running
 from tests.support.transcript import fault_fired
 

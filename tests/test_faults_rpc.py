@@ -18,11 +18,25 @@ from harness.faults.base import FaultParamError, catalog
 from harness.hooks import FaultSet, Scope
 from harness.org import load_org
 from harness.protocols import rts
-from harness.protocols.rpcproxy import (CONNECTION_TIMEOUT_MS, IN_RECEIVE_WINDOW, OUT_CHANNEL_RESPONSE, Close,
-                                        RpcProxy, Send, rpc_channel_hook)
+from harness.protocols.rpcproxy import (
+    CONNECTION_TIMEOUT_MS,
+    IN_RECEIVE_WINDOW,
+    OUT_CHANNEL_RESPONSE,
+    Close,
+    RpcProxy,
+    Send,
+    rpc_channel_hook,
+)
 from harness.transcript import Transcript
-from tests.support.clients import (PRIVACY, default_socket_timeout, exchanger, needs_exchanger, nspi_handle, rpc_bind,
-                                   rpc_transport)
+from tests.support.clients import (
+    PRIVACY,
+    default_socket_timeout,
+    exchanger,
+    needs_exchanger,
+    nspi_handle,
+    rpc_bind,
+    rpc_transport,
+)
 from tests.support.servers import scenario_args, start_on_port_443
 from tests.support.transcript import fault_fired
 

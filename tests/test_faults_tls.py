@@ -17,9 +17,9 @@ from harness.faults.tls import ProtocolVersion
 from harness.pki import PKI
 from harness.services.tls import client_hello_server_name
 from tests.support.clients import AUTODISCOVER, EX01, EX02, EXPECTED_VERIFY_ERRORS, MAIL, ROOT, curl, tls_socket
+from tests.support.fuzz import scaled
 from tests.support.servers import EXPECT_PASSES, scenario_servers
 from tests.support.transcript import fault_fired
-from tests.support.fuzz import scaled
 
 SCENARIOS = {
     "chains": f"""

@@ -13,10 +13,16 @@ from spnego.exceptions import SpnegoError
 from spnego.iov import BufferType
 
 from harness.org import load_org
-from harness.protocols.ntlm import (NTLMAcceptor, NTLMError, NTLMResult, NTLMSecurity, ServerIdentity,
-                                    logon_refusal, org_lookup)
-from harness.protocols.spnego import (ACCEPT_COMPLETED, ACCEPT_INCOMPLETE, REJECT, REQUEST_MIC,
-                                      NegotiateAcceptor)
+from harness.protocols.ntlm import (
+    NTLMAcceptor,
+    NTLMError,
+    NTLMResult,
+    NTLMSecurity,
+    ServerIdentity,
+    logon_refusal,
+    org_lookup,
+)
+from harness.protocols.spnego import ACCEPT_COMPLETED, ACCEPT_INCOMPLETE, REJECT, REQUEST_MIC, NegotiateAcceptor
 from tests.support.fuzz import scaled
 
 ORG = load_org()
@@ -546,8 +552,9 @@ def test_altered_pyspnego_negotiate_tokens_never_raise(leg, position, flip):
             return
         step = server.step(reply)
     if step.state == "success":
-        inner = (lambda token: (token.mech_token, token.mech_types) if leg == 0
-                 else (token.response_token, token.mech_list_mic))
+        def inner(token):
+            return (token.mech_token, token.mech_types) if leg == 0 else (token.response_token, token.mech_list_mic)
+
         try:
             altered_inner = inner(unpack_token(bytes(altered)))
         except (ValueError, IndexError, struct.error):

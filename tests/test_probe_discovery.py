@@ -2,6 +2,7 @@
 in order, stop at the first settings, redirectUrl / redirectAddr / HTTP redirects followed with the https-only rule,
 the 10-redirect limit and loop detection, and the phase verdict taken from the attempt that got furthest."""
 import pytest
+from OpenSSL import SSL
 
 from harness.org import load_org
 from harness.pki import PKI, server_context
@@ -12,7 +13,6 @@ from harness.probe.http import Credentials
 from harness.probe.net import Budget, Resolution, SrvTarget
 from harness.probe.report import StepFailed, verdict_of
 from harness.protocols import autodiscover
-from OpenSSL import SSL
 from tests.support.servers import LoopbackListener, tls_accept
 
 HOSTS = ["contoso.test", "autodiscover.contoso.test", "mail.contoso.test", "fabrikam.test",

@@ -7,8 +7,8 @@ import re
 import jsonschema
 import pytest
 
-from harness.org import load_org
 from harness import verdicts
+from harness.org import load_org
 from harness.probe import docs, pox
 from harness.probe.http import Credentials, HttpConnection, InsecureCredentials, Response, offered_schemes
 from harness.probe.net import parse_server

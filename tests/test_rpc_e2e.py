@@ -26,15 +26,30 @@ from typing import List, Optional
 
 import pytest
 import spnego
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from impacket.dcerpc.v5 import nspi, rpcrt
 from impacket.dcerpc.v5.dtypes import NULL
 from impacket.uuid import uuidtup_to_bin
 
 from harness.org import load_org
 from harness.protocols import rts
-from harness.protocols.dcerpc import (AUTH3, AUTHN_WINNT, BIND, BIND_ACK, BIND_NAK, COMMON, FAULT, NDR_SYNTAX,
-                                      PFC_FIRST_FRAG, PFC_LAST_FRAG, REQUEST, REQUEST_FIELDS, RESPONSE, SEC_TRAILER)
+from harness.protocols.dcerpc import (
+    AUTH3,
+    AUTHN_WINNT,
+    BIND,
+    BIND_ACK,
+    BIND_NAK,
+    COMMON,
+    FAULT,
+    NDR_SYNTAX,
+    PFC_FIRST_FRAG,
+    PFC_LAST_FRAG,
+    REQUEST,
+    REQUEST_FIELDS,
+    RESPONSE,
+    SEC_TRAILER,
+)
 from harness.protocols.rpcproxy import cookie_label
 from harness.rpc import emsmdb
 from harness.rpc.addressbook import AddressBook
@@ -610,7 +625,8 @@ def test_request_before_bind_faults_and_closes(server443, rng):
 def test_auth3_without_a_bind_faults_and_closes(server443, rng):
     tail = TranscriptTail(server443)
     vc = raw_virtual_connection(server443, rng)
-    vc.in_channel.send(dce_pdu(AUTH3, b"    " + SEC_TRAILER.pack(AUTHN_WINNT, 6, 0, 0, AUTH_CONTEXT_ID) + b"NTLMSSP\x00",
+    trailer = SEC_TRAILER.pack(AUTHN_WINNT, 6, 0, 0, AUTH_CONTEXT_ID)
+    vc.in_channel.send(dce_pdu(AUTH3, b"    " + trailer + b"NTLMSSP\x00",
                                auth_length=8))
     (fault,) = out_pdus(vc.out_channel.read_until_closed())
     assert fault[2] == FAULT

@@ -15,8 +15,14 @@ from impacket.dcerpc.v5.rpcrt import DCERPCException
 from harness.org import load_org
 from harness.rpc import nspi as server
 from harness.rpc.addressbook import FIRST_RECIPIENT_MID, AddressBook
-from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR, RPC_X_BAD_STUB_DATA, CallContext,
-                              InProcessDce, RpcFault)
+from harness.rpc.base import (
+    NCA_S_FAULT_CONTEXT_MISMATCH,
+    NCA_S_OP_RNG_ERROR,
+    RPC_X_BAD_STUB_DATA,
+    CallContext,
+    InProcessDce,
+    RpcFault,
+)
 from tests.support.clients import EXCHANGER, nspi_handle
 from tests.support.fuzz import SHARED_SESSION_FUZZ, tolerant_caller
 

@@ -5,14 +5,15 @@ import struct
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from impacket.dcerpc.v5 import rpch, rpcrt
 from impacket.dcerpc.v5.transport import HTTPTransport
 
+from harness.org import load_org
 from harness.protocols import rpcproxy, rts
 from harness.protocols.rpcproxy import Close, HttpError, RpcProxy, RpcTarget, Send, StartTimer, parse_target
 from harness.services.rpcproxy import RpcProxyService
-from harness.org import load_org
 from harness.transcript import Transcript
 from tests.support.echo import ECHO, Echo
 from tests.support.fuzz import scaled

@@ -3,11 +3,12 @@ import ipaddress
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from impacket.dcerpc.v5 import rpch
 
 from harness.protocols import rts
-from tests.support.fuzz import rts_pdus as pdus   # under the name the @given tests below were written with
+from tests.support.fuzz import rts_pdus as pdus  # under the name the @given tests below were written with
 from tests.support.fuzz import scaled
 
 VC, OUT, IN, GROUP = b"V" * 16, b"O" * 16, b"I" * 16, b"G" * 16

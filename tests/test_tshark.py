@@ -28,8 +28,14 @@ from impacket.dcerpc.v5 import nspi, rpcrt
 
 from harness import pki
 from harness.org import load_org
-from tests.support.clients import (bind_over_http, default_socket_timeout, exchanger, ncacn_http, requires_exchanger,
-                                   teletex_stat)
+from tests.support.clients import (
+    bind_over_http,
+    default_socket_timeout,
+    exchanger,
+    ncacn_http,
+    requires_exchanger,
+    teletex_stat,
+)
 from tests.support.servers import worker_address
 
 TSHARK = shutil.which("tshark")

@@ -3,8 +3,8 @@ site that asks for credentials."""
 from __future__ import annotations
 
 from harness.faults.base import Fault, HostScoped, Param, register
+from harness.protocols.http import DEFAULT_AUTH_METHODS, IIS_401, AuthOffer, HttpAnswer
 from harness.protocols.httpauth import AuthOutcome
-from harness.protocols.http import AuthOffer, DEFAULT_AUTH_METHODS, HttpAnswer, IIS_401
 
 PATH_HELP = "apply only to request paths starting with this prefix (e.g. /rpc/ or /autodiscover/); default: all"
 

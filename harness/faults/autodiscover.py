@@ -6,11 +6,11 @@ import re
 from typing import Any, Callable, Dict, Optional
 from urllib.parse import urlsplit
 
-from harness.protocols.connection import WritePlan
 from harness.faults.base import REQUIRED, Fault, FaultParamError, HostScoped, Param, register
 from harness.protocols.autodiscover import POX_ERROR_MESSAGES
 from harness.protocols.autodiscover_answer import SettingsEdit, requested_address, same_place
 from harness.protocols.autodiscover_pages import ERROR_PAGES, WEB_SITE_PAGES, error_page, web_site_response
+from harness.protocols.connection import WritePlan
 from harness.protocols.http import HttpAnswer, moved_page
 
 HOP_PATH = re.compile(r"^/autodiscover/hop(\d+)/autodiscover\.(?:xml|svc)$", re.IGNORECASE)

@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-from harness.yamlfile import closest, describe_value, kind_name
 from harness.hooks import HOOKS, Hook, check_provider, provided_hooks
+from harness.yamlfile import closest, describe_value, kind_name
 
 REQUIRED = object()
 LAYERS = ("tls", "network", "auth", "autodiscover", "dns", "rpc", "mailbox")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from harness.protocols.dns import DnsAnswer, DnsRecord
 from harness.faults.base import REQUIRED, FaultParamError, HostScoped, Param, register
+from harness.protocols.dns import DnsAnswer, DnsRecord
 
 SRV_PREFIX = "_autodiscover._tcp."
 

@@ -10,8 +10,15 @@ import re
 from harness.faults.base import FaultParamError, Param, register
 from harness.faults.rpc import RpcScopedFault
 from harness.rpc.base import MailboxError
-from harness.rpc.emsmdb import (DEFAULT_MIN_CLIENT_VERSION, EC_CLIENT_VER_DISALLOWED, EC_LOGIN_FAILURE,
-                                EC_NOT_ENCRYPTED, EC_SERVER_BUSY, EC_WRONG_SERVER, version_text)
+from harness.rpc.emsmdb import (
+    DEFAULT_MIN_CLIENT_VERSION,
+    EC_CLIENT_VER_DISALLOWED,
+    EC_LOGIN_FAILURE,
+    EC_NOT_ENCRYPTED,
+    EC_SERVER_BUSY,
+    EC_WRONG_SERVER,
+    version_text,
+)
 from harness.rpc.nspi import NOT_FOUND
 
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")

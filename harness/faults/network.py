@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+from harness.faults.base import HostScoped, Param, register
 from harness.protocols.connection import ConnectAction, WritePlan
 from harness.protocols.http import ConnectionInfo
-from harness.faults.base import HostScoped, Param, register
 
 PORT_HELP = ("the listener: 443 = HTTPS, 80 = the plain-HTTP redirect listener, whatever ports they really use; "
              "or the real port number")

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 
-
 PASSWORD_ENV = "MOCKEX_PROBE_PASSWORD"
 
 DESCRIPTION = """\
@@ -70,7 +69,8 @@ def add_probe_parser(subparsers) -> argparse.ArgumentParser:
     net.add_argument("--dns", type=_dns_server, metavar="IP[:PORT]",
                      help="DNS server to ask (default: the system's resolv.conf servers)")
     net.add_argument("--ca-file", metavar="PEM", help="trusted root(s) for certificate checks (default: system store)")
-    net.add_argument("--port", type=_port, default=443, help="port standing in for 443 in every https step (default 443)")
+    net.add_argument("--port", type=_port, default=443,
+                     help="port standing in for 443 in every https step (default 443)")
     net.add_argument("--http-port", type=_port, default=80,
                      help="port standing in for 80 in the HTTP redirect step (default 80)")
     manual = parser.add_argument_group("without Autodiscover")

@@ -90,7 +90,8 @@ class Discovery:
 
     def _autodiscover_domain(self, address: str, domain: str):
         return self._post_chain(self.phase, "autodiscover-domain",
-                                f"https://autodiscover.{domain}{AUTODISCOVER_PATH}", address, ABSENT["autodiscover-domain"])
+                                f"https://autodiscover.{domain}{AUTODISCOVER_PATH}", address,
+                                ABSENT["autodiscover-domain"])
 
     def _http_redirect(self, address: str, domain: str):
         host = f"autodiscover.{domain}"

@@ -5,9 +5,14 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Union
 from xml.sax.saxutils import escape
 
-from harness.protocols.autodiscover import (OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS, RESPONSE_NS, child_text,
-                                            parse_untrusted_xml)
 from harness.probe.report import StepFailed
+from harness.protocols.autodiscover import (
+    OUTLOOK_REQUEST_NS,
+    OUTLOOK_RESPONSE_NS,
+    RESPONSE_NS,
+    child_text,
+    parse_untrusted_xml,
+)
 from harness.verdicts import REASONS
 
 REQUEST_HEADERS = [("Content-Type", "text/xml; charset=utf-8"), ("X-ClientCanHandle", "Negotiate, ExHttpInfo")]
@@ -74,7 +79,8 @@ def parse_response(body: bytes, email: str) -> Answer:
         return RedirectUrl(_required(account, "RedirectUrl"))
     if action != "settings":
         raise StepFailed("malformed-response", f"unknown Action {action!r}")
-    protocols = {child_text(p, OUTLOOK_RESPONSE_NS, "Type"): p for p in account.findall(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol")}
+    protocols = {child_text(p, OUTLOOK_RESPONSE_NS, "Type"): p
+                 for p in account.findall(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol")}
     expr, exch = protocols.get("EXPR"), protocols.get("EXCH")
     if expr is None or not child_text(expr, OUTLOOK_RESPONSE_NS, "Server"):
         raise StepFailed("no-expr", "the settings have no EXPR (Outlook Anywhere) provider",

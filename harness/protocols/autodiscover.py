@@ -18,9 +18,18 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from harness.org import Mailbox, Org
+
 # AutodiscoverAnswer, child_text and parse_untrusted_xml are still imported from here by the site and the probe.
-from harness.protocols.autodiscover_answer import (XML_CONTENT_TYPE, AutodiscoverAnswer, Flavour, SettingsEdit, child,
-                                                   child_text, parse_untrusted_xml, serialize)
+from harness.protocols.autodiscover_answer import (
+    XML_CONTENT_TYPE,
+    AutodiscoverAnswer,
+    Flavour,
+    SettingsEdit,
+    child,
+    child_text,
+    parse_untrusted_xml,
+    serialize,
+)
 
 RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 OUTLOOK_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"

@@ -14,10 +14,26 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from lxml import etree
 
 from harness.org import Mailbox, Org
-from harness.protocols.autodiscover import (ECP_FRAGMENTS, POX_ERROR_MESSAGES, EXTERNAL_OWA_AUTH, INTERNAL_OWA_AUTH, INTERNAL_RPC_HTTP_AUTH,
-                                            MailboxSettings, SiteUrls, served_domains)
-from harness.protocols.autodiscover_answer import (XML_CONTENT_TYPE, AutodiscoverAnswer, Flavour, SettingsEdit, child,
-                                                   child_text, parse_untrusted_xml, serialize)
+from harness.protocols.autodiscover import (
+    ECP_FRAGMENTS,
+    EXTERNAL_OWA_AUTH,
+    INTERNAL_OWA_AUTH,
+    INTERNAL_RPC_HTTP_AUTH,
+    POX_ERROR_MESSAGES,
+    MailboxSettings,
+    SiteUrls,
+    served_domains,
+)
+from harness.protocols.autodiscover_answer import (
+    XML_CONTENT_TYPE,
+    AutodiscoverAnswer,
+    Flavour,
+    SettingsEdit,
+    child,
+    child_text,
+    parse_untrusted_xml,
+    serialize,
+)
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 WSA_NS = "http://www.w3.org/2005/08/addressing"

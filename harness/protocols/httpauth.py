@@ -22,8 +22,8 @@ from typing import Callable, List, Optional, Tuple
 
 from harness.hooks import hookspec
 from harness.org import Mailbox, Org
-from harness.protocols.ntlm import SIGNATURE, NTLMAcceptor, ServerIdentity, logon_refusal, org_lookup
 from harness.protocols.http import HttpRequest
+from harness.protocols.ntlm import SIGNATURE, NTLMAcceptor, ServerIdentity, logon_refusal, org_lookup
 from harness.protocols.spnego import NegotiateAcceptor
 from harness.transcript import KNOWN_SCHEMES
 

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 from impacket.ntlm import AV_PAIRS, NTLMSSP_AV_FLAGS
 from impacket.spnego import MechTypes, TypesMech
 
-from harness.protocols.ntlm import (NEGOTIATE, SIGNATURE, NTLMAcceptor, NTLMError, NTLMResult, NTLMSecurity)
+from harness.protocols.ntlm import NEGOTIATE, SIGNATURE, NTLMAcceptor, NTLMError, NTLMResult, NTLMSecurity
 
 SPNEGO_OID = bytes.fromhex("2b0601050502")
 NTLM_MECH = TypesMech["NTLMSSP - Microsoft NTLM Security Support Provider"]
@@ -257,7 +257,7 @@ class NegotiateAcceptor:
 
     def _resp_problem(self, resp: _RespToken) -> str:
         """Why a client NegTokenResp cannot carry the next NTLM token (MS-SPNG 3.2.5.2), or ""."""
-        if resp.neg_state not in (None, ACCEPT_INCOMPLETE):
+        if resp.neg_state is not None and resp.neg_state != ACCEPT_INCOMPLETE:
             return f"negState {NEG_STATE_NAMES[resp.neg_state]} where a client token was expected"
         if resp.supported_mech not in (None, NTLM_MECH):
             return "supportedMech is not NTLM"

@@ -19,8 +19,14 @@ from impacket.dcerpc.v5.rpcrt import DCERPC, DCERPCException
 
 from harness.hooks import hookspec
 from harness.org import Mailbox
-from harness.protocols.dcerpc.interface import (NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR, RPC_X_BAD_STUB_DATA,
-                                                CallContext, RpcFault, RpcInterface)
+from harness.protocols.dcerpc.interface import (
+    NCA_S_FAULT_CONTEXT_MISMATCH,
+    NCA_S_OP_RNG_ERROR,
+    RPC_X_BAD_STUB_DATA,
+    CallContext,
+    RpcFault,
+    RpcInterface,
+)
 
 __all__ = ["NCA_S_FAULT_CONTEXT_MISMATCH", "NCA_S_OP_RNG_ERROR", "RPC_X_BAD_STUB_DATA", "RPC_C_AUTHN_LEVEL_PKT_PRIVACY",
            "CallContext", "RpcFault", "RpcInterface", "Version", "MailboxCall", "MailboxError", "decoding", "marshal",

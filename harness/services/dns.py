@@ -22,8 +22,8 @@ from twisted.names import authority, dns, error, server
 from twisted.python.failure import Failure
 
 from harness.hooks import Scope
-from harness.transcript import Transcript
 from harness.protocols.dns import DnsAnswer, DnsRecord, dns_query_hook
+from harness.transcript import Transcript
 
 RCODE_NAMES = {dns.OK: "NOERROR", dns.ESERVER: "SERVFAIL", dns.ENAME: "NXDOMAIN", dns.EREFUSED: "REFUSED"}
 TTL = 300

@@ -22,8 +22,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 from twisted.internet import defer, protocol
 
 from harness.hooks import FaultSet, Scope
-from harness.protocols.http import ConnectionInfo
 from harness.protocols.connection import ConnectAction, accept_hook
+from harness.protocols.http import ConnectionInfo
 
 ROLES = ("https", "http")
 PORT_STATES = {"refuse": "refused", "blackhole": "blackhole"}   # the actions that shape the port itself

@@ -11,9 +11,18 @@ from typing import Dict, List, Optional, Sequence, Union
 from harness.hooks import FaultSet, Scope
 from harness.org import Mailbox, Org
 from harness.protocols.dcerpc.interface import RpcInterface
-from harness.protocols.rpcproxy import (Action, Channel, ChannelCut, Close, HttpError, RpcProxy, Send, StartTimer,
-                                        rpc_channel_hook,
-                                        split_target)
+from harness.protocols.rpcproxy import (
+    Action,
+    Channel,
+    ChannelCut,
+    Close,
+    HttpError,
+    RpcProxy,
+    Send,
+    StartTimer,
+    rpc_channel_hook,
+    split_target,
+)
 from harness.rpc import interfaces_for
 from harness.transcript import Transcript
 

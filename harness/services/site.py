@@ -23,16 +23,30 @@ from email.utils import formatdate
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs
 
-from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
 from harness.hooks import FaultSet, Scope
+from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
 from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
 from harness.protocols.autodiscover_answer import autodiscover_hook
+from harness.protocols.http import (
+    AUTODISCOVER_HEADERS,
+    DEFAULT_AUTH_METHODS,
+    HTML,
+    IIS_401,
+    REASONS,
+    AuthOffer,
+    ConnectionInfo,
+    HttpAnswer,
+    HttpRequest,
+    HttpResponse,
+    auth_methods_hook,
+    combine_challenge,
+    http_request_hook,
+    iis_error_page,
+    moved_page,
+)
 from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook
 from harness.protocols.ntlm import ServerIdentity
-from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
 from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
-from harness.protocols.http import (AUTODISCOVER_HEADERS, DEFAULT_AUTH_METHODS, HTML, IIS_401, REASONS, AuthOffer, HttpAnswer,
-                                   auth_methods_hook, combine_challenge, http_request_hook, iis_error_page, moved_page)
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
 AUTODISCOVER_VARIANT = re.compile(r"^/autodiscover/(?:[^/]+/)+autodiscover\.(xml|svc)$")
@@ -212,12 +226,14 @@ class ExchangeSite:
 
     def _response(self, status: int, content_type: str, body: bytes, *, headers: Optional[list] = None,
                   backend: bool = True, reason: Optional[str] = None) -> HttpResponse:
-        """IIS + Exchange front-end headers; back-end headers only when the request was 'proxied' to a mailbox server."""
+        """IIS + Exchange front-end headers; back-end headers only when the request was 'proxied' to a mailbox
+        server."""
         common = [("Content-Type", content_type), ("Server", "Microsoft-IIS/8.5"),
                   ("request-id", str(uuid.UUID(int=self.rng.getrandbits(128), version=4)))]
         if backend:
             common += [("X-CalculatedBETarget", self.org.cas.fqdn), ("X-BackEndHttpStatus", str(status)),
-                       ("X-DiagInfo", self.fe_server), ("X-BEServer", self.fe_server), ("X-AspNet-Version", "4.0.30319")]
+                       ("X-DiagInfo", self.fe_server), ("X-BEServer", self.fe_server),
+                       ("X-AspNet-Version", "4.0.30319")]
         common += list(headers or [])
         common += [("X-Powered-By", "ASP.NET"), ("X-FEServer", self.fe_server), ("Date", formatdate(usegmt=True))]
         return HttpResponse(status, reason or REASONS.get(status, ""), common, body)

@@ -27,7 +27,7 @@ class StepRunner:
     def _arm(self) -> None:
         self._pending = [(scenario, index, step, {"count": 0})
                          for scenario in self.scenarios for index, step in enumerate(scenario.steps)]
-        for scenario, index, step, state in self._pending:
+        for scenario, index, step, _state in self._pending:
             if "seconds" in step.after:
                 self._timers.append(self.clock.callLater(float(step.after["seconds"]), self._fire, scenario, index,
                                                          step, "seconds"))

@@ -10,16 +10,26 @@ import os
 from typing import Callable, List, Optional, Sequence
 
 from hypothesis import HealthCheck, settings
-from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 from lxml import etree
 
 from harness.org import load_org
 from harness.protocols import rts
-from harness.protocols.autodiscover import (MOBILESYNC_REQUEST_NS, MOBILESYNC_RESPONSE_NS, OUTLOOK_REQUEST_NS,
-                                            OUTLOOK_RESPONSE_NS)
-from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, NCA_S_OP_RNG_ERROR, RPC_X_BAD_STUB_DATA, CallContext,
-                              RpcFault, RpcInterface)
+from harness.protocols.autodiscover import (
+    MOBILESYNC_REQUEST_NS,
+    MOBILESYNC_RESPONSE_NS,
+    OUTLOOK_REQUEST_NS,
+    OUTLOOK_RESPONSE_NS,
+)
+from harness.rpc.base import (
+    NCA_S_FAULT_CONTEXT_MISMATCH,
+    NCA_S_OP_RNG_ERROR,
+    RPC_X_BAD_STUB_DATA,
+    CallContext,
+    RpcFault,
+    RpcInterface,
+)
 
 
 def load_profile() -> None:

@@ -15,7 +15,6 @@ from OpenSSL import SSL
 
 from harness.testing import Served, start_server
 
-
 # The expect block of a scenario whose faults the analyzer does not notice (a scenario file needs one).
 EXPECT_PASSES = "expect:\n  analyzer: {passes: true}\n"
 

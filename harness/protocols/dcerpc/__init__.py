@@ -13,10 +13,29 @@ This package re-exports the names its users import from ``harness.protocols.dcer
 from harness.protocols.dcerpc.association import CallFault, DceRpcAssociation
 from harness.protocols.dcerpc.binding import BindNak
 from harness.protocols.dcerpc.interface import NCA_S_PROTO_ERROR, NCA_S_UNK_IF, RPC_S_ACCESS_DENIED
-from harness.protocols.dcerpc.pdus import (ALTER_CONTEXT, ALTER_CONTEXT_RESP, AUTH3, AUTHN_WINNT, BIND, BIND_ACK,
-                                           BIND_NAK, COMMON, FAULT, NAK_NAMES, NAK_NOT_SPECIFIED, NDR_SYNTAX,
-                                           PFC_DID_NOT_EXECUTE, PFC_FIRST_FRAG, PFC_LAST_FRAG, REQUEST,
-                                           REQUEST_FIELDS, RESPONSE, SEC_TRAILER, FramingError, PduFramer)
+from harness.protocols.dcerpc.pdus import (
+                                           ALTER_CONTEXT,
+                                           ALTER_CONTEXT_RESP,
+                                           AUTH3,
+                                           AUTHN_WINNT,
+                                           BIND,
+                                           BIND_ACK,
+                                           BIND_NAK,
+                                           COMMON,
+                                           FAULT,
+                                           NAK_NAMES,
+                                           NAK_NOT_SPECIFIED,
+                                           NDR_SYNTAX,
+                                           PFC_DID_NOT_EXECUTE,
+                                           PFC_FIRST_FRAG,
+                                           PFC_LAST_FRAG,
+                                           REQUEST,
+                                           REQUEST_FIELDS,
+                                           RESPONSE,
+                                           SEC_TRAILER,
+                                           FramingError,
+                                           PduFramer,
+)
 
 __all__ = ["ALTER_CONTEXT", "ALTER_CONTEXT_RESP", "AUTH3", "AUTHN_WINNT", "BIND", "BIND_ACK", "BIND_NAK", "COMMON",
            "FAULT", "NAK_NAMES", "NAK_NOT_SPECIFIED", "NCA_S_PROTO_ERROR", "NCA_S_UNK_IF", "NDR_SYNTAX",

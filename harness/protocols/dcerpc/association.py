@@ -24,15 +24,45 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from harness.hooks import FaultSet, Scope, hookspec
 from harness.org import Mailbox, Org
-from harness.protocols.dcerpc.binding import BindNak, Binding, rpc_bind_hook
-from harness.protocols.dcerpc.interface import (FAULT_NAMES, NCA_S_FAULT_UNSPEC, NCA_S_UNK_IF, CallContext, RpcFault,
-                                                RpcInterface)
-from harness.protocols.dcerpc.pdus import (ALTER_CONTEXT, AUTH3, AUTHN_WINNT, BIND, CO_CANCEL, COMMON_SIZE,
-                                           LEVEL_NONE, MAX_CALL_SIZE, ORPHANED, PDU_NAMES, PFC_FIRST_FRAG,
-                                           PFC_LAST_FRAG, PFC_OBJECT_UUID, REQUEST, REQUEST_FIELDS,
-                                           REQUEST_HEADER_SIZE, RESPONSE, RESPONSE_FIELDS, SEC_TRAILER,
-                                           VERIFIER_SIZE, FramingError, Header, PduError, PduFramer, ProtocolFault,
-                                           common_header, fault_pdu, split_auth)
+from harness.protocols.dcerpc.binding import Binding, BindNak, rpc_bind_hook
+from harness.protocols.dcerpc.interface import (
+    FAULT_NAMES,
+    NCA_S_FAULT_UNSPEC,
+    NCA_S_UNK_IF,
+    CallContext,
+    RpcFault,
+    RpcInterface,
+)
+from harness.protocols.dcerpc.pdus import (
+    ALTER_CONTEXT,
+    AUTH3,
+    AUTHN_WINNT,
+    BIND,
+    CO_CANCEL,
+    COMMON_SIZE,
+    LEVEL_NONE,
+    MAX_CALL_SIZE,
+    ORPHANED,
+    PDU_NAMES,
+    PFC_FIRST_FRAG,
+    PFC_LAST_FRAG,
+    PFC_OBJECT_UUID,
+    REQUEST,
+    REQUEST_FIELDS,
+    REQUEST_HEADER_SIZE,
+    RESPONSE,
+    RESPONSE_FIELDS,
+    SEC_TRAILER,
+    VERIFIER_SIZE,
+    FramingError,
+    Header,
+    PduError,
+    PduFramer,
+    ProtocolFault,
+    common_header,
+    fault_pdu,
+    split_auth,
+)
 from harness.protocols.dcerpc.security import SecurityContext, SecurityContexts
 from harness.protocols.ntlm import ServerIdentity
 
@@ -47,7 +77,8 @@ class CallFault:
         return f"fault 0x{self.status:08x}" + (f" ({name})" if name else "")
 
 
-@hookspec(fires_in="protocols/dcerpc/association.py", means="answer this call with a DCE/RPC fault instead of running it")
+@hookspec(fires_in="protocols/dcerpc/association.py",
+          means="answer this call with a DCE/RPC fault instead of running it")
 def rpc_call_hook(interface: str, opnum: int) -> CallFault: ...
 
 

@@ -21,15 +21,43 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.hooks import hookspec
 from harness.protocols.dcerpc.interface import NCA_S_PROTO_ERROR, RPC_S_ACCESS_DENIED, RpcInterface
-from harness.protocols.dcerpc.pdus import (ABSTRACT_SYNTAX_NOT_SUPPORTED, ACCEPTANCE, ALTER_CONTEXT, AUTHN_WINNT,
-                                           BIND_TIME_FEATURE_PREFIX, COMMON_SIZE,
-                                           FEATURE_KEEP_CONNECTION_ON_ORPHAN, FEATURE_SECURITY_CONTEXT_MULTIPLEXING,
-                                           LEVEL_CONNECT, LEVEL_NONE, LEVEL_PRIVACY, MIN_FRAGMENT, NAK_AUTH_TYPE,
-                                           NAK_NAMES, NAK_NOT_SPECIFIED, NAK_PROTOCOL_VERSION, NDR_SYNTAX,
-                                           NEGOTIATE_ACK, PDU_NAMES, PFC_SUPPORT_HEADER_SIGN, PROVIDER_REJECTION,
-                                           REASON_NAMES, RESULT_NAMES, TRANSFER_SYNTAXES_NOT_SUPPORTED,
-                                           TRANSPORT_MAX_FRAGMENT, BindBody, BindResult, ContextItem, Header,
-                                           PduError, ProtocolFault, Trailer, bind_ack_pdu, bind_nak_pdu, split_auth)
+from harness.protocols.dcerpc.pdus import (
+    ABSTRACT_SYNTAX_NOT_SUPPORTED,
+    ACCEPTANCE,
+    ALTER_CONTEXT,
+    AUTHN_WINNT,
+    BIND_TIME_FEATURE_PREFIX,
+    COMMON_SIZE,
+    FEATURE_KEEP_CONNECTION_ON_ORPHAN,
+    FEATURE_SECURITY_CONTEXT_MULTIPLEXING,
+    LEVEL_CONNECT,
+    LEVEL_NONE,
+    LEVEL_PRIVACY,
+    MIN_FRAGMENT,
+    NAK_AUTH_TYPE,
+    NAK_NAMES,
+    NAK_NOT_SPECIFIED,
+    NAK_PROTOCOL_VERSION,
+    NDR_SYNTAX,
+    NEGOTIATE_ACK,
+    PDU_NAMES,
+    PFC_SUPPORT_HEADER_SIGN,
+    PROVIDER_REJECTION,
+    REASON_NAMES,
+    RESULT_NAMES,
+    TRANSFER_SYNTAXES_NOT_SUPPORTED,
+    TRANSPORT_MAX_FRAGMENT,
+    BindBody,
+    BindResult,
+    ContextItem,
+    Header,
+    PduError,
+    ProtocolFault,
+    Trailer,
+    bind_ack_pdu,
+    bind_nak_pdu,
+    split_auth,
+)
 from harness.protocols.dcerpc.security import SecurityContext, SecurityContexts
 from harness.protocols.ntlm import NTLMError
 

@@ -20,8 +20,19 @@ from typing import Callable, Dict, Optional, Tuple
 
 from harness.org import Org
 from harness.protocols.dcerpc.interface import NCA_S_FAULT_REMOTE_NO_MEMORY, RPC_S_ACCESS_DENIED
-from harness.protocols.dcerpc.pdus import (AUTHN_WINNT, COMMON_SIZE, LEVEL_CONNECT, LEVEL_PRIVACY, SEC_TRAILER,
-                                           VERIFIER_SIZE, Header, PduError, ProtocolFault, Trailer, split_auth)
+from harness.protocols.dcerpc.pdus import (
+    AUTHN_WINNT,
+    COMMON_SIZE,
+    LEVEL_CONNECT,
+    LEVEL_PRIVACY,
+    SEC_TRAILER,
+    VERIFIER_SIZE,
+    Header,
+    PduError,
+    ProtocolFault,
+    Trailer,
+    split_auth,
+)
 from harness.protocols.ntlm import NTLMAcceptor, NTLMError, NTLMResult, NTLMSecurity, ServerIdentity, org_lookup
 
 

@@ -9,14 +9,38 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from harness.rpc.base import is_null, marshal, ndr_text
-from harness.rpc.emsmdb.codec import (BACKOFF, LOGON_PRIVATE, ROP_BACKOFF, ROP_LOGON, SPECIAL_FOLDERS,
-                                      build_rop_logon, join_rop_payload, split_rop_payload, unwrap_rop_buffers,
-                                      wrap_rop_buffers)
-from harness.rpc.emsmdb.idl import (EC_NONE, EC_SERVER_BUSY, EC_WRONG_SERVER, MAX_AUX_OUT, MAX_OUT,
-                                    OUTLOOK_2013_VERSION, PUL_NO_COMPRESSION, PUL_NO_XOR_MAGIC, EcDoConnectEx,
-                                    EcDoConnectExResponse, EcDoDisconnect, EcDoDisconnectResponse, EcDoRpcExt2,
-                                    EcDoRpcExt2Response, pack_version, read_version_words, unpack_version,
-                                    write_version_words)
+from harness.rpc.emsmdb.codec import (
+    BACKOFF,
+    LOGON_PRIVATE,
+    ROP_BACKOFF,
+    ROP_LOGON,
+    SPECIAL_FOLDERS,
+    build_rop_logon,
+    join_rop_payload,
+    split_rop_payload,
+    unwrap_rop_buffers,
+    wrap_rop_buffers,
+)
+from harness.rpc.emsmdb.idl import (
+    EC_NONE,
+    EC_SERVER_BUSY,
+    EC_WRONG_SERVER,
+    MAX_AUX_OUT,
+    MAX_OUT,
+    OUTLOOK_2013_VERSION,
+    PUL_NO_COMPRESSION,
+    PUL_NO_XOR_MAGIC,
+    EcDoConnectEx,
+    EcDoConnectExResponse,
+    EcDoDisconnect,
+    EcDoDisconnectResponse,
+    EcDoRpcExt2,
+    EcDoRpcExt2Response,
+    pack_version,
+    read_version_words,
+    unpack_version,
+    write_version_words,
+)
 
 
 @dataclass(frozen=True)

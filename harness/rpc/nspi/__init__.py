@@ -9,9 +9,16 @@ One module per concern:
 * ``server``: the ``Nspi`` RpcInterface and its handlers.
 """
 from harness.rpc.nspi.errors import ERRORS_RETURNED, LOGON_FAILED, NOT_FOUND, TABLE_TOO_BIG, UNBIND_SUCCESS
-from harness.rpc.nspi.idl import (NspiGetMatches, NspiGetMatchesResponse, NspiGetPropsIdl, NspiGetSpecialTableIdl,
-                                  NspiResortRestriction, NspiResortRestrictionResponse, NspiSeekEntriesIdl)
-from harness.rpc.nspi.idl import tag_array as _tag_array   # the name tests/test_rpc_nspi.py uses
+from harness.rpc.nspi.idl import (
+                                  NspiGetMatches,
+                                  NspiGetMatchesResponse,
+                                  NspiGetPropsIdl,
+                                  NspiGetSpecialTableIdl,
+                                  NspiResortRestriction,
+                                  NspiResortRestrictionResponse,
+                                  NspiSeekEntriesIdl,
+)
+from harness.rpc.nspi.idl import tag_array as _tag_array  # the name tests/test_rpc_nspi.py uses
 from harness.rpc.nspi.restrictions import FL_SUBSTRING, RELOP_EQ, restriction_matcher, restriction_tree
 from harness.rpc.nspi.server import Nspi
 from harness.rpc.nspi.stat import Stat

@@ -14,18 +14,61 @@ from impacket.dcerpc.v5.ndr import NDRPOINTER
 
 from harness.org import Org
 from harness.rpc.addressbook import PR_DISPLAY_NAME, AbObject, AddressBook, Container
-from harness.rpc.base import (NCA_S_FAULT_CONTEXT_MISMATCH, CallContext, MailboxCall, RpcFault, RpcInterface, mailbox_fault,
-                              decoding, is_null, marshal, ndr_text, new_context_handle)
-from harness.rpc.nspi.errors import (ACCESS_DENIED, ERRORS_RETURNED, GENERAL_FAILURE, INVALID_BOOKMARK,
-                                     INVALID_CODEPAGE, INVALID_PARAMETER, LOGON_FAILED, NOT_FOUND, NOT_SUPPORTED,
-                                     SUCCESS, TABLE_TOO_BIG, UNBIND_SUCCESS, NspiError, answer, answer_with_stat)
-from harness.rpc.nspi.idl import (MAX_ROWS, NspiGetMatches, NspiGetMatchesResponse, NspiGetPropsIdl,
-                                  NspiGetSpecialTableIdl, NspiResortRestriction, NspiResortRestrictionResponse,
-                                  NspiSeekEntriesIdl, parse_whole, put_handle, tag_array, tag_list)
+from harness.rpc.base import (
+    NCA_S_FAULT_CONTEXT_MISMATCH,
+    CallContext,
+    MailboxCall,
+    RpcFault,
+    RpcInterface,
+    decoding,
+    is_null,
+    mailbox_fault,
+    marshal,
+    ndr_text,
+    new_context_handle,
+)
+from harness.rpc.nspi.errors import (
+    ACCESS_DENIED,
+    ERRORS_RETURNED,
+    GENERAL_FAILURE,
+    INVALID_BOOKMARK,
+    INVALID_CODEPAGE,
+    INVALID_PARAMETER,
+    LOGON_FAILED,
+    NOT_FOUND,
+    NOT_SUPPORTED,
+    SUCCESS,
+    TABLE_TOO_BIG,
+    UNBIND_SUCCESS,
+    NspiError,
+    answer,
+    answer_with_stat,
+)
+from harness.rpc.nspi.idl import (
+    MAX_ROWS,
+    NspiGetMatches,
+    NspiGetMatchesResponse,
+    NspiGetPropsIdl,
+    NspiGetSpecialTableIdl,
+    NspiResortRestriction,
+    NspiResortRestrictionResponse,
+    NspiSeekEntriesIdl,
+    parse_whole,
+    put_handle,
+    tag_array,
+    tag_list,
+)
 from harness.rpc.nspi.restrictions import restriction_matcher, restriction_tree
 from harness.rpc.nspi.stat import Stat
-from harness.rpc.nspi.values import (HIERARCHY_COLUMNS, PT_ERROR, PT_UNICODE, STRING_TYPES, RowEncoder, client_tag,
-                                     columns_or_default)
+from harness.rpc.nspi.values import (
+    HIERARCHY_COLUMNS,
+    PT_ERROR,
+    PT_UNICODE,
+    STRING_TYPES,
+    RowEncoder,
+    client_tag,
+    columns_or_default,
+)
 
 SORT_TYPES = (ndr.SortTypeDisplayName, ndr.SortTypePhoneticDisplayName, ndr.SortTypeDisplayName_RO,
               ndr.SortTypeDisplayName_W)

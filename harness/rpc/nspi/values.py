@@ -13,9 +13,18 @@ from typing import Any, Iterable, List, Optional, Sequence, Union
 from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.dtypes import LPSTR, LPWSTR
 
-from harness.rpc.addressbook import (PR_CONTAINER_FLAGS, PR_DEPTH, PR_DISPLAY_NAME, PR_EMS_AB_CONTAINERID,
-                                     PR_EMS_AB_IS_MASTER, PR_EMS_AB_OBJECT_GUID, PR_EMS_AB_PARENT_ENTRYID,
-                                     PR_ENTRYID, AbObject, ephemeral_entry_id)
+from harness.rpc.addressbook import (
+    PR_CONTAINER_FLAGS,
+    PR_DEPTH,
+    PR_DISPLAY_NAME,
+    PR_EMS_AB_CONTAINERID,
+    PR_EMS_AB_IS_MASTER,
+    PR_EMS_AB_OBJECT_GUID,
+    PR_EMS_AB_PARENT_ENTRYID,
+    PR_ENTRYID,
+    AbObject,
+    ephemeral_entry_id,
+)
 from harness.rpc.nspi.errors import NOT_FOUND
 
 PT_UNSPECIFIED, PT_ERROR, PT_STRING8, PT_UNICODE = 0x0000, 0x000A, 0x001E, 0x001F
