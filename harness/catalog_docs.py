@@ -167,12 +167,17 @@ def hooks_markdown() -> str:
     return "\n".join(rows)
 
 
-def with_hook_table(text: str) -> str:
-    head, begin, rest = text.partition(HOOKS_BEGIN)
-    _old, end, tail = rest.partition(HOOKS_END)
+def replace_between(text: str, begin_marker: str, end_marker: str, body: str) -> str:
+    """``text`` with what stands between the two marker lines replaced by ``body`` (a generated part of a doc)."""
+    head, begin, rest = text.partition(begin_marker)
+    _old, end, tail = rest.partition(end_marker)
     if not begin or not end:
-        raise ValueError(f"docs/architecture.md lacks the markers {HOOKS_BEGIN!r} and {HOOKS_END!r}")
-    return f"{head}{HOOKS_BEGIN}\n{hooks_markdown()}\n{HOOKS_END}{tail}"
+        raise ValueError(f"the markers {begin_marker!r} and {end_marker!r} are missing")
+    return f"{head}{begin_marker}\n{body}\n{end_marker}{tail}"
+
+
+def with_hook_table(text: str) -> str:
+    return replace_between(text, HOOKS_BEGIN, HOOKS_END, hooks_markdown())
 
 
 def outputs() -> Dict[str, str]:
