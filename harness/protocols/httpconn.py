@@ -188,10 +188,10 @@ class _Answer:
 class HttpConnection:
     """The server side of one HTTP connection; see the module docstring for the calls and the actions."""
 
-    def __init__(self, conn: Any = None, *, tls: bool = True, limits: ConnectionLimits = ConnectionLimits()):
+    def __init__(self, conn: Any = None, *, tls: bool = True, limits: Optional[ConnectionLimits] = None) -> None:
         self.conn = conn                    # stamped on each HttpRequest (the edge's ConnectionInfo)
         self.scheme = "https" if tls else "http"
-        self.limits = limits
+        self.limits = limits = limits if limits is not None else ConnectionLimits()
         self.state = IDLE
         self.last_host: Optional[str] = None   # the Host of the latest request that named one
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
@@ -338,7 +338,8 @@ class HttpConnection:
         actions = self._transition(ConnEvent.HEAD_RECEIVED)
         self._request, self._body, self._body_size = request, [], 0
         if self._h11.client_is_waiting_for_100_continue:
-            actions.append(Send(self._h11.send(h11.InformationalResponse(status_code=100, reason=b"Continue"))))
+            interim = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+            actions.append(Send(self._h11.send(interim)))
         return actions
 
     def _on_body(self, data: bytes) -> List[Action]:
