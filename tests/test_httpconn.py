@@ -81,12 +81,12 @@ def post(path: str = "/a", body: bytes = b"", extra: bytes = b"") -> bytes:
             % (path.encode(), len(body), extra)) + body
 
 
-# ---- the table ------------------------------------------------------------------------------------------------------
+# ---- the table ---------------------------------------------------------------------------------------------------
 def test_the_table_covers_every_state_and_always_allows_close_and_loss():
     assert set(TRANSITIONS) == set(ConnState)
     for moves in TRANSITIONS.values():
         assert moves[ConnEvent.CONNECTION_LOST] is CLOSED
-        assert moves[ConnEvent.CLOSE] in (CLOSING, CLOSED)
+        assert moves[ConnEvent.CLOSE_REQUESTED] in (CLOSING, CLOSED)
         assert set(moves.values()) <= set(ConnState)
     assert set(TRANSITIONS[CLOSED].values()) == {CLOSED}
     assert set(TRANSITIONS[CLOSING].values()) <= {CLOSING, CLOSED}
@@ -105,10 +105,11 @@ def test_an_answer_nobody_asked_for_is_refused():
 def test_one_request_walks_the_states_with_its_timers():
     core = HttpConnection()
     assert core.start() == [StartTimer(IDLE_TIMER, 120.0)] and core.state is IDLE
-    assert core.receive(b"POST /x?q=1 HTTP/1.1\r\nHost: a.test\r\n") == [CancelTimer(IDLE_TIMER),
-                                                                          StartTimer(HEADER_TIMER, 120.0)]
+    assert core.receive(b"POST /x?q=1 HTTP/1.1\r\nHost: a.test\r\n") == [StartTimer(HEADER_TIMER, 120.0)]
     assert core.state is READING_HEADERS
-    assert core.receive(b"Content-Length: 3\r\n\r\n") == [CancelTimer(HEADER_TIMER)]
+    assert core.receive(b"Content-Length: 3\r\n") == []   # the header-wait timer already counts
+    assert core.timer_expired(IDLE_TIMER) == []             # the idle timer stopped counting with the first byte
+    assert core.receive(b"\r\n") == []
     assert core.state is READING_BODY
     [deliver] = core.receive(b"abc")
     assert isinstance(deliver, Deliver) and core.state is SENDING
@@ -120,6 +121,7 @@ def test_one_request_walks_the_states_with_its_timers():
     assert actions == [Send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"),
                        StartTimer(IDLE_TIMER, 120.0)]
     assert core.state is IDLE
+    assert core.timer_expired(HEADER_TIMER) == []   # a tick of a state left long ago
     assert core.connection_lost() == [CancelTimer(IDLE_TIMER)] and core.state is CLOSED
     assert core.receive(b"GET / HTTP/1.1\r\n\r\n") == []
 
@@ -151,7 +153,7 @@ def test_pipelined_requests_are_answered_in_order_one_at_a_time():
     core = HttpConnection()
     core.start()
     first = core.receive(post("/1") + post("/2") + post("/3")[:20])
-    assert [type(a) for a in first] == [CancelTimer, Deliver] and first[-1].request.path == "/1"
+    assert [type(a) for a in first] == [Deliver] and first[-1].request.path == "/1"
     assert core.receive(post("/3")[20:]) == []   # the app still has /1: the rest waits
     second = core.respond(HttpResponse(200, "OK", [], b"1"))
     assert [type(a) for a in second] == [Send, Deliver] and second[-1].request.path == "/2"
@@ -166,7 +168,7 @@ def test_head_gets_the_length_but_no_body():
     assert driver.statuses == [200, 200]
 
 
-# ---- 100-continue, limits, malformed input ----------------------------------------------------------------------------
+# ---- 100-continue, limits, malformed input -----------------------------------------------------------------------
 def test_expect_100_continue_is_answered_through_h11_before_the_body():
     core = HttpConnection()
     actions = core.receive(post("/x", extra=b"Expect: 100-continue\r\n"))
@@ -225,7 +227,7 @@ def test_malformed_after_a_good_request_still_answers_the_good_one_first():
     assert [r.path for r in driver.requests] == ["/good"] and driver.statuses == [200, 400]
 
 
-# ---- timers -------------------------------------------------------------------------------------------------------------
+# ---- timers ------------------------------------------------------------------------------------------------------
 def test_an_idle_connection_is_closed_when_its_timer_runs_out():
     core = HttpConnection()
     core.start()
@@ -246,7 +248,7 @@ def test_timers_can_be_switched_off():
     assert core.start() == [] and core.receive(b"GET / HT") == []
 
 
-# ---- tunnels ----------------------------------------------------------------------------------------------------------
+# ---- tunnels -----------------------------------------------------------------------------------------------------
 def test_rpc_in_data_hands_its_body_to_the_tunnel():
     core = HttpConnection()
     head = b"RPC_IN_DATA /rpc/rpcproxy.dll?ex01:6001 HTTP/1.1\r\nHost: mail\r\nContent-Length: 1073741824\r\n\r\n"
@@ -284,12 +286,12 @@ def test_malformed_framing_inside_a_tunnel_closes_without_an_http_answer():
     assert driver.core.state is CLOSING and isinstance(driver.actions[-1], Close)
 
 
-# ---- closing ----------------------------------------------------------------------------------------------------------
+# ---- closing -----------------------------------------------------------------------------------------------------
 def test_close_abort_and_late_answers():
     core = HttpConnection()
     core.start()
     assert core.receive(post("/x"))[-1].request.path == "/x"
-    assert core.abort() == [Abort("aborted by the server")] and core.state is CLOSING
+    assert core.abort() == [CancelTimer(IDLE_TIMER), Abort("aborted by the server")] and core.state is CLOSING
     assert core.respond(HttpResponse(200, "OK")) == []   # the connection ended while the app answered
     assert core.close() == [] and core.abort() == [Abort("aborted by the server")]
 
@@ -300,7 +302,7 @@ def test_an_unsendable_response_aborts():
     assert isinstance(driver.actions[-1], Abort) and not driver.sent
 
 
-# ---- properties -------------------------------------------------------------------------------------------------------
+# ---- properties --------------------------------------------------------------------------------------------------
 request_specs = st.lists(st.tuples(st.sampled_from(["GET", "POST", "PUT"]),
                                    st.from_regex(r"/[a-z0-9]{0,8}", fullmatch=True),
                                    st.binary(max_size=64), st.booleans(), st.booleans()),
@@ -319,7 +321,7 @@ def encode_request(method: str, path: str, body: bytes, chunked: bool, expect: b
 
 def split_at(data: bytes, cuts: List[int]) -> List[bytes]:
     points = sorted({cut % (len(data) + 1) for cut in cuts})
-    return [data[start:end] for start, end in zip([0] + points, points + [len(data)])]
+    return [data[start:end] for start, end in zip([0] + points, points + [len(data)], strict=True)]
 
 
 @settings(max_examples=300, deadline=None)

@@ -11,8 +11,9 @@ I/O layer (harness.services.web) carries out in order:
   Send(data)                        write these bytes; one whole response is one Send (write faults judge writes)
   Close(reason)                     close once the output so far has gone out (FIN)
   Abort(reason)                     reset the connection now (RST)
-  StartTimer(name, seconds)         call ``timer_expired(name)`` after that long (replacing a timer of that name)
-  CancelTimer(name)                 forget that timer
+  StartTimer(name, seconds)         call ``timer_expired(name)`` after that long (re-arming a pending timer of
+                                    that name); a timer whose state was left is not cancelled, its tick is ignored
+  CancelTimer(name)                 forget that timer (the connection is ending)
   Deliver(request)                  the app answers a whole request: give its HttpResponse to ``respond``
   RefuseTooLarge(request, size)     the app words a 413: give it to ``respond``
   RefuseMalformed(status, message)  the app words a 400 (431 for an oversized head): give it to ``respond``; it
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Union
+from typing import Any, Dict, List, Optional, Set, Union, cast
 from urllib.parse import unquote
 
 import h11
@@ -69,55 +70,56 @@ class ConnectionLimits:
 
 
 # ---- actions for the I/O layer ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
+# Slotted dataclasses, treated as immutable (a few are made per request; frozen ones cost twice as much to make).
+@dataclass(slots=True)
 class Send:
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Close:
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Abort:
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StartTimer:
     name: str
     seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CancelTimer:
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Deliver:
     request: HttpRequest
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RefuseTooLarge:
     request: HttpRequest
     size: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RefuseMalformed:
     status: int
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HandOffTunnel:
     request: HttpRequest
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TunnelBytes:
     data: bytes
 
@@ -128,6 +130,7 @@ Action = Union[Send, Close, Abort, StartTimer, CancelTimer, Deliver, RefuseTooLa
 
 # ---- the state table ----------------------------------------------------------------------------------------------
 class ConnState(enum.Enum):
+    __hash__ = object.__hash__   # members are singletons: identity hashing spares Enum's Python-level __hash__
     IDLE = "idle"                          # between requests: nothing of the next one has arrived
     READING_HEADERS = "reading headers"    # part of a request head is here
     READING_BODY = "reading body"          # the head is whole; also: draining the body of a request answered early
@@ -138,6 +141,7 @@ class ConnState(enum.Enum):
 
 
 class ConnEvent(enum.Enum):
+    __hash__ = object.__hash__
     REQUEST_STARTED = "request started"      # bytes of a request arrived
     HEAD_RECEIVED = "head received"          # an ordinary request's head is whole
     REQUEST_RECEIVED = "request received"    # and its body too
@@ -150,39 +154,47 @@ class ConnEvent(enum.Enum):
     ANSWERED_CLOSE = "answered, closing"     # the answer went out and ends the connection
     TUNNEL_OPENED = "tunnel opened"
     TIMED_OUT = "timed out"
-    CLOSE = "close"                          # the app, a channel or the edge ends the connection (also abort)
+    CLOSE_REQUESTED = "close requested"      # the app, a channel or the edge ends the connection (also abort)
     CONNECTION_LOST = "connection lost"
 
 
 IDLE, READING_HEADERS, READING_BODY, SENDING, TUNNELLED, CLOSING, CLOSED = ConnState
-_ALWAYS = {ConnEvent.CLOSE: CLOSING, ConnEvent.CONNECTION_LOST: CLOSED}
+(REQUEST_STARTED, HEAD_RECEIVED, REQUEST_RECEIVED, TUNNEL_REQUESTED, TOO_LARGE, MALFORMED, ANSWERED, ANSWERED_EARLY,
+ BODY_DRAINED, ANSWERED_CLOSE, TUNNEL_OPENED, TIMED_OUT, CLOSE_REQUESTED, CONNECTION_LOST) = ConnEvent
+_ALWAYS = {CLOSE_REQUESTED: CLOSING, CONNECTION_LOST: CLOSED}
 TRANSITIONS: Dict[ConnState, Dict[ConnEvent, ConnState]] = {
-    IDLE: {ConnEvent.REQUEST_STARTED: READING_HEADERS, ConnEvent.TIMED_OUT: CLOSING, **_ALWAYS},
-    READING_HEADERS: {ConnEvent.HEAD_RECEIVED: READING_BODY, ConnEvent.TUNNEL_REQUESTED: SENDING,
-                      ConnEvent.TOO_LARGE: SENDING, ConnEvent.MALFORMED: SENDING, ConnEvent.TIMED_OUT: CLOSING,
-                      **_ALWAYS},
-    READING_BODY: {ConnEvent.REQUEST_RECEIVED: SENDING, ConnEvent.BODY_DRAINED: IDLE, ConnEvent.TOO_LARGE: SENDING,
-                   ConnEvent.MALFORMED: SENDING, **_ALWAYS},
-    SENDING: {ConnEvent.ANSWERED: IDLE, ConnEvent.ANSWERED_EARLY: READING_BODY, ConnEvent.ANSWERED_CLOSE: CLOSING,
-              ConnEvent.TUNNEL_OPENED: TUNNELLED, **_ALWAYS},
-    TUNNELLED: {ConnEvent.MALFORMED: SENDING, **_ALWAYS},
+    IDLE: {REQUEST_STARTED: READING_HEADERS, TIMED_OUT: CLOSING, **_ALWAYS},
+    READING_HEADERS: {HEAD_RECEIVED: READING_BODY, TUNNEL_REQUESTED: SENDING, TOO_LARGE: SENDING,
+                      MALFORMED: SENDING, TIMED_OUT: CLOSING, **_ALWAYS},
+    READING_BODY: {REQUEST_RECEIVED: SENDING, BODY_DRAINED: IDLE, TOO_LARGE: SENDING, MALFORMED: SENDING,
+                   **_ALWAYS},
+    SENDING: {ANSWERED: IDLE, ANSWERED_EARLY: READING_BODY, ANSWERED_CLOSE: CLOSING, TUNNEL_OPENED: TUNNELLED,
+              **_ALWAYS},
+    TUNNELLED: {MALFORMED: SENDING, **_ALWAYS},
     CLOSING: dict(_ALWAYS),
-    CLOSED: {ConnEvent.CLOSE: CLOSED, ConnEvent.CONNECTION_LOST: CLOSED},
+    CLOSED: {CLOSE_REQUESTED: CLOSED, CONNECTION_LOST: CLOSED},
 }
-STATE_TIMERS = {IDLE: IDLE_TIMER, READING_HEADERS: HEADER_TIMER}   # a state's timer stops when the state is left
+# The timer that counts in a state. It is started (or re-armed) on entering the state and simply stops counting when
+# the state is left: its tick is then ignored, and the next StartTimer of that name re-arms the same timer. That
+# spares the reactor a cancel and a new call per keep-alive request; CLOSING and CLOSED cancel what is left.
+STATE_TIMERS = {IDLE: IDLE_TIMER, READING_HEADERS: HEADER_TIMER}
 _PARSING = (READING_HEADERS, READING_BODY, TUNNELLED)
+_FRAMING_HEADERS = ("content-length", "transfer-encoding")   # the core frames every response itself
 
 
 class ConnectionStateError(RuntimeError):
     """An event the table does not allow in the current state: a bug in the caller or in this core."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Answer:
     """What the connection knows about the answer it waits for."""
     head_only: bool = False     # a HEAD request: Content-Length as for GET, no body
     close: bool = False         # the connection ends after it
     silent: bool = False        # nothing can be sent any more (mid-tunnel, mid-response): only close
+
+
+_ANSWER, _ANSWER_HEAD = _Answer(), _Answer(head_only=True)   # the common answers: made once
 
 
 class HttpConnection:
@@ -193,9 +205,11 @@ class HttpConnection:
         self.scheme = "https" if tls else "http"
         self.limits = limits = limits if limits is not None else ConnectionLimits()
         self.state = IDLE
+        self._moves = TRANSITIONS[IDLE]        # the events allowed in this state
         self.last_host: Optional[str] = None   # the Host of the latest request that named one
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
-        self._timers: Set[str] = set()
+        self._scheduled: Set[str] = set()      # timers the I/O layer has pending (started, not cancelled or fired)
+        self._counting: Optional[str] = None   # the one that counts for the current state, if started
         self._request: Optional[HttpRequest] = None   # the ordinary request whose body is being read
         self._method: Optional[str] = None            # the method of the request in this cycle
         self._body: List[bytes] = []
@@ -218,8 +232,9 @@ class HttpConnection:
         self._h11.receive_data(data)
         if state is SENDING:
             return []   # the app still has a request: this waits in h11's buffer (pipelining)
-        actions = self._transition(ConnEvent.REQUEST_STARTED) if state is IDLE else []
-        return actions + self._pump()
+        actions = self._transition(REQUEST_STARTED) if state is IDLE else []
+        actions += self._pump()
+        return actions
 
     def respond(self, response: HttpResponse) -> List[Action]:
         """The app's answer to the Deliver, RefuseTooLarge, RefuseMalformed or (refused) HandOffTunnel."""
@@ -227,7 +242,7 @@ class HttpConnection:
             return []   # the connection ended while the app was answering
         answer = self._awaited()
         if answer.silent:
-            return self._transition(ConnEvent.ANSWERED_CLOSE) + [Close("protocol error")]
+            return self._transition(ANSWERED_CLOSE) + [Close("protocol error")]
         close = response.close or answer.close
         try:
             data = self._encode(response, close, answer.head_only)
@@ -235,62 +250,64 @@ class HttpConnection:
             return self.abort(f"unsendable response: {exc}")
         actions: List[Action] = [Send(data)]
         if close or self._h11.our_state is h11.MUST_CLOSE:
-            return actions + self._transition(ConnEvent.ANSWERED_CLOSE) + [Close("answered")]
+            return actions + self._transition(ANSWERED_CLOSE) + [Close("answered")]
         if self._h11.their_state is h11.DONE:
-            actions += self._next_cycle(ConnEvent.ANSWERED)
+            actions += self._next_cycle(ANSWERED)
         else:   # an empty-bodied tunnel refused before its end arrived: read that, then the next request
-            actions += self._transition(ConnEvent.ANSWERED_EARLY)
-        return actions + self._pump()
+            actions += self._transition(ANSWERED_EARLY)
+        if self.state in _PARSING:   # the next request was buffered already (pipelining)
+            actions += self._pump()
+        return actions
 
     def tunnel_opened(self) -> List[Action]:
         """The app took a HandOffTunnel: from here the body (and what follows it) is the channel's."""
         if self.state is CLOSING or self.state is CLOSED:
             return []
         self._awaited()
-        return self._transition(ConnEvent.TUNNEL_OPENED) + self._pump()
+        return self._transition(TUNNEL_OPENED) + self._pump()
 
     def timer_expired(self, name: str) -> List[Action]:
-        if name not in self._timers:
-            return []   # cancelled meanwhile
-        self._timers.discard(name)
-        if STATE_TIMERS.get(self.state) != name:
-            return []
+        self._scheduled.discard(name)
+        if name != self._counting:
+            return []   # the state it counted for was left meanwhile
+        self._counting = None
         what = "idle" if name == IDLE_TIMER else "request head incomplete"
-        return self._transition(ConnEvent.TIMED_OUT) + [Close(f"{what} for longer than the limit")]
+        return self._transition(TIMED_OUT) + [Close(f"{what} for longer than the limit")]
 
     def close(self, reason: str = "closed by the server") -> List[Action]:
         if self.state is CLOSING or self.state is CLOSED:
             return []
-        return self._transition(ConnEvent.CLOSE) + [Close(reason)]
+        return self._transition(CLOSE_REQUESTED) + [Close(reason)]
 
     def abort(self, reason: str = "aborted by the server") -> List[Action]:
         if self.state is CLOSED:
             return []
-        return self._transition(ConnEvent.CLOSE) + [Abort(reason)]
+        return self._transition(CLOSE_REQUESTED) + [Abort(reason)]
 
     def connection_lost(self) -> List[Action]:
         self._request, self._answer, self._body = None, None, []
-        return self._transition(ConnEvent.CONNECTION_LOST)
+        return self._transition(CONNECTION_LOST)
 
     # ---- the table ------------------------------------------------------------------------------------------------
     def _transition(self, event: ConnEvent) -> List[Action]:
-        """Move along the table; a timer of the state left stops (each timer belongs to a state: STATE_TIMERS)."""
-        new_state = TRANSITIONS[self.state].get(event)
+        """Move along the table. A state's timer stops counting when it is left (see STATE_TIMERS)."""
+        new_state = self._moves.get(event)
         if new_state is None:
             raise ConnectionStateError(f"{event.value!r} is not allowed in state {self.state.value!r}")
-        self.state = new_state
-        if not self._timers:
-            return []
-        stopped = sorted(name for name in self._timers if STATE_TIMERS.get(new_state) != name)
-        if not stopped:
-            return []
-        self._timers.difference_update(stopped)
-        return [CancelTimer(name) for name in stopped]
+        self.state, self._moves = new_state, TRANSITIONS[new_state]
+        self._counting = None
+        if (new_state is CLOSING or new_state is CLOSED) and self._scheduled:
+            cancels: List[Action] = [CancelTimer(name) for name in sorted(self._scheduled)]
+            self._scheduled.clear()
+            return cancels
+        return []
 
     def _start_timer(self, name: str, seconds: Optional[float]) -> List[Action]:
+        """Start the current state's timer (``seconds`` None: that limit is off)."""
         if seconds is None:
             return []
-        self._timers.add(name)
+        self._counting = name
+        self._scheduled.add(name)
         return [StartTimer(name, seconds)]
 
     def _awaited(self) -> _Answer:
@@ -310,16 +327,16 @@ class HttpConnection:
                 break
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 break
-            kind = type(event)
+            kind = type(event)   # exact types: isinstance would go through h11's ABC machinery on the hot path
             if kind is h11.Data:
-                actions += self._on_body(event.data)
+                actions += self._on_body(cast(h11.Data, event).data)
             elif kind is h11.Request:
-                actions += self._on_head(event)
+                actions += self._on_head(cast(h11.Request, event))
             elif kind is h11.EndOfMessage:
                 actions += self._on_end()
             else:   # ConnectionClosed: the peer ended its side
                 actions += self.close("closed by the client")
-        if self.state is READING_HEADERS and HEADER_TIMER not in self._timers:
+        if self.state is READING_HEADERS and self._counting is None:
             actions += self._start_timer(HEADER_TIMER, self.limits.header_wait_timeout)
         return actions
 
@@ -331,11 +348,11 @@ class HttpConnection:
             # A refused channel whose body is still coming (the 1 GiB IN stream) cannot be kept alive; an
             # empty-bodied one (the NTLM Type 1 leg) must be, or the handshake breaks.
             self._answer = _Answer(close=(request.header("content-length") or "0") != "0")
-            return self._transition(ConnEvent.TUNNEL_REQUESTED) + [HandOffTunnel(request)]
+            return self._transition(TUNNEL_REQUESTED) + [HandOffTunnel(request)]
         length = request.header("content-length")
         if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
             return self._too_large(request, int(length))
-        actions = self._transition(ConnEvent.HEAD_RECEIVED)
+        actions = self._transition(HEAD_RECEIVED)
         self._request, self._body, self._body_size = request, [], 0
         if self._h11.client_is_waiting_for_100_continue:
             interim = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
@@ -359,22 +376,22 @@ class HttpConnection:
             leftover = self._h11.trailing_data[0]
             return [TunnelBytes(leftover)] if leftover else []
         if self._request is None:
-            return self._next_cycle(ConnEvent.BODY_DRAINED)
+            return self._next_cycle(BODY_DRAINED)
         request, self._request = self._request, None
         request.body = b"".join(self._body)
         self._body = []
-        self._answer = _Answer(head_only=request.method == "HEAD")
-        return self._transition(ConnEvent.REQUEST_RECEIVED) + [Deliver(request)]
+        self._answer = _ANSWER_HEAD if request.method == "HEAD" else _ANSWER
+        return self._transition(REQUEST_RECEIVED) + [Deliver(request)]
 
     def _too_large(self, request: HttpRequest, size: int) -> List[Action]:
         self._answer = _Answer(head_only=request.method == "HEAD", close=True)
-        return self._transition(ConnEvent.TOO_LARGE) + [RefuseTooLarge(request, size)]
+        return self._transition(TOO_LARGE) + [RefuseTooLarge(request, size)]
 
     def _malformed(self, exc: h11.RemoteProtocolError) -> List[Action]:
         silent = self.state is TUNNELLED or self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE)
         self._request, self._body = None, []
         self._answer = _Answer(head_only=self._method == "HEAD", close=True, silent=silent)
-        return self._transition(ConnEvent.MALFORMED) + [RefuseMalformed(exc.error_status_hint or 400, str(exc))]
+        return self._transition(MALFORMED) + [RefuseMalformed(exc.error_status_hint or 400, str(exc))]
 
     def _next_cycle(self, event: ConnEvent) -> List[Action]:
         """Both sides are done and the connection stays: on to the next request, which may be buffered already."""
@@ -383,7 +400,7 @@ class HttpConnection:
         self._method = None
         actions = self._transition(event)
         if pipelined:
-            return actions + self._transition(ConnEvent.REQUEST_STARTED)
+            return actions + self._transition(REQUEST_STARTED)
         return actions + self._start_timer(IDLE_TIMER, self.limits.idle_timeout)
 
     def _request_from(self, event: h11.Request) -> HttpRequest:
@@ -399,12 +416,13 @@ class HttpConnection:
     # ---- bytes out --------------------------------------------------------------------------------------------
     def _encode(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
         """The whole response in one piece: the app's headers with IIS's framing (always Content-Length)."""
-        headers = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "transfer-encoding")]
-        headers.append(("Content-Length", str(len(response.body))))
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
+                   if k.lower() not in _FRAMING_HEADERS]
+        headers.append((b"Content-Length", str(len(response.body)).encode()))
         if close:
-            headers.append(("Connection", "close"))
+            headers.append((b"Connection", b"close"))
         data = self._h11.send(h11.Response(status_code=response.status, reason=response.reason.encode("latin-1"),
-                                           headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]))
+                                           headers=headers))
         if not head_only and response.body:
             data += self._h11.send(h11.Data(data=response.body))
         return data + self._h11.send(h11.EndOfMessage())

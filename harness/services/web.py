@@ -17,8 +17,7 @@ or end the output, carried out by harness.services.pacing; later output queues b
 from __future__ import annotations
 
 import time
-from collections import deque
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IHandshakeListener
@@ -52,7 +51,7 @@ class ChannelIO:
     def abort(self) -> None:
         self._proto.abort()
 
-    def call_later(self, seconds: float, fn, *args):
+    def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Any:
         return self._proto.clock.callLater(seconds, fn, *args)
 
 
@@ -62,17 +61,17 @@ class HttpServerProtocol(protocol.Protocol):
         self.factory = factory
         self.app = factory.app
         self.clock = factory.clock
-        self.core: Optional[HttpConnection] = None
-        self.info: Optional[ConnectionInfo] = None
+        self.core = HttpConnection(tls=factory.tls, limits=factory.limits)
+        self.info: ConnectionInfo      # from connectionMade on
+        self.output: PacedTransport    # from connectionMade on
         self.channel: Any = None
-        self.output: Optional[PacedTransport] = None
-        self._timers: Dict[str, Any] = {}   # the core's timers by name: DelayedCalls
+        self._timers: Dict[str, Any] = {}   # the core's pending timers by name: DelayedCalls
         self._handshake_done = False
 
     @property
     def closed(self) -> bool:
         """Closing or closed: nothing more is read, and a channel may not write."""
-        return self.core is None or self.core.state in _ENDED
+        return self.core.state in _ENDED
 
     # ---- connection lifecycle -------------------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -84,7 +83,7 @@ class HttpServerProtocol(protocol.Protocol):
                                    sni=getattr(self.transport, "server_name", None),
                                    tls_profile=getattr(self.transport, "tls_profile", None))
         self.output = PacedTransport(self.transport, self.clock, below_tls=self.factory.tls, on_end=self.close)
-        self.core = HttpConnection(self.info, tls=self.factory.tls, limits=self.factory.limits)
+        self.core.conn = self.info
         self.app.connection_made(self.info)
         self._execute(self.core.start())
 
@@ -98,7 +97,7 @@ class HttpServerProtocol(protocol.Protocol):
         self.app.tls_handshake(self.info, ok=True, reason="")
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
-        self._execute(self.core.connection_lost())
+        self._execute(self.core.connection_lost())   # cancels the core's pending timers
         self.output.cancel()
         if self.factory.tls and not self._handshake_done:
             handle = self.transport.getHandle() if hasattr(self.transport, "getHandle") else None
@@ -116,55 +115,61 @@ class HttpServerProtocol(protocol.Protocol):
 
     def close(self) -> None:
         """Close once everything written so far has gone out (a write plan may still be pacing it)."""
-        if self.core is not None:
-            self._execute(self.core.close())
+        self._execute(self.core.close())
 
     def abort(self) -> None:
-        if self.core is not None:
-            self._execute(self.core.abort())
+        self._execute(self.core.abort())
 
     # ---- the core's actions -------------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
         self._execute(self.core.receive(data))
 
     def _execute(self, actions: List[Action]) -> None:
-        """Carry out the core's actions in order; an app's answer to one brings the core's next actions first."""
-        queue: Deque[Action] = deque(actions)
-        while queue:
-            follow = self._carry_out(queue.popleft())
-            if follow:
-                queue.extendleft(reversed(follow))
+        """Carry out the core's actions in order. An action the app answers (Deliver, ...) is the last of its list,
+        so the core's actions after that answer simply come next; a loop, not recursion, for long pipelines."""
+        while actions:
+            follow: List[Action] = []
+            for action in actions:
+                more = self._carry_out(action)
+                if more:
+                    follow += more
+            actions = follow
 
     def _carry_out(self, action: Action) -> List[Action]:
-        kind = type(action)
-        if kind is Send:
+        """One action; an app's answer goes back to the core, whose next actions are returned."""
+        if isinstance(action, Send):
             self.send(action.data)
-        elif kind is Deliver:
+        elif isinstance(action, Deliver):
             request = action.request
             started = time.perf_counter()
             response = self.app.handle(request)
             self.app.response_sent(request, response, time.perf_counter() - started)
             return self.core.respond(response)
-        elif kind is StartTimer:
-            self._start_timer(action.name, action.seconds)
-        elif kind is CancelTimer:
+        elif isinstance(action, StartTimer):
+            # A pending timer of that name is re-armed: cheaper for the reactor than a cancel and a new call.
+            timer = self._timers.get(action.name)
+            if timer is None:
+                self._timers[action.name] = self.clock.callLater(action.seconds, self._timer_fired, action.name)
+            else:
+                timer.reset(action.seconds)
+        elif isinstance(action, CancelTimer):
             timer = self._timers.pop(action.name, None)
-            if timer is not None and timer.active():
+            if timer is not None:
                 timer.cancel()
-        elif kind is Close:
+        elif isinstance(action, Close):
             self.output.loseConnection()
-        elif kind is Abort:
+        elif isinstance(action, Abort):
             self.output.abortConnection()
-        elif kind is TunnelBytes:
+        elif isinstance(action, TunnelBytes):
             if self.channel is not None and not self.closed:
                 self.channel.data_received(action.data)
-        elif kind is HandOffTunnel:
+        elif isinstance(action, HandOffTunnel):
             return self._hand_off(action)
-        elif kind is RefuseTooLarge:
+        elif isinstance(action, RefuseTooLarge):
             response = self.app.too_large(action.request, action.size)
             self.app.response_sent(action.request, response, 0.0)
             return self.core.respond(response)
-        elif kind is RefuseMalformed:
+        elif isinstance(action, RefuseMalformed):
             return self.core.respond(self.app.bad_request(self.info, action.status, action.message))
         return []
 
@@ -175,13 +180,6 @@ class HttpServerProtocol(protocol.Protocol):
             return self.core.respond(outcome)
         self.channel = outcome
         return self.core.tunnel_opened()
-
-    def _start_timer(self, name: str, seconds: float) -> None:
-        timer = self._timers.get(name)
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timers[name] = self.clock.callLater(seconds, self._timer_fired, name)
 
     def _timer_fired(self, name: str) -> None:
         self._timers.pop(name, None)
