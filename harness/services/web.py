@@ -1,32 +1,54 @@
-"""The HTTP/1.1 edge: a Twisted protocol around an h11 server connection.
+"""The HTTP/1.1 edge: a thin Twisted protocol around the sans-IO connection core (harness.protocols.httpconn).
 
-h11 does the parsing (sans-IO); this module feeds it socket bytes, hands complete requests to an *app*, writes the
-app's responses, and keeps connections alive as IIS does (NTLM authenticates the connection, so a 401 must never
-close it). An app may instead return a *channel* (RPC over HTTP): from then on the request body bytes go to the
-channel raw and the channel writes the connection itself.
+It feeds the core socket bytes and timer ticks and carries out the actions the core returns: writes, closes,
+timers, whole requests handed to an *app* whose responses go back to the core, and tunnels: an app may answer
+RPC_IN_DATA / RPC_OUT_DATA with a *channel* (RPC over HTTP), which from then on gets the body bytes raw and
+writes the connection itself. It also keeps the TLS bookkeeping (SNI, version, failed handshakes).
+
+The app interface (harness.services.site implements it): ``connection_made(info)``, ``tls_handshake(info, ok,
+reason)``, ``connection_lost(info, reason)``, ``handle(request) -> HttpResponse``, ``open_tunnel(request, io) ->
+HttpResponse | channel`` (a channel has ``data_received(bytes)`` and ``connection_lost(reason)``; ``io`` is a
+ChannelIO), ``too_large(request, size) -> HttpResponse``, ``bad_request(info, status, message) -> HttpResponse``,
+``response_sent(request, response, elapsed)``.
 
 Every byte out goes through the ``write`` hook when a write fault is active: its WritePlan may slice, delay, cut
-or end the output (``close`` with FIN, ``reset`` with RST, ``hold`` to go silent), and later output queues behind it.
+or end the output, carried out by harness.services.pacing; later output queues behind it.
 """
 from __future__ import annotations
 
 import time
-from collections import deque
-from typing import Deque, Dict, List, Optional, Tuple
-from urllib.parse import unquote
+from typing import Any, Callable, Dict, List, Optional
 
-import h11
 from twisted.internet import protocol
-from twisted.internet.interfaces import IHandshakeListener, IPullProducer
+from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
 from harness.hooks import FaultSet, Scope
 from harness.protocols.connection import write_hook
-from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
+from harness.protocols.http import ConnectionInfo, HttpResponse
+from harness.protocols.httpconn import (
+    MAX_BODY,
+    MAX_HEADER_BYTES,
+    TUNNEL_METHODS,
+    Abort,
+    Action,
+    CancelTimer,
+    Close,
+    ConnectionLimits,
+    ConnState,
+    Deliver,
+    HandOffTunnel,
+    HttpConnection,
+    RefuseMalformed,
+    RefuseTooLarge,
+    Send,
+    StartTimer,
+    TunnelBytes,
+)
+from harness.services.pacing import PacedTransport
 
-MAX_BODY = 1 << 20            # larger autodiscover/EWS bodies get 413, as IIS's request filtering would
-MAX_HEADER_BYTES = 64 * 1024  # IIS's default header limit is 64 KiB too
-TUNNEL_METHODS = ("RPC_IN_DATA", "RPC_OUT_DATA")
+__all__ = ["ChannelIO", "HttpFactory", "HttpServerProtocol", "MAX_BODY", "MAX_HEADER_BYTES", "TUNNEL_METHODS"]
+_ENDED = (ConnState.CLOSING, ConnState.CLOSED)
 
 
 class ChannelIO:
@@ -46,7 +68,7 @@ class ChannelIO:
     def abort(self) -> None:
         self._proto.abort()
 
-    def call_later(self, seconds: float, fn, *args):
+    def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Any:
         return self._proto.clock.callLater(seconds, fn, *args)
 
 
@@ -56,16 +78,17 @@ class HttpServerProtocol(protocol.Protocol):
         self.factory = factory
         self.app = factory.app
         self.clock = factory.clock
-        self.h11: Optional[h11.Connection] = None
-        self.info: Optional[ConnectionInfo] = None
-        self.channel = None
-        self.closed = False
-        self._request: Optional[HttpRequest] = None
-        self._body: List[bytes] = []
-        self._body_size = 0
+        self.core = HttpConnection(tls=factory.tls, limits=factory.limits)
+        self.info: ConnectionInfo      # from connectionMade on
+        self.output: PacedTransport    # from connectionMade on
+        self.channel: Any = None
+        self._timers: Dict[str, Any] = {}   # the core's pending timers by name: DelayedCalls
         self._handshake_done = False
-        self._paced: Optional[_PacedOutput] = None   # exists once a write fault planned some output
-        self._request_host: Optional[str] = None
+
+    @property
+    def closed(self) -> bool:
+        """Closing or closed: nothing more is read, and a channel may not write."""
+        return self.core.state in _ENDED
 
     # ---- connection lifecycle -------------------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -76,8 +99,10 @@ class HttpServerProtocol(protocol.Protocol):
                                    host=self.factory.hosts_by_address.get(local.host),
                                    sni=getattr(self.transport, "server_name", None),
                                    tls_profile=getattr(self.transport, "tls_profile", None))
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self.output = PacedTransport(self.transport, self.clock, below_tls=self.factory.tls, on_end=self.close)
+        self.core.conn = self.info
         self.app.connection_made(self.info)
+        self._execute(self.core.start())
 
     def handshakeCompleted(self) -> None:
         self._handshake_done = True
@@ -89,9 +114,8 @@ class HttpServerProtocol(protocol.Protocol):
         self.app.tls_handshake(self.info, ok=True, reason="")
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
-        self.closed = True
-        if self._paced is not None:
-            self._paced.cancel()
+        self._execute(self.core.connection_lost())   # cancels the core's pending timers
+        self.output.cancel()
         if self.factory.tls and not self._handshake_done:
             handle = self.transport.getHandle() if hasattr(self.transport, "getHandle") else None
             try:
@@ -108,264 +132,99 @@ class HttpServerProtocol(protocol.Protocol):
 
     def close(self) -> None:
         """Close once everything written so far has gone out (a write plan may still be pacing it)."""
-        if not self.closed and self.transport is not None:
-            self.closed = True
-            if self._paced is None or not self._paced.close_when_done():
-                self.transport.loseConnection()
+        self._execute(self.core.close())
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.closed = True
-            if self._paced is not None:
-                self._paced.cancel()
-            self.transport.abortConnection()
+        self._execute(self.core.abort())
 
-    # ---- bytes in ---------------------------------------------------------------------------------------------
+    # ---- the core's actions -------------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if self.channel is not None and self.h11.their_state is h11.DONE:
-            # Past the declared body (the OUT channel's 76-byte CONN/A1) the connection belongs to the channel:
-            # let it judge the bytes instead of h11 buffering them without limit.
-            self.channel.data_received(data)
-            return
-        try:
-            self.h11.receive_data(data)
-            self._pump()
-        except h11.RemoteProtocolError as exc:
-            self._protocol_error(exc)
+        self._execute(self.core.receive(data))
 
-    def _pump(self) -> None:
-        while not self.closed:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                if event is h11.PAUSED and self._can_start_next_cycle():
-                    self.h11.start_next_cycle()
-                    continue
-                return
-            if isinstance(event, h11.Request):
-                self._on_request(event)
-            elif isinstance(event, h11.Data):
-                self._on_body(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self._on_end()
-            elif isinstance(event, h11.ConnectionClosed):
-                self.close()
-                return
+    def _execute(self, actions: List[Action]) -> None:
+        """Carry out the core's actions in order. An action the app answers (Deliver, ...) is the last of its list,
+        so the core's actions after that answer simply come next; a loop, not recursion, for long pipelines."""
+        while actions:
+            follow: List[Action] = []
+            for action in actions:
+                more = self._carry_out(action)
+                if more:
+                    follow += more
+            actions = follow
 
-    def _can_start_next_cycle(self) -> bool:
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
-
-    def _on_request(self, event: h11.Request) -> None:
-        target = event.target.decode("latin-1")
-        raw_path, _, query = target.partition("?")
-        if raw_path.startswith(("http://", "https://")):  # absolute-form target (proxies)
-            raw_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
-        request = HttpRequest(
-            method=event.method.decode("latin-1"), target=target, path=unquote(raw_path), query=query,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()],
-            scheme="https" if self.factory.tls else "http", conn=self.info)
-        self._request, self._body, self._body_size = request, [], 0
-        self._request_host = request.host or self._request_host
-        if request.method in TUNNEL_METHODS:
-            outcome = self.app.open_tunnel(request, ChannelIO(self))
-            if isinstance(outcome, HttpResponse):
-                # A refused channel whose body is still coming (the 1 GiB IN stream) cannot be kept alive;
-                # an empty-bodied one (the NTLM Type 1 leg) must be, or the handshake breaks.
-                self._request = None
-                self._send(outcome, request, tunnel_refused=(request.header("content-length") or "0") != "0")
+    def _carry_out(self, action: Action) -> List[Action]:
+        """One action; an app's answer goes back to the core, whose next actions are returned."""
+        if isinstance(action, Send):
+            self.send(action.data)
+        elif isinstance(action, Deliver):
+            request = action.request
+            started = time.perf_counter()
+            response = self.app.handle(request)
+            self.app.response_sent(request, response, time.perf_counter() - started)
+            return self.core.respond(response)
+        elif isinstance(action, StartTimer):
+            # A pending timer of that name is re-armed: cheaper for the reactor than a cancel and a new call.
+            timer = self._timers.get(action.name)
+            if timer is None:
+                self._timers[action.name] = self.clock.callLater(action.seconds, self._timer_fired, action.name)
             else:
-                self.channel = outcome
-            return
-        length = request.header("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY:
-            self._request = None
-            self._send(self.app.too_large(request, int(length)), request, tunnel_refused=True)
-            return
-        if self.h11.client_is_waiting_for_100_continue:
-            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                timer.reset(action.seconds)
+        elif isinstance(action, CancelTimer):
+            timer = self._timers.pop(action.name, None)
+            if timer is not None:
+                timer.cancel()
+        elif isinstance(action, Close):
+            self.output.loseConnection()
+        elif isinstance(action, Abort):
+            self.output.abortConnection()
+        elif isinstance(action, TunnelBytes):
+            if self.channel is not None and not self.closed:
+                self.channel.data_received(action.data)
+        elif isinstance(action, HandOffTunnel):
+            return self._hand_off(action)
+        elif isinstance(action, RefuseTooLarge):
+            response = self.app.too_large(action.request, action.size)
+            self.app.response_sent(action.request, response, 0.0)
+            return self.core.respond(response)
+        elif isinstance(action, RefuseMalformed):
+            return self.core.respond(self.app.bad_request(self.info, action.status, action.message))
+        return []
 
-    def _on_body(self, data: bytes) -> None:
-        if self.channel is not None:
-            self.channel.data_received(data)
-            return
-        if self._request is None:
-            return
-        self._body_size += len(data)
-        if self._body_size > MAX_BODY:  # chunked bodies have no Content-Length to check up front
-            request, self._request = self._request, None
-            self._send(self.app.too_large(request, self._body_size), request, tunnel_refused=True)
-            return
-        self._body.append(data)
+    def _hand_off(self, action: HandOffTunnel) -> List[Action]:
+        outcome = self.app.open_tunnel(action.request, ChannelIO(self))
+        if isinstance(outcome, HttpResponse):
+            self.app.response_sent(action.request, outcome, 0.0)
+            return self.core.respond(outcome)
+        self.channel = outcome
+        return self.core.tunnel_opened()
 
-    def _on_end(self) -> None:
-        if self.channel is not None:
-            leftover = self.h11.trailing_data[0]
-            if leftover:
-                self.channel.data_received(leftover)
-            return
-        if self._request is None:
-            return
-        request, self._request = self._request, None
-        request.body = b"".join(self._body)
-        self._body = []
-        started = time.perf_counter()
-        response = self.app.handle(request)
-        self._send(response, request, elapsed=time.perf_counter() - started)
+    def _timer_fired(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self._execute(self.core.timer_expired(name))
 
     # ---- bytes out --------------------------------------------------------------------------------------------
-    def _send(self, response: HttpResponse, request: HttpRequest, *, tunnel_refused: bool = False,
-              elapsed: float = 0.0) -> None:
-        headers = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "transfer-encoding")]
-        headers.append(("Content-Length", str(len(response.body))))
-        if response.close or tunnel_refused:
-            headers.append(("Connection", "close"))
-        self.app.response_sent(request, response, elapsed)
-        try:
-            data = self.h11.send(h11.Response(status_code=response.status, reason=response.reason.encode("latin-1"),
-                                              headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]))
-            if request.method != "HEAD" and response.body:
-                data += self.h11.send(h11.Data(data=response.body))
-            data += self.h11.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            self.abort()
-            return
-        self.send(data)
-        if response.close or tunnel_refused or self.h11.our_state is h11.MUST_CLOSE:
-            self.close()
-        elif self._can_start_next_cycle():
-            self.h11.start_next_cycle()
-
-    def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
-        status = exc.error_status_hint or 400
-        response = self.app.bad_request(self.info, status, str(exc))
-        if self.channel is None and self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            headers = list(response.headers) + [("Content-Length", str(len(response.body))), ("Connection", "close")]
-            head = f"HTTP/1.1 {response.status} {response.reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
-            self.send(head.encode("latin-1") + b"\r\n" + response.body)
-        self.close()
-
     def send(self, data: bytes) -> None:
         """Every byte this edge sends: straight out, unless a write fault plans how it goes (or earlier output is
         still being paced, which it must queue behind)."""
-        if self._paced is not None and self._paced.ended:
+        if self.output.ended:
             return
         faults = self.factory.faults
         plan = faults.first(write_hook, self.scope(), self.info, data) if faults.has(write_hook) else None
-        if plan is None and self._paced is None:
+        if plan is None:
             self.info.bytes_out += len(data)
-            self.transport.write(data)
+            self.output.write(data)
             return
-        if self._paced is None:
-            self._paced = _PacedOutput(self)
-        pieces, end = (plan.pieces, plan.end) if plan is not None else (((0.0, data),), None)
-        self.info.bytes_out += sum(len(piece) for _, piece in pieces)
-        self._paced.push(pieces, end)
+        self.info.bytes_out += sum(len(piece) for _, piece in plan.pieces)
+        self.output.follow(plan.pieces, plan.end)
 
     def scope(self) -> Scope:
         """Whom the output is for: the host of a dedicated address, else the SNI, else the last Host header."""
-        return Scope(host=self.info.host or self.info.sni or self._request_host)
-
-    def reset_after(self, data: bytes) -> None:
-        """Send ``data``, then RST once it has left Twisted's buffers (abortConnection alone would drop it)."""
-        self.closed = True
-        if not data:
-            self.abort()
-            return
-        tcp = self.transport.transport if self.factory.tls else self.transport  # below the TLS layer, if any
-        try:
-            tcp.registerProducer(_AbortWhenDrained(self), False)
-        except RuntimeError:  # the transport already serves a producer: nothing tells us when it drains
-            self.transport.write(data)
-            self.abort()
-            return
-        self.transport.write(data)
-
-
-class _PacedOutput:
-    """Carries out write plans on one connection, in order: each piece after its delay, then the plan's end.
-    Output written meanwhile queues behind; once a plan ended the output, nothing more is sent."""
-
-    def __init__(self, proto: HttpServerProtocol):
-        self._proto = proto
-        self._queue: Deque[Tuple[float, bytes, Optional[str]]] = deque()   # (delay, bytes, end after them)
-        self._timer = None
-        self.ended = False
-        self._close_requested = False
-
-    def push(self, pieces: Tuple[Tuple[float, bytes], ...], end: Optional[str]) -> None:
-        if self.ended:
-            return
-        items = list(pieces) or [(0.0, b"")]
-        for index, (delay, data) in enumerate(items):
-            self._queue.append((delay, data, end if index == len(items) - 1 else None))
-        self.ended = end is not None
-        self._run()
-
-    def close_when_done(self) -> bool:
-        """True when closing must wait (pieces still queued) or never happen (held); the close then happens here."""
-        if self._queue or self._timer is not None or self.ended:
-            self._close_requested = True
-            return True
-        return False
-
-    def cancel(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._queue.clear()
-
-    def _run(self) -> None:
-        while self._queue and self._timer is None:
-            delay, data, end = self._queue[0]
-            if delay > 0:
-                self._timer = self._proto.clock.callLater(delay, self._wake)
-                return
-            self._queue.popleft()
-            self._send(data, end)
-        if not self._queue and self._timer is None and self._close_requested and not self.ended:
-            self._proto.transport.loseConnection()
-
-    def _wake(self) -> None:
-        self._timer = None
-        _, data, end = self._queue.popleft()
-        self._send(data, end)
-        self._run()
-
-    def _send(self, data: bytes, end: Optional[str]) -> None:
-        proto = self._proto
-        if proto.transport is None:
-            return
-        if end == "reset":
-            proto.reset_after(data)
-            return
-        if data:
-            proto.transport.write(data)
-        if end == "close":
-            proto.closed = True
-            proto.transport.loseConnection()
-
-
-@implementer(IPullProducer)
-class _AbortWhenDrained:
-    """Registered on the TCP transport, which asks a pull producer for more once its buffer is empty: then the
-    bytes are with the kernel (on loopback: with the peer) and the RST may follow."""
-
-    def __init__(self, proto: HttpServerProtocol):
-        self._proto = proto
-        self._armed = False   # registerProducer asks once right away, before anything was written
-
-    def resumeProducing(self) -> None:
-        if not self._armed:
-            self._armed = True
-            return
-        self._proto.abort()
-
-    def stopProducing(self) -> None:
-        pass
+        return Scope(host=self.info.host or self.info.sni or self.core.last_host)
 
 
 class HttpFactory(protocol.Factory):
+    limits = ConnectionLimits()   # header/body sizes, timeouts, backpressure bounds: set on an instance to change
+
     def __init__(self, app, *, tls: bool, clock=None, faults=None, hosts_by_address: Optional[Dict[str, str]] = None):
         from twisted.internet import reactor
         self.app, self.tls = app, tls

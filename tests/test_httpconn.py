@@ -1,0 +1,382 @@
+"""The sans-IO HTTP connection core (harness.protocols.httpconn): its state table, keep-alive, pipelining,
+100-continue, limits (413, 431), malformed input (400), timers and the tunnel hand-off, driven without a socket."""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, List, Optional
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.protocols.http import HttpRequest, HttpResponse
+from harness.protocols.httpconn import (
+    CLOSED,
+    CLOSING,
+    HEADER_TIMER,
+    IDLE,
+    IDLE_TIMER,
+    READING_BODY,
+    READING_HEADERS,
+    SENDING,
+    TRANSITIONS,
+    TUNNELLED,
+    Abort,
+    Action,
+    CancelTimer,
+    Close,
+    ConnectionLimits,
+    ConnectionStateError,
+    ConnEvent,
+    ConnState,
+    Deliver,
+    HandOffTunnel,
+    HttpConnection,
+    RefuseMalformed,
+    RefuseTooLarge,
+    Send,
+    StartTimer,
+    TunnelBytes,
+)
+
+Answer = Callable[[HttpRequest], HttpResponse]
+
+
+def ok(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(200, "OK", [("Content-Type", "text/plain")], b"path=" + request.path.encode())
+
+
+def error_page(status: int) -> HttpResponse:
+    return HttpResponse(status, "Bad Request", [("Content-Type", "text/html")], b"<html>%d</html>" % status)
+
+
+class Driver:
+    """Plays the I/O layer and the app for one core, as services/web.py does: every action is carried out, every
+    question answered (requests with ``answer``, tunnels accepted or refused with ``tunnel``)."""
+
+    def __init__(self, limits: Optional[ConnectionLimits] = None, answer: Answer = ok,
+                 tunnel: Optional[HttpResponse] = None) -> None:
+        self.core = HttpConnection(None, tls=True, limits=limits)
+        self.answer, self.tunnel = answer, tunnel
+        self.actions: List[Action] = []
+        self.requests: List[HttpRequest] = []
+        self.sent: List[bytes] = []
+        self.tunnelled = b""
+        self.run(self.core.start())
+
+    def feed(self, *chunks: bytes) -> "Driver":
+        for chunk in chunks:
+            self.run(self.core.receive(chunk))
+        return self
+
+    def run(self, actions: List[Action]) -> None:
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
+            self.actions.append(action)
+            queue.extendleft(reversed(self._carry_out(action)))
+
+    def _carry_out(self, action: Action) -> List[Action]:
+        if isinstance(action, Send):
+            self.sent.append(action.data)
+        elif isinstance(action, TunnelBytes):
+            self.tunnelled += action.data
+        elif isinstance(action, Deliver):
+            self.requests.append(action.request)
+            return self.core.respond(self.answer(action.request))
+        elif isinstance(action, RefuseTooLarge):
+            return self.core.respond(error_page(413))
+        elif isinstance(action, RefuseMalformed):
+            return self.core.respond(error_page(action.status))
+        elif isinstance(action, HandOffTunnel):
+            self.requests.append(action.request)
+            return self.core.respond(self.tunnel) if self.tunnel is not None else self.core.tunnel_opened()
+        return []
+
+    def of(self, kind: type) -> list:
+        return [action for action in self.actions if isinstance(action, kind)]
+
+    @property
+    def statuses(self) -> List[int]:
+        return [int(data[9:12]) for data in self.sent]
+
+
+def post(path: str = "/a", body: bytes = b"", extra: bytes = b"") -> bytes:
+    return (b"POST %s HTTP/1.1\r\nHost: mail.contoso.test\r\nContent-Length: %d\r\n%s\r\n"
+            % (path.encode(), len(body), extra)) + body
+
+
+# ---- the table ---------------------------------------------------------------------------------------------------
+def test_the_table_covers_every_state_and_always_allows_close_and_loss():
+    assert set(TRANSITIONS) == set(ConnState)
+    for moves in TRANSITIONS.values():
+        assert moves[ConnEvent.CONNECTION_LOST] is CLOSED
+        assert moves[ConnEvent.CLOSE_REQUESTED] in (CLOSING, CLOSED)
+        assert set(moves.values()) <= set(ConnState)
+    assert set(TRANSITIONS[CLOSED].values()) == {CLOSED}
+    assert set(TRANSITIONS[CLOSING].values()) <= {CLOSING, CLOSED}
+    reachable = {IDLE} | {target for moves in TRANSITIONS.values() for target in moves.values()}
+    assert reachable == set(ConnState)
+
+
+def test_an_answer_nobody_asked_for_is_refused():
+    core = HttpConnection()
+    with pytest.raises(ConnectionStateError):
+        core.respond(HttpResponse(200, "OK"))
+    with pytest.raises(ConnectionStateError):
+        core.tunnel_opened()
+
+
+def test_one_request_walks_the_states_with_its_timers():
+    core = HttpConnection()
+    assert core.start() == [StartTimer(IDLE_TIMER, 120.0)] and core.state is IDLE
+    assert core.receive(b"POST /x?q=1 HTTP/1.1\r\nHost: a.test\r\n") == [StartTimer(HEADER_TIMER, 120.0)]
+    assert core.state is READING_HEADERS
+    assert core.receive(b"Content-Length: 3\r\n") == []   # the header-wait timer already counts
+    assert core.timer_expired(IDLE_TIMER) == []             # the idle timer stopped counting with the first byte
+    assert core.receive(b"\r\n") == []
+    assert core.state is READING_BODY
+    [deliver] = core.receive(b"abc")
+    assert isinstance(deliver, Deliver) and core.state is SENDING
+    request = deliver.request
+    assert (request.method, request.path, request.query, request.body, request.host) == ("POST", "/x", "q=1",
+                                                                                       b"abc", "a.test")
+    assert core.last_host == "a.test"
+    actions = core.respond(HttpResponse(200, "OK", [("Content-Type", "text/plain")], b"hi"))
+    assert actions == [Send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"),
+                       StartTimer(IDLE_TIMER, 120.0)]
+    assert core.state is IDLE
+    assert core.timer_expired(HEADER_TIMER) == []   # a tick of a state left long ago
+    assert core.connection_lost() == [CancelTimer(IDLE_TIMER)] and core.state is CLOSED
+    assert core.receive(b"GET / HTTP/1.1\r\n\r\n") == []
+
+
+def test_keep_alive_serves_request_after_request():
+    driver = Driver().feed(post("/one"), post("/two", b"body"))
+    assert [r.path for r in driver.requests] == ["/one", "/two"]
+    assert driver.statuses == [200, 200] and all(b"Connection" not in data for data in driver.sent)
+    assert driver.core.state is IDLE and not driver.of(Close)
+
+
+@pytest.mark.parametrize("request_bytes", [b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                                           b"GET / HTTP/1.0\r\n\r\n"])
+def test_a_request_that_ends_the_connection_is_answered_then_closed(request_bytes):
+    driver = Driver().feed(request_bytes)
+    assert driver.statuses == [200] and driver.core.state is CLOSING
+    assert isinstance(driver.actions[-1], Close)
+    driver.feed(post("/ignored"))
+    assert len(driver.requests) == 1
+
+
+def test_response_asking_to_close_closes():
+    driver = Driver(answer=lambda request: HttpResponse(200, "OK", [], b"", close=True)).feed(post(), post())
+    assert len(driver.requests) == 1 and b"Connection: close\r\n" in driver.sent[0]
+    assert driver.core.state is CLOSING
+
+
+def test_pipelined_requests_are_answered_in_order_one_at_a_time():
+    core = HttpConnection()
+    core.start()
+    first = core.receive(post("/1") + post("/2") + post("/3")[:20])
+    assert [type(a) for a in first] == [Deliver] and first[-1].request.path == "/1"
+    assert core.receive(post("/3")[20:]) == []   # the app still has /1: the rest waits
+    second = core.respond(HttpResponse(200, "OK", [], b"1"))
+    assert [type(a) for a in second] == [Send, Deliver] and second[-1].request.path == "/2"
+    third = core.respond(HttpResponse(200, "OK", [], b"2"))
+    assert third[0].data.endswith(b"\r\n\r\n2") and third[-1].request.path == "/3"
+    assert core.respond(HttpResponse(200, "OK", [], b"3"))[-1] == StartTimer(IDLE_TIMER, 120.0)
+
+
+def test_head_gets_the_length_but_no_body():
+    driver = Driver().feed(b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n", post("/next"))
+    assert driver.sent[0].endswith(b"Content-Length: 7\r\n\r\n")
+    assert driver.statuses == [200, 200]
+
+
+# ---- 100-continue, limits, malformed input -----------------------------------------------------------------------
+def test_expect_100_continue_is_answered_through_h11_before_the_body():
+    core = HttpConnection()
+    actions = core.receive(post("/x", extra=b"Expect: 100-continue\r\n"))
+    assert Send(b"HTTP/1.1 100 Continue\r\n\r\n") in actions
+    assert isinstance(actions[-1], Deliver)   # an empty body: the request is whole at once
+    core = HttpConnection()
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+    assert core.receive(head)[-1] == Send(b"HTTP/1.1 100 Continue\r\n\r\n") and core.state is READING_BODY
+    [deliver] = core.receive(b"data")
+    assert deliver.request.body == b"data"
+
+
+def test_a_declared_body_over_the_limit_gets_413_without_being_read():
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\n\r\n"
+    driver = Driver().feed(head, b"x" * 1000)
+    [refusal] = driver.of(RefuseTooLarge)
+    assert refusal.size == 50000000 and not driver.of(Deliver)
+    assert driver.sent == [b"HTTP/1.1 413 Bad Request\r\nContent-Type: text/html\r\nContent-Length: 16\r\n"
+                           b"Connection: close\r\n\r\n<html>413</html>"]   # no 100 Continue first
+    assert driver.core.state is CLOSING and isinstance(driver.actions[-1], Close)
+
+
+def test_a_chunked_body_over_the_limit_gets_413_once_it_is_too_long():
+    limits = ConnectionLimits(max_body_bytes=10)
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    driver = Driver(limits).feed(head, b"6\r\nabcdef\r\n", b"6\r\nghijkl\r\n", b"0\r\n\r\n")
+    assert [r.size for r in driver.of(RefuseTooLarge)] == [12] and driver.statuses == [413]
+    assert driver.core.state is CLOSING
+    small = Driver(limits).feed(head, b"6\r\nabcdef\r\n", b"0\r\n\r\n")
+    assert [r.body for r in small.requests] == [b"abcdef"]
+
+
+def test_an_oversized_head_gets_431():
+    driver = Driver(ConnectionLimits(max_header_bytes=1024)).feed(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 2000)
+    [refusal] = driver.of(RefuseMalformed)
+    assert refusal.status == 431 and driver.statuses == [431]
+    assert driver.core.state is CLOSING
+
+
+@pytest.mark.parametrize("garbage", [b"\x16\x03\x01 nonsense\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n",
+                                     b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n"])
+def test_malformed_requests_get_400_in_the_bytes_the_edge_always_wrote(garbage):
+    driver = Driver().feed(garbage)
+    [refusal] = driver.of(RefuseMalformed)
+    assert refusal.status == 400 and refusal.message
+    page = error_page(400)
+    # What web.py used to write by hand beside h11: the app's headers, Content-Length, Connection: close.
+    raw = (f"HTTP/1.1 {page.status} {page.reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in page.headers)
+           + f"Content-Length: {len(page.body)}\r\nConnection: close\r\n\r\n").encode() + page.body
+    assert driver.sent == [raw] and driver.core.state is CLOSING
+
+
+def test_malformed_after_a_good_request_still_answers_the_good_one_first():
+    driver = Driver().feed(post("/good") + b"BROKEN\r\n\r\n")
+    assert [r.path for r in driver.requests] == ["/good"] and driver.statuses == [200, 400]
+
+
+# ---- timers ------------------------------------------------------------------------------------------------------
+def test_an_idle_connection_is_closed_when_its_timer_runs_out():
+    core = HttpConnection()
+    core.start()
+    assert core.timer_expired(IDLE_TIMER) == [Close("idle for longer than the limit")]
+    assert core.state is CLOSING
+
+
+def test_a_head_that_never_completes_is_closed_by_the_header_wait_timer():
+    core = HttpConnection(limits=ConnectionLimits(header_wait_timeout=5.0))
+    core.start()
+    assert core.receive(b"GET / HT")[-1] == StartTimer(HEADER_TIMER, 5.0)
+    assert core.timer_expired(IDLE_TIMER) == []   # cancelled when the request started: a stale tick
+    assert isinstance(core.timer_expired(HEADER_TIMER)[-1], Close) and core.state is CLOSING
+
+
+def test_timers_can_be_switched_off():
+    core = HttpConnection(limits=ConnectionLimits(idle_timeout=None, header_wait_timeout=None))
+    assert core.start() == [] and core.receive(b"GET / HT") == []
+
+
+# ---- tunnels -----------------------------------------------------------------------------------------------------
+def test_rpc_in_data_hands_its_body_to_the_tunnel():
+    core = HttpConnection()
+    head = b"RPC_IN_DATA /rpc/rpcproxy.dll?ex01:6001 HTTP/1.1\r\nHost: mail\r\nContent-Length: 1073741824\r\n\r\n"
+    actions = core.receive(head + b"first")
+    assert isinstance(actions[-1], HandOffTunnel) and actions[-1].request.query == "ex01:6001"
+    assert core.state is SENDING
+    assert core.tunnel_opened() == [TunnelBytes(b"first")] and core.state is TUNNELLED
+    assert core.receive(b"more") == [TunnelBytes(b"more")]
+
+
+def test_rpc_out_data_bytes_past_the_declared_body_go_to_the_tunnel_raw():
+    driver = Driver()
+    head = b"RPC_OUT_DATA /rpc/rpcproxy.dll?ex01:6001 HTTP/1.1\r\nHost: mail\r\nContent-Length: 4\r\n\r\n"
+    driver.feed(head + b"A1A1" + b"after", b"GET / HTTP/1.1\r\n\r\n")
+    assert driver.tunnelled == b"A1A1afterGET / HTTP/1.1\r\n\r\n"
+    assert driver.core.state is TUNNELLED and not driver.sent and len(driver.requests) == 1
+
+
+def test_a_refused_empty_tunnel_keeps_the_connection_and_one_with_a_body_closes_it():
+    refusal = HttpResponse(401, "Unauthorized", [("WWW-Authenticate", "NTLM")], b"no")
+    empty = b"RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: mail\r\nContent-Length: 0\r\n\r\n"
+    driver = Driver(tunnel=refusal).feed(empty, post("/next"))
+    assert driver.statuses == [401, 200] and b"Connection" not in driver.sent[0]
+    assert driver.core.state is IDLE
+    streaming = b"RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: mail\r\nContent-Length: 100\r\n\r\n"
+    driver = Driver(tunnel=refusal).feed(streaming + b"x" * 10)
+    assert driver.statuses == [401] and b"Connection: close\r\n" in driver.sent[0]
+    assert driver.core.state is CLOSING
+
+
+def test_malformed_framing_inside_a_tunnel_closes_without_an_http_answer():
+    head = b"RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: mail\r\nTransfer-Encoding: chunked\r\n\r\n"
+    driver = Driver().feed(head, b"4\r\nabcd\r\n", b"zz\r\n")
+    assert driver.tunnelled == b"abcd" and driver.of(RefuseMalformed) and not driver.sent
+    assert driver.core.state is CLOSING and isinstance(driver.actions[-1], Close)
+
+
+# ---- closing -----------------------------------------------------------------------------------------------------
+def test_close_abort_and_late_answers():
+    core = HttpConnection()
+    core.start()
+    assert core.receive(post("/x"))[-1].request.path == "/x"
+    assert core.abort() == [CancelTimer(IDLE_TIMER), Abort("aborted by the server")] and core.state is CLOSING
+    assert core.respond(HttpResponse(200, "OK")) == []   # the connection ended while the app answered
+    assert core.close() == [] and core.abort() == [Abort("aborted by the server")]
+
+
+def test_an_unsendable_response_aborts():
+    driver = Driver(answer=lambda request: HttpResponse(200, "OK", [("X-Bad", "a\r\nb")], b""))
+    driver.feed(post())
+    assert isinstance(driver.actions[-1], Abort) and not driver.sent
+
+
+# ---- properties --------------------------------------------------------------------------------------------------
+request_specs = st.lists(st.tuples(st.sampled_from(["GET", "POST", "PUT"]),
+                                   st.from_regex(r"/[a-z0-9]{0,8}", fullmatch=True),
+                                   st.binary(max_size=64), st.booleans(), st.booleans()),
+                         min_size=1, max_size=5)
+
+
+def encode_request(method: str, path: str, body: bytes, chunked: bool, expect: bool) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n".encode()
+    if expect:
+        head += b"Expect: 100-continue\r\n"
+    if chunked:
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") \
+            + b"0\r\n\r\n"
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def split_at(data: bytes, cuts: List[int]) -> List[bytes]:
+    points = sorted({cut % (len(data) + 1) for cut in cuts})
+    return [data[start:end] for start, end in zip([0] + points, points + [len(data)], strict=True)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(request_specs, st.lists(st.integers(min_value=0), max_size=20))
+def test_any_chunking_of_a_request_stream_gives_the_same_requests(specs, cuts):
+    stream = b"".join(encode_request(*spec) for spec in specs)
+    driver = Driver().feed(*split_at(stream, cuts))
+    assert [(r.method, r.path, r.body) for r in driver.requests] == [spec[:3] for spec in specs]
+    finals = [data for data in driver.sent if not data.startswith(b"HTTP/1.1 100")]
+    assert [int(data[9:12]) for data in finals] == [200] * len(specs)
+    assert driver.core.state is IDLE and not driver.of(Close)
+
+
+WAITING = (IDLE, READING_HEADERS, READING_BODY, TUNNELLED)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=80), st.sampled_from(
+    [b"GET / HTTP/1.1\r\n", b"Host: a\r\n", b"\r\n", b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n",
+     b"Expect: 100-continue\r\n", b"RPC_IN_DATA /rpc HTTP/1.1\r\n", b"5\r\nhello\r\n", b"0\r\n\r\n", b"\x00\xff",
+     b"Connection: close\r\n", b"HEAD / HTTP/1.0\r\n"])), max_size=12))
+def test_arbitrary_bytes_never_raise_and_get_an_http_error_or_a_wait(chunks):
+    driver = Driver(answer=lambda request: HttpResponse(404, "Not Found", [], b"nothing here"))
+    driver.feed(*chunks)   # must not raise
+    assert all(data.startswith(b"HTTP/1.1 ") for data in driver.sent)
+    state = driver.core.state
+    assert state in WAITING or state is CLOSING
+    if state is CLOSING:
+        assert isinstance(driver.actions[-1], (Close, Abort))
+    refusals = driver.of(RefuseMalformed)
+    assert len(refusals) <= 1 and all(refusal.status in (400, 431) for refusal in refusals)
+    if refusals and not driver.of(HandOffTunnel):   # mid-tunnel there is no HTTP answer to give
+        assert driver.statuses[-1] == refusals[0].status and state is CLOSING
