@@ -6,11 +6,14 @@ import os
 import random
 import signal
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from harness.faults.base import LAYERS
 from harness.org import DEFAULT_ORG_DIR
 from harness.yamlfile import SpecError
+
+if TYPE_CHECKING:
+    from harness.protocols.httpconn import ConnectionLimits
 
 DESCRIPTION = """\
 mockex: a scriptable mock of Microsoft Exchange 2013 (Autodiscover, Outlook Anywhere / RPC over HTTP, DNS)
@@ -52,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
                        help="address for every listener (default 127.0.0.1; non-loopback needs --allow-remote)")
     serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
+    limits = serve.add_argument_group("connection limits (as IIS/http.sys; 0 switches a limit off)")
+    limits.add_argument("--idle-timeout", type=float, default=120.0, metavar="S",
+                        help="close a connection with no request for S seconds (IIS connectionTimeout; default 120)")
+    limits.add_argument("--header-wait-timeout", type=float, default=120.0, metavar="S",
+                        help="close a connection whose request head is not whole after S seconds (http.sys "
+                             "HeaderWait; default 120)")
+    limits.add_argument("--tls-handshake-timeout", type=float, default=60.0, metavar="S",
+                        help="reset a TLS connection whose handshake is not done after S seconds (default 60)")
+    limits.add_argument("--max-connections-per-address", type=int, default=0, metavar="N",
+                        help="reset connections beyond N open from one client address (default 0: no cap)")
     serve.add_argument("--https-port", type=_port, default=8443, help="HTTPS (CAS) port (default 8443; 0 = any)")
     serve.add_argument("--http-port", type=_port, default=8080,
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
@@ -139,7 +152,8 @@ def _serve(args) -> int:
     server = MockExchange(org, ServeOptions(state_dir=os.path.abspath(args.state_dir), listen=args.listen,
                                             https_port=args.https_port, http_port=args.http_port,
                                             dns_port=args.dns_port, seed=seed,
-                                            allow_remote=args.allow_remote), scenarios=scenarios)
+                                            allow_remote=args.allow_remote, limits=_limits(args)),
+                           scenarios=scenarios)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
     # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.
     def stop_soon(*_: object) -> None:
@@ -160,6 +174,14 @@ def _serve(args) -> int:
     if not args.quiet:
         print("mockex: stopped", flush=True)
     return 0
+
+
+def _limits(args: argparse.Namespace) -> "ConnectionLimits":
+    from harness.protocols.httpconn import ConnectionLimits
+    return ConnectionLimits(idle_timeout=args.idle_timeout or None,
+                            header_wait_timeout=args.header_wait_timeout or None,
+                            handshake_timeout=args.tls_handshake_timeout or None,
+                            max_connections_per_address=args.max_connections_per_address or None)
 
 
 def summary(endpoints: dict, path: str, quiet: bool = False) -> str:

@@ -256,7 +256,7 @@ def test_malformed_after_a_good_request_still_answers_the_good_one_first():
 def test_an_idle_connection_is_closed_when_its_timer_runs_out():
     core = HttpConnection()
     core.start()
-    assert core.timer_expired(IDLE_TIMER) == [Close("idle for longer than the limit")]
+    assert core.timer_expired(IDLE_TIMER) == [Close("idle for 120 s", limit="idle_timeout")]
     assert core.state is CLOSING
 
 

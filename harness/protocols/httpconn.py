@@ -56,7 +56,10 @@ class ConnectionLimits:
       header_wait_timeout  seconds from a request's first byte until its head is whole: close (http.sys sends
                            nothing either, it logs Timer_HeaderWait)
     Slots for the hardening issue, documented and carried but not enforced yet:
-      handshake_timeout    seconds a TLS handshake may take (the TLS layer below this core would act on it)
+    Enforced by the Twisted edge (harness.services.web), which records each in the transcript as a ``limit`` event:
+      handshake_timeout    seconds a TLS handshake may take; then the connection is reset
+      max_connections_per_address  open connections one client address may hold; more are reset at once
+    Slots for the hardening issue, documented and carried but not enforced yet:
       output_high_water    unsent output bytes at which the edge stops reading (backpressure on a slow reader)
       output_low_water     unsent output bytes under which it reads again
     """
@@ -64,7 +67,8 @@ class ConnectionLimits:
     max_body_bytes: int = MAX_BODY
     idle_timeout: Optional[float] = IIS_CONNECTION_TIMEOUT
     header_wait_timeout: Optional[float] = IIS_CONNECTION_TIMEOUT
-    handshake_timeout: Optional[float] = None
+    handshake_timeout: Optional[float] = 60.0
+    max_connections_per_address: Optional[int] = None
     output_high_water: Optional[int] = None
     output_low_water: Optional[int] = None
 
@@ -79,6 +83,7 @@ class Send:
 @dataclass(slots=True)
 class Close:
     reason: str = ""
+    limit: str = ""     # the ConnectionLimits field that fired ("" for an ordinary close)
 
 
 @dataclass(slots=True)
@@ -271,8 +276,11 @@ class HttpConnection:
         if name != self._counting:
             return []   # the state it counted for was left meanwhile
         self._counting = None
-        what = "idle" if name == IDLE_TIMER else "request head incomplete"
-        return self._transition(TIMED_OUT) + [Close(f"{what} for longer than the limit")]
+        if name == IDLE_TIMER:
+            seconds, what, limit = self.limits.idle_timeout, "idle", "idle_timeout"
+        else:
+            seconds, what, limit = self.limits.header_wait_timeout, "request head incomplete", "header_wait_timeout"
+        return self._transition(TIMED_OUT) + [Close(f"{what} for {seconds:g} s", limit=limit)]
 
     def close(self, reason: str = "closed by the server") -> List[Action]:
         if self.state is CLOSING or self.state is CLOSED:

@@ -12,6 +12,7 @@ from harness import pki as pkimod
 from harness.faults.base import Fault
 from harness.hooks import FaultSet
 from harness.protocols.autodiscover import SiteUrls
+from harness.protocols.httpconn import ConnectionLimits
 from harness.services.dns import listen_dns
 from harness.services.listeners import AddressPlan, Listeners
 from harness.services.rpcproxy import RpcProxyService
@@ -38,6 +39,7 @@ class ServeOptions:
     dns_port: int = 5353
     seed: int = 0
     allow_remote: bool = False
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)   # timeouts and caps of every HTTP connection
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -74,6 +76,7 @@ class MockExchange:
         contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses)
         https_app = HttpFactory(None, tls=True, clock=reactor, faults=self.faults, hosts_by_address=hosts)
         http_app = HttpFactory(None, tls=False, clock=reactor, faults=self.faults, hosts_by_address=hosts)
+        https_app.limits = http_app.limits = opts.limits
         tls = TlsServerFactory(contexts, self.faults, https_app, hosts_by_address=hosts, clock=reactor)
         # The HTTPS port must be known before the URLs (and the redirect/DNS answers) are rendered.
         self.listeners = Listeners(reactor, self.faults, self.plan, {"https": tls, "http": http_app},

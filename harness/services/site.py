@@ -83,6 +83,11 @@ class ExchangeSite:
     def connection_lost(self, info: ConnectionInfo, reason: str) -> None:
         self.transcript.record("disconnect", conn=info.conn_id, reason=reason)
 
+    def limit_reached(self, info: ConnectionInfo, limit: str, reason: str) -> None:
+        """A connection limit (timeout, connection cap) ends this connection; IIS logs it, the client sees a close."""
+        self.transcript.record("limit", conn=info.conn_id, limit=limit, reason=reason,
+                               peer=f"{info.peer[0]}:{info.peer[1]}")
+
     def response_sent(self, request: HttpRequest, response: HttpResponse, elapsed: float) -> None:
         self.transcript.record(
             "http", conn=request.conn.conn_id, method=request.method, path=request.target, host=request.host,
@@ -254,6 +259,7 @@ class RedirectSite:
 
     connection_made = ExchangeSite.connection_made
     connection_lost = ExchangeSite.connection_lost
+    limit_reached = ExchangeSite.limit_reached
     response_sent = ExchangeSite.response_sent
     bad_request = ExchangeSite.bad_request
 

@@ -16,8 +16,11 @@ or end the output, carried out by harness.services.pacing; later output queues b
 """
 from __future__ import annotations
 
+import functools
+import resource
+import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IHandshakeListener
@@ -84,6 +87,8 @@ class HttpServerProtocol(protocol.Protocol):
         self.channel: Any = None
         self._timers: Dict[str, Any] = {}   # the core's pending timers by name: DelayedCalls
         self._handshake_done = False
+        self._handshake_timer: Any = None
+        self._counted = False               # holds one of the factory's per-address/fd-limit places
 
     @property
     def closed(self) -> bool:
@@ -102,10 +107,33 @@ class HttpServerProtocol(protocol.Protocol):
         self.output = PacedTransport(self.transport, self.clock, below_tls=self.factory.tls, on_end=self.close)
         self.core.conn = self.info
         self.app.connection_made(self.info)
+        refusal = self.factory.admit(self.info.peer[0])
+        if refusal:
+            self._limit_reached(*refusal)
+            self.output.abortConnection()
+            return
+        self._counted = True
+        timeout = self.factory.limits.handshake_timeout
+        if self.factory.tls and timeout:
+            self._handshake_timer = self.clock.callLater(timeout, self._handshake_expired, timeout)
         self._execute(self.core.start())
+
+    def _handshake_expired(self, seconds: float) -> None:
+        self._handshake_timer = None
+        self._limit_reached("handshake_timeout", f"TLS handshake not done in {seconds:g} s")
+        self.abort()
+
+    def _limit_reached(self, limit: str, reason: str) -> None:
+        """Say in the transcript which limit ended the connection (apps without the callback are told nothing)."""
+        report = getattr(self.app, "limit_reached", None)
+        if report is not None:
+            report(self.info, limit, reason)
 
     def handshakeCompleted(self) -> None:
         self._handshake_done = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         handle = self.transport.getHandle() if hasattr(self.transport, "getHandle") else None
         if handle is not None:
             name = handle.get_servername()
@@ -114,6 +142,12 @@ class HttpServerProtocol(protocol.Protocol):
         self.app.tls_handshake(self.info, ok=True, reason="")
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
+        if self._counted:
+            self._counted = False
+            self.factory.release(self.info.peer[0])
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self._execute(self.core.connection_lost())   # cancels the core's pending timers
         self.output.cancel()
         if self.factory.tls and not self._handshake_done:
@@ -174,6 +208,8 @@ class HttpServerProtocol(protocol.Protocol):
             if timer is not None:
                 timer.cancel()
         elif isinstance(action, Close):
+            if action.limit:
+                self._limit_reached(action.limit, action.reason)
             self.output.loseConnection()
         elif isinstance(action, Abort):
             self.output.abortConnection()
@@ -232,9 +268,49 @@ class HttpFactory(protocol.Factory):
         self.clock = clock or reactor
         self.hosts_by_address = hosts_by_address or {}   # dedicated loopback address -> the host it serves
         self.conn_counter = 0
+        self.open_by_address: Dict[str, int] = {}
+
+    # Connections of every factory in the process, against the file-descriptor limit: near it, new connections are
+    # reset at once (with one log line) so the server keeps the descriptors it needs for its own work.
+    open_connections = 0
+    FD_RESERVE = 64
+    _fd_warned = False
+
+    def admit(self, address: str) -> Optional[Tuple[str, str]]:
+        """Take a place for a new connection from ``address``, or say which limit refuses it (limit, reason)."""
+        cap = self.limits.max_connections_per_address
+        if cap is not None and self.open_by_address.get(address, 0) >= cap:
+            return "max_connections_per_address", f"{address} already holds {cap} connections"
+        soft = _fd_soft_limit()
+        if soft is not None and HttpFactory.open_connections >= soft - self.FD_RESERVE:
+            if not HttpFactory._fd_warned:
+                HttpFactory._fd_warned = True
+                print(f"mockex: {HttpFactory.open_connections} connections open, near the file descriptor limit "
+                      f"({soft}); new connections are reset until some close (raise it with `ulimit -n`)",
+                      file=sys.stderr, flush=True)
+            return "fd_limit", f"{HttpFactory.open_connections} connections open, fd limit {soft}"
+        self.open_by_address[address] = self.open_by_address.get(address, 0) + 1
+        HttpFactory.open_connections += 1
+        return None
+
+    def release(self, address: str) -> None:
+        left = self.open_by_address.get(address, 1) - 1
+        if left > 0:
+            self.open_by_address[address] = left
+        else:
+            self.open_by_address.pop(address, None)
+        HttpFactory.open_connections -= 1
+        if HttpFactory.open_connections < (_fd_soft_limit() or 0) - 2 * self.FD_RESERVE:
+            HttpFactory._fd_warned = False
 
     def buildProtocol(self, addr):
         return HttpServerProtocol(self)
+
+
+@functools.lru_cache(maxsize=1)
+def _fd_soft_limit() -> Optional[int]:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _failure_text(reason) -> str:
