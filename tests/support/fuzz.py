@@ -37,7 +37,8 @@ def load_profile() -> None:
     and `HYPOTHESIS_PROFILE=explore pytest ...` searches afresh. `tox -e fuzz` loads "fuzz": fresh examples every
     run, MOCKEX_FUZZ_SCALE times each test's own example count, no deadline, and the example database kept in
     .hypothesis/ when the checkout is writable, so a failure found once is replayed first ever after."""
-    settings.register_profile("ci", derandomize=True, database=None)
+    # no deadline: a loaded CI machine must not turn a slow example into a failure (speed lives in benchmarks/)
+    settings.register_profile("ci", derandomize=True, database=None, deadline=None)
     settings.register_profile("explore")
     settings.register_profile("fuzz", deadline=None, database=_fuzz_database(),
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
