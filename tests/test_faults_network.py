@@ -55,7 +55,7 @@ name: stepped
 faults:
   - network.blackhole: {{port: 80}}
 steps:
-  - after: {{requests: 1}}
+  - after: {{requests: 1, status: 401}}
     apply: [{{network.refused: {{host: {MAIL}}}}}]
 """
 
