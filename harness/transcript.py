@@ -24,8 +24,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
 # Schemes whose name may be kept in front of a masked token; any other first word may itself be the secret.
 KNOWN_SCHEMES = {"basic", "ntlm", "negotiate", "kerberos", "bearer", "digest"}
-# A credential header line quoted anywhere in free text (its name, a colon), and the rest of that line.
-_SECRET_TEXT = re.compile(r"(?i)\b((?:proxy-)?authorization|(?:set-)?cookie)\s*:[^\r\n]*")
+# A credential header line quoted anywhere in free text (its name, a colon; whitespace between, also as a repr's
+# escapes), and the rest of that line.
+_SECRET_TEXT = re.compile(r"(?i)((?:proxy-)?authorization|(?:set-)?cookie)(?:\s|\\[trn])*:[^\r\n]*")
 MAX_TEXT = 2048          # longest free-text value copied into an event (an echoed 1 MB e-mail address is cut)
 MAX_HEADER_VALUE = 1024  # longest header value copied
 
