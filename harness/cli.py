@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()   # a pipe closed by the reader fails here, inside the handler, not at interpreter exit
+        return code
     except BrokenPipeError:
         # `mockex scenarios list | head`: the reader left; say nothing more and exit as other Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
