@@ -1,13 +1,16 @@
 """The sans-IO HTTP connection core (harness.protocols.httpconn): its state table, keep-alive, pipelining,
-100-continue, limits (413, 431), malformed input (400), timers and the tunnel hand-off, driven without a socket."""
+100-continue, limits (413, 431), malformed input (400), timers and the tunnel hand-off, driven without a socket;
+and the write-fault pacing wrapper the edge writes through (harness.services.pacing), on a StringTransport."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from harness.protocols.http import HttpRequest, HttpResponse
 from harness.protocols.httpconn import (
@@ -38,6 +41,7 @@ from harness.protocols.httpconn import (
     StartTimer,
     TunnelBytes,
 )
+from harness.services.pacing import PacedTransport
 
 Answer = Callable[[HttpRequest], HttpResponse]
 
@@ -325,6 +329,53 @@ def test_an_unsendable_response_aborts():
     driver = Driver(answer=lambda request: HttpResponse(200, "OK", [("X-Bad", "a\r\nb")], b""))
     driver.feed(post())
     assert isinstance(driver.actions[-1], Abort) and not driver.sent
+
+
+# ---- the pacing wrapper the edge writes through (harness.services.pacing) ---------------------------------------
+def paced(below_tls: bool = False) -> Tuple[PacedTransport, StringTransport, Clock, List[str]]:
+    """A wrapper over a StringTransport and a Clock; ``ends`` records each time a plan ended the output."""
+    transport, clock, ends = StringTransport(), Clock(), []
+    output = PacedTransport(transport, clock, below_tls=below_tls, on_end=lambda: ends.append("end"))
+    return output, transport, clock, ends
+
+
+def test_pacing_passes_plain_writes_straight_through():
+    output, transport, clock, ends = paced()
+    output.write(b"abc")
+    output.loseConnection()
+    assert transport.value() == b"abc" and transport.disconnecting and not clock.getDelayedCalls()
+
+
+def test_a_plan_paces_its_pieces_and_later_output_queues_behind_it():
+    output, transport, clock, ends = paced()
+    output.follow(((0.0, b"A"), (1.0, b"B")), None)
+    output.write(b"C")
+    output.loseConnection()                        # waits for the queue
+    assert transport.value() == b"A" and not transport.disconnecting
+    clock.advance(1.0)
+    assert transport.value() == b"ABC" and transport.disconnecting and not ends
+
+
+def test_a_plan_that_closes_or_holds_ends_the_output():
+    output, transport, clock, ends = paced()
+    output.follow(((0.5, b"head"),), "close")
+    output.write(b"never")
+    clock.advance(0.5)
+    assert transport.value() == b"head" and transport.disconnecting and ends == ["end"]
+    output, transport, clock, ends = paced()
+    output.follow((), "hold")
+    output.write(b"never")
+    output.loseConnection()
+    assert transport.value() == b"" and not transport.disconnecting and not ends
+
+
+def test_a_plan_that_resets_waits_for_the_bytes_to_drain():
+    output, transport, clock, ends = paced()
+    output.follow(((0.0, b"partial"),), "reset")
+    assert transport.value() == b"partial" and not transport.disconnected and ends == ["end"]
+    transport.producer.resumeProducing()          # asked once on registration
+    transport.producer.resumeProducing()          # the buffer drained: now the RST
+    assert transport.disconnected
 
 
 # ---- properties --------------------------------------------------------------------------------------------------
