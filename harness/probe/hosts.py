@@ -86,12 +86,21 @@ def check_host(context: ProbeContext, parent: Step, host: str, port: int, secure
     port_step = parent.add(Step(f"{parent.id}.port", f"TCP {port}", "port", host))
     with Timed(port_step):
         opened = connect(resolution.addresses, port, budget.timeout())
-        peer = opened.getpeername()
+        try:
+            peer = opened.getpeername()
+        except OSError as exc:   # ENOTCONN: the server reset the connection right after accepting it
+            opened.close()
+            raise StepFailed("connection-reset", f"{host}:{port} reset the connection",
+                             address=f"{host}:{port}") from exc
         port_step.passed(f"port {port} open on {peer[0]}", address=f"{peer[0]}:{peer[1]}")
     if port_step.status == "fail":
         if dns_step.reason == "aaaa-only":   # unreachable over IPv6: the IPv6-only publication is the cause
             dns_step.fail("aaaa-only", f"{host} has only AAAA records and {port_step.message}")
             return _failed(parent, dns_step)
+        if port_step.reason == "connection-reset" and secure:
+            # reset at or right after the accept: the same verdict as a reset before any TLS answer (below)
+            parent.add(Step(f"{parent.id}.certificate", "Certificate", "certificate", host)).mark(
+                "skip", "no TLS answer to look at")
         return _failed(parent, port_step)
     connector = Connector(context, host, (peer[0],), port, secure)
     if not secure:
