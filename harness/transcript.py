@@ -47,7 +47,8 @@ def mask_headers(headers: Iterable[Tuple[str, str]]) -> List[List[str]]:
 
 def redact_text(text: str) -> str:
     """Free text with credential header lines masked and its length capped."""
-    if _SECRET_TEXT.search(text):
+    # every match holds a colon: most fields (paths, names, ids) are ruled out without running the pattern
+    if ":" in text and _SECRET_TEXT.search(text):
         text = _SECRET_TEXT.sub(lambda m: f"{m.group(1)}: ***", text)
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"...({len(text)} chars)"
 
