@@ -145,10 +145,10 @@ def check_provider(cls: type, known: Optional[Dict[str, Hook[Any, Any]]] = None)
             hint = f" (did you mean on_{near[0]}?)" if near else ""
             raise HookError(f"{cls.__name__}.{PREFIX}{name} names no hook point{hint}; "
                             f"hooks: {', '.join(sorted(hooks))}")
-        params = list(inspect.signature(getattr(cls, hook.method)).parameters)[1:]   # after self
-        if any(inspect.signature(getattr(cls, hook.method)).parameters[p].kind is inspect.Parameter.VAR_POSITIONAL
-               for p in params):
+        parameters = list(inspect.signature(getattr(cls, hook.method)).parameters.values())[1:]   # after self
+        if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
             continue
+        params = [p.name for p in parameters]
         if len(params) != 1 + len(hook.params):
             raise HookError(f"{cls.__name__}.{hook.method} takes ({', '.join(params)}); the hook passes "
                             f"(scope, {', '.join(hook.params)})")
