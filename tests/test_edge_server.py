@@ -187,6 +187,22 @@ def test_the_http_listener_redirects_to_the_https_port(serve, state_dir):
     assert [(e["kind"], e.get("status")) for e in events(state_dir)][-2:] == [("connect", None), ("http", 302)]
 
 
+@pytest.mark.parametrize("path, encoded", [
+    ("/autodiscover/%E2%82%AC", "/autodiscover/%E2%82%AC"),       # beyond Latin-1 once decoded
+    ("/autodiscover/a%0d%0aSet-Cookie:%20x", "/autodiscover/a%0D%0ASet-Cookie:%20x"),   # CR/LF: no header split
+    ("/autodiscover/%00", "/autodiscover/%00"),
+])
+def test_the_redirect_keeps_an_encoded_path_encoded(serve, state_dir, path, encoded):
+    server, reactor, endpoints = serve()
+    https = endpoints["https"]["port"]
+    transport = exchange(reactor.on("adopted", endpoints["http"]["port"]),
+                         f"GET {path} HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n\r\n".encode())
+    head = transport.value().split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 302 Found" and not any(line.startswith(b"Set-Cookie") for line in head)
+    assert f"Location: https://autodiscover.contoso.test:{https}{encoded}".encode() in head
+    assert [(e["kind"], e.get("status")) for e in events(state_dir)][-2:] == [("connect", None), ("http", 302)]
+
+
 def test_the_https_listener_speaks_tls_with_the_org_certificate_and_serves_the_site(serve, state_dir):
     server, reactor, endpoints = serve()
     answer = tls_exchange(reactor.on("adopted", endpoints["https"]["port"]), reactor, endpoints["ca_file"],

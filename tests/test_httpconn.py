@@ -325,10 +325,12 @@ def test_close_abort_and_late_answers():
     assert core.close() == [] and core.abort() == [Abort("aborted by the server")]
 
 
-def test_an_unsendable_response_aborts():
-    driver = Driver(answer=lambda request: HttpResponse(200, "OK", [("X-Bad", "a\r\nb")], b""))
+@pytest.mark.parametrize("value", ["a\r\nb", "\u20ac"])   # a header split, a value beyond Latin-1
+def test_an_unsendable_response_aborts_and_says_why(value):
+    driver = Driver(answer=lambda request: HttpResponse(200, "OK", [("X-Bad", value)], b""))
     driver.feed(post())
-    assert isinstance(driver.actions[-1], Abort) and not driver.sent
+    abort = driver.actions[-1]
+    assert isinstance(abort, Abort) and abort.limit == "unsendable_response" and not driver.sent
 
 
 # ---- the pacing wrapper the edge writes through (harness.services.pacing) ---------------------------------------

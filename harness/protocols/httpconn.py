@@ -9,8 +9,8 @@ It is driven by calls - ``start``, ``receive(bytes)``, ``timer_expired(name)``, 
 I/O layer (harness.services.web) carries out in order:
 
   Send(data)                        write these bytes; one whole response is one Send (write faults judge writes)
-  Close(reason)                     close once the output so far has gone out (FIN)
-  Abort(reason)                     reset the connection now (RST)
+  Close(reason, limit)              close once the output so far has gone out (FIN); ``limit`` names the rule
+  Abort(reason, limit)              reset the connection now (RST); ``limit`` as for Close
   StartTimer(name, seconds)         call ``timer_expired(name)`` after that long (re-arming a pending timer of
                                     that name); a timer whose state was left is not cancelled, its tick is ignored
   CancelTimer(name)                 forget that timer (the connection is ending)
@@ -89,6 +89,7 @@ class Close:
 @dataclass(slots=True)
 class Abort:
     reason: str = ""
+    limit: str = ""     # set when a rule of the server (not the peer) ends the connection, as for Close
 
 
 @dataclass(slots=True)
@@ -251,8 +252,9 @@ class HttpConnection:
         close = response.close or answer.close
         try:
             data = self._encode(response, close, answer.head_only)
-        except h11.LocalProtocolError as exc:   # the app's response cannot be framed (e.g. a header with CR/LF)
-            return self.abort(f"unsendable response: {exc}")
+        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            # the app's response cannot be framed (a header with CR/LF, or beyond Latin-1): say so, send nothing
+            return self.abort(f"unsendable response: {exc}", limit="unsendable_response")
         actions: List[Action] = [Send(data)]
         if close or self._h11.our_state is h11.MUST_CLOSE:
             return actions + self._transition(ANSWERED_CLOSE) + [Close("answered")]
@@ -287,10 +289,10 @@ class HttpConnection:
             return []
         return self._transition(CLOSE_REQUESTED) + [Close(reason)]
 
-    def abort(self, reason: str = "aborted by the server") -> List[Action]:
+    def abort(self, reason: str = "aborted by the server", limit: str = "") -> List[Action]:
         if self.state is CLOSED:
             return []
-        return self._transition(CLOSE_REQUESTED) + [Abort(reason)]
+        return self._transition(CLOSE_REQUESTED) + [Abort(reason, limit)]
 
     def connection_lost(self) -> List[Action]:
         self._request, self._answer, self._body = None, None, []

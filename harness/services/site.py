@@ -21,7 +21,7 @@ import re
 import uuid
 from email.utils import formatdate
 from typing import Callable, List, Optional, Sequence, Tuple, Union
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from harness.hooks import FaultSet, Scope
 from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
@@ -278,7 +278,9 @@ class RedirectSite:
 
     def _redirect(self, request: HttpRequest) -> HttpAnswer:
         path = request.path if request.path.lower().startswith("/autodiscover/") else "/autodiscover/autodiscover.xml"
-        location = self.base + path
+        # The path was percent-decoded: encode it again (as IIS keeps it), or a "€" or a CR/LF would make the
+        # Location header unsendable.
+        location = self.base + quote(path, safe="/-._~!$&'()*+,;=:@")
         return HttpAnswer(302, moved_page(location), headers=(("Location", location),))
 
     def _record_credentials(self, request: HttpRequest) -> None:

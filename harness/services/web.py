@@ -212,6 +212,8 @@ class HttpServerProtocol(protocol.Protocol):
                 self._limit_reached(action.limit, action.reason)
             self.output.loseConnection()
         elif isinstance(action, Abort):
+            if action.limit:
+                self._limit_reached(action.limit, action.reason)
             self.output.abortConnection()
         elif isinstance(action, TunnelBytes):
             if self.channel is not None and not self.closed:
