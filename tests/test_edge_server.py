@@ -203,6 +203,20 @@ def test_the_redirect_keeps_an_encoded_path_encoded(serve, state_dir, path, enco
     assert [(e["kind"], e.get("status")) for e in events(state_dir)][-2:] == [("connect", None), ("http", 302)]
 
 
+def test_a_head_over_the_limit_gets_http_sys_request_too_long_even_in_one_read(serve, state_dir):
+    server, reactor, endpoints = serve()
+    headers = b"".join(b"X-Header-%d: %s\r\n" % (i, b"v" * 6) for i in range(10_000))   # ~180 KB
+    transport = exchange(reactor.on("adopted", endpoints["http"]["port"]),
+                         b"GET / HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n" + headers + b"\r\n")
+    answer = transport.value()
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Server: Microsoft-HTTPAPI/2.0" in answer
+    assert b"HTTP Error 400. The size of the request headers is too long." in answer
+    assert transport.disconnecting
+    error = events(state_dir)[-1]
+    assert (error["kind"], error["status"], error["limit"]) == ("http_error", 400, "max_header_bytes")
+    assert len(json.dumps(error)) < 4096   # the transcript copies no header of it
+
+
 def test_the_https_listener_speaks_tls_with_the_org_certificate_and_serves_the_site(serve, state_dir):
     server, reactor, endpoints = serve()
     answer = tls_exchange(reactor.on("adopted", endpoints["https"]["port"]), reactor, endpoints["ca_file"],

@@ -230,6 +230,17 @@ def test_a_chunked_body_over_the_limit_gets_413_once_it_is_too_long():
     assert [r.body for r in small.requests] == [b"abcdef"]
 
 
+@pytest.mark.parametrize("headers", [1, 60])   # one long header; many short ones (h11 counts neither once whole)
+def test_an_oversized_head_arriving_whole_in_one_read_gets_431(headers):
+    lines = b"".join(b"X-H%d: %s\r\n" % (i, b"x" * (1100 // headers)) for i in range(headers))
+    driver = Driver(ConnectionLimits(max_header_bytes=1024)).feed(b"GET / HTTP/1.1\r\nHost: a\r\n" + lines + b"\r\n")
+    [refusal] = driver.of(RefuseMalformed)
+    assert refusal.status == 431 and driver.statuses == [431] and driver.requests == []
+    assert driver.core.state is CLOSING
+    just_under = Driver(ConnectionLimits(max_header_bytes=1024)).feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [r.path for r in just_under.requests] == ["/"]
+
+
 def test_an_oversized_head_gets_431():
     driver = Driver(ConnectionLimits(max_header_bytes=1024)).feed(
         b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 2000)

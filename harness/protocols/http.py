@@ -79,6 +79,24 @@ def iis_error_page(status: int, text: str) -> bytes:
             f"</body></html>").encode()
 
 
+# http.sys answers a request it cannot parse itself, before IIS sees it: its own page, status and Server header.
+HTTPSYS_CONTENT_TYPE = "text/html; charset=us-ascii"
+HTTPSYS_SERVER = "Microsoft-HTTPAPI/2.0"
+_HTTPSYS_ERRORS = {
+    "bad_request": ("Bad Request", "HTTP Error 400. The request is badly formed."),
+    "head_too_long": ("Bad Request - Request Too Long", "HTTP Error 400. The size of the request headers is too long."),
+}
+
+
+def httpsys_error_page(kind: str) -> bytes:
+    """http.sys's 400 page: ``kind`` is "bad_request" or "head_too_long" (what a 431 hint becomes)."""
+    heading, detail = _HTTPSYS_ERRORS[kind]
+    return ('<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">\r\n'
+            '<HTML><HEAD><TITLE>Bad Request</TITLE>\r\n'
+            '<META HTTP-EQUIV="Content-Type" Content="text/html; charset=us-ascii"></HEAD>\r\n'
+            f'<BODY><h2>{heading}</h2>\r\n<hr><p>{detail}</p>\r\n</BODY></HTML>\r\n').encode("ascii")
+
+
 def moved_page(location: str) -> bytes:
     """IIS's body for a 301/302."""
     return (f'<head><title>Document Moved</title></head><body><h1>Object Moved</h1>This document may be found '

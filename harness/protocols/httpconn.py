@@ -333,7 +333,7 @@ class HttpConnection:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                actions += self._malformed(exc)
+                actions += self._refuse_malformed(exc.error_status_hint or 400, str(exc))
                 break
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 break
@@ -351,6 +351,10 @@ class HttpConnection:
         return actions
 
     def _on_head(self, event: h11.Request) -> List[Action]:
+        # h11 bounds only a head still incomplete: one that arrived whole in a single read must be measured.
+        size = _head_size(event)
+        if size > self.limits.max_header_bytes:
+            return self._refuse_malformed(431, f"request head of {size} bytes exceeds {self.limits.max_header_bytes}")
         request = self._request_from(event)
         self._method = request.method
         self.last_host = request.host or self.last_host
@@ -397,11 +401,11 @@ class HttpConnection:
         self._answer = _Answer(head_only=request.method == "HEAD", close=True)
         return self._transition(TOO_LARGE) + [RefuseTooLarge(request, size)]
 
-    def _malformed(self, exc: h11.RemoteProtocolError) -> List[Action]:
+    def _refuse_malformed(self, status: int, message: str) -> List[Action]:
         silent = self.state is TUNNELLED or self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE)
         self._request, self._body = None, []
         self._answer = _Answer(head_only=self._method == "HEAD", close=True, silent=silent)
-        return self._transition(MALFORMED) + [RefuseMalformed(exc.error_status_hint or 400, str(exc))]
+        return self._transition(MALFORMED) + [RefuseMalformed(status, message)]
 
     def _next_cycle(self, event: ConnEvent) -> List[Action]:
         """Both sides are done and the connection stays: on to the next request, which may be buffered already."""
@@ -436,3 +440,11 @@ class HttpConnection:
         if not head_only and response.body:
             data += self._h11.send(h11.Data(data=response.body))
         return data + self._h11.send(h11.EndOfMessage())
+
+
+def _head_size(event: h11.Request) -> int:
+    """The request line and header lines as sent, give or take optional whitespace around header values."""
+    size = len(event.method) + len(event.target) + len(b"  HTTP/1.1\r\n\r\n")
+    for name, value in event.headers.raw_items():
+        size += len(name) + len(value) + 4   # ": " and CRLF
+    return size

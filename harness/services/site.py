@@ -31,6 +31,8 @@ from harness.protocols.http import (
     AUTODISCOVER_HEADERS,
     DEFAULT_AUTH_METHODS,
     HTML,
+    HTTPSYS_CONTENT_TYPE,
+    HTTPSYS_SERVER,
     IIS_401,
     REASONS,
     AuthOffer,
@@ -41,6 +43,7 @@ from harness.protocols.http import (
     auth_methods_hook,
     combine_challenge,
     http_request_hook,
+    httpsys_error_page,
     iis_error_page,
     moved_page,
 )
@@ -97,10 +100,12 @@ class ExchangeSite:
 
     # ---- error answers web.py asks for -------------------------------------------------------------------------
     def bad_request(self, info: ConnectionInfo, status: int, message: str) -> HttpResponse:
-        self.transcript.record("http_error", conn=info.conn_id, status=status, reason=message)
-        return HttpResponse(status, REASONS.get(status, "Bad Request"),
-                            [("Content-Type", HTML), ("Server", "Microsoft-HTTPAPI/2.0")],
-                            iis_error_page(status, "Bad Request"))
+        """http.sys's answer to bytes it cannot parse: always a 400 (a 431 hint is its "Request Too Long" page)."""
+        limit = {"limit": "max_header_bytes"} if status == 431 else {}
+        self.transcript.record("http_error", conn=info.conn_id, status=400, reason=message, **limit)
+        page = httpsys_error_page("head_too_long" if status == 431 else "bad_request")
+        return HttpResponse(400, "Bad Request", [("Content-Type", HTTPSYS_CONTENT_TYPE), ("Server", HTTPSYS_SERVER),
+                                                 ("Date", formatdate(usegmt=True))], page, close=True)
 
     def too_large(self, request: HttpRequest, size: int) -> HttpResponse:
         self.transcript.record("http_error", conn=request.conn.conn_id, status=413, path=request.target,
