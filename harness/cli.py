@@ -166,8 +166,8 @@ def _serve(args) -> int:
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(server.steps.reset))
     try:
         endpoints = server.start(reactor)
-    except Exception as exc:  # a port in use or a permission error: say which, no traceback
-        print(f"mockex: cannot start: {getattr(exc, 'socketError', None) or exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # a port in use, a permission error: the message names address and port
+        print(f"mockex: cannot start: {exc}", file=sys.stderr)
         return 1
     print(summary(endpoints, os.path.join(server.options.state_dir, "endpoints.json"), quiet=args.quiet), flush=True)
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly

@@ -5,8 +5,11 @@ import ipaddress
 import json
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Set
+
+from twisted.internet.error import CannotListenError
 
 from harness import pki as pkimod
 from harness.faults.base import Fault
@@ -14,7 +17,7 @@ from harness.hooks import FaultSet
 from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.httpconn import ConnectionLimits
 from harness.services.dns import listen_dns
-from harness.services.listeners import AddressPlan, Listeners
+from harness.services.listeners import AddressPlan, ListenError, Listeners
 from harness.services.rpcproxy import RpcProxyService
 from harness.services.site import ExchangeSite, RedirectSite
 from harness.services.steps import StepRunner
@@ -61,7 +64,11 @@ class MockExchange:
         opts = self.options
         if not is_loopback(opts.listen) and not opts.allow_remote:
             raise ValueError(f"--listen {opts.listen} is not a loopback address; add --allow-remote to serve it")
+        created = not os.path.isdir(opts.state_dir)
         os.makedirs(opts.state_dir, exist_ok=True)
+        endpoints_path = os.path.join(opts.state_dir, "endpoints.json")
+        if os.path.exists(endpoints_path):   # a previous run's: a supervisor must not take it for this one's
+            os.remove(endpoints_path)
         if self.transcript is None:
             self.transcript = Transcript(os.path.join(opts.state_dir, "transcript.jsonl"))
         rng = random.Random(opts.seed)
@@ -81,7 +88,11 @@ class MockExchange:
         # The HTTPS port must be known before the URLs (and the redirect/DNS answers) are rendered.
         self.listeners = Listeners(reactor, self.faults, self.plan, {"https": tls, "http": http_app},
                                    {"https": opts.https_port, "http": opts.http_port}, self.transcript.record)
-        self.listeners.start()
+        try:
+            self.listeners.start()
+        except ListenError as exc:
+            self._abandon(str(exc), created)
+            raise
         self.transcript.listeners.append(self._on_event)
         https_port = self.listeners.port("https")
         urls = SiteUrls.for_org(self.org, https_port)
@@ -90,8 +101,17 @@ class MockExchange:
                             faults=self.faults)
         https_app.app = site
         http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults)
-        self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript,
-                               faults=self.faults, address_of=self.plan.address_of)
+        try:
+            self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript,
+                                   faults=self.faults, address_of=self.plan.address_of)
+        except CannotListenError as exc:
+            error = exc.socketError
+            reason = getattr(error, "strerror", None) or error
+            failure = ListenError(getattr(error, "errno", None), f"cannot listen on {exc.interface}:{exc.port} (DNS): "
+                                                                 f"{reason}")
+            self.transcript.listeners.remove(self._on_event)
+            self._abandon(str(failure), created)
+            raise failure from exc
         self.site, self.urls = site, urls
         self.endpoints = self._describe(https_port)
         path = os.path.join(opts.state_dir, "endpoints.json")
@@ -103,6 +123,14 @@ class MockExchange:
         os.replace(path + ".tmp", path)  # readers polling for the file never see it half written
         self.transcript.record("listening", **{k: self.endpoints[k] for k in ("https", "http", "dns", "addresses")})
         return self.endpoints
+
+    def _abandon(self, reason: str, created: bool) -> None:
+        """A start that failed: give every port back, say why, and leave no state dir it made itself."""
+        self.listeners.stop()
+        self.transcript.record("start_failed", reason=reason)
+        self.transcript.close()
+        if created:
+            shutil.rmtree(self.options.state_dir, ignore_errors=True)
 
     def _on_event(self, event: dict) -> None:
         if event["kind"] in ("step", "reset"):  # the active faults changed: so may the listeners' states
