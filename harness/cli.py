@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--scenario", action="append", default=[], metavar="NAME|FILE",
                        help="activate a scenario (a built-in name or a YAML file); repeatable. "
                             "`kill -HUP <pid>` resets scenario state without a restart")
+    serve.add_argument("--keylog", metavar="FILE", default=os.environ.get("SSLKEYLOGFILE") or None,
+                       help="append every TLS session's secrets to FILE (NSS key log format, mode 0600), so "
+                            "Wireshark/tshark decrypt a capture (default: $SSLKEYLOGFILE when set)")
     serve.add_argument("--quiet", action="store_true", help="print only the endpoints.json path")
 
     scenarios = sub.add_parser("scenarios", help="list, show and validate scenarios (built-in or files)",
@@ -154,7 +157,8 @@ def _serve(args) -> int:
     server = MockExchange(org, ServeOptions(state_dir=os.path.abspath(args.state_dir), listen=args.listen,
                                             https_port=args.https_port, http_port=args.http_port,
                                             dns_port=args.dns_port, seed=seed,
-                                            allow_remote=args.allow_remote, limits=_limits(args)),
+                                            allow_remote=args.allow_remote, limits=_limits(args),
+                                            keylog=args.keylog),
                            scenarios=scenarios)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
     # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.

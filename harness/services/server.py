@@ -21,7 +21,7 @@ from harness.services.listeners import AddressPlan, ListenError, Listeners
 from harness.services.rpcproxy import RpcProxyService
 from harness.services.site import ExchangeSite, RedirectSite
 from harness.services.steps import StepRunner
-from harness.services.tls import TlsContexts, TlsServerFactory
+from harness.services.tls import KeyLog, TlsContexts, TlsServerFactory
 from harness.services.web import HttpFactory
 from harness.transcript import Transcript
 
@@ -43,6 +43,7 @@ class ServeOptions:
     seed: int = 0
     allow_remote: bool = False
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)   # timeouts and caps of every HTTP connection
+    keylog: Optional[str] = None   # append every TLS session's secrets here (NSS key log format, for Wireshark)
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -59,6 +60,7 @@ class MockExchange:
     transcript: Optional[Transcript] = None
     scenarios: list = field(default_factory=list)
     endpoints: dict = field(default_factory=dict)
+    keylog: Optional[KeyLog] = None
 
     def start(self, reactor) -> dict:
         opts = self.options
@@ -80,7 +82,8 @@ class MockExchange:
         self.pki = pkimod.PKI(opts.state_dir, rng=random.Random(opts.seed))
         self.plan = AddressPlan(opts.listen, own_address_hosts(self.faults, self.scenarios))
         hosts = self.plan.hosts_by_address()
-        contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses)
+        self.keylog = KeyLog(opts.keylog) if opts.keylog else None
+        contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses, keylog=self.keylog)
         https_app = HttpFactory(None, tls=True, clock=reactor, faults=self.faults, hosts_by_address=hosts)
         http_app = HttpFactory(None, tls=False, clock=reactor, faults=self.faults, hosts_by_address=hosts)
         https_app.limits = http_app.limits = opts.limits
@@ -151,6 +154,7 @@ class MockExchange:
             "listeners": self.listeners.states(),
             "ca_file": self.pki.ca_file,
             "transcript": self.transcript.path,
+            "keylog": opts.keylog,
             "seed": opts.seed,
             "scenarios": [s.name for s in self.scenarios],
             "faults": [f.describe() for f in self.faults],
@@ -177,4 +181,6 @@ class MockExchange:
             self.transcript.listeners.remove(self._on_event)
         waits = [self.listeners.stop()] + [p.stopListening() for p in self._dns]
         self.transcript.record("stop")
+        if self.keylog is not None:
+            self.keylog.close()
         return defer.gatherResults([d for d in waits if d is not None])
