@@ -478,6 +478,24 @@ def test_a_plan_that_resets_waits_for_the_bytes_to_drain():
     assert transport.disconnected
 
 
+def test_the_wrapper_is_the_transports_producer_and_holds_output_while_the_transport_is_full():
+    transport, backlog = StringTransport(), []
+    output = PacedTransport(transport, Clock(), below_tls=False, on_end=lambda: None,
+                            on_backlog=lambda held, stalled: backlog.append((held, stalled)))
+    assert transport.producer is output and transport.streaming
+    output.write(b"a")
+    transport.producer.pauseProducing()             # what Twisted does when its buffer is full
+    output.write(b"bc")
+    output.follow(((0.0, b"def"),), None)
+    assert transport.value() == b"a" and output.held == 5
+    assert backlog == [(0, True), (2, True), (5, True)]
+    output.loseConnection()                         # after what is held
+    assert not transport.disconnecting
+    transport.producer.resumeProducing()            # drained
+    assert transport.value() == b"abcdef" and backlog[-1] == (0, False)
+    assert transport.disconnecting and transport.producer is None   # unregistered, or Twisted would not close
+
+
 # ---- properties --------------------------------------------------------------------------------------------------
 request_specs = st.lists(st.tuples(st.sampled_from(["GET", "POST", "PUT"]),
                                    st.from_regex(r"/[a-z0-9]{0,8}", fullmatch=True),
