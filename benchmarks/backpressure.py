@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -63,22 +63,16 @@ def count_answers(data: bytearray) -> List[int]:
     return statuses
 
 
-def main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=60_000)
-    parser.add_argument("--hold", type=float, default=20.0, help="seconds the client sends without reading")
-    parser.add_argument("--read-seconds", type=float, default=300.0, help="bound on the reading phase")
-    parser.add_argument("--checkout", default=REPO)
-    args = parser.parse_args(argv)
-    server, port = start_server(os.path.abspath(args.checkout))
-    payload = request_bytes() * args.requests
+def run_client(pid: int, port: int, requests: int, hold: float, read_seconds: float) -> Dict[str, Any]:
+    """Send without reading for ``hold`` seconds, then read (and send the rest) until every answer is in."""
+    payload = request_bytes() * requests
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock = context.wrap_socket(raw, server_hostname="autodiscover.contoso.test")
     sock.setblocking(False)
-    rss_start = rss_kib(server.pid)
-    sent, peak, started = 0, rss_start, time.monotonic()
+    figures: Dict[str, Any] = {"rss_start": rss_kib(pid), "closed": ""}
+    sent, peak, started = 0, figures["rss_start"], time.monotonic()
 
     def send_some() -> None:
         nonlocal sent
@@ -87,15 +81,15 @@ def main(argv: List[str]) -> int:
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             pass
 
-    while time.monotonic() - started < args.hold:          # send, never read
+    while time.monotonic() - started < hold:          # send, never read
         send_some()
         select.select([], [sock] if sent < len(payload) else [], [], 0.05)
-        peak = max(peak, rss_kib(server.pid))
-    rss_held, sent_held = rss_kib(server.pid), sent
+        peak = max(peak, rss_kib(pid))
+    figures.update(rss_held=rss_kib(pid), sent_held=sent)
     statuses: List[int] = []
     pending = bytearray()
     reading = time.monotonic()
-    while len(statuses) < args.requests and time.monotonic() - reading < args.read_seconds:
+    while len(statuses) < requests and time.monotonic() - reading < read_seconds and not figures["closed"]:
         send_some()
         select.select([sock], [sock] if sent < len(payload) else [], [], 0.05)
         for _ in range(64):   # a TLS recv gives one record: take what is there, but count it before it piles up
@@ -104,23 +98,37 @@ def main(argv: List[str]) -> int:
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             if not chunk:
-                raise SystemExit(f"the server closed the connection after {len(statuses)} answers "
-                                 f"({time.monotonic() - reading:.1f} s into reading)")
+                figures["closed"] = f"closed by the server {time.monotonic() - reading:.1f} s into reading"
+                break
             pending += chunk
         statuses += count_answers(pending)
-        peak = max(peak, rss_kib(server.pid))
-    read_seconds = time.monotonic() - reading
-    rss_end = rss_kib(server.pid)
+        peak = max(peak, rss_kib(pid))
     sock.close()
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=60)
-    size = len(request_bytes())
+    figures.update(read_seconds=time.monotonic() - reading, rss_end=rss_kib(pid), peak=peak, statuses=statuses)
+    return figures
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=60_000)
+    parser.add_argument("--hold", type=float, default=20.0, help="seconds the client sends without reading")
+    parser.add_argument("--read-seconds", type=float, default=300.0, help="bound on the reading phase")
+    parser.add_argument("--checkout", default=REPO)
+    args = parser.parse_args(argv)
+    server, port = start_server(os.path.abspath(args.checkout))
+    try:
+        figures = run_client(server.pid, port, args.requests, args.hold, args.read_seconds)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    size, statuses = len(request_bytes()), figures["statuses"]
     print(f"checkout              {os.path.abspath(args.checkout)}")
     print(f"requests              {args.requests} pipelined on one TLS connection ({size} bytes each)")
-    print(f"sent while not read   {sent_held // size} requests in {args.hold:.0f} s")
-    print(f"RSS MiB start/held/peak/end  {rss_start / 1024:.0f} / {rss_held / 1024:.0f} / {peak / 1024:.0f} / "
-          f"{rss_end / 1024:.0f}")
-    print(f"answers read          {len(statuses)} in {read_seconds:.1f} s, statuses {sorted(set(statuses))}")
+    print(f"sent while not read   {figures['sent_held'] // size} requests in {args.hold:.0f} s")
+    print(f"RSS MiB start/held/peak/end  {figures['rss_start'] / 1024:.0f} / {figures['rss_held'] / 1024:.0f} / "
+          f"{figures['peak'] / 1024:.0f} / {figures['rss_end'] / 1024:.0f}")
+    print(f"answers read          {len(statuses)} in {figures['read_seconds']:.1f} s, statuses "
+          f"{sorted(set(statuses))} {figures['closed']}")
     print(f"server exit           {server.returncode}")
     return 0
 
