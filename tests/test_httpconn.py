@@ -21,6 +21,7 @@ from harness.protocols.httpconn import (
     IDLE_TIMER,
     READING_BODY,
     READING_HEADERS,
+    SEND_TIMER,
     SENDING,
     TRANSITIONS,
     TUNNELLED,
@@ -35,8 +36,10 @@ from harness.protocols.httpconn import (
     Deliver,
     HandOffTunnel,
     HttpConnection,
+    PauseReading,
     RefuseMalformed,
     RefuseTooLarge,
+    ResumeReading,
     Send,
     StartTimer,
     TunnelBytes,
@@ -326,6 +329,90 @@ def test_malformed_framing_inside_a_tunnel_closes_without_an_http_answer():
     assert driver.core.state is CLOSING and isinstance(driver.actions[-1], Close)
 
 
+# ---- backpressure (the edge's output backlog) ---------------------------------------------------------------------
+BACKLOG = ConnectionLimits(output_high_water=1000, output_low_water=100, send_timeout=30.0)
+
+
+def reply(body: bytes = b"x") -> HttpResponse:
+    return HttpResponse(200, "OK", [], body)
+
+
+def test_over_the_high_water_no_pipelined_request_is_delivered_until_the_output_drains():
+    core = HttpConnection(limits=BACKLOG)
+    core.start()
+    [deliver] = core.receive(post("/1") + post("/2") + post("/3"))
+    assert deliver.request.path == "/1"
+    assert core.output_pending(1000, stalled=True) == [StartTimer(SEND_TIMER, 30.0)]   # at the high water: on
+    assert core.output_pending(1001, stalled=True) == [PauseReading()]
+    actions = core.respond(reply())
+    assert [type(a) for a in actions] == [Send] and core.state is READING_HEADERS   # /2 waits in h11's buffer
+    assert core.receive(post("/4")) == []                  # bytes already on their way are buffered, not parsed
+    assert core.output_pending(500, stalled=False) == []   # drained under the high water, not down to the low
+    actions = core.output_pending(100, stalled=False)
+    assert actions[:1] == [ResumeReading()] and [a.request.path for a in actions[1:]] == ["/2"]
+    assert [a.request.path for a in core.respond(reply()) if isinstance(a, Deliver)] == ["/3"]
+
+
+def test_a_stalled_output_suspends_the_state_timer_and_resets_the_connection_at_the_send_timeout():
+    core = HttpConnection(limits=BACKLOG)
+    core.start()
+    core.receive(post("/1"))
+    assert core.respond(reply())[-1] == StartTimer(IDLE_TIMER, 120.0)
+    assert core.output_pending(0, stalled=True) == [StartTimer(SEND_TIMER, 30.0)]
+    assert core.timer_expired(IDLE_TIMER) == []     # the client is not idle: it does not read
+    assert core.timer_expired(SEND_TIMER) == [Abort("client not receiving: output stalled for 30 s",
+                                                    limit="send_timeout")]
+    assert core.state is CLOSING
+
+
+def test_output_flowing_again_stops_the_send_timer_and_restarts_the_idle_one():
+    core = HttpConnection(limits=BACKLOG)
+    core.start()
+    core.receive(post("/1"))
+    core.respond(reply())
+    core.output_pending(2000, stalled=True)
+    assert core.output_pending(0, stalled=False) == [ResumeReading(), StartTimer(IDLE_TIMER, 120.0)]
+    assert core.timer_expired(SEND_TIMER) == []     # a stall that ended
+    assert core.output_pending(0, stalled=True) == [StartTimer(SEND_TIMER, 30.0)]   # a new stall counts afresh
+    assert core.output_pending(0, stalled=False) == [StartTimer(IDLE_TIMER, 120.0)]
+
+
+def test_a_close_waiting_for_a_stalled_output_keeps_its_send_timer_and_reads_on():
+    core = HttpConnection(limits=BACKLOG)
+    core.start()
+    core.receive(post("/1"))
+    core.output_pending(5000, stalled=True)         # earlier output: reading paused
+    actions = core.respond(HttpResponse(200, "OK", [], b"bye", close=True))
+    assert [type(a) for a in actions] == [Send, ResumeReading, CancelTimer, Close] and core.state is CLOSING
+    assert actions[2] == CancelTimer(IDLE_TIMER)   # the send timer is kept
+    assert core.close() == []
+    assert isinstance(core.timer_expired(SEND_TIMER)[-1], Abort)   # a FIN would wait for the client for ever
+    assert core.connection_lost() == [] and core.state is CLOSED
+
+
+def test_a_tunnel_reads_on_whatever_its_backlog():
+    core = HttpConnection(limits=BACKLOG)
+    head = b"RPC_OUT_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: mail\r\nContent-Length: 4\r\n\r\n"
+    core.receive(head)
+    assert core.tunnel_opened() == [] and core.state is TUNNELLED
+    assert core.output_pending(5000, stalled=True) == [StartTimer(SEND_TIMER, 30.0)]   # no PauseReading
+    assert core.receive(b"A1A1more") == [TunnelBytes(b"A1A1"), TunnelBytes(b"more")]
+    core = HttpConnection(limits=BACKLOG)           # paused before the tunnel opened: it reads again when it does
+    core.receive(post("/1") + head)
+    core.output_pending(5000, stalled=False)
+    assert [type(a) for a in core.respond(reply())] == [Send]
+    assert core.output_pending(0, stalled=False)[0] == ResumeReading()
+    core.output_pending(5000, stalled=False)        # the tunnel's hand-off is out; its own output is over
+    assert core.tunnel_opened()[0] == ResumeReading() and core.state is TUNNELLED
+
+
+def test_backpressure_can_be_switched_off():
+    core = HttpConnection(limits=ConnectionLimits(output_high_water=None, send_timeout=None))
+    core.receive(post("/1") + post("/2"))
+    assert core.output_pending(1 << 30, stalled=True) == []
+    assert isinstance(core.respond(reply())[-1], Deliver)
+
+
 # ---- closing -----------------------------------------------------------------------------------------------------
 def test_close_abort_and_late_answers():
     core = HttpConnection()
@@ -389,6 +476,24 @@ def test_a_plan_that_resets_waits_for_the_bytes_to_drain():
     transport.producer.resumeProducing()          # asked once on registration
     transport.producer.resumeProducing()          # the buffer drained: now the RST
     assert transport.disconnected
+
+
+def test_the_wrapper_is_the_transports_producer_and_holds_output_while_the_transport_is_full():
+    transport, backlog = StringTransport(), []
+    output = PacedTransport(transport, Clock(), below_tls=False, on_end=lambda: None,
+                            on_backlog=lambda held, stalled: backlog.append((held, stalled)))
+    assert transport.producer is output and transport.streaming
+    output.write(b"a")
+    transport.producer.pauseProducing()             # what Twisted does when its buffer is full
+    output.write(b"bc")
+    output.follow(((0.0, b"def"),), None)
+    assert transport.value() == b"a" and output.held == 5
+    assert backlog == [(0, True), (2, True), (5, True)]
+    output.loseConnection()                         # after what is held
+    assert not transport.disconnecting
+    transport.producer.resumeProducing()            # drained
+    assert transport.value() == b"abcdef" and backlog[-1] == (0, False)
+    assert transport.disconnecting and transport.producer is None   # unregistered, or Twisted would not close
 
 
 # ---- properties --------------------------------------------------------------------------------------------------

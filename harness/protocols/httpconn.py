@@ -5,8 +5,9 @@ table, in the style of h11's ``_state.py``), keep-alive and pipelining, ``100 Co
 the error answers (through h11's own events), and the hand-off of an RPC over HTTP request to a tunnel.
 
 It is driven by calls - ``start``, ``receive(bytes)``, ``timer_expired(name)``, the app's answers (``respond``,
-``tunnel_opened``), ``close``, ``abort``, ``connection_lost`` - and answers each with a list of actions that the
-I/O layer (harness.services.web) carries out in order:
+``tunnel_opened``), ``output_pending(unsent, stalled)`` (the output backlog, see below), ``close``, ``abort``,
+``connection_lost`` - and answers each with a list of actions that the I/O layer (harness.services.web) carries out
+in order:
 
   Send(data)                        write these bytes; one whole response is one Send (write faults judge writes)
   Close(reason, limit)              close once the output so far has gone out (FIN); ``limit`` names the rule
@@ -21,10 +22,18 @@ I/O layer (harness.services.web) carries out in order:
   HandOffTunnel(request)            RPC_IN_DATA / RPC_OUT_DATA: the app opens a channel (then ``tunnel_opened``)
                                     or refuses it with a response (``respond``)
   TunnelBytes(data)                 body bytes, and past the declared body every byte, for the open channel
+  PauseReading() / ResumeReading()  stop / go on reading the socket (backpressure)
 
 An action that needs the app's answer (Deliver, RefuseTooLarge, RefuseMalformed, HandOffTunnel) is always the last
 of its list: the connection parses nothing further until it is answered, which keeps pipelined answers in order
 (later bytes wait in h11's buffer). A tunnelled connection's own output is written by its channel, not here.
+
+Backpressure: the edge reports its output backlog - the bytes it holds unsent, and whether the transport is
+*stalled* (its own buffer full: the client is not reading). Over ``output_high_water`` held bytes the connection
+delivers no further pipelined request and stops reading (PauseReading; not in a tunnel, whose channel reads on),
+until the backlog is down to ``output_low_water``. While the output is stalled or over the high water the state's
+own timer (idle, header-wait) stops counting; the send timer counts instead, from the stall: a client that takes
+nothing for ``send_timeout`` is reset (http.sys drops a client that does not receive, IIS's connectionTimeout).
 """
 from __future__ import annotations
 
@@ -41,8 +50,11 @@ TUNNEL_METHODS = ("RPC_IN_DATA", "RPC_OUT_DATA")
 MAX_BODY = 1 << 20            # larger autodiscover/EWS bodies get 413, as IIS's request filtering would
 MAX_HEADER_BYTES = 64 * 1024  # IIS's default header limit is 64 KiB too
 IIS_CONNECTION_TIMEOUT = 120.0   # http.sys IdleConnection and HeaderWait, IIS's connectionTimeout: two minutes
+OUTPUT_HIGH_WATER = 64 * 1024   # output held back beyond the transport's own buffer (Twisted's: 64 KiB too)
+OUTPUT_LOW_WATER = 16 * 1024
 IDLE_TIMER = "idle"
 HEADER_TIMER = "header-wait"
+SEND_TIMER = "send"
 
 
 @dataclass(frozen=True)
@@ -55,13 +67,12 @@ class ConnectionLimits:
       idle_timeout         seconds with no byte of a next request (from accept, and after each answer): close
       header_wait_timeout  seconds from a request's first byte until its head is whole: close (http.sys sends
                            nothing either, it logs Timer_HeaderWait)
-    Slots for the hardening issue, documented and carried but not enforced yet:
+      output_high_water    output bytes the edge holds unsent over which no further pipelined request is read
+      output_low_water     ... and at or under which reading goes on (None: 0)
+      send_timeout         seconds the output may stay stalled (the client takes nothing): reset
     Enforced by the Twisted edge (harness.services.web), which records each in the transcript as a ``limit`` event:
       handshake_timeout    seconds a TLS handshake may take; then the connection is reset
       max_connections_per_address  open connections one client address may hold; more are reset at once
-    Slots for the hardening issue, documented and carried but not enforced yet:
-      output_high_water    unsent output bytes at which the edge stops reading (backpressure on a slow reader)
-      output_low_water     unsent output bytes under which it reads again
     """
     max_header_bytes: int = MAX_HEADER_BYTES
     max_body_bytes: int = MAX_BODY
@@ -69,8 +80,9 @@ class ConnectionLimits:
     header_wait_timeout: Optional[float] = IIS_CONNECTION_TIMEOUT
     handshake_timeout: Optional[float] = 60.0
     max_connections_per_address: Optional[int] = None
-    output_high_water: Optional[int] = None
-    output_low_water: Optional[int] = None
+    output_high_water: Optional[int] = OUTPUT_HIGH_WATER
+    output_low_water: Optional[int] = OUTPUT_LOW_WATER
+    send_timeout: Optional[float] = IIS_CONNECTION_TIMEOUT
 
 
 # ---- actions for the I/O layer ----------------------------------------------------------------------------------
@@ -130,8 +142,18 @@ class TunnelBytes:
     data: bytes
 
 
+@dataclass(slots=True)
+class PauseReading:
+    pass
+
+
+@dataclass(slots=True)
+class ResumeReading:
+    pass
+
+
 Action = Union[Send, Close, Abort, StartTimer, CancelTimer, Deliver, RefuseTooLarge, RefuseMalformed, HandOffTunnel,
-               TunnelBytes]
+               TunnelBytes, PauseReading, ResumeReading]
 
 
 # ---- the state table ----------------------------------------------------------------------------------------------
@@ -185,6 +207,7 @@ TRANSITIONS: Dict[ConnState, Dict[ConnEvent, ConnState]] = {
 # spares the reactor a cancel and a new call per keep-alive request; CLOSING and CLOSED cancel what is left.
 STATE_TIMERS = {IDLE: IDLE_TIMER, READING_HEADERS: HEADER_TIMER}
 _PARSING = (READING_HEADERS, READING_BODY, TUNNELLED)
+_PAUSABLE = (IDLE, READING_HEADERS, READING_BODY, SENDING)   # where the backlog stops reading
 _FRAMING_HEADERS = ("content-length", "transfer-encoding")   # the core frames every response itself
 
 
@@ -221,6 +244,10 @@ class HttpConnection:
         self._body: List[bytes] = []
         self._body_size = 0
         self._answer: Optional[_Answer] = None
+        self._stalled = False          # the edge's transport takes no output (the client does not read)
+        self._over = False             # held output went over the high water and is not down to the low water yet
+        self._reading_paused = False   # a PauseReading is in force
+        self._send_counting = False    # the send timer counts (from the stall)
 
     # ---- calls from the I/O layer ---------------------------------------------------------------------------
     def start(self) -> List[Action]:
@@ -271,10 +298,20 @@ class HttpConnection:
         if self.state is CLOSING or self.state is CLOSED:
             return []
         self._awaited()
-        return self._transition(TUNNEL_OPENED) + self._pump()
+        actions = self._transition(TUNNEL_OPENED)
+        if self._reading_paused:   # a channel reads on whatever this connection's backlog (see the module docstring)
+            self._reading_paused = False
+            actions.append(ResumeReading())
+        return actions + self._pump()
 
     def timer_expired(self, name: str) -> List[Action]:
         self._scheduled.discard(name)
+        if name == SEND_TIMER:
+            if not self._send_counting:
+                return []   # the output flowed again meanwhile
+            self._send_counting = False
+            return self.abort(f"client not receiving: output stalled for {self.limits.send_timeout:g} s",
+                              limit="send_timeout")
         if name != self._counting:
             return []   # the state it counted for was left meanwhile
         self._counting = None
@@ -298,6 +335,46 @@ class HttpConnection:
         self._request, self._answer, self._body = None, None, []
         return self._transition(CONNECTION_LOST)
 
+    def output_pending(self, unsent: int, stalled: bool) -> List[Action]:
+        """The edge's output backlog changed: ``unsent`` bytes it holds back, ``stalled`` its transport takes no
+        more. Backpressure as the module docstring describes; the actions say what changes."""
+        if self.state is CLOSED:
+            return []
+        actions: List[Action] = []
+        was_over, was_waiting = self._over, self._stalled or self._over
+        if stalled is not self._stalled:
+            self._stalled = stalled
+            self._send_counting = stalled and self.limits.send_timeout is not None
+            if self._send_counting:
+                self._scheduled.add(SEND_TIMER)
+                actions.append(StartTimer(SEND_TIMER, cast(float, self.limits.send_timeout)))
+        high = self.limits.output_high_water
+        if high is not None:
+            if not self._over and unsent > high:
+                self._over = True
+                if self.state in _PAUSABLE:
+                    self._reading_paused = True
+                    actions.append(PauseReading())
+            elif self._over and unsent <= min(self.limits.output_low_water or 0, high):
+                self._over = False
+                if self._reading_paused:
+                    self._reading_paused = False
+                    actions.append(ResumeReading())
+        waiting = self._stalled or self._over
+        if waiting and not was_waiting:
+            self._counting = None   # the state's own timer stops counting: the client's reading is what lags
+        elif (was_waiting and not waiting) or (was_over and not self._over):
+            actions += self._go_on()
+        return actions
+
+    def _go_on(self) -> List[Action]:
+        """The backlog cleared: the state's timer counts afresh, and requests waiting in h11's buffer are read."""
+        if self.state is IDLE:
+            return self._start_timer(IDLE_TIMER, self.limits.idle_timeout)
+        if self.state is READING_HEADERS or self.state is READING_BODY:
+            return self._pump()   # which starts the header-wait timer for a head still incomplete
+        return []
+
     # ---- the table ------------------------------------------------------------------------------------------------
     def _transition(self, event: ConnEvent) -> List[Action]:
         """Move along the table. A state's timer stops counting when it is left (see STATE_TIMERS)."""
@@ -306,15 +383,25 @@ class HttpConnection:
             raise ConnectionStateError(f"{event.value!r} is not allowed in state {self.state.value!r}")
         self.state, self._moves = new_state, TRANSITIONS[new_state]
         self._counting = None
-        if (new_state is CLOSING or new_state is CLOSED) and self._scheduled:
-            cancels: List[Action] = [CancelTimer(name) for name in sorted(self._scheduled)]
-            self._scheduled.clear()
-            return cancels
+        if new_state is CLOSING or new_state is CLOSED:
+            return self._ending(new_state is CLOSING)
         return []
 
+    def _ending(self, closing: bool) -> List[Action]:
+        """Cancel the timers, but the send timer of a stalled output that is to be closed: a FIN waits for the
+        output, which a client that does not read never takes. Reading goes on (TLS reads the peer's close_notify)."""
+        actions: List[Action] = [ResumeReading()] if closing and self._reading_paused else []
+        self._reading_paused = False
+        self._send_counting = closing and self._send_counting
+        keep = SEND_TIMER if self._send_counting else None
+        actions += [CancelTimer(name) for name in sorted(self._scheduled) if name != keep]
+        self._scheduled = {keep} if keep else set()
+        return actions
+
     def _start_timer(self, name: str, seconds: Optional[float]) -> List[Action]:
-        """Start the current state's timer (``seconds`` None: that limit is off)."""
-        if seconds is None:
+        """Start the current state's timer (``seconds`` None: that limit is off; not while the output backlog
+        holds the connection: the send timer counts then, and ``_go_on`` starts this one)."""
+        if seconds is None or self._stalled or self._over:
             return []
         self._counting = name
         self._scheduled.add(name)
@@ -330,6 +417,8 @@ class HttpConnection:
     def _pump(self) -> List[Action]:
         actions: List[Action] = []
         while self.state in _PARSING:
+            if self._over and self.state is not TUNNELLED:
+                break   # backpressure: the next request waits in h11's buffer until the output drains
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:

@@ -13,6 +13,11 @@ ChannelIO), ``too_large(request, size) -> HttpResponse``, ``bad_request(info, st
 
 Every byte out goes through the ``write`` hook when a write fault is active: its WritePlan may slice, delay, cut
 or end the output, carried out by harness.services.pacing; later output queues behind it.
+
+Backpressure: the pacing wrapper is the transport's streaming producer (TLS passes the registration down to TCP), so
+it learns when the transport's buffer is full and holds later output itself. It reports that backlog; the core
+answers with PauseReading / ResumeReading (``transport.pauseProducing`` / ``resumeProducing``: the socket is not
+read) and stops delivering pipelined requests, and a stall that lasts ``send_timeout`` resets the connection.
 """
 from __future__ import annotations
 
@@ -42,8 +47,10 @@ from harness.protocols.httpconn import (
     Deliver,
     HandOffTunnel,
     HttpConnection,
+    PauseReading,
     RefuseMalformed,
     RefuseTooLarge,
+    ResumeReading,
     Send,
     StartTimer,
     TunnelBytes,
@@ -104,7 +111,8 @@ class HttpServerProtocol(protocol.Protocol):
                                    host=self.factory.hosts_by_address.get(local.host),
                                    sni=getattr(self.transport, "server_name", None),
                                    tls_profile=getattr(self.transport, "tls_profile", None))
-        self.output = PacedTransport(self.transport, self.clock, below_tls=self.factory.tls, on_end=self.close)
+        self.output = PacedTransport(self.transport, self.clock, below_tls=self.factory.tls, on_end=self.close,
+                                     on_backlog=self._output_backlog)
         self.core.conn = self.info
         self.app.connection_made(self.info)
         refusal = self.factory.admit(self.info.peer[0])
@@ -175,6 +183,10 @@ class HttpServerProtocol(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._execute(self.core.receive(data))
 
+    def _output_backlog(self, held: int, stalled: bool) -> None:
+        """The pacing wrapper's output backlog changed (bytes it holds, whether the transport is full)."""
+        self._execute(self.core.output_pending(held, stalled))
+
     def _execute(self, actions: List[Action]) -> None:
         """Carry out the core's actions in order. An action the app answers (Deliver, ...) is the last of its list,
         so the core's actions after that answer simply come next; a loop, not recursion, for long pipelines."""
@@ -226,6 +238,10 @@ class HttpServerProtocol(protocol.Protocol):
             return self.core.respond(response)
         elif isinstance(action, RefuseMalformed):
             return self.core.respond(self.app.bad_request(self.info, action.status, action.message))
+        elif isinstance(action, PauseReading):
+            self.transport.pauseProducing()
+        elif isinstance(action, ResumeReading):
+            self.transport.resumeProducing()
         return []
 
     def _hand_off(self, action: HandOffTunnel) -> List[Action]:
