@@ -25,10 +25,32 @@ examples:
   mockex serve                                   # contoso.test on 127.0.0.1 (https 8443, http 8080, dns 5353)
   mockex serve --https-port 0 --http-port 0 --dns-port 0 --state-dir /tmp/mx   # ephemeral ports
   sudo mockex serve --listen 127.0.0.2 --https-port 443 --http-port 80 --dns-port 53
-  unshare -rn sh -c 'ip link set lo up; mockex serve --https-port 443'   # :443 without root (user+net namespace)
+  mockex sandbox -- exchanger.py 'CONTOSO/alice:P@ssw0rd-alice@mail.contoso.test' nspi list-tables
+                                                 # :443/:80/:53 without root, for one command (see `sandbox --help`)
 
 Everything a client needs (URLs, users, passwords, CA file) is printed at start and written to
 <state-dir>/endpoints.json; every exchange is recorded in <state-dir>/transcript.jsonl.
+"""
+
+
+SANDBOX_DESCRIPTION = """\
+Run one command in a private user + network + mount namespace (made without root where the kernel allows
+unprivileged user namespaces) where the mock serves the org on 127.0.0.1:443 (HTTPS), :80 (HTTP) and :53 (DNS),
+every program resolves the org's names through it (/etc/resolv.conf and /etc/hosts are replaced inside the namespace
+only), and the CA is trusted through SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS and CURL_CA_BUNDLE.
+The mock starts first and stops when the command ends, on Ctrl-C, or when the parent of `mockex sandbox` dies.
+Nothing else is reachable inside: only loopback exists there.
+"""
+
+SANDBOX_EPILOG = """\
+examples:
+  mockex sandbox -- curl --ntlm -u 'CONTOSO\\alice:P@ssw0rd-alice' https://autodiscover.contoso.test/autodiscover/autodiscover.xml
+  mockex sandbox --scenario tls-expired -- node my-ews-client.js
+  mockex sandbox --state-dir ./state -- python my_client.py     # keep the transcript
+
+exit status: the command's (128+N if signal N ended it); 125 when the sandbox cannot be made (the message names
+the setting that forbids user namespaces) or the mock does not start; 126 the command cannot run; 127 not found.
+The command runs as root of the namespace (your own uid outside); $MOCKEX_ENDPOINTS names endpoints.json.
 """
 
 
@@ -48,39 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve an org (Autodiscover, RPC over HTTP, redirect, DNS) until Ctrl-C",
                            description="Serve an Exchange 2013 org on loopback until Ctrl-C or SIGTERM.",
                            epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("--org", default=DEFAULT_ORG_DIR, metavar="DIR",
-                       help="org fixture directory holding org.yaml (default: the built-in contoso.test)")
     serve.add_argument("--state-dir", default=os.path.join(os.getcwd(), "state"), metavar="DIR",
                        help="where the CA, certificates, endpoints.json and transcript.jsonl go (default: ./state)")
     serve.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
                        help="address for every listener (default 127.0.0.1; non-loopback needs --allow-remote)")
     serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
-    limits = serve.add_argument_group("connection limits (as IIS/http.sys; 0 switches a limit off)")
-    limits.add_argument("--idle-timeout", type=float, default=120.0, metavar="S",
-                        help="close a connection with no request for S seconds (IIS connectionTimeout; default 120)")
-    limits.add_argument("--header-wait-timeout", type=float, default=120.0, metavar="S",
-                        help="close a connection whose request head is not whole after S seconds (http.sys "
-                             "HeaderWait; default 120)")
-    limits.add_argument("--tls-handshake-timeout", type=float, default=60.0, metavar="S",
-                        help="reset a TLS connection whose handshake is not done after S seconds (default 60)")
-    limits.add_argument("--max-connections-per-address", type=int, default=0, metavar="N",
-                        help="reset connections beyond N open from one client address (default 0: no cap)")
     serve.add_argument("--https-port", type=_port, default=8443, help="HTTPS (CAS) port (default 8443; 0 = any)")
     serve.add_argument("--http-port", type=_port, default=8080,
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
     serve.add_argument("--dns-port", type=_port, default=5353, help="DNS port, UDP and TCP (default 5353; 0 = any)")
-    serve.add_argument("--seed", type=int, default=None,
-                       help="seed for every random choice, to replay a run exactly (default: the scenario's seed, "
-                            "else a "
-                            "fresh random seed per start, printed and recorded, so NTLM challenges never repeat "
-                            "across runs)")
-    serve.add_argument("--scenario", action="append", default=[], metavar="NAME|FILE",
-                       help="activate a scenario (a built-in name or a YAML file); repeatable. "
-                            "`kill -HUP <pid>` resets scenario state without a restart")
-    serve.add_argument("--keylog", metavar="FILE", default=os.environ.get("SSLKEYLOGFILE") or None,
-                       help="append every TLS session's secrets to FILE (NSS key log format, mode 0600), so "
-                            "Wireshark/tshark decrypt a capture (default: $SSLKEYLOGFILE when set)")
+    _add_org_options(serve)
     serve.add_argument("--quiet", action="store_true", help="print only the endpoints.json path")
+
+    sandbox = sub.add_parser("sandbox", help="run one command against the org on the real ports 443/80/53, without "
+                                             "root, in a private network namespace",
+                             description=SANDBOX_DESCRIPTION, epilog=SANDBOX_EPILOG,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    sandbox.add_argument("--state-dir", default=None, metavar="DIR",
+                         help="keep the CA, endpoints.json and transcript.jsonl here (default: a temporary "
+                              "directory removed at exit)")
+    _add_org_options(sandbox)
+    sandbox.add_argument("--quiet", action="store_true", help="no banner on stderr (errors are still reported)")
+    sandbox.add_argument("program", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]",
+                         help="the command to run inside, with its arguments")
 
     scenarios = sub.add_parser("scenarios", help="list, show and validate scenarios (built-in or files)",
                                description="The built-in scenario library and scenario files.")
@@ -97,6 +109,54 @@ def build_parser() -> argparse.ArgumentParser:
     faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
     faults.add_argument("name", nargs="?", help="show one fault in full")
     return parser
+
+
+def _add_org_options(parser: argparse.ArgumentParser) -> None:
+    """What the mock serves and how it treats connections: shared by `serve` and `sandbox` (which passes them on
+    to the `mockex serve` it starts; keep MOCK_OPTIONS in step)."""
+    parser.add_argument("--org", default=DEFAULT_ORG_DIR, metavar="DIR",
+                        help="org fixture directory holding org.yaml (default: the built-in contoso.test)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed for every random choice, to replay a run exactly (default: the scenario's seed, "
+                             "else a fresh random seed per start, printed and recorded, so NTLM challenges never "
+                             "repeat across runs)")
+    parser.add_argument("--scenario", action="append", default=[], metavar="NAME|FILE",
+                        help="activate a scenario (a built-in name or a YAML file); repeatable. "
+                             "`kill -HUP <pid>` resets scenario state without a restart")
+    parser.add_argument("--keylog", metavar="FILE", type=os.path.abspath,
+                        default=os.environ.get("SSLKEYLOGFILE") or None,
+                        help="append every TLS session's secrets to FILE (NSS key log format, mode 0600), so "
+                             "Wireshark/tshark decrypt a capture (default: $SSLKEYLOGFILE when set)")
+    limits = parser.add_argument_group("connection limits (as IIS/http.sys; 0 switches a limit off)")
+    limits.add_argument("--idle-timeout", type=float, default=120.0, metavar="S",
+                        help="close a connection with no request for S seconds (IIS connectionTimeout; default 120)")
+    limits.add_argument("--header-wait-timeout", type=float, default=120.0, metavar="S",
+                        help="close a connection whose request head is not whole after S seconds (http.sys "
+                             "HeaderWait; default 120)")
+    limits.add_argument("--tls-handshake-timeout", type=float, default=60.0, metavar="S",
+                        help="reset a TLS connection whose handshake is not done after S seconds (default 60)")
+    limits.add_argument("--send-timeout", type=float, default=120.0, metavar="S",
+                        help="reset a connection whose client takes none of its answers for S seconds (IIS "
+                             "connectionTimeout; default 120)")
+    limits.add_argument("--max-connections-per-address", type=int, default=0, metavar="N",
+                        help="reset connections beyond N open from one client address (default 0: no cap)")
+
+
+# (option, attribute) of _add_org_options, in the order `sandbox` hands them to `mockex serve`
+MOCK_OPTIONS = [("--org", "org"), ("--seed", "seed"), ("--keylog", "keylog"), ("--idle-timeout", "idle_timeout"),
+                ("--header-wait-timeout", "header_wait_timeout"), ("--tls-handshake-timeout", "tls_handshake_timeout"),
+                ("--send-timeout", "send_timeout"),
+                ("--max-connections-per-address", "max_connections_per_address")]
+
+
+def mock_arguments(args: argparse.Namespace) -> List[str]:
+    """The `mockex serve` arguments that give the org, scenarios, seed and limits of ``args``."""
+    argv = [f"--scenario={ref}" for ref in args.scenario]
+    for option, attribute in MOCK_OPTIONS:
+        value = getattr(args, attribute)
+        if value is not None:
+            argv.append(f"{option}={value}")
+    return argv
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -122,6 +182,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "sandbox":
+            return _sandbox(args, parser)
         if args.command == "scenarios":
             from harness import catalog_cli
             return catalog_cli.scenarios(args, parser)
@@ -182,11 +244,30 @@ def _serve(args) -> int:
     return 0
 
 
+def _sandbox(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from harness.sandbox import SETUP_FAILED, SandboxOptions, exec_sandbox, unavailable_reason
+    from harness.scenario import resolve
+
+    command = args.program[1:] if args.program[:1] == ["--"] else args.program
+    if not command:
+        parser.error("sandbox: name the command to run: mockex sandbox [OPTIONS] -- CMD [ARG ...]")
+    for ref in args.scenario:   # a misspelt scenario fails here, before any namespace is made
+        resolve(ref)
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"mockex sandbox: {reason}", file=sys.stderr)
+        return SETUP_FAILED
+    state_dir = os.path.abspath(args.state_dir) if args.state_dir else None
+    exec_sandbox(SandboxOptions(command=command, serve_args=mock_arguments(args), state_dir=state_dir,
+                                quiet=args.quiet))
+
+
 def _limits(args: argparse.Namespace) -> "ConnectionLimits":
     from harness.protocols.httpconn import ConnectionLimits
     return ConnectionLimits(idle_timeout=args.idle_timeout or None,
                             header_wait_timeout=args.header_wait_timeout or None,
                             handshake_timeout=args.tls_handshake_timeout or None,
+                            send_timeout=args.send_timeout or None,
                             max_connections_per_address=args.max_connections_per_address or None)
 
 

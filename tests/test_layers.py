@@ -27,7 +27,7 @@ LAYERS: List[List[str]] = [
     ["harness.faults"],                                                   # fault families answering hooks
     ["harness.scenario"],
     ["harness.catalog_docs"],
-    ["harness.services", "harness.probe"],                                # Twisted edges | the client side
+    ["harness.services", "harness.probe", "harness.sandbox"],             # Twisted edges | client side | namespaces
     ["harness.testing", "harness.catalog_cli"],
     ["harness.pytest_plugin", "harness.cli"],
     ["harness.__main__"],

@@ -4,6 +4,8 @@
 - ``clients``: the real clients a test drives: curl, Python's ssl, dnspython, impacket (ncacn_http, exchanger.py),
   requests, the probe.
 - ``netns``: a private network + mount namespace where the system resolver asks mockex (exchangelib's discovery).
+- ``sandbox``: `mockex sandbox` run as this user or as nobody, and what a run left behind (``sandbox_clients.py``
+  is the exchangelib + exchanger.py script run inside).
 - ``transcript``: reading what a server recorded since a point in the test.
 - ``autodiscover``: Autodiscover request bodies and answer readers.
 - ``fuzz``: the hypothesis profiles and the strategies and settings several fuzz tests use.
