@@ -282,8 +282,8 @@ def print_table(rows: List[Row], args) -> None:
     subjects = {row.group: row for row in rows if row.subject and row.auth == "basic" and "scenarios" not in row.label}
     for row in rows:  # a group with no plain mockex row (the NTLM one) takes its own mockex row
         subjects.setdefault(row.group, next(r for r in rows if r.group == row.group and r.subject))
-    print("| server | load | CPU µs/request | req/s | bytes/answer | ratio mockex/it |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| server | load | CPU µs/request | (each round) | req/s | bytes/answer | ratio mockex/it |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         cpu = median(row.cpu_per_request)
         subject = subjects[row.group]
@@ -298,7 +298,8 @@ def print_table(rows: List[Row], args) -> None:
         if row.mode != "keep-alive":
             notes.append(f"{row.resumed} resumed handshakes")
         label = row.label + (f" ({'; '.join(notes)})" if notes else "")
-        print(f"| {label} | {load} | {fmt(cpu, '.0f')} | {fmt(median(row.rates), '.0f')} | "
+        rounds = " ".join(f"{value:.0f}" for value in row.cpu_per_request) or "-"
+        print(f"| {label} | {load} | {fmt(cpu, '.0f')} | {rounds} | {fmt(median(row.rates), '.0f')} | "
               f"{fmt(median(row.answer_sizes), '.0f')} | {fmt(ratio, '.2f') + 'x' if ratio else '-'} |")
 
 
@@ -355,7 +356,7 @@ def main() -> None:
     if args.load == "wrk" and not wrk_path():
         raise SystemExit("wrk is not installed: run benchmarks/setup.sh (apt-get install -y wrk)")
     load = "wrk" if args.load == "wrk" or (args.load == "auto" and wrk_path()) else "builtin"
-    if load == "builtin":
+    if load == "builtin" and args.load == "auto":
         print("wrk not installed (benchmarks/setup.sh installs it): the built-in load generator drives every row")
 
     print(f"load average before: {load_average()}; {os.cpu_count()} CPUs")
