@@ -127,14 +127,14 @@ def run_builtin(port: int, request: bytes, *, connections: int, seconds: float, 
         conn.stage = "read"
         selector.modify(conn.sock, selectors.EVENT_READ, conn)
 
-    def fail(conn: _Connection) -> None:
+    def fail(conn: _Connection, reopen: bool = True) -> None:
         result.errors += 1
         try:
             selector.unregister(conn.sock)
         except (KeyError, ValueError):
             pass  # it failed between two registrations
         conn.sock.close()
-        if prepare is None and time.perf_counter() < deadline:
+        if reopen and prepare is None and time.perf_counter() < deadline:
             open_connection()  # keep C connections busy; a prepared connection cannot be replaced mid-run
 
     def answered(conn: _Connection) -> bool:
@@ -179,8 +179,9 @@ def run_builtin(port: int, request: bytes, *, connections: int, seconds: float, 
             open_connection()
     while selector.get_map():
         events = selector.select(timeout=HANDSHAKE_STALL_SECONDS)
-        if not events:
-            result.errors += len(selector.get_map())
+        if not events:  # stalled: count what is left as failed and let go of it
+            for key in list(selector.get_map().values()):
+                fail(key.data, reopen=False)
             break
         for key, _mask in events:
             conn = key.data

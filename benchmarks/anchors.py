@@ -14,7 +14,7 @@ with apt-get); an anchor that is not installed is skipped with a line saying so.
 
 Method: server CPU per request = utime+stime of the server process (/proc; for WireMock the java process) over a
 bounded run, divided by the answers completed in it; rounds interleave the servers (each round starts one server
-later) and the table gives medians over --rounds rounds, after a warm-up run of each. Load:
+later) and the table gives medians over --rounds rounds, after a warm-up run of each (longer for the JVM). Load:
   wrk -t1 -c32 -d<duration>, HTTPS keep-alive, POST with Basic auth (Debian package wrk; without it, or with
   --load builtin, the built-in generator of benchmarks/_load.py does the same).
   The built-in generator also measures what wrk cannot: a new connection per request with a full TLS handshake
@@ -340,6 +340,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured run (bounded)")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of unmeasured load per row before round 1")
+    parser.add_argument("--jvm-warmup", type=float, default=20,
+                        help="seconds of unmeasured load for WireMock, whose JIT takes longer to settle")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections per run")
     parser.add_argument("--scenarios", type=int, default=1000, help="fault scenarios in the loaded mockex (0: none)")
     parser.add_argument("--load", choices=("auto", "wrk", "builtin"), default="auto",
@@ -349,10 +351,11 @@ def main() -> None:
                              "env MOCKEX_BENCH_CACHE)")
     parser.add_argument("--skip", action="append", default=[],
                         choices=("mountebank", "wiremock", "loaded", "handshake", "ntlm"), help="leave a part out")
-    parser.add_argument("--quick", action="store_true", help="smoke run: --duration 2 --warmup 1 --rounds 1")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: --duration 2 --warmup 1 --jvm-warmup 3 --rounds 1")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup, args.rounds = 2, 1, 1
+        args.duration, args.warmup, args.jvm_warmup, args.rounds = 2, 1, 3, 1
     if args.load == "wrk" and not wrk_path():
         raise SystemExit("wrk is not installed: run benchmarks/setup.sh (apt-get install -y wrk)")
     load = "wrk" if args.load == "wrk" or (args.load == "auto" and wrk_path()) else "builtin"
@@ -407,7 +410,8 @@ def main() -> None:
             print(f"{server.label}: 127.0.0.1:{server.port}, {tls_summary(server.port)}")
 
         for row in rows:  # warm-up: JITs compile, caches fill; not counted
-            measure(row, servers[row.server], args.warmup, args.connections, basic, alice, record=False)
+            warmup = args.jvm_warmup if row.server == "wiremock" else args.warmup
+            measure(row, servers[row.server], warmup, args.connections, basic, alice, record=False)
         for index in range(args.rounds):
             shift = index % len(rows)
             for row in rows[shift:] + rows[:shift]:
