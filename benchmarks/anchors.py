@@ -36,6 +36,7 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import socket
 import ssl
 import subprocess
@@ -419,6 +420,7 @@ def main() -> None:
     finally:
         for server in servers.values():
             stop(server.process)
+        shutil.rmtree(workdir, ignore_errors=True)  # the transcripts of a full run reach hundreds of MB
     print(f"load average after: {load_average()}")
     print(f"medians of {args.rounds} interleaved round(s) of {args.duration:g} s each")
     print_table(rows, args)
