@@ -325,7 +325,7 @@ def print_targets(rows: List[Row]) -> None:
     anchors = [(cpu(name, main_load), name) for name in ("mountebank", "wiremock") if cpu(name, main_load)]
     print("targets (CPU per request, medians):")
     best = min(anchors) if anchors else (None, "")
-    line(f"mockex / better of mountebank and WireMock ({best[1] or 'neither installed'})",
+    line(f"mockex / better of mountebank and WireMock ({best[1] or 'neither measured'})",
          cpu("mockex", main_load), best[0], 0.8)
     line("mockex / bare twisted.web, keep-alive", cpu("mockex", main_load), cpu("bare", main_load), 1.0)
     line("mockex with scenarios / bare twisted.web", cpu("loaded", main_load), cpu("bare", main_load), 1.0)
