@@ -32,7 +32,7 @@ from typing import Callable, Iterator, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from autodiscover import cpu_seconds, start  # noqa: E402 - the sibling benchmark's process helpers
+from _common import cpu_seconds, start  # noqa: E402 - the benchmarks' shared process helpers
 from impacket.dcerpc.v5 import nspi, rpcrt  # noqa: E402
 from impacket.dcerpc.v5.transport import DCERPCTransportFactory  # noqa: E402
 from impacket.http import AUTH_BASIC  # noqa: E402
