@@ -226,6 +226,18 @@ def test_the_https_listener_speaks_tls_with_the_org_certificate_and_serves_the_s
     assert (tls["ok"], tls["sni"]) == (True, "mail.contoso.test")
 
 
+def test_connection_ids_are_unique_across_the_listeners(serve, state_dir):
+    server, reactor, endpoints = serve()
+    tls_exchange(reactor.on("adopted", endpoints["https"]["port"]), reactor, endpoints["ca_file"],
+                 "mail.contoso.test", b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.test\r\n\r\n")
+    exchange(reactor.on("adopted", endpoints["http"]["port"]),
+             b"GET / HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n\r\n")
+    connects = {e["listener"]: e["conn"] for e in events(state_dir) if e["kind"] == "connect"}
+    assert set(connects) == {"https", "http"} and connects["https"] != connects["http"]
+    answered = {e["status"]: e["conn"] for e in events(state_dir) if e["kind"] == "http"}
+    assert answered == {404: connects["https"], 302: connects["http"]}
+
+
 def test_a_remote_listen_address_is_refused_before_anything_is_written(tmp_path):
     state = str(tmp_path / "never")
     server = MockExchange(ORG, ServeOptions(state_dir=state, listen="192.0.2.1"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import random
@@ -84,8 +85,11 @@ class MockExchange:
         hosts = self.plan.hosts_by_address()
         self.keylog = KeyLog(opts.keylog) if opts.keylog else None
         contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses, keylog=self.keylog)
-        https_app = HttpFactory(None, tls=True, clock=reactor, faults=self.faults, hosts_by_address=hosts)
-        http_app = HttpFactory(None, tls=False, clock=reactor, faults=self.faults, hosts_by_address=hosts)
+        conn_ids = itertools.count(1)   # one numbering for both listeners: a transcript's conn id names one connection
+        https_app = HttpFactory(None, tls=True, clock=reactor, faults=self.faults, hosts_by_address=hosts,
+                                conn_ids=conn_ids)
+        http_app = HttpFactory(None, tls=False, clock=reactor, faults=self.faults, hosts_by_address=hosts,
+                               conn_ids=conn_ids)
         https_app.limits = http_app.limits = opts.limits
         tls = TlsServerFactory(contexts, self.faults, https_app, hosts_by_address=hosts, clock=reactor)
         # The HTTPS port must be known before the URLs (and the redirect/DNS answers) are rendered.

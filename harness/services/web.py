@@ -22,10 +22,11 @@ read) and stops delivering pipelined requests, and a stall that lasts ``send_tim
 from __future__ import annotations
 
 import functools
+import itertools
 import resource
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IHandshakeListener
@@ -105,9 +106,8 @@ class HttpServerProtocol(protocol.Protocol):
     # ---- connection lifecycle -------------------------------------------------------------------------------
     def connectionMade(self) -> None:
         peer, local = self.transport.getPeer(), self.transport.getHost()
-        self.factory.conn_counter += 1
         self.info = ConnectionInfo(peer=(peer.host, peer.port), local=(local.host, local.port),
-                                   tls=self.factory.tls, conn_id=self.factory.conn_counter,
+                                   tls=self.factory.tls, conn_id=next(self.factory.conn_ids),
                                    host=self.factory.hosts_by_address.get(local.host),
                                    sni=getattr(self.transport, "server_name", None),
                                    tls_profile=getattr(self.transport, "tls_profile", None))
@@ -279,13 +279,15 @@ class HttpServerProtocol(protocol.Protocol):
 class HttpFactory(protocol.Factory):
     limits = ConnectionLimits()   # header/body sizes, timeouts, backpressure bounds: set on an instance to change
 
-    def __init__(self, app, *, tls: bool, clock=None, faults=None, hosts_by_address: Optional[Dict[str, str]] = None):
+    def __init__(self, app, *, tls: bool, clock=None, faults=None, hosts_by_address: Optional[Dict[str, str]] = None,
+                 conn_ids: Optional[Iterator[int]] = None):
         from twisted.internet import reactor
         self.app, self.tls = app, tls
         self.faults = faults if faults is not None else FaultSet()
         self.clock = clock or reactor
         self.hosts_by_address = hosts_by_address or {}   # dedicated loopback address -> the host it serves
-        self.conn_counter = 0
+        # Connection ids: pass one counter to every factory of a server so ids are unique across its listeners.
+        self.conn_ids = conn_ids if conn_ids is not None else itertools.count(1)
         self.open_by_address: Dict[str, int] = {}
 
     # Connections of every factory in the process, against the file-descriptor limit: near it, new connections are
