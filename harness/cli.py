@@ -53,6 +53,16 @@ the setting that forbids user namespaces) or the mock does not start; 126 the co
 The command runs as root of the namespace (your own uid outside); $MOCKEX_ENDPOINTS names endpoints.json.
 """
 
+HAR_DESCRIPTION = """\
+Write every HTTP exchange of STATE_DIR's transcript (transcript.jsonl, and rotated transcript.jsonl.N before it)
+as an HTTP Archive (HAR 1.2) that browser dev tools and HAR viewers open: method, URL, headers, query, status,
+redirect target, sizes, timing, connection id and server address. Each entry's comment gives the connection's TLS
+version and SNI and the authentication outcome of the request. Bodies are not in the transcript, so entries have
+content size and type but no text; Authorization and Cookie headers stay masked as the transcript recorded them.
+
+exit status: 0 written; 2 the state directory or its transcript cannot be read, or OUT cannot be written.
+"""
+
 
 def _port(text: str) -> int:
     value = int(text)
@@ -108,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_parser(sub)
     faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
     faults.add_argument("name", nargs="?", help="show one fault in full")
+    export = sub.add_parser("export", help="write a state directory's transcript in another format (HAR)",
+                            description="Write what a mockex run recorded in a format other tools read.")
+    export_sub = export.add_subparsers(dest="format", metavar="FORMAT")
+    har = export_sub.add_parser("har", help="every HTTP exchange as an HTTP Archive (HAR 1.2)",
+                                description=HAR_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    har.add_argument("state_dir", metavar="STATE_DIR", help="the --state-dir of a mockex serve (running or stopped)")
+    har.add_argument("out", metavar="OUT.har", help="the file to write (- for stdout)")
     return parser
 
 
@@ -193,11 +210,27 @@ def _main(argv: Optional[List[str]] = None) -> int:
         if args.command == "faults":
             from harness import catalog_cli
             return catalog_cli.faults(args)
+        if args.command == "export":
+            return _export(args, parser)
     except SpecError as exc:
         print(f"mockex: {exc}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.format != "har":
+        parser.error("export: name the format: mockex export har STATE_DIR OUT.har")
+    from harness.export.har import ExportError, export_har
+    try:
+        count = export_har(args.state_dir, args.out)
+    except ExportError as exc:
+        print(f"mockex export: {exc}", file=sys.stderr)
+        return 2
+    if args.out != "-":
+        print(f"{count} HTTP exchanges written to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _serve(args) -> int:
