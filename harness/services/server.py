@@ -20,7 +20,7 @@ from harness.services.site import ExchangeSite, RedirectSite
 from harness.services.steps import StepRunner
 from harness.services.tls import TlsContexts, TlsServerFactory
 from harness.services.web import HttpFactory
-from harness.transcript import Transcript
+from harness.transcript import DEFAULT_KEEP, Transcript
 
 
 def is_loopback(address: str) -> bool:
@@ -40,6 +40,8 @@ class ServeOptions:
     seed: int = 0
     allow_remote: bool = False
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)   # timeouts and caps of every HTTP connection
+    transcript_max_bytes: Optional[int] = None   # rotate transcript.jsonl before it passes this size (None: never)
+    transcript_keep: int = DEFAULT_KEEP          # rotated files kept (transcript.jsonl.1 ... .N)
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -63,7 +65,8 @@ class MockExchange:
             raise ValueError(f"--listen {opts.listen} is not a loopback address; add --allow-remote to serve it")
         os.makedirs(opts.state_dir, exist_ok=True)
         if self.transcript is None:
-            self.transcript = Transcript(os.path.join(opts.state_dir, "transcript.jsonl"))
+            self.transcript = Transcript(os.path.join(opts.state_dir, "transcript.jsonl"),
+                                         max_bytes=opts.transcript_max_bytes, keep=opts.transcript_keep)
         rng = random.Random(opts.seed)
         self.transcript.record("start", seed=opts.seed, org=self.org.domain, listen=opts.listen,
                                scenarios=[s.name for s in self.scenarios])
