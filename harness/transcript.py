@@ -42,8 +42,23 @@ MAX_TEXT = 2048          # longest free-text value copied into an event (an echo
 MAX_HEADER_VALUE = 1024  # longest header value copied
 DEFAULT_KEEP = 3         # rotated files kept beside the current one
 
-# One encoder for every line: json.dumps with an option builds a new one per call. Events hold no cycles.
-_encode = json.JSONEncoder(default=str, check_circular=False).encode
+
+
+def _line_encoder() -> Callable[[Any], str]:
+    """json.dumps(obj, default=str), cheaper: one C encoder made once and reused (json.dumps with an option, and
+    JSONEncoder.encode, make a new one per call), no cycle check (events hold no cycles). JSONEncoder where the C
+    accelerator is missing."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(default=str, check_circular=False).encode
+    iterencode = make(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+    def encode(obj: Any) -> str:
+        return "".join(iterencode(obj, 0))
+    return encode
+
+
+_encode = _line_encoder()
 
 Entry = Tuple[int, float, bytes]   # (seq, time, the event's JSON line) waiting to be written
 
@@ -59,9 +74,21 @@ def mask_header(name: str, value: str) -> str:
 
 
 def mask_headers(headers: Iterable[Tuple[str, str]]) -> List[List[str]]:
-    # mask_header called only where it changes something: on the hot path most headers are short and not secret
-    return [[name, value] if len(value) <= MAX_HEADER_VALUE and name.strip().lower() not in SECRET_HEADERS
-            else [name, mask_header(name, value)] for name, value in headers]
+    # On the hot path the same few names come again and again: a name once found not to be a credential header
+    # is looked up, not stripped and lowered; short values of those names are copied as they are.
+    known_plain = _PLAIN_NAMES.get
+    return [[name, value] if known_plain(name) and len(value) <= MAX_HEADER_VALUE
+            else [name, _mask_and_remember(name, value)] for name, value in headers]
+
+
+_PLAIN_NAMES: Dict[str, bool] = {}   # header names (exactly as sent) that are not credential headers
+_MAX_PLAIN_NAMES = 512               # names come from clients: the memo stops growing there
+
+
+def _mask_and_remember(name: str, value: str) -> str:
+    if len(_PLAIN_NAMES) < _MAX_PLAIN_NAMES and name.strip().lower() not in SECRET_HEADERS:
+        _PLAIN_NAMES[name] = True
+    return mask_header(name, value)
 
 
 def redact_text(text: str) -> str:
@@ -144,7 +171,7 @@ class Transcript:
         with self._lock:
             self._seq += 1
             event["seq"] = seq = self._seq
-            event["time"] = when = round(self._clock(), 6)
+            event["time"] = when = round(self._clock() * 1e6) / 1e6   # microseconds; round(x, 6) costs 5x more
             if self.keep_events:
                 self.events.append(event)
             if self.path:

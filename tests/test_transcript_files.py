@@ -317,3 +317,27 @@ def test_the_transcript_options_reach_the_server_options(monkeypatch, tmp_path) 
     with pytest.raises(Refused):
         cli.main(["serve", "--state-dir", str(tmp_path), "--transcript-max-bytes", "64K", "--transcript-keep", "5"])
     assert (seen["options"].transcript_max_bytes, seen["options"].transcript_keep) == (65536, 5)
+
+
+# ---- the cheaper hot path writes the same text --------------------------------------------------------------
+def test_lines_are_what_json_dumps_writes(tmp_path) -> None:
+    path = str(tmp_path / "t.jsonl")
+    transcript = Transcript(path, lambda: 1_700_000_000.1234567)
+    fields = dict(text="caf\u00e9 \u2603 \"quoted\"\n", number=1.5, flag=None, nested=[["a", 1], {"b": (2, 3)}],
+                  other=ValueError("not JSON"), big=10 ** 30)
+    event = transcript.record("kind", **fields)
+    transcript.close()
+    with open(path, encoding="utf-8") as handle:
+        assert handle.read() == json.dumps(event, default=str) + "\n"
+    assert event["time"] == 1_700_000_000.123457   # microseconds, as round(t, 6)
+
+
+def test_header_masking_stays_whatever_names_were_seen_before() -> None:
+    names = [f"X-Name-{index}" for index in range(2000)] + ["Authorization", " authorization", "Cookie"]
+    for _ in range(2):   # the second time every plain name is known
+        masked = dict((name, value) for name, value in transcript_module.mask_headers(
+            [(name, "Basic c2VjcmV0OnNlY3JldA==") for name in names]))
+        assert masked["X-Name-5"] == "Basic c2VjcmV0OnNlY3JldA=="
+        assert all(masked[name] == "Basic ***(20 chars)" for name in ("Authorization", " authorization"))
+        assert masked["Cookie"] == "Basic ***(20 chars)"   # a known scheme word is kept, whatever the header
+    assert len(transcript_module._PLAIN_NAMES) <= transcript_module._MAX_PLAIN_NAMES
