@@ -28,6 +28,7 @@ examples:
   mockex serve --https-port 0 --http-port 0 --dns-port 0 --state-dir /tmp/mx   # ephemeral ports
   sudo mockex serve --listen 127.0.0.2 --https-port 443 --http-port 80 --dns-port 53
   unshare -rn sh -c 'ip link set lo up; mockex serve --https-port 443'   # :443 without root (user+net namespace)
+  mockex serve --transcript-max-bytes 100M       # long runs: rotate transcript.jsonl (.1 .2 .3 kept)
 
 Everything a client needs (URLs, users, passwords, CA file) is printed at start and written to
 <state-dir>/endpoints.json; every exchange is recorded in <state-dir>/transcript.jsonl.
