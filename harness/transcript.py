@@ -43,7 +43,6 @@ MAX_HEADER_VALUE = 1024  # longest header value copied
 DEFAULT_KEEP = 3         # rotated files kept beside the current one
 
 
-
 def _line_encoder() -> Callable[[Any], str]:
     """json.dumps(obj, default=str), cheaper: one C encoder made once and reused (json.dumps with an option, and
     JSONEncoder.encode, make a new one per call), no cycle check (events hold no cycles). JSONEncoder where the C
