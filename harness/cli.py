@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import signal
 import sys
 from typing import TYPE_CHECKING, List, Optional
 
 from harness.faults.base import LAYERS
 from harness.org import DEFAULT_ORG_DIR
+from harness.transcript import DEFAULT_KEEP
 from harness.yamlfile import SpecError
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ examples:
   sudo mockex serve --listen 127.0.0.2 --https-port 443 --http-port 80 --dns-port 53
   mockex sandbox -- exchanger.py 'CONTOSO/alice:P@ssw0rd-alice@mail.contoso.test' nspi list-tables
                                                  # :443/:80/:53 without root, for one command (see `sandbox --help`)
+  mockex serve --transcript-max-bytes 100M       # long runs: rotate transcript.jsonl (.1 .2 .3 kept)
 
 Everything a client needs (URLs, users, passwords, CA file) is printed at start and written to
 <state-dir>/endpoints.json; every exchange is recorded in <state-dir>/transcript.jsonl.
@@ -63,6 +66,32 @@ content size and type but no text; Authorization and Cookie headers stay masked 
 exit status: 0 written; 2 the state directory or its transcript cannot be read, or OUT cannot be written.
 """
 
+MIN_TRANSCRIPT_BYTES = 4096
+MAX_TRANSCRIPT_KEEP = 100
+_SIZE = re.compile(r"(\d+)([KMG]?)", re.IGNORECASE | re.ASCII)
+
+
+def transcript_max_bytes(text: str) -> Optional[int]:
+    """--transcript-max-bytes: bytes, or KiB/MiB/GiB with a K/M/G suffix; 0 is no cap (None)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"--transcript-max-bytes {text!r}: expected a size in bytes, e.g. 50000000 or 50M")
+    value = int(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " ")
+    if 0 < value < MIN_TRANSCRIPT_BYTES:
+        raise ValueError(f"--transcript-max-bytes {text!r}: at least {MIN_TRANSCRIPT_BYTES} bytes (0: no cap)")
+    return value or None
+
+
+def transcript_keep(text: str) -> int:
+    """--transcript-keep: how many rotated files stay beside transcript.jsonl."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_TRANSCRIPT_KEEP:
+        raise ValueError(f"--transcript-keep {text!r}: expected a number of files, 1..{MAX_TRANSCRIPT_KEEP}")
+    return value
+
 
 def _port(text: str) -> int:
     value = int(text)
@@ -85,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
                        help="address for every listener (default 127.0.0.1; non-loopback needs --allow-remote)")
     serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
+    record = serve.add_argument_group("transcript size (it grows ~1.45 KB per Autodiscover request)")
+    record.add_argument("--transcript-max-bytes", default="0", metavar="SIZE",
+                        help="before transcript.jsonl passes SIZE bytes (K, M, G: KiB, MiB, GiB; at least "
+                             f"{MIN_TRANSCRIPT_BYTES}) it becomes transcript.jsonl.1 and a fresh file starts "
+                             "(default 0: no cap)")
+    record.add_argument("--transcript-keep", default=str(DEFAULT_KEEP), metavar="N",
+                        help=f"rotated files kept, .1 the newest; older ones are deleted (1..{MAX_TRANSCRIPT_KEEP}, "
+                             f"default {DEFAULT_KEEP})")
     serve.add_argument("--https-port", type=_port, default=8443, help="HTTPS (CAS) port (default 8443; 0 = any)")
     serve.add_argument("--http-port", type=_port, default=8080,
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
@@ -234,6 +271,11 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _serve(args) -> int:
+    try:   # checked here, not by argparse: a bad value is one line, not the usage text
+        max_bytes, keep = transcript_max_bytes(args.transcript_max_bytes), transcript_keep(args.transcript_keep)
+    except ValueError as exc:
+        print(f"mockex: {exc}", file=sys.stderr)
+        return 2
     from twisted.internet import reactor
 
     from harness.org import load_org
@@ -253,7 +295,8 @@ def _serve(args) -> int:
                                             https_port=args.https_port, http_port=args.http_port,
                                             dns_port=args.dns_port, seed=seed,
                                             allow_remote=args.allow_remote, limits=_limits(args),
-                                            keylog=args.keylog),
+                                            keylog=args.keylog,
+                                            transcript_max_bytes=max_bytes, transcript_keep=keep),
                            scenarios=scenarios)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
     # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.

@@ -217,6 +217,21 @@ def test_a_head_over_the_limit_gets_http_sys_request_too_long_even_in_one_read(s
     assert len(json.dumps(error)) < 4096   # the transcript copies no header of it
 
 
+def test_a_transcript_cap_rotates_the_served_transcript(serve, state_dir):
+    server, reactor, endpoints = serve(transcript_max_bytes=4096, transcript_keep=2)
+    port = reactor.on("adopted", endpoints["http"]["port"])
+    for _ in range(40):
+        assert exchange(port, b"GET / HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n\r\n").value().startswith(
+            b"HTTP/1.1 302 ")
+    server.transcript.close()
+    path = os.path.join(state_dir, "transcript.jsonl")
+    assert endpoints["transcript"] == path
+    assert all(os.path.getsize(name) <= 4096 for name in (path, path + ".1", path + ".2"))
+    assert not os.path.exists(path + ".3")
+    (marker, *rest) = events(state_dir)
+    assert marker["kind"] == "transcript_rotated" and rest[0]["seq"] == marker["seq"] and rest[-1]["kind"] == "http"
+
+
 def test_the_https_listener_speaks_tls_with_the_org_certificate_and_serves_the_site(serve, state_dir):
     server, reactor, endpoints = serve()
     answer = tls_exchange(reactor.on("adopted", endpoints["https"]["port"]), reactor, endpoints["ca_file"],

@@ -24,7 +24,7 @@ from harness.services.site import ExchangeSite, RedirectSite
 from harness.services.steps import StepRunner
 from harness.services.tls import KeyLog, TlsContexts, TlsServerFactory
 from harness.services.web import HttpFactory
-from harness.transcript import Transcript
+from harness.transcript import DEFAULT_KEEP, Transcript
 
 
 def is_loopback(address: str) -> bool:
@@ -45,6 +45,8 @@ class ServeOptions:
     allow_remote: bool = False
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)   # timeouts and caps of every HTTP connection
     keylog: Optional[str] = None   # append every TLS session's secrets here (NSS key log format, for Wireshark)
+    transcript_max_bytes: Optional[int] = None   # rotate transcript.jsonl before it passes this size (None: never)
+    transcript_keep: int = DEFAULT_KEEP          # rotated files kept (transcript.jsonl.1 ... .N)
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -73,7 +75,8 @@ class MockExchange:
         if os.path.exists(endpoints_path):   # a previous run's: a supervisor must not take it for this one's
             os.remove(endpoints_path)
         if self.transcript is None:
-            self.transcript = Transcript(os.path.join(opts.state_dir, "transcript.jsonl"))
+            self.transcript = Transcript(os.path.join(opts.state_dir, "transcript.jsonl"),
+                                         max_bytes=opts.transcript_max_bytes, keep=opts.transcript_keep)
         rng = random.Random(opts.seed)
         self.transcript.record("start", seed=opts.seed, org=self.org.domain, listen=opts.listen,
                                scenarios=[s.name for s in self.scenarios])

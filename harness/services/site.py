@@ -20,7 +20,7 @@ import random
 import re
 import uuid
 from email.utils import formatdate
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, quote
 
 from harness.hooks import FaultSet, Scope
@@ -75,6 +75,10 @@ class ExchangeSite:
         ]
 
     # ---- connection events (from web.py) ----------------------------------------------------------------------
+    def batch(self) -> ContextManager[object]:
+        """Around one chunk of received bytes: its events go to the transcript file in one write."""
+        return self.transcript.batch()
+
     def connection_made(self, info: ConnectionInfo) -> None:
         self.transcript.record("connect", listener="https" if info.tls else "http", conn=info.conn_id,
                                peer=f"{info.peer[0]}:{info.peer[1]}", local=f"{info.local[0]}:{info.local[1]}")
@@ -262,6 +266,7 @@ class RedirectSite:
         port = "" if https_port == 443 else f":{https_port}"
         self.base = f"https://{org.autodiscover_host}{port}"
 
+    batch = ExchangeSite.batch
     connection_made = ExchangeSite.connection_made
     connection_lost = ExchangeSite.connection_lost
     limit_reached = ExchangeSite.limit_reached

@@ -9,7 +9,9 @@ The app interface (harness.services.site implements it): ``connection_made(info)
 reason)``, ``connection_lost(info, reason)``, ``handle(request) -> HttpResponse``, ``open_tunnel(request, io) ->
 HttpResponse | channel`` (a channel has ``data_received(bytes)`` and ``connection_lost(reason)``; ``io`` is a
 ChannelIO), ``too_large(request, size) -> HttpResponse``, ``bad_request(info, status, message) -> HttpResponse``,
-``response_sent(request, response, elapsed)``.
+``response_sent(request, response, elapsed)``; optionally ``batch()``, a context manager around the handling of
+each chunk of received bytes (the sites make it their transcript's batch: a request's events go to disk in one write,
+before the reactor reads again).
 
 Every byte out goes through the ``write`` hook when a write fault is active: its WritePlan may slice, delay, cut
 or end the output, carried out by harness.services.pacing; later output queues behind it.
@@ -21,12 +23,13 @@ read) and stops delivering pipelined requests, and a stall that lasts ``send_tim
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import resource
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IHandshakeListener
@@ -97,6 +100,8 @@ class HttpServerProtocol(protocol.Protocol):
         self._handshake_done = False
         self._handshake_timer: Any = None
         self._counted = False               # holds one of the factory's per-address/fd-limit places
+        batch = getattr(self.app, "batch", None)
+        self._batch: Callable[[], ContextManager[Any]] = batch if batch is not None else contextlib.nullcontext
 
     @property
     def closed(self) -> bool:
@@ -181,7 +186,8 @@ class HttpServerProtocol(protocol.Protocol):
 
     # ---- the core's actions -------------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
-        self._execute(self.core.receive(data))
+        with self._batch():   # ends before the reactor reads again: nothing answered waits in memory
+            self._execute(self.core.receive(data))
 
     def _output_backlog(self, held: int, stalled: bool) -> None:
         """The pacing wrapper's output backlog changed (bytes it holds, whether the transport is full)."""
