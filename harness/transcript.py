@@ -79,6 +79,11 @@ class Transcript:
         self.events: List[dict] = []
         self.listeners: List[Callable[[dict], None]] = []
 
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the latest event recorded (0 before the first)."""
+        return self._seq
+
     def record(self, kind: str, **fields: Any) -> dict:
         with self._lock:
             self._seq += 1
