@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dns-port", type=_port, default=5353, help="DNS port, UDP and TCP (default 5353; 0 = any)")
     _add_org_options(serve)
     serve.add_argument("--quiet", action="store_true", help="print only the endpoints.json path")
+    control = serve.add_argument_group("control plane (see docs/control.md and `mockex ctl`)")
+    control.add_argument("--control", action="store_true",
+                         help="serve the control API (HTTP/JSON, bearer token) on loopback; its URL and token go to "
+                              "endpoints.json under \"control\"")
+    control.add_argument("--control-listen", default="127.0.0.1", metavar="ADDR",
+                         help="its address: loopback only, whatever --allow-remote says (default 127.0.0.1)")
+    control.add_argument("--control-port", type=_port, default=0, help="its port (default 0: any free port)")
 
     sandbox = sub.add_parser("sandbox", help="run one command against the org on the real ports 443/80/53, without "
                                              "root, in a private network namespace",
@@ -153,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_sub.add_parser("schema", help="print the JSON schema of scenario files")
     from harness.probe.cli import add_probe_parser
     add_probe_parser(sub)
+    from harness.control.ctl import add_ctl_parser
+    add_ctl_parser(sub)
     faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
     faults.add_argument("name", nargs="?", help="show one fault in full")
     export = sub.add_parser("export", help="write a state directory's transcript in another format (HAR)",
@@ -244,6 +253,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
         if args.command == "probe":
             from harness.probe.cli import run_probe
             return run_probe(args)
+        if args.command == "ctl":
+            from harness.control.ctl import run_ctl
+            return run_ctl(args)
         if args.command == "faults":
             from harness import catalog_cli
             return catalog_cli.faults(args)
@@ -286,6 +298,14 @@ def _serve(args) -> int:
               file=sys.stderr)
         return 2
     from harness.scenario import resolve
+    control = None
+    if args.control:
+        from harness.control.service import ControlService
+        try:
+            control = ControlService(args.control_listen, args.control_port)
+        except ValueError as exc:
+            print(f"mockex: --control-listen: {exc}", file=sys.stderr)
+            return 2
     org = load_org(args.org)
     scenarios = [resolve(ref) for ref in args.scenario]
     seed = args.seed if args.seed is not None else next((s.seed for s in scenarios if s.seed is not None), None)
@@ -297,7 +317,7 @@ def _serve(args) -> int:
                                             allow_remote=args.allow_remote, limits=_limits(args),
                                             keylog=args.keylog,
                                             transcript_max_bytes=max_bytes, transcript_keep=keep),
-                           scenarios=scenarios)
+                           scenarios=scenarios, control=control)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
     # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.
     def stop_soon(*_: object) -> None:
@@ -366,6 +386,8 @@ def summary(endpoints: dict, path: str, quiet: bool = False) -> str:
     ]
     for user in endpoints["users"]:
         lines.append(f"    {user['email']:<28} {user['domain']}\\{user['username']:<10} password {user['password']}")
+    if "control" in endpoints:   # its token stays in endpoints.json (0600), never on the terminal
+        lines.append(f"  control API   {endpoints['control']['url']}   (token in endpoints.json; `mockex ctl`)")
     lines += [f"  endpoints     {path}", f"  transcript    {endpoints['transcript']}",
               f"  try: curl --cacert {endpoints['ca_file']} --resolve {autodiscover}:{https['port']}:"
               f"{endpoints.get('addresses', {}).get(autodiscover, https['host'])} --ntlm "

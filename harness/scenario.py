@@ -100,6 +100,12 @@ def _fault_spec(item: Any, path: str, where: str, line: int) -> FaultSpec:
     return FaultSpec(name, dict(params), item_line)
 
 
+def parse_fault(name: str, params: Any, source: str) -> FaultSpec:
+    """One fault given outside a file (the control API): checked as a scenario's ``faults`` item is, with the same
+    messages; ``source`` stands for the file name in them."""
+    return _fault_spec({name: params}, source, "faults[0]", 0)
+
+
 def _expect(reader: Reader) -> Dict[str, Any]:
     reader.only(["analyzer", "clients"])
     result: Dict[str, Any] = {}

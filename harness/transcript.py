@@ -159,6 +159,11 @@ class Transcript:
         outermost block (listeners and ``events`` still get each at once)."""
         return self._batch
 
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the latest event recorded (0 before the first)."""
+        return self._seq
+
     def record(self, kind: str, **fields: Any) -> dict:
         event: Dict[str, Any] = {"seq": 0, "time": 0.0, "kind": kind}
         event.update(fields)

@@ -64,6 +64,9 @@ class MockExchange:
     scenarios: list = field(default_factory=list)
     endpoints: dict = field(default_factory=dict)
     keylog: Optional[KeyLog] = None
+    # The control plane (harness.control), started once the server runs and before endpoints.json is written: it
+    # has ``start(reactor, server) -> dict`` (added to endpoints.json as "control") and ``stop()``.
+    control: Optional[object] = None
 
     def start(self, reactor) -> dict:
         opts = self.options
@@ -124,6 +127,15 @@ class MockExchange:
             raise failure from exc
         self.site, self.urls = site, urls
         self.endpoints = self._describe(https_port)
+        if self.control is not None:
+            try:
+                self.endpoints["control"] = self.control.start(reactor, self)  # type: ignore[attr-defined]
+            except (OSError, ValueError) as exc:
+                self.transcript.listeners.remove(self._on_event)
+                for port in self._dns:
+                    port.stopListening()
+                self._abandon(f"control: {exc}", created)
+                raise
         path = os.path.join(opts.state_dir, "endpoints.json")
         # 0600: it lists every user's password
         fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -143,7 +155,7 @@ class MockExchange:
             shutil.rmtree(self.options.state_dir, ignore_errors=True)
 
     def _on_event(self, event: dict) -> None:
-        if event["kind"] in ("step", "reset"):  # the active faults changed: so may the listeners' states
+        if event["kind"] in ("step", "reset", "control"):  # the active faults changed: so may the listeners' states
             self.listeners.reconcile()
 
     def _describe(self, https_port: int) -> dict:
@@ -184,6 +196,8 @@ class MockExchange:
         from twisted.internet import defer
         # Nothing may move the listeners once they are closing: no pending step, no reconcile on a late event.
         self.steps.stop()
+        if self.control is not None:
+            self.control.stop()  # type: ignore[attr-defined]
         if self._on_event in self.transcript.listeners:
             self.transcript.listeners.remove(self._on_event)
         waits = [self.listeners.stop()] + [p.stopListening() for p in self._dns]

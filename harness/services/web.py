@@ -6,12 +6,12 @@ RPC_IN_DATA / RPC_OUT_DATA with a *channel* (RPC over HTTP), which from then on 
 writes the connection itself. It also keeps the TLS bookkeeping (SNI, version, failed handshakes).
 
 The app interface (harness.services.site implements it): ``connection_made(info)``, ``tls_handshake(info, ok,
-reason)``, ``connection_lost(info, reason)``, ``handle(request) -> HttpResponse``, ``open_tunnel(request, io) ->
-HttpResponse | channel`` (a channel has ``data_received(bytes)`` and ``connection_lost(reason)``; ``io`` is a
-ChannelIO), ``too_large(request, size) -> HttpResponse``, ``bad_request(info, status, message) -> HttpResponse``,
-``response_sent(request, response, elapsed)``; optionally ``batch()``, a context manager around the handling of
-each chunk of received bytes (the sites make it their transcript's batch: a request's events go to disk in one write,
-before the reactor reads again).
+reason)``, ``connection_lost(info, reason)``, ``handle(request) -> HttpResponse`` (or a Deferred firing with
+one: a long poll), ``open_tunnel(request, io) -> HttpResponse | channel`` (a channel has ``data_received(bytes)``
+and ``connection_lost(reason)``; ``io`` is a ChannelIO), ``too_large(request, size) -> HttpResponse``,
+``bad_request(info, status, message) -> HttpResponse``, ``response_sent(request, response, elapsed)``; optionally
+``batch()``, a context manager around the handling of each chunk of received bytes (the sites make it their
+transcript's batch: a request's events go to disk in one write, before the reactor reads again).
 
 Every byte out goes through the ``write`` hook when a write fault is active: its WritePlan may slice, delay, cut
 or end the output, carried out by harness.services.pacing; later output queues behind it.
@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Tuple
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
@@ -212,6 +212,9 @@ class HttpServerProtocol(protocol.Protocol):
             request = action.request
             started = time.perf_counter()
             response = self.app.handle(request)
+            if isinstance(response, defer.Deferred):   # answered later (a long poll): the core waits in SENDING
+                response.addCallback(self._answer_later, request, started)
+                return []
             self.app.response_sent(request, response, time.perf_counter() - started)
             return self.core.respond(response)
         elif isinstance(action, StartTimer):
@@ -249,6 +252,11 @@ class HttpServerProtocol(protocol.Protocol):
         elif isinstance(action, ResumeReading):
             self.transport.resumeProducing()
         return []
+
+    def _answer_later(self, response: HttpResponse, request: Any, started: float) -> None:
+        """An app's Deferred answer arrived; the core drops it when the connection ended meanwhile."""
+        self.app.response_sent(request, response, time.perf_counter() - started)
+        self._execute(self.core.respond(response))
 
     def _hand_off(self, action: HandOffTunnel) -> List[Action]:
         outcome = self.app.open_tunnel(action.request, ChannelIO(self))
