@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 HERE = os.path.abspath(__file__)
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -52,9 +52,9 @@ def child_env(tree: str) -> Dict[str, str]:
     return env
 
 
-def serve_command(state_dir: str, *extra: str) -> List[str]:
-    return [sys.executable, *extra, "-m", "harness", "serve", "--state-dir", state_dir, "--https-port", "0",
-            "--http-port", "0", "--dns-port", "0", "--quiet"]
+def serve_command(state_dir: str, python_flags: Sequence[str], serve_args: Sequence[str]) -> List[str]:
+    return [sys.executable, *python_flags, "-m", "harness", "serve", "--state-dir", state_dir, "--https-port", "0",
+            "--http-port", "0", "--dns-port", "0", "--quiet", *serve_args]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -64,13 +64,14 @@ def cpu_seconds(pid: int) -> float:
         return int(handle.read().split()[0]) / 1e9
 
 
-def start_until_ready(tree: str, state_dir: str, *extra: str) -> Tuple[subprocess.Popen, float, float]:
+def start_until_ready(tree: str, state_dir: str, *python_flags: str,
+                      serve_args: Sequence[str] = ()) -> Tuple[subprocess.Popen, float, float]:
     """(the server, wall seconds from spawn to endpoints.json, its CPU seconds by then)."""
     ready = os.path.join(state_dir, "endpoints.json")
     if os.path.exists(ready):
         os.unlink(ready)
     started = time.perf_counter()
-    process = subprocess.Popen(serve_command(state_dir, *extra), cwd=tree, env=child_env(tree),
+    process = subprocess.Popen(serve_command(state_dir, python_flags, serve_args), cwd=tree, env=child_env(tree),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     while not os.path.exists(ready):
         if process.poll() is not None or time.perf_counter() - started > START_TIMEOUT:
@@ -126,22 +127,24 @@ def first_pox(state_dir: str, ntlm: bool = False) -> float:
     return time.perf_counter() - started
 
 
-def start_rounds(trees: List[str], rounds: int, workdir: str) -> Dict[str, Dict[str, List[float]]]:
+def start_rounds(trees: List[str], rounds: int, workdir: str,
+                 serve_args: Sequence[str]) -> Dict[str, Dict[str, List[float]]]:
     figures: Dict[str, Dict[str, List[float]]] = {t: collections.defaultdict(list) for t in trees}
     warm_dirs = {}
     for index, tree in enumerate(trees):   # one uncounted run each: bytecode caches and the warm state dir
         warm_dirs[tree] = os.path.join(workdir, f"warm-{index}")
-        stop(start_until_ready(tree, warm_dirs[tree])[0])
+        stop(start_until_ready(tree, warm_dirs[tree], serve_args=serve_args)[0])
     for round_no in range(rounds):
         for index, tree in enumerate(trees):
             cold_dir = os.path.join(workdir, f"cold-{index}-{round_no}")
             for kind, state_dir in (("cold", cold_dir), ("warm", warm_dirs[tree])):
-                process, seconds, cpu = start_until_ready(tree, state_dir)
+                process, seconds, cpu = start_until_ready(tree, state_dir, serve_args=serve_args)
                 try:
                     figures[tree][f"{kind} start to ready"].append(seconds)
                     figures[tree][f"{kind} CPU to ready"].append(cpu)
-                    figures[tree][f"{kind} first POX (Basic)"].append(first_pox(state_dir))
-                    figures[tree][f"{kind} then POX (NTLM)"].append(first_pox(state_dir, ntlm=True))
+                    if not serve_args:   # a scenario's faults may refuse it
+                        figures[tree][f"{kind} first POX (Basic)"].append(first_pox(state_dir))
+                        figures[tree][f"{kind} then POX (NTLM)"].append(first_pox(state_dir, ntlm=True))
                 finally:
                     stop(process)
             shutil.rmtree(cold_dir, ignore_errors=True)
@@ -243,6 +246,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tree", action="append", default=[], help="a mockex checkout (repeatable; default: this one)")
     parser.add_argument("--rounds", type=int, default=7, help="cold and warm starts per tree")
+    parser.add_argument("--scenario", action="append", default=[],
+                        help="start-up with this scenario (repeatable; no POX figures then)")
     parser.add_argument("--fresh", type=int, default=200, help="tests using mockex_fresh")
     parser.add_argument("--spawns", type=int, default=5, help="tests calling mockex()")
     parser.add_argument("--bare", type=int, default=50, help="tests using no fixture")
@@ -256,9 +261,10 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="mockex-startup-bench-")
     try:
         if "start" not in args.skip:
-            figures = start_rounds(trees, args.rounds, workdir)
+            serve_args = [arg for scenario in args.scenario for arg in ("--scenario", scenario)]
+            figures = start_rounds(trees, args.rounds, workdir, serve_args)
             for tree in trees:
-                print(f"start-up ({tree}):")
+                print(f"start-up ({tree}{', scenarios ' + ' '.join(args.scenario) if args.scenario else ''}):")
                 for label, values in figures[tree].items():
                     print(f"  {label:<28}{describe(values)}")
         if "imports" not in args.skip:
