@@ -297,7 +297,6 @@ def _serve(args) -> int:
         print(f"mockex: --listen {args.listen} is not a loopback address; add --allow-remote if you mean it",
               file=sys.stderr)
         return 2
-    from harness.scenario import resolve
     control = None
     if args.control:
         from harness.control.service import ControlService
@@ -307,7 +306,10 @@ def _serve(args) -> int:
             print(f"mockex: --control-listen: {exc}", file=sys.stderr)
             return 2
     org = load_org(args.org)
-    scenarios = [resolve(ref) for ref in args.scenario]
+    scenarios = []
+    if args.scenario:
+        from harness.scenario import resolve
+        scenarios = [resolve(ref) for ref in args.scenario]
     seed = args.seed if args.seed is not None else next((s.seed for s in scenarios if s.seed is not None), None)
     if seed is None:  # a fixed default would repeat the NTLM server challenge, letting a captured logon replay
         seed = random.SystemRandom().randrange(1 << 31)

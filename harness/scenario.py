@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set
 
 from harness import verdicts
-from harness.faults.base import Fault, FaultParamError, catalog
+from harness.faults.base import Fault, FaultParamError, catalog, fault_class
 from harness.paths import data_dir
 from harness.yamlfile import Collector, Reader, SpecError, closest, load_file
 
@@ -40,7 +40,10 @@ class FaultSpec:
     line: int
 
     def build(self, rng: random.Random) -> Fault:
-        return catalog()[self.name](rng=rng, **self.params)
+        cls = fault_class(self.name)
+        if cls is None:   # a scenario file cannot get here: reading it checked every name
+            raise KeyError(self.name)
+        return cls(rng=rng, **self.params)
 
 
 @dataclass
@@ -77,7 +80,6 @@ class Scenario:
 
 
 def _fault_spec(item: Any, path: str, where: str, line: int) -> FaultSpec:
-    known = catalog()
     if isinstance(item, str):
         name, params, item_line = item, {}, line
     elif isinstance(item, dict) and len(item) == 1:
@@ -88,12 +90,13 @@ def _fault_spec(item: Any, path: str, where: str, line: int) -> FaultSpec:
     else:
         raise SpecError(path, line, where, "a fault is written `layer.name: {param: value}` (one key)",
                         "e.g. - tls.expired: {host: mail.contoso.test}")
-    if name not in known:
-        raise SpecError(path, item_line, where, f"unknown fault {name!r}", closest(str(name), known))
+    cls = fault_class(name) if isinstance(name, str) else None
+    if cls is None:
+        raise SpecError(path, item_line, where, f"unknown fault {name!r}", closest(str(name), catalog()))
     if not isinstance(params, dict):
         raise SpecError(path, item_line, f"{where}.{name}", f"parameters must be a mapping, got {params!r}")
     try:
-        known[name].validate(dict(params))
+        cls.validate(dict(params))
     except FaultParamError as exc:
         param_line = params.line_of(exc.param) if hasattr(params, "line_of") else item_line
         raise SpecError(path, param_line, f"{where}.{name}.{exc.param}", exc.message, exc.hint) from None
@@ -175,7 +178,7 @@ def _step(item: Any, path: str, where: str, line: int, active: Optional[Set[str]
              if (spec := found.check(_fault_spec, f, path, w, ln)) is not None]
     remove = []
     for value, w, ln in found.check(step.items, "remove", [], default=[]):
-        if value not in catalog():
+        if not isinstance(value, str) or fault_class(value) is None:
             found.errors.append(SpecError(path, ln, w, f"unknown fault {value!r}", closest(str(value), catalog())))
         elif active is not None and value not in active:
             found.errors.append(SpecError(path, ln, w, f"{value!r} is not active when this step runs",

@@ -27,9 +27,9 @@ from Cryptodome.Cipher import ARC4
 from Cryptodome.Hash import MD4
 from impacket import ntlm
 
-from harness.org import Mailbox, Org
+from harness.org import Mailbox
+from harness.protocols.logon import SIGNATURE, Lookup, ServerIdentity, logon_refusal, org_lookup
 
-SIGNATURE = b"NTLMSSP\x00"
 NEGOTIATE, CHALLENGE, AUTHENTICATE = 1, 2, 3
 
 # Windows Server 2012 R2: 6.3 build 9600, NTLM revision 15.
@@ -51,46 +51,6 @@ _FILETIME_EPOCH = 116444736000000000  # 1601-01-01 to 1970-01-01 in 100 ns
 
 class NTLMError(Exception):
     """A message that cannot be processed (malformed NEGOTIATE, bad signature, unsupported session security)."""
-
-
-@dataclass(frozen=True)
-class ServerIdentity:
-    """The names the CAS puts into its CHALLENGE (impacket uses netbios_computer as the RPC server name)."""
-    netbios_domain: str
-    netbios_computer: str
-    dns_domain: str
-    dns_computer: str
-    dns_tree: str
-
-    @classmethod
-    def for_org(cls, org: Org) -> "ServerIdentity":
-        return cls(netbios_domain=org.netbios_domain, netbios_computer=org.cas.name, dns_domain=org.ad_domain,
-                   dns_computer=org.cas.fqdn, dns_tree=org.ad_domain)
-
-    def accepts_domain(self, domain: str) -> bool:
-        """True for the domain names a logon may carry: empty, NetBIOS, DNS domain or tree (any case)."""
-        return domain.lower() in {"", self.netbios_domain.lower(), self.dns_domain.lower(), self.dns_tree.lower()}
-
-
-Lookup = Callable[[str, str], Optional[Mailbox]]
-
-
-def org_lookup(org: Org) -> Lookup:
-    """lookup(user, domain) over an org: sAMAccountName or UPN; the domain was already checked by the acceptor."""
-    return lambda user, domain: org.find(user)
-
-
-def logon_refusal(mailbox: Optional[Mailbox], password_matches: bool) -> str:
-    """Why Windows refuses a logon, in its order of checks; "" when the logon is allowed."""
-    if mailbox is None:
-        return "unknown user"
-    if mailbox.locked:
-        return "account locked"
-    if not password_matches:
-        return "wrong password"
-    if mailbox.password_expired:
-        return "password expired"
-    return ""
 
 
 @dataclass

@@ -48,7 +48,7 @@ from harness.protocols.http import (
     moved_page,
 )
 from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook
-from harness.protocols.ntlm import ServerIdentity
+from harness.protocols.logon import ServerIdentity
 from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
