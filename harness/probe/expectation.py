@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Optional
 
 from harness.probe.report import Verdict
 from harness.probe.runner import ProbeOptions
+from harness.verdicts import TIMEOUT_REASONS
 
 DEFAULT_USER = "alice@contoso.test"
-TIMEOUT_REASONS = frozenset({"timeout", "rts-timeout", "connection-timeout", "no-response", "dns-timeout"})
 SHORT_STEP_TIMEOUT = 2.0    # where the expected verdict is a timeout
 LONG_STEP_TIMEOUT = 15.0    # elsewhere: far above any answer the mock delays on purpose (network-latency: 1.2 s)
 

@@ -21,7 +21,8 @@ host of `expect.analyzer`.
 The client command is split into words like a shell would (no shell runs it) and each placeholder is filled per
 scenario: {email} {password} {username} {login} {upn} {netbios_domain} {domain} {host} {https_port} {http_port}
 {dns_host} {dns_port} {dns} {autodiscover_url} {autodiscover_svc_url} {ews_url} {rpc_proxy_url} {ca_file}
-{endpoints} {transcript} {state_dir} {scenario} {seed} {addresses[HOST]}. The same values are in the client's
+{endpoints} {transcript} {state_dir} {scenario} {seed} {addresses[HOST]}; other braces are left alone, so inline
+code needs no escaping ({{email}} is the literal text {email}). The same values are in the client's
 environment as MOCKEX_EMAIL, MOCKEX_PASSWORD, ... (--ca-env adds SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
 NODE_EXTRA_CA_CERTS and CURL_CA_BUNDLE). The mock listens on 127.0.0.1 with ephemeral ports: the client must use
 the ports (and the DNS server) it is given. Full guide: docs/runner.md."""
@@ -103,7 +104,6 @@ def run_command(args) -> int:
     from harness.runner.client import PROBE, CommandError, parse_command
     from harness.runner.execute import Interrupted, Run, RunSettings
     from harness.runner.plan import Selection, parse_shard, select
-    from harness.services.server import is_loopback
     shard = None
     if args.shard:
         try:
@@ -122,6 +122,7 @@ def run_command(args) -> int:
         return 0
     if not args.client:
         return _usage("--client COMMAND is required (or --client probe for the built-in analyzer)")
+    from harness.services.server import is_loopback
     if not is_loopback(args.listen):
         return _usage(f"--listen {args.listen} is not a loopback address")
     try:

@@ -2,15 +2,18 @@
 and one run of it bounded by the scenario's timeout.
 
 The command is split into words as a POSIX shell would (shlex), and no shell runs it: a placeholder is replaced
-inside its word, so a password with spaces or quotes stays one argument. Placeholders are ``str.format`` fields
-(``{email}``, ``{addresses[mail.contoso.test]}``); ``{{`` and ``}}`` are literal braces.
+inside its word, so a password with spaces or quotes stays one argument. A placeholder is a known name in braces
+(``{email}``, ``{addresses[mail.contoso.test]}``); any other brace is left alone, so inline code (``python -c``
+with f-strings, ``sh -c`` with ``${VAR}``) needs no escaping, except that a near miss of a known name (``{emial}``)
+is refused as a typo. ``{{email}}`` is the literal text ``{email}``.
 """
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import shlex
 import signal
-import string
 import subprocess
 import time
 from dataclasses import dataclass
@@ -54,8 +57,12 @@ class CommandError(ValueError):
     """A client command that cannot be run (unbalanced quotes, unknown placeholder)."""
 
 
+# {{name}} (an escaped placeholder), or {name} / {name[key]}
+PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}|\{([a-z_]+)(?:\[([^\]{}]+)\])?\}")
+
+
 def parse_command(text: str) -> List[str]:
-    """The words of ``text``, with every placeholder checked against PLACEHOLDERS."""
+    """The words of ``text``, refusing a near miss of a placeholder name (a typo would reach the client as is)."""
     try:
         words = shlex.split(text)
     except ValueError as exc:
@@ -63,15 +70,16 @@ def parse_command(text: str) -> List[str]:
     if not words:
         raise CommandError("--client is empty")
     for word in words:
-        try:
-            fields = [field for _, field, _, _ in string.Formatter().parse(word) if field is not None]
-        except ValueError as exc:
-            raise CommandError(f"--client word {word!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
-        for field in fields:
-            name = field.split("[", 1)[0].split(".", 1)[0]
-            if name not in PLACEHOLDERS:
-                raise CommandError(f"--client: unknown placeholder {{{field}}}; known: "
-                                   + ", ".join(f"{{{key}}}" for key in PLACEHOLDERS))
+        for match in PLACEHOLDER.finditer(word):
+            name = match.group(2)
+            if name is None or name in PLACEHOLDERS:
+                if name == "addresses" and not match.group(3):
+                    raise CommandError("--client: {addresses} needs a host name: {addresses[mail.contoso.test]}")
+                continue
+            close = difflib.get_close_matches(name, PLACEHOLDERS, n=1, cutoff=0.75)
+            if close:
+                raise CommandError(f"--client: unknown placeholder {{{name}}}: did you mean {{{close[0]}}}? "
+                                   "(known: " + ", ".join(f"{{{key}}}" for key in PLACEHOLDERS) + ")")
     return words
 
 
@@ -95,10 +103,20 @@ def values(endpoints: Dict[str, Any], user: Dict[str, Any], scenario: str, state
 
 
 def fill(words: List[str], found: Dict[str, Any]) -> List[str]:
-    try:
-        return [word.format(**found) for word in words]
-    except (KeyError, IndexError) as exc:   # e.g. {addresses[no.such.host]}
-        raise CommandError(f"--client: no value for {exc}") from None
+    def value(match: "re.Match[str]") -> str:
+        escaped, name, key = match.groups()
+        if escaped is not None:
+            return f"{{{escaped}}}" if escaped in PLACEHOLDERS else match.group(0)
+        if name not in PLACEHOLDERS:
+            return match.group(0)
+        if key is None:
+            return str(found[name])
+        table = found[name]
+        if not isinstance(table, dict) or key not in table:
+            raise CommandError(f"--client: no value for {{{name}[{key}]}}"
+                               + (f" (known: {', '.join(table)})" if isinstance(table, dict) else ""))
+        return str(table[key])
+    return [PLACEHOLDER.sub(value, word) for word in words]
 
 
 def environment(found: Dict[str, Any], export_ca: bool, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:

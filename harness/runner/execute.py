@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+from harness.runner.plan import slow_first
 from harness.scenario import Scenario
 
 WORKER_GRACE = 15.0     # seconds a worker gets to end its client and mock after SIGTERM
@@ -61,7 +62,8 @@ class Run:
     def execute(self, on_result: Callable[[Dict[str, Any]], None] = lambda result: None) -> List[Dict[str, Any]]:
         settings = self.settings
         keep = settings.state_dir is not None
-        self.state_dir = os.path.abspath(settings.state_dir) if keep else tempfile.mkdtemp(prefix="mockex-run-")
+        self.state_dir = (os.path.abspath(settings.state_dir) if settings.state_dir is not None
+                          else tempfile.mkdtemp(prefix="mockex-run-"))
         os.makedirs(os.path.join(self.state_dir, "scenarios"), exist_ok=True)
         os.makedirs(os.path.join(self.state_dir, "pki"), exist_ok=True)
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
@@ -70,8 +72,9 @@ class Run:
                 signal.signal(signum, _raise_interrupted)
         finished = False
         try:
-            for index, scenario in enumerate(self.scenarios):
-                self._jobs.put(self._job(index, scenario))
+            position = {id(scenario): index for index, scenario in enumerate(self.scenarios)}
+            for scenario in slow_first(self.scenarios):
+                self._jobs.put(self._job(position[id(scenario)], scenario))
             count = max(1, min(settings.jobs, len(self.scenarios)))
             threads = [self._start_worker(number) for number in range(count)]
             for _ in threads:

@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from harness.faults.base import LAYERS
 from harness.scenario import Scenario, builtin_scenarios, resolve
+from harness.verdicts import TIMEOUT_REASONS
 from harness.yamlfile import SpecError
 
 SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -31,6 +32,16 @@ def parse_shard(text: str) -> Tuple[int, int]:
 def shard(scenarios: Sequence[Scenario], index: int, count: int) -> List[Scenario]:
     ordered = sorted(scenarios, key=lambda s: (s.name, s.source))
     return [scenario for position, scenario in enumerate(ordered) if position % count == index - 1]
+
+
+def slow_first(scenarios: Sequence[Scenario]) -> List[Scenario]:
+    """The order in which to start scenarios on parallel workers: those likely to take long first (network faults
+    pace or stall every answer; a timeout verdict is a wait), so no long one starts last and runs on alone.
+    Only the start order changes: reports keep the plan's order."""
+    def likely_slow(scenario: Scenario) -> bool:
+        reason = (scenario.expect.get("analyzer") or {}).get("reason")
+        return "network" in scenario.layers or reason in TIMEOUT_REASONS
+    return sorted(scenarios, key=lambda s: not likely_slow(s))
 
 
 @dataclass(frozen=True)
