@@ -20,7 +20,8 @@ from typing import List
 import pytest
 from lxml import etree
 
-from harness.runner.plan import parse_shard, shard
+from harness.runner import report as run_report
+from harness.runner.plan import Selection, parse_shard, select, shard
 from harness.scenario import builtin_scenarios
 from harness.testing import start_server
 from tests.support import REPO
@@ -55,11 +56,15 @@ def validate_junit(path: Path) -> etree._ElementTree:
 
 # ---- selection and shards ------------------------------------------------------------------------------------
 def test_shards_together_cover_every_scenario_exactly_once():
-    everything = mockex_run("--all", "--list").stdout.split()
+    scenarios = select(Selection(all=True))
+    everything = [s.name for s in scenarios]
     assert len(everything) == len(builtin_scenarios()) > 50
-    parts = [mockex_run("--all", "--list", "--shard", f"{k}/3").stdout.split() for k in (1, 2, 3)]
-    assert sorted(sum(parts, [])) == sorted(everything)            # each once: no duplicates, nothing missing
-    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    for count in (1, 2, 3, 7):
+        parts = [[s.name for s in shard(scenarios, k, count)] for k in range(1, count + 1)]
+        assert sorted(sum(parts, [])) == sorted(everything)            # each once: no duplicates, nothing missing
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    listed = mockex_run("--all", "--list", "--shard", "2/3")
+    assert listed.stdout.split() == [s.name for s in shard(scenarios, 2, 3)]
 
 
 def test_shard_is_deterministic_and_ordered_by_name():
@@ -81,6 +86,33 @@ def test_layer_selection_and_usage_errors():
     assert unknown.returncode == 2 and "unknown placeholder {emial}: did you mean {email}?" in unknown.stderr
     missing = mockex_run("no-such-scenario", "--client", "probe")
     assert missing.returncode == 2 and "no such built-in scenario" in missing.stderr
+
+
+def shard_document(shard_of: str, outcomes: dict, interrupted: bool = False) -> dict:
+    results = [{"index": i, "name": name, "outcome": outcome, "seconds": 0.5, "layers": ["tls"], "problems":
+                ["it exited with status 0"] if outcome == "failed" else [], "got": "it exited", "expected": "x"}
+               for i, (name, outcome) in enumerate(outcomes.items())]
+    return run_report.to_json(results, {"client": "probe", "shard": shard_of, "seconds": 1.0,
+                                        "interrupted": interrupted})
+
+
+def test_report_merges_the_shards_of_a_matrix(tmp_path):
+    shards = {"1/3": {"a": "passed", "d": "passed"}, "2/3": {"b": "failed"}, "3/3": {"c": "skipped"}}
+    paths = []
+    for shard_of, outcomes in shards.items():
+        paths.append(tmp_path / f"shard-{shard_of[0]}.json")
+        paths[-1].write_text(json.dumps(shard_document(shard_of, outcomes)))
+    junit, merged = tmp_path / "all.xml", tmp_path / "all.json"
+    done = run_mockex("report", *map(str, paths), "--junit", str(junit), "--json", str(merged))
+    assert done.returncode == 1 and "4 scenarios: 2 passed, 1 failed, 0 errors, 1 skipped" in done.stdout
+    assert [c.get("name") for c in validate_junit(junit).getroot().findall(".//testcase")] == ["a", "b", "c", "d"]
+    assert json.loads(merged.read_text())["summary"]["failed"] == 1
+    paths[1].write_text(json.dumps(shard_document("2/3", {"b": "passed"})))
+    assert run_mockex("report", *map(str, paths)).returncode == 0
+    missing = run_mockex("report", str(paths[0]), str(paths[1]))
+    assert missing.returncode == 1 and "shard(s) 3/3 missing" in missing.stderr
+    twice = run_mockex("report", str(paths[0]), str(paths[0]))
+    assert twice.returncode == 2 and "shard 1/3 is both" in twice.stderr
 
 
 # ---- the probe as the client -------------------------------------------------------------------------------------

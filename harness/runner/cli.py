@@ -93,6 +93,50 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+MERGE_EPILOG = """\
+exit status: 0 every scenario of every file passed and no shard is missing or interrupted, 1 otherwise,
+2 the files cannot be merged.
+
+example (after a 3-way CI matrix ran `mockex run --all --shard K/3 --client ... --json shard-K.json`):
+  mockex report shard-1.json shard-2.json shard-3.json --junit all.xml --json all.json"""
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("report", help="merge the JSON results of several `mockex run`s (CI shards)",
+                                   description="Merge the --json results of several `mockex run`s (the shards of a "
+                                               "CI matrix) into one summary, JUnit XML and JSON.",
+                                   epilog=MERGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", metavar="RESULTS.json", help="`mockex run --json` outputs")
+    parser.add_argument("--junit", metavar="FILE", help="write the merged JUnit XML")
+    parser.add_argument("--json", metavar="FILE", help="write the merged JSON")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only failures and the totals")
+    return parser
+
+
+def report_command(args) -> int:
+    from harness.runner import report
+    from harness.runner.merge import MergeError, load, merge
+    try:
+        results, meta, warnings = merge([(path, load(path)) for path in args.files])
+    except (MergeError, ValueError) as exc:
+        print(f"mockex report: {exc}", file=sys.stderr)
+        return 2
+    if args.junit:
+        report.write_junit(args.junit, results, meta)
+    if args.json:
+        report.write_json(args.json, results, meta)
+    if args.quiet:
+        for result in results:
+            if result["outcome"] in ("failed", "error"):
+                print(f"{result['outcome'].upper()} {result['name']}: {report.first_problem(result)}")
+        print(report.summary_table(results, meta["seconds"]).splitlines()[-1])
+    else:
+        print(report.summary_table(results, meta["seconds"]))
+    for warning in warnings:
+        print(f"mockex report: {warning}", file=sys.stderr)
+    return 1 if warnings else report.exit_status(results)
+
+
 def _usage(message: str) -> int:
     print(f"mockex run: {message}", file=sys.stderr)
     return 2
