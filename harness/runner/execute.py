@@ -99,7 +99,7 @@ class Run:
                 "state_dir": os.path.join(self.state_dir, "scenarios", f"{index + 1:03d}-{scenario.name}"),
                 "pki_dir": os.path.join(self.state_dir, "pki"), "seed": settings.seed, "client": settings.client,
                 "client_text": settings.client_text, "timeout": settings.timeout, "export_ca": settings.export_ca,
-                "cwd": settings.cwd}
+                "cwd": settings.cwd, "keep": settings.state_dir is not None}
 
     def _start_worker(self, number: int) -> threading.Thread:
         log = open(os.path.join(self.state_dir, f"worker-{number + 1}.log"), "wb")

@@ -152,7 +152,7 @@ def failure_text(result: Dict[str, Any]) -> str:
         lines.append(f"probe verdict: {json.dumps(result['probe'])}")
     if result.get("traceback"):
         lines += ["", result["traceback"]]
-    if result.get("transcript"):
+    if result.get("transcript"):   # kept only with --state-dir
         lines.append(f"transcript: {result['transcript']}")
     return "\n".join(lines)
 

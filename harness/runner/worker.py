@@ -140,7 +140,7 @@ class Worker:
                        "stdout": mask(run.stdout, secrets), "stderr": mask(run.stderr, secrets)},
             **({"probe": outcome["probe"]} if "probe" in outcome else {}),
             "violations": len(violations),
-            "transcript": transcript_path(state_dir),
+            "transcript": transcript_path(state_dir) if job.get("keep") else None,   # a temporary one is gone
             "transcript_excerpt": [mask(line, secrets) for line in excerpt(events)],
         }
 
