@@ -84,6 +84,8 @@ def test_layer_selection_and_usage_errors():
     assert mockex_run("--all").returncode == 2                                  # no client
     unknown = mockex_run("tls-expired", "--client", "true {emial}")
     assert unknown.returncode == 2 and "unknown placeholder {emial}: did you mean {email}?" in unknown.stderr
+    absent = mockex_run("tls-expired", "--client", "./no-such-client {email}")
+    assert absent.returncode == 2 and "./no-such-client: no such file" in absent.stderr
     missing = mockex_run("no-such-scenario", "--client", "probe")
     assert missing.returncode == 2 and "no such built-in scenario" in missing.stderr
 

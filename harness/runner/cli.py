@@ -145,7 +145,7 @@ def _usage(message: str) -> int:
 def run_command(args) -> int:
     from harness import __version__
     from harness.runner import report
-    from harness.runner.client import PROBE, CommandError, parse_command
+    from harness.runner.client import PROBE, CommandError, missing_program, parse_command
     from harness.runner.execute import Interrupted, Run, RunSettings
     from harness.runner.plan import Selection, parse_shard, select
     shard = None
@@ -173,6 +173,9 @@ def run_command(args) -> int:
         words = PROBE if args.client.strip() == PROBE else parse_command(args.client)
     except CommandError as exc:
         return _usage(str(exc))
+    problem = missing_program(words) if words != PROBE else ""
+    if problem:
+        return _usage(f"--client: {problem}")
     settings = RunSettings(client=words, client_text=args.client, org=os.path.abspath(args.org),
                            timeout=args.timeout, jobs=args.jobs, export_ca=args.ca_env, listen=args.listen,
                            seed=args.seed, state_dir=args.state_dir)

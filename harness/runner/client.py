@@ -13,6 +13,7 @@ import difflib
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -102,6 +103,19 @@ def values(endpoints: Dict[str, Any], user: Dict[str, Any], scenario: str, state
     }
 
 
+def missing_program(words: List[str], cwd: Optional[str] = None) -> str:
+    """Why the client's program cannot be run ("" when it can, or when its name is a placeholder)."""
+    program = words[0]
+    if PLACEHOLDER.search(program):
+        return ""
+    if os.sep in program:
+        path = os.path.join(cwd or os.getcwd(), program)
+        if not os.path.isfile(path):
+            return f"{program}: no such file"
+        return "" if os.access(path, os.X_OK) else f"{program}: not executable (chmod +x, or name its interpreter)"
+    return "" if shutil.which(program) else f"{program}: not found on PATH"
+
+
 def fill(words: List[str], found: Dict[str, Any]) -> List[str]:
     def value(match: "re.Match[str]") -> str:
         escaped, name, key = match.groups()
@@ -140,8 +154,11 @@ class ClientRun:
     stdout: str
     stderr: str
     seconds: float
+    start_error: str = ""         # why it could not be started (then nothing ran)
 
     def describe(self) -> str:
+        if self.start_error:
+            return f"could not be started: {self.start_error}"
         if self.timed_out:
             return f"did not finish within its timeout and was killed ({self.seconds:.1f} s)"
         if self.signal is not None:
@@ -162,7 +179,7 @@ class ClientProcess:
             self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
-            return ClientRun(argv, 127, None, False, "", f"cannot run {argv[0]}: {exc.strerror or exc}", 0.0)
+            return ClientRun(argv, None, None, False, "", "", 0.0, start_error=f"{argv[0]}: {exc.strerror or exc}")
         timed_out = False
         try:
             out, err = self.process.communicate(timeout=timeout)

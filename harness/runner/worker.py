@@ -121,6 +121,8 @@ class Worker:
         transcript.close()
         violations = credential_violations(events, endpoints["hostnames"], expectation.credentials)
         run = outcome["run"]
+        if run.start_error:   # nothing ran: not a clean failure of the client, a broken run
+            raise RuntimeError(f"the client could not be started: {run.start_error}")
         if "analyzer_problems" in outcome:   # the probe is judged by its verdict, not only by its exit status
             problems = outcome["analyzer_problems"] + judge(
                 ClientExpectation(exit="any", stdout=expectation.stdout, stderr=expectation.stderr,
