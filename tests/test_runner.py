@@ -6,9 +6,11 @@ Every run here is a real `mockex run` process with real mocks on loopback. Timeo
 expected outcome (a client that never ends) or far above what the client needs."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,6 +166,51 @@ def test_a_client_is_judged_by_what_the_analyzer_expects(tmp_path):
     assert "the client should: fail cleanly" in failure.text and "what it did: it exited with status 0" in failure.text
     out = validate_junit(junit).getroot().find(".//testcase[@name='tls-expired']/system-out").text
     assert "--- mock transcript (excerpt) ---" in out and "synced" in out
+
+
+POX_REQUEST = """<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">
+<Request><EMailAddress>alice@contoso.test</EMailAddress><AcceptableResponseSchema>
+http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema></Request>
+</Autodiscover>"""
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_unmodified_is_judged_by_the_scenarios(tmp_path):
+    """curl as the client: it logs on (NTLM) where the certificate is good and refuses the expired one before
+    sending anything, which is what a correct client does in both."""
+    request = tmp_path / "request.xml"
+    request.write_text(POX_REQUEST)
+    curl = ("curl -sS -f --max-time 20 --cacert {ca_file} "
+            "--resolve autodiscover.contoso.test:{https_port}:{addresses[autodiscover.contoso.test]} "
+            f"--ntlm -u {{login}}:{{password}} -H 'Content-Type: text/xml' --data-binary @{request} "
+            "{autodiscover_url}")
+    report = tmp_path / "results.json"
+    done = mockex_run("tls-expired", "dns-no-srv", "--client", curl, "--json", str(report))
+    found = results(report)
+    assert done.returncode == 0, {name: (r["problems"], r["client"]["stderr"]) for name, r in found.items()}
+    assert found["tls-expired"]["client"]["exit_code"] == 60          # CURLE_PEER_FAILED_VERIFICATION
+    assert "<AuthPackage>" in found["dns-no-srv"]["client"]["stdout"]
+
+
+def test_progress_and_summary_text():
+    passed = {"name": "tls-expired", "outcome": "passed", "seconds": 0.4, "got": "it exited with status 1"}
+    failed = {"name": "dns-no-srv", "outcome": "failed", "seconds": 1.2, "got": "it exited with status 1",
+              "expected": "succeed (exit 0)", "problems": ["it should succeed (exit 0); it exited with status 1"]}
+    terminal, log = io.StringIO(), io.StringIO()
+    for stream, tty in ((terminal, True), (log, False)):
+        progress = run_report.Progress(2, stream=stream, tty=tty, width=10)
+        progress.update(passed)
+        progress.update(failed)
+        progress.close()
+    assert "\r" in terminal.getvalue() and "[##########] 2/2" in terminal.getvalue()
+    assert "FAIL dns-no-srv: it should succeed" in terminal.getvalue()
+    assert log.getvalue().splitlines() == [
+        "[1/2] PASS  tls-expired (0.4 s)",
+        "[2/2] FAIL  dns-no-srv (1.2 s): it should succeed (exit 0); it exited with status 1"]
+    table = run_report.summary_table([passed, failed], 1.6)
+    assert "  dns-no-srv: should succeed (exit 0)" in table
+    assert table.endswith("2 scenarios: 1 passed, 1 failed, 0 errors, 0 skipped in 1.6 s")
+    assert run_report.exit_status([passed]) == 0 and run_report.exit_status([passed, failed]) == 1
 
 
 SEND_BASIC = """
