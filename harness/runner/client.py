@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+from harness.sandbox.namespace import CA_VARIABLES  # the variables `mockex sandbox` sets too
+
 PROBE = "probe"    # `--client probe`: the built-in analyzer, run in the worker (no process start)
 KILL_GRACE = 2.0   # seconds between SIGTERM and SIGKILL for a client past its timeout
 OUTPUT_LIMIT = 1 << 20   # bytes kept of each stream (the end of it)
-CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE")
 
 PLACEHOLDERS = {
     "email": "the mailbox's e-mail address (alice@contoso.test unless the scenario names a user)",
