@@ -9,7 +9,7 @@ from typing import Dict, List
 from harness import verdicts
 from harness.faults.base import LAYERS, Param, catalog, declared_hooks
 from harness.hooks import provided_hooks
-from harness.scenario import TRIGGERS, builtin_scenarios
+from harness.scenario import CLIENT_PATTERNS, CREDENTIALS, EXIT_CLASSES, TRIGGERS, builtin_scenarios
 
 DOCS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
@@ -75,6 +75,10 @@ def scenarios_markdown() -> str:
              + ", ".join(f"`{k}`" for k in TRIGGERS) + " |",
              "| `expect.analyzer` | `{fails_at: STEP, reason: REASON, host: NAME}` or `{passes: true}`: what "
              "`mockex probe` must conclude; `user: EMAIL` runs the probe as that mailbox (default alice) |",
+             "| `expect.client` | what any client run by `mockex run` must do: `exit` (`success`, `failure`, `any` "
+             "or a code), `stdout`/`stderr` (patterns that must be found), `stdout_not`/`stderr_not` (must not), "
+             "`credentials` (`never`, `trusted-tls`, `any`), `timeout` (seconds); by default derived from "
+             "`expect.analyzer` (docs/runner.md) |",
              "| `expect.clients` | free-form notes on what named clients should do |", "",
              "## Library", "", "| scenario | layers | effect | probe verdict |", "|---|---|---|---|"]
     for scenario in scenarios:
@@ -143,6 +147,14 @@ def scenario_schema() -> Dict:
                     "reason": {"anyOf": [{"enum": sorted(verdicts.REASONS)}, {"pattern": "^http-[1-5][0-9][0-9]$"}]},
                     "host": {"type": "string"}, "user": {"type": "string"}, "passes": {"type": "boolean"},
                     "warns": {"type": "string"}}},
+                "client": {"type": "object", "additionalProperties": False, "properties": {
+                    "exit": {"anyOf": [{"enum": list(EXIT_CLASSES)},
+                                       {"type": "integer", "minimum": 0, "maximum": 255}]},
+                    **{key: {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                             "description": "Python regular expressions, each searched in the output"}
+                       for key in CLIENT_PATTERNS},
+                    "credentials": {"enum": list(CREDENTIALS)},
+                    "timeout": {"type": "number", "exclusiveMinimum": 0}}},
                 "clients": {"type": "object"}}},
         },
         "$defs": {"fault": fault},

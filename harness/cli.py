@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_parser(sub)
     from harness.control.ctl import add_ctl_parser
     add_ctl_parser(sub)
+    from harness.runner.cli import add_report_parser, add_run_parser
+    add_run_parser(sub)
+    add_report_parser(sub)
     faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
     faults.add_argument("name", nargs="?", help="show one fault in full")
     export = sub.add_parser("export", help="write a state directory's transcript in another format (HAR)",
@@ -256,6 +259,12 @@ def _main(argv: Optional[List[str]] = None) -> int:
         if args.command == "ctl":
             from harness.control.ctl import run_ctl
             return run_ctl(args)
+        if args.command == "run":
+            from harness.runner.cli import run_command
+            return run_command(args)
+        if args.command == "report":
+            from harness.runner.cli import report_command
+            return report_command(args)
         if args.command == "faults":
             from harness import catalog_cli
             return catalog_cli.faults(args)

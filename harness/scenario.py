@@ -31,6 +31,10 @@ BUILTIN_DIR = data_dir("scenarios")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
 HTTP_STATUS_REASON = re.compile(r"^http-[1-5][0-9][0-9]$")   # the probe's id family for unexpected HTTP statuses
 TRIGGERS = {"requests": int, "path": str, "seconds": (int, float), "auth_successes": int, "status": int}
+# expect.client: what any client run by `mockex run` must do (docs/runner.md)
+EXIT_CLASSES = ("success", "failure", "any")
+CREDENTIALS = ("never", "trusted-tls", "any")
+CLIENT_PATTERNS = ("stdout", "stderr", "stdout_not", "stderr_not")
 
 
 @dataclass
@@ -110,7 +114,7 @@ def parse_fault(name: str, params: Any, source: str) -> FaultSpec:
 
 
 def _expect(reader: Reader) -> Dict[str, Any]:
-    reader.only(["analyzer", "clients"])
+    reader.only(["analyzer", "client", "clients"])
     result: Dict[str, Any] = {}
     if "analyzer" in reader.mapping:
         analyzer = reader.sub("analyzer")
@@ -130,9 +134,45 @@ def _expect(reader: Reader) -> Dict[str, Any]:
             if key in analyzer.mapping:
                 block[key] = analyzer.get(key, str)
         result["analyzer"] = block
+    if "client" in reader.mapping:
+        result["client"] = _client_expect(reader.sub("client"))
     if "clients" in reader.mapping:
         result["clients"] = dict(reader.get("clients", dict))
     return result
+
+
+def _client_expect(client: Reader) -> Dict[str, Any]:
+    """expect.client: exit class or code, output patterns (Python regular expressions, searched), where credentials
+    may go, the scenario's client timeout."""
+    client.only(["exit", *CLIENT_PATTERNS, "credentials", "timeout"])
+    block: Dict[str, Any] = {}
+    if "exit" in client.mapping:
+        code = client.get("exit", (str, int))
+        if isinstance(code, int) and not 0 <= code <= 255:
+            raise client.error("exit", f"exit code {code} is not 0..255")
+        if isinstance(code, str) and code not in EXIT_CLASSES:
+            raise client.error("exit", f"{code!r} is not allowed", closest(code, EXIT_CLASSES) + " or a code 0..255")
+        block["exit"] = code
+    for key in CLIENT_PATTERNS:
+        if key in client.mapping:
+            value = client.get(key, (str, list))
+            patterns = [value] if isinstance(value, str) else list(value)
+            for pattern in patterns:
+                if not isinstance(pattern, str):
+                    raise client.error(key, f"expected a pattern (text), got {pattern!r}")
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise client.error(key, f"{pattern!r} is not a regular expression: {exc}") from None
+            block[key] = patterns
+    if "credentials" in client.mapping:
+        block["credentials"] = client.get("credentials", str, choices=CREDENTIALS)
+    if "timeout" in client.mapping:
+        timeout = client.get("timeout", (int, float))
+        if timeout <= 0:
+            raise client.error("timeout", "the timeout must be > 0 seconds")
+        block["timeout"] = float(timeout)
+    return block
 
 
 def load_scenario(path: str) -> Scenario:

@@ -301,3 +301,42 @@ class Transcript:
 def _open_private(path: str) -> int:
     """Append to ``path``, created 0600: it names users and what they sent."""
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+
+def read_events(path: str, offset: int = 0) -> List[dict]:
+    """The whole events of a transcript file from byte ``offset`` on (a last line still being written is left out)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        lines = handle.read().split(b"\n")[:-1]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def trusted_handshakes(events: Iterable[dict], names: Optional[Iterable[str]] = None) -> Dict[Any, bool]:
+    """conn -> whether a client verifying against the org's CA could trust that TLS connection: the handshake
+    finished, the certificate served was of the valid shape (not expired, self-signed, ...) and, when ``names``
+    (the names the valid certificate carries) is given, the client asked (SNI) for one of them or for none (an IP
+    address, which the certificate also carries)."""
+    allowed = {name.lower() for name in names} if names is not None else None
+    trusted = {}
+    for event in events:
+        if event["kind"] == "tls":
+            shape_ok = str(event.get("profile") or "valid certificate").startswith("valid certificate")
+            sni = event.get("sni")
+            name_ok = allowed is None or not sni or sni.lower() in allowed
+            trusted[event["conn"]] = bool(event["ok"]) and shape_ok and name_ok
+    return trusted
+
+
+def credential_violations(events: Iterable[dict], names: Optional[Iterable[str]] = None,
+                          allowed: str = "trusted-tls") -> List[dict]:
+    """Auth events (a client sent credentials) the client should not have sent: with ``allowed`` "trusted-tls",
+    those on plain HTTP or on a TLS connection it could not have trusted (``trusted_handshakes``); with "never",
+    every one; with "any", none."""
+    events = list(events)
+    if allowed == "any":
+        return []
+    auth = [e for e in events if e["kind"] == "auth"]
+    if allowed == "never":
+        return auth
+    trusted = trusted_handshakes(events, names)
+    return [e for e in auth if not (e.get("tls") and trusted.get(e["conn"]))]

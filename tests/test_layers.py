@@ -28,7 +28,8 @@ LAYERS: List[List[str]] = [
     ["harness.scenario"],
     ["harness.catalog_docs"],
     ["harness.services", "harness.probe", "harness.sandbox"],             # Twisted edges | client side | namespaces
-    ["harness.testing", "harness.catalog_cli", "harness.export", "harness.control"],   # tools, readers, control
+    ["harness.testing", "harness.catalog_cli", "harness.export", "harness.control",
+     "harness.runner"],                                                   # tools, readers, control, `mockex run`
     ["harness.pytest_plugin", "harness.cli"],
     ["harness.__main__"],
 ]
