@@ -65,6 +65,7 @@ class ExchangeSite:
         self.faults = faults if faults is not None else FaultSet()
         self.rpc_proxy = rpc_proxy
         self.auth_methods = tuple(auth_methods)
+        self._default_offer = AuthOffer(self.auth_methods)   # frozen: one serves every request no fault re-offers
         self.identity = ServerIdentity.for_org(org)
         self.fe_server = org.cas.name
         self.routes: List[Tuple[str, Callable]] = [
@@ -117,8 +118,15 @@ class ExchangeSite:
     def scope(request: HttpRequest, mailbox=None) -> Scope:
         return Scope(host=request.host or request.conn.sni, user=mailbox.email if mailbox else None)
 
+    def _fault(self, hook, request: HttpRequest, mailbox, *args):
+        """``faults.first`` for a request: the Scope is built only when some fault provides the hook (most
+        requests meet none, four hooks each)."""
+        if not self.faults.has(hook):
+            return None
+        return self.faults.first(hook, self.scope(request, mailbox), *args)
+
     def handle(self, request: HttpRequest) -> HttpResponse:
-        answer = self.faults.first(http_request_hook, self.scope(request), request)
+        answer = self._fault(http_request_hook, request, None, request)
         response = self._render(answer) if answer is not None else self._route(request)
         response.headers.extend(request.response_headers)
         return response
@@ -166,12 +174,12 @@ class ExchangeSite:
         if auth is None:
             auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
                                                      realm=request.host or self.org.mail_host)
-        offer = self.faults.first(auth_methods_hook, self.scope(request), request) or AuthOffer(self.auth_methods)
+        offer = self._fault(auth_methods_hook, request, None, request) or self._default_offer
         auth.methods = tuple(offer.methods)
         header = request.header("authorization")
         outcome = auth.process(header)
         if outcome.state == "success":
-            verdict = self.faults.first(auth_result_hook, self.scope(request, outcome.mailbox), request, outcome)
+            verdict = self._fault(auth_result_hook, request, outcome.mailbox, request, outcome)
             if verdict is not None and verdict.state == "failure" and not verdict.headers:
                 verdict = dataclasses.replace(verdict, headers=auth.challenge_headers())  # a refusal re-challenges
             outcome = verdict or outcome
@@ -221,7 +229,7 @@ class ExchangeSite:
         return self._response(answer.status, answer.content_type, answer.body)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
-        replaced = self.faults.first(autodiscover_hook, self.scope(request, answer.mailbox), request, answer)
+        replaced = self._fault(autodiscover_hook, request, answer.mailbox, request, answer)
         if isinstance(replaced, HttpAnswer):
             self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path,
                                    outcome=f"http-{replaced.status}", error_code="", detail=replaced.describe(),
