@@ -18,7 +18,7 @@ import binascii
 import dataclasses
 import random
 import re
-import uuid
+import time
 from email.utils import formatdate
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, quote
@@ -53,6 +53,27 @@ from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
 AUTODISCOVER_VARIANT = re.compile(r"^/autodiscover/(?:[^/]+/)+autodiscover\.(xml|svc)$")
+
+
+_DATE: List = [None, ""]   # (the second, its Date header value)
+
+
+def http_date() -> str:
+    """``formatdate(usegmt=True)``, made once a second: every answer carries it."""
+    second = int(time.time())
+    if second != _DATE[0]:
+        _DATE[:] = [second, formatdate(second, usegmt=True)]
+    return _DATE[1]
+
+
+_V4_CLEAR = ~((0xc000 << 48) | (0xf000 << 64))
+_V4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def request_id(rng: random.Random) -> str:
+    """IIS's request-id: ``str(uuid.UUID(int=rng.getrandbits(128), version=4))``, without the UUID object."""
+    digits = "%032x" % (rng.getrandbits(128) & _V4_CLEAR | _V4_SET)
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 class ExchangeSite:
@@ -106,7 +127,7 @@ class ExchangeSite:
         self.transcript.record("http_error", conn=info.conn_id, status=400, reason=message, **limit)
         page = httpsys_error_page("head_too_long" if status == 431 else "bad_request")
         return HttpResponse(400, "Bad Request", [("Content-Type", HTTPSYS_CONTENT_TYPE), ("Server", HTTPSYS_SERVER),
-                                                 ("Date", formatdate(usegmt=True))], page, close=True)
+                                                 ("Date", http_date())], page, close=True)
 
     def too_large(self, request: HttpRequest, size: int) -> HttpResponse:
         self.transcript.record("http_error", conn=request.conn.conn_id, status=413, path=request.target,
@@ -247,13 +268,13 @@ class ExchangeSite:
         """IIS + Exchange front-end headers; back-end headers only when the request was 'proxied' to a mailbox
         server."""
         common = [("Content-Type", content_type), ("Server", "Microsoft-IIS/8.5"),
-                  ("request-id", str(uuid.UUID(int=self.rng.getrandbits(128), version=4)))]
+                  ("request-id", request_id(self.rng))]
         if backend:
             common += [("X-CalculatedBETarget", self.org.cas.fqdn), ("X-BackEndHttpStatus", str(status)),
                        ("X-DiagInfo", self.fe_server), ("X-BEServer", self.fe_server),
                        ("X-AspNet-Version", "4.0.30319")]
         common += list(headers or [])
-        common += [("X-Powered-By", "ASP.NET"), ("X-FEServer", self.fe_server), ("Date", formatdate(usegmt=True))]
+        common += [("X-Powered-By", "ASP.NET"), ("X-FEServer", self.fe_server), ("Date", http_date())]
         return HttpResponse(status, reason or REASONS.get(status, ""), common, body)
 
 
@@ -287,7 +308,7 @@ class RedirectSite:
             return answer
         return HttpResponse(answer.status, answer.reason or REASONS.get(answer.status, ""),
                             [*answer.headers, ("Content-Type", answer.content_type), ("Server", "Microsoft-IIS/8.5"),
-                             ("Date", formatdate(usegmt=True))], answer.body)
+                             ("Date", http_date())], answer.body)
 
     def _redirect(self, request: HttpRequest) -> HttpAnswer:
         path = request.path if request.path.lower().startswith("/autodiscover/") else "/autodiscover/autodiscover.xml"
