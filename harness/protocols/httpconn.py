@@ -358,10 +358,10 @@ class HttpConnection:
 
     def _on_head(self, event: h11.Request) -> List[Action]:
         # h11 bounds only a head still incomplete: one that arrived whole in a single read must be measured.
-        size = _head_size(event)
+        headers, size = _decoded_headers(event)
         if size > self.limits.max_header_bytes:
             return self._refuse_malformed(431, f"request head of {size} bytes exceeds {self.limits.max_header_bytes}")
-        request = self._request_from(event)
+        request = self._request_from(event, headers)
         self._method = request.method
         self.last_host = request.host or self.last_host
         if request.method in TUNNEL_METHODS:
@@ -423,14 +423,14 @@ class HttpConnection:
             return actions + self._transition(REQUEST_STARTED)
         return actions + self._start_timer(IDLE_TIMER, self.limits.idle_timeout)
 
-    def _request_from(self, event: h11.Request) -> HttpRequest:
+    def _request_from(self, event: h11.Request, headers: List[Tuple[str, str]]) -> HttpRequest:
         target = event.target.decode("latin-1")
         raw_path, _, query = target.partition("?")
         if raw_path.startswith(("http://", "https://")):  # absolute-form target (proxies)
             raw_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
         return HttpRequest(
             method=event.method.decode("latin-1"), target=target, path=unquote(raw_path), query=query,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()],
+            headers=headers,
             scheme=self.scheme, conn=self.conn)
 
     # ---- bytes out --------------------------------------------------------------------------------------------
@@ -515,9 +515,12 @@ def _header_line(name: Any, value: Any) -> Optional[bytes]:
     return line
 
 
-def _head_size(event: h11.Request) -> int:
-    """The request line and header lines as sent, give or take optional whitespace around header values."""
+def _decoded_headers(event: h11.Request) -> Tuple[List[Tuple[str, str]], int]:
+    """The header fields as str, and the size of the request line and header lines as sent, give or take optional
+    whitespace around header values (one pass: both are wanted for every request)."""
+    headers = []
     size = len(event.method) + len(event.target) + len(b"  HTTP/1.1\r\n\r\n")
     for name, value in event.headers.raw_items():
         size += len(name) + len(value) + 4   # ": " and CRLF
-    return size
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    return headers, size
