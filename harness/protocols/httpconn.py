@@ -485,6 +485,7 @@ class HttpConnection:
 # shared by every connection of the process.
 _HEADER_LINES: Dict[Tuple[Any, Any], bytes] = {}
 _HEADER_LINES_MAX = 512
+_HEADER_LINE_CACHED = 1024   # longer lines (a fault's huge header) are checked every time, not kept
 # h11's own grammar for what it sends (h11/_abnf.py: token, field_value): a name or value outside it is refused.
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
@@ -509,9 +510,10 @@ def _header_line(name: Any, value: Any) -> Optional[bytes]:
         if _TOKEN.fullmatch(raw_name) is None or _FIELD_VALUE.fullmatch(raw_value) is None:
             return None
         line = b"%s: %s\r\n" % (raw_name, raw_value)
-    if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
-        _HEADER_LINES.clear()
-    _HEADER_LINES[(name, value)] = line
+    if len(line) <= _HEADER_LINE_CACHED:
+        if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
+            _HEADER_LINES.clear()
+        _HEADER_LINES[(name, value)] = line
     return line
 
 
