@@ -431,6 +431,35 @@ def test_an_unsendable_response_aborts_and_says_why(value):
     assert isinstance(abort, Abort) and abort.limit == "unsendable_response" and not driver.sent
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", b"GET / HTTP/1.0\r\n\r\n"])
+@pytest.mark.parametrize("headers", [
+    [], [("Server", "Microsoft-IIS/8.5"), ("X-Empty", ""), ("Content-Length", "99"), ("Date", "a b"), ("X-L", "\xe9")],
+    [("Connection", "keep-alive"), ("X-A", "1")], [("X-A", "1"), ("Host", "h")], [("X-Bad", " padded")],
+    [("Bad Name", "v")], [("X-Bad", "a\r\nb")], [("X-Bad", "\u20ac")]])
+@pytest.mark.parametrize("close", [False, True])
+@pytest.mark.parametrize("status,reason", [(200, "OK"), (404, "Not \xe9"), (204, ""), (199, "Early")])
+def test_the_quick_encoder_sends_what_h11_would(request_bytes, headers, close, status, reason):
+    """The header-line cache path gives h11's very bytes, leaves h11 in the same state, and fails where h11 does."""
+    outcomes = []
+    for encode in ("_encode", "_encode_through_h11"):   # the second is h11 framing every header itself
+        conn = HttpConnection()
+        conn.receive(request_bytes)
+        for _ in range(2):   # the second answer's header lines come from the cache
+            try:
+                sent = getattr(conn, encode)(HttpResponse(status, reason, list(headers), b"body"), close,
+                                             request_bytes.startswith(b"HEAD"))
+                outcomes.append((sent, conn._h11.our_state, conn._h11.their_state))
+                conn._h11.start_next_cycle()
+                conn.receive(request_bytes)
+            except Exception as exc:
+                outcomes.append((type(exc), str(exc), conn._h11.our_state))
+                break
+    half = len(outcomes) // 2
+    assert outcomes[:half] == outcomes[half:]
+
+
 # ---- the pacing wrapper the edge writes through (harness.services.pacing) ---------------------------------------
 def paced(below_tls: bool = False) -> Tuple[PacedTransport, StringTransport, Clock, List[str]]:
     """A wrapper over a StringTransport and a Clock; ``ends`` records each time a plan ended the output."""

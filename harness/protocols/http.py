@@ -33,11 +33,26 @@ class HttpRequest:
     scheme: str = "https"
     conn: Any = None          # the ConnectionInfo of the connection it came on
     response_headers: List[Tuple[str, str]] = field(default_factory=list)  # added to whatever answers it
+    # header() and host are asked many times per request: the headers indexed by lower-cased name, made on first
+    # use for this very list at this length (a list replaced or grown is indexed afresh;
+    # the list is never edited in place)
+    _index: Optional[Tuple[List[Tuple[str, str]], int, Dict[str, str]]] = field(default=None, init=False, repr=False,
+                                                                               compare=False)
 
     def header(self, name: str) -> Optional[str]:
-        name = name.lower()
-        values = [v for k, v in self.headers if k.lower() == name]
-        return ", ".join(values) if values else None
+        """The value of header ``name`` (any case); repeated headers joined with ", "; None when absent."""
+        return self._header_index().get(name.lower())
+
+    def _header_index(self) -> Dict[str, str]:
+        headers, index = self.headers, self._index
+        if index is not None and index[0] is headers and index[1] == len(headers):
+            return index[2]
+        values: Dict[str, str] = {}
+        for key, value in headers:
+            key = key.lower()
+            values[key] = values[key] + ", " + value if key in values else value
+        self._index = (headers, len(headers), values)
+        return values
 
     @property
     def host(self) -> str:

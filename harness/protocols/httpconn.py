@@ -38,8 +38,9 @@ nothing for ``send_timeout`` is reset (http.sys drops a client that does not rec
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, cast
+from typing import Any, Dict, List, Optional, Set, Tuple, cast
 from urllib.parse import unquote
 
 import h11
@@ -357,10 +358,10 @@ class HttpConnection:
 
     def _on_head(self, event: h11.Request) -> List[Action]:
         # h11 bounds only a head still incomplete: one that arrived whole in a single read must be measured.
-        size = _head_size(event)
+        headers, size = _decoded_headers(event)
         if size > self.limits.max_header_bytes:
             return self._refuse_malformed(431, f"request head of {size} bytes exceeds {self.limits.max_header_bytes}")
-        request = self._request_from(event)
+        request = self._request_from(event, headers)
         self._method = request.method
         self.last_host = request.host or self.last_host
         if request.method in TUNNEL_METHODS:
@@ -422,19 +423,51 @@ class HttpConnection:
             return actions + self._transition(REQUEST_STARTED)
         return actions + self._start_timer(IDLE_TIMER, self.limits.idle_timeout)
 
-    def _request_from(self, event: h11.Request) -> HttpRequest:
+    def _request_from(self, event: h11.Request, headers: List[Tuple[str, str]]) -> HttpRequest:
         target = event.target.decode("latin-1")
         raw_path, _, query = target.partition("?")
         if raw_path.startswith(("http://", "https://")):  # absolute-form target (proxies)
             raw_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
         return HttpRequest(
             method=event.method.decode("latin-1"), target=target, path=unquote(raw_path), query=query,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()],
+            headers=headers,
             scheme=self.scheme, conn=self.conn)
 
     # ---- bytes out --------------------------------------------------------------------------------------------
     def _encode(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
-        """The whole response in one piece: the app's headers with IIS's framing (always Content-Length)."""
+        """The whole response in one piece: the app's headers with IIS's framing (always Content-Length).
+
+        The bytes are exactly h11's, but h11 re-validates every header of every answer (twice: its clean-up builds a
+        second Response). So the app's header lines are validated and encoded here, once per distinct (name, value)
+        (see ``_header_line``), and h11 frames a Response of the framing headers alone: it keeps its state machine
+        (keep-alive, HEAD, its own Connection: close) and its lines go after the app's, where it would put them.
+        Anything out of the ordinary - a header h11 would move or rewrite, or one it would refuse - goes the whole
+        way through h11 (``_encode_through_h11``), which raises exactly as before."""
+        status = response.status
+        lines = []
+        for name, value in response.headers:
+            line = _HEADER_LINES.get((name, value))
+            if line is None:
+                line = _header_line(name, value)
+                if line is None:
+                    return self._encode_through_h11(response, close, head_only)
+            if line:   # b"": a framing header, which the core sets itself
+                lines.append(line)
+        if type(status) is not int or not 200 <= status < 1000:
+            return self._encode_through_h11(response, close, head_only)
+        reason = response.reason.encode("latin-1")
+        framing = [(b"Content-Length", b"%d" % len(response.body))]
+        if close:
+            framing.append((b"Connection", b"close"))
+        sent = self._h11.send(h11.Response(status_code=status, reason=reason, headers=framing))
+        status_line = len(b"HTTP/1.1 %d %s\r\n" % (status, reason))
+        data = b"".join([sent[:status_line], *lines, sent[status_line:]])
+        if not head_only and response.body:
+            data += self._h11.send(h11.Data(data=response.body))
+        return data + self._h11.send(h11.EndOfMessage())
+
+    def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
+        """The same bytes, every header through h11 (its validation errors are the answer to an unsendable one)."""
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
                    if k.lower() not in _FRAMING_HEADERS]
         headers.append((b"Content-Length", str(len(response.body)).encode()))
@@ -447,9 +480,49 @@ class HttpConnection:
         return data + self._h11.send(h11.EndOfMessage())
 
 
-def _head_size(event: h11.Request) -> int:
-    """The request line and header lines as sent, give or take optional whitespace around header values."""
+# Header lines as h11 writes them, by (name, value); bounded: unique values (request-id, Date) would grow it forever,
+# so it is emptied when full (one re-validation per distinct header every _HEADER_LINES_MAX answers). Pure values:
+# shared by every connection of the process.
+_HEADER_LINES: Dict[Tuple[Any, Any], bytes] = {}
+_HEADER_LINES_MAX = 512
+_HEADER_LINE_CACHED = 1024   # longer lines (a fault's huge header) are checked every time, not kept
+# h11's own grammar for what it sends (h11/_abnf.py: token, field_value): a name or value outside it is refused.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+_H11_REWRITES = ("connection", "host")   # h11 moves (Host first) or rewrites (Connection: close) these
+
+
+def _header_line(name: Any, value: Any) -> Optional[bytes]:
+    """``name: value`` CRLF as h11 writes it, b"" for a framing header the core sets itself, None when h11 must judge
+    it (a header it would refuse, move or rewrite, or not a str pair). Remembered in _HEADER_LINES."""
+    if type(name) is not str or type(value) is not str:
+        return None
+    lowered = name.lower()
+    if lowered in _FRAMING_HEADERS:
+        line = b""
+    elif lowered in _H11_REWRITES:
+        return None
+    else:
+        try:
+            raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+        if _TOKEN.fullmatch(raw_name) is None or _FIELD_VALUE.fullmatch(raw_value) is None:
+            return None
+        line = b"%s: %s\r\n" % (raw_name, raw_value)
+    if len(line) <= _HEADER_LINE_CACHED:
+        if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
+            _HEADER_LINES.clear()
+        _HEADER_LINES[(name, value)] = line
+    return line
+
+
+def _decoded_headers(event: h11.Request) -> Tuple[List[Tuple[str, str]], int]:
+    """The header fields as str, and the size of the request line and header lines as sent, give or take optional
+    whitespace around header values (one pass: both are wanted for every request)."""
+    headers = []
     size = len(event.method) + len(event.target) + len(b"  HTTP/1.1\r\n\r\n")
     for name, value in event.headers.raw_items():
         size += len(name) + len(value) + 4   # ": " and CRLF
-    return size
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    return headers, size
