@@ -27,12 +27,13 @@ import json
 import os
 import random
 import resource
+import shutil
 import socket
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -69,23 +70,46 @@ def raise_file_limit(needed: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+# `python -m harness` under cProfile timed by CPU (process_time), not wall clock: on a shared machine the wall clock
+# charges idle polls and preemption to whatever runs.
+PROFILED_SERVER = """
+import cProfile, runpy, sys, time
+out, sys.argv = sys.argv[1], ["harness"] + sys.argv[2:]
+profiler = cProfile.Profile(time.process_time)
+profiler.enable()
+try:
+    runpy.run_module("harness", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profiler.disable()
+    profiler.dump_stats(out)
+"""
+
+
 @contextmanager
-def serving(listen: str) -> Iterator[Tuple[dict, int]]:
-    """A fresh `mockex serve` on <listen>:443: (endpoints.json, pid)."""
-    state = os.path.join(tempfile.mkdtemp(prefix="mockex-rpc-bench-"), "state")
+def serving(listen: str, profile: Optional[str] = None) -> Iterator[Tuple[dict, int]]:
+    """A fresh `mockex serve` on <listen>:443: (endpoints.json, pid); with ``profile``, run under cProfile (CPU
+    time), whose stats land in that file when the server ends (SIGTERM stops its reactor cleanly)."""
+    top = tempfile.mkdtemp(prefix="mockex-rpc-bench-")
+    state = os.path.join(top, "state")
     os.makedirs(state)
+    profiler = ["-c", PROFILED_SERVER, os.path.abspath(profile)] if profile else ["-m", "harness"]
     try:
-        server = start([sys.executable, "-m", "harness", "serve", "--state-dir", state, "--listen", listen,
-                        "--https-port", "443", "--http-port", "0", "--dns-port", "0", "--quiet"],
-                       os.path.join(state, "endpoints.json"))
-    except SystemExit as failure:
-        raise SystemExit(f"{failure}\n(:443 needs root, or run inside `unshare -rn`)") from None
-    try:
-        with open(os.path.join(state, "endpoints.json")) as handle:
-            yield json.load(handle), server.pid
+        try:
+            server = start([sys.executable, *profiler, "serve", "--state-dir", state, "--listen",
+                            listen, "--https-port", "443", "--http-port", "0", "--dns-port", "0", "--quiet"],
+                           os.path.join(state, "endpoints.json"))
+        except SystemExit as failure:
+            raise SystemExit(f"{failure}\n(:443 needs root, or run inside `unshare -rn`)") from None
+        try:
+            with open(os.path.join(state, "endpoints.json")) as handle:
+                yield json.load(handle), server.pid
+        finally:
+            server.terminate()
+            server.wait()
     finally:
-        server.terminate()
-        server.wait()
+        shutil.rmtree(top, ignore_errors=True)
 
 
 # ---- memory ---------------------------------------------------------------------------------------------------
@@ -175,7 +199,7 @@ def query_gal(dce, handle) -> int:
 
 
 def throughput(args) -> None:
-    with serving(args.listen) as (endpoints, pid):
+    with serving(args.listen, args.server_profile) as (endpoints, pid):
         measure_throughput(endpoints, pid, args)
 
 
@@ -227,6 +251,9 @@ def main() -> None:
     parser.add_argument("--http-auth", choices=("ntlm", "basic"), default="ntlm")
     parser.add_argument("--phase", choices=("memory", "throughput"), action="append",
                         help="run only this phase (repeatable; default: both)")
+    parser.add_argument("--server-profile", metavar="FILE",
+                        help="run the throughput phase's server under cProfile and write its stats to FILE (the CPU "
+                             "figures then include the profiler's overhead)")
     parser.add_argument("--max-seconds", type=float, default=120, help="time bound of each phase (default 120)")
     args = parser.parse_args()
     if not socket.inet_aton(args.listen)[0] == 127:

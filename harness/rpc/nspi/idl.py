@@ -10,7 +10,6 @@ IDL that Outlook follows, both layouts are accepted:
 """
 from __future__ import annotations
 
-import struct
 from typing import Iterable, List, Optional, Sequence
 
 from impacket.dcerpc.v5 import nspi as ndr
@@ -94,9 +93,3 @@ def tag_array(tags: Iterable[int]) -> ndr.PropertyTagArray_r:
         array["aulPropTag"].append(item)
     array["cValues"] = len(tags)
     return array
-
-
-def put_handle(handle_field: NDR, handle: bytes) -> None:
-    """Write a 20-byte context handle into an impacket context-handle field."""
-    handle_field["context_handle_attributes"] = struct.unpack("<L", handle[:4])[0]
-    handle_field["context_handle_uuid"] = handle[4:20]

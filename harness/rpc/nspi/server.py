@@ -27,6 +27,7 @@ from harness.rpc.base import (
     ndr_text,
     new_context_handle,
 )
+from harness.rpc.nspi import wire
 from harness.rpc.nspi.errors import (
     ACCESS_DENIED,
     ERRORS_RETURNED,
@@ -54,7 +55,6 @@ from harness.rpc.nspi.idl import (
     NspiResortRestrictionResponse,
     NspiSeekEntriesIdl,
     parse_whole,
-    put_handle,
     tag_array,
     tag_list,
 )
@@ -95,6 +95,7 @@ class Nspi(RpcInterface):
         names = "|".join(c.obj.display_name for c in self.book.containers)
         self.hierarchy_version = zlib.crc32(names.encode("utf-8"))
         self.rows = RowEncoder(self.book.server_guid)
+        self.server_guid = self.book.server_guid.bytes_le
 
     # ---- sessions -----------------------------------------------------------------------------------------
     def _session(self, ctx: CallContext, stub: bytes) -> NspiSession:
@@ -112,82 +113,59 @@ class Nspi(RpcInterface):
 
     # ==== operations =======================================================================================
     def NspiBind(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiBind"):
-            request = ndr.NspiBind(stub)
-            stat = Stat.read(request["pStat"])
-            wants_guid = not is_null(request.fields["pServerGuid"])
-        response = ndr.NspiBindResponse()
-        response["pServerGuid"] = self.book.server_guid.bytes_le if wants_guid else NULL
+        request = wire.bind_request(stub)
+        handle = wire.EMPTY_HANDLE
         if ctx.mailbox is None:
             code = LOGON_FAILED
-        elif stat.CodePage == ndr.CP_WINUNICODE:
+        elif request.stat.CodePage == ndr.CP_WINUNICODE:
             code = INVALID_CODEPAGE
         else:
             code = SUCCESS
             handle = new_context_handle(ctx)
-            ctx.association[("nspi", handle)] = NspiSession(stat.CodePage)
-            put_handle(response["contextHandle"], handle)
-        ctx.record("nspi_bind", user=ctx.mailbox.username if ctx.mailbox else None, codepage=stat.CodePage,
+            ctx.association[("nspi", handle)] = NspiSession(request.stat.CodePage)
+        ctx.record("nspi_bind", user=ctx.mailbox.username if ctx.mailbox else None, codepage=request.stat.CodePage,
                    result=f"0x{code:08x}")
-        response["ErrorCode"] = code
-        return marshal(response)
+        return wire.bind_response(self.server_guid if request.wants_guid else None, handle, code)
 
     def NspiUnbind(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiUnbind"):
-            ndr.NspiUnbind(stub)
+        wire.unbind_request(stub)
         self._session(ctx, stub)
         del ctx.association[("nspi", stub[:20])]
-        response = ndr.NspiUnbindResponse()
-        response["ErrorCode"] = UNBIND_SUCCESS
-        return marshal(response)
+        return wire.unbind_response(UNBIND_SUCCESS)
 
     def NspiUpdateStat(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiUpdateStat"):
-            request = ndr.NspiUpdateStat(stub)
-            stat = Stat.read(request["pStat"])
-            wants_delta = not is_null(request.fields["plDelta"])
+        request = wire.update_stat_request(stub)
         self._session(ctx, stub)
-        response = ndr.NspiUpdateStatResponse()
-
-        def build() -> int:
+        stat = request.stat
+        try:
             members = self._table(stat).members
             start = stat.start_row(members)
-            position = max(0, min(len(members), start + stat.Delta))
-            stat.move(members, position)
-            response["plDelta"] = position - start if wants_delta else NULL
-            return SUCCESS
-
-        return answer_with_stat(response, stat, build, ["plDelta"])
+        except NspiError as error:
+            return wire.update_stat_response(stat, None, error.code)
+        position = max(0, min(len(members), start + stat.Delta))
+        stat.move(members, position)
+        return wire.update_stat_response(stat, position - start if request.wants_delta else None, SUCCESS)
 
     def NspiQueryRows(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiQueryRows"):
-            request = ndr.NspiQueryRows(stub)
-            stat = Stat.read(request["pStat"])
-            flags = request["dwFlags"]
-            explicit = None if is_null(request.fields["lpETable"]) else \
-                [item["Data"] for item in request["lpETable"]][:MAX_ROWS]
-            count = request["Count"]
-            tags = tag_list(request.fields["pPropTags"])
+        request = wire.query_rows_request(stub)
         self._session(ctx, stub)
-        response = ndr.NspiQueryRowsResponse()
-        columns = columns_or_default(tags, stat.CodePage)
-        ephemeral = bool(flags & ndr.fEphID)
-
-        def build() -> int:
-            if explicit is not None:
-                objects = [self.book.get(mid) for mid in explicit]
-            else:
-                if count == 0:
+        stat = request.stat
+        columns = columns_or_default(request.tags, stat.CodePage)
+        ephemeral = bool(request.flags & ndr.fEphID)
+        if request.explicit is not None:
+            objects = [self.book.get(mid) for mid in request.explicit]
+        else:
+            try:
+                if request.count == 0:
                     raise NspiError(INVALID_PARAMETER)
                 members = self._table(stat).members
                 position = max(0, min(len(members), stat.start_row(members) + stat.Delta))
-                window = members[position:position + min(count, MAX_ROWS)]
-                stat.move(members, position + len(window))
-                objects = [self.book.get(mid) for mid in window]
-            response["ppRows"] = self.rows.rowset(objects, columns, stat.CodePage, ephemeral)
-            return SUCCESS
-
-        return answer_with_stat(response, stat, build, ["ppRows"])
+            except NspiError as error:
+                return wire.query_rows_response(stat, None, error.code)
+            window = members[position:position + min(request.count, MAX_ROWS)]
+            stat.move(members, position + len(window))
+            objects = [self.book.get(mid) for mid in window]
+        return wire.query_rows_response(stat, self.rows.table(objects, columns, stat.CodePage, ephemeral), SUCCESS)
 
     def NspiSeekEntries(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiSeekEntries"):
