@@ -12,6 +12,7 @@ from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.dtypes import NULL
 from impacket.dcerpc.v5.ndr import NDRPOINTER
 
+import harness.rpc.nspi.wire as wire
 from harness.org import Org
 from harness.rpc.addressbook import PR_DISPLAY_NAME, AbObject, AddressBook, Container
 from harness.rpc.base import (
@@ -27,7 +28,6 @@ from harness.rpc.base import (
     ndr_text,
     new_context_handle,
 )
-from harness.rpc.nspi import wire
 from harness.rpc.nspi.errors import (
     ACCESS_DENIED,
     ERRORS_RETURNED,
