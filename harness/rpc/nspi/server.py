@@ -5,8 +5,10 @@ find; a MailboxError leaves that name unresolved, as for an entry hidden from ad
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.dtypes import NULL
@@ -96,6 +98,7 @@ class Nspi(RpcInterface):
         self.hierarchy_version = zlib.crc32(names.encode("utf-8"))
         self.rows = RowEncoder(self.book.server_guid)
         self.server_guid = self.book.server_guid.bytes_le
+        self._packed_row = functools.lru_cache(maxsize=4096)(self._pack_row)
 
     # ---- sessions -----------------------------------------------------------------------------------------
     def _session(self, ctx: CallContext, stub: bytes) -> NspiSession:
@@ -153,7 +156,7 @@ class Nspi(RpcInterface):
         columns = columns_or_default(request.tags, stat.CodePage)
         ephemeral = bool(request.flags & ndr.fEphID)
         if request.explicit is not None:
-            objects = [self.book.get(mid) for mid in request.explicit]
+            mids = request.explicit
         else:
             try:
                 if request.count == 0:
@@ -162,10 +165,20 @@ class Nspi(RpcInterface):
                 position = max(0, min(len(members), stat.start_row(members) + stat.Delta))
             except NspiError as error:
                 return wire.query_rows_response(stat, None, error.code)
-            window = members[position:position + min(request.count, MAX_ROWS)]
-            stat.move(members, position + len(window))
-            objects = [self.book.get(mid) for mid in window]
-        return wire.query_rows_response(stat, self.rows.table(objects, columns, stat.CodePage, ephemeral), SUCCESS)
+            mids = members[position:position + min(request.count, MAX_ROWS)]
+            stat.move(members, position + len(mids))
+        key = tuple(columns)
+        known = self.book.get
+        rows = [self._packed_row(mid if known(mid) else None, key, stat.CodePage, ephemeral) for mid in mids]
+        return wire.query_rows_response(stat, rows, SUCCESS)
+
+    def _pack_row(self, mid: Optional[int], columns: Tuple[int, ...], codepage: int,
+                  ephemeral: bool) -> wire.PackedRow:
+        """The row of MId ``mid`` (None: an MId the book lacks, a row of errors). Cached per Nspi (``_packed_row``):
+        the address book does not change while served, and paging clients ask for the same rows again
+        (exchanger's dnt-lookup asks for each MId twice, and walks ranges of MIds that mostly do not exist)."""
+        return wire.pack_row(self.rows.cells(None if mid is None else self.book.get(mid), columns, codepage,
+                                             ephemeral))
 
     def NspiSeekEntries(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiSeekEntries"):

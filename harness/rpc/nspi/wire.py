@@ -207,7 +207,7 @@ def update_stat_response(stat: Stat, delta: Optional[int], code: int) -> bytes:
     return pack_stat(stat) + pointer + U32.pack(code)
 
 
-def query_rows_response(stat: Stat, rows: Optional[Sequence[Sequence[Cell]]], code: int) -> bytes:
+def query_rows_response(stat: Stat, rows: Optional[Sequence[PackedRow]], code: int) -> bytes:
     """pStat, ppRows (NULL on error), ErrorCode."""
     out = bytearray(pack_stat(stat))
     if rows is None:
@@ -218,36 +218,57 @@ def query_rows_response(stat: Stat, rows: Optional[Sequence[Sequence[Cell]]], co
     return _finish(out, code)
 
 
-def _pointers(cell: Cell) -> int:
-    """How many referent IDs a value uses."""
-    ptype = cell[0] & 0xFFFF
-    if ptype in (PT_STRING8, PT_UNICODE, PT_BINARY):
-        return 1
-    if ptype in (PT_MV_STRING8, PT_MV_UNICODE):
-        return 1 + len(cell[1])
-    return 0
+@dataclass(frozen=True)
+class PackedRow:
+    """A PropertyRow_r's values packed once, to be placed in any row set: ``body`` is the row's PropertyValue_r
+    array and what its values point to, packed at an aligned offset with referent IDs counted from 0, which
+    ``slots`` (offset in body, ID) lets pack_rowset shift to where the row lands."""
+    values: int
+    pointers: int                     # referent IDs the values use (the row's own lpProps pointer aside)
+    body: bytes
+    slots: Tuple[Tuple[int, int], ...]
 
 
-def pack_rowset(out: bytearray, rows: Sequence[Sequence[Cell]], next_id: int) -> int:
+def pack_row(cells: Sequence[Cell]) -> PackedRow:
+    out = bytearray()
+    slots: List[Tuple[int, int]] = []
+    pointers = _pack_values(out, cells, slots)
+    return PackedRow(len(cells), pointers, bytes(out), tuple(slots))
+
+
+def pack_rowset(out: bytearray, rows: Sequence[PackedRow], next_id: int) -> int:
     """Append the PropertyRowSet_r a pointer refers to (``len(out)`` is its offset in the stub); referent IDs
     start at ``next_id``. Returns the next free referent ID."""
     out += _TWO.pack(len(rows), len(rows))
     first_ids: List[int] = []
-    for cells in rows:                                # depth-first numbering: a row's pointer, then its values'
+    for row in rows:                                  # depth-first numbering: a row's pointer, then its values'
         first_ids.append(next_id)
-        next_id += 4 * (1 + sum(_pointers(cell) for cell in cells))
-    for cells, row_id in zip(rows, first_ids):
-        out += _ROW.pack(0, len(cells), row_id)
-    for cells, row_id in zip(rows, first_ids):
-        _pack_values(out, cells, row_id + 4)
+        next_id += 4 * (1 + row.pointers)
+    for row, row_id in zip(rows, first_ids):
+        out += _ROW.pack(0, row.values, row_id)
+    pack_into = U32.pack_into
+    for row, row_id in zip(rows, first_ids):
+        _pad(out, ARRAY_PAD)
+        start, base = len(out), row_id + 4
+        out += row.body
+        for offset, referent in row.slots:
+            pack_into(out, start + offset, base + referent)
     return next_id
 
 
-def _pack_values(out: bytearray, cells: Sequence[Cell], next_id: int) -> None:
-    """A row's PropertyValue_r array (the referent of its lpProps), then what its values point to."""
-    _pad(out, ARRAY_PAD)
+def _pack_values(out: bytearray, cells: Sequence[Cell], slots: List[Tuple[int, int]]) -> int:
+    """A row's PropertyValue_r array (the referent of its lpProps), then what its values point to; ``out`` starts
+    empty (aligned). Each referent ID goes into ``slots``; returns how many there are."""
     out += U32.pack(len(cells))
     deferred: List[Tuple[int, Any, int]] = []
+    next_id = 0
+
+    def pointer() -> int:
+        nonlocal next_id
+        slots.append((len(out) - 4, next_id))
+        next_id += 4
+        return next_id - 4
+
     for tag, value in cells:
         _pad(out, STRUCT_PAD)
         ptype = tag & 0xFFFF
@@ -258,22 +279,20 @@ def _pack_values(out: bytearray, cells: Sequence[Cell], next_id: int) -> None:
         elif ptype == PT_BOOLEAN:
             out += _BOOLEAN_VALUE.pack(tag, 0, ptype, 1 if value else 0)
         elif ptype == PT_STRING8 or ptype == PT_UNICODE:
-            out += _ULONG_VALUE.pack(tag, 0, ptype, next_id)
-            deferred.append((ptype, value, 0))
-            next_id += 4
+            out += _ULONG_VALUE.pack(tag, 0, ptype, 0)
+            deferred.append((ptype, value, pointer()))
         elif ptype == PT_BINARY:
-            out += _COUNTED_VALUE.pack(tag, 0, ptype, len(value), next_id)
-            deferred.append((ptype, value, 0))
-            next_id += 4
+            out += _COUNTED_VALUE.pack(tag, 0, ptype, len(value), 0)
+            deferred.append((ptype, value, pointer()))
         elif ptype == PT_SYSTIME:
             out += _FILETIME_VALUE.pack(tag, 0, ptype, value & 0xFFFFFFFF, value >> 32)
         elif ptype == PT_MV_STRING8 or ptype == PT_MV_UNICODE:
-            out += _COUNTED_VALUE.pack(tag, 0, ptype, len(value), next_id)
-            deferred.append((ptype, value, next_id + 4))
-            next_id += 4 * (1 + len(value))
+            out += _COUNTED_VALUE.pack(tag, 0, ptype, len(value), 0)
+            deferred.append((ptype, value, pointer()))
+            next_id += 4 * len(value)                 # the strings' pointers follow the array's, in order
         else:
             raise ValueError(f"no encoder for property type 0x{ptype:04x}")
-    for ptype, value, first_id in deferred:
+    for ptype, value, array_id in deferred:
         if ptype == PT_BINARY:
             _pad(out, ARRAY_PAD)
             out += U32.pack(len(value))
@@ -282,9 +301,13 @@ def _pack_values(out: bytearray, cells: Sequence[Cell], next_id: int) -> None:
             _pack_string(out, ptype == PT_UNICODE, value)
         else:
             _pad(out, ARRAY_PAD)
-            out += struct.pack(f"<{1 + len(value)}L", len(value), *range(first_id, first_id + 4 * len(value), 4))
+            out += U32.pack(len(value))
+            for index in range(len(value)):
+                out += NULL_POINTER
+                slots.append((len(out) - 4, array_id + 4 * (index + 1)))
             for text in value:
                 _pack_string(out, ptype == PT_MV_UNICODE, text)
+    return next_id // 4
 
 
 def _pack_string(out: bytearray, wide: bool, value: Any) -> None:
