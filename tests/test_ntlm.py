@@ -162,6 +162,32 @@ def test_hand_packed_signatures_are_impacket_s(key_exchange, session_key, messag
         assert security.verify(message, ntlm.SIGN(flags, in_key, message, sequence, in_rc4.encrypt).getData())
 
 
+@settings(max_examples=scaled(100))
+@given(key_exchange=st.booleans(), session_key=st.binary(min_size=16, max_size=16),
+       pdus=st.lists(st.tuples(st.binary(max_size=24), st.binary(max_size=64), st.binary(max_size=8)), min_size=1,
+                     max_size=4),
+       tamper=st.one_of(st.none(), st.integers(0, 15)))
+def test_sealing_is_impacket_s_in_both_directions(key_exchange, session_key, pdus, tamper):
+    """seal_and_sign gives impacket's SEAL (server to client); unseal_and_verify takes what impacket's SEAL gives
+    (client to server), and a signature with any byte changed is refused."""
+    flags = ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY | ntlm.NTLMSSP_NEGOTIATE_128 | \
+        (ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH if key_exchange else 0)
+    security = NTLMSecurity(NTLMResult(ok=True, flags=flags, session_key=session_key))
+    out_key, out_rc4 = ntlm.SIGNKEY(flags, session_key, "Server"), ARC4.new(ntlm.SEALKEY(flags, session_key, "Server"))
+    in_key, in_rc4 = ntlm.SIGNKEY(flags, session_key, "Client"), ARC4.new(ntlm.SEALKEY(flags, session_key, "Client"))
+    for sequence, (before, data, after) in enumerate(pdus):
+        sealed, signature = ntlm.SEAL(flags, out_key, None, before + data + after, data, sequence, out_rc4.encrypt)
+        assert security.seal_and_sign(before, data, after) == (sealed, signature.getData())
+        sealed, signature = ntlm.SEAL(flags, in_key, None, before + data + after, data, sequence, in_rc4.encrypt)
+        signature = signature.getData()
+        if tamper is not None and sequence == len(pdus) - 1:
+            signature = signature[:tamper] + bytes([signature[tamper] ^ 0x01]) + signature[tamper + 1:]
+            with pytest.raises(NTLMError):
+                security.unseal_and_verify(before, sealed, after, signature)
+        else:
+            assert security.unseal_and_verify(before, sealed, after, signature) == data
+
+
 @pytest.mark.parametrize("negotiate", [b"", b"NTLMSSP\x00", b"NTLMSSP\x00\x03\x00\x00\x00" + bytes(8),
                                        b"XTLMSSP\x00\x01\x00\x00\x00" + bytes(8)])
 def test_malformed_negotiate_raises_ntlm_error(negotiate):

@@ -387,13 +387,31 @@ class NTLMSecurity:
     # ---- combined forms --------------------------------------------------------------------------------------
     def seal_and_sign(self, before: bytes, data: bytes, after: bytes) -> tuple[bytes, bytes]:
         """Encrypt data; sign before + plaintext data + after. Returns (sealed data, 16-byte signature)."""
-        sealed = self.seal(data)
-        return sealed, self.sign(before + data + after)
+        if not self.flags & ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH:
+            return self.seal(data), self.sign(before + data + after)
+        # One RC4 call for the data and then the checksum: the same keystream bytes as seal() followed by sign().
+        checksum = hmac.digest(self._out_sign_key, _SEQUENCE.pack(self.out_sequence) + before + data + after,
+                               "md5")[:8]
+        sealed = self._out_rc4(data + checksum)
+        signature = _SIGNATURE_VERSION + sealed[-8:] + _SIGNATURE_SEQUENCE.pack(self.out_sequence)
+        self.out_sequence += 1
+        return sealed[:-8], signature
 
     def unseal_and_verify(self, before: bytes, sealed: bytes, after: bytes, signature: bytes) -> bytes:
         """Decrypt sealed; verify the signature over before + plaintext + after. NTLMError on a mismatch."""
-        data = self.unseal(sealed)
-        if not self.verify(before + data + after, signature):
+        if not self.flags & ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH or len(signature) != 16:
+            data = self.unseal(sealed)
+            if not self.verify(before + data + after, signature):
+                raise NTLMError("signature mismatch")
+            return data
+        # One RC4 call for the data and then the signature's checksum (unsealed here, compared in the clear): the
+        # same keystream bytes as unseal() followed by verify().
+        plain = self._in_rc4(sealed + signature[4:12])
+        data, checksum = plain[:-8], plain[-8:]
+        expected = hmac.digest(self._in_sign_key, _SEQUENCE.pack(self.in_sequence) + before + data + after, "md5")[:8]
+        header_ok = signature[:4] == _SIGNATURE_VERSION and signature[12:] == _SIGNATURE_SEQUENCE.pack(self.in_sequence)
+        self.in_sequence += 1
+        if not (hmac.compare_digest(expected, checksum) and header_ok):
             raise NTLMError("signature mismatch")
         return data
 
