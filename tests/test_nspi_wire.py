@@ -16,7 +16,7 @@ from impacket.dcerpc.v5.dtypes import DWORD, NULL
 
 from harness.rpc.base import is_null, marshal
 from harness.rpc.nspi import wire
-from harness.rpc.nspi.idl import MAX_ROWS, tag_list
+from harness.rpc.nspi.idl import MAX_ROWS, NspiGetSpecialTableIdl, parse_whole, tag_array, tag_list
 from harness.rpc.nspi.stat import Stat
 from harness.rpc.nspi.values import (
     PT_BINARY,
@@ -136,6 +136,43 @@ def test_update_stat_response_is_impacket_s_bytes(stat, delta, code):
     response["plDelta"] = delta if delta is not None else NULL
     response["ErrorCode"] = code
     assert wire.update_stat_response(stat, delta, code) == marshal(response)
+
+
+tag_lists = st.lists(u32, max_size=10)
+
+
+@settings(max_examples=scaled(50))
+@given(tags=st.one_of(st.none(), tag_lists), code=u32)
+def test_tags_responses_are_impacket_s_bytes(tags, code):
+    for response_class, field in ((ndr.NspiQueryColumnsResponse, "ppColumns"),
+                                  (ndr.NspiDNToMIdResponse, "ppOutMIds"),
+                                  (ndr.NspiGetPropListResponse, "ppOutMIds")):
+        response = response_class()
+        response[field] = tag_array(tags) if tags is not None else NULL
+        response["ErrorCode"] = code
+        assert wire.tags_response(tags, code) == marshal(response)
+
+
+@settings(max_examples=scaled(100))
+@given(version=u32, table=rows, code=u32)
+def test_special_table_response_is_impacket_s_bytes(version, table, code):
+    response = ndr.NspiGetSpecialTableResponse()
+    response["lpVersion"] = version
+    response["ppRows"] = ndr_rowset(table)
+    response["ErrorCode"] = code
+    packed = [wire.pack_row(cells) for cells in table]
+    assert wire.special_table_response(version, packed, code) == marshal(response)
+
+
+@settings(max_examples=scaled(100))
+@given(mids=tag_lists, table=rows, code=u32, wide=st.booleans())
+def test_resolve_names_response_is_impacket_s_bytes(mids, table, code, wide):
+    response = ndr.NspiResolveNamesWResponse() if wide else ndr.NspiResolveNamesResponse()
+    response["ppMIds"] = tag_array(mids)
+    response["ppRows"] = ndr_rowset(table)
+    response["ErrorCode"] = code
+    packed = [wire.pack_row(cells) for cells in table]
+    assert wire.resolve_names_response(mids, packed, code) == marshal(response)
 
 
 # ---- requests: impacket-built stubs, and mangled ones ---------------------------------------------------------
@@ -292,6 +329,39 @@ def test_unbind_parser_takes_exactly_what_impacket_reads(handle, reserved, data)
     stub = mangled(data, stub)
     if wire.parse_unbind(stub):
         ndr.NspiUnbind(stub)          # impacket reads it too
+
+
+@st.composite
+def special_table_stubs(draw):
+    """NspiGetSpecialTable as Outlook lays it out (the IDL's inline STAT and lpVersion) or as impacket does."""
+    handle, flags, stat, version = draw(handles), draw(u32), draw(stats), draw(st.one_of(st.none(), u32))
+    with impacket_randomness():
+        if draw(st.booleans()):
+            request = NspiGetSpecialTableIdl()
+            request["pStat"] = impacket_stat(stat)
+            request["lpVersion"] = version or 0
+        else:
+            request = ndr.NspiGetSpecialTable()
+            request["pStat"] = impacket_stat(stat) if draw(st.booleans()) else NULL
+            request["lpVersion"] = version if version is not None else NULL
+        _handle(request["hRpc"], handle)
+        request["dwFlags"] = flags
+        return marshal(request)
+
+
+def impacket_special_table(stub: bytes):
+    request = parse_whole(stub, (NspiGetSpecialTableIdl, ndr.NspiGetSpecialTable))
+    return request["dwFlags"], ndr.CP_TELETEX if is_null(request.fields["pStat"]) else request["pStat"]["CodePage"]
+
+
+@settings(max_examples=scaled(200))
+@given(stub=special_table_stubs(), data=st.data())
+def test_special_table_parser_agrees_with_the_layout_impacket_picks(stub, data):
+    assert wire.parse_special_table(stub) == impacket_special_table(stub)
+    stub = mangled(data, stub)
+    parsed = wire.parse_special_table(stub)
+    if parsed is not None:
+        assert parsed == impacket_special_table(stub)
 
 
 # ---- the fallback -------------------------------------------------------------------------------------------

@@ -52,7 +52,6 @@ from harness.rpc.nspi.idl import (
     NspiGetMatches,
     NspiGetMatchesResponse,
     NspiGetPropsIdl,
-    NspiGetSpecialTableIdl,
     NspiResortRestriction,
     NspiResortRestrictionResponse,
     NspiSeekEntriesIdl,
@@ -262,30 +261,21 @@ class Nspi(RpcInterface):
             request = ndr.NspiDNToMId(stub)
             names = [ndr_text(item["Data"]) for item in request["pNames"]["Strings"]][:MAX_ROWS]
         self._session(ctx, stub)
-        response = ndr.NspiDNToMIdResponse()
         mids = []
         for name in names:
             obj = self.book.by_dn(name)
             mids.append(obj.mid if obj and not self._hidden(obj, name, ctx) else ndr.MID_UNRESOLVED)
-        response["ppOutMIds"] = tag_array(mids)
-        response["ErrorCode"] = SUCCESS
-        return marshal(response)
+        return wire.tags_response(mids, SUCCESS)
 
     def NspiGetPropList(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiGetPropList"):
             request = ndr.NspiGetPropList(stub)
             mid, codepage = request["dwMId"], request["CodePage"]
         self._session(ctx, stub)
-        response = ndr.NspiGetPropListResponse()
-
-        def build() -> int:
-            obj = self.book.get(mid)
-            if obj is None:
-                raise NspiError(NOT_FOUND)
-            response["ppOutMIds"] = tag_array((client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props))
-            return SUCCESS
-
-        return answer(response, build, ["ppOutMIds"])
+        obj = self.book.get(mid)
+        if obj is None:
+            return wire.tags_response(None, NOT_FOUND)
+        return wire.tags_response([client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props], SUCCESS)
 
     def NspiGetProps(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiGetProps"):
@@ -329,26 +319,16 @@ class Nspi(RpcInterface):
         return answer(response, build)
 
     def NspiGetSpecialTable(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiGetSpecialTable"):
-            request = parse_whole(stub, (NspiGetSpecialTableIdl, ndr.NspiGetSpecialTable))
-            flags = request["dwFlags"]
-            codepage = ndr.CP_TELETEX if is_null(request.fields["pStat"]) else request["pStat"]["CodePage"]
+        flags, codepage = wire.special_table_request(stub)
         session = self._session(ctx, stub)
-        response = ndr.NspiGetSpecialTableResponse()
-        response["lpVersion"] = self.hierarchy_version
         unicode = bool(flags & ndr.NspiUnicodeStrings)
         codepage = codepage or session.codepage
-        if flags & ndr.NspiAddressCreationTemplates:
-            rowset = self.rows.rowset((), (), codepage)   # the org defines no address creation templates
-        else:
-            rowset = ndr.PropertyRowSet_r()
+        rows = []                               # the org defines no address creation templates
+        if not flags & ndr.NspiAddressCreationTemplates:
             for container in self.book.containers:
                 columns = [client_tag(t, unicode) for t in HIERARCHY_COLUMNS if container.obj.value(t >> 16)]
-                rowset["aRow"].append(self.rows.row(container.obj, columns, codepage, False))
-            rowset["cRows"] = len(self.book.containers)
-        response["ppRows"] = rowset
-        response["ErrorCode"] = SUCCESS
-        return marshal(response)
+                rows.append(wire.pack_row(self.rows.cells(container.obj, columns, codepage, False)))
+        return wire.special_table_response(self.hierarchy_version, rows, SUCCESS)
 
     def _refuse(self, stub: bytes, ctx: CallContext, request_class, response_class, code: int) -> bytes:
         """Validate the request and the handle, then answer ``code`` with every output pointer NULL."""
@@ -375,10 +355,7 @@ class Nspi(RpcInterface):
             request = ndr.NspiQueryColumns(stub)
             unicode = bool(request["dwFlags"] & ndr.NspiUnicodeProptypes)
         self._session(ctx, stub)
-        response = ndr.NspiQueryColumnsResponse()
-        response["ppColumns"] = tag_array((client_tag(t, unicode) for t in self.book.columns()))
-        response["ErrorCode"] = SUCCESS
-        return marshal(response)
+        return wire.tags_response([client_tag(t, unicode) for t in self.book.columns()], SUCCESS)
 
     def NspiGetNamesFromIDs(self, stub: bytes, ctx: CallContext) -> bytes:
         # the address book has no named properties
@@ -388,19 +365,18 @@ class Nspi(RpcInterface):
         return self._refuse(stub, ctx, ndr.NspiGetIDsFromNames, ndr.NspiGetIDsFromNamesResponse, NOT_SUPPORTED)
 
     def NspiResolveNames(self, stub: bytes, ctx: CallContext) -> bytes:
-        return self._resolve(stub, ctx, ndr.NspiResolveNames, ndr.NspiResolveNamesResponse)
+        return self._resolve(stub, ctx, ndr.NspiResolveNames)
 
     def NspiResolveNamesW(self, stub: bytes, ctx: CallContext) -> bytes:
-        return self._resolve(stub, ctx, ndr.NspiResolveNamesW, ndr.NspiResolveNamesWResponse)
+        return self._resolve(stub, ctx, ndr.NspiResolveNamesW)
 
-    def _resolve(self, stub: bytes, ctx: CallContext, request_class, response_class) -> bytes:
+    def _resolve(self, stub: bytes, ctx: CallContext, request_class) -> bytes:
         with decoding(request_class.__name__):
             request = request_class(stub)
             stat = Stat.read(request["pStat"])
             tags = tag_list(request.fields["pPropTags"])
             names = [ndr_text(item["Data"]) for item in request["paStr"]["Strings"]][:MAX_ROWS]
         self._session(ctx, stub)
-        response = response_class()
         container = self.book.container(stat.ContainerID)
         scope = set(container.members) if container is not None else None
         mids, resolved = [], []
@@ -413,10 +389,9 @@ class Nspi(RpcInterface):
             else:
                 mids.append(ndr.MID_AMBIGUOUS if matches else ndr.MID_UNRESOLVED)
         ctx.record("nspi_resolve", names=names, mids=mids)
-        response["ppMIds"] = tag_array(mids)
-        response["ppRows"] = self.rows.rowset(resolved, columns_or_default(tags, stat.CodePage), stat.CodePage)
-        response["ErrorCode"] = SUCCESS
-        return marshal(response)
+        columns = tuple(columns_or_default(tags, stat.CodePage))
+        rows = [self._packed_row(obj.mid, columns, stat.CodePage, False) for obj in resolved]
+        return wire.resolve_names_response(mids, rows, SUCCESS)
 
     @staticmethod
     def _hidden(obj: AbObject, name: str, ctx: CallContext) -> bool:

@@ -1,5 +1,6 @@
-"""Hand-packed NDR (NDR20, little-endian) for the hot NSPI calls: NspiBind, NspiUnbind, NspiUpdateStat and
-NspiQueryRows requests and responses, and the PropertyRowSet_r that NspiQueryRows answers with.
+"""Hand-packed NDR (NDR20, little-endian) for the NSPI calls exchanger.py and Outlook repeat: NspiBind, NspiUnbind,
+NspiUpdateStat and NspiQueryRows requests and responses, the responses of NspiGetSpecialTable,
+NspiResolveNames(W), NspiQueryColumns, NspiDNToMId and NspiGetPropList, and the PropertyRowSet_r they carry.
 
 impacket's NDR classes cost milliseconds per row set (an object per value, ``eval`` in every constructor); the
 packers here write the same bytes directly. They are byte-identical to impacket's ``getData()`` after
@@ -19,7 +20,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 from impacket.dcerpc.v5 import nspi as ndr
 
 from harness.rpc.base import decoding, is_null
-from harness.rpc.nspi.idl import MAX_ROWS, tag_list
+from harness.rpc.nspi.idl import MAX_ROWS, NspiGetSpecialTableIdl, parse_whole, tag_list
 from harness.rpc.nspi.stat import Stat
 from harness.rpc.nspi.values import (
     PT_BINARY,
@@ -140,6 +141,36 @@ def parse_query_rows(stub: bytes) -> Optional[QueryRowsRequest]:
     return QueryRowsRequest(U32.unpack_from(stub, 20)[0], read_stat(stub, 24), explicit, count, tags)
 
 
+def parse_special_table(stub: bytes) -> Optional[Tuple[int, int]]:
+    """(dwFlags, the STAT's code page) of NspiGetSpecialTable in either layout idl.py describes: the IDL's inline
+    STAT and lpVersion (64 bytes), or impacket's unique pointers (a NULL pStat means CP_TELETEX)."""
+    size = len(stub)
+    if size < 32:
+        return None
+    (flags,) = U32.unpack_from(stub, 20)
+    if size == 64:                                    # parse_whole tries the IDL layout first
+        return flags, U32.unpack_from(stub, 48)[0]
+    offset, codepage = 28, ndr.CP_TELETEX
+    if U32.unpack_from(stub, 24)[0]:
+        if size < 68:
+            return None
+        codepage = U32.unpack_from(stub, 28 + 24)[0]
+        offset += 36
+    if U32.unpack_from(stub, offset)[0]:
+        offset += 4
+    return (flags, codepage) if offset + 4 == size else None
+
+
+def special_table_request(stub: bytes) -> Tuple[int, int]:
+    parsed = parse_special_table(stub)
+    if parsed is not None:
+        return parsed
+    with decoding("NspiGetSpecialTable"):
+        request = parse_whole(stub, (NspiGetSpecialTableIdl, ndr.NspiGetSpecialTable))
+        return request["dwFlags"], ndr.CP_TELETEX if is_null(request.fields["pStat"]) else \
+            request["pStat"]["CodePage"]
+
+
 def bind_request(stub: bytes) -> BindRequest:
     """NspiBind's request, hand-parsed or, for any other layout, by impacket (a bad stub faults)."""
     parsed = parse_bind(stub)
@@ -216,6 +247,39 @@ def query_rows_response(stat: Stat, rows: Optional[Sequence[PackedRow]], code: i
         out += U32.pack(FIRST_REFERENT)
         pack_rowset(out, rows, FIRST_REFERENT + 4)
     return _finish(out, code)
+
+
+def tags_response(tags: Optional[Sequence[int]], code: int) -> bytes:
+    """A PropertyTagArray_r pointer (NULL for None), ErrorCode: NspiQueryColumns, NspiDNToMId, NspiGetPropList."""
+    out = bytearray()
+    if tags is None:
+        out += NULL_POINTER
+    else:
+        out += U32.pack(FIRST_REFERENT)
+        _pack_tags(out, tags)
+    return _finish(out, code)
+
+
+def special_table_response(version: int, rows: Sequence[PackedRow], code: int) -> bytes:
+    """lpVersion, ppRows, ErrorCode (NspiGetSpecialTable, as impacket lays the response out)."""
+    out = bytearray(U32.pack(version))
+    out += U32.pack(FIRST_REFERENT)
+    pack_rowset(out, rows, FIRST_REFERENT + 4)
+    return _finish(out, code)
+
+
+def resolve_names_response(mids: Sequence[int], rows: Sequence[PackedRow], code: int) -> bytes:
+    """ppMIds, ppRows, ErrorCode (NspiResolveNames and NspiResolveNamesW)."""
+    out = bytearray(U32.pack(FIRST_REFERENT))
+    _pack_tags(out, mids)
+    out += U32.pack(FIRST_REFERENT + 4)
+    pack_rowset(out, rows, FIRST_REFERENT + 8)
+    return _finish(out, code)
+
+
+def _pack_tags(out: bytearray, tags: Sequence[int]) -> None:
+    """A PropertyTagArray_r a pointer refers to: maximum count, cValues, offset 0, actual count, the tags."""
+    out += struct.pack(f"<4L{len(tags)}L", len(tags), len(tags), 0, len(tags), *tags)
 
 
 @dataclass(frozen=True)
