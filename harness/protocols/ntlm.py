@@ -152,6 +152,17 @@ def _payload(data: bytes, field_offset: int) -> bytes:
     return data[offset:offset + length] if length else b""
 
 
+def _hmac_md5(key: bytes, data: bytes) -> bytes:
+    return hmac.digest(key, data, "md5")
+
+
+@functools.lru_cache(maxsize=1024)
+def _nt_hash(password: str) -> bytes:
+    """NTOWFv1, MD4 of the UTF-16 password; kept per password (the org's passwords are in memory anyway), as each
+    logon needs it and MD4 through Cryptodome costs more than the rest of the verification."""
+    return bytes(ntlm.compute_nthash(password))
+
+
 def _filetime(seconds: float) -> bytes:
     return struct.pack("<Q", _FILETIME_EPOCH + int(seconds * 10_000_000))
 
@@ -277,15 +288,16 @@ class NTLMAcceptor:
         return result
 
     def _verify_ntlmv2(self, message: _Authenticate, password: str) -> Optional[bytes]:
-        response_key = ntlm.NTOWFv2(message.user, password, message.domain)
+        # NTOWFv2 (MS-NLMP 3.3.2), as impacket computes it
+        response_key = _hmac_md5(_nt_hash(password), (message.user.upper() + message.domain).encode("utf-16-le"))
         proof, blob = message.nt[:16], message.nt[16:]
-        if not hmac.compare_digest(ntlm.hmac_md5(response_key, self._server_challenge + blob), proof):
+        if not hmac.compare_digest(_hmac_md5(response_key, self._server_challenge + blob), proof):
             return None
-        session_base_key: bytes = ntlm.hmac_md5(response_key, proof)   # = KeyExchangeKey for NTLMv2
+        session_base_key = _hmac_md5(response_key, proof)   # = KeyExchangeKey for NTLMv2
         return session_base_key
 
     def _verify_ntlmv1(self, message: _Authenticate, flags: int, password: str) -> Optional[bytes]:
-        nt_hash = ntlm.compute_nthash(password)
+        nt_hash = _nt_hash(password)
         ess = flags & ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY
         if ess and len(message.lm) < 8:
             return None
@@ -294,7 +306,7 @@ class NTLMAcceptor:
         if not hmac.compare_digest(ntlm.ntlmssp_DES_encrypt(nt_hash, challenge), message.nt):
             return None
         session_base_key = MD4.new(nt_hash).digest()
-        return ntlm.hmac_md5(session_base_key, self._server_challenge + message.lm[:8]) if ess else session_base_key
+        return _hmac_md5(session_base_key, self._server_challenge + message.lm[:8]) if ess else session_base_key
 
     @staticmethod
     def _exported_session_key(message: _Authenticate, flags: int, key_exchange_key: bytes) -> bytes:
@@ -320,7 +332,7 @@ class NTLMAcceptor:
             return True
         if not message.has_room_for_mic:
             return False
-        expected = ntlm.hmac_md5(session_key, self._negotiate + challenge + message.without_mic())
+        expected = _hmac_md5(session_key, self._negotiate + challenge + message.without_mic())
         return hmac.compare_digest(expected, message.mic)
 
 
