@@ -45,7 +45,6 @@ U32 = struct.Struct("<L")
 STAT = struct.Struct("<LLLlLLLLL")   # MS-OXNSPI 2.3.7; Delta is the one signed field
 _TWO = struct.Struct("<LL")
 _ROW = struct.Struct("<LLL")                      # PropertyRow_r: Reserved, cValues, lpProps
-_VALUE_HEAD = struct.Struct("<LLL")               # PropertyValue_r: ulPropTag, ulReserved, union tag
 _LONG_VALUE = struct.Struct("<LLLl")
 _ULONG_VALUE = struct.Struct("<LLLL")             # PT_ERROR, and a PT_STRING8 / PT_UNICODE pointer
 _BOOLEAN_VALUE = struct.Struct("<LLLH")
