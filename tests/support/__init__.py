@@ -10,6 +10,8 @@
 - ``autodiscover``: Autodiscover request bodies and answer readers.
 - ``fuzz``: the hypothesis profiles and the strategies and settings several fuzz tests use.
 - ``echo``: a small RPC interface that shows what the DCE/RPC layers did with a call.
+- ``rpchttp``: a raw RPC-over-HTTP client on plain sockets (channels, CONN/A1, CONN/B1, virtual connections); also
+  benchmarks/rpc.py's.
 
 conftest.py defines the fixtures on top of these. ``harness.testing`` stays the public helper for users' suites;
 this package builds on it and never changes it.
