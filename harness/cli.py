@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--transcript-keep", default=str(DEFAULT_KEEP), metavar="N",
                         help=f"rotated files kept, .1 the newest; older ones are deleted (1..{MAX_TRANSCRIPT_KEEP}, "
                              f"default {DEFAULT_KEEP})")
+    record.add_argument("--rpc-capture", action="store_true",
+                        help="record the inner DCE/RPC PDUs of every RPC over HTTP virtual connection in "
+                             "STATE_DIR/rpc/ for `mockex export pcap` (files 0600: they hold NTLM exchanges)")
     serve.add_argument("--https-port", type=_port, default=8443, help="HTTPS (CAS) port (default 8443; 0 = any)")
     serve.add_argument("--http-port", type=_port, default=8080,
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
@@ -167,13 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
     faults.add_argument("name", nargs="?", help="show one fault in full")
-    export = sub.add_parser("export", help="write a state directory's transcript in another format (HAR)",
+    export = sub.add_parser("export", help="write a state directory's transcript in another format (HAR, pcapng)",
                             description="Write what a mockex run recorded in a format other tools read.")
     export_sub = export.add_subparsers(dest="format", metavar="FORMAT")
     har = export_sub.add_parser("har", help="every HTTP exchange as an HTTP Archive (HAR 1.2)",
                                 description=HAR_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     har.add_argument("state_dir", metavar="STATE_DIR", help="the --state-dir of a mockex serve (running or stopped)")
     har.add_argument("out", metavar="OUT.har", help="the file to write (- for stdout)")
+    pcap = export_sub.add_parser("pcap", help="the RPC traffic `serve --rpc-capture` recorded, as pcapng",
+                                 description="Each RPC over HTTP virtual connection's inner PDUs (RTS and DCE/RPC) "
+                                             "as one synthetic TCP connection to port 135, which Wireshark/tshark "
+                                             "dissect as DCE/RPC with NSPI, RFR and EMSMDB operation names. See "
+                                             "docs/export.md.")
+    pcap.add_argument("state_dir", metavar="STATE_DIR", help="the --state-dir of a `mockex serve --rpc-capture`")
+    pcap.add_argument("out", metavar="OUT.pcapng", help="the file to write")
     return parser
 
 
@@ -278,9 +288,18 @@ def _main(argv: Optional[List[str]] = None) -> int:
 
 
 def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if args.format != "har":
-        parser.error("export: name the format: mockex export har STATE_DIR OUT.har")
+    if args.format not in ("har", "pcap"):
+        parser.error("export: name the format: mockex export har|pcap STATE_DIR OUT")
     from harness.export.har import ExportError, export_har
+    if args.format == "pcap":
+        from harness.export.pcap import export_pcap
+        try:
+            connections, pdus = export_pcap(args.state_dir, args.out)
+        except (ExportError, OSError) as exc:
+            print(f"mockex export: {exc}", file=sys.stderr)
+            return 2
+        print(f"{pdus} PDUs of {connections} RPC virtual connections written to {args.out}", file=sys.stderr)
+        return 0
     try:
         count = export_har(args.state_dir, args.out)
     except ExportError as exc:
@@ -326,7 +345,7 @@ def _serve(args) -> int:
                                             https_port=args.https_port, http_port=args.http_port,
                                             dns_port=args.dns_port, seed=seed,
                                             allow_remote=args.allow_remote, limits=_limits(args),
-                                            keylog=args.keylog,
+                                            keylog=args.keylog, rpc_capture=args.rpc_capture,
                                             transcript_max_bytes=max_bytes, transcript_keep=keep),
                            scenarios=scenarios, control=control)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a

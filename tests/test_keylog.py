@@ -2,6 +2,7 @@
 Wireshark decrypts a capture of the loopback interface. tshark is the judge where it is installed."""
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -10,12 +11,14 @@ import socket
 import ssl
 import stat
 import subprocess
+from typing import Callable, Iterator, Sequence
 
 import pytest
 
 from harness.testing import start_server
 from tests.support.autodiscover import pox_request
-from tests.support.clients import curl
+from tests.support.clients import curl, exchanger, needs_exchanger, requires_exchanger
+from tests.support.servers import start_on_port_443
 
 TSHARK = shutil.which("tshark")
 LABELS = {b"CLIENT_RANDOM", b"CLIENT_HANDSHAKE_TRAFFIC_SECRET", b"SERVER_HANDSHAKE_TRAFFIC_SECRET",
@@ -61,14 +64,16 @@ def closed_after_data(summary: bytes) -> bool:
     return len(parts) == 2 and parts[1].count(b"FIN") + parts[1].count(b"[RST") >= 2
 
 
-@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian: apt-get install tshark)")
-def test_tshark_decrypts_a_capture_of_a_curl_pox_exchange(keylogged, tmp_path):
-    served, keys = keylogged
-    port, capture = served.endpoints["https"]["port"], tmp_path / "lo.pcapng"
+Done = Callable[[bytes], bool]
+
+
+@contextlib.contextmanager
+def capturing(host: str, port: int, capture, tls_port: Sequence[str]) -> Iterator[Callable[[Done], None]]:
+    """tshark capturing ``host``:``port`` on lo into ``capture`` for the block, which gets ``wait_until(done)``:
+    read tshark's packet summaries until ``done(summaries so far)``."""
     # -P -l: a summary line per packet as it is written, so the test knows when the capture holds the whole exchange
-    tls_port = ["-d", f"tcp.port=={port},tls"]   # an ephemeral port: say it carries TLS
-    sniffer = subprocess.Popen([TSHARK, "-i", "lo", "-f", f"tcp port {port}", *tls_port, "-w", str(capture),
-                                "-P", "-l"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sniffer = subprocess.Popen([TSHARK, "-i", "lo", "-f", f"host {host} and tcp port {port}", *tls_port, "-w",
+                                str(capture), "-P", "-l"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         started = b""
         while b"Capturing on" not in started:   # tshark says so once the capture runs
@@ -79,25 +84,37 @@ def test_tshark_decrypts_a_capture_of_a_curl_pox_exchange(keylogged, tmp_path):
             started += chunk
         # The capture runs some time after tshark says so: knock on the port until a packet shows up in it.
         for _ in range(400):
-            socket.create_connection(("127.0.0.1", port), timeout=30).close()
+            socket.create_connection((host, port), timeout=30).close()
             if select.select([sniffer.stdout], [], [], 0.25)[0]:
                 break
         else:
             pytest.skip("tshark never saw a packet on lo")
         os.read(sniffer.stdout.fileno(), 65536)
+
+        def wait_until(done: Callable[[bytes], bool]) -> None:
+            summary = b""
+            while not done(summary):
+                ready, _, _ = select.select([sniffer.stdout], [], [], 60)
+                chunk = os.read(sniffer.stdout.fileno(), 65536) if ready else b""
+                assert chunk, f"the capture stopped early: {summary.decode(errors='replace')[-500:]}"
+                summary += chunk
+        yield wait_until
+    finally:
+        sniffer.send_signal(signal.SIGINT)
+        sniffer.wait(timeout=60)
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian: apt-get install tshark)")
+def test_tshark_decrypts_a_capture_of_a_curl_pox_exchange(keylogged, tmp_path):
+    served, keys = keylogged
+    port, capture = served.endpoints["https"]["port"], tmp_path / "lo.pcapng"
+    tls_port = ["-d", f"tcp.port=={port},tls"]   # an ephemeral port: say it carries TLS
+    with capturing("127.0.0.1", port, capture, tls_port) as wait_until:
         alice = served.user("alice")
         answer = curl(served, "autodiscover.contoso.test", "-u", f"{alice['upn']}:{alice['password']}",
                       data=pox_request())
         assert answer.status == 200
-        summary = b""
-        while not closed_after_data(summary):
-            ready, _, _ = select.select([sniffer.stdout], [], [], 60)
-            chunk = os.read(sniffer.stdout.fileno(), 65536) if ready else b""
-            assert chunk, f"the capture stopped early: {summary.decode(errors='replace')[-500:]}"
-            summary += chunk
-    finally:
-        sniffer.send_signal(signal.SIGINT)
-        sniffer.wait(timeout=60)
+        wait_until(closed_after_data)
     read = [TSHARK, "-r", str(capture), *tls_port, "-o", f"tls.keylog_file:{keys}"]
     requests = subprocess.run(read + ["-Y", "http.request", "-T", "fields", "-e", "http.request.method",
                                       "-e", "http.request.uri"], capture_output=True, text=True, timeout=120)
@@ -107,3 +124,28 @@ def test_tshark_decrypts_a_capture_of_a_curl_pox_exchange(keylogged, tmp_path):
     without_keys = subprocess.run([TSHARK, "-r", str(capture), *tls_port, "-Y", "http.request"], capture_output=True,
                                   text=True, timeout=120)
     assert without_keys.stdout.strip() == ""   # the keys are what made the difference
+
+
+@requires_exchanger
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian: apt-get install tshark)")
+def test_tshark_decrypts_a_capture_of_an_exchanger_session(tmp_path):
+    """Outlook Anywhere as impacket's exchanger.py speaks it (NTLM on both channels, RPC over HTTP at :443):
+    with the key log tshark shows its RPC_IN_DATA/RPC_OUT_DATA requests, and nothing malformed."""
+    keys, capture = tmp_path / "keys.log", tmp_path / "lo.pcapng"
+    served = start_on_port_443(str(tmp_path / "state"), "--keylog", str(keys))
+    try:
+        needs_exchanger(served)
+        with capturing(served.host, 443, capture, []) as wait_until:
+            result = exchanger(served, ["nspi", "list-tables"])
+            assert result.returncode == 0, result.stderr
+            # both channels closed: a FIN (or RST) from each side of each of the two connections
+            wait_until(lambda summary: summary.count(b"FIN") + summary.count(b"[RST") >= 4)
+    finally:
+        served.stop()
+    read = [TSHARK, "-r", str(capture), "-o", f"tls.keylog_file:{keys}"]
+    requests = subprocess.run(read + ["-Y", "http.request", "-T", "fields", "-e", "http.request.method"],
+                              capture_output=True, text=True, timeout=120)
+    methods = requests.stdout.split()
+    assert "RPC_IN_DATA" in methods and "RPC_OUT_DATA" in methods, requests.stderr
+    malformed = subprocess.run(read + ["-Y", "_ws.malformed"], capture_output=True, text=True, timeout=120)
+    assert malformed.stdout.strip() == ""

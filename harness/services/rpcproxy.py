@@ -17,7 +17,7 @@ from harness.transcript import Transcript
 
 if TYPE_CHECKING:
     from harness.protocols.dcerpc.interface import RpcInterface
-    from harness.protocols.rpcproxy import Action, Channel, HttpError, RpcProxy
+    from harness.protocols.rpcproxy import Action, Channel, HttpError, RpcProxy, Tap
 
 RESET_DELAY = 0.1   # seconds between the last write and a reset, so the bytes before it reach the client
 
@@ -39,8 +39,10 @@ class RpcChannel:
 
 class RpcProxyService:
     def __init__(self, org: Org, transcript: Transcript, rng: random.Random, *,
-                 interfaces: Optional[Sequence[RpcInterface]] = None, faults: Optional[FaultSet] = None) -> None:
+                 interfaces: Optional[Sequence[RpcInterface]] = None, faults: Optional[FaultSet] = None,
+                 tap: Optional[Tap] = None) -> None:
         self._org, self._record, self._rng, self._interfaces = org, transcript.record, rng, interfaces
+        self._tap = tap    # sees every inner PDU (serve --rpc-capture)
         self.faults = faults if faults is not None else FaultSet()
         self._proxy: Optional[RpcProxy] = None
         self._io: Dict[Channel, object] = {}
@@ -53,7 +55,8 @@ class RpcProxyService:
             from harness.protocols.rpcproxy import RpcProxy
             from harness.rpc import interfaces_for
             interfaces = self._interfaces if self._interfaces is not None else interfaces_for(self._org)
-            self._proxy = RpcProxy(self._org, self._record, self._rng, interfaces, faults=self.faults)
+            self._proxy = RpcProxy(self._org, self._record, self._rng, interfaces, faults=self.faults,
+                                   tap=self._tap)
         return self._proxy
 
     def open_channel(self, request, mailbox: Optional[Mailbox], io) -> Union[RpcChannel, HttpError]:

@@ -19,6 +19,7 @@ from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.httpconn import ConnectionLimits
 from harness.services.dns import listen_dns
 from harness.services.listeners import AddressPlan, ListenError, Listeners
+from harness.services.rpccapture import RpcCapture
 from harness.services.rpcproxy import RpcProxyService
 from harness.services.site import ExchangeSite, RedirectSite
 from harness.services.steps import StepRunner
@@ -47,6 +48,7 @@ class ServeOptions:
     keylog: Optional[str] = None   # append every TLS session's secrets here (NSS key log format, for Wireshark)
     transcript_max_bytes: Optional[int] = None   # rotate transcript.jsonl before it passes this size (None: never)
     transcript_keep: int = DEFAULT_KEEP          # rotated files kept (transcript.jsonl.1 ... .N)
+    rpc_capture: bool = False    # record each RPC virtual connection's inner PDUs in state_dir/rpc (export pcap)
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -64,6 +66,7 @@ class MockExchange:
     scenarios: list = field(default_factory=list)
     endpoints: dict = field(default_factory=dict)
     keylog: Optional[KeyLog] = None
+    rpc_capture: Optional[RpcCapture] = None
     # The control plane (harness.control), started once the server runs and before endpoints.json is written: it
     # has ``start(reactor, server) -> dict`` (added to endpoints.json as "control") and ``stop()``.
     control: Optional[object] = None
@@ -109,7 +112,9 @@ class MockExchange:
         self.transcript.listeners.append(self._on_event)
         https_port = self.listeners.port("https")
         urls = SiteUrls.for_org(self.org, https_port)
-        proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults)
+        self.rpc_capture = RpcCapture(opts.state_dir) if opts.rpc_capture else None
+        proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults,
+                                tap=self.rpc_capture)
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
                             faults=self.faults)
         https_app.app = site
@@ -204,4 +209,6 @@ class MockExchange:
         self.transcript.record("stop")
         if self.keylog is not None:
             self.keylog.close()
+        if self.rpc_capture is not None:
+            self.rpc_capture.close()
         return defer.gatherResults([d for d in waits if d is not None])
