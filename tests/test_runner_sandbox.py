@@ -11,8 +11,10 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -151,6 +153,63 @@ def test_the_probe_in_the_sandbox_reaches_the_same_verdicts(tmp_path):
     assert found["dns-nxdomain-autodiscover"]["probe"]["reason"] == "nxdomain"
     assert found["tls-expired"]["probe"]["reason"] == "certificate-expired"
     assert '"sandbox": true' in (tmp_path / "results.json").read_text()
+
+
+# ---- interruption ---------------------------------------------------------------------------------------------------
+HANG = """import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(sys.argv[1], "w") as handle:
+    handle.write(f"{os.getpid()} {child.pid}")
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(") ", 1)[-1][0] != "Z"     # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def children(parent: int) -> List[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                if int(handle.read().rsplit(") ", 1)[-1].split()[1]) == parent:
+                    found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@needs_namespaces
+def test_sigterm_ends_the_sandboxed_workers_and_their_clients(tmp_path):
+    """The workers are the runner's own children (unshare execs them in place), so a SIGTERM reaches and ends them,
+    and their hanging clients with them, as without --sandbox."""
+    client = f"{shlex.quote(sys.executable)} -c {shlex.quote(HANG)} {tmp_path}/pids-{{scenario}}"
+    runner = subprocess.Popen([sys.executable, "-m", "harness", "run", "--sandbox", "-j", "2", "dns-no-srv",
+                               "tls-expired", "--timeout", "300", "--client", client],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def clients() -> List[int]:
+        return [int(pid) for path in tmp_path.glob("pids-*") for pid in path.read_text().split()]
+
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT      # a bound on a hang: the clients start within seconds
+        while len(clients()) < 4 and time.monotonic() < deadline and runner.poll() is None:
+            time.sleep(0.05)
+        assert len(clients()) == 4, runner.poll()
+        workers = children(runner.pid)
+        assert len(workers) == 2
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=RUN_TIMEOUT) == 143
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        runner.communicate()
+    assert not [pid for pid in clients() + workers if alive(pid)]
 
 
 # ---- refusals ------------------------------------------------------------------------------------------------------
