@@ -25,7 +25,9 @@ scenario: {email} {password} {username} {login} {upn} {netbios_domain} {domain} 
 code needs no escaping ({{email}} is the literal text {email}). The same values are in the client's
 environment as MOCKEX_EMAIL, MOCKEX_PASSWORD, ... (--ca-env adds SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
 NODE_EXTRA_CA_CERTS and CURL_CA_BUNDLE). The mock listens on 127.0.0.1 with ephemeral ports: the client must use
-the ports (and the DNS server) it is given. Full guide: docs/runner.md."""
+the ports (and the DNS server) it is given. With --sandbox each worker runs in namespaces of its own (no root
+needed) where the mock serves the real ports 443/80/53 and the system resolver asks it, so an unmodified client
+needs only {email} and {password}. Full guide: docs/runner.md."""
 
 EPILOG = """\
 exit status: 0 every judged scenario passed, 1 one failed (or broke), 2 usage error, 130/143 interrupted.
@@ -36,7 +38,9 @@ examples:
   mockex run --layer tls --layer auth -j 2 --client ./check.sh --json results.json
   mockex run tls-expired dns-timeout --client 'python check.py {autodiscover_url} --dns {dns}' --timeout 20
   mockex run --all --shard 2/3 --client probe --junit shard-2.xml     # one job of a 3-way CI matrix
-  mockex run --all --list --shard 1/3                                  # which scenarios that shard runs"""
+  mockex run --all --list --shard 1/3                                  # which scenarios that shard runs
+  mockex run --sandbox -j 2 --layer tls --client "curl -sSf --ntlm -u 'CONTOSO\\alice:{password}' \\
+      https://autodiscover.contoso.test/autodiscover/autodiscover.xml"     # unmodified, on 443, 2 namespaces"""
 
 
 def _positive(text: str) -> float:
@@ -72,6 +76,11 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     client.add_argument("--timeout", type=_positive, default=60.0, metavar="SECONDS",
                         help="per-scenario limit for the client; past it the client (and all it started) is "
                              "killed and the scenario fails (default 60; expect.client.timeout overrides)")
+    client.add_argument("--sandbox", action="store_true",
+                        help="run each worker (and so its mocks and clients) in a user, network and mount namespace "
+                             "of its own, made without root, as `mockex sandbox` does: the mock serves 127.0.0.1:443, "
+                             ":80 and :53, the org's names resolve through it, the CA variables are set; unmodified "
+                             "clients need no placeholders. Works with -j N (one namespace per worker)")
     client.add_argument("--ca-env", action="store_true",
                         help="also point SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS, CURL_CA_BUNDLE at "
                              "the mock's CA file")
@@ -176,10 +185,17 @@ def run_command(args) -> int:
     problem = missing_program(words) if words != PROBE else ""
     if problem:
         return _usage(f"--client: {problem}")
+    if args.sandbox:
+        if args.listen != "127.0.0.1":   # the namespace's resolv.conf names 127.0.0.1
+            return _usage(f"--sandbox serves on 127.0.0.1; --listen {args.listen} cannot go with it")
+        from harness.sandbox import unavailable_reason
+        reason = unavailable_reason()
+        if reason:
+            return _usage(f"--sandbox: {reason}")
     settings = RunSettings(client=words, client_text=args.client, org=os.path.abspath(args.org),
                            timeout=args.timeout, jobs=args.jobs, export_ca=args.ca_env, listen=args.listen,
-                           seed=args.seed, state_dir=args.state_dir)
-    meta = {"client": args.client, "shard": args.shard, "jobs": args.jobs, "seed": args.seed,
+                           seed=args.seed, state_dir=args.state_dir, sandbox=args.sandbox)
+    meta = {"client": args.client, "sandbox": args.sandbox, "shard": args.shard, "jobs": args.jobs, "seed": args.seed,
             "timeout": args.timeout, "mockex": __version__, "started": time.time(), "selected": len(scenarios)}
     progress = report.Progress(len(scenarios), tty=False if args.quiet else None)
     started = time.monotonic()

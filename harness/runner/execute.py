@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from harness.runner.plan import slow_first
+from harness.sandbox.namespace import unshare_argv
 from harness.scenario import Scenario
 
 WORKER_GRACE = 15.0     # seconds a worker gets to end its client and mock after SIGTERM
@@ -46,6 +47,7 @@ class RunSettings:
     seed: Optional[int] = None
     state_dir: Optional[str] = None   # kept when given; else a temporary directory, removed afterwards
     cwd: str = field(default_factory=os.getcwd)
+    sandbox: bool = False             # each worker in its own user+net+mount namespace, the mock on 443/80/53
 
 
 class Run:
@@ -99,14 +101,20 @@ class Run:
                 "state_dir": os.path.join(self.state_dir, "scenarios", f"{index + 1:03d}-{scenario.name}"),
                 "pki_dir": os.path.join(self.state_dir, "pki"), "seed": settings.seed, "client": settings.client,
                 "client_text": settings.client_text, "timeout": settings.timeout, "export_ca": settings.export_ca,
-                "cwd": settings.cwd, "keep": settings.state_dir is not None}
+                "cwd": settings.cwd, "keep": settings.state_dir is not None, "sandbox": settings.sandbox}
 
     def _start_worker(self, number: int) -> threading.Thread:
         log = open(os.path.join(self.state_dir, f"worker-{number + 1}.log"), "wb")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [CHECKOUT, env.get("PYTHONPATH")]))
-        process = subprocess.Popen([sys.executable, "-m", "harness.runner.worker", str(os.getpid())],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+        argv = [sys.executable, "-m", "harness.runner.worker", str(os.getpid())]
+        if self.settings.sandbox:
+            # unshare execs the worker in place (same pid, same parent), so the worker's parent check, its
+            # PR_SET_PDEATHSIG and our SIGTERM work as without it; each worker gets a network namespace of its own,
+            # so N of them serve 443/80/53 side by side. We are on the thread that runs execute() (the main one in
+            # `mockex run`), which outlives the workers, as the parent-death signal requires.
+            argv = unshare_argv(argv + ["--sandbox"])
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
                                    cwd=self.settings.cwd)
         log.close()
         self.workers.append(process)

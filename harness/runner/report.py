@@ -112,7 +112,7 @@ def junit_xml(results: List[Dict[str, Any]], run: Dict[str, Any]) -> str:
                           timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(run.get("started", time.time()))),
                           hostname=socket.gethostname(), id="0", package="mockex")
     properties = ET.SubElement(suite, "properties")
-    for key in ("client", "shard", "jobs", "seed", "mockex"):
+    for key in ("client", "sandbox", "shard", "jobs", "seed", "mockex"):
         if run.get(key) is not None:
             ET.SubElement(properties, "property", name=key, value=_xml(str(run[key])))
     for result in results:

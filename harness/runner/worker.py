@@ -4,17 +4,21 @@ The process (its imports, its reactor thread, the org, the CA keys) is reused; t
 a new MockExchange (new fault set, steps, site, RPC proxy, transcript, listeners on new ephemeral ports), stopped
 before the next one starts, so no state crosses from one scenario to the next while the ~1 s of a process start is
 paid once per worker. The client runs in its own session and is killed with everything it started on timeout or
-interruption.
+interruption. Under `mockex run --sandbox` the worker lives in user, network and mount namespaces of its own, so
+its mocks serve the real ports 443/80/53 and the org's names resolve through them (as in `mockex sandbox`).
 
 Jobs arrive as JSON lines on stdin, results leave as JSON lines on the stdout the process started with (anything
-else printing to stdout goes to stderr instead). `python -m harness.runner.worker PARENT_PID`.
+else printing to stdout goes to stderr instead). `python -m harness.runner.worker PARENT_PID [--sandbox]`.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -101,7 +105,7 @@ class Worker:
             seed = scenario.seed if scenario.seed is not None else zlib.crc32(scenario.name.encode()) & 0x7FFFFFFF
         transcript = Transcript(os.path.join(state_dir, "transcript.jsonl"))
         self.server = MockExchange(self.org(job["org"]), ServeOptions(
-            state_dir=state_dir, listen=job["listen"], https_port=0, http_port=0, dns_port=0, seed=seed),
+            state_dir=state_dir, listen=job["listen"], **ports(job.get("sandbox", False)), seed=seed),
             transcript=transcript, scenarios=[scenario])
         endpoints = self.on_reactor(self.server.start, self.reactor, timeout=120.0)
         endpoints_path = os.path.join(state_dir, "endpoints.json")
@@ -114,7 +118,8 @@ class Worker:
             outcome = self._probe(endpoints, expectation, timeout)
         else:
             argv = fill(job["client"], found)
-            run = self.client.run(argv, environment(found, job["export_ca"]), timeout, cwd=job.get("cwd"))
+            ca_env = job["export_ca"] or job.get("sandbox", False)   # in the sandbox as in `mockex sandbox`
+            run = self.client.run(argv, environment(found, ca_env), timeout, cwd=job.get("cwd"))
             outcome = {"run": run}
         self.stop_server()
         events = read_events(transcript.path) if transcript.path else []
@@ -178,6 +183,14 @@ class Worker:
         self.thread.join(STOP_WAIT)
 
 
+def ports(sandbox: bool) -> Dict[str, int]:
+    """The mock's ports: the real ones in a worker's own network namespace (`mockex run --sandbox`, where the
+    namespace's resolv.conf names 127.0.0.1:53), else ephemeral ones the client is told."""
+    if sandbox:
+        return {"https_port": 443, "http_port": 80, "dns_port": 53}
+    return {"https_port": 0, "http_port": 0, "dns_port": 0}
+
+
 def transcript_path(state_dir: str) -> str:
     return os.path.join(state_dir, "transcript.jsonl")
 
@@ -221,7 +234,18 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main(argv: List[str]) -> int:
+    """``PARENT_PID [--sandbox]``; with --sandbox the process is already in fresh namespaces (execute.Run started
+    it under unshare) and shapes them before anything else: loopback up, the resolver files naming 127.0.0.1."""
     _die_with_parent(int(argv[0]) if argv else 0)
+    if "--sandbox" in argv[1:]:
+        from harness.sandbox import SETUP_FAILED, shape_namespace
+        resolver_files = tempfile.mkdtemp(prefix="mockex-run-sandbox-")   # read by every client: lives as long
+        atexit.register(shutil.rmtree, resolver_files, True)
+        try:
+            shape_namespace(resolver_files)
+        except OSError as exc:
+            print(f"mockex run: cannot set up the sandbox's namespace: {exc}", file=sys.stderr, flush=True)
+            return SETUP_FAILED
     results = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)   # stray prints go to the log, never into the results
 
