@@ -186,16 +186,16 @@ def _chains(events: Sequence[dict]) -> List[Chain]:
     answered to a request the client made by following an earlier one extends that one's chain."""
     requests = _requests(events)
     chains: List[Chain] = []
-    reached: Dict[Tuple[str, str], int] = {}   # (host, path) reached by following -> its chain
+    reached: Dict[str, int] = {}   # URL reached by following -> its chain
     for redirect in _redirects(events, requests):
-        index = reached.get((redirect.source.host, redirect.source.path))
+        index = reached.get(redirect.source.url)
         if index is None:
             chains.append([])
             index = len(chains) - 1
         follow = _followed(redirect, requests)
         chains[index].append((redirect, follow))
         if follow is not None:
-            reached[(follow.host, follow.path)] = index
+            reached[follow.url] = index
     return chains
 
 
@@ -209,13 +209,18 @@ def redirect_limit(events: Sequence[dict], org: Namespace) -> List[Violation]:
             last = next(f for f in reversed(follows) if f is not None)
             found.append(Violation("redirect-limit", f"it followed {count} redirects in a row (at most "
                                                      f"{MAX_REDIRECTS}), the last to {last.url}", last.seq))
-        seen: Set[Tuple[str, str]] = set()
+        # Going back to a URL once is how a client finds the loop (the probe does); following the same redirect
+        # (scheme, host and path of both ends) a second time is going round it.
+        taken: Set[Tuple[str, str]] = set()
         for redirect, follow in zip(redirects, follows):
-            seen.add((redirect.source.host, redirect.source.path))
-            if follow is not None and (follow.host, follow.path) in seen:
-                found.append(Violation("redirect-limit", f"it followed a redirect loop back to {follow.url}, "
-                                                         "which had already redirected it", follow.seq))
+            if follow is None:
+                continue
+            step = (redirect.source.url, follow.url)
+            if step in taken:
+                found.append(Violation("redirect-limit", f"it went round a redirect loop: {step[0]} -> {step[1]} "
+                                                         "a second time", follow.seq))
                 break
+            taken.add(step)
     return found
 
 
@@ -341,8 +346,8 @@ RULES: Dict[str, Rule] = {rule.name: rule for rule in (
          "mock's DNS server (or connects to the mock under that name); a query sent to another resolver is not "
          "seen. Reverse lookups, localhost and address literals are not counted."),
     Rule("redirect-limit", redirect_limit,
-         f"Follows at most {MAX_REDIRECTS} redirects in a row (HTTP 3xx, Autodiscover redirectUrl) and never a "
-         "redirect back to a URL that already redirected it.",
+         f"Follows at most {MAX_REDIRECTS} redirects in a row (HTTP 3xx, Autodiscover redirectUrl) and stops at a "
+         "loop: it may come back to a URL once (that is how it sees the loop), never follow the same redirect twice.",
          "Microsoft's RedirectUrl (POX) reference: \"The client application should stop redirecting after 10 "
          "redirects\"; hybrid deployments whose TargetAddress and redirect rules point at each other send "
          "clients round in circles (exchangelib and ews-javascript-api cap redirects at 10 for that reason).",

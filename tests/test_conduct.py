@@ -3,7 +3,9 @@ its generated docs, `expect.client.conduct` in scenario files, and the example c
 `mockex run`: the good one passes, each bad one is caught by the rule it breaks."""
 from __future__ import annotations
 
+import json
 import os
+import sys
 from typing import Any, Dict, List
 
 import pytest
@@ -13,6 +15,7 @@ from harness.conduct import Namespace, namespace
 from harness.scenario import load_scenario
 from harness.yamlfile import SpecError
 from tests.support import REPO
+from tests.support.clients import run_mockex
 
 ORG = namespace("contoso.test", ["contoso.test", "autodiscover.contoso.test", "mail.contoso.test"])
 
@@ -124,14 +127,16 @@ def test_ten_redirects_are_fine_eleven_are_not():
     assert len(found) == 1 and "followed 11 redirects" in found[0].message
 
 
-def test_following_a_loop_is_caught_stopping_at_it_is_not():
+def test_going_round_a_loop_is_caught_finding_it_is_not():
     t = Transcript()
-    redirect_chain(t, 2, loop=True)           # hop0 -> hop1 -> hop0: the client never asks hop0 again
+    redirect_chain(t, 2, loop=True)    # hop0 -> hop1 -> hop0, and hop0 asked again: how a client sees the loop
+    conn = t.connect()
+    t.request(conn, "autodiscover.contoso.test", "/autodiscover/hop0/autodiscover.xml", status=302,
+              headers=[("Location", "/autodiscover/hop1/autodiscover.xml")])
     assert rules(t.events) == []
-    t.request(t.connect(), "autodiscover.contoso.test", "/autodiscover/hop0/autodiscover.xml", status=302,
-              headers=[("Location", "/autodiscover/hop1/autodiscover.xml")])   # ... but it does
+    t.request(conn, "autodiscover.contoso.test", "/autodiscover/hop1/autodiscover.xml")   # round again
     found = conduct.redirect_limit(t.events, ORG)
-    assert [v.rule for v in found] == ["redirect-limit"] and "loop" in found[0].message
+    assert [v.rule for v in found] == ["redirect-limit"] and "a second time" in found[0].message
 
 
 def test_redirect_url_answers_form_chains_too():
@@ -264,3 +269,39 @@ def test_scenario_conduct_block(tmp_path):
     with pytest.raises(SpecError) as caught:
         load_scenario(str(path))
     assert "ignore" in str(caught.value)
+
+
+# ---- the example clients, run by `mockex run` ------------------------------------------------------------------
+EXAMPLES = os.path.join(REPO, "examples")
+# client -> scenarios it runs against, and the conduct rules it must be caught by in each ([]: it passes; a bad
+# client may break more rules on the way, e.g. one that follows every redirect also goes round in circles)
+EXAMPLE_CASES = {
+    "good_client.py": {"tls-expired": [], "auth-401-loop": [], "http-redirect-to-http": [],
+                       "autodiscover-redirect-url": [], "dns-nxdomain-autodiscover": []},
+    "bad_ignores_certificate.py": {"tls-expired": ["credentials-untrusted-tls"]},
+    "bad_follows_http_redirect.py": {"http-redirect-to-http": ["credentials-cleartext", "insecure-redirect"],
+                                     "autodiscover-redirect-to-http": ["credentials-cleartext",
+                                                                       "insecure-redirect"]},
+    "bad_autodiscover_tld.py": {"dns-nxdomain-autodiscover": ["outside-namespace"]},
+    "bad_retries_401.py": {"auth-401-loop": ["logon-retries"]},
+}
+
+
+@pytest.mark.parametrize("client", sorted(EXAMPLE_CASES))
+def test_example_clients_are_judged_by_the_right_rule(client, tmp_path):
+    cases = EXAMPLE_CASES[client]
+    report = tmp_path / "results.json"
+    done = run_mockex("run", *cases, "-j", "2", "--timeout", "60", "--client",
+                      f"{sys.executable} {os.path.join(EXAMPLES, client)}", "--json", str(report), timeout=300)
+    scenarios = {s["name"]: s for s in json.loads(report.read_text())["scenarios"]}
+    for name, caught in cases.items():
+        result = scenarios[name]
+        found = {v["rule"] for v in result["conduct"]}
+        assert found >= set(caught) and (found or not caught), (name, result["problems"], done.stderr)
+        if not caught:
+            assert not found, (name, result["problems"])
+            assert result["outcome"] == "passed", (name, result["problems"], result["client"])
+        else:
+            assert result["outcome"] == "failed"
+            assert all(any(p.startswith(f"[{rule}] ") for p in result["problems"]) for rule in caught)
+    assert done.returncode == (0 if client == "good_client.py" else 1)
