@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set
 
-from harness import verdicts
+from harness import conduct, verdicts
 from harness.faults.base import Fault, FaultParamError, catalog, fault_class
 from harness.paths import data_dir
 from harness.yamlfile import Collector, Reader, SpecError, closest, load_file
@@ -144,7 +144,7 @@ def _expect(reader: Reader) -> Dict[str, Any]:
 def _client_expect(client: Reader) -> Dict[str, Any]:
     """expect.client: exit class or code, output patterns (Python regular expressions, searched), where credentials
     may go, the scenario's client timeout."""
-    client.only(["exit", *CLIENT_PATTERNS, "credentials", "timeout"])
+    client.only(["exit", *CLIENT_PATTERNS, "credentials", "timeout", "conduct"])
     block: Dict[str, Any] = {}
     if "exit" in client.mapping:
         code = client.get("exit", (str, int))
@@ -172,6 +172,27 @@ def _client_expect(client: Reader) -> Dict[str, Any]:
         if timeout <= 0:
             raise client.error("timeout", "the timeout must be > 0 seconds")
         block["timeout"] = float(timeout)
+    if "conduct" in client.mapping:
+        block["conduct"] = _conduct(client.sub("conduct"))
+    return block
+
+
+def _conduct(reader: Reader) -> Dict[str, List[str]]:
+    """expect.client.conduct: rules of harness/conduct.py to judge beyond the default ones (require) or not to
+    judge here (waive)."""
+    reader.only(["require", "waive"])
+    block: Dict[str, List[str]] = {}
+    for key in ("require", "waive"):
+        if key in reader.mapping:
+            value = reader.get(key, (str, list))
+            names = [value] if isinstance(value, str) else list(value)
+            for name in names:
+                if name not in conduct.RULES:
+                    raise reader.error(key, f"{name!r} is not a conduct rule", closest(str(name), conduct.RULES))
+            block[key] = names
+    both = set(block.get("require", ())) & set(block.get("waive", ()))
+    if both:
+        raise reader.error("waive", f"{', '.join(sorted(both))}: both required and waived")
     return block
 
 

@@ -1,8 +1,10 @@
 """What a client must do in a scenario, and whether it did.
 
 By default a scenario's ``expect.analyzer`` says what a correct client does: succeed (exit 0) where the analyzer
-passes, fail cleanly (a non-zero exit, not a crash or a hang) where it fails at a step. In every scenario it sends
-credentials only over TLS it could trust. ``expect.client`` overrides any of these, key by key.
+passes, fail cleanly (a non-zero exit, not a crash or a hang) where it fails at a step. In every scenario it keeps
+the default client-conduct rules (harness/conduct.py: credentials only over TLS it could trust, no foreign hosts,
+bounded https-only redirects, back-off honoured, no hammering after 401). ``expect.client`` overrides any of these,
+key by key; ``expect.client.conduct`` requires or waives conduct rules.
 """
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from harness import conduct
 from harness.runner.client import ClientRun
 from harness.scenario import Scenario
 
+CREDENTIAL_CONDUCT = ("credentials-untrusted-tls", "credentials-cleartext")   # what "trusted-tls" stands for
 CREDENTIAL_RULES = {
     "trusted-tls": "credentials only over TLS it could trust",
     "never": "no credentials at all",
@@ -29,6 +33,7 @@ class ClientExpectation:
     stderr_not: Tuple[str, ...] = ()
     credentials: str = "trusted-tls"
     timeout: Optional[float] = None
+    conduct: Tuple[str, ...] = conduct.DEFAULT_RULES   # the conduct rules judged
     derived_from: str = "analyzer"         # "analyzer", "client" or "analyzer+client"
     analyzer: Dict[str, Any] = field(default_factory=dict)
 
@@ -40,11 +45,13 @@ class ClientExpectation:
                           ("stderr_not", "never print on stderr")):
             parts += [f"{verb} /{pattern}/" for pattern in getattr(self, key)]
         parts.append(f"send {CREDENTIAL_RULES[self.credentials]}")
+        if self.conduct:
+            parts.append("keep the conduct rules " + ", ".join(self.conduct))
         return ", ".join(parts)
 
     def to_json(self) -> Dict[str, Any]:
         shown: Dict[str, Any] = {"exit": self.exit, "credentials": self.credentials,
-                                 "derived_from": self.derived_from}
+                                 "conduct": list(self.conduct), "derived_from": self.derived_from}
         for key in ("stdout", "stderr", "stdout_not", "stderr_not"):
             if getattr(self, key):
                 shown[key] = list(getattr(self, key))
@@ -65,7 +72,13 @@ def client_expectation(scenario: Scenario) -> Optional[ClientExpectation]:
     if analyzer:
         settings["exit"] = "success" if analyzer.get("passes") else "failure"
     for key, value in (client or {}).items():
-        settings[key] = tuple(value) if isinstance(value, list) else value
+        if key != "conduct":
+            settings[key] = tuple(value) if isinstance(value, list) else value
+    chosen = (client or {}).get("conduct") or {}
+    waive = list(chosen.get("waive", ()))
+    if settings.get("credentials") in ("any", "never"):   # "never" is judged on its own, "any" judges nothing
+        waive += list(CREDENTIAL_CONDUCT)
+    settings["conduct"] = tuple(conduct.rules_for(chosen.get("require", ()), waive))
     source = "+".join(name for name, present in (("analyzer", bool(analyzer)), ("client", client is not None))
                       if present)
     return ClientExpectation(**settings, derived_from=source, analyzer=dict(analyzer))
@@ -101,7 +114,10 @@ def output_problems(expectation: ClientExpectation, run: ClientRun) -> List[str]
 
 
 def credential_problems(expectation: ClientExpectation, violations: List[dict]) -> List[str]:
-    """One line per offending auth event (at most five), saying where the credentials went."""
+    """With ``credentials: never``, one line per auth event (at most five), saying where the credentials went
+    (with the default ``trusted-tls`` the conduct rules say it, by name)."""
+    if expectation.credentials != "never":
+        return []
     problems = []
     for event in violations[:5]:
         where = "over plain HTTP" if not event.get("tls") else "over a TLS connection it should not have trusted"
@@ -114,7 +130,24 @@ def credential_problems(expectation: ClientExpectation, violations: List[dict]) 
     return problems
 
 
-def judge(expectation: ClientExpectation, run: ClientRun, violations: List[dict]) -> List[str]:
+MAX_PER_RULE = 5   # problem lines per conduct rule; the JSON report lists every violation
+
+
+def conduct_problems(found: List[conduct.Violation]) -> List[str]:
+    """``[rule] what it did (transcript seq N)``, at most five lines per rule."""
+    problems: List[str] = []
+    shown: Dict[str, int] = {}
+    for violation in found:
+        shown[violation.rule] = shown.get(violation.rule, 0) + 1
+        if shown[violation.rule] <= MAX_PER_RULE:
+            problems.append(f"[{violation.rule}] {violation.message} (transcript seq {violation.seq})")
+    problems += [f"[{rule}] ... and {count - MAX_PER_RULE} more" for rule, count in shown.items()
+                 if count > MAX_PER_RULE]
+    return problems
+
+
+def judge(expectation: ClientExpectation, run: ClientRun, violations: List[dict],
+          conduct_found: Optional[List[conduct.Violation]] = None) -> List[str]:
     """Every way the run departs from the expectation (empty: it passed)."""
-    return exit_problems(expectation, run) + output_problems(expectation, run) + credential_problems(expectation,
-                                                                                                    violations)
+    return (exit_problems(expectation, run) + output_problems(expectation, run)
+            + credential_problems(expectation, violations) + conduct_problems(conduct_found or []))

@@ -25,6 +25,7 @@ import traceback
 import zlib
 from typing import Any, Callable, Dict, List, Optional
 
+from harness import conduct
 from harness.runner.client import PROBE, ClientProcess, ClientRun, environment, fill, values
 from harness.runner.expect import ClientExpectation, client_expectation, judge
 from harness.scenario import Scenario, load_scenario
@@ -125,6 +126,8 @@ class Worker:
         events = read_events(transcript.path) if transcript.path else []
         transcript.close()
         violations = credential_violations(events, endpoints["hostnames"], expectation.credentials)
+        org = conduct.namespace(endpoints["domain"], endpoints["hostnames"])
+        conduct_found = conduct.judge(events, org, expectation.conduct)
         run = outcome["run"]
         if run.start_error:   # nothing ran: not a clean failure of the client, a broken run
             raise RuntimeError(f"the client could not be started: {run.start_error}")
@@ -132,9 +135,10 @@ class Worker:
             problems = outcome["analyzer_problems"] + judge(
                 ClientExpectation(exit="any", stdout=expectation.stdout, stderr=expectation.stderr,
                                   stdout_not=expectation.stdout_not, stderr_not=expectation.stderr_not,
-                                  credentials=expectation.credentials), run, violations)
+                                  credentials=expectation.credentials, conduct=expectation.conduct), run, violations,
+                conduct_found)
         else:
-            problems = judge(expectation, run, violations)
+            problems = judge(expectation, run, violations, conduct_found)
         secrets = [u["password"] for u in endpoints["users"]]
         shown_command = job["client_text"] if job["client"] != PROBE else "probe (built in)"
         return {
@@ -147,6 +151,7 @@ class Worker:
                        "stdout": mask(run.stdout, secrets), "stderr": mask(run.stderr, secrets)},
             **({"probe": outcome["probe"]} if "probe" in outcome else {}),
             "violations": len(violations),
+            "conduct": [v.to_json() for v in conduct_found],
             "transcript": transcript_path(state_dir) if job.get("keep") else None,   # a temporary one is gone
             "transcript_excerpt": [mask(line, secrets) for line in excerpt(events)],
         }
