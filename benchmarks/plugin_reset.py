@@ -28,8 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from harness.pytest_plugin import Control, Org   # noqa: E402
-from harness.testing import start_server   # noqa: E402
+from harness.pytest_plugin import Control, Org  # noqa: E402
+from harness.testing import start_server  # noqa: E402
 
 GENERATED = '''
 import pytest
