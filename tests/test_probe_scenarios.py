@@ -4,6 +4,9 @@ the named step with the named reason (and host, when given), or pass when `passe
 credentials go only over verified TLS (judged from the mock's transcript).
 
 The probe's options and the judging are harness.probe.expectation's, which `mockex run --client probe` uses too.
+Each scenario runs on the session's server (the pytest plugin's ``mockex_org``: reset, then the scenario applied
+through the control plane); one the control plane cannot apply live (steps, a fault at connect for a host of its
+own) gets a server of its own, as `mockex serve --scenario` would start it.
 No verdict depends on wall-clock headroom: a short step timeout is used only where a timeout is the expected
 verdict (a slow machine only makes it come sooner); elsewhere steps get a long one, and the total limit is only a
 runaway bound."""
@@ -17,10 +20,8 @@ import yaml
 from harness.probe.expectation import mismatches, options_for_expectation
 from harness.probe.report import render_text
 from harness.probe.runner import probe
-from harness.testing import start_server
 from harness.transcript import credential_violations
 from tests.support import REPO
-from tests.support.transcript import TranscriptTail
 
 SCENARIOS = sorted(glob.glob(os.path.join(REPO, "scenarios", "*.yaml")))
 YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.S)
@@ -47,10 +48,10 @@ def test_the_readme_example_scenario_is_among_the_checked_ones():
 
 
 @pytest.mark.parametrize("name, text", EXAMPLES, ids=[name for name, _ in EXAMPLES])
-def test_documented_examples_do_what_their_expect_says(name, text, tmp_path):
+def test_documented_examples_do_what_their_expect_says(name, text, tmp_path, mockex_orgs):
     path = tmp_path / "example.yaml"
     path.write_text(text)
-    test_probe_concludes_what_the_scenario_expects(str(path), tmp_path / "state")
+    probe_concludes_what_the_scenario_expects(str(path), lambda: mockex_orgs(str(path)))
 
 
 def analyzer_expectation(path):
@@ -59,17 +60,18 @@ def analyzer_expectation(path):
     return (document.get("expect") or {}).get("analyzer")
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: os.path.basename(p)[:-5])
-def test_probe_concludes_what_the_scenario_expects(path, tmp_path):
+def probe_concludes_what_the_scenario_expects(path, org_for_it):
     expect = analyzer_expectation(path)
     if not expect:
         pytest.skip("the scenario has no expect.analyzer block")
-    served = start_server(str(tmp_path), "--scenario", path)
-    try:
-        tail = TranscriptTail(served)
-        report = probe(options_for_expectation(served.endpoints, expect))
-        violations = credential_violations(tail.events(), served.endpoints["hostnames"])
-    finally:
-        served.stop()
+    org = org_for_it()
+    report = probe(options_for_expectation(org.endpoints, expect))
+    violations = credential_violations(org.events(), org.endpoints["hostnames"])
     assert not mismatches(expect, report.verdict), render_text(report, verbose=True)
     assert not violations, violations
+
+
+@pytest.mark.parametrize("path", [pytest.param(path, marks=pytest.mark.mockex(path)) for path in SCENARIOS],
+                         ids=lambda p: os.path.basename(p)[:-5])
+def test_probe_concludes_what_the_scenario_expects(path, request):
+    probe_concludes_what_the_scenario_expects(path, lambda: request.getfixturevalue("mockex_org"))
