@@ -7,7 +7,7 @@ import binascii
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.utils import getaddresses
-from typing import Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from lxml import etree
 
@@ -113,7 +113,7 @@ def get_folder(call: Call) -> None:
     _each(call, call.request.iterfind(f"{m('FolderIds')}/*"), "Folders", answer)
 
 
-def _paged(call: Call, view: Optional[etree._Element], entries: List) -> tuple:
+def _paged(call: Call, view: Optional[etree._Element], entries: List[Any]) -> Tuple[List[Any], int, bool]:
     """(page, offset after it, includes last) for an IndexedPage*View (BasePoint Beginning or End)."""
     if view is None:
         return entries, len(entries), True
@@ -194,7 +194,7 @@ def get_item(call: Call) -> None:
     _each(call, call.request.iterfind(f"{m('ItemIds')}/*"), "Items", answer)
 
 
-def _message_fields(message: etree._Element) -> dict:
+def _message_fields(message: etree._Element) -> Dict[str, Any]:
     """Subject, body and recipients of a t:Message, from its MimeContent when it has one."""
     mime_text = message.findtext(t("MimeContent"))
     if mime_text:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from lxml import etree
 
@@ -85,7 +85,7 @@ def _single(parent: etree._Element, name: str, address: Address) -> None:
 
 # ---- folders ----------------------------------------------------------------------------------------------------
 FOLDER_ELEMENTS = {"IPF.Appointment": "CalendarFolder", "IPF.Contact": "ContactsFolder", "IPF.Task": "TasksFolder"}
-FolderWriter = Callable[[etree._Element, Folder], None]
+FolderWriter = Callable[[etree._Element, Folder], object]
 FOLDER_FIELDS: List[Tuple[str, FolderWriter]] = [   # schema order
     ("folder:ParentFolderId", lambda e, f: f.parent is not None and _id(e, "ParentFolderId", f.parent.id,
                                                                            f.parent.change_key)),
@@ -99,8 +99,8 @@ FOLDER_DEFAULT = frozenset({"folder:DisplayName", "folder:TotalCount", "folder:C
                             "folder:UnreadCount"})
 
 
-def _id(parent: etree._Element, name: str, ews_id: str, change_key: str) -> None:
-    etree.SubElement(parent, t(name), Id=ews_id, ChangeKey=change_key)
+def _id(parent: etree._Element, name: str, ews_id: str, change_key: str) -> etree._Element:
+    return etree.SubElement(parent, t(name), Id=ews_id, ChangeKey=change_key)
 
 
 def folder_element(parent: etree._Element, folder: Folder, fields: FrozenSet[str]) -> None:
@@ -205,10 +205,11 @@ def addresses(element: Optional[etree._Element]) -> List[Address]:
 
 
 def parse_flag(text: Optional[str]) -> Optional[bool]:
-    return None if text is None else text.strip().lower() == "true"
+    """xs:boolean: "true" or "1" (exchangelib sends 1)."""
+    return None if text is None else text.strip().lower() in ("true", "1")
 
 
-SORTABLE: Dict[str, Callable[[Item], object]] = {
+SORTABLE: Dict[str, Callable[[Item], Any]] = {
     "item:DateTimeReceived": lambda i: i.received,
     "item:DateTimeSent": lambda i: i.sent,
     "item:Subject": lambda i: i.subject.lower(),

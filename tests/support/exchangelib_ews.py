@@ -31,8 +31,9 @@ def browse(account: Account, colleague: str) -> None:
     unread = [m for m in account.inbox.all() if not m.is_read][0]
     unread.is_read = True
     unread.save(update_fields=["is_read"])
+    account.inbox.refresh()
     emit("read", subject=unread.subject, now=account.inbox.get(id=unread.id).is_read,
-         unread_count=account.inbox.refresh() or account.inbox.unread_count)
+         unread_count=account.inbox.unread_count)
     moved = unread.move(account.junk)
     emit("moved", junk=[m.subject for m in account.junk.all()], inbox=[m.subject for m in account.inbox.all()],
          moved_id=unread.id)
