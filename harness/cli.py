@@ -7,7 +7,7 @@ import random
 import re
 import signal
 import sys
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from harness.faults.base import LAYERS
 from harness.org import DEFAULT_ORG_DIR
@@ -187,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mailbox_size(text: str) -> Tuple[str, int]:
+    user, _, count = text.partition("=")
+    if not user or not count.isdigit() or int(count) > 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not USER=N (N from 0 to 1000000)")
+    return user, int(count)
+
+
 def _add_org_options(parser: argparse.ArgumentParser) -> None:
     """What the mock serves and how it treats connections: shared by `serve` and `sandbox` (which passes them on
     to the `mockex serve` it starts; keep MOCK_OPTIONS in step)."""
@@ -203,6 +210,9 @@ def _add_org_options(parser: argparse.ArgumentParser) -> None:
                         default=os.environ.get("SSLKEYLOGFILE") or None,
                         help="append every TLS session's secrets to FILE (NSS key log format, mode 0600), so "
                              "Wireshark/tshark decrypt a capture (default: $SSLKEYLOGFILE when set)")
+    parser.add_argument("--mailbox-size", action="append", default=[], metavar="USER=N", type=_mailbox_size,
+                        help="N generated messages in USER's Inbox (a user name or address), for paging at scale; "
+                             "repeatable")
     limits = parser.add_argument_group("connection limits (as IIS/http.sys; 0 switches a limit off)")
     limits.add_argument("--idle-timeout", type=float, default=120.0, metavar="S",
                         help="close a connection with no request for S seconds (IIS connectionTimeout; default 120)")
@@ -228,6 +238,7 @@ MOCK_OPTIONS = [("--org", "org"), ("--seed", "seed"), ("--keylog", "keylog"), ("
 def mock_arguments(args: argparse.Namespace) -> List[str]:
     """The `mockex serve` arguments that give the org, scenarios, seed and limits of ``args``."""
     argv = [f"--scenario={ref}" for ref in args.scenario]
+    argv += [f"--mailbox-size={user}={count}" for user, count in args.mailbox_size]
     for option, attribute in MOCK_OPTIONS:
         value = getattr(args, attribute)
         if value is not None:
@@ -334,6 +345,12 @@ def _serve(args) -> int:
             print(f"mockex: --control-listen: {exc}", file=sys.stderr)
             return 2
     org = load_org(args.org)
+    from harness.mailbox.store import sizes_by_email
+    try:
+        sizes_by_email(dict(args.mailbox_size), org.mailboxes)
+    except ValueError as exc:
+        print(f"mockex: --mailbox-size: {exc}", file=sys.stderr)
+        return 2
     scenarios = []
     if args.scenario:
         from harness.scenario import resolve
@@ -346,7 +363,8 @@ def _serve(args) -> int:
                                             dns_port=args.dns_port, seed=seed,
                                             allow_remote=args.allow_remote, limits=_limits(args),
                                             keylog=args.keylog, rpc_capture=args.rpc_capture,
-                                            transcript_max_bytes=max_bytes, transcript_keep=keep),
+                                            transcript_max_bytes=max_bytes, transcript_keep=keep,
+                                            mailbox_sizes=dict(args.mailbox_size)),
                            scenarios=scenarios, control=control)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
     # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.

@@ -31,7 +31,7 @@ def answers():
 def test_every_answer_carries_the_flavour_that_built_it_outside_its_repr():
     assert [answer.flavour for answer in answers()] == [POX, SOAP, JSON]
     assert all(answer.outcome == "settings" and "flavour" not in repr(answer) for answer in answers())
-    assert ews.respond_ews(ORG, b"<bad").__class__ is ews.EwsAnswer
+    assert ews.respond_ews(ORG, None, None, b"<bad").__class__ is ews.EwsAnswer
 
 
 def test_refusals_and_redirects_in_each_flavour():

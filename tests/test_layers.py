@@ -22,6 +22,7 @@ LAYERS: List[List[str]] = [
     ["harness.hooks"],                                                    # the hook kernel
     ["harness.paths", "harness.yamlfile", "harness.verdicts", "harness.transcript"],   # leaf utilities, vocabulary
     ["harness.org", "harness.pki", "harness.conduct"],                    # the org model, certificates, conduct
+    ["harness.mailbox"],                                                  # the mailbox store (folders, items)
     ["harness.protocols"],                                                # sans-IO cores
     ["harness.rpc"],                                                      # NSPI, RFR, EMSMDB over the DCE/RPC core
     ["harness.faults"],                                                   # fault families answering hooks

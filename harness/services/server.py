@@ -8,13 +8,15 @@ import os
 import random
 import shutil
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Set
+from typing import Dict, Iterable, Optional, Set
 
 from twisted.internet.error import CannotListenError
 
 from harness import pki as pkimod
 from harness.faults.base import Fault
 from harness.hooks import FaultSet
+from harness.mailbox.seed import default_seeder, utc_now
+from harness.mailbox.store import MailboxStore, accounts_of, sizes_by_email
 from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.httpconn import ConnectionLimits
 from harness.services.dns import listen_dns
@@ -49,6 +51,7 @@ class ServeOptions:
     transcript_max_bytes: Optional[int] = None   # rotate transcript.jsonl before it passes this size (None: never)
     transcript_keep: int = DEFAULT_KEEP          # rotated files kept (transcript.jsonl.1 ... .N)
     rpc_capture: bool = False    # record each RPC virtual connection's inner PDUs in state_dir/rpc (export pcap)
+    mailbox_sizes: Dict[str, int] = field(default_factory=dict)   # generated Inbox messages by user name or address
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -115,8 +118,10 @@ class MockExchange:
         self.rpc_capture = RpcCapture(opts.state_dir) if opts.rpc_capture else None
         proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults,
                                 tap=self.rpc_capture)
+        store = MailboxStore(accounts_of(self.org.mailboxes), utc_now(),
+                             default_seeder(sizes_by_email(opts.mailbox_sizes, self.org.mailboxes), opts.seed))
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
-                            faults=self.faults)
+                            faults=self.faults, store=store)
         https_app.app = site
         http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults)
         try:

@@ -5,6 +5,7 @@ Routes (case-insensitive, as IIS):
   /autodiscover/autodiscover.svc   SOAP Autodiscover (authenticated)
   /autodiscover/<any>/autodiscover.xml|svc   the same, as Exchange Online's per-mailbox paths and redirect targets
   /autodiscover/autodiscover.json  Autodiscover v2 (anonymous)
+  /EWS/Exchange.asmx               Exchange Web Services over the mailbox store (authenticated)
   /rpc/rpcproxy.dll                RPC over HTTP channels (authenticated), handed to the RPC proxy service
 
 Fault hooks (see harness/hooks.py): ``http_request`` before routing (an HttpAnswer or HttpResponse replaces
@@ -24,6 +25,7 @@ from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Un
 from urllib.parse import parse_qs, quote
 
 from harness.hooks import FaultSet, Scope
+from harness.mailbox.store import MailboxStore
 from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
 from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
 from harness.protocols.autodiscover_answer import autodiscover_hook
@@ -81,8 +83,9 @@ class ExchangeSite:
 
     def __init__(self, org, transcript: Transcript, rng: random.Random, urls: SiteUrls, *,
                  rpc_proxy=None, auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
-                 faults: Optional[FaultSet] = None):
+                 faults: Optional[FaultSet] = None, store: Optional[MailboxStore] = None):
         self.org, self.transcript, self.rng, self.urls = org, transcript, rng, urls
+        self.store = store   # the mailboxes' content behind EWS (None: every EWS mailbox answers as unavailable)
         self.faults = faults if faults is not None else FaultSet()
         self.rpc_proxy = rpc_proxy
         self.auth_methods = tuple(auth_methods)
@@ -248,7 +251,7 @@ class ExchangeSite:
             return challenge
         if request.method in ("GET", "HEAD"):
             return self._response(200, HTML, b"<html><body>You have created a service.</body></html>")
-        answer = ews.respond_ews(self.org, request.body)
+        answer = ews.respond_ews(self.org, self.store, mailbox.email, request.body)
         self.transcript.record("ews", conn=request.conn.conn_id, outcome=answer.outcome, error_code=answer.error_code,
                                detail=answer.detail, mailbox=mailbox.email)
         return self._response(answer.status, answer.content_type, answer.body)

@@ -1,0 +1,75 @@
+"""Exchange-looking identifiers for folders and items, sans-IO.
+
+An EWS FolderId/ItemId is base64 of a binary id: compression byte 0, id type 3 (mailbox GUID based), the mailbox
+GUID as 36 ASCII characters behind its 16-bit length, a processing byte, then the MAPI entry id behind its 16-bit
+length. The entry id is the store's: flags, provider uid (the mailbox GUID), the entry type, and the folder's (and for
+an item, the message's) 16-byte replica GUID and 6-byte global counter. So ids start "AAMkA" like Exchange's, are
+stable for a seeded store, and decode back to (mailbox GUID, folder counter, item counter).
+
+A ChangeKey is base64 of the item kind (1 folder, 9 message), the length 22 and a predecessor change list entry:
+the replica GUID and the 6-byte change number.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+import uuid
+from typing import Optional, Tuple
+
+_FOLDER_ENTRY, _MESSAGE_ENTRY = 0x0001, 0x0007
+_PREFIX = b"\x00\x03" + struct.pack("<H", 36)
+CHANGE_FOLDER, CHANGE_MESSAGE = 1, 9
+
+
+def replica_guid(mailbox_guid: str) -> bytes:
+    """The mailbox's replica GUID (stable: derived from the mailbox GUID)."""
+    return uuid.uuid5(uuid.UUID(mailbox_guid), "replica").bytes
+
+
+def _counter(value: int) -> bytes:
+    return value.to_bytes(6, "big")
+
+
+def _wrap(mailbox_guid: str, entry_id: bytes) -> str:
+    raw = _PREFIX + mailbox_guid.encode("ascii") + b"\x00" + struct.pack("<H", len(entry_id)) + entry_id
+    return base64.b64encode(raw).decode("ascii")
+
+
+def folder_id(mailbox_guid: str, folder: int) -> str:
+    replica = replica_guid(mailbox_guid)
+    entry = (b"\x00" * 4 + uuid.UUID(mailbox_guid).bytes + struct.pack("<H", _FOLDER_ENTRY) + replica
+             + _counter(folder) + b"\x00\x00")
+    return _wrap(mailbox_guid, entry)
+
+
+def item_id(mailbox_guid: str, folder: int, item: int) -> str:
+    replica = replica_guid(mailbox_guid)
+    entry = (b"\x00" * 4 + uuid.UUID(mailbox_guid).bytes + struct.pack("<H", _MESSAGE_ENTRY) + replica
+             + _counter(folder) + b"\x00\x00" + replica + _counter(item) + b"\x00\x00")
+    return _wrap(mailbox_guid, entry)
+
+
+def change_key(mailbox_guid: str, kind: int, change_number: int) -> str:
+    raw = struct.pack("<II", kind, 22) + replica_guid(mailbox_guid) + _counter(change_number)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def decode(ews_id: str) -> Optional[Tuple[str, int, Optional[int]]]:
+    """(mailbox GUID, folder counter, item counter or None) of an id this module made, or None when malformed."""
+    try:
+        raw = base64.b64decode(ews_id.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+    if len(raw) < 43 or not raw.startswith(_PREFIX):
+        return None
+    guid = raw[4:40].decode("ascii", "replace")
+    (length,) = struct.unpack_from("<H", raw, 41)
+    entry = raw[43:]
+    if len(entry) != length:
+        return None
+    if length == 46 and struct.unpack_from("<H", entry, 20)[0] == _FOLDER_ENTRY:
+        return guid, int.from_bytes(entry[38:44], "big"), None
+    if length == 70 and struct.unpack_from("<H", entry, 20)[0] == _MESSAGE_ENTRY:
+        return guid, int.from_bytes(entry[38:44], "big"), int.from_bytes(entry[62:68], "big")
+    return None

@@ -1,0 +1,227 @@
+"""The mailbox store, sans-IO: per mailbox its folders and items, Exchange-looking ids, a change counter, in-org
+delivery and a reset to the seeded state. Protocol cores (EWS today, ROPs later) read and write it; the edges own
+the clock and hand it in, so tests drive time."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+from harness.mailbox import ids
+from harness.mailbox.folders import FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, WELL_KNOWN
+from harness.mailbox.mime import render_mime
+
+Address = Tuple[str, str]          # (display name, SMTP address)
+Clock = Callable[[], dt.datetime]  # aware UTC datetimes
+
+
+@dataclass
+class Item:
+    """A message. `mime` is kept when a client sent MIME; otherwise it is rendered from the fields on demand."""
+    key: int
+    folder: "Folder"
+    subject: str
+    body: str
+    sender: Address
+    to: Tuple[Address, ...]
+    received: dt.datetime
+    sent: dt.datetime
+    message_id: str
+    change_number: int
+    is_read: bool = False
+    body_type: str = "Text"
+    cc: Tuple[Address, ...] = ()
+    item_class: str = "IPM.Note"
+    is_draft: bool = False
+    mime: Optional[bytes] = None
+
+    @property
+    def id(self) -> str:
+        return ids.item_id(self.folder.owner.guid, self.folder.key, self.key)
+
+    @property
+    def change_key(self) -> str:
+        return ids.change_key(self.folder.owner.guid, ids.CHANGE_MESSAGE, self.change_number)
+
+    def mime_content(self) -> bytes:
+        return self.mime if self.mime is not None else render_mime(self)
+
+    @property
+    def size(self) -> int:
+        return len(self.subject) + len(self.body) + 512    # Exchange's Size counts properties too; close enough
+
+
+@dataclass(eq=False)
+class Folder:
+    key: int
+    owner: "MailboxContent"
+    name: str
+    folder_class: Optional[str]
+    parent: Optional["Folder"]
+    distinguished: Optional[str]
+    change_number: int
+    items: Dict[int, Item] = field(default_factory=dict)
+    children: List["Folder"] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return ids.folder_id(self.owner.guid, self.key)
+
+    @property
+    def change_key(self) -> str:
+        return ids.change_key(self.owner.guid, ids.CHANGE_FOLDER, self.change_number)
+
+    @property
+    def unread(self) -> int:
+        return sum(1 for item in self.items.values() if not item.is_read)
+
+    def descendants(self) -> Iterator["Folder"]:
+        for child in self.children:
+            yield child
+            yield from child.descendants()
+
+
+class MailboxContent:
+    """One mailbox's folders and items and its change counter."""
+
+    def __init__(self, email: str, display_name: str, guid: str):
+        self.email, self.display_name, self.guid = email, display_name, guid
+        self.change_number = 0
+        self.folders: Dict[int, Folder] = {}
+        self.distinguished: Dict[str, Folder] = {}
+        self._next_folder, self._next_item = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER
+        for distinguished, name, folder_class, parent in WELL_KNOWN:
+            self.add_folder(name, folder_class, self.distinguished[parent] if parent else None, distinguished)
+
+    @property
+    def address(self) -> Address:
+        return (self.display_name, self.email)
+
+    def next_change(self) -> int:
+        self.change_number += 1
+        return self.change_number
+
+    def add_folder(self, name: str, folder_class: Optional[str], parent: Optional[Folder],
+                   distinguished: Optional[str] = None) -> Folder:
+        folder = Folder(self._next_folder, self, name, folder_class, parent, distinguished, self.next_change())
+        self._next_folder += 1
+        self.folders[folder.key] = folder
+        if distinguished:
+            self.distinguished[distinguished] = folder
+        if parent is not None:
+            parent.children.append(folder)
+        return folder
+
+    def add_item(self, folder: Folder, **fields) -> Item:
+        item = Item(key=self._next_item, folder=folder, change_number=self.next_change(), **fields)
+        self._next_item += 1
+        folder.items[item.key] = item
+        folder.change_number = self.next_change()
+        return item
+
+    def find(self, ews_id: str) -> Union[Folder, Item, None]:
+        """The folder or item an EWS id names, if it is in this mailbox."""
+        decoded = ids.decode(ews_id)
+        if decoded is None or decoded[0] != self.guid:
+            return None
+        folder = self.folders.get(decoded[1])
+        if folder is None or decoded[2] is None:
+            return folder
+        return folder.items.get(decoded[2])
+
+
+# A seeding function fills a fresh store (MailboxStore.reset calls it again, so it must be deterministic).
+Seeder = Callable[["MailboxStore"], None]
+
+
+class MailboxStore:
+    """Every mailbox of the org, keyed by lower-cased SMTP address."""
+
+    def __init__(self, mailboxes: Sequence[Tuple[str, str, str]], clock: Clock,
+                 seeder: Optional[Seeder] = None):
+        """`mailboxes`: (email, display name, mailbox GUID) each; `clock` gives the time of new deliveries."""
+        self._accounts = tuple(mailboxes)
+        self.clock, self.seeder = clock, seeder
+        self.mailboxes: Dict[str, MailboxContent] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the seeded state: the same folders, items, ids and change numbers as at start."""
+        self.mailboxes = {email.lower(): MailboxContent(email, name, guid) for email, name, guid in self._accounts}
+        if self.seeder is not None:
+            self.seeder(self)
+
+    def mailbox(self, email: str) -> Optional[MailboxContent]:
+        return self.mailboxes.get(email.lower())
+
+    # ---- changes ----------------------------------------------------------------------------------------------
+    def save(self, owner: MailboxContent, folder: Folder, *, subject: str, body: str, to: Sequence[Address] = (),
+             cc: Sequence[Address] = (), body_type: str = "Text", is_read: bool = True,
+             mime: Optional[bytes] = None) -> Item:
+        """SaveOnly: a draft from the owner in `folder`."""
+        now = self.clock()
+        return owner.add_item(folder, subject=subject, body=body, body_type=body_type, sender=owner.address,
+                              to=tuple(to), cc=tuple(cc), received=now, sent=now, is_read=is_read, is_draft=True,
+                              message_id=self._message_id(owner), mime=mime)
+
+    def send(self, owner: MailboxContent, *, subject: str, body: str, to: Sequence[Address] = (),
+             cc: Sequence[Address] = (), body_type: str = "Text", save_copy_in: Optional[Folder] = None,
+             mime: Optional[bytes] = None) -> Tuple[Optional[Item], List[Item]]:
+        """SendOnly / SendAndSaveCopy: deliver to every in-org recipient's Inbox (once each), keep a read copy in
+        `save_copy_in`. Returns (the copy, the delivered items); recipients outside the org are dropped."""
+        now = self.clock()
+        message_id = self._message_id(owner)
+        fields = dict(subject=subject, body=body, body_type=body_type, sender=owner.address, to=tuple(to),
+                      cc=tuple(cc), received=now, sent=now, message_id=message_id, mime=mime)
+        copy = owner.add_item(save_copy_in, is_read=True, **fields) if save_copy_in is not None else None
+        delivered, seen = [], set()
+        for _, address in list(to) + list(cc):
+            recipient = self.mailbox(address)
+            if recipient is not None and recipient.email.lower() not in seen:
+                seen.add(recipient.email.lower())
+                delivered.append(recipient.add_item(recipient.distinguished["inbox"], is_read=False, **fields))
+        return copy, delivered
+
+    def set_read(self, item: Item, is_read: bool) -> Item:
+        item.is_read = is_read
+        item.change_number = item.folder.owner.next_change()
+        return item
+
+    def move(self, item: Item, target: Folder) -> Item:
+        """Moving gives the item a new id in its new folder, as Exchange does."""
+        owner = item.folder.owner
+        del item.folder.items[item.key]
+        item.folder.change_number = owner.next_change()
+        fields = {name: getattr(item, name) for name in Item.__dataclass_fields__
+                  if name not in ("key", "folder", "change_number")}
+        return owner.add_item(target, **fields)
+
+    def delete(self, item: Item, *, hard: bool) -> Optional[Item]:
+        """HardDelete removes the item; otherwise it moves to Deleted Items (already there: removed)."""
+        deleted_items = item.folder.owner.distinguished["deleteditems"]
+        if hard or item.folder is deleted_items:
+            del item.folder.items[item.key]
+            item.folder.change_number = item.folder.owner.next_change()
+            return None
+        return self.move(item, deleted_items)
+
+    def _message_id(self, owner: MailboxContent) -> str:
+        domain = owner.email.rpartition("@")[2]
+        return f"<{owner.guid[:8]}{owner.change_number:08x}@{domain}>"
+
+
+def accounts_of(mailboxes: Sequence) -> List[Tuple[str, str, str]]:
+    """(email, display name, GUID) of org mailboxes (harness.org.Mailbox or anything with those attributes)."""
+    return [(m.email, m.display_name, m.guid) for m in mailboxes]
+
+
+def sizes_by_email(sizes: Mapping[str, int], mailboxes: Sequence) -> Dict[str, int]:
+    """`--mailbox-size` keys may name a mailbox by user name or address; answer by lower-cased address."""
+    by_key = {}
+    for m in mailboxes:
+        for key in (m.email, m.username):
+            by_key[key.lower()] = m.email.lower()
+    unknown = [key for key in sizes if key.lower() not in by_key]
+    if unknown:
+        raise ValueError(f"no such mailbox: {', '.join(unknown)}")
+    return {by_key[key.lower()]: count for key, count in sizes.items()}
