@@ -158,8 +158,8 @@ def fuzz(client: Union[str, ClientCallable], options: FuzzOptions,
          progress: Optional[Callable[[FuzzReport], None]] = None) -> FuzzReport:
     """Fuzz ``client`` (a command with placeholders, or a callable taking a ``Served``); the findings, shrunk."""
     report = FuzzReport()
-    started = time.monotonic()
     with FuzzServer(options.org, options.listen, options.seed or 0) as server:
+        started = time.monotonic()   # the rate is of examples: the mock's start is not counted
         judge = Judge(server, client, options)
         known: set = set()
         for round_index in range(options.max_findings):
@@ -174,7 +174,7 @@ def fuzz(client: Union[str, ClientCallable], options: FuzzOptions,
                 finding.path = save_finding(finding, options.save_failures, options.layers)
             report.findings.append(finding)
         server.clear()
-    report.seconds = time.monotonic() - started
+        report.seconds = time.monotonic() - started
     return report
 
 
