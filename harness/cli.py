@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.runner.cli import add_report_parser, add_run_parser
     add_run_parser(sub)
     add_report_parser(sub)
+    from harness.fuzz.cli import add_fuzz_parser
+    add_fuzz_parser(sub)
     faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
     faults.add_argument("name", nargs="?", help="show one fault in full")
     export = sub.add_parser("export", help="write a state directory's transcript in another format (HAR, pcapng)",
@@ -283,6 +285,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
         if args.command == "run":
             from harness.runner.cli import run_command
             return run_command(args)
+        if args.command == "fuzz":
+            from harness.fuzz.cli import fuzz_command
+            return fuzz_command(args)
         if args.command == "report":
             from harness.runner.cli import report_command
             return report_command(args)

@@ -31,6 +31,7 @@ LAYERS: List[List[str]] = [
     ["harness.services", "harness.probe", "harness.sandbox"],             # Twisted edges | client side | namespaces
     ["harness.testing", "harness.catalog_cli", "harness.export", "harness.control",
      "harness.runner"],                                                   # tools, readers, control, `mockex run`
+    ["harness.fuzz"],                                                     # `mockex fuzz` (uses the runner, control)
     ["harness.pytest_plugin", "harness.cli"],
     ["harness.__main__"],
 ]

@@ -10,6 +10,7 @@ from harness.faults.base import REQUIRED, Fault, FaultParamError, HostScoped, Pa
 from harness.protocols.autodiscover import POX_ERROR_MESSAGES
 from harness.protocols.autodiscover_answer import SettingsEdit, requested_address, same_place
 from harness.protocols.autodiscover_pages import ERROR_PAGES, WEB_SITE_PAGES, error_page, web_site_response
+from harness.protocols.autodiscover_paths import ACTIONS, PathError, parse_path
 from harness.protocols.connection import WritePlan
 from harness.protocols.http import HttpAnswer, moved_page
 
@@ -366,3 +367,33 @@ class SettingError(_SettingsEdit):
         name = self.values["setting"]
         return SettingsEdit(failed={name: (self.values["code"], f"The setting '{name}' could not be read.")})
 
+
+
+@register
+class Mutate(_SettingsEdit):
+    name = "autodiscover.mutate"
+    summary = "One element of the POX settings answer is dropped, doubled or given another value."
+    description = ("The generic edit `mockex fuzz` draws, and a way to write an answer no named fault gives. "
+                   "`path` starts below Response: Account/Protocol[Type=EXPR]/Server is the EXPR block's Server, "
+                   "User/DisplayName the display name (a [Child=TEXT] filter picks blocks by a child's text or an "
+                   "attribute). `drop` removes every element the path names, `duplicate` sends each twice, `set` "
+                   "replaces its text with `value`. POX answers only; SOAP and JSON answers go out unchanged.")
+    symptoms = {"outlook": "depends on the element: a missing EXPR Server means no Outlook Anywhere",
+                "fragile clients": "crash on a missing or doubled element they assumed was there"}
+    params = {"path": Param(str, REQUIRED, "the element(s), e.g. Account/Protocol[Type=EXPR]/Server"),
+              "action": Param(str, "drop", "what happens to them", ACTIONS),
+              "value": Param(str, "", "the new text, for action set")}
+
+    @classmethod
+    def validate(cls, values: Dict[str, Any]) -> Dict[str, Any]:
+        result = super().validate(values)
+        try:
+            parse_path(result["path"])
+        except PathError as exc:
+            raise FaultParamError("path", str(exc), "e.g. Account/Protocol[Type=EXPR]/Server") from None
+        if any(ord(c) < 32 and c not in "\t\n\r" for c in result["value"]):
+            raise FaultParamError("value", "control characters cannot be sent in XML text")
+        return result
+
+    def edit(self) -> SettingsEdit:
+        return SettingsEdit(mutate=((self.values["path"], self.values["action"], self.values["value"]),))

@@ -30,6 +30,7 @@ from harness.protocols.autodiscover_answer import (
     parse_untrusted_xml,
     serialize,
 )
+from harness.protocols.autodiscover_paths import mutate
 
 RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 OUTLOOK_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
@@ -325,7 +326,8 @@ class PoxFlavour(Flavour):
         doomed = [element for path in edit.drop for element in _elements_at(document, path)]
         for element in doomed:
             element.getparent().remove(element)
-        return bool(doomed)
+        mutated = [mutate(document, path, action, value) for path, action, value in edit.mutate]
+        return bool(doomed) or any(mutated)
 
     def swap_schema(self, document: etree._Element) -> Optional[str]:
         response = next((e for e in document if etree.QName(e).namespace in OTHER_SCHEMA), None)

@@ -102,12 +102,14 @@ class SettingsEdit:
     SOAP, in every UserResponse: ``unavailable`` settings become SettingIsNotAvailable errors, ``failed`` ones
     (name -> (ErrorCode, message)) other UserSettingErrors; ``replace`` sets the value of settings present, ``add``
     appends settings absent. Names the answer does not hold (or already holds, for ``add``) are left alone.
+    POX only: ``mutate`` is a list of (path, action, value) edits as ``autodiscover_paths.mutate`` applies them.
     """
     drop: Tuple[str, ...] = ()
     unavailable: Tuple[str, ...] = ()
     failed: Mapping[str, Tuple[str, str]] = field(default_factory=dict)
     replace: Mapping[str, str] = field(default_factory=dict)
     add: Mapping[str, str] = field(default_factory=dict)
+    mutate: Tuple[Tuple[str, str, str], ...] = ()
 
 
 class Flavour:

@@ -1,0 +1,82 @@
+"""`mockex fuzz`: the command line of harness/fuzz (harness/cli.py adds the parser and dispatches)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+exit status: 0 no finding (or --replay: the saved finding did not come back), 1 findings (--replay: it came back),
+2 usage error.
+
+examples:
+  mockex fuzz --client "mytool --email {email} --password {password} --url {autodiscover_url}" --max-examples 500
+  mockex fuzz --client ./client.sh --seed 7 --save-failures fuzz-found/ --database .fuzz-db
+  mockex fuzz --replay fuzz-found/fuzz-autodiscover-3f2a1b9c.yaml --client ./client.sh
+  mockex run fuzz-found/fuzz-autodiscover-3f2a1b9c.yaml --client ./client.sh     # the same, judged by the runner
+
+Placeholders are those of `mockex run` ({email} {password} {autodiscover_url} {host} {https_port} {http_port}
+{ca_file} ...). Guide: docs/fuzzing.md."""
+
+
+def add_fuzz_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "fuzz", help="fuzz a client from the server side: Hypothesis draws what the mock answers, failures shrink "
+                     "and are saved as scenarios",
+        description="Serve a client misbehaving answers drawn by Hypothesis (one mock, changed per example through "
+                    "the control plane), judge each run (crash, hang, credentials where they must not go), shrink "
+                    "each failure to the smallest misbehaviour and save it as a scenario file.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--client", required=True, metavar="COMMAND", help="the command, with {placeholders}")
+    parser.add_argument("--layer", action="append", default=[], choices=("autodiscover",),
+                        help="what to mutate (only autodiscover so far; default autodiscover)")
+    parser.add_argument("--max-examples", type=int, default=200, metavar="N",
+                        help="examples in all, shrinking included (default 200)")
+    parser.add_argument("--seed", type=int, help="seed (default: Hypothesis' derandomized run, the same each time)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="per client run; past it the client is killed and the example is a hang (default 10)")
+    parser.add_argument("--save-failures", metavar="DIR", help="write each finding as a scenario file here")
+    parser.add_argument("--database", metavar="DIR", help="Hypothesis example database (replays past failures first)")
+    parser.add_argument("--max-findings", type=int, default=5, metavar="N", help="stop after N distinct findings")
+    parser.add_argument("--ca-env", action="store_true", help="point SSL_CERT_FILE etc. at the mock's CA file")
+    parser.add_argument("--org", metavar="DIR", help="org fixture directory (default contoso.test)")
+    parser.add_argument("--replay", metavar="FILE", help="serve this saved finding once and judge the client")
+    return parser
+
+
+def fuzz_command(args) -> int:
+    from harness.fuzz.engine import FuzzOptions, FuzzReport, fuzz, replay
+    from harness.runner.client import CommandError, missing_program, parse_command
+    try:
+        problem = missing_program(parse_command(args.client))
+    except CommandError as exc:
+        problem = str(exc)
+    if problem:
+        print(f"mockex fuzz: --client: {problem}", file=sys.stderr)
+        return 2
+    options = FuzzOptions(layers=tuple(args.layer or ["autodiscover"]), max_examples=args.max_examples,
+                          seed=args.seed, timeout=args.timeout, save_failures=args.save_failures,
+                          database=args.database, max_findings=args.max_findings, export_ca=args.ca_env,
+                          org=args.org)
+    if args.replay:
+        verdict, run = replay(args.replay, args.client, options)
+        if verdict is None:
+            print(f"no finding: the client {run.describe()}")
+            return 0
+        print(f"reproduced [{verdict.oracle}] {verdict.detail}")
+        return 1
+
+    tty = sys.stderr.isatty()
+
+    def progress(report: FuzzReport) -> None:
+        if tty or report.examples % 25 == 0:
+            print(("\r" if tty else "") + f"{report.examples} examples, {report.rate:.1f}/s, "
+                  f"{len(report.findings)} findings", end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    report = fuzz(args.client, options, progress)
+    if tty:
+        print(file=sys.stderr)
+    for finding in report.findings:
+        print(finding.describe() + (f"\n  saved: {finding.path}" if finding.path else ""))
+    print(f"{report.examples} examples in {report.seconds:.1f} s ({report.rate:.1f}/s): "
+          f"{len(report.findings)} findings")
+    return 1 if report.findings else 0

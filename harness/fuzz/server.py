@@ -1,0 +1,140 @@
+"""The one mock a fuzz run talks to: `mockex serve --control` in a child process (the fuzzer and the mock then use
+two cores), examples applied to it through the control plane, and the transcript read where it grows."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from harness.control.ctl import Client
+
+START_TIMEOUT = 120.0    # seconds for the mock to write endpoints.json (a cold start makes its CA)
+STOP_TIMEOUT = 10.0
+EXAMPLE_NAME = "fuzz-example"   # the per-example scenario: applying it again replaces the previous example
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class FuzzServer:
+    """Start with ``start()``, stop with ``stop()`` (or use as a context manager)."""
+
+    def __init__(self, org: Optional[str] = None, listen: str = "127.0.0.1", seed: int = 0,
+                 state_dir: Optional[str] = None):
+        self.org, self.listen, self.seed = org, listen, seed
+        self._own_dir = state_dir is None
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="mockex-fuzz-")
+        self.process: Optional[subprocess.Popen] = None
+        self.endpoints: Dict[str, Any] = {}
+        self.control: Optional[Client] = None
+        self._transcript: Any = None
+        self._partial = b""
+
+    @property
+    def endpoints_path(self) -> str:
+        return os.path.join(self.state_dir, "endpoints.json")
+
+    def __enter__(self) -> "FuzzServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> Dict[str, Any]:
+        argv = [sys.executable, "-m", "harness", "serve", "--control", "--quiet", "--state-dir", self.state_dir,
+                "--listen", self.listen, "--https-port", "0", "--http-port", "0", "--dns-port", "0",
+                "--seed", str(self.seed)]
+        if self.org:
+            argv += ["--org", self.org]
+        log = open(os.path.join(self.state_dir, "serve.log"), "wb")
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"the mock exited with status {self.process.returncode}: {self._log_tail()}")
+            endpoints = self._read_endpoints()
+            if endpoints is not None:
+                self.endpoints = endpoints
+                self.control = Client(endpoints["control"]["url"], endpoints["control"]["token"])
+                self._transcript = open(endpoints["transcript"], "rb")
+                self._transcript.seek(0, os.SEEK_END)
+                return endpoints
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"the mock did not start within {START_TIMEOUT:g} s: {self._log_tail()}")
+
+    def _read_endpoints(self) -> Optional[Dict[str, Any]]:
+        try:
+            with open(self.endpoints_path, encoding="utf-8") as handle:
+                endpoints = json.load(handle)
+        except (OSError, ValueError):
+            return None   # not there yet, or being written
+        return endpoints if "control" in endpoints else None
+
+    def _log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.state_dir, "serve.log"), "rb") as handle:
+                return handle.read()[-2000:].decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+    def apply(self, faults: List[Dict[str, Any]], name: str = EXAMPLE_NAME) -> None:
+        """Serve these faults from now on (instead of the previous example's)."""
+        path = os.path.join(self.state_dir, f"{name}.yaml")
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(scenario_document(name, faults), handle, sort_keys=False, allow_unicode=True)
+        self.apply_file(path)
+
+    def apply_file(self, path: str) -> None:
+        assert self.control is not None, "start() first"
+        self.control.call("POST", "/apply", {"scenario": os.path.abspath(path)})
+
+    def clear(self) -> None:
+        assert self.control is not None, "start() first"
+        self.control.call("POST", "/clear", {})
+
+    def new_events(self) -> List[Dict[str, Any]]:
+        """Transcript events recorded since the last call (the file is written unbuffered, one line per event)."""
+        data = self._partial + self._transcript.read()
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    def stop(self) -> None:
+        if self._transcript is not None:
+            self._transcript.close()
+            self._transcript = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._own_dir:
+            import shutil
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def scenario_document(name: str, faults: List[Dict[str, Any]], **extra: Any) -> Dict[str, Any]:
+    """A scenario file's content for these faults (the form `mockex serve --scenario` and `mockex run` read)."""
+    listed = [{f["fault"]: dict(f["params"])} if f.get("params") else f["fault"] for f in faults]
+    return {"name": name, **extra, "faults": listed}

@@ -1,0 +1,131 @@
+"""Hypothesis strategies for what the server answers, per layer; every drawn example is a list of faults with
+parameters (``{"fault": NAME, "params": {...}}``), so it can be applied through the control plane and saved as a
+scenario as it is.
+
+Order matters: Hypothesis shrinks a choice towards the first option, so each table lists the plainest misbehaviour
+first (drop before duplicate before set, the EXPR block's Server before its other elements, a same-host redirect
+before an http:// one). A shrunk finding then names the smallest edit that still breaks the client.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+from hypothesis import strategies as st
+
+from harness.faults.autodiscover import SETTING_ERROR_CODES
+from harness.protocols.autodiscover import POX_ERROR_MESSAGES
+from harness.protocols.autodiscover_pages import ERROR_PAGES
+
+Example = List[Dict[str, Any]]   # [{"fault": NAME, "params": {...}}, ...]
+
+EXPR = "Account/Protocol[Type=EXPR]"
+EXCH = "Account/Protocol[Type=EXCH]"
+WEB = "Account/Protocol[Type=WEB]"
+
+# (path, kind of value) for every element the Autodiscover strategy edits; a block itself has kind "block".
+POX_ELEMENTS: Tuple[Tuple[str, str], ...] = (
+    (f"{EXPR}/Server", "host"), (f"{EXPR}/AuthPackage", "auth"), (f"{EXPR}/SSL", "switch"),
+    (f"{EXPR}/CertPrincipalName", "text"), (f"{EXPR}/EwsUrl", "url"), (f"{EXPR}/ASUrl", "url"),
+    (f"{EXPR}/OABUrl", "url"), (f"{EXPR}/ServerExclusiveConnect", "switch"), (f"{EXPR}/Type", "text"),
+    (f"{EXCH}/Server", "host"), (f"{EXCH}/ServerDN", "text"), (f"{EXCH}/ServerVersion", "number"),
+    (f"{EXCH}/MdbDN", "text"), (f"{EXCH}/EwsUrl", "url"), (f"{EXCH}/ASUrl", "url"),
+    (f"{WEB}/External/OWAUrl", "url"), (f"{WEB}/Internal/OWAUrl", "url"),
+    ("User/DisplayName", "text"), ("User/LegacyDN", "text"), ("User/AutoDiscoverSMTPAddress", "text"),
+    ("Account/Action", "text"), ("Account/AccountType", "text"), ("Account/MicrosoftOnline", "switch"),
+    (EXPR, "block"), (EXCH, "block"), (WEB, "block"), ("User", "block"), ("Account", "block"),
+)
+
+# values a real server, a proxy or a typo could put there, by kind
+URLS = ("", "/EWS/Exchange.asmx", "http://mail.contoso.test/EWS/Exchange.asmx",
+        "https://mail.evil.test/EWS/Exchange.asmx", "https://mail.contoso.test:0/EWS/Exchange.asmx",
+        "https://", "mail.contoso.test", "https://mäil.contoso.test/EWS/Exchange.asmx", "javascript:alert(1)",
+        "https://mail.contoso.test/" + "a" * 4096)
+HOSTS = ("", "mail.contoso.test.", "127.0.0.1", "[::1]", "mail.contoso.test:444", "*.contoso.test",
+         "mail.evil.test", "mäil.contoso.test", "a" * 64 + ".contoso.test", "mail contoso test")
+AUTH_PACKAGES = ("Basic", "Ntlm", "Negotiate", "Kerb", "Anonymous", "Certificate", "", "NTLM", "basic", "Bogus")
+SWITCHES = ("Off", "On", "", "on", "off ", "Yes", "1")
+NUMBERS = ("0", "", "-1", "4294967296", "73C18880", "7FFFFFFFFFFFFFFF", "0x", "1e309", "NaN")
+LENGTHS = (0, 1, 255, 256, 4096, 65536)
+BY_KIND = {"url": URLS, "host": HOSTS, "auth": AUTH_PACKAGES, "switch": SWITCHES, "number": NUMBERS}
+
+# XML 1.0 text: no control characters but tab/newline, no surrogates
+XML_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"),
+                   max_size=40)
+
+REDIRECT_URLS = ("/autodiscover/hop1/autodiscover.xml",
+                 "https://mail.contoso.test/autodiscover/autodiscover.xml",
+                 "http://mail.contoso.test/autodiscover/autodiscover.xml",
+                 "https://autodiscover.evil.test/autodiscover/autodiscover.xml",
+                 "http://autodiscover.contoso.test/autodiscover/autodiscover.xml",
+                 "https://mail.contoso.test/" + "x" * 2048 + "/autodiscover.xml")
+REDIRECT_ADDRESSES = ("bob@contoso.test", "alice@contoso.test", "nobody@contoso.test", "alice@evil.test",
+                      "alice", "ünïcode@contoso.test")
+
+
+def fault(name: str, **params: Any) -> Dict[str, Any]:
+    return {"fault": name, "params": params}
+
+
+def _value(kind: str) -> st.SearchStrategy[str]:
+    table = BY_KIND.get(kind)
+    typed = st.sampled_from(table) if table else st.nothing()
+    lengths = st.sampled_from(LENGTHS).map(lambda n: "A" * n)
+    return st.one_of(typed, XML_TEXT, lengths)
+
+
+@st.composite
+def pox_edit(draw: Any) -> Dict[str, Any]:
+    """One element of the POX answer dropped, doubled or set to a value of its kind."""
+    path, kind = draw(st.sampled_from(POX_ELEMENTS))
+    action = draw(st.sampled_from(("drop", "duplicate") if kind == "block" else ("drop", "duplicate", "set")))
+    if action != "set":
+        return fault("autodiscover.mutate", path=path, action=action)
+    return fault("autodiscover.mutate", path=path, action=action, value=draw(_value(kind)))
+
+
+def redirect() -> st.SearchStrategy[Dict[str, Any]]:
+    """redirectUrl, HTTP 30x and redirectAddr answers of every shape; chains and loops."""
+    return st.one_of(
+        st.builds(lambda url: fault("autodiscover.redirect-url", url=url), st.sampled_from(REDIRECT_URLS)),
+        st.builds(lambda url, status: fault("autodiscover.http-redirect", url=url, status=status),
+                  st.sampled_from(REDIRECT_URLS), st.sampled_from((302, 301, 307))),
+        st.builds(lambda to: fault("autodiscover.redirect-addr", to=to), st.sampled_from(REDIRECT_ADDRESSES)),
+        st.builds(lambda hops: fault("autodiscover.redirect-chain", hops=hops), st.integers(1, 12)),
+        st.builds(lambda length: fault("autodiscover.redirect-loop", length=length), st.integers(2, 4)),
+    )
+
+
+def refusal() -> st.SearchStrategy[Dict[str, Any]]:
+    """HTTP errors, POX ErrorCodes, cut and wrong-schema answers, SOAP setting errors."""
+    return st.one_of(
+        st.builds(lambda status: fault("autodiscover.http-error", status=status), st.sampled_from(sorted(ERROR_PAGES))),
+        st.builds(lambda code: fault("autodiscover.error-code", code=code),
+                  st.sampled_from(sorted(POX_ERROR_MESSAGES))),
+        st.builds(lambda keep: fault("autodiscover.malformed-xml", keep=keep),
+                  st.sampled_from((0.0, 0.5, 0.1, 0.9, 0.99))),
+        st.just(fault("autodiscover.wrong-schema")),
+        st.builds(lambda code: fault("autodiscover.setting-error", code=code), st.sampled_from(SETTING_ERROR_CODES)),
+    )
+
+
+def autodiscover_fault() -> st.SearchStrategy[Dict[str, Any]]:
+    return st.one_of(pox_edit(), redirect(), refusal())
+
+
+def autodiscover_examples(max_faults: int = 3) -> st.SearchStrategy[Example]:
+    """What the server does wrong at the Autodiscover layer: one to ``max_faults`` faults."""
+    return st.lists(autodiscover_fault(), min_size=1, max_size=max_faults)
+
+
+LAYERS = {"autodiscover": autodiscover_examples}
+
+
+def examples(layers: List[str], max_faults: int = 3) -> st.SearchStrategy[Example]:
+    """Examples mixing the given layers' faults (only "autodiscover" so far)."""
+    unknown = [layer for layer in layers if layer not in LAYERS]
+    if unknown:
+        raise ValueError(f"no fuzz strategies for layer(s) {', '.join(unknown)} yet (known: {', '.join(LAYERS)})")
+    if len(layers) == 1:
+        return LAYERS[layers[0]](max_faults)
+    return st.lists(st.one_of(*(LAYERS[layer](1).map(lambda e: e[0]) for layer in layers)),
+                    min_size=1, max_size=max_faults)
