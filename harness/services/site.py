@@ -44,6 +44,7 @@ from harness.protocols.http import (
     combine_challenge,
     http_request_hook,
     httpsys_error_page,
+    iis_auth_schemes,
     iis_error_page,
     moved_page,
 )
@@ -87,6 +88,8 @@ class ExchangeSite:
         self.rpc_proxy = rpc_proxy
         self.auth_methods = tuple(auth_methods)
         self._default_offer = AuthOffer(self.auth_methods)   # frozen: one serves every request no fault re-offers
+        # /rpc offers the CAS's Set-OutlookAnywhere -IISAuthenticationMethods
+        self._rpc_offer = AuthOffer(iis_auth_schemes(org.cas_outlook_anywhere.iis_auth))
         self.identity = ServerIdentity.for_org(org)
         self.fe_server = org.cas.name
         self.routes: List[Tuple[str, Callable]] = [
@@ -199,7 +202,8 @@ class ExchangeSite:
         if auth is None:
             auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
                                                      realm=request.host or self.org.mail_host)
-        offer = self._fault(auth_methods_hook, request, None, request) or self._default_offer
+        offer = self._fault(auth_methods_hook, request, None, request) or (
+            self._rpc_offer if request.path.lower().startswith("/rpc/") else self._default_offer)
         auth.methods = tuple(offer.methods)
         header = request.header("authorization")
         outcome = auth.process(header)
@@ -225,7 +229,8 @@ class ExchangeSite:
         if challenge:
             return challenge
         answer = autodiscover.respond_pox(self.org, request.body, mailbox, self.urls,
-                                          mapi_http=request.header("x-mapihttpcapability") is not None,
+                                          mapi_http=self.org.mapi_http_enabled
+                                          and request.header("x-mapihttpcapability") is not None,
                                           method=request.method)
         return self._autodiscover_response(request, answer)
 
