@@ -170,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     from harness.fuzz.cli import add_fuzz_parser
     add_fuzz_parser(sub)
+    org = sub.add_parser("org", help="the org fixture in Exchange's terms (Get-OutlookAnywhere, Get-ExchangeServer)")
+    org_sub = org.add_subparsers(dest="action", metavar="ACTION")
+    org_show = org_sub.add_parser("show", help="print the org as Get-ExchangeServer | fl and Get-OutlookAnywhere | fl "
+                                               "would (see docs/org.md)")
+    org_show.add_argument("--org", default=DEFAULT_ORG_DIR, metavar="DIR",
+                          help="org fixture directory holding org.yaml (default: the built-in contoso.test)")
     faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
     faults.add_argument("name", nargs="?", help="show one fault in full")
     export = sub.add_parser("export", help="write a state directory's transcript in another format (HAR, pcapng)",
@@ -296,6 +302,13 @@ def _main(argv: Optional[List[str]] = None) -> int:
             return catalog_cli.faults(args)
         if args.command == "export":
             return _export(args, parser)
+        if args.command == "org":
+            if args.action != "show":
+                parser.error("org: name the action: mockex org show [--org DIR]")
+            from harness.org import load_org
+            from harness.protocols.shell import org_show
+            print(org_show(load_org(args.org)), end="")
+            return 0
     except SpecError as exc:
         print(f"mockex: {exc}", file=sys.stderr)
         return 2

@@ -5,18 +5,25 @@ the names stay consistent, as Outlook and ExRCA cross-check them (Server GUID vs
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from harness.paths import data_dir
-from harness.yamlfile import Reader, SpecError, load_file
+from harness.yamlfile import Reader, SpecError, closest, load_file
 
 ADMIN_GROUP = "Exchange Administrative Group (FYDIBOHF23SPDLT)"
 DEFAULT_ORG_DIR = os.path.join(data_dir("fixtures"), "contoso.test")
 MAILBOX_KINDS = ("user", "room", "equipment", "shared")
+SERVER_ROLES = ("Mailbox", "ClientAccess")
+KNOWN_ROLES = ("Mailbox", "ClientAccess", "HubTransport", "UnifiedMessaging")   # 2007/2010 had four
+# Set-OutlookAnywhere's value sets: the client methods Outlook may be told to use, and the IIS methods of /rpc.
+CLIENT_AUTH_METHODS = ("Basic", "Ntlm", "Negotiate")
+IIS_AUTH_METHODS = ("Basic", "Ntlm", "Negotiate")
+LEGACY_CLIENT_AUTH_METHODS = ("Basic", "Ntlm")   # Exchange 2007/2010's ClientAuthenticationMethod
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,40 @@ class Server:
     name: str          # NetBIOS name, e.g. EX01
     fqdn: str          # ex01.contoso.test
     site: str = "Default-First-Site-Name"
+    version: str = "15.0.1497.2"            # AdminDisplayVersion's build: 15.x 2013, 14.x 2010, 8.x 2007
+    roles: Tuple[str, ...] = SERVER_ROLES
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".", 1)[0])
+
+    @property
+    def is_legacy(self) -> bool:
+        """Exchange 2010 or 2007: Outlook Anywhere is off until Enable-OutlookAnywhere, one client method."""
+        return self.major < 15
+
+    @property
+    def is_client_access(self) -> bool:
+        return "ClientAccess" in self.roles
+
+
+@dataclass(frozen=True)
+class OutlookAnywhere:
+    """One Client Access server's /rpc virtual directory, in Set-OutlookAnywhere's parameter names.
+
+    The loader's defaults are the answers mockex has always given (see docs/org.md for where a fresh Exchange 2013
+    install differs). Exchange 2007/2010 servers use ``enabled`` and ``client_auth`` (ClientAuthenticationMethod)
+    for both directions."""
+    server: str
+    external_hostname: str
+    internal_hostname: str
+    external_client_auth: str = "Negotiate"      # ExternalClientAuthenticationMethod (EXPR AuthPackage)
+    internal_client_auth: str = "Ntlm"           # InternalClientAuthenticationMethod
+    iis_auth: Tuple[str, ...] = IIS_AUTH_METHODS  # IISAuthenticationMethods: what /rpc offers
+    ssl_offloading: bool = False                 # SSLOffloading
+    external_requires_ssl: bool = True           # ExternalClientsRequireSsl (EXPR SSL On/Off)
+    internal_requires_ssl: bool = True           # InternalClientsRequireSsl
+    enabled: bool = True                         # always on in 2013; Enable-OutlookAnywhere on 2007/2010
 
 
 @dataclass(frozen=True)
@@ -61,6 +102,8 @@ class Org:
     servers: List[Server]
     mailboxes: List[Mailbox]
     cas_server: str
+    outlook_anywhere: Dict[str, OutlookAnywhere] = field(default_factory=dict)   # by server name, every CAS
+    mapi_http_enabled: bool = False      # Set-OrganizationConfig -MapiHttpEnabled
     source: str = ""
     _by_key: Dict[str, Mailbox] = field(default_factory=dict, repr=False)
 
@@ -94,6 +137,16 @@ class Org:
     @property
     def cas(self) -> Server:
         return self.server(self.cas_server)
+
+    def outlook_anywhere_of(self, server: str) -> OutlookAnywhere:
+        """The Outlook Anywhere settings of a Client Access server (the loader's defaults when none were given)."""
+        found = self.outlook_anywhere.get(self.server(server).name)
+        return found if found is not None else default_outlook_anywhere(self, self.server(server))
+
+    @property
+    def cas_outlook_anywhere(self) -> OutlookAnywhere:
+        """The settings the site serves: those of the CAS clients reach."""
+        return self.outlook_anywhere_of(self.cas_server)
 
     @property
     def hostnames(self) -> List[str]:
@@ -164,7 +217,7 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
     file = os.path.join(path, "org.yaml") if os.path.isdir(path) else path
     data = load_file(file)
     top = Reader(data, file)
-    top.only(["org", "servers", "mailboxes"])
+    top.only(["org", "servers", "outlook_anywhere", "mapi_http", "mailboxes"])
     org_r = top.sub("org")
     org_r.only(["name", "domain", "netbios_domain", "ad_domain", "mail_host", "autodiscover_host",
                 "exchange_version", "deployment_id", "cas_server"])
@@ -187,10 +240,19 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
     servers = []
     for item, name, line in top.items("servers"):
         srv = Reader(item, file, name, line)
-        srv.only(["name", "fqdn", "site"])
-        servers.append(Server(name=_check(srv, "name", _NETBIOS, "a NetBIOS name", srv.get("name", str)),
-                              fqdn=_check(srv, "fqdn", _HOST, "a host name", srv.get("fqdn", str).lower()),
-                              site=srv.get("site", str, "Default-First-Site-Name")))
+        srv.only(["name", "fqdn", "site", "version", "roles"])
+        server_name = _check(srv, "name", _NETBIOS, "a NetBIOS name", srv.get("name", str))
+        roles = [str(role) for role in srv.get("roles", list, list(SERVER_ROLES))]
+        for role in roles:
+            if role not in KNOWN_ROLES:
+                raise srv.error("roles", f"{role!r} is not a server role", closest(role, KNOWN_ROLES))
+        servers.append(Server(name=server_name,
+                              fqdn=_check(srv, "fqdn", _HOST, "a host name",
+                                          srv.get("fqdn", str, f"{server_name}.{values['ad_domain']}").lower()),
+                              site=srv.get("site", str, "Default-First-Site-Name"),
+                              version=_check(srv, "version", _VERSION, "a dotted build like 15.0.1497.2",
+                                             str(srv.get("version", str, values["exchange_version"]))),
+                              roles=tuple(dict.fromkeys(roles))))
     if not servers:
         raise top.error("servers", "at least one server is required")
     server_names = [s.name for s in servers]
@@ -198,6 +260,11 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
     if cas_server not in server_names:
         raise org_r.error("cas_server", f"{cas_server!r} is not one of the servers",
                           "allowed: " + ", ".join(server_names))
+    by_name = {s.name: s for s in servers}
+    if not by_name[cas_server].is_client_access:
+        raise org_r.error("cas_server", f"{cas_server!r} does not have the ClientAccess role")
+    outlook_anywhere = _load_outlook_anywhere(top, by_name, lambda server: _default_oa(server, values["mail_host"]))
+    mapi_http_enabled = _load_mapi_http(top, False)
 
     mailboxes: List[Mailbox] = []
     seen: Dict[str, str] = {}
@@ -228,7 +295,108 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
         mailboxes.append(mailbox)
     if not mailboxes:
         raise top.error("mailboxes", "at least one mailbox is required")
-    return Org(servers=servers, mailboxes=mailboxes, cas_server=cas_server, source=file, **values)
+    return Org(servers=servers, mailboxes=mailboxes, cas_server=cas_server, outlook_anywhere=outlook_anywhere,
+               mapi_http_enabled=mapi_http_enabled, source=file, **values)
 
 
-__all__ = ["Org", "Mailbox", "Server", "load_org", "SpecError", "DEFAULT_ORG_DIR"]
+# Set-OutlookAnywhere's parameters per version; a parameter of the other version is named as such.
+OA_2013_FIELDS = ("ExternalHostname", "InternalHostname", "ExternalClientAuthenticationMethod",
+                  "InternalClientAuthenticationMethod", "IISAuthenticationMethods", "SSLOffloading",
+                  "ExternalClientsRequireSsl", "InternalClientsRequireSsl")
+OA_LEGACY_FIELDS = ("Enabled", "ExternalHostname", "ClientAuthenticationMethod", "IISAuthenticationMethods",
+                    "SSLOffloading")
+
+
+def default_outlook_anywhere(org: "Org", server: Server) -> OutlookAnywhere:
+    return _default_oa(server, org.mail_host)
+
+
+def _default_oa(server: Server, mail_host: str) -> OutlookAnywhere:
+    if server.is_legacy:   # 2007/2010: off until enabled, Basic as Enable-OutlookAnywhere's usual choice
+        return OutlookAnywhere(server.name, mail_host, mail_host, "Basic", "Basic", ("Basic",), enabled=False)
+    return OutlookAnywhere(server.name, mail_host, mail_host)
+
+
+def _method(reader: Reader, key: str, allowed: tuple, default: str) -> str:
+    """An AuthenticationMethod value: case-insensitive as PowerShell's enum parsing, kept in Exchange's spelling."""
+    value = reader.get(key, str, default)
+    match = next((m for m in allowed if m.lower() == value.lower()), None)
+    if match is None:
+        raise reader.error(key, f"{value!r} is not allowed", closest(value, allowed))
+    return match
+
+
+def with_config(org: Org, data: Any, path: str, field: str = "config") -> Org:
+    """The org with ``outlook_anywhere`` / ``mapi_http`` settings of ``data`` (a YAML mapping, as in org.yaml)
+    laid over its own: the seam for a scenario's ``config:``. Errors name ``path``, the line and the field."""
+    config = Reader(data, path, field, getattr(data, "line", 0))
+    config.only(["outlook_anywhere", "mapi_http"])
+    servers = {s.name: s for s in org.servers}
+    changed = _load_outlook_anywhere(config, servers, lambda server: org.outlook_anywhere_of(server.name))
+    return dataclasses.replace(org, outlook_anywhere={**org.outlook_anywhere, **changed},
+                               mapi_http_enabled=_load_mapi_http(config, org.mapi_http_enabled), _by_key={})
+
+
+def _load_mapi_http(top: Reader, default: bool) -> bool:
+    section = top.sub("mapi_http", {})
+    section.only(["Enabled"])
+    return section.get("Enabled", bool, default)
+
+
+def _load_outlook_anywhere(top: Reader, servers: Dict[str, Server],
+                           base_of: Callable[[Server], OutlookAnywhere]) -> Dict[str, OutlookAnywhere]:
+    section = top.sub("outlook_anywhere", {})
+    result: Dict[str, OutlookAnywhere] = {}
+    for name in section.mapping:
+        server = servers.get(str(name))
+        if server is None:
+            raise section.error(str(name), "not one of the servers", closest(str(name), servers))
+        if not server.is_client_access:
+            raise section.error(str(name), f"{name} does not have the ClientAccess role (Outlook Anywhere is a "
+                                           f"Client Access setting)")
+        oa = section.sub(str(name))
+        fields, other = (OA_LEGACY_FIELDS, OA_2013_FIELDS) if server.is_legacy else (OA_2013_FIELDS, OA_LEGACY_FIELDS)
+        for key in oa.mapping:
+            if key not in fields:
+                version = f"Exchange {'2013' if not server.is_legacy else '2007/2010'} ({server.version})"
+                why = (f"not a Set-OutlookAnywhere parameter of {version}" if key in other else "unknown field")
+                raise oa.error(str(key), why, closest(str(key), fields))
+        base = base_of(server)
+
+        def host(key: str, default: str, oa: Reader = oa) -> str:
+            return _check(oa, key, _HOST, "a host name", oa.get(key, str, default).lower())
+        iis = [str(m) for m in oa.get("IISAuthenticationMethods", list, list(base.iis_auth))]
+        canonical = []
+        for method in iis:
+            match = next((m for m in IIS_AUTH_METHODS if m.lower() == method.lower()), None)
+            if match is None:
+                raise oa.error("IISAuthenticationMethods", f"{method!r} is not allowed",
+                               closest(method, IIS_AUTH_METHODS))
+            canonical.append(match)
+        if not canonical:
+            raise oa.error("IISAuthenticationMethods", "at least one method is required",
+                           "allowed: " + ", ".join(IIS_AUTH_METHODS))
+        if server.is_legacy:
+            method = _method(oa, "ClientAuthenticationMethod", LEGACY_CLIENT_AUTH_METHODS, base.external_client_auth)
+            external_auth = internal_auth = method
+            internal_host = external_host = host("ExternalHostname", base.external_hostname)
+            external_ssl = internal_ssl = True
+            enabled = oa.get("Enabled", bool, base.enabled)
+        else:
+            external_host = host("ExternalHostname", base.external_hostname)
+            internal_host = host("InternalHostname", base.internal_hostname)
+            external_auth = _method(oa, "ExternalClientAuthenticationMethod", CLIENT_AUTH_METHODS,
+                                    base.external_client_auth)
+            internal_auth = _method(oa, "InternalClientAuthenticationMethod", CLIENT_AUTH_METHODS,
+                                    base.internal_client_auth)
+            external_ssl = oa.get("ExternalClientsRequireSsl", bool, base.external_requires_ssl)
+            internal_ssl = oa.get("InternalClientsRequireSsl", bool, base.internal_requires_ssl)
+            enabled = True
+        result[server.name] = OutlookAnywhere(
+            server.name, external_host, internal_host, external_auth, internal_auth, tuple(dict.fromkeys(canonical)),
+            ssl_offloading=oa.get("SSLOffloading", bool, base.ssl_offloading), external_requires_ssl=external_ssl,
+            internal_requires_ssl=internal_ssl, enabled=enabled)
+    return result
+
+
+__all__ = ["Org", "Mailbox", "Server", "OutlookAnywhere", "load_org", "with_config", "SpecError", "DEFAULT_ORG_DIR"]

@@ -235,7 +235,7 @@ def test_a_transcript_cap_rotates_the_served_transcript(serve, state_dir):
 def test_the_https_listener_speaks_tls_with_the_org_certificate_and_serves_the_site(serve, state_dir):
     server, reactor, endpoints = serve()
     answer = tls_exchange(reactor.on("adopted", endpoints["https"]["port"]), reactor, endpoints["ca_file"],
-                          "mail.contoso.test", b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.test\r\n\r\n")
+                          "mail.contoso.test", b"GET /exchange/ HTTP/1.1\r\nHost: mail.contoso.test\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n") and b"Microsoft-IIS/8.5" in answer
     (tls,) = [e for e in events(state_dir) if e["kind"] == "tls"]
     assert (tls["ok"], tls["sni"]) == (True, "mail.contoso.test")
@@ -244,7 +244,7 @@ def test_the_https_listener_speaks_tls_with_the_org_certificate_and_serves_the_s
 def test_connection_ids_are_unique_across_the_listeners(serve, state_dir):
     server, reactor, endpoints = serve()
     tls_exchange(reactor.on("adopted", endpoints["https"]["port"]), reactor, endpoints["ca_file"],
-                 "mail.contoso.test", b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.test\r\n\r\n")
+                 "mail.contoso.test", b"GET /exchange/ HTTP/1.1\r\nHost: mail.contoso.test\r\n\r\n")
     exchange(reactor.on("adopted", endpoints["http"]["port"]),
              b"GET / HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n\r\n")
     connects = {e["listener"]: e["conn"] for e in events(state_dir) if e["kind"] == "connect"}

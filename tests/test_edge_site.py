@@ -76,8 +76,8 @@ def test_autodiscover_401s_carry_the_autodiscover_headers_and_others_do_not():
     assert header_values(site.handle(request("POST", "/ews/exchange.asmx")), "X-SOAP-Enabled") == []
 
 
-@pytest.mark.parametrize("path", ["/", "/owa/", "/autodiscover/autodiscover.xmlx", "/autodiscover/",
-                                  "/autodiscover/autodiscover.xml.bak", "/ecp/default.aspx"])
+@pytest.mark.parametrize("path", ["/", "/owa2/", "/autodiscover/autodiscover.xmlx", "/autodiscover/",
+                                  "/autodiscover/autodiscover.xml.bak", "/ecpx/default.aspx", "/exchange/"])
 def test_unknown_paths_get_iis_404_without_asking_for_credentials(path):
     site, _ = exchange_site()
     response = site.handle(request("GET", path))

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
-from harness.org import Mailbox, Org
+from harness.org import Mailbox, Org, OutlookAnywhere
 
 # AutodiscoverAnswer, child_text and parse_untrusted_xml are still imported from here by the site and the probe.
 from harness.protocols.autodiscover_answer import (
@@ -66,10 +66,9 @@ ECP_FRAGMENTS: Tuple[Tuple[str, str, str], ...] = (
     ("extinstall", "ExtensionInstallation", "Extension/InstalledExtensions.slab?rfr=olk&exsvurl=1&realm={realm}"),
 )
 
-# Exchange 2013 defaults: OWA answers Basic + forms inside, forms only outside; RPC/HTTP from inside uses NTLM.
+# Exchange 2013 defaults: OWA answers Basic + forms inside, forms only outside (RPC/HTTP: the OA settings).
 INTERNAL_OWA_AUTH = "Basic, Fba"
 EXTERNAL_OWA_AUTH = "Fba"
-INTERNAL_RPC_HTTP_AUTH = "Ntlm"
 DEFAULT_CAS_NAME = "EX01"
 
 
@@ -80,7 +79,6 @@ class SiteUrls:
     ecp_url: str
     oab_url: str
     owa_url: str
-    rpc_host: str          # Outlook Anywhere host (EXPR Server): a bare name, as Outlook always dials 443
     mapi_url: str          # base of /mapi/emsmdb and /mapi/nspi
     autodiscover_url: str  # the POX endpoint
 
@@ -90,7 +88,7 @@ class SiteUrls:
         site = f"https://{org.mail_host}{port}"
         oab_guid = uuid.uuid5(uuid.NAMESPACE_URL, f"oab:{org.domain}")
         return cls(ews_url=f"{site}/EWS/Exchange.asmx", ecp_url=f"{site}/ecp/", oab_url=f"{site}/OAB/{oab_guid}/",
-                   owa_url=f"{site}/owa/", rpc_host=org.mail_host, mapi_url=f"{site}/mapi/",
+                   owa_url=f"{site}/owa/", mapi_url=f"{site}/mapi/",
                    autodiscover_url=f"https://{org.autodiscover_host}{port}/autodiscover/autodiscover.xml")
 
     @property
@@ -109,12 +107,33 @@ class SiteUrls:
 
 @dataclass(frozen=True)
 class MailboxSettings:
-    """What Autodiscover says about one mailbox (POX EXCH/EXPR/WEB blocks and SOAP user settings alike)."""
+    """What Autodiscover says about one mailbox (POX EXCH/EXPR/WEB blocks and SOAP user settings alike).
+
+    Outlook Anywhere comes from the CAS's Set-OutlookAnywhere settings; ``auth_package`` overrides its
+    ExternalClientAuthenticationMethod (None: use it)."""
     org: Org
     mailbox: Mailbox
     urls: SiteUrls
-    auth_package: str = "Negotiate"
+    auth_package: Optional[str] = None
     mapi_http: bool = False
+
+    @property
+    def outlook_anywhere(self) -> OutlookAnywhere:
+        return self.org.cas_outlook_anywhere
+
+    @property
+    def external_auth_package(self) -> str:
+        """EXPR AuthPackage / ExternalMailboxServerAuthenticationMethods."""
+        return self.auth_package or self.outlook_anywhere.external_client_auth
+
+    @property
+    def external_rpc_host(self) -> str:
+        """EXPR Server: a bare name, as Outlook always dials 443 (ExternalHostname)."""
+        return self.outlook_anywhere.external_hostname
+
+    @property
+    def internal_rpc_host(self) -> str:
+        return self.outlook_anywhere.internal_hostname
 
     @property
     def smtp_domain(self) -> str:
@@ -146,7 +165,8 @@ class MailboxSettings:
 
     @property
     def cert_principal_name(self) -> str:
-        return f"msstd:{self.org.mail_host}"
+        """What Outlook checks the certificate against: the external host, as Exchange derives it."""
+        return f"msstd:{self.external_rpc_host}"
 
     def ecp_fragments(self) -> Iterator[Tuple[str, str, str]]:
         """(POX suffix, SOAP infix, fragment) for every ECP deep link."""
@@ -254,9 +274,9 @@ def _outlook_settings(settings: MailboxSettings) -> etree._Element:
 
     expr = child(account, "Protocol")
     child(expr, "Type", "EXPR")
-    child(expr, "Server", settings.urls.rpc_host)
-    child(expr, "SSL", "On")
-    child(expr, "AuthPackage", settings.auth_package)
+    child(expr, "Server", settings.external_rpc_host)
+    child(expr, "SSL", "On" if settings.outlook_anywhere.external_requires_ssl else "Off")
+    child(expr, "AuthPackage", settings.external_auth_package)
     child(expr, "CertPrincipalName", settings.cert_principal_name)
     child(expr, "ServerExclusiveConnect", "on")
     _service_urls(expr, settings)
@@ -345,11 +365,13 @@ POX = PoxFlavour("pox")
 
 # ---- the POX endpoint -----------------------------------------------------------------------------------------
 def respond_pox(org: Org, body: bytes, caller: Optional[Mailbox], urls: SiteUrls, *, mapi_http: bool = False,
-                auth_package: str = "Negotiate", method: str = "POST") -> AutodiscoverAnswer:
+                auth_package: Optional[str] = None, method: str = "POST") -> AutodiscoverAnswer:
     """Answer one POST to /autodiscover/autodiscover.xml. Never raises: every failure is a POX Error (HTTP 200).
 
-    ``mapi_http`` is set when the client sent X-MapiHttpCapability (Exchange 2013 SP1 then adds the mapiHttp
-    block). Any authenticated caller may ask about any mailbox, as Outlook does for additional mailboxes.
+    ``mapi_http`` is set when the client sent X-MapiHttpCapability and the org has MAPI over HTTP enabled
+    (Exchange 2013 SP1 then adds the mapiHttp block). ``auth_package`` None: the CAS's
+    ExternalClientAuthenticationMethod. Any authenticated caller may ask about any mailbox, as Outlook does for
+    additional mailboxes.
     """
     def fail(code: int, why: str) -> AutodiscoverAnswer:
         return dataclasses.replace(pox_error(code, server_name=org.cas.name), detail=why)

@@ -18,7 +18,6 @@ from harness.protocols.autodiscover import (
     ECP_FRAGMENTS,
     EXTERNAL_OWA_AUTH,
     INTERNAL_OWA_AUTH,
-    INTERNAL_RPC_HTTP_AUTH,
     POX_ERROR_MESSAGES,
     MailboxSettings,
     SiteUrls,
@@ -124,12 +123,12 @@ USER_SETTINGS: Dict[str, Callable[[MailboxSettings], SettingValue]] = {
     "ExternalUMUrl": lambda s: s.urls.um_url,
     "InternalWebClientUrls": functools.partial(_web_client_urls, INTERNAL_OWA_AUTH),
     "ExternalWebClientUrls": functools.partial(_web_client_urls, EXTERNAL_OWA_AUTH),
-    "ExternalMailboxServer": lambda s: s.urls.rpc_host,
-    "ExternalMailboxServerRequiresSSL": lambda s: "True",
-    "ExternalMailboxServerAuthenticationMethods": lambda s: s.auth_package,
-    "InternalRpcHttpServer": lambda s: s.urls.rpc_host,
-    "InternalRpcHttpConnectivityRequiresSsl": lambda s: "True",
-    "InternalRpcHttpAuthenticationMethod": lambda s: INTERNAL_RPC_HTTP_AUTH,
+    "ExternalMailboxServer": lambda s: s.external_rpc_host,
+    "ExternalMailboxServerRequiresSSL": lambda s: str(s.outlook_anywhere.external_requires_ssl),
+    "ExternalMailboxServerAuthenticationMethods": lambda s: s.external_auth_package,
+    "InternalRpcHttpServer": lambda s: s.internal_rpc_host,
+    "InternalRpcHttpConnectivityRequiresSsl": lambda s: str(s.outlook_anywhere.internal_requires_ssl),
+    "InternalRpcHttpAuthenticationMethod": lambda s: s.outlook_anywhere.internal_client_auth,
     "CertPrincipalName": lambda s: s.cert_principal_name,
     "InternalServerExclusiveConnect": lambda s: "False",
     "ExternalServerExclusiveConnect": lambda s: "True",
@@ -337,7 +336,7 @@ class SoapRequest:
     request: etree._Element          # the a:Request element
     caller: Optional[Mailbox]
     urls: SiteUrls
-    auth_package: str
+    auth_package: Optional[str]
     mapi_http: bool
 
 
@@ -436,8 +435,11 @@ def _action_not_supported(action: str) -> AutodiscoverAnswer:
 
 
 def respond_soap(org: Org, body: bytes, caller: Optional[Mailbox], urls: SiteUrls, *,
-                 auth_package: str = "Negotiate", mapi_http: bool = False) -> AutodiscoverAnswer:
+                 auth_package: Optional[str] = None, mapi_http: Optional[bool] = None) -> AutodiscoverAnswer:
     """Answer one POST to /autodiscover/autodiscover.svc. Never raises.
+
+    ``auth_package`` and ``mapi_http`` None: the CAS's ExternalClientAuthenticationMethod and the org's
+    MapiHttpEnabled (Set-OutlookAnywhere, Set-OrganizationConfig).
 
     The operation comes from the wsa:Action header (WCF dispatches on it), else from the body element. A document
     that is not a SOAP 1.1 envelope with one of the two operations is an HTTP 500 fault.
@@ -465,6 +467,7 @@ def respond_soap(org: Org, body: bytes, caller: Optional[Mailbox], urls: SiteUrl
     if request is None:
         return soap_fault(f"{operation}RequestMessage has no Request element.")
     try:
-        return OPERATIONS[operation](SoapRequest(org, request, caller, urls, auth_package, mapi_http))
+        mapi = org.mapi_http_enabled if mapi_http is None else mapi_http
+        return OPERATIONS[operation](SoapRequest(org, request, caller, urls, auth_package, mapi))
     except Exception as exc:  # an internal fault is answered, never a dropped connection
         return soap_fault(f"The server failed to process the request: {exc!r}", error_code="InternalServerError")

@@ -8,6 +8,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from harness.hooks import hookspec
 
 DEFAULT_AUTH_METHODS = ("Negotiate", "NTLM", "Basic")
+# IISAuthenticationMethods' names -> the WWW-Authenticate schemes IIS offers for them, in IIS's order
+IIS_SCHEMES = {"Negotiate": "Negotiate", "Ntlm": "NTLM", "Basic": "Basic"}
+
+
+def iis_auth_schemes(methods: Sequence[str]) -> Tuple[str, ...]:
+    """The schemes a virtual directory with these IISAuthenticationMethods offers (Negotiate, NTLM, Basic order)."""
+    wanted = {m.lower() for m in methods}
+    return tuple(scheme for name, scheme in IIS_SCHEMES.items() if name.lower() in wanted)
 HTML = "text/html"
 IIS_401 = (b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
            b'"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\r\n<html><head><title>401 - Unauthorized: Access is '

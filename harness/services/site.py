@@ -7,6 +7,9 @@ Routes (case-insensitive, as IIS):
   /autodiscover/autodiscover.json  Autodiscover v2 (anonymous)
   /EWS/Exchange.asmx               Exchange Web Services over the mailbox store (authenticated)
   /rpc/rpcproxy.dll                RPC over HTTP channels (authenticated), handed to the RPC proxy service
+  /owa, /ecp                       forms-based auth: 302 to /owa/auth/logon.aspx, which renders (protocols/owa.py)
+  /Microsoft-Server-ActiveSync     EAS (Basic): OPTIONS lists versions and commands
+  /oab                             the OAB directory (Windows authentication)
 
 Fault hooks (see harness/hooks.py): ``http_request`` before routing (an HttpAnswer or HttpResponse replaces
 the route), ``auth_methods`` (an AuthOffer), ``auth_result`` (an AuthOutcome), ``autodiscover`` (an
@@ -26,7 +29,7 @@ from urllib.parse import parse_qs, quote
 
 from harness.hooks import FaultSet, Scope
 from harness.mailbox.store import MailboxStore
-from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
+from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews, owa
 from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
 from harness.protocols.autodiscover_answer import autodiscover_hook
 from harness.protocols.http import (
@@ -46,6 +49,7 @@ from harness.protocols.http import (
     combine_challenge,
     http_request_hook,
     httpsys_error_page,
+    iis_auth_schemes,
     iis_error_page,
     moved_page,
 )
@@ -90,6 +94,11 @@ class ExchangeSite:
         self.rpc_proxy = rpc_proxy
         self.auth_methods = tuple(auth_methods)
         self._default_offer = AuthOffer(self.auth_methods)   # frozen: one serves every request no fault re-offers
+        # Each virtual directory's own authentication: /rpc offers the CAS's Set-OutlookAnywhere
+        # -IISAuthenticationMethods, ActiveSync Basic, the OAB Windows authentication; the rest the site default.
+        self._directory_offers = (("/rpc/", AuthOffer(iis_auth_schemes(org.cas_outlook_anywhere.iis_auth))),
+                                  (owa.ACTIVESYNC_PATH, AuthOffer(owa.ACTIVESYNC_AUTH)),
+                                  (owa.OAB_PATH, AuthOffer(owa.OAB_AUTH)))
         self.identity = ServerIdentity.for_org(org)
         self.fe_server = org.cas.name
         self.routes: List[Tuple[str, Callable]] = [
@@ -97,6 +106,11 @@ class ExchangeSite:
             ("/autodiscover/autodiscover.svc", self._soap),
             ("/autodiscover/autodiscover.json", self._json),
             ("/ews/exchange.asmx", self._ews),
+            (owa.LOGON_PATH, self._logon_page),
+            ("/owa", self._forms),
+            ("/ecp", self._forms),
+            (owa.ACTIVESYNC_PATH, self._activesync),
+            (owa.OAB_PATH, self._oab),
         ]
 
     # ---- connection events (from web.py) ----------------------------------------------------------------------
@@ -202,7 +216,7 @@ class ExchangeSite:
         if auth is None:
             auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
                                                      realm=request.host or self.org.mail_host)
-        offer = self._fault(auth_methods_hook, request, None, request) or self._default_offer
+        offer = self._fault(auth_methods_hook, request, None, request) or self._directory_offer(request.path)
         auth.methods = tuple(offer.methods)
         header = request.header("authorization")
         outcome = auth.process(header)
@@ -223,12 +237,43 @@ class ExchangeSite:
         extra = AUTODISCOVER_HEADERS if request.path.lower().startswith("/autodiscover") else []
         return None, self._response(401, HTML, IIS_401, headers=list(outcome.headers) + extra, backend=False)
 
+    def _directory_offer(self, path: str) -> AuthOffer:
+        path = path.lower()
+        return next((offer for prefix, offer in self._directory_offers
+                     if path.startswith(prefix.rstrip("/")) and path[len(prefix.rstrip("/")):][:1] in ("", "/")),
+                    self._default_offer)
+
+    # ---- the shared namespace: OWA, ECP, ActiveSync, OAB ----------------------------------------------------------
+    def _forms(self, request: HttpRequest) -> HttpResponse:
+        """OWA/ECP without a forms session: Exchange's FBA module sends every request to the logon page."""
+        target = request.path + (f"?{request.query}" if request.query else "")
+        return self._render_front_end(owa.logon_redirect(request.header("host") or self.org.mail_host, target))
+
+    def _logon_page(self, request: HttpRequest) -> HttpResponse:
+        destination = parse_qs(request.query).get("url", [""])[0]
+        return self._response(200, owa.UTF8_HTML, owa.logon_page(destination), backend=False,
+                              headers=list(owa.NO_CACHE) + [("X-Frame-Options", "SAMEORIGIN")])
+
+    def _activesync(self, request: HttpRequest) -> HttpResponse:
+        mailbox, challenge = self.authenticate(request)
+        return challenge or self._render(owa.activesync_answer(request.method))
+
+    def _oab(self, request: HttpRequest) -> HttpResponse:
+        mailbox, challenge = self.authenticate(request)
+        return challenge or self._response(404, HTML, iis_error_page(404, "File or directory not found."))
+
+    def _render_front_end(self, answer: HttpAnswer) -> HttpResponse:
+        """An answer the front end gives itself (no back-end headers), e.g. the FBA redirect."""
+        return self._response(answer.status, answer.content_type, answer.body, headers=list(answer.headers),
+                              backend=False, reason=answer.reason)
+
     def _pox(self, request: HttpRequest) -> HttpResponse:
         mailbox, challenge = self.authenticate(request)
         if challenge:
             return challenge
         answer = autodiscover.respond_pox(self.org, request.body, mailbox, self.urls,
-                                          mapi_http=request.header("x-mapihttpcapability") is not None,
+                                          mapi_http=self.org.mapi_http_enabled
+                                          and request.header("x-mapihttpcapability") is not None,
                                           method=request.method)
         return self._autodiscover_response(request, answer)
 
