@@ -10,8 +10,8 @@ from lxml import etree
 
 from harness.mailbox import sync
 from harness.protocols import ews
+from tests.support.ews import ALICE, BOB, CLIENT, ORG, envelope, new_store
 from tests.support.netns import Check, needs_netns, run_in_netns
-from tests.test_ews import ALICE, BOB, CLIENT, ORG, envelope, new_store
 
 M, T = f"{{{ews.MESSAGES_NS}}}", f"{{{ews.TYPES_NS}}}"
 
