@@ -2,30 +2,14 @@
 own Autodiscover, against a real `mockex serve`."""
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
 
 from lxml import etree
 
 from harness.mailbox import ids
-from harness.mailbox.seed import default_seeder
-from harness.mailbox.store import MailboxStore, accounts_of
-from harness.org import load_org
 from harness.protocols import ews
-from tests.support import REPO
+from tests.support.ews import ALICE, BOB, CLIENT, NOW, ORG, SOAP, envelope, new_store
 from tests.support.netns import Check, needs_netns, run_in_netns
-
-ORG = load_org()
-NOW = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
-ALICE, BOB = "alice@contoso.test", "bob@contoso.test"
-CLIENT = os.path.join(REPO, "tests", "support", "exchangelib_ews.py")
-SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
-
-
-def new_store(**sizes: int) -> MailboxStore:
-    return MailboxStore(accounts_of(ORG.mailboxes), lambda: NOW,
-                        default_seeder({f"{k}@contoso.test": v for k, v in sizes.items()}))
 
 
 def test_every_mailbox_has_the_well_known_folders_and_alice_a_few_messages():
@@ -76,11 +60,6 @@ def test_move_delete_and_reset():
     assert store.delete(trashed, hard=False) is None and not alice.distinguished["deleteditems"].items
     store.reset()
     assert [i.id for i in store.mailbox(ALICE).distinguished["inbox"].items.values()] == first_ids
-
-
-def envelope(body: str, version: str = "Exchange2013_SP1") -> bytes:
-    return (f'<s:Envelope xmlns:s="{SOAP}" xmlns:m="{ews.MESSAGES_NS}" xmlns:t="{ews.TYPES_NS}"><s:Header>'
-            f'<t:RequestServerVersion Version="{version}"/></s:Header><s:Body>{body}</s:Body></s:Envelope>').encode()
 
 
 def test_unknown_operation_and_bad_version_are_exchange_faults():

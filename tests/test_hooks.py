@@ -23,6 +23,7 @@ EXPECTED = {
     "auth_result": "services/site.py", "autodiscover": "services/site.py", "rpc_channel": "services/rpcproxy.py",
     "rts": "protocols/rpcproxy.py", "rpc_bind": "protocols/dcerpc/association.py",
     "rpc_call": "protocols/dcerpc/association.py", "mailbox": "rpc/emsmdb, rpc/nspi",
+    "ews": "services/site.py",
 }
 
 

@@ -27,7 +27,9 @@ class Item:
     received: dt.datetime
     sent: dt.datetime
     message_id: str
-    change_number: int
+    change_number: int             # the last change of any kind
+    created: int = 0               # the change that made it (in this folder: a move makes a new item)
+    content_change: int = 0        # the last change other than the read flag (sync: Update vs ReadFlagChange)
     is_read: bool = False
     body_type: str = "Text"
     cc: Tuple[Address, ...] = ()
@@ -51,6 +53,19 @@ class Item:
         return len(self.subject) + len(self.body) + 512    # Exchange's Size counts properties too; close enough
 
 
+@dataclass(frozen=True)
+class Tombstone:
+    """What sync needs of an item that left a folder (deleted or moved out): its key, when it was made, when it
+    left."""
+    key: int
+    created: int
+    removed: int
+
+
+# Fields a move copies to the new item; the rest (identity and change numbers) are the new item's own.
+_OWN_FIELDS = ("key", "folder", "change_number", "created", "content_change")
+
+
 @dataclass(eq=False)
 class Folder:
     key: int
@@ -59,9 +74,11 @@ class Folder:
     folder_class: Optional[str]
     parent: Optional["Folder"]
     distinguished: Optional[str]
-    change_number: int
+    change_number: int             # bumped by its own changes and by any item arriving, leaving or changing
+    created: int = 0
     items: Dict[int, Item] = field(default_factory=dict)
     children: List["Folder"] = field(default_factory=list)
+    tombstones: List[Tombstone] = field(default_factory=list)   # in removal order, so in change-number order
 
     @property
     def id(self) -> str:
@@ -103,7 +120,8 @@ class MailboxContent:
 
     def add_folder(self, name: str, folder_class: Optional[str], parent: Optional[Folder],
                    distinguished: Optional[str] = None) -> Folder:
-        folder = Folder(self._next_folder, self, name, folder_class, parent, distinguished, self.next_change())
+        change = self.next_change()
+        folder = Folder(self._next_folder, self, name, folder_class, parent, distinguished, change, created=change)
         self._next_folder += 1
         self.folders[folder.key] = folder
         if distinguished:
@@ -113,10 +131,29 @@ class MailboxContent:
         return folder
 
     def add_item(self, folder: Folder, **fields) -> Item:
-        item = Item(key=self._next_item, folder=folder, change_number=self.next_change(), **fields)
+        change = self.next_change()
+        item = Item(key=self._next_item, folder=folder, change_number=change, created=change, content_change=change,
+                    **fields)
         self._next_item += 1
         folder.items[item.key] = item
         folder.change_number = self.next_change()
+        return item
+
+    def remove_item(self, item: Item) -> Tombstone:
+        """Take an item out of its folder, leaving a tombstone for sync."""
+        folder = item.folder
+        del folder.items[item.key]
+        tombstone = Tombstone(item.key, item.created, self.next_change())
+        folder.tombstones.append(tombstone)
+        folder.change_number = self.next_change()
+        return tombstone
+
+    def touch(self, item: Item, *, read_flag_only: bool = False) -> Item:
+        """Record a change of `item` (read flag only, or any other field) and of its folder (its counts)."""
+        item.change_number = self.next_change()
+        if not read_flag_only:
+            item.content_change = item.change_number
+        item.folder.change_number = self.next_change()
         return item
 
     def find(self, ews_id: str) -> Union[Folder, Item, None]:
@@ -184,24 +221,24 @@ class MailboxStore:
 
     def set_read(self, item: Item, is_read: bool) -> Item:
         item.is_read = is_read
-        item.change_number = item.folder.owner.next_change()
-        return item
+        return item.folder.owner.touch(item, read_flag_only=True)
+
+    def set_subject(self, item: Item, subject: str) -> Item:
+        item.subject = subject
+        return item.folder.owner.touch(item)
 
     def move(self, item: Item, target: Folder) -> Item:
         """Moving gives the item a new id in its new folder, as Exchange does."""
         owner = item.folder.owner
-        del item.folder.items[item.key]
-        item.folder.change_number = owner.next_change()
-        fields = {name: getattr(item, name) for name in Item.__dataclass_fields__
-                  if name not in ("key", "folder", "change_number")}
+        owner.remove_item(item)
+        fields = {name: getattr(item, name) for name in Item.__dataclass_fields__ if name not in _OWN_FIELDS}
         return owner.add_item(target, **fields)
 
     def delete(self, item: Item, *, hard: bool) -> Optional[Item]:
         """HardDelete removes the item; otherwise it moves to Deleted Items (already there: removed)."""
         deleted_items = item.folder.owner.distinguished["deleteditems"]
         if hard or item.folder is deleted_items:
-            del item.folder.items[item.key]
-            item.folder.change_number = item.folder.owner.next_change()
+            item.folder.owner.remove_item(item)
             return None
         return self.move(item, deleted_items)
 

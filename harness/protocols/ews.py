@@ -5,21 +5,36 @@ exchangelib probes EWS before anything else: an unauthenticated POST of a dummy 
 HTTP layer) and, when Autodiscover gave no schema, an authenticated ConvertId whose reply must carry a
 ServerVersionInfo header (an ErrorInvalidIdMalformed response message is what Exchange sends for the dummy id).
 An operation this mock does not model is answered as Exchange answers an unknown one: an ErrorInvalidRequest fault.
+
+Fault hook ``ews``: asked with the parsed request (its operation and mailbox) before the operation runs, so a
+throttled CreateItem sends nothing; an EwsAnswer (built with the request's ``server_busy``/``fault``/``error``) is
+sent instead.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from lxml import etree
 
+from harness.hooks import hookspec
 from harness.mailbox.store import MailboxContent, MailboxStore
 from harness.org import Org
 from harness.protocols.autodiscover_answer import XML_CONTENT_TYPE, parse_untrusted_xml, serialize
 from harness.protocols.autodiscover_soap import SOAP_NS, version_parts
-from harness.protocols.ews_xml import ERRORS_NS, MESSAGES_NS, TYPES_NS, EwsError, error_message, m
+from harness.protocols.ews_xml import (
+    ERRORS_NS,
+    MESSAGES_NS,
+    SYNC_LAST_IN_RANGE,
+    TYPES_NS,
+    EwsError,
+    EwsFault,
+    error_message,
+    m,
+)
 
-__all__ = ["EwsAnswer", "respond_ews", "fault", "MESSAGES_NS", "TYPES_NS"]
+__all__ = ["EwsAnswer", "EwsRequest", "respond_ews", "parse_ews", "execute_ews", "fault", "ews_hook", "MESSAGES_NS",
+           "TYPES_NS"]
 
 # RequestServerVersion values an Exchange 2013 SP1 server accepts (the types schema's ExchangeVersionType then).
 SERVER_VERSIONS = ("Exchange2007", "Exchange2007_SP1", "Exchange2010", "Exchange2010_SP1", "Exchange2010_SP2",
@@ -35,6 +50,7 @@ class EwsAnswer:
     error_code: str       # the first error ResponseCode or the fault code ("" on success)
     detail: str           # the operation, for the transcript
     content_type: str = XML_CONTENT_TYPE
+    back_off_ms: Optional[int] = None   # ErrorServerBusy's BackOffMilliseconds, for the transcript
 
 
 def schema_version(build: int) -> str:
@@ -53,18 +69,25 @@ def _envelope(org: Org) -> Tuple[etree._Element, etree._Element]:
     return envelope, body
 
 
-def fault(org: Org, code: str, message: str) -> EwsAnswer:
-    """A request-level failure, as Exchange sends it: HTTP 500 and a SOAP fault whose detail repeats the code."""
+SERVER_BUSY = "The server cannot service this request right now. Try again later."
+
+
+def fault(org: Org, code: str, message: str, back_off_ms: Optional[int] = None, detail: str = "") -> EwsAnswer:
+    """A request-level failure, as Exchange sends it: HTTP 500 and a SOAP fault whose detail repeats the code; a
+    throttling fault (ErrorServerBusy) names the wait in MessageXml's BackOffMilliseconds value."""
     envelope, body = _envelope(org)
     fault_element = etree.SubElement(body, f"{{{SOAP_NS}}}Fault")
     etree.SubElement(fault_element, "faultcode", nsmap={"a": TYPES_NS}).text = f"a:{code}"
     faultstring = etree.SubElement(fault_element, "faultstring")
     faultstring.set("{http://www.w3.org/XML/1998/namespace}lang", "en-US")
     faultstring.text = message
-    detail = etree.SubElement(fault_element, "detail")
-    etree.SubElement(detail, f"{{{ERRORS_NS}}}ResponseCode", nsmap={"e": ERRORS_NS}).text = code
-    etree.SubElement(detail, f"{{{ERRORS_NS}}}Message", nsmap={"e": ERRORS_NS}).text = message
-    return EwsAnswer(500, serialize(envelope), "fault", code, message)
+    detail_element = etree.SubElement(fault_element, "detail")
+    etree.SubElement(detail_element, f"{{{ERRORS_NS}}}ResponseCode", nsmap={"e": ERRORS_NS}).text = code
+    etree.SubElement(detail_element, f"{{{ERRORS_NS}}}Message", nsmap={"e": ERRORS_NS}).text = message
+    if back_off_ms is not None:
+        message_xml = etree.SubElement(detail_element, f"{{{TYPES_NS}}}MessageXml", nsmap={"t": TYPES_NS})
+        etree.SubElement(message_xml, f"{{{TYPES_NS}}}Value", Name="BackOffMilliseconds").text = str(back_off_ms)
+    return EwsAnswer(500, serialize(envelope), "fault", code, detail or message, back_off_ms=back_off_ms)
 
 
 def invalid_request(org: Org) -> EwsAnswer:
@@ -91,9 +114,48 @@ def _convert_id(request: etree._Element, response_messages: etree._Element) -> N
         error_message(response_messages, "ConvertId", EwsError("ErrorInvalidIdMalformed", "Id is malformed."))
 
 
-def respond_ews(org: Org, store: Optional[MailboxStore], email: Optional[str], body: bytes) -> EwsAnswer:
-    """Answer one EWS request from the authenticated mailbox `email` against `store`."""
-    from harness.protocols import ews_ops  # the operations: loaded with the first EWS request, not at start-up
+@dataclass(frozen=True)
+class EwsRequest:
+    """A parsed EWS request: what the ``ews`` hook sees, and what ``execute_ews`` runs."""
+    org: Org
+    operation: str          # the element under soap:Body, e.g. "FindItem"
+    root: etree._Element    # the whole envelope
+
+    def server_busy(self, back_off_ms: int) -> EwsAnswer:
+        """Exchange's throttling answer: an ErrorServerBusy SOAP fault with BackOffMilliseconds."""
+        return fault(self.org, "ErrorServerBusy", SERVER_BUSY, back_off_ms, detail=f"EWS {self.operation}")
+
+    def fault(self, code: str, message: str) -> EwsAnswer:
+        return fault(self.org, code, message, detail=f"EWS {self.operation}")
+
+    def error(self, code: str, text: str) -> EwsAnswer:
+        """HTTP 200 with one error response message for the whole request (ResponseClass Error)."""
+        envelope, messages = _response(self.org, self.operation)
+        _request_error(messages, self.operation, EwsError(code, text))
+        return EwsAnswer(200, serialize(envelope), "error", code, f"EWS {self.operation}")
+
+
+def _response(org: Org, operation: str) -> Tuple[etree._Element, etree._Element]:
+    envelope, soap_body = _envelope(org)
+    response = etree.SubElement(soap_body, m(f"{operation}Response"), nsmap={"m": MESSAGES_NS, "t": TYPES_NS})
+    return envelope, etree.SubElement(response, m("ResponseMessages"))
+
+
+def _request_error(messages: etree._Element, operation: str, error: EwsError) -> None:
+    message = error_message(messages, operation, error)
+    if operation in SYNC_LAST_IN_RANGE:   # exchangelib reads these before the ResponseCode; Exchange sends them
+        etree.SubElement(message, m("SyncState"))
+        etree.SubElement(message, m(SYNC_LAST_IN_RANGE[operation])).text = "true"
+
+
+@hookspec(fires_in="services/site.py", means="the EWS answer sent instead of running the operation (before the "
+                                             "store changes): throttling, store outages, moves")
+def ews_hook(request: EwsRequest) -> EwsAnswer: ...
+
+
+def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
+    """The request, or the SOAP fault Exchange answers a body that is no EWS request it serves."""
+    from harness.protocols import ews_ops, ews_sync  # the operations: loaded with the first request, not at start-up
     root = parse_untrusted_xml(body)
     if root is None or etree.QName(root).namespace != SOAP_NS:
         return invalid_request(org)
@@ -104,24 +166,39 @@ def respond_ews(org: Org, store: Optional[MailboxStore], email: Optional[str], b
     if version is not None and version not in SERVER_VERSIONS:
         return fault(org, "ErrorInvalidServerVersion", "The specified server version is invalid.")
     operation = etree.QName(request).localname
-    handler = ews_ops.OPERATIONS.get(operation)
-    if operation != "ConvertId" and handler is None:
+    if operation != "ConvertId" and operation not in ews_ops.OPERATIONS and operation not in ews_sync.OPERATIONS:
         return invalid_request(org)
+    return EwsRequest(org, operation, root)
+
+
+def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Optional[str]) -> EwsAnswer:
+    """Run one parsed request for the authenticated mailbox `email` against `store`."""
+    from harness.protocols import ews_ops, ews_sync
+    org, operation = parsed.org, parsed.operation
+    request = _operation(parsed.root)
+    assert request is not None    # parse_ews checked
+    handler = ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation)
     owner: Optional[MailboxContent] = store.mailbox(email) if store is not None and email else None
-    envelope, soap_body = _envelope(org)
-    response = etree.SubElement(soap_body, m(f"{operation}Response"), nsmap={"m": MESSAGES_NS, "t": TYPES_NS})
-    messages = etree.SubElement(response, m("ResponseMessages"))
+    envelope, messages = _response(org, operation)
     if handler is None:
         _convert_id(request, messages)
     elif owner is None or store is None:
-        error_message(messages, operation, EwsError("ErrorMailboxStoreUnavailable",
-                                                    "The mailbox database is temporarily unavailable."))
+        _request_error(messages, operation, EwsError("ErrorMailboxStoreUnavailable",
+                                                     "The mailbox database is temporarily unavailable."))
     else:
         try:
             handler(ews_ops.Call(store, owner, request, messages, operation))
+        except EwsFault as error:
+            return fault(org, error.code, error.text, detail=f"EWS {operation}")
         except EwsError as error:    # a request-wide error: one error message for the whole request
             del messages[:]
-            error_message(messages, operation, error)
+            _request_error(messages, operation, error)
     codes = [c.text or "" for c in messages.iter(m("ResponseCode")) if c.text != "NoError"]
     return EwsAnswer(200, serialize(envelope), "error" if codes else "success", codes[0] if codes else "",
                      f"EWS {operation}")
+
+
+def respond_ews(org: Org, store: Optional[MailboxStore], email: Optional[str], body: bytes) -> EwsAnswer:
+    """Answer one EWS request from the authenticated mailbox `email` against `store` (no faults)."""
+    parsed = parse_ews(org, body)
+    return parsed if isinstance(parsed, EwsAnswer) else execute_ews(parsed, store, email)

@@ -43,7 +43,7 @@ class Call:
     operation: str
 
 
-def _folder_of(call: Call, element: etree._Element) -> Folder:
+def folder_of(call: Call, element: etree._Element) -> Folder:
     """The folder a t:DistinguishedFolderId or t:FolderId names, or EwsError."""
     if etree.QName(element).localname == "DistinguishedFolderId":
         address = element.findtext(f"{t('Mailbox')}/{t('EmailAddress')}")
@@ -84,7 +84,7 @@ def _one_folder(call: Call, container: str) -> Folder:
     element = call.request.find(m(container))
     if element is None or len(element) == 0:
         raise EwsError("ErrorInvalidRequest", "The request is invalid.")
-    return _folder_of(call, element[0])
+    return folder_of(call, element[0])
 
 
 def _each(call: Call, children: Iterator[etree._Element], empty: str,
@@ -108,7 +108,7 @@ def get_folder(call: Call) -> None:
     fields = folder_fields(call.request.find(m("FolderShape")))
 
     def answer(element: etree._Element, message: etree._Element) -> None:
-        folder = _folder_of(call, element)
+        folder = folder_of(call, element)
         folder_element(etree.SubElement(message, m("Folders")), folder, fields)
     _each(call, call.request.iterfind(f"{m('FolderIds')}/*"), "Folders", answer)
 
@@ -143,7 +143,7 @@ def find_folder(call: Call) -> None:
     view = call.request.find(m("IndexedPageFolderView"))
 
     def answer(element: etree._Element, message: etree._Element) -> None:
-        parent = _folder_of(call, element)
+        parent = folder_of(call, element)
         found = list(parent.descendants()) if deep else list(parent.children)
         page, next_offset, last = _paged(call, view, found)
         root = _root_folder(message, len(found), next_offset, last)
@@ -177,7 +177,7 @@ def find_item(call: Call) -> None:
     view = call.request.find(m("IndexedPageItemView"))
 
     def answer(element: etree._Element, message: etree._Element) -> None:
-        folder = _folder_of(call, element)
+        folder = folder_of(call, element)
         found = _sorted(call, list(folder.items.values()))
         page, next_offset, last = _paged(call, view, found)
         items = etree.SubElement(_root_folder(message, len(found), next_offset, last), t("Items"))
@@ -252,8 +252,7 @@ def update_item(call: Call) -> None:
                 is_read = parse_flag(value.text if value is not None else None)
                 call.store.set_read(item, bool(is_read) if etree.QName(update).localname == "SetItemField" else False)
             elif name == "item:Subject" and etree.QName(update).localname == "SetItemField" and value is not None:
-                item.subject = value.text or ""
-                item.change_number = item.folder.owner.next_change()
+                call.store.set_subject(item, value.text or "")
             else:
                 raise EwsError("ErrorInvalidPropertySet", "The property set is invalid.")
         item_id_only(etree.SubElement(message, m("Items")), item)

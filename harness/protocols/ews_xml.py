@@ -31,6 +31,14 @@ class EwsError(Exception):
         self.code, self.text = code, text
 
 
+class EwsFault(EwsError):
+    """A request-wide failure Exchange answers with a SOAP fault (HTTP 500), e.g. a schema validation error."""
+
+
+# The sync operations' "last in range" element: their response messages carry it (and a SyncState) even on errors.
+SYNC_LAST_IN_RANGE = {"SyncFolderItems": "IncludesLastItemInRange",
+                      "SyncFolderHierarchy": "IncludesLastFolderInRange"}
+
 FOLDER_NOT_FOUND = ("ErrorFolderNotFound", "The specified folder could not be found in the store.")
 ITEM_NOT_FOUND = ("ErrorItemNotFound", "The specified object was not found in the store.")
 ID_MALFORMED = ("ErrorInvalidIdMalformed", "Id is malformed.")

@@ -13,7 +13,8 @@ Routes (case-insensitive, as IIS):
 
 Fault hooks (see harness/hooks.py): ``http_request`` before routing (an HttpAnswer or HttpResponse replaces
 the route), ``auth_methods`` (an AuthOffer), ``auth_result`` (an AuthOutcome), ``autodiscover`` (an
-AutodiscoverAnswer, or an HttpAnswer for an HTTP-level failure after authentication).
+AutodiscoverAnswer, or an HttpAnswer for an HTTP-level failure after authentication), ``ews`` (an EwsAnswer sent
+instead of running the operation).
 """
 from __future__ import annotations
 
@@ -296,9 +297,12 @@ class ExchangeSite:
             return challenge
         if request.method in ("GET", "HEAD"):
             return self._response(200, HTML, b"<html><body>You have created a service.</body></html>")
-        answer = ews.respond_ews(self.org, self.store, mailbox.email, request.body)
+        parsed = ews.parse_ews(self.org, request.body)
+        answer = parsed if isinstance(parsed, ews.EwsAnswer) else (
+            self._fault(ews.ews_hook, request, mailbox, parsed) or ews.execute_ews(parsed, self.store, mailbox.email))
+        extra = {"back_off_ms": answer.back_off_ms} if answer.back_off_ms is not None else {}
         self.transcript.record("ews", conn=request.conn.conn_id, outcome=answer.outcome, error_code=answer.error_code,
-                               detail=answer.detail, mailbox=mailbox.email)
+                               detail=answer.detail, mailbox=mailbox.email, **extra)
         return self._response(answer.status, answer.content_type, answer.body)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:

@@ -8,6 +8,8 @@
   is the exchangelib + exchanger.py script run inside).
 - ``transcript``: reading what a server recorded since a point in the test.
 - ``autodiscover``: Autodiscover request bodies and answer readers.
+- ``ews``: the built-in org's mailbox store on a fixed clock and EWS envelopes; ``exchangelib_ews.py`` is the
+  exchangelib script the EWS tests run (browse, page, sync, throttled).
 - ``fuzz``: the hypothesis profiles and the strategies and settings several fuzz tests use.
 - ``echo``: a small RPC interface that shows what the DCE/RPC layers did with a call.
 - ``rpchttp``: a raw RPC-over-HTTP client on plain sockets (channels, CONN/A1, CONN/B1, virtual connections); also

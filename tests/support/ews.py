@@ -1,0 +1,29 @@
+"""EWS test helpers: the built-in org, a seeded store on a fixed clock, SOAP envelopes, and the exchangelib client
+script (exchangelib_ews.py beside this module)."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from harness.mailbox.seed import default_seeder
+from harness.mailbox.store import MailboxStore, accounts_of
+from harness.org import load_org
+from harness.protocols import ews
+from tests.support import REPO
+
+ORG = load_org()
+NOW = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+ALICE, BOB = "alice@contoso.test", "bob@contoso.test"
+CLIENT = os.path.join(REPO, "tests", "support", "exchangelib_ews.py")
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+def new_store(**sizes: int) -> MailboxStore:
+    """The built-in org's store at NOW; `alice=50` adds 50 generated messages to alice's Inbox."""
+    return MailboxStore(accounts_of(ORG.mailboxes), lambda: NOW,
+                        default_seeder({f"{k}@contoso.test": v for k, v in sizes.items()}))
+
+
+def envelope(body: str, version: str = "Exchange2013_SP1") -> bytes:
+    return (f'<s:Envelope xmlns:s="{SOAP}" xmlns:m="{ews.MESSAGES_NS}" xmlns:t="{ews.TYPES_NS}"><s:Header>'
+            f'<t:RequestServerVersion Version="{version}"/></s:Header><s:Body>{body}</s:Body></s:Envelope>').encode()
