@@ -40,7 +40,6 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-@dataclass
 
 class InterfacesOnDemand(Sequence):
     """The RPC interfaces (EMSMDB's ROPs over the server's store), built when the RPC proxy first reads them: a
@@ -62,6 +61,7 @@ class InterfacesOnDemand(Sequence):
     def __len__(self) -> int:
         return len(self._interfaces())
 
+@dataclass
 class ServeOptions:
     state_dir: str
     listen: str = "127.0.0.1"
