@@ -36,18 +36,26 @@ def _wrap(mailbox_guid: str, entry_id: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def folder_id(mailbox_guid: str, folder: int) -> str:
+def folder_entry_id(mailbox_guid: str, folder: int) -> bytes:
+    """The MAPI folder entry id (MS-OXCDATA 2.2.4.1), also PidTagEntryId over ROPs."""
     replica = replica_guid(mailbox_guid)
-    entry = (b"\x00" * 4 + uuid.UUID(mailbox_guid).bytes + struct.pack("<H", _FOLDER_ENTRY) + replica
-             + _counter(folder) + b"\x00\x00")
-    return _wrap(mailbox_guid, entry)
+    return (b"\x00" * 4 + uuid.UUID(mailbox_guid).bytes + struct.pack("<H", _FOLDER_ENTRY) + replica
+            + _counter(folder) + b"\x00\x00")
+
+
+def item_entry_id(mailbox_guid: str, folder: int, item: int) -> bytes:
+    """The MAPI message entry id (MS-OXCDATA 2.2.4.2)."""
+    replica = replica_guid(mailbox_guid)
+    return (b"\x00" * 4 + uuid.UUID(mailbox_guid).bytes + struct.pack("<H", _MESSAGE_ENTRY) + replica
+            + _counter(folder) + b"\x00\x00" + replica + _counter(item) + b"\x00\x00")
+
+
+def folder_id(mailbox_guid: str, folder: int) -> str:
+    return _wrap(mailbox_guid, folder_entry_id(mailbox_guid, folder))
 
 
 def item_id(mailbox_guid: str, folder: int, item: int) -> str:
-    replica = replica_guid(mailbox_guid)
-    entry = (b"\x00" * 4 + uuid.UUID(mailbox_guid).bytes + struct.pack("<H", _MESSAGE_ENTRY) + replica
-             + _counter(folder) + b"\x00\x00" + replica + _counter(item) + b"\x00\x00")
-    return _wrap(mailbox_guid, entry)
+    return _wrap(mailbox_guid, item_entry_id(mailbox_guid, folder, item))
 
 
 def change_key(mailbox_guid: str, kind: int, change_number: int) -> str:

@@ -77,6 +77,7 @@ class HttpResponse:
     headers: List[Tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     close: bool = False       # close the connection after sending
+    chunks: Tuple[bytes, ...] = ()   # non-empty: sent Transfer-Encoding: chunked, one chunk each (body unused)
 
     def describe(self) -> str:
         return f"HTTP {self.status} {self.reason}, {len(self.body)} bytes" + (", then close" if self.close else "")

@@ -456,28 +456,38 @@ class HttpConnection:
         if type(status) is not int or not 200 <= status < 1000:
             return self._encode_through_h11(response, close, head_only)
         reason = response.reason.encode("latin-1")
-        framing = [(b"Content-Length", b"%d" % len(response.body))]
+        framing = _framing(response)
         if close:
             framing.append((b"Connection", b"close"))
         sent = self._h11.send(h11.Response(status_code=status, reason=reason, headers=framing))
         status_line = len(b"HTTP/1.1 %d %s\r\n" % (status, reason))
         data = b"".join([sent[:status_line], *lines, sent[status_line:]])
-        if not head_only and response.body:
-            data += self._h11.send(h11.Data(data=response.body))
+        return data + self._send_body(response, head_only)
+
+    def _send_body(self, response: HttpResponse, head_only: bool) -> bytes:
+        data = b""
+        if not head_only:
+            for part in response.chunks or ((response.body,) if response.body else ()):
+                data += self._h11.send(h11.Data(data=part))
         return data + self._h11.send(h11.EndOfMessage())
 
     def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
         """The same bytes, every header through h11 (its validation errors are the answer to an unsendable one)."""
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
                    if k.lower() not in _FRAMING_HEADERS]
-        headers.append((b"Content-Length", str(len(response.body)).encode()))
+        headers.extend(_framing(response))
         if close:
             headers.append((b"Connection", b"close"))
         data = self._h11.send(h11.Response(status_code=response.status, reason=response.reason.encode("latin-1"),
                                            headers=headers))
-        if not head_only and response.body:
-            data += self._h11.send(h11.Data(data=response.body))
-        return data + self._h11.send(h11.EndOfMessage())
+        return data + self._send_body(response, head_only)
+
+
+def _framing(response: HttpResponse) -> List[Tuple[bytes, bytes]]:
+    """Content-Length, or chunked for a response made of chunks (MAPI/HTTP's PROCESSING ... DONE)."""
+    if response.chunks:
+        return [(b"Transfer-Encoding", b"chunked")]
+    return [(b"Content-Length", b"%d" % len(response.body))]
 
 
 # Header lines as h11 writes them, by (name, value); bounded: unique values (request-id, Date) would grow it forever,

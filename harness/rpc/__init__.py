@@ -1,8 +1,9 @@
 """The RPC interfaces behind the proxy: NSPI, RFR and EMSMDB over impacket's NDR classes."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
+from harness.mailbox.store import MailboxStore
 from harness.org import Org
 from harness.protocols.dcerpc.interface import RpcInterface
 from harness.rpc.emsmdb import Emsmdb
@@ -10,6 +11,7 @@ from harness.rpc.nspi import Nspi
 from harness.rpc.rfr import Rfr
 
 
-def interfaces_for(org: Org) -> List[RpcInterface]:
-    """NSPI, RFR and EMSMDB instances over ``org``: the registry the DCE/RPC server uses."""
-    return [Nspi(org), Rfr(org), Emsmdb(org)]
+def interfaces_for(org: Org, store: Optional[MailboxStore] = None) -> List[RpcInterface]:
+    """NSPI, RFR and EMSMDB instances over ``org`` (EMSMDB's ROPs over ``store``): the registry the DCE/RPC
+    server uses."""
+    return [Nspi(org), Rfr(org), Emsmdb(org, store=store)]

@@ -8,7 +8,7 @@ import os
 import random
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional, Set
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Set
 
 from twisted.internet.error import CannotListenError
 
@@ -29,6 +29,9 @@ from harness.services.tls import KeyLog, TlsContexts, TlsServerFactory
 from harness.services.web import HttpFactory
 from harness.transcript import DEFAULT_KEEP, Transcript
 
+if TYPE_CHECKING:
+    from harness.protocols.dcerpc.interface import RpcInterface
+
 
 def is_loopback(address: str) -> bool:
     try:
@@ -36,6 +39,27 @@ def is_loopback(address: str) -> bool:
     except ValueError:
         return False
 
+
+
+class InterfacesOnDemand(Sequence):
+    """The RPC interfaces (EMSMDB's ROPs over the server's store), built when the RPC proxy first reads them: a
+    server nobody asks for Outlook Anywhere never imports impacket."""
+
+    def __init__(self, org, store: MailboxStore) -> None:
+        self._org, self._store = org, store
+        self._built: Optional[List["RpcInterface"]] = None
+
+    def _interfaces(self) -> List["RpcInterface"]:
+        if self._built is None:
+            from harness.rpc import interfaces_for
+            self._built = interfaces_for(self._org, self._store)
+        return self._built
+
+    def __getitem__(self, index):
+        return self._interfaces()[index]
+
+    def __len__(self) -> int:
+        return len(self._interfaces())
 
 @dataclass
 class ServeOptions:
@@ -116,10 +140,10 @@ class MockExchange:
         https_port = self.listeners.port("https")
         urls = SiteUrls.for_org(self.org, https_port)
         self.rpc_capture = RpcCapture(opts.state_dir) if opts.rpc_capture else None
-        proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults,
-                                tap=self.rpc_capture)
         store = MailboxStore(accounts_of(self.org.mailboxes), utc_now(),
                              default_seeder(sizes_by_email(opts.mailbox_sizes, self.org.mailboxes), opts.seed))
+        proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults,
+                                tap=self.rpc_capture, interfaces=InterfacesOnDemand(self.org, store))
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
                             faults=self.faults, store=store)
         https_app.app = site

@@ -112,7 +112,9 @@ class ExchangeSite:
             ("/ecp", self._forms),
             (owa.ACTIVESYNC_PATH, self._activesync),
             (owa.OAB_PATH, self._oab),
+            ("/mapi/emsmdb", self._mapi_emsmdb),
         ]
+        self._mapi = None   # the MAPI/HTTP EMSMDB endpoint (harness.rpc.mapihttp), built on its first request
 
     # ---- connection events (from web.py) ----------------------------------------------------------------------
     def batch(self) -> ContextManager[object]:
@@ -304,6 +306,24 @@ class ExchangeSite:
         self.transcript.record("ews", conn=request.conn.conn_id, outcome=answer.outcome, error_code=answer.error_code,
                                detail=answer.detail, mailbox=mailbox.email, **extra)
         return self._response(answer.status, answer.content_type, answer.body)
+
+    def _mapi_emsmdb(self, request: HttpRequest) -> HttpResponse:
+        mailbox, challenge = self.authenticate(request)
+        if challenge:
+            return challenge
+        if self._mapi is None:
+            from harness.rpc.mapihttp import MapiHttpEmsmdb
+            self._mapi = MapiHttpEmsmdb(self.org, self.store, random.Random(self.rng.getrandbits(64)), time.time,
+                                        self.transcript.record, self.faults)
+        from harness.rpc.mapihttp import MapiRequest
+        mailbox_id = parse_qs(request.query).get("MailboxId", [None])[0]
+        answer = self._mapi.handle(MapiRequest(request.method, request.header, request.body, mailbox, mailbox_id))
+        self.transcript.record("mapi_http", conn=request.conn.conn_id, endpoint="emsmdb",
+                               request_type=answer.request_type, response_code=answer.response_code,
+                               status=f"0x{answer.status:08x}", mailbox=mailbox.email)
+        response = self._response(200, answer.content_type, answer.body, headers=list(answer.headers))
+        response.chunks = answer.chunks
+        return response
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
         replaced = self._fault(autodiscover_hook, request, answer.mailbox, request, answer)

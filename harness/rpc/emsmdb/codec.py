@@ -9,7 +9,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 from harness.rpc.emsmdb.idl import EC_NONE, EC_NOT_SUPPORTED, EC_WRONG_SERVER
 
@@ -211,9 +211,11 @@ def logon_failure(output_handle_index: int, code: int) -> bytes:
 
 
 def logon_success(output_handle_index: int, logon_flags: int, rights: int, mailbox_guid: uuid.UUID,
-                  replica_guid: uuid.UUID, now: datetime) -> bytes:
-    """A private-mailbox RopLogon response: the special folder IDs, rights, mailbox and replica GUIDs, time."""
+                  replica_guid: uuid.UUID, now: datetime, counters: Sequence[int] = ()) -> bytes:
+    """A private-mailbox RopLogon response: the special folder IDs (``counters``, default 1..13), rights,
+    mailbox and replica GUIDs, time."""
+    counters = counters or range(1, len(SPECIAL_FOLDERS) + 1)
     return (_logon_head(output_handle_index) + struct.pack("<LB", EC_NONE, logon_flags)
-            + b"".join(folder_id(counter) for counter in range(1, len(SPECIAL_FOLDERS) + 1))
+            + b"".join(folder_id(counter) for counter in counters)
             + struct.pack("<B", rights) + mailbox_guid.bytes_le + struct.pack("<H", REPL_ID)
             + replica_guid.bytes_le + logon_time(now) + struct.pack("<QL", 0, 0))

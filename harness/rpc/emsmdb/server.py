@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, List, Optional, Tuple
 
 from impacket.dcerpc.v5.dtypes import NULL
 
 import harness.rpc.emsmdb.wire as wire
+from harness.mailbox.store import MailboxStore
 from harness.org import Mailbox, Org, Server
 from harness.rpc.base import (
     NCA_S_FAULT_CONTEXT_MISMATCH,
@@ -90,6 +91,7 @@ from harness.rpc.emsmdb.idl import (
     version_text,
     write_version_words,
 )
+from harness.rpc.emsmdb.rops import HANDLERS, ObjectMap, StoreObject, special_folder_counters
 
 
 # ---- server -------------------------------------------------------------------------------------------------
@@ -97,7 +99,7 @@ from harness.rpc.emsmdb.idl import (
 class EmsmdbSession:
     mailbox: Mailbox                 # the connected user
     client_version: Version          # what EcDoConnectEx announced
-    next_object_handle: int = 1      # server object handles handed out by RopLogon
+    objects: ObjectMap = field(default_factory=ObjectMap)   # server objects by handle (rops.py)
 
 
 class Emsmdb(RpcInterface):
@@ -113,8 +115,9 @@ class Emsmdb(RpcInterface):
 
     def __init__(self, org: Org, *, min_client_version: Tuple[int, int, int, int] = DEFAULT_MIN_CLIENT_VERSION,
                  encryption_required: bool = True, serving_server: Optional[Server] = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, store: Optional[MailboxStore] = None):
         self.org = org
+        self.store = store          # the folders and messages behind the ROPs (None: logon only)
         self.min_client_version = min_client_version
         self.encryption_required = encryption_required     # Set-RpcClientAccess -EncryptionRequired (default on)
         self.serving_server = serving_server or org.cas
@@ -136,7 +139,7 @@ class Emsmdb(RpcInterface):
             timestamp = request["pulTimeStamp"]
             if request["cbAuxIn"] != len(request["rgbAuxIn"]) or request["pcbAuxOut"] > MAX_AUX_OUT:
                 raise ValueError("cbAuxIn/pcbAuxOut out of range")
-        code, mailbox, best = self._admit(user_dn, client_version, ctx)
+        code, session, best = self.connect(user_dn, client_version, ctx)
         response = EcDoConnectExResponse()
         response["pcmsPollsMax"] = self.POLLS_MAX_MS
         response["pcRetry"] = self.RETRY_COUNT
@@ -146,20 +149,30 @@ class Emsmdb(RpcInterface):
         response["pulTimeStamp"] = timestamp
         response["rgbAuxOut"] = []
         response["pcbAuxOut"] = 0
-        if code == EC_NONE:
+        if session is not None:
             handle = new_context_handle(ctx)
-            ctx.association[("emsmdb", handle)] = EmsmdbSession(mailbox, client_version)
+            ctx.association[("emsmdb", handle)] = session
             response["pcxh"]["context_handle_uuid"] = handle[4:]
             response["picxr"] = ctx.rng.randint(1, 0x7FFF)
-            response["szDNPrefix"] = f"{self.org.org_dn}/cn=Recipients/\x00"
-            response["szDisplayName"] = mailbox.display_name + "\x00"
+            response["szDNPrefix"] = self.dn_prefix() + "\x00"
+            response["szDisplayName"] = session.mailbox.display_name + "\x00"
         else:
             response["szDNPrefix"] = NULL
             response["szDisplayName"] = NULL
         response["ErrorCode"] = code
+        return marshal(response)
+
+    def dn_prefix(self) -> str:
+        return f"{self.org.org_dn}/cn=Recipients/"
+
+    def connect(self, user_dn: str, client_version: Version,
+                ctx: CallContext) -> Tuple[int, Optional[EmsmdbSession], Version]:
+        """The transport-neutral half of EcDoConnectEx / MAPI/HTTP Connect: (return value, the new session or
+        None, rgwBestVersion)."""
+        code, mailbox, best = self._admit(user_dn, client_version, ctx)
         ctx.record("emsmdb_connect", user_dn=user_dn, client_version=version_text(client_version),
                    result=f"0x{code:08x}")
-        return marshal(response)
+        return code, EmsmdbSession(mailbox, client_version) if code == EC_NONE and mailbox else None, best
 
     def _admit(self, user_dn: str, client_version: Version,
                ctx: CallContext) -> Tuple[int, Optional[Mailbox], Version]:
@@ -189,6 +202,11 @@ class Emsmdb(RpcInterface):
                     or max_out > MAX_OUT or request.max_aux_out > MAX_AUX_OUT:
                 raise ValueError("cbIn/cbAuxIn/pcbOut/pcbAuxOut out of range")
         session = self._session(ctx, handle)
+        code, rgb_out = self.execute(session, rgb_in, max_out, ctx)
+        return wire.rpc_response(handle, rgb_out, code)
+
+    def execute(self, session: EmsmdbSession, rgb_in: bytes, max_out: int, ctx: CallContext) -> Tuple[int, bytes]:
+        """The transport-neutral half of EcDoRpcExt2 / MAPI/HTTP Execute: (return value, rgbOut)."""
         try:
             payloads = unwrap_rop_buffers(rgb_in)
             answers = [self._run_rops(payload, session, ctx) for payload in payloads]
@@ -200,14 +218,19 @@ class Emsmdb(RpcInterface):
         rgb_out = wrap_rop_buffers(answers)
         if len(rgb_out) > max_out:
             rgb_out, code = b"", EC_BUFFER_TOO_SMALL
-        return wire.rpc_response(handle, rgb_out, code)
+        return code, rgb_out
 
     def _run_rops(self, payload: bytes, session: EmsmdbSession, ctx: CallContext) -> bytes:
         rops, handles = split_rop_payload(payload)
         answer = b""
         pos = 0
         while pos < len(rops):
-            if rops[pos] != ROP_LOGON:
+            handler = HANDLERS.get(rops[pos])
+            if handler is not None:
+                response, pos = handler(rops, pos, handles, session.objects)
+                answer += response
+                continue
+            if rops[pos] != ROP_LOGON:   # its request size is not modelled: nothing after it can be read
                 input_index = rops[pos + 2] if pos + 2 < len(rops) else 0
                 answer += rop_not_supported(rops[pos], input_index)
                 break
@@ -255,15 +278,15 @@ class Emsmdb(RpcInterface):
             return logon_redirect(logon.output_handle_index, logon.logon_flags, redirect)
         if code != EC_NONE:
             return logon_failure(logon.output_handle_index, code)
-        object_handle = session.next_object_handle
-        session.next_object_handle += 1
-        handles[logon.output_handle_index] = object_handle
+        content = self.store.mailbox(target.email) if self.store is not None else None
+        handles[logon.output_handle_index] = session.objects.add(StoreObject(content))
         own = target == session.mailbox
         rights = RESPONSE_RESERVED | RESPONSE_SEND_AS_RIGHT | (RESPONSE_OWNER_RIGHT if own else 0)
         mailbox_guid = uuid.UUID(target.guid)
         replica_guid = uuid.uuid5(mailbox_guid, "replica")
         now = datetime.fromtimestamp(self.clock(), timezone.utc)
-        return logon_success(logon.output_handle_index, logon.logon_flags, rights, mailbox_guid, replica_guid, now)
+        return logon_success(logon.output_handle_index, logon.logon_flags, rights, mailbox_guid, replica_guid, now,
+                             special_folder_counters(content))
 
     def _other_server(self, name: Optional[str]) -> Server:
         """The server a 'moved' mailbox now lives on: ``name`` (an org server, or a name the org does not know)

@@ -1,0 +1,237 @@
+"""MAPI over HTTP, the EMSMDB endpoint (/mapi/emsmdb/, [MS-OXCMAPIHTTP]), sans-IO, over the same EMSMDB core
+(harness.rpc.emsmdb.server.Emsmdb.connect / execute) that serves EcDoConnectEx / EcDoRpcExt2 over RPC/HTTP.
+
+Request types: Connect, Execute, Disconnect, NotificationWait (answered at once: no event pending - this model has
+no notifications), PING. The session context is the MapiContext cookie, set on Connect; MapiSequence is set on
+Connect and renewed by every Execute, which must present the latest one (else X-ResponseCode 15, Invalid Sequence).
+A success is a chunked 200: the PROCESSING meta-tag, then DONE with X-ElapsedTime and X-StartTime and the binary
+response body (2.2.2.2, 2.2.7); a transport failure is a 200 with a non-zero X-ResponseCode and an HTML page
+(2.2.3.3.3). With the org's MAPI/HTTP switch off the endpoint answers X-ResponseCode 16 (Endpoint Disabled).
+"""
+from __future__ import annotations
+
+import email.utils
+import random
+import re
+import struct
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from harness.hooks import FaultSet
+from harness.mailbox.store import MailboxStore
+from harness.org import Mailbox, Org
+from harness.rpc.base import RPC_C_AUTHN_LEVEL_PKT_PRIVACY, CallContext
+from harness.rpc.emsmdb.idl import EC_NONE, MAX_OUT, OUTLOOK_2013_VERSION
+from harness.rpc.emsmdb.server import Emsmdb, EmsmdbSession
+
+# X-ResponseCode values (2.2.3.3.3)
+SUCCESS, UNKNOWN_FAILURE, INVALID_VERB, INVALID_REQUEST_TYPE = 0, 1, 2, 5
+MISSING_HEADER, CONTEXT_NOT_FOUND, NO_PRIVILEGE, INVALID_REQUEST_BODY, MISSING_COOKIE = 7, 10, 11, 12, 13
+INVALID_SEQUENCE, ENDPOINT_DISABLED = 15, 16
+_REASONS = {UNKNOWN_FAILURE: "Unknown failure.", INVALID_VERB: "Invalid verb.",
+            INVALID_REQUEST_TYPE: "Invalid request type.", MISSING_HEADER: "Missing header.",
+            CONTEXT_NOT_FOUND: "Context not found.", NO_PRIVILEGE: "No privilege.",
+            INVALID_REQUEST_BODY: "Invalid request body.", MISSING_COOKIE: "Missing cookie.",
+            INVALID_SEQUENCE: "Invalid sequence.", ENDPOINT_DISABLED: "Endpoint disabled."}
+CONTENT_TYPE = "application/mapi-http"
+CONTEXT_COOKIE, SEQUENCE_COOKIE = "MapiContext", "MapiSequence"
+PENDING_PERIOD_MS = 15000
+EXPIRATION_MS = 900000            # X-ExpirationInfo: the session context lives 15 minutes without requests
+REQUEST_TYPES = ("Connect", "Execute", "Disconnect", "NotificationWait", "PING")
+_CLIENT_APP = re.compile(r"Outlook/(\d+)\.(\d+)\.(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class MapiHttpAnswer:
+    """What the site sends: ``chunks`` (a success, sent chunked) or ``body`` (an error page)."""
+    response_code: int
+    request_type: str
+    headers: List[Tuple[str, str]]
+    chunks: Tuple[bytes, ...] = ()
+    body: bytes = b""
+    content_type: str = CONTENT_TYPE
+    status: int = 0                   # the EMSMDB return value (Connect/Execute/Disconnect), for the transcript
+
+
+@dataclass
+class MapiSession:
+    user: str                          # the mailbox that connected (lower-cased address)
+    emsmdb: EmsmdbSession
+    sequence: str
+    association: Dict[object, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MapiRequest:
+    method: str
+    header: Callable[[str], Optional[str]]
+    body: bytes
+    mailbox: Mailbox                   # authenticated by the site
+    mailbox_id: Optional[str] = None   # the ?MailboxId= of the URL
+
+
+def parse_cookies(header: Optional[str]) -> Dict[str, str]:
+    cookies: Dict[str, str] = {}
+    for part in re.split(r"[;,]", header or ""):
+        name, _, value = part.strip().partition("=")
+        if name:
+            cookies.setdefault(name, value)
+    return cookies
+
+
+def server_application(org: Org) -> str:
+    major, minor, build, revision = org.version_parts
+    return f"Exchange/{major}.{minor:02d}.{build:04d}.{revision:03d}"
+
+
+class _BadBody(ValueError):
+    pass
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def u32(self) -> int:
+        if self.pos + 4 > len(self.data):
+            raise _BadBody("truncated")
+        (value,) = struct.unpack_from("<L", self.data, self.pos)
+        self.pos += 4
+        return value
+
+    def take(self, size: int) -> bytes:
+        if self.pos + size > len(self.data):
+            raise _BadBody("truncated")
+        self.pos += size
+        return self.data[self.pos - size:self.pos]
+
+    def asciiz(self) -> str:
+        end = self.data.find(b"\x00", self.pos)
+        if end < 0:
+            raise _BadBody("unterminated string")
+        text = self.data[self.pos:end].decode("latin-1")
+        self.pos = end + 1
+        return text
+
+
+class MapiHttpEmsmdb:
+    """The /mapi/emsmdb/ endpoint: sessions by MapiContext, each with its EMSMDB session."""
+
+    def __init__(self, org: Org, store: Optional[MailboxStore], rng: random.Random, clock: Callable[[], float],
+                 record: Callable[..., object], faults: Optional[FaultSet] = None):
+        self.org, self.rng, self.clock, self.record, self.faults = org, rng, clock, record, faults
+        self.emsmdb = Emsmdb(org, store=store, clock=clock)
+        self.sessions: Dict[str, MapiSession] = {}
+
+    def _opaque(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _ctx(self, request: MapiRequest, association: Dict) -> CallContext:
+        # MAPI/HTTP runs over TLS only: the connection is as private as RPC at packet privacy
+        return CallContext(org=self.org, mailbox=request.mailbox, auth_level=RPC_C_AUTHN_LEVEL_PKT_PRIVACY,
+                           association=association, record=self.record, rng=self.rng, faults=self.faults,
+                           host=request.mailbox_id)
+
+    def handle(self, request: MapiRequest) -> MapiHttpAnswer:
+        start = self.clock()
+        request_type = request.header("x-requesttype") or ""
+        if not self.org.mapi_http_enabled:
+            return self._error(request, ENDPOINT_DISABLED)
+        if request.method != "POST":
+            return self._error(request, INVALID_VERB)
+        if not request_type or not request.header("x-requestid") or not request.header("x-clientinfo"):
+            return self._error(request, MISSING_HEADER)
+        kind = next((t for t in REQUEST_TYPES if t.lower() == request_type.lower()), None)
+        if kind is None:
+            return self._error(request, INVALID_REQUEST_TYPE)
+        cookies = parse_cookies(request.header("cookie"))
+        try:
+            if kind == "Connect":
+                return self._connect(request, start)
+            context = cookies.get(CONTEXT_COOKIE)
+            if not context:
+                return self._error(request, MISSING_COOKIE)
+            session = self.sessions.get(context)
+            if session is None:
+                return self._error(request, CONTEXT_NOT_FOUND)
+            if session.user != request.mailbox.email.lower():
+                return self._error(request, NO_PRIVILEGE)
+            if kind == "Execute":
+                if cookies.get(SEQUENCE_COOKIE) != session.sequence:
+                    return self._error(request, INVALID_SEQUENCE)
+                return self._execute(request, context, session, start)
+            if kind == "Disconnect":
+                _Reader(request.body).u32()   # AuxiliaryBufferSize (the buffer is not read)
+                del self.sessions[context]
+                expired = "; expires=Thu, 01-Jan-1970 00:00:00 GMT; path=/mapi/emsmdb"
+                return self._done(request, start, struct.pack("<LLL", 0, EC_NONE, 0),
+                                  [("Set-Cookie", f"{CONTEXT_COOKIE}={expired}"),
+                                   ("Set-Cookie", f"{SEQUENCE_COOKIE}={expired}")])
+            if kind == "NotificationWait":
+                reader = _Reader(request.body)
+                reader.u32()                   # Flags
+                reader.take(reader.u32())      # the auxiliary buffer
+                return self._done(request, start, struct.pack("<LLLL", 0, EC_NONE, 0, 0), [])
+            return self._done(request, start, b"", [])                  # PING: meta-tags only
+        except _BadBody:
+            return self._error(request, INVALID_REQUEST_BODY)
+
+    def _connect(self, request: MapiRequest, start: float) -> MapiHttpAnswer:
+        reader = _Reader(request.body)
+        user_dn = reader.asciiz()
+        for _ in range(4):                     # Flags, DefaultCodePage, LcidSort, LcidString
+            reader.u32()
+        reader.take(reader.u32())              # the auxiliary buffer
+        match = _CLIENT_APP.match(request.header("x-clientapplication") or "")
+        version = tuple(int(part) for part in match.groups()) if match else OUTLOOK_2013_VERSION
+        association: Dict = {}
+        code, session, _best = self.emsmdb.connect(user_dn, version, self._ctx(request, association))  # type: ignore
+        headers: List[Tuple[str, str]] = []
+        if session is None:
+            prefix, display = b"\x00", b"\x00\x00"
+        else:
+            context, sequence = self._opaque(), self._opaque()
+            self.sessions[context] = MapiSession(request.mailbox.email.lower(), session, sequence, association)
+            headers = [("Set-Cookie", f"{CONTEXT_COOKIE}={context}; path=/mapi/emsmdb"),
+                       ("Set-Cookie", f"{SEQUENCE_COOKIE}={sequence}; path=/mapi/emsmdb")]
+            prefix = self.emsmdb.dn_prefix().encode("latin-1") + b"\x00"
+            display = session.mailbox.display_name.encode("utf-16-le") + b"\x00\x00"
+        body = (struct.pack("<LLLLL", 0, code, Emsmdb.POLLS_MAX_MS, Emsmdb.RETRY_COUNT, Emsmdb.RETRY_DELAY_MS)
+                + prefix + display + struct.pack("<L", 0))
+        return self._done(request, start, body, headers, code)
+
+    def _execute(self, request: MapiRequest, context: str, session: MapiSession, start: float) -> MapiHttpAnswer:
+        reader = _Reader(request.body)
+        flags = reader.u32()
+        rgb_in = reader.take(reader.u32())
+        max_out = min(reader.u32(), MAX_OUT)
+        reader.take(reader.u32())              # the auxiliary buffer
+        code, rgb_out = self.emsmdb.execute(session.emsmdb, rgb_in, max_out, self._ctx(request, session.association))
+        session.sequence = self._opaque()
+        body = struct.pack("<LLLL", 0, code, flags, len(rgb_out)) + rgb_out + struct.pack("<L", 0)
+        return self._done(request, start, body,
+                          [("Set-Cookie", f"{SEQUENCE_COOKIE}={session.sequence}; path=/mapi/emsmdb")], code)
+
+    def _common(self, request: MapiRequest, code: int) -> List[Tuple[str, str]]:
+        return [("X-RequestType", request.header("x-requesttype") or ""),
+                ("X-RequestId", request.header("x-requestid") or ""),
+                ("X-ClientInfo", request.header("x-clientinfo") or ""),
+                ("X-ResponseCode", str(code)), ("X-ServerApplication", server_application(self.org)),
+                ("Cache-Control", "private")]
+
+    def _done(self, request: MapiRequest, start: float, body: bytes, headers: List[Tuple[str, str]],
+              status: int = EC_NONE) -> MapiHttpAnswer:
+        elapsed_ms = max(0, int((self.clock() - start) * 1000))
+        tail = (f"DONE\r\nX-ElapsedTime: {elapsed_ms}\r\nX-StartTime: "
+                f"{email.utils.formatdate(start, usegmt=True)}\r\n\r\n").encode("ascii")
+        common = self._common(request, SUCCESS) + [("X-PendingPeriod", str(PENDING_PERIOD_MS)),
+                                                   ("X-ExpirationInfo", str(EXPIRATION_MS))]
+        return MapiHttpAnswer(SUCCESS, request.header("x-requesttype") or "", common + headers,
+                              chunks=(b"PROCESSING\r\n", tail + body), status=status)
+
+    def _error(self, request: MapiRequest, code: int) -> MapiHttpAnswer:
+        page = (f"<html><head><title>{_REASONS[code]}</title></head><body><h2>{_REASONS[code]}</h2>"
+                f"<p>X-ResponseCode: {code}</p></body></html>").encode()
+        return MapiHttpAnswer(code, request.header("x-requesttype") or "", self._common(request, code), body=page,
+                              content_type="text/html")

@@ -1,0 +1,171 @@
+"""A MAPI/HTTP EMSMDB client built from [MS-OXCMAPIHTTP] and [MS-OXCROPS] alone (no harness code): request
+bodies, the chunked PROCESSING/DONE response, and the ROPs the tests send (RopLogon, RopOpenFolder,
+RopGetContentsTable, RopSetColumns, RopQueryRows) with their response parsers."""
+from __future__ import annotations
+
+import base64
+import http.client
+import ssl
+import struct
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+TAG_SUBJECT, TAG_MESSAGE_CLASS, TAG_MID = 0x0037001F, 0x001A001F, 0x674A0014
+
+
+def connect_body(user_dn: str) -> bytes:
+    return user_dn.encode("ascii") + b"\x00" + struct.pack("<LLLLL", 0, 1252, 0x409, 0x409, 0)
+
+
+def execute_body(rop_buffer: bytes, max_out: int = 0x40000) -> bytes:
+    rgb_in = struct.pack("<HHHH", 0, 0x4, len(rop_buffer), len(rop_buffer)) + rop_buffer   # RPC_HEADER_EXT, Last
+    return struct.pack("<LL", 0, len(rgb_in)) + rgb_in + struct.pack("<LL", max_out, 0)
+
+
+def inbox_rop_buffer(user_dn: str, inbox_fid: Optional[bytes], columns: List[int]) -> bytes:
+    """RopLogon -> h0; RopOpenFolder(h0, fid) -> h1; RopGetContentsTable(h1) -> h2; RopSetColumns(h2);
+    RopQueryRows(h2, 100). Without ``inbox_fid`` only the RopLogon."""
+    dn = user_dn.encode("ascii") + b"\x00"
+    rops = struct.pack("<BBBBLLH", 0xFE, 0, 0, 0x01, 0x01000000 | 0x4 | 0x8, 0, len(dn)) + dn
+    slots = 1
+    if inbox_fid is not None:
+        rops += struct.pack("<BBBB", 0x02, 0, 0, 1) + inbox_fid + b"\x00"
+        rops += struct.pack("<BBBBB", 0x05, 0, 1, 2, 0)
+        rops += struct.pack("<BBBBH", 0x12, 0, 2, 0, len(columns)) + struct.pack(f"<{len(columns)}L", *columns)
+        rops += struct.pack("<BBBBBH", 0x15, 0, 2, 0, 1, 100)
+        slots = 3
+    return struct.pack("<H", 2 + len(rops)) + rops + b"\xff\xff\xff\xff" * slots
+
+
+@dataclass
+class Rops:
+    inbox_fid: Optional[bytes]
+    logon_handle: int
+    results: Dict[int, int]             # RopId -> ReturnValue
+    row_count: Optional[int]
+    rows: List[List[object]]
+    handles: List[int]
+
+
+def _utf16z(data: bytes, pos: int) -> Tuple[str, int]:
+    end = pos
+    while data[end:end + 2] != b"\x00\x00":
+        end += 2
+    return data[pos:end].decode("utf-16-le"), end + 2
+
+
+def _value(tag: int, data: bytes, pos: int) -> Tuple[object, int]:
+    kind = tag & 0xFFFF
+    if kind == 0x001F:
+        return _utf16z(data, pos)
+    if kind == 0x0014:
+        return data[pos:pos + 8], pos + 8
+    if kind == 0x0003:
+        return struct.unpack_from("<L", data, pos)[0], pos + 4
+    raise AssertionError(f"type {kind:#x} not in this client")
+
+
+def parse_rop_response(payload: bytes, columns: List[int]) -> Rops:
+    rop_size = struct.unpack_from("<H", payload)[0]
+    rops, handle_bytes = payload[2:rop_size], payload[rop_size:]
+    handles = list(struct.unpack(f"<{len(handle_bytes) // 4}L", handle_bytes))
+    results: Dict[int, int] = {}
+    pos, inbox_fid, row_count, rows = 0, None, None, []
+    while pos < len(rops):
+        rop_id, index, code = struct.unpack_from("<BBL", rops, pos)
+        results[rop_id] = code
+        pos += 6
+        if code:
+            continue
+        if rop_id == 0xFE:
+            pos += 1
+            fids = [rops[pos + 8 * i:pos + 8 * i + 8] for i in range(13)]
+            inbox_fid = fids[4]
+            pos += 8 * 13 + 1 + 16 + 2 + 16 + 8 + 8 + 4
+        elif rop_id == 0x02:
+            pos += 2                    # HasRules, IsGhosted (not ghosted)
+        elif rop_id == 0x05:
+            row_count = struct.unpack_from("<L", rops, pos)[0]
+            pos += 4
+        elif rop_id == 0x12:
+            pos += 1
+        elif rop_id == 0x15:
+            _origin, count = struct.unpack_from("<BH", rops, pos)
+            pos += 3
+            for _ in range(count):
+                flagged, pos = rops[pos], pos + 1
+                row: List[object] = []
+                for tag in columns:
+                    if flagged:
+                        flag, pos = rops[pos], pos + 1
+                        if flag:
+                            row.append(None)
+                            pos += 4
+                            continue
+                    value, pos = _value(tag, rops, pos)
+                    row.append(value)
+                rows.append(row)
+    return Rops(inbox_fid, handles[0], results, row_count, rows, handles)
+
+
+def execute_rops(body: bytes) -> Tuple[int, bytes]:
+    """(ErrorCode, the ROP payload) of an Execute response body."""
+    status, code, _flags, size = struct.unpack_from("<LLLL", body)
+    assert status == 0
+    rgb_out = body[16:16 + size]
+    if not rgb_out:
+        return code, b""
+    _version, flags, seg, actual = struct.unpack_from("<HHHH", rgb_out)
+    assert flags & 0x4 and seg == actual == len(rgb_out) - 8
+    return code, rgb_out[8:]
+
+
+@dataclass
+class MapiResponse:
+    status: int
+    headers: http.client.HTTPMessage
+    raw_chunks: bytes                    # the whole decoded body
+    body: bytes                          # after DONE and its header block ("" when not a success)
+    done_headers: Dict[str, str]
+
+    @property
+    def response_code(self) -> int:
+        return int(self.headers["X-ResponseCode"])
+
+
+class MapiHttpClient:
+    """POSTs to /mapi/emsmdb/ with Basic auth, keeping the MapiContext/MapiSequence cookies the server sets."""
+
+    def __init__(self, host: str, port: int, ca_file: str, mailbox_id: str, user: Optional[str], password: str = ""):
+        context = ssl.create_default_context(cafile=ca_file)
+        context.check_hostname = False
+        self.conn = http.client.HTTPSConnection(host, port, context=context, timeout=20)
+        self.path = f"/mapi/emsmdb/?MailboxId={mailbox_id}"
+        self.auth = None if user is None else "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.cookies: Dict[str, str] = {}
+        self.request_number = 0
+
+    def post(self, request_type: str, body: bytes) -> MapiResponse:
+        self.request_number += 1
+        headers = {"Content-Type": "application/mapi-http", "X-RequestType": request_type,
+                   "X-RequestId": f"{{0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0}}:{self.request_number}",
+                   "X-ClientInfo": "{11111111-2222-3333-4444-555555555555}-1",
+                   "X-ClientApplication": "Outlook/15.0.4569.1506"}
+        if self.auth:
+            headers["Authorization"] = self.auth
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        self.conn.request("POST", self.path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        for value in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = value.partition("=")
+            self.cookies[name] = rest.split(";", 1)[0]
+        body_out, done = b"", {}
+        if response.headers.get("X-ResponseCode") == "0":
+            assert data.startswith(b"PROCESSING\r\n")
+            head, _, body_out = data[len(b"PROCESSING\r\n"):].partition(b"\r\n\r\n")
+            lines = head.decode("ascii").split("\r\n")
+            assert lines[0] == "DONE"
+            done = dict(line.split(": ", 1) for line in lines[1:])
+        return MapiResponse(response.status, response.headers, data, body_out, done)
