@@ -10,6 +10,13 @@ from typing import Dict, List
 from harness import conduct, verdicts
 from harness.faults.base import LAYERS, Param, catalog, declared_hooks
 from harness.hooks import provided_hooks
+from harness.org import (
+    CLIENT_AUTH_METHODS,
+    IIS_AUTH_METHODS,
+    LEGACY_CLIENT_AUTH_METHODS,
+    OA_2013_FIELDS,
+    OA_LEGACY_FIELDS,
+)
 from harness.scenario import CLIENT_PATTERNS, CREDENTIALS, EXIT_CLASSES, TRIGGERS, builtin_scenarios
 
 DOCS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
@@ -71,6 +78,9 @@ def scenarios_markdown() -> str:
              "| `name` | lower-case letters, digits and `-` |",
              "| `description` | first line is the summary shown by `mockex scenarios list` |",
              "| `seed` | optional; the run's seed unless `--seed` is given |",
+             "| `config` | optional; org settings in org.yaml's terms (`outlook_anywhere: {SERVER: "
+             "{Set-OutlookAnywhere parameter: value}}`, `mapi_http: {Enabled: BOOL}`; docs/org.md), laid over "
+             "the org when the server starts with the scenario (not applied live by `mockex ctl`) |",
              "| `faults` | list of `layer.fault: {param: value}` (see faults.md) |",
              "| `steps` | optional list of `{after: {...}, apply: [faults], remove: [fault names]}`; `after` takes "
              + ", ".join(f"`{k}`" for k in TRIGGERS) + " |",
@@ -110,6 +120,26 @@ def _param_schema(param: Param) -> Dict:
     return schema
 
 
+def _config_schema() -> Dict:
+    """A scenario's ``config``: Set-OutlookAnywhere's parameters per server (either version's), MapiHttpEnabled."""
+    def method(allowed: tuple) -> Dict:   # PowerShell parses enums case-insensitively
+        return {"type": "string", "pattern": "^(?i:" + "|".join(allowed) + ")$"}
+    kinds: Dict[str, Dict] = {
+        "ExternalHostname": {"type": ["string", "null"]}, "InternalHostname": {"type": "string"},
+        "ExternalClientAuthenticationMethod": method(CLIENT_AUTH_METHODS),
+        "InternalClientAuthenticationMethod": method(CLIENT_AUTH_METHODS),
+        "ClientAuthenticationMethod": method(LEGACY_CLIENT_AUTH_METHODS),
+        "IISAuthenticationMethods": {"type": "array", "minItems": 1, "items": method(IIS_AUTH_METHODS)},
+        "Enabled": {"type": "boolean"}}
+    fields = dict.fromkeys(OA_2013_FIELDS + OA_LEGACY_FIELDS)
+    server = {"type": "object", "additionalProperties": False,
+              "properties": {name: kinds.get(name, {"type": "boolean"}) for name in fields}}
+    return {"type": "object", "additionalProperties": False, "properties": {
+        "outlook_anywhere": {"type": "object", "additionalProperties": server},
+        "mapi_http": {"type": "object", "additionalProperties": False,
+                      "properties": {"Enabled": {"type": "boolean"}}}}}
+
+
 def scenario_schema() -> Dict:
     fault_items = []
     for name, cls in catalog().items():
@@ -134,6 +164,7 @@ def scenario_schema() -> Dict:
             "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,63}$"},
             "description": {"type": "string"},
             "seed": {"type": "integer"},
+            "config": _config_schema(),
             "faults": {"type": "array", "items": {"$ref": "#/$defs/fault"}},
             "steps": {"type": "array", "items": {
                 "type": "object", "additionalProperties": False, "required": ["after"],

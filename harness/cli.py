@@ -373,6 +373,8 @@ def _serve(args) -> int:
     if args.scenario:
         from harness.scenario import resolve
         scenarios = [resolve(ref) for ref in args.scenario]
+        from harness.scenario import configured_org
+        configured_org(org, scenarios)   # a setting the org cannot take fails here, before anything listens
     seed = args.seed if args.seed is not None else next((s.seed for s in scenarios if s.seed is not None), None)
     if seed is None:  # a fixed default would repeat the NTLM server challenge, letting a captured logon replay
         seed = random.SystemRandom().randrange(1 << 31)

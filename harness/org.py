@@ -56,7 +56,7 @@ class OutlookAnywhere:
     install differs). Exchange 2007/2010 servers use ``enabled`` and ``client_auth`` (ClientAuthenticationMethod)
     for both directions."""
     server: str
-    external_hostname: str
+    external_hostname: str            # "" ($null): no Outlook Anywhere from outside (Autodiscover has no EXPR)
     internal_hostname: str
     external_client_auth: str = "Negotiate"      # ExternalClientAuthenticationMethod (EXPR AuthPackage)
     internal_client_auth: str = "Ntlm"           # InternalClientAuthenticationMethod
@@ -337,6 +337,34 @@ def with_config(org: Org, data: Any, path: str, field: str = "config") -> Org:
                                mapi_http_enabled=_load_mapi_http(config, org.mapi_http_enabled), _by_key={})
 
 
+LEGACY_ONLY_FIELDS = tuple(f for f in OA_LEGACY_FIELDS if f not in OA_2013_FIELDS)
+
+
+def check_config(data: Any, path: str, field: str = "config") -> None:
+    """Check ``data`` as ``with_config`` would, before any org is known (a scenario file read on its own): each
+    server it names stands in as a Client Access server of the version its parameters belong to. What depends on
+    the org (is the server there, is it a CAS of that version) is checked when the settings are laid over it."""
+    config = Reader(data, path, field, getattr(data, "line", 0))
+    config.only(["outlook_anywhere", "mapi_http"])
+    section = config.sub("outlook_anywhere", {})
+    servers = []
+    for name in section.mapping:
+        oa = section.sub(str(name))
+        keys = [str(key) for key in oa.mapping]
+        legacy = [key for key in keys if key in LEGACY_ONLY_FIELDS]
+        modern = [key for key in keys if key in OA_2013_FIELDS and key not in OA_LEGACY_FIELDS]
+        if legacy and modern:
+            raise oa.error(modern[0], f"mixes Exchange 2013 parameters ({', '.join(modern)}) with Exchange "
+                                      f"2007/2010 ones ({', '.join(legacy)})")
+        servers.append(Server(str(name), f"{str(name).lower()}.stand-in.test",
+                              version="14.3.123.4" if legacy else "15.0.1497.2"))
+    stand_in = Org(name="stand-in", domain="stand-in.test", netbios_domain="STAND-IN", ad_domain="stand-in.test",
+                   mail_host="mail.stand-in.test", autodiscover_host="autodiscover.stand-in.test",
+                   exchange_version="15.0.1497.2", deployment_id=str(uuid.UUID(int=0)), servers=servers,
+                   mailboxes=[], cas_server=servers[0].name if servers else "")
+    with_config(stand_in, data, path, field)
+
+
 def _load_mapi_http(top: Reader, default: bool) -> bool:
     section = top.sub("mapi_http", {})
     section.only(["Enabled"])
@@ -363,7 +391,9 @@ def _load_outlook_anywhere(top: Reader, servers: Dict[str, Server],
                 raise oa.error(str(key), why, closest(str(key), fields))
         base = base_of(server)
 
-        def host(key: str, default: str, oa: Reader = oa) -> str:
+        def host(key: str, default: str, oa: Reader = oa, server: Server = server) -> str:
+            if key == "ExternalHostname" and not server.is_legacy and oa.mapping.get(key, default) in (None, ""):
+                return ""   # $null, as a fresh 2013 install has it: Autodiscover then publishes no EXPR
             return _check(oa, key, _HOST, "a host name", oa.get(key, str, default).lower())
         iis = [str(m) for m in oa.get("IISAuthenticationMethods", list, list(base.iis_auth))]
         canonical = []
@@ -399,4 +429,5 @@ def _load_outlook_anywhere(top: Reader, servers: Dict[str, Server],
     return result
 
 
-__all__ = ["Org", "Mailbox", "Server", "OutlookAnywhere", "load_org", "with_config", "SpecError", "DEFAULT_ORG_DIR"]
+__all__ = ["Org", "Mailbox", "Server", "OutlookAnywhere", "load_org", "with_config", "check_config", "SpecError",
+           "DEFAULT_ORG_DIR"]

@@ -227,9 +227,9 @@ def scenario_ref(ref: str, bases: Sequence[Path]) -> str:
 
 def live_applicable(ref: str, seed: int) -> bool:
     """Whether the control plane can apply this scenario on the shared server (what `POST /apply` refuses: steps,
-    and a fault acting at connect for a host that would need an address of its own)."""
+    settings (config), and a fault acting at connect for a host that would need an address of its own)."""
     scenario = resolve(ref)
-    if scenario.steps or (scenario.seed is not None and scenario.seed != seed):
+    if scenario.steps or scenario.config is not None or (scenario.seed is not None and scenario.seed != seed):
         return False
     return not any(f.host and "accept" in f.hooks() for f in scenario.build_faults(seed))
 

@@ -11,6 +11,12 @@
     expect:
       analyzer: {fails_at: port, reason: connection-timeout, host: mail.contoso.test}
 
+A scenario may also change the org's settings, in org.yaml's terms (docs/org.md), laid over the org when the
+server starts with it:
+
+    config:
+      outlook_anywhere: {EX01: {IISAuthenticationMethods: [Basic]}}
+
 Every error names the file, line and field, with a hint (closest fault name, allowed values).
 """
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any, Dict, List, Optional, Set
 
 from harness import conduct, verdicts
 from harness.faults.base import Fault, FaultParamError, catalog, fault_class
+from harness.org import Org, check_config, with_config
 from harness.paths import data_dir
 from harness.yamlfile import Collector, Reader, SpecError, closest, load_file
 
@@ -67,6 +74,7 @@ class Scenario:
     expect: Dict[str, Any] = field(default_factory=dict)
     seed: Optional[int] = None
     source: str = ""
+    config: Optional[Dict[str, Any]] = None   # org settings as written (with lines), laid over the org at start
 
     @property
     def layers(self) -> List[str]:
@@ -200,7 +208,7 @@ def load_scenario(path: str) -> Scenario:
     """A scenario file, checked in full: every problem is reported at once, each as ``file:line: field: message``."""
     top = Reader(load_file(path), path)
     found = Collector()
-    found.check(top.only, ["name", "description", "seed", "faults", "steps", "expect"])
+    found.check(top.only, ["name", "description", "seed", "config", "faults", "steps", "expect"])
     name = found.check(_scenario_name, top, default="")
     faults = [spec for item, where, line in found.check(top.items, "faults", [], default=[])
               if (spec := found.check(_fault_spec, item, path, where, line)) is not None]
@@ -214,12 +222,24 @@ def load_scenario(path: str) -> Scenario:
             active = active | {spec.name for spec in step.apply} if active is not None else None
         else:
             active = None
+    config = top.mapping.get("config")
+    if "config" in top.mapping:
+        found.check(check_config, config, path, "config")
     expect = found.check(lambda: _expect(top.sub("expect")) if "expect" in top.mapping else {}, default={})
     description = found.check(top.get, "description", str, "", default="")
     seed = found.check(top.get, "seed", int, None)
     found.done()
     return Scenario(name=name, description=description, faults=faults, steps=steps, expect=expect, seed=seed,
-                    source=path)
+                    source=path, config=config)
+
+
+def configured_org(org: Org, scenarios: List[Scenario]) -> Org:
+    """The org a server starts with these scenarios: each one's ``config`` laid over it in turn (a later scenario's
+    setting wins). Errors that depend on the org (a server it lacks) name the scenario file and line."""
+    for scenario in scenarios:
+        if scenario.config is not None:
+            org = with_config(org, scenario.config, scenario.source or scenario.name, "config")
+    return org
 
 
 def _scenario_name(top: Reader) -> str:

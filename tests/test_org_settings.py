@@ -172,3 +172,17 @@ def test_config_overrides_lay_over_the_org(tmp_path):
         with_config(org, load_text("outlook_anywhere:\n  EX01: {SSLOffload: true}\n", "s.yaml"), "s.yaml")
     where = (info.value.path, info.value.line, info.value.field)
     assert where == ("s.yaml", 2, "config.outlook_anywhere.EX01.SSLOffload")
+
+
+def test_no_external_hostname_leaves_expr_out_and_the_external_settings_unavailable(tmp_path):
+    org = org_from(tmp_path, "outlook_anywhere:\n  EX01: {ExternalHostname: null}\n")
+    assert org.cas_outlook_anywhere.external_hostname == ""
+    answer = respond_pox(org, pox_request(), org.find("alice"), SiteUrls.for_org(org))
+    account = etree.fromstring(answer.body).find(f"{OLK}Response/{OLK}Account")
+    types = [p.findtext(f"{OLK}Type") for p in account.iterfind(f"{OLK}Protocol")]
+    assert "EXPR" not in types and "EXCH" in types
+    got = soap_settings(org, "ExternalMailboxServer", "ExternalMailboxServerAuthenticationMethods",
+                        "CertPrincipalName", "InternalRpcHttpServer")
+    assert got == {"InternalRpcHttpServer": "mail.contoso.test"}   # the rest: SettingIsNotAvailable
+    with pytest.raises(SpecError):   # only 2013 has $null there; a legacy server's ExternalHostname is its name
+        org_from(tmp_path, "outlook_anywhere:\n  EX2010: {ExternalHostname: null}\n")

@@ -105,3 +105,54 @@ def test_parameter_bounds_and_scopes_are_checked_at_load(tmp_path, fault, line):
     with pytest.raises(SpecError) as info:
         load_scenario(path)
     assert info.value.line == 3 and line in str(info.value)
+
+
+# ---- config: org settings a scenario changes ------------------------------------------------------------------------
+CONFIGURED = """\
+name: iis-basic
+config:
+  outlook_anywhere:
+    EX01: {IISAuthenticationMethods: [Basic], SSLOffloading: true}
+  mapi_http: {Enabled: true}
+"""
+
+
+def test_config_is_laid_over_the_org_when_the_server_starts_with_it(tmp_path):
+    from harness.org import load_org
+    from harness.scenario import configured_org
+    org = load_org()
+    changed = configured_org(org, [load_scenario(write(tmp_path, CONFIGURED))])
+    oa = changed.cas_outlook_anywhere
+    assert (oa.iis_auth, oa.ssl_offloading, changed.mapi_http_enabled) == (("Basic",), True, True)
+    assert oa.external_client_auth == org.cas_outlook_anywhere.external_client_auth   # untouched settings stay
+    assert configured_org(org, [load_scenario(write(tmp_path, GOOD))]) is org   # no config: the org itself
+
+
+@pytest.mark.parametrize("old, new, line, field, words", [
+    ("[Basic]", "[Basic, Kerberos]", 4, "config.outlook_anywhere.EX01.IISAuthenticationMethods", "'Kerberos'"),
+    ("SSLOffloading: true", "SSLOffloading: maybe", 4, "config.outlook_anywhere.EX01.SSLOffloading",
+     "true or false"),
+    ("SSLOffloading: true", "SSLOffload: true", 4, "config.outlook_anywhere.EX01.SSLOffload", "unknown field"),
+    ("SSLOffloading: true", "InternalHostname: ex01.contoso.test, Enabled: true", 4,
+     "config.outlook_anywhere.EX01.InternalHostname",
+     "mixes Exchange 2013 parameters"),
+    ("mapi_http", "mapihttp", 5, "config.mapihttp", "unknown field"),
+])
+def test_config_errors_name_line_and_field_at_load(tmp_path, old, new, line, field, words):
+    path = write(tmp_path, CONFIGURED.replace(old, new))
+    with pytest.raises(SpecError) as info:
+        load_scenario(path)
+    assert (info.value.path, info.value.line, info.value.field) == (path, line, field)
+    assert words in str(info.value)
+
+
+def test_a_server_the_org_lacks_is_named_when_the_server_starts(tmp_path):
+    from harness.org import load_org
+    from harness.scenario import configured_org
+    path = write(tmp_path, CONFIGURED.replace("EX01:", "EX09:"))
+    scenario = load_scenario(path)   # the file alone cannot know the org's servers
+    with pytest.raises(SpecError) as info:
+        configured_org(load_org(), [scenario])
+    assert (info.value.path, info.value.line, info.value.field) == (path, 4, "config.outlook_anywhere.EX09")
+    result = run_mockex("serve", "--scenario", path, "--state-dir", str(tmp_path / "state"), timeout=60)
+    assert result.returncode == 2 and "EX09" in result.stderr and "Traceback" not in result.stderr

@@ -271,6 +271,9 @@ class ControlApi:
                 if scenario.steps:
                     raise ApiError(400, f"scenario {scenario.name!r} has steps; steps run only in scenarios given "
                                         "at start (`mockex serve --scenario`)")
+                if scenario.config is not None:
+                    raise ApiError(400, f"scenario {scenario.name!r} changes the org's settings (config); settings "
+                                        "apply only in scenarios given at start (`mockex serve --scenario`)")
                 entry = Applied(f"scenario:{scenario.name}", "scenario", scenario.name,
                                 scenario.build_faults(seed))
             else:

@@ -91,7 +91,12 @@ def add_probe_parser(subparsers) -> argparse.ArgumentParser:
                      help="bound on the whole run (default 120)")
     run.add_argument("--seed", type=int, help="seed for the RPC cookies, to replay a run")
     out = parser.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="print the JSON report (docs/probe.schema.json) instead")
+    out.add_argument("--json", action="store_true", help="print the JSON report (docs/probe.schema.json) instead "
+                                                         "(same as --format json)")
+    out.add_argument("--format", choices=("text", "json", "exchange"), default=None,
+                     help="text (default): the step tree; json: the JSON report; exchange: Test-OutlookConnectivity's "
+                          "result table")
+    out.add_argument("--html", metavar="FILE", help="also write a Remote Connectivity Analyzer-style HTML report here")
     out.add_argument("--verbose", "-v", action="store_true", help="show each step's evidence in the text report")
     out.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
     return parser
@@ -170,9 +175,20 @@ def run_probe(args) -> int:
                            total_timeout=args.total_timeout, skip_autodiscover=args.skip_autodiscover,
                            proxy=args.proxy, rpc_server=args.rpc_server, auth_package=args.auth_package,
                            auth=args.auth, seed=args.seed)
+    output = "json" if args.json else (args.format or "text")
+    if args.json and args.format not in (None, "json"):
+        return _usage_error(f"--json and --format {args.format} name two outputs; give one")
     report = probe(options)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+    data = report.to_json()   # --json, --format exchange and --html all state these facts
+    if args.html:
+        from harness.probe.formats import render_html
+        with open(args.html, "w", encoding="utf-8") as handle:
+            handle.write(render_html(data))
+    if output == "json":
+        print(json.dumps(data, indent=2))
+    elif output == "exchange":
+        from harness.probe.formats import render_exchange
+        print(render_exchange(data), end="")
     else:
         colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
         print(render_text(report, colour=colour, verbose=args.verbose))

@@ -272,14 +272,15 @@ def _outlook_settings(settings: MailboxSettings) -> etree._Element:
     _service_urls(exch, settings)
     child(exch, "ServerExclusiveConnect", "off")
 
-    expr = child(account, "Protocol")
-    child(expr, "Type", "EXPR")
-    child(expr, "Server", settings.external_rpc_host)
-    child(expr, "SSL", "On" if settings.outlook_anywhere.external_requires_ssl else "Off")
-    child(expr, "AuthPackage", settings.external_auth_package)
-    child(expr, "CertPrincipalName", settings.cert_principal_name)
-    child(expr, "ServerExclusiveConnect", "on")
-    _service_urls(expr, settings)
+    if settings.external_rpc_host:   # no ExternalHostname: Exchange leaves EXPR out
+        expr = child(account, "Protocol")
+        child(expr, "Type", "EXPR")
+        child(expr, "Server", settings.external_rpc_host)
+        child(expr, "SSL", "On" if settings.outlook_anywhere.external_requires_ssl else "Off")
+        child(expr, "AuthPackage", settings.external_auth_package)
+        child(expr, "CertPrincipalName", settings.cert_principal_name)
+        child(expr, "ServerExclusiveConnect", "on")
+        _service_urls(expr, settings)
 
     web = child(account, "Protocol")
     child(web, "Type", "WEB")

@@ -19,6 +19,7 @@ from harness.mailbox.seed import default_seeder, utc_now
 from harness.mailbox.store import MailboxStore, accounts_of, sizes_by_email
 from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.httpconn import ConnectionLimits
+from harness.scenario import configured_org
 from harness.services.dns import listen_dns
 from harness.services.listeners import AddressPlan, ListenError, Listeners
 from harness.services.rpccapture import RpcCapture
@@ -100,6 +101,8 @@ class MockExchange:
 
     def start(self, reactor) -> dict:
         opts = self.options
+        # a scenario's `config:` changes the org's settings for the whole run (what the site and proxy are built on)
+        self.org = configured_org(self.org, self.scenarios)
         if not is_loopback(opts.listen) and not opts.allow_remote:
             raise ValueError(f"--listen {opts.listen} is not a loopback address; add --allow-remote to serve it")
         created = not os.path.isdir(opts.state_dir)
