@@ -172,8 +172,8 @@ class OutChannelDrop(_CutChannel):
                             "and impacket spins on it; with suppress_ragged_eofs=False: ssl.SSLEOFError)",
                 "windows clients": "WSAECONNRESET: the connection was reset"}
     analyzer = {"fails_at": "rpc-proxy", "reason": "rpc-channel-broken"}
-    params = {"after_bytes": Param(int, 28, "OUT body bytes (RTS and RPC PDUs after the 200 header) sent before "
-                                            "the reset", minimum=0)}
+    params = {"after_bytes": Param(int, 28, "OUT body bytes (RTS and RPC PDUs after the 200 header, chunk "
+                                            "framing not counted) sent before the reset", minimum=0)}
     direction = OUT
 
 

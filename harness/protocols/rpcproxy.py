@@ -10,6 +10,10 @@ and answers with actions for the I/O layer: ``Send(channel, bytes)``, ``Close(ch
 ``StartTimer(channel, seconds)``. All bytes for a channel leave through ``Send`` in the order returned, which keeps
 the OUT stream serialised.
 
+OUT framing: the 200 of RPC_OUT_DATA and its body follow the channel's persona (``OUT_FRAMINGS``): exchange2013
+(chunked, one PDU per chunk; the default) or legacy (``Content-Length: 1073741824``, raw PDUs); the
+``rpc_out_framing`` hook may pick one per channel. Flow control, cuts and the tap count PDU bytes, never framing.
+
 Target rules: the query is ``<RemoteName>:<port>``; RemoteName must be a name ``org.is_rpc_target`` accepts
 (mailbox-GUID@domain, NetBIOS or FQDN of a server), else 404 Not Found (also for a missing query); the port must be
 one of Exchange's ValidPorts 6001-6004, else 503 "Invalid RPC Port". Every interface answers on every valid port.
