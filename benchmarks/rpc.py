@@ -88,7 +88,8 @@ finally:
 
 
 @contextmanager
-def serving(listen: str, profile: Optional[str] = None) -> Iterator[Tuple[dict, int]]:
+def serving(listen: str, profile: Optional[str] = None, framing: str = "exchange2013"
+            ) -> Iterator[Tuple[dict, int]]:
     """A fresh `mockex serve` on <listen>:443: (endpoints.json, pid); with ``profile``, run under cProfile (CPU
     time), whose stats land in that file when the server ends (SIGTERM stops its reactor cleanly)."""
     top = tempfile.mkdtemp(prefix="mockex-rpc-bench-")
@@ -98,7 +99,8 @@ def serving(listen: str, profile: Optional[str] = None) -> Iterator[Tuple[dict, 
     try:
         try:
             server = start([sys.executable, *profiler, "serve", "--state-dir", state, "--listen",
-                            listen, "--https-port", "443", "--http-port", "0", "--dns-port", "0", "--quiet"],
+                            listen, "--https-port", "443", "--http-port", "0", "--dns-port", "0", "--quiet",
+                            "--rpc-out-framing", framing],
                            os.path.join(state, "endpoints.json"))
         except SystemExit as failure:
             raise SystemExit(f"{failure}\n(:443 needs root, or run inside `unshare -rn`)") from None
@@ -150,7 +152,7 @@ def held_open(endpoints: dict, pid: int, count: int, max_seconds: float, open_on
 
 
 def memory(args) -> None:
-    with serving(args.listen) as (endpoints, pid):
+    with serving(args.listen, framing=args.rpc_out_framing) as (endpoints, pid):
         alice = next(u for u in endpoints["users"] if u["username"] == "alice")
         host, ca_file, rng = endpoints["https"]["host"], endpoints["ca_file"], random.Random(1)
         vcs = held_open(endpoints, pid, args.idle, args.max_seconds, lambda: open_virtual_connection(
@@ -164,7 +166,7 @@ def memory(args) -> None:
           f"connections -> {vcs['each']:.1f} KiB per virtual connection ({vcs['events'] / max(n, 1):.0f} transcript "
           f"events each, written to the transcript file); {after} KiB after closing them all (CPython keeps freed "
           f"memory in its arenas)")
-    with serving(args.listen) as (endpoints, pid):
+    with serving(args.listen, framing=args.rpc_out_framing) as (endpoints, pid):
         host, ca_file = endpoints["https"]["host"], endpoints["ca_file"]
         plain = held_open(endpoints, pid, 2 * n, args.max_seconds, lambda: idle_https_connection(host, ca_file))
     print(f"for comparison, a fresh server with {plain['held']} idle HTTPS keep-alive connections (two per virtual "
@@ -199,7 +201,7 @@ def query_gal(dce, handle) -> int:
 
 
 def throughput(args) -> None:
-    with serving(args.listen, args.server_profile) as (endpoints, pid):
+    with serving(args.listen, args.server_profile, args.rpc_out_framing) as (endpoints, pid):
         measure_throughput(endpoints, pid, args)
 
 
@@ -249,6 +251,8 @@ def main() -> None:
     parser.add_argument("--level", type=int, default=rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY, choices=(1, 2, 5, 6),
                         help="RPC auth level of the throughput phase (default 6, as exchanger.py)")
     parser.add_argument("--http-auth", choices=("ntlm", "basic"), default="ntlm")
+    parser.add_argument("--rpc-out-framing", choices=("exchange2013", "legacy"), default="exchange2013",
+                        help="the server's OUT channel persona (default exchange2013: chunked)")
     parser.add_argument("--phase", choices=("memory", "throughput"), action="append",
                         help="run only this phase (repeatable; default: both)")
     parser.add_argument("--server-profile", metavar="FILE",

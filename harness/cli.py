@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--rpc-capture", action="store_true",
                         help="record the inner DCE/RPC PDUs of every RPC over HTTP virtual connection in "
                              "STATE_DIR/rpc/ for `mockex export pcap` (files 0600: they hold NTLM exchanges)")
+    serve.add_argument("--rpc-out-framing", choices=("exchange2013", "legacy"), default="exchange2013",
+                       help="how RPC_OUT_DATA's 200 carries the PDUs: exchange2013 (default; Transfer-Encoding: "
+                            "chunked, one PDU per chunk, as Exchange 2013's front end) or legacy (IIS rpcproxy of "
+                            "2007/2010: Content-Length: 1073741824, raw PDUs)")
     serve.add_argument("--https-port", type=_port, default=8443, help="HTTPS (CAS) port (default 8443; 0 = any)")
     serve.add_argument("--http-port", type=_port, default=8080,
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
@@ -384,7 +388,8 @@ def _serve(args) -> int:
                                             allow_remote=args.allow_remote, limits=_limits(args),
                                             keylog=args.keylog, rpc_capture=args.rpc_capture,
                                             transcript_max_bytes=max_bytes, transcript_keep=keep,
-                                            mailbox_sizes=dict(args.mailbox_size)),
+                                            mailbox_sizes=dict(args.mailbox_size),
+                                            rpc_out_framing=args.rpc_out_framing),
                            scenarios=scenarios, control=control)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
     # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.

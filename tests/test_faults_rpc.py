@@ -21,7 +21,7 @@ from harness.protocols import rts
 from harness.protocols.rpcproxy import (
     CONNECTION_TIMEOUT_MS,
     IN_RECEIVE_WINDOW,
-    OUT_CHANNEL_RESPONSE,
+    OUT_CHANNEL_HEADS,
     Close,
     RpcProxy,
     Send,
@@ -134,14 +134,14 @@ def test_channel_resets_cut_the_virtual_connection(served):
 
 def test_a_cut_inside_a_pdu_sends_its_first_bytes_then_resets_both_channels():
     faults = FaultSet([catalog()["rpc.out-channel-drop"](after_bytes=30)])
-    proxy = RpcProxy(ORG, Transcript().record, random.Random(1), [], faults=faults)
+    proxy = RpcProxy(ORG, Transcript().record, random.Random(1), [], faults=faults, out_framing="legacy")
     alice, peer = ORG.find("alice"), ("127.0.0.1", 50000)
     cut = faults.first(rpc_channel_hook, Scope("EX01"), SimpleNamespace(method="RPC_OUT_DATA"), "EX01", 6004)
     in_channel, _ = proxy.open_channel("RPC_IN_DATA", "EX01:6004", alice, peer)
     out_channel, _ = proxy.open_channel("RPC_OUT_DATA", "EX01:6004", alice, peer, cut=cut)
     vc, cookie = b"V" * 16, b"C" * 16
     assert proxy.data_received(out_channel, rpch.hCONN_A1(vc, cookie, 262144)) == [
-        Send(out_channel, OUT_CHANNEL_RESPONSE + rts.encode(rts.conn_a3(CONNECTION_TIMEOUT_MS)))]
+        Send(out_channel, OUT_CHANNEL_HEADS["legacy"] + rts.encode(rts.conn_a3(CONNECTION_TIMEOUT_MS)))]
     c2 = rts.encode(rts.conn_c2(IN_RECEIVE_WINDOW, CONNECTION_TIMEOUT_MS))
     reason = "OUT channel reset after 30 counted bytes (fault)"
     assert proxy.data_received(in_channel, rpch.hCONN_B1(vc, cookie, cookie)) == [

@@ -21,6 +21,7 @@ EXPECTED = {
     "accept": "services/listeners.py", "write": "services/web.py", "tls_profile": "services/tls.py",
     "dns_query": "services/dns.py", "http_request": "services/site.py", "auth_methods": "services/site.py",
     "auth_result": "services/site.py", "autodiscover": "services/site.py", "rpc_channel": "services/rpcproxy.py",
+    "rpc_out_framing": "services/rpcproxy.py",
     "rts": "protocols/rpcproxy.py", "rpc_bind": "protocols/dcerpc/association.py",
     "rpc_call": "protocols/dcerpc/association.py", "mailbox": "rpc/emsmdb, rpc/nspi",
     "ews": "services/site.py",

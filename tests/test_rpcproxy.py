@@ -17,6 +17,7 @@ from harness.services.rpcproxy import RpcProxyService
 from harness.transcript import Transcript
 from tests.support.echo import ECHO, Echo
 from tests.support.fuzz import scaled
+from tests.support.rpchttp import chunk_spans, dechunk, is_chunked
 
 ORG = load_org()
 ALICE = ORG.find("alice")
@@ -151,9 +152,10 @@ def call(dce, opnum, stub=b""):
 
 
 def out_pdus(sock):
-    """The PDUs of an OUT stream after its HTTP response header."""
+    """The PDUs of an OUT stream after its HTTP response header (de-chunked when it is chunked)."""
     data = bytes(sock.everything)
-    data = data[data.index(b"\r\n\r\n", len(rpcproxy.CONTINUE)) + 4:]
+    end = data.index(b"\r\n\r\n", len(rpcproxy.CONTINUE)) + 4
+    data = dechunk(data[end:]) if is_chunked(data[:end]) else data[end:]
     pdus = []
     while data:
         length = struct.unpack_from("<H", data, 8)[0]
@@ -169,13 +171,15 @@ def assert_never_recycles(sock):
 
 
 # ---- the handshake and calls through it ----------------------------------------------------------------------
-def test_impacket_builds_the_tunnel_and_reads_a3_and_c2():
-    dce, transport, proxy, transcript = tunnel()
+@pytest.mark.parametrize("framing", rpcproxy.OUT_FRAMINGS)
+def test_impacket_builds_the_tunnel_and_reads_a3_and_c2(framing):
+    dce, transport, proxy, transcript = tunnel(out_framing=framing)
     assert transport._RPCProxyClient__serverConnectionTimeout == 120000
     assert transport._RPCProxyClient__serverReceiveWindowSize == 65536
+    assert transport._RPCProxyClient__serverChunked == (framing == rpcproxy.EXCHANGE2013)
     out = transport.sockets["RPC_OUT_DATA"]
     head = bytes(out.everything)
-    assert head.startswith(rpcproxy.CONTINUE + rpcproxy.OUT_CHANNEL_RESPONSE)
+    assert head.startswith(rpcproxy.CONTINUE + rpcproxy.OUT_CHANNEL_HEADS[framing])
     assert [rts.decode(p).name for p in out_pdus(out)[:2]] == ["CONN/A3", "CONN/C2"]
     assert transport.sockets["RPC_IN_DATA"].everything == bytearray(rpcproxy.CONTINUE)   # IN never gets more
     names = [(e["channel"], e["sent"], e["pdu"]) for e in transcript.of_kind("rts")]
@@ -186,10 +190,11 @@ def test_impacket_builds_the_tunnel_and_reads_a3_and_c2():
         ("in", "EX01", 6004, "alice@contoso.test"), ("out", "EX01", 6004, "alice@contoso.test")]
 
 
+@pytest.mark.parametrize("framing", rpcproxy.OUT_FRAMINGS)
 @pytest.mark.parametrize("level", [rpcrt.RPC_C_AUTHN_LEVEL_NONE, rpcrt.RPC_C_AUTHN_LEVEL_CONNECT,
                                    rpcrt.RPC_C_AUTHN_LEVEL_PKT_INTEGRITY, rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY])
-def test_calls_through_the_tunnel(level):
-    dce, transport, _, transcript = tunnel(level)
+def test_calls_through_the_tunnel(level, framing):
+    dce, transport, _, transcript = tunnel(level, out_framing=framing)
     assert call(dce, 0, b"over http") == b"over http\0\0\0\0"
     assert call(dce, 2)[:-4].decode() == f"alice@contoso.test|{level}|1"
     bind = transcript.of_kind("rpc_bind")[0]
@@ -419,7 +424,7 @@ def test_service_writes_the_handshake_and_expires_a_lonely_channel():
     service, channel, io = service_channel("RPC_OUT_DATA")
     assert bytes(io.written) == rpcproxy.CONTINUE and [t.seconds for t in io.timers] == [120.0]
     channel.data_received(rpch.hCONN_A1(VC, OUT_COOKIE, 262144))
-    assert bytes(io.written).startswith(rpcproxy.CONTINUE + rpcproxy.OUT_CHANNEL_RESPONSE)
+    assert bytes(io.written).startswith(rpcproxy.CONTINUE + rpcproxy.OUT_CHANNEL_HEADS[rpcproxy.EXCHANGE2013])
     io.timers[0].fire()
     assert io.closed and not service.proxy.connections
 
@@ -433,3 +438,90 @@ def test_service_cancels_the_timer_when_the_connection_goes():
 def test_service_passes_refusals_back_to_web():
     _, refusal, io = service_channel("RPC_IN_DATA", query="EX01:80")
     assert refusal == HttpError(503, "Invalid RPC Port") and not io.written
+
+
+# ---- the OUT channel framing personas -----------------------------------------------------------------------------
+def handshake(proxy, **open_kwargs):
+    """OUT (CONN/A1) then IN (CONN/B1) on a bare proxy: the bytes written to OUT, and the two channels."""
+    peer = ("127.0.0.1", 50000)
+    out_channel, _ = proxy.open_channel("RPC_OUT_DATA", "EX01:6004", ALICE, peer, **open_kwargs)
+    in_channel, _ = proxy.open_channel("RPC_IN_DATA", "EX01:6004", ALICE, peer)
+    actions = proxy.data_received(out_channel, rpch.hCONN_A1(VC, OUT_COOKIE, 262144))
+    actions += proxy.data_received(in_channel, rpch.hCONN_B1(VC, IN_COOKIE, GROUP))
+    written = b"".join(a.data for a in actions if isinstance(a, Send) and a.channel is out_channel)
+    return written, out_channel, in_channel
+
+
+A3 = rts.encode(rts.conn_a3(rpcproxy.CONNECTION_TIMEOUT_MS))
+C2 = rts.encode(rts.conn_c2(rpcproxy.IN_RECEIVE_WINDOW, rpcproxy.CONNECTION_TIMEOUT_MS))
+
+
+def test_exchange2013_sends_a_chunked_200_with_one_pdu_per_chunk():
+    proxy, transcript = make_proxy()
+    written, _, _ = handshake(proxy)
+    assert written == (b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"%x\r\n" % len(A3) + A3 + b"\r\n" + b"%x\r\n" % len(C2) + C2 + b"\r\n")
+    assert b"Content-Length" not in written
+    out = [e for e in transcript.of_kind("rpc_channel") if e["channel"] == "out"]
+    assert [e["framing"] for e in out] == ["exchange2013"]
+
+
+def test_legacy_sends_content_length_and_raw_pdus():
+    proxy, _ = make_proxy(out_framing="legacy")
+    written, _, _ = handshake(proxy)
+    assert written == (b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nContent-Length: 1073741824\r\n\r\n"
+                       + A3 + C2)
+
+
+def test_a_channel_may_override_the_proxy_framing():
+    proxy, _ = make_proxy()
+    written, _, _ = handshake(proxy, framing="legacy")
+    assert written.endswith(b"Content-Length: 1073741824\r\n\r\n" + A3 + C2)
+    with pytest.raises(ValueError):
+        make_proxy(out_framing="iis6")
+
+
+@pytest.mark.parametrize("framing", rpcproxy.OUT_FRAMINGS)
+def test_rpc_pdus_and_pings_are_framed_like_the_handshake(framing):
+    dce, transport, proxy, _ = tunnel(out_framing=framing)
+    assert call(dce, 0, b"x" * 5000) == b"x" * 5000 + b"\0" * 4
+    transport.wire.run(proxy.ping())
+    out = bytes(transport.sockets["RPC_OUT_DATA"].everything)
+    body = out[out.index(b"\r\n\r\n", len(rpcproxy.CONTINUE)) + 4:]
+    pdus = out_pdus(transport.sockets["RPC_OUT_DATA"])
+    assert rts.decode(pdus[-1]).name == "Ping"
+    if framing == rpcproxy.LEGACY:
+        assert body == b"".join(pdus)
+    else:                                                   # each chunk is exactly one PDU, sized as the PDU
+        spans = chunk_spans(body)
+        assert [body[start:end] for start, end, _ in spans] == pdus
+        assert all(end - start == size for start, end, size in spans)
+        assert spans[-1][1] + 2 == len(body)                # no last-chunk: the channel stays open
+
+
+def test_a_cut_inside_a_chunk_announces_the_whole_pdu_then_resets():
+    from harness.faults.base import catalog
+    from harness.hooks import FaultSet, Scope
+    faults = FaultSet([catalog()["rpc.out-channel-drop"](after_bytes=len(A3) + 10)])
+    proxy, _ = make_proxy(faults=faults)
+    cut = faults.first(rpcproxy.rpc_channel_hook, Scope("EX01"), SimpleNamespace(method="RPC_OUT_DATA"), "EX01", 6004)
+    written, out_channel, _ = handshake(proxy, cut=cut)
+    assert written.endswith(b"%x\r\n" % len(A3) + A3 + b"\r\n" + b"%x\r\n" % len(C2) + C2[:10])
+    assert dechunk(written[written.index(b"\r\n\r\n") + 4:]) == A3 + C2[:10]
+    assert out_channel.closed
+
+
+def test_the_legacy_fault_picks_the_framing_per_channel():
+    from harness.faults.base import catalog
+    from harness.hooks import FaultSet
+    faults = FaultSet([catalog()["rpc.legacy-out-framing"](host="EX01")])
+    service = RpcProxyService(ORG, Transcript(), random.Random(1), interfaces=[Echo()], faults=faults)
+    heads = {}
+    for query in ("EX01:6004", "ex01.contoso.test:6004"):
+        io = FakeIO()
+        request = SimpleNamespace(method="RPC_OUT_DATA", query=query, conn=SimpleNamespace(conn_id=7))
+        channel = service.open_channel(request, ALICE, io)
+        channel.data_received(rpch.hCONN_A1(bytes([len(heads)]) * 16, OUT_COOKIE, 262144))
+        heads[query] = bytes(io.written)[len(rpcproxy.CONTINUE):]
+    assert heads["EX01:6004"].startswith(rpcproxy.OUT_CHANNEL_HEADS["legacy"])
+    assert heads["ex01.contoso.test:6004"].startswith(rpcproxy.OUT_CHANNEL_HEADS["exchange2013"])

@@ -39,6 +39,7 @@ from tests.support.clients import (
     requires_exchanger,
     teletex_stat,
 )
+from tests.support.rpchttp import chunk_spans, is_chunked
 from tests.support.servers import worker_address
 
 TSHARK = shutil.which("tshark")
@@ -134,6 +135,10 @@ def body_pdus(chunks: Sequence[Chunk], connection: int, from_client: bool, head:
     stream = b"".join(data for _, data in mine)
     start = stream.index(b"\r\n\r\n", stream.index(head)) + 4
     owners = [index for index, data in mine for _ in data]      # the chunk each byte arrived in
+    if is_chunked(stream[stream.index(head):start]):            # the exchange2013 OUT persona: de-chunk it
+        spans = [(start + a, start + b) for a, b, _ in chunk_spans(stream[start:])]
+        owners = owners[:start] + [owners[i] for a, b in spans for i in range(a, b)]
+        stream = stream[:start] + b"".join(stream[a:b] for a, b in spans)
     pdus, offset = [], start
     while offset < len(stream):
         (length,) = struct.unpack_from("<H", stream, offset + 8)

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 from harness.faults.base import Fault, FaultParamError, Param, register
 from harness.protocols import rts
 from harness.protocols.dcerpc import NAK_NAMES, NAK_NOT_SPECIFIED, BindNak, CallFault
-from harness.protocols.rpcproxy import IN, METHODS, OUT, ChannelCut, HttpError, RtsAction
+from harness.protocols.rpcproxy import IN, LEGACY, METHODS, OUT, ChannelCut, HttpError, OutFraming, RtsAction
 
 INTERFACES = ("nspi", "rfr", "emsmdb")
 RPC_S_SERVER_UNAVAILABLE = 0x000006BA
@@ -172,8 +172,8 @@ class OutChannelDrop(_CutChannel):
                             "and impacket spins on it; with suppress_ragged_eofs=False: ssl.SSLEOFError)",
                 "windows clients": "WSAECONNRESET: the connection was reset"}
     analyzer = {"fails_at": "rpc-proxy", "reason": "rpc-channel-broken"}
-    params = {"after_bytes": Param(int, 28, "OUT body bytes (RTS and RPC PDUs after the 200 header) sent before "
-                                            "the reset", minimum=0)}
+    params = {"after_bytes": Param(int, 28, "OUT body bytes (RTS and RPC PDUs after the 200 header, chunk "
+                                            "framing not counted) sent before the reset", minimum=0)}
     direction = OUT
 
 
@@ -190,6 +190,24 @@ class InChannelReset(_CutChannel):
     params = {"after_bytes": Param(int, 0, "bytes of PDUs after CONN/B1 let through; the PDU that goes past them "
                                            "is not", minimum=0)}
     direction = IN
+
+
+@register
+class LegacyOutFraming(RpcScopedFault):
+    name = "rpc.legacy-out-framing"
+    summary = ("The OUT channel answers as the IIS rpcproxy of Exchange 2007/2010: `Content-Length: 1073741824` and "
+               "raw PDUs instead of a chunked body.")
+    description = ("Exchange 2013's front end streams RPC_OUT_DATA as `Transfer-Encoding: chunked`, one PDU per "
+                   "chunk; an Exchange 2007/2010 CAS still in the path (coexistence, a legacy namespace) or a "
+                   "reverse proxy that buffers and re-frames answers with the fixed 1 GiB body MS-RPCH 2.1.2.1.4 "
+                   "describes. A client must read both.")
+    symptoms = {"impacket": "nothing: it reads both shapes (it looks for `Transfer-Encoding: chunked` in the 200)",
+                "clients that only de-chunk": "the first PDU is taken for a chunk size line; the handshake never "
+                                              "completes"}
+    persona = OutFraming(LEGACY)
+
+    def on_rpc_out_framing(self, scope, server):
+        return self.persona
 
 
 @register

@@ -10,6 +10,10 @@ and answers with actions for the I/O layer: ``Send(channel, bytes)``, ``Close(ch
 ``StartTimer(channel, seconds)``. All bytes for a channel leave through ``Send`` in the order returned, which keeps
 the OUT stream serialised.
 
+OUT framing: the 200 of RPC_OUT_DATA and its body follow the channel's persona (``OUT_FRAMINGS``): exchange2013
+(chunked, one PDU per chunk; the default) or legacy (``Content-Length: 1073741824``, raw PDUs); the
+``rpc_out_framing`` hook may pick one per channel. Flow control, cuts and the tap count PDU bytes, never framing.
+
 Target rules: the query is ``<RemoteName>:<port>``; RemoteName must be a name ``org.is_rpc_target`` accepts
 (mailbox-GUID@domain, NetBIOS or FQDN of a server), else 404 Not Found (also for a missing query); the port must be
 one of Exchange's ValidPorts 6001-6004, else 503 "Invalid RPC Port". Every interface answers on every valid port.
@@ -45,8 +49,15 @@ from harness.protocols.http import HttpRequest
 
 VALID_PORTS = range(6001, 6005)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-OUT_CHANNEL_RESPONSE = (b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n"
-                        b"Content-Length: 1073741824\r\n\r\n")
+# The OUT channel's 200 and body framing, by persona (docs/rpc-over-http.md, "OUT channel framing"): Exchange 2013's
+# front end streams the body chunked, one PDU per chunk; the IIS rpcproxy of 2007/2010 announces a 1 GiB body
+# (MS-RPCH 2.1.2.1.4) and writes raw PDUs.
+EXCHANGE2013, LEGACY = "exchange2013", "legacy"
+OUT_FRAMINGS = (EXCHANGE2013, LEGACY)
+OUT_CHANNEL_HEADS = {
+    EXCHANGE2013: b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nTransfer-Encoding: chunked\r\n\r\n",
+    LEGACY: b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nContent-Length: 1073741824\r\n\r\n",
+}
 CONNECTION_TIMEOUT_MS = 120000        # CONN/A3 and CONN/C2, as IIS sends it
 IN_RECEIVE_WINDOW = 65536             # the inbound proxy's ReceiveWindowSize in CONN/C2
 IN, OUT = "in", "out"
@@ -84,6 +95,15 @@ class ChannelCut:
 
 
 @dataclass(frozen=True)
+class OutFraming:
+    """The OUT channel persona a fault picks for one channel (one of OUT_FRAMINGS)."""
+    persona: str
+
+    def describe(self) -> str:
+        return f"frame the OUT channel as {self.persona}"
+
+
+@dataclass(frozen=True)
 class RtsAction:
     """A fault's answer for one RTS PDU about to leave on OUT (the ``rts`` hook):
     drop    - it is not sent (the OUT channel's 200 header still goes out before a dropped CONN/A3);
@@ -105,6 +125,10 @@ class RtsAction:
 
 @hookspec(fires_in="services/rpcproxy.py", means="refuse the RPC_IN_DATA/RPC_OUT_DATA channel, or plan its cut")
 def rpc_channel_hook(request: HttpRequest, server: str, port: Optional[int]) -> Union[HttpError, ChannelCut]: ...
+
+
+@hookspec(fires_in="services/rpcproxy.py", means="the body framing (OUT_FRAMINGS) of an RPC_OUT_DATA channel's 200")
+def rpc_out_framing_hook(server: str) -> OutFraming: ...
 
 
 @hookspec(fires_in="protocols/rpcproxy.py", means="drop, refuse or follow an RTS PDU about to leave on OUT")
@@ -163,7 +187,8 @@ class Channel:
     closed: bool = False
     framer: PduFramer = field(default_factory=PduFramer)
     cut: Optional[ChannelCut] = None
-    carried: int = 0              # for ``cut``: body bytes sent (OUT), PDU bytes received after CONN/B1 (IN)
+    carried: int = 0              # for ``cut``: PDU bytes sent (OUT), PDU bytes received after CONN/B1 (IN)
+    framing: str = EXCHANGE2013   # OUT only: how the 200's body carries the PDUs (OUT_FRAMINGS)
 
     @property
     def scope(self) -> Scope:
@@ -191,6 +216,14 @@ class VirtualConnection:
         return cookie_label(self.cookie)
 
 
+def frame_out(framing: str, data: bytes, pdu_length: int) -> bytes:
+    """``data`` (all or, when a cut stops it, the first bytes of a ``pdu_length``-byte PDU) as the OUT body carries
+    it: raw (legacy) or as one chunk per PDU (exchange2013), whose size line always announces the whole PDU."""
+    if framing == LEGACY:
+        return data
+    return b"%x\r\n" % pdu_length + data + (b"\r\n" if len(data) == pdu_length else b"")
+
+
 def cookie_label(cookie: bytes) -> str:
     """How the transcript names a virtual connection: the first 8 hex digits of its cookie."""
     return cookie.hex()[:8]
@@ -200,8 +233,11 @@ class RpcProxy:
     def __init__(self, org: Org, record: Callable[..., object], rng: random.Random,
                  interfaces: Sequence[RpcInterface], *, connection_timeout_ms: int = CONNECTION_TIMEOUT_MS,
                  in_receive_window: int = IN_RECEIVE_WINDOW, faults: Optional[FaultSet] = None,
-                 tap: Optional[Tap] = None) -> None:
+                 tap: Optional[Tap] = None, out_framing: str = EXCHANGE2013) -> None:
+        if out_framing not in OUT_FRAMINGS:
+            raise ValueError(f"unknown OUT channel framing {out_framing!r} (one of {', '.join(OUT_FRAMINGS)})")
         self.org = org
+        self.out_framing = out_framing
         self.tap = tap
         self.faults = faults if faults is not None else FaultSet()
         self.record = record
@@ -213,8 +249,9 @@ class RpcProxy:
 
     # ---- channel lifecycle ----------------------------------------------------------------------------------
     def open_channel(self, method: str, query: str, mailbox: Optional[Mailbox], peer: Tuple[str, int],
-                     conn: Optional[int] = None, cut: Optional[ChannelCut] = None
+                     conn: Optional[int] = None, cut: Optional[ChannelCut] = None, framing: Optional[str] = None
                      ) -> Union[Tuple[Channel, List[Action]], HttpError]:
+        """``framing`` overrides the proxy's ``out_framing`` for this (OUT) channel."""
         direction = METHODS.get(method)
         if direction is None:
             return HttpError(405, "Method Not Allowed")
@@ -223,9 +260,13 @@ class RpcProxy:
             self.record("rpc_channel", channel=direction, conn=conn, query=query, status=target.status,
                         reason=target.reason)
             return target
-        channel = Channel(direction, target, mailbox, peer, conn, cut=cut)
+        framing = framing or self.out_framing
+        if framing not in OUT_FRAMINGS:
+            raise ValueError(f"unknown OUT channel framing {framing!r}")
+        channel = Channel(direction, target, mailbox, peer, conn, cut=cut, framing=framing)
+        extra = {"framing": framing} if direction == OUT else {}
         self.record("rpc_channel", channel=direction, conn=conn, target=target.name, port=target.port,
-                    user=mailbox.email if mailbox else None, peer=f"{peer[0]}:{peer[1]}", status=100)
+                    user=mailbox.email if mailbox else None, peer=f"{peer[0]}:{peer[1]}", status=100, **extra)
         return channel, [Send(channel, CONTINUE), StartTimer(channel, self.connection_timeout_ms / 1000)]
 
     def data_received(self, channel: Channel, data: bytes) -> List[Action]:
@@ -310,7 +351,8 @@ class RpcProxy:
         actions: List[Action] = []
         if isinstance(opening, rts.ConnA1):      # i.e. the OUT channel
             vc.out_cookie, vc.out_window = opening.out_channel_cookie, opening.receive_window_size
-            actions += self._send_rts(vc, rts.conn_a3(self.connection_timeout_ms), head=OUT_CHANNEL_RESPONSE)
+            actions += self._send_rts(vc, rts.conn_a3(self.connection_timeout_ms),
+                                      head=OUT_CHANNEL_HEADS[channel.framing])
             if channel.closed:
                 return actions
         else:
@@ -387,18 +429,19 @@ class RpcProxy:
         return actions
 
     def _write(self, vc: VirtualConnection, channel: Channel, data: bytes, head: bytes = b"") -> List[Action]:
-        """Body bytes (after ``head``) on ``vc``'s OUT channel, cut short (and the connection reset) by a
-        ChannelCut."""
+        """One PDU (after ``head``) on ``vc``'s OUT channel, framed as the channel's persona frames it, cut short
+        (and the connection reset) by a ChannelCut: cuts count PDU bytes, whatever the framing."""
         cut = channel.cut
         if cut is None or channel.carried + len(data) <= cut.after_bytes:
             channel.carried += len(data)
             self._tapped(vc, False, data)
-            return [Send(channel, head + data)]
+            return [Send(channel, head + frame_out(channel.framing, data, len(data)))]
         allowed = data[:cut.after_bytes - channel.carried]
         channel.carried += len(allowed)
         if allowed:
             self._tapped(vc, False, allowed)
-        sent: List[Action] = [Send(channel, head + allowed)] if head or allowed else []
+        body = frame_out(channel.framing, allowed, len(data)) if allowed else b""
+        sent: List[Action] = [Send(channel, head + body)] if head or body else []
         return sent + self._cut(vc, channel)
 
     def _release(self, vc: VirtualConnection) -> List[Action]:

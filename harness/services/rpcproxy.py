@@ -40,7 +40,8 @@ class RpcChannel:
 class RpcProxyService:
     def __init__(self, org: Org, transcript: Transcript, rng: random.Random, *,
                  interfaces: Optional[Sequence[RpcInterface]] = None, faults: Optional[FaultSet] = None,
-                 tap: Optional[Tap] = None) -> None:
+                 tap: Optional[Tap] = None, out_framing: str = "exchange2013") -> None:
+        self._out_framing = out_framing   # the OUT channel persona (harness.protocols.rpcproxy.OUT_FRAMINGS)
         self._org, self._record, self._rng, self._interfaces = org, transcript.record, rng, interfaces
         self._tap = tap    # sees every inner PDU (serve --rpc-capture)
         self.faults = faults if faults is not None else FaultSet()
@@ -56,11 +57,17 @@ class RpcProxyService:
             from harness.rpc import interfaces_for
             interfaces = self._interfaces if self._interfaces is not None else interfaces_for(self._org)
             self._proxy = RpcProxy(self._org, self._record, self._rng, interfaces, faults=self.faults,
-                                   tap=self._tap)
+                                   tap=self._tap, out_framing=self._out_framing)
         return self._proxy
 
     def open_channel(self, request, mailbox: Optional[Mailbox], io) -> Union[RpcChannel, HttpError]:
-        from harness.protocols.rpcproxy import ChannelCut, HttpError, rpc_channel_hook, split_target
+        from harness.protocols.rpcproxy import (
+            ChannelCut,
+            HttpError,
+            rpc_channel_hook,
+            rpc_out_framing_hook,
+            split_target,
+        )
         conn = getattr(request.conn, "conn_id", None)
         name, port = split_target(request.query)
         scope = Scope(name or None, mailbox.email if mailbox else None)
@@ -68,7 +75,10 @@ class RpcProxyService:
         if isinstance(plan, HttpError):
             return plan
         cut = plan if isinstance(plan, ChannelCut) else None
-        outcome = self.proxy.open_channel(request.method, request.query, mailbox, io.peer, conn, cut=cut)
+        chosen = self.faults.first(rpc_out_framing_hook, scope, name) if request.method == "RPC_OUT_DATA" else None
+        framing = chosen.persona if chosen is not None else None
+        outcome = self.proxy.open_channel(request.method, request.query, mailbox, io.peer, conn, cut=cut,
+                                          framing=framing)
         if isinstance(outcome, HttpError):
             return outcome
         channel, actions = outcome

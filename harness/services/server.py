@@ -77,6 +77,9 @@ class ServeOptions:
     transcript_keep: int = DEFAULT_KEEP          # rotated files kept (transcript.jsonl.1 ... .N)
     rpc_capture: bool = False    # record each RPC virtual connection's inner PDUs in state_dir/rpc (export pcap)
     mailbox_sizes: Dict[str, int] = field(default_factory=dict)   # generated Inbox messages by user name or address
+    # The RPC_OUT_DATA body framing: "exchange2013" (chunked, one PDU per chunk) or "legacy" (IIS rpcproxy of
+    # 2007/2010: Content-Length 1073741824, raw PDUs). Belongs per server in the org model (Outlook Anywhere).
+    rpc_out_framing: str = "exchange2013"
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -146,7 +149,8 @@ class MockExchange:
         store = MailboxStore(accounts_of(self.org.mailboxes), utc_now(),
                              default_seeder(sizes_by_email(opts.mailbox_sizes, self.org.mailboxes), opts.seed))
         proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults,
-                                tap=self.rpc_capture, interfaces=InterfacesOnDemand(self.org, store))
+                                tap=self.rpc_capture, interfaces=InterfacesOnDemand(self.org, store),
+                                out_framing=opts.rpc_out_framing)
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
                             faults=self.faults, store=store)
         https_app.app = site

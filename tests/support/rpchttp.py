@@ -13,7 +13,7 @@ import socket
 import ssl
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import spnego
 
@@ -24,6 +24,37 @@ from harness.protocols.rpcproxy import cookie_label
 
 ORG = load_org()
 IO_TIMEOUT = 5.0              # every socket read is bounded by this
+
+
+def is_chunked(head: bytes) -> bool:
+    """Whether an HTTP response head announces a chunked body (the exchange2013 OUT channel persona)."""
+    return any(line.lower().replace(b" ", b"") == b"transfer-encoding:chunked" for line in head.split(b"\r\n"))
+
+
+def chunk_spans(body: bytes) -> List[Tuple[int, int, int]]:
+    """(start, end, announced size) of each chunk's data in a chunked ``body``, strictly parsed; a last chunk cut
+    short (a reset mid-chunk) ends at the end of ``body``. Stops at the last-chunk (size 0)."""
+    spans, offset = [], 0
+    while offset < len(body):
+        line_end = body.find(b"\r\n", offset)
+        assert line_end > offset, f"no chunk size line at {offset}: {body[offset:offset + 16]!r}"
+        size_text = body[offset:line_end]
+        assert size_text.strip(b"0123456789abcdefABCDEF") == b"", f"bad chunk size line {size_text!r}"
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        start = line_end + 2
+        end = min(start + size, len(body))
+        spans.append((start, end, size))
+        if end < start + size:
+            break
+        assert body[end:end + 2] in (b"\r\n", b"\r", b""), f"chunk at {start} not closed by CRLF"
+        offset = end + 2
+    return spans
+
+
+def dechunk(body: bytes) -> bytes:
+    return b"".join(body[start:end] for start, end, _ in chunk_spans(body))
 
 
 def tls_connect(host: str, ca_file: str, timeout: float = IO_TIMEOUT) -> ssl.SSLSocket:
@@ -41,6 +72,9 @@ class RawChannel:
         self.sock = tls_connect(host, ca_file, timeout)
         self.port = self.sock.getsockname()[1]            # how the transcript's "peer" names this connection
         self.buffer = bytearray()
+        self.chunked = False       # the 200 announced a chunked body: read_* de-chunk it
+        self._raw_body = bytearray()   # chunked: what came after the 200's head, still framed
+        self._taken = 0                # chunked: de-chunked bytes already moved into buffer
         self.method, self.query = method, query
         length = (76 if method == "RPC_OUT_DATA" else 1 << 30) if length is None else length
         login = f"{ORG.netbios_domain}\\{username}"
@@ -73,19 +107,31 @@ class RawChannel:
         self.sock.sendall(data)
 
     def _fill(self) -> bool:
-        """Read more bytes into the buffer; False at end of stream (the server closed)."""
+        """Read more bytes into the buffer (de-chunked after a chunked head); False at end of stream."""
         try:
             data = self.sock.recv(65536)
         except (ConnectionResetError, ssl.SSLError):
             return False
-        self.buffer += data
+        if self.chunked:
+            self._raw_body += data
+            self._take_chunked()
+        else:
+            self.buffer += data
         return bool(data)
+
+    def _take_chunked(self) -> None:
+        decoded = dechunk(bytes(self._raw_body))
+        self.buffer += decoded[self._taken:]
+        self._taken = len(decoded)
 
     def head(self) -> bytes:
         while b"\r\n\r\n" not in self.buffer:
             assert self._fill(), f"the connection closed inside an HTTP head: {bytes(self.buffer)!r}"
         end = self.buffer.index(b"\r\n\r\n") + 4
         head, self.buffer = bytes(self.buffer[:end]), self.buffer[end:]
+        if head.startswith(b"HTTP/1.1 200 ") and is_chunked(head):
+            self.chunked, self._raw_body, self.buffer = True, bytearray(self.buffer), bytearray()
+            self._take_chunked()
         return head
 
     def read_exact(self, size: int) -> bytes:
