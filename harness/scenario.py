@@ -121,6 +121,17 @@ def parse_fault(name: str, params: Any, source: str) -> FaultSpec:
     return _fault_spec({name: params}, source, "faults[0]", 0)
 
 
+def inline_scenario(name: Any, faults: Any, source: str) -> Scenario:
+    """A scenario given as data (the control API's ``{"name", "faults"}``): ``faults`` is written as a file's
+    ``faults`` list and checked item by item with the same messages; ``source`` stands for the file name."""
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(source, 0, "name", "expected a non-empty string")
+    if not isinstance(faults, list):
+        raise SpecError(source, 0, "faults", "expected a list of faults", "e.g. [{\"tls.expired\": {}}]")
+    return Scenario(name, "", [_fault_spec(item, source, f"faults[{i}]", 0) for i, item in enumerate(faults)],
+                    source=source)
+
+
 def _expect(reader: Reader) -> Dict[str, Any]:
     reader.only(["analyzer", "client", "clients"])
     result: Dict[str, Any] = {}

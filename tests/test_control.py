@@ -196,3 +196,20 @@ def test_apply_is_whole_or_nothing_and_reset_forgets_it():
     call(api, "POST", "/reset")
     assert api.applied == []
     assert call(api, "GET", "/info", token="wrong").status == 401
+
+
+def test_an_inline_scenario_applies_replaces_by_name_and_is_checked_as_a_file_is():
+    server = fake_server()
+    api = ControlApi(server, "t0ken", Clock())
+    inline = {"name": "example", "faults": ["auth.wrong-password", {"mailbox.server-busy": {"backoff_ms": 10}}]}
+    done = call(api, "POST", "/apply", json.dumps(inline).encode())
+    assert done.status == 200 and json.loads(done.body)["applied"]["id"] == "scenario:example"
+    assert len(server.faults) == 2
+    inline["faults"] = [{"mailbox.server-busy": {"backoff_ms": 20}}]
+    assert call(api, "POST", "/apply", json.dumps(inline).encode()).status == 200
+    assert [f.describe() for f in server.faults] == ["mailbox.server-busy(backoff_ms=20)"], "same name: replaced"
+    bad = call(api, "POST", "/apply", json.dumps({"name": "example", "faults": [{"tls.expird": {}}]}).encode())
+    assert bad.status == 400 and json.loads(bad.body)["errors"][0]["field"] == "faults[0]"
+    assert len(server.faults) == 1, "a refused apply changes nothing"
+    mixed = call(api, "POST", "/apply", json.dumps({"scenario": "x", "faults": []}).encode())
+    assert mixed.status == 400

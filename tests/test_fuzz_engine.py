@@ -58,15 +58,17 @@ def test_a_python_traceback_is_told_apart_by_its_innermost_frame() -> None:
     assert error_site(stderr) == "KeyError at lib.py:9"
 
 
-def found_and_reproduced(tmp_path, name: str, expected_fault: dict, oracle: str, run_problem: str) -> None:
-    report = fuzz_client(client(name), max_examples=150, seed=1, timeout=10, max_findings=1,
+def found_and_reproduced(tmp_path, name: str, expected_fault: dict, oracle: str, run_problem: str,
+                         layers: tuple = ("autodiscover",), max_examples: int = 150) -> None:
+    report = fuzz_client(client(name), layers=layers, max_examples=max_examples, seed=1, timeout=10, max_findings=1,
                          save_failures=str(tmp_path))
     assert len(report.findings) == 1, [f.describe() for f in report.findings]
     finding = report.findings[0]
     assert finding.verdict.oracle == oracle
     assert finding.faults == [expected_fault]                 # shrunk to exactly this misbehaviour
     saved = yaml.safe_load(open(finding.path, encoding="utf-8"))
-    assert saved["faults"] == [{expected_fault["fault"]: expected_fault["params"]}]
+    params = expected_fault["params"]
+    assert saved["faults"] == [{expected_fault["fault"]: params} if params else expected_fault["fault"]]
     assert "# oracle: " + oracle in open(finding.path, encoding="utf-8").read()
     done = run_mockex("run", finding.path, "--client", client(name), "--timeout", "20", timeout=120)
     assert done.returncode == 1 and run_problem in done.stdout, done.stdout + done.stderr
@@ -85,6 +87,16 @@ def test_credentials_sent_after_an_http_redirect_are_found_shrunk_saved_and_repr
                          {"fault": "autodiscover.redirect-url",
                           "params": {"url": "http://mail.contoso.test/autodiscover/autodiscover.xml"}},
                          "conduct", "credentials over plain HTTP")
+
+
+def test_credentials_sent_over_a_certificate_for_another_host_are_found_shrunk_saved_and_reproduced(tmp_path):
+    found_and_reproduced(tmp_path, "ignores_hostname", {"fault": "tls.wrong-host", "params": {}}, "conduct",
+                         "should not have trusted", layers=("tls",), max_examples=40)
+
+
+def test_a_careful_client_has_no_finding_at_the_tls_layer() -> None:
+    report = fuzz_client(client("careful"), layers=["tls"], max_examples=25, seed=1, timeout=10)
+    assert report.examples == 25 and report.findings == []
 
 
 def test_a_careful_client_has_no_finding(tmp_path) -> None:

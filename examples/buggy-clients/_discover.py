@@ -41,11 +41,20 @@ class _Pinned(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
 
 
-def post(args: argparse.Namespace, url: str) -> http.client.HTTPResponse:
-    """POST the request to ``url`` (https:// or http://), with Basic credentials."""
+def verifying_context(ca_file: str) -> ssl.SSLContext:
+    """Chain and host name checked; a certificate without SANs is refused (no fall-back to the subject CN, as
+    urllib3 2 and browsers do)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.hostname_checks_common_name = False
+    return context
+
+
+def post(args: argparse.Namespace, url: str, context: ssl.SSLContext = None) -> http.client.HTTPResponse:
+    """POST the request to ``url`` (https:// or http://), with Basic credentials; https verified with ``context``
+    (default: ``verifying_context``)."""
     parts = urlsplit(url)
     if parts.scheme == "https":
-        context = ssl.create_default_context(cafile=args.ca)
+        context = context or verifying_context(args.ca)
         conn: http.client.HTTPConnection = _Pinned(parts.hostname or "", args.host, int(args.https_port), context)
     else:
         conn = http.client.HTTPConnection(args.host, int(args.http_port), timeout=5)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 from twisted.internet import defer
 
 from harness.protocols.http import HttpRequest, HttpResponse
-from harness.scenario import builtin_scenarios, parse_fault, resolve
+from harness.scenario import builtin_scenarios, inline_scenario, parse_fault, resolve
 from harness.yamlfile import SpecError, SpecErrors
 
 WAIT_DEFAULT = 30.0     # seconds a /events/wait holds when the client names no timeout
@@ -63,10 +63,14 @@ ROUTES: Tuple[Route, ...] = (
     Route("GET", "/scenarios", "scenarios", "the built-in scenarios, and what the control plane applied",
           answer={"type": "object", "properties": {"builtin": {"type": "array", "items": {"type": "object"}},
                                                    "applied": {"type": "array", "items": _APPLIED}}}),
-    Route("POST", "/apply", "apply", "apply a scenario's faults (built-in name or file on the server's machine) or "
-                                     "one fault with parameters; applying the same again replaces it",
+    Route("POST", "/apply", "apply", "apply a scenario's faults (built-in name, file on the server's machine, or "
+                                     "given inline as a name and a file's faults list) or one fault with "
+                                     "parameters; applying the same again replaces it",
           body={"type": "object", "oneOf": [
               {"required": ["scenario"], "properties": {"scenario": _STR}},
+              {"required": ["name", "faults"], "properties": {"name": _STR, "faults": {
+                  "type": "array", "description": "as a scenario file's faults: NAME or {NAME: {params}}",
+                  "items": {"oneOf": [_STR, {"type": "object"}]}}}},
               {"required": ["fault"], "properties": {"fault": _STR, "params": {"type": "object"}}}]},
           answer={"type": "object", "properties": {"applied": _APPLIED, "faults": {"type": "array", "items": _STR}}}),
     Route("POST", "/clear", "clear", "remove what the control plane applied: by id or name, or everything",
@@ -261,10 +265,16 @@ class ControlApi:
     def _build(self, body: Dict[str, Any]) -> Applied:
         """The faults a request names, built and checked; nothing is active yet."""
         server, seed = self.server, self.server.options.seed
-        if ("scenario" in body) == ("fault" in body) or set(body) - {"scenario", "fault", "params"}:
-            raise ApiError(400, 'name either {"scenario": NAME|FILE} or {"fault": NAME, "params": {...}}')
+        keys = set(body)
+        if keys not in ({"scenario"}, {"name", "faults"}, {"fault"}, {"fault", "params"}):
+            raise ApiError(400, 'name either {"scenario": NAME|FILE}, {"name": NAME, "faults": [...]} or '
+                                '{"fault": NAME, "params": {...}}')
         try:
-            if "scenario" in body:
+            if "faults" in body:   # a scenario file's content, without the file (no steps, no expect)
+                scenario = inline_scenario(body["name"], body["faults"], "faults")
+                entry = Applied(f"scenario:{scenario.name}", "scenario", scenario.name,
+                                scenario.build_faults(seed))
+            elif "scenario" in body:
                 if not isinstance(body["scenario"], str):
                     raise ApiError(400, "scenario: expected a string")
                 scenario = resolve(body["scenario"])

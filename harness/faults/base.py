@@ -35,6 +35,10 @@ class Param:
         return self.default is REQUIRED
 
 
+_SCOPE = {"host": Param(str, None, "apply only to this host name (SNI / Host header / DNS name)"),
+          "user": Param(str, None, "apply only to this user (e-mail address)")}
+
+
 class FaultParamError(ValueError):
     def __init__(self, param: str, message: str, hint: str = ""):
         self.param, self.message, self.hint = param, message, hint
@@ -63,9 +67,7 @@ class Fault:
 
     @classmethod
     def all_params(cls) -> Dict[str, Param]:
-        scope = {"host": Param(str, None, "apply only to this host name (SNI / Host header / DNS name)"),
-                 "user": Param(str, None, "apply only to this user (e-mail address)")}
-        return {**cls.params, **{k: v for k, v in scope.items() if k not in cls.params}}
+        return {**cls.params, **{k: v for k, v in _SCOPE.items() if k not in cls.params}}
 
     @classmethod
     def validate(cls, values: Dict[str, Any]) -> Dict[str, Any]:

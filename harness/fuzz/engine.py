@@ -186,7 +186,7 @@ def _one_round(server: FuzzServer, judge: Judge, options: FuzzOptions, report: F
               database=DirectoryBasedExampleDatabase(options.database) if options.database else None,
               suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet, report_multiple_bugs=False,
               phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
-    @given(examples(list(options.layers), options.max_faults))
+    @given(examples(list(options.layers), options.max_faults, server.endpoints["hostnames"]))
     def check(faults: Example) -> None:
         server.apply(faults)
         verdict, run = judge.run_once()

@@ -2,6 +2,7 @@
 two cores), examples applied to it through the control plane, and the transcript read where it grows."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -10,10 +11,9 @@ import sys
 import tempfile
 import time
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlsplit
 
-import yaml
-
-from harness.control.ctl import Client
+from harness.control.ctl import Client, CtlError
 
 START_TIMEOUT = 120.0    # seconds for the mock to write endpoints.json (a cold start makes its CA)
 STOP_TIMEOUT = 10.0
@@ -37,6 +37,7 @@ class FuzzServer:
         self.control: Optional[Client] = None
         self._transcript: Any = None
         self._partial = b""
+        self._kept: Optional[KeptAlive] = None
 
     @property
     def endpoints_path(self) -> str:
@@ -90,11 +91,10 @@ class FuzzServer:
             return ""
 
     def apply(self, faults: List[Dict[str, Any]], name: str = EXAMPLE_NAME) -> None:
-        """Serve these faults from now on (instead of the previous example's)."""
-        path = os.path.join(self.state_dir, f"{name}.yaml")
-        with open(path, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(scenario_document(name, faults), handle, sort_keys=False, allow_unicode=True)
-        self.apply_file(path)
+        """Serve these faults from now on (instead of the previous example's): the scenario's content inline, on
+        the kept-alive control connection (no file written, no connection opened per example)."""
+        assert self.control is not None, "start() first"
+        self._keep_alive().post("/apply", {"name": name, "faults": scenario_document(name, faults)["faults"]})
 
     def apply_file(self, path: str) -> None:
         assert self.control is not None, "start() first"
@@ -117,7 +117,16 @@ class FuzzServer:
                 continue
         return events
 
+    def _keep_alive(self) -> "KeptAlive":
+        if self._kept is None:
+            assert self.control is not None, "start() first"
+            self._kept = KeptAlive(self.control.url, self.control.token)
+        return self._kept
+
     def stop(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
         if self._transcript is not None:
             self._transcript.close()
             self._transcript = None
@@ -132,6 +141,48 @@ class FuzzServer:
         if self._own_dir:
             import shutil
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+class KeptAlive:
+    """One HTTP/1.1 connection to the control API, reused request after request (opened again if the server closed
+    it): a fuzz run applies an example every few milliseconds. A request is sent again once on a connection found
+    closed; that is safe for /apply and /clear, which replace by name."""
+
+    def __init__(self, url: str, token: str):
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.connection: Optional[http.client.HTTPConnection] = None
+
+    def post(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        data = json.dumps(body).encode()
+        for attempt in (1, 2):
+            if self.connection is None:
+                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            try:
+                self.connection.request("POST", path, data, self.headers)
+                response = self.connection.getresponse()
+                answer = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if attempt == 2:
+                    raise CtlError(3, f"cannot reach the control API: {exc}") from None
+                continue
+            if response.will_close:
+                self.close()
+            if response.status != 200:
+                try:
+                    detail = json.loads(answer).get("error", "")
+                except ValueError:
+                    detail = answer[:200].decode("utf-8", "replace")
+                raise CtlError(2, f"{response.status}: {detail}")
+            return json.loads(answer)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
 
 def scenario_document(name: str, faults: List[Dict[str, Any]], **extra: Any) -> Dict[str, Any]:

@@ -8,7 +8,7 @@ before an http:// one). A shrunk finding then names the smallest edit that still
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from hypothesis import strategies as st
 
@@ -112,20 +112,55 @@ def autodiscover_fault() -> st.SearchStrategy[Dict[str, Any]]:
     return st.one_of(pox_edit(), redirect(), refusal())
 
 
-def autodiscover_examples(max_faults: int = 3) -> st.SearchStrategy[Example]:
+def autodiscover_examples(max_faults: int = 3, hostnames: Sequence[str] = ()) -> st.SearchStrategy[Example]:
     """What the server does wrong at the Autodiscover layer: one to ``max_faults`` faults."""
     return st.lists(autodiscover_fault(), min_size=1, max_size=max_faults)
 
 
-LAYERS = {"autodiscover": autodiscover_examples}
+# Certificate shapes the PKI issues (harness/pki.py SHAPES), as their tls.* faults, then the connection-level TLS
+# faults. Ordered by the check a client skips: the host name (the check most often turned off), the dates, the chain,
+# the key and signature strength; so a client that skips the name check shrinks to wrong-host.
+CERTIFICATE_FAULTS = ("tls.wrong-host", "tls.no-san", "tls.expired", "tls.not-yet-valid", "tls.self-signed",
+                      "tls.untrusted-root", "tls.missing-intermediate", "tls.weak-key", "tls.sha1-signature")
+TLS_FAULTS = CERTIFICATE_FAULTS + (
+    ("tls.protocol-version", {"max": "1.2"}), ("tls.protocol-version", {"min": "1.3"}),
+    ("tls.protocol-version", {"max": "1.1"}), ("tls.protocol-version", {"max": "1.0"}),
+    ("tls.client-certificate-required", {}))
+# Names a certificate fault is scoped to (the SNI the client sends) when the org's are not given.
+TLS_HOSTS = ("autodiscover.contoso.test", "mail.contoso.test")
+MAX_SCOPED_HOSTS = 4   # of the org's names, the first few (autodiscover.*, mail.* ...): the ones clients ask for
 
 
-def examples(layers: List[str], max_faults: int = 3) -> st.SearchStrategy[Example]:
-    """Examples mixing the given layers' faults (only "autodiscover" so far)."""
+def certificate(hostnames: Sequence[str] = TLS_HOSTS) -> st.SearchStrategy[Dict[str, Any]]:
+    """Frankencert-style, within what the PKI issues: a certificate of another shape, everywhere (half the time) or
+    for one host; TLS versions narrowed; a client certificate demanded."""
+    hosts = st.one_of(st.none(), st.sampled_from(tuple(hostnames[:MAX_SCOPED_HOSTS]) or TLS_HOSTS))
+
+    @st.composite
+    def one(draw: Any) -> Dict[str, Any]:
+        entry = draw(st.sampled_from(TLS_FAULTS))
+        if not isinstance(entry, str):
+            return fault(entry[0], **entry[1])
+        host = draw(hosts)
+        return fault(entry, host=host) if host else fault(entry)
+    return one()
+
+
+def tls_examples(max_faults: int = 3, hostnames: Sequence[str] = TLS_HOSTS) -> st.SearchStrategy[Example]:
+    """What the server does wrong at the TLS layer (the first certificate fault that names a host wins there)."""
+    return st.lists(certificate(hostnames), min_size=1, max_size=max_faults)
+
+
+LAYERS = {"autodiscover": autodiscover_examples, "tls": tls_examples}
+
+
+def examples(layers: List[str], max_faults: int = 3,
+             hostnames: Sequence[str] = TLS_HOSTS) -> st.SearchStrategy[Example]:
+    """Examples mixing the given layers' faults; ``hostnames``: the org's, that host-scoped faults may name."""
     unknown = [layer for layer in layers if layer not in LAYERS]
     if unknown:
         raise ValueError(f"no fuzz strategies for layer(s) {', '.join(unknown)} yet (known: {', '.join(LAYERS)})")
     if len(layers) == 1:
-        return LAYERS[layers[0]](max_faults)
-    return st.lists(st.one_of(*(LAYERS[layer](1).map(lambda e: e[0]) for layer in layers)),
+        return LAYERS[layers[0]](max_faults, hostnames)
+    return st.lists(st.one_of(*(LAYERS[layer](1, hostnames).map(lambda e: e[0]) for layer in layers)),
                     min_size=1, max_size=max_faults)
