@@ -26,6 +26,7 @@ the better of mountebank and WireMock, <= 1.0x bare twisted.web; with a full han
     benchmarks/setup.sh                                  # once: wrk, mountebank, WireMock into ~/.cache/mockex-bench
     python benchmarks/anchors.py [--rounds 3] [--duration 10] [--connections 32] [--scenarios 1000]
     python benchmarks/anchors.py --quick                 # smoke run: 2-second runs, one round
+    python benchmarks/anchors.py --only handshake        # only the full-handshake rows (mockex, bare twisted.web)
 """
 from __future__ import annotations
 
@@ -352,9 +353,13 @@ def main() -> None:
                              "env MOCKEX_BENCH_CACHE)")
     parser.add_argument("--skip", action="append", default=[],
                         choices=("mountebank", "wiremock", "loaded", "handshake", "ntlm"), help="leave a part out")
+    parser.add_argument("--only", choices=("handshake",),
+                        help="only that part: the full-handshake rows of mockex and bare twisted.web")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: --duration 2 --warmup 1 --jvm-warmup 3 --rounds 1")
     args = parser.parse_args()
+    if args.only == "handshake":
+        args.skip = ["mountebank", "wiremock", "loaded", "ntlm"]
     if args.quick:
         args.duration, args.warmup, args.jvm_warmup, args.rounds = 2, 1, 3, 1
     if args.load == "wrk" and not wrk_path():
@@ -395,8 +400,9 @@ def main() -> None:
             except (OSError, RuntimeError) as failure:
                 print(f"skipped: {name} did not start: {failure}")
 
-        rows.append(Row("mockex", "mockex", load, subject=True))
-        rows.append(Row("bare twisted.web", "bare", load))
+        if args.only is None:
+            rows.append(Row("mockex", "mockex", load, subject=True))
+            rows.append(Row("bare twisted.web", "bare", load))
         for name in ("mountebank", "wiremock", "loaded"):
             if name in servers:
                 rows.append(Row(servers[name].label, name, load, subject=name == "loaded"))

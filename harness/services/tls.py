@@ -10,6 +10,7 @@ fault, connections go straight to the default context. One SSL.Context per profi
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from typing import Dict, Iterable, Optional, Tuple
 
 from OpenSSL import SSL
@@ -132,6 +133,16 @@ class ProfiledTLSProtocol(TLSMemoryBIOProtocol):
     tls_context: Optional[SSL.Context] = None
     tls_profile: str = DEFAULT_PROFILE.describe()
     server_name: Optional[str] = None   # the SNI read off the ClientHello, when it was read first
+
+    # The wrapped protocol's transcript batch around each chunk of socket bytes and the connection's end: the
+    # handshake's event and the events of a request read in the same chunk go to the transcript in one write.
+    def dataReceived(self, data: bytes) -> None:
+        with getattr(self.wrappedProtocol, "batch", nullcontext)():
+            super().dataReceived(data)
+
+    def connectionLost(self, reason) -> None:
+        with getattr(self.wrappedProtocol, "batch", nullcontext)():
+            super().connectionLost(reason)
 
 
 @implementer(IOpenSSLServerConnectionCreator)

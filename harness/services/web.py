@@ -101,7 +101,9 @@ class HttpServerProtocol(protocol.Protocol):
         self._handshake_timer: Any = None
         self._counted = False               # holds one of the factory's per-address/fd-limit places
         batch = getattr(self.app, "batch", None)
-        self._batch: Callable[[], ContextManager[Any]] = batch if batch is not None else contextlib.nullcontext
+        # The app's transcript batch (or nothing); TLS below this protocol opens it too, around each chunk of socket
+        # bytes and the connection's end, so a handshake's events go out with the request bytes read with it.
+        self.batch: Callable[[], ContextManager[Any]] = batch if batch is not None else contextlib.nullcontext
 
     @property
     def closed(self) -> bool:
@@ -186,7 +188,7 @@ class HttpServerProtocol(protocol.Protocol):
 
     # ---- the core's actions -------------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
-        with self._batch():   # ends before the reactor reads again: nothing answered waits in memory
+        with self.batch():   # ends before the reactor reads again: nothing answered waits in memory
             self._execute(self.core.receive(data))
 
     def _output_backlog(self, held: int, stalled: bool) -> None:
