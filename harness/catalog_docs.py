@@ -1,12 +1,13 @@
-"""Docs generated from the code so they cannot drift: docs/faults.md, docs/scenarios.md and
-docs/scenario.schema.json. `python -m harness.catalog_docs` rewrites them; a test fails when they are stale."""
+"""Docs generated from the code so they cannot drift: docs/faults.md, docs/scenarios.md,
+docs/scenario.schema.json, docs/transcript.md and docs/transcript.schema.json. `python -m harness.catalog_docs`
+rewrites them; a test fails when they are stale."""
 from __future__ import annotations
 
 import json
 import os
 from typing import Dict, List
 
-from harness import verdicts
+from harness import events, verdicts
 from harness.faults.base import LAYERS, Param, catalog, declared_hooks
 from harness.hooks import provided_hooks
 from harness.scenario import CLIENT_PATTERNS, CREDENTIALS, EXIT_CLASSES, TRIGGERS, builtin_scenarios
@@ -195,7 +196,9 @@ def with_hook_table(text: str) -> str:
 def outputs() -> Dict[str, str]:
     """The wholly generated docs; docs/architecture.md only has its hook table generated (``with_hook_table``)."""
     return {"faults.md": faults_markdown(), "scenarios.md": scenarios_markdown(),
-            "scenario.schema.json": json.dumps(scenario_schema(), indent=2) + "\n"}
+            "scenario.schema.json": json.dumps(scenario_schema(), indent=2) + "\n",
+            "transcript.md": events.markdown(),
+            "transcript.schema.json": json.dumps(events.schema(), indent=2) + "\n"}
 
 
 def write() -> List[str]:

@@ -7,13 +7,39 @@ from typing import Iterator
 import pytest
 
 from harness.testing import Served, start_server
-from tests.support import fuzz
+from tests.support import fuzz, transcript_schema
 from tests.support.clients import default_socket_timeout
 from tests.support.servers import worker_address
 
 
 def pytest_configure(config: pytest.Config) -> None:
     fuzz.load_profile()   # before any test module is imported: their @settings build on the loaded profile
+
+
+@pytest.hookimpl(tryfirst=True)   # before the temp dirs may be cleaned up and the summary is printed
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every transcript line written under the base temp dir must match docs/transcript.schema.json (off with
+    MOCKEX_VALIDATE_TRANSCRIPTS=0). Under xdist the controller checks once, after the workers: their base temp dirs
+    are inside its own."""
+    config = session.config
+    if hasattr(config, "workerinput") or not transcript_schema.enabled() or exitstatus == pytest.ExitCode.INTERRUPTED:
+        return
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    problems = transcript_schema.check_tree(str(factory.getbasetemp()))
+    if problems:
+        config.stash[transcript_schema.PROBLEMS] = problems
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    problems = config.stash.get(transcript_schema.PROBLEMS, [])
+    if problems:
+        terminalreporter.section("transcript lines that break docs/transcript.schema.json", red=True)
+        for line in transcript_schema.summary(problems):
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

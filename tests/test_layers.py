@@ -20,7 +20,8 @@ PACKAGE = os.path.join(REPO, "harness")
 # the entries of one layer (e.g. services and probe) do not import each other.
 LAYERS: List[List[str]] = [
     ["harness.hooks"],                                                    # the hook kernel
-    ["harness.paths", "harness.yamlfile", "harness.verdicts", "harness.transcript"],   # leaf utilities, vocabulary
+    ["harness.paths", "harness.yamlfile", "harness.verdicts", "harness.transcript",
+     "harness.events"],                                                   # leaf utilities, vocabulary
     ["harness.org", "harness.pki"],                                       # the org model, certificates
     ["harness.protocols"],                                                # sans-IO cores
     ["harness.rpc"],                                                      # NSPI, RFR, EMSMDB over the DCE/RPC core
