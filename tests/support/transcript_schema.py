@@ -1,15 +1,17 @@
 """Checking transcript files against the schema of harness/events.py (docs/transcript.schema.json).
 
 The suite's session hook (conftest.py) runs ``check_tree`` over the pytest base temp dir after the last test, so
-every line any test made a server write is checked. One validator per kind, made once: a line is checked against
-its own kind's definition only (the document's if/then chain would try all ~45 kinds per line), and the slower
-error walk runs only for a line that is not valid.
+every line any test made a server write is checked. Cheap enough to be always on: one validator per kind, made
+once (a line is checked against its own kind's definition, not the document's if/then chain over ~45 kinds), and
+jsonschema runs once per *shape* of line (its kind, its keys and their JSON types, array item types, the values of
+enum fields): everything the schema judges, so lines of one shape share a verdict; the suite writes thousands of
+lines of a few hundred shapes.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Hashable, Iterator, List, Optional
 
 import jsonschema
 import pytest
@@ -33,6 +35,36 @@ def _validator(kind: str) -> Optional[jsonschema.protocols.Validator]:
     return _validators.get(kind)
 
 
+def _shape(value: Any) -> Hashable:
+    """What the schema's types, items and length bounds see of a value."""
+    if isinstance(value, str):
+        return "s"
+    if isinstance(value, bool):
+        return "b"
+    if isinstance(value, int):
+        return "i"
+    if isinstance(value, float):
+        return "fi" if value.is_integer() else "f"
+    if value is None:
+        return "n"
+    if isinstance(value, list):
+        return ("a", len(value) if len(value) <= 4 else -1, frozenset(_shape(item) for item in value))
+    if isinstance(value, dict):
+        return ("o", tuple(sorted((key, _shape(item)) for key, item in value.items())))
+    return type(value).__name__
+
+
+def _line_shape(kind: str, event: dict) -> Hashable:
+    enums = _ENUM_FIELDS.get(kind, ())
+    return (kind,) + tuple(sorted((key, ("v", value) if key in enums and isinstance(value, str) else _shape(value))
+                                  for key, value in event.items()))
+
+
+_ENUM_FIELDS = {name: frozenset(key for key, field in kind.fields.items() if field.enum)
+                for name, kind in events.KINDS.items()}
+_valid_shapes: Dict[Hashable, bool] = {}
+
+
 def line_problems(event: object) -> List[str]:
     """Why one decoded line breaks the schema (empty: it does not)."""
     if not isinstance(event, dict):
@@ -41,7 +73,11 @@ def line_problems(event: object) -> List[str]:
     validator = _validator(kind) if isinstance(kind, str) else None
     if validator is None:
         return [f"kind {kind!r} is not declared in harness/events.py"]
-    if validator.is_valid(event):
+    shape = _line_shape(kind, event)   # type: ignore[arg-type]
+    valid = _valid_shapes.get(shape)
+    if valid is None:
+        valid = _valid_shapes[shape] = validator.is_valid(event)
+    if valid:
         return []
     return [f"{kind}: {'/'.join(map(str, error.absolute_path)) or '(line)'}: {error.message}"
             for error in sorted(validator.iter_errors(event), key=lambda e: list(map(str, e.absolute_path)))]
