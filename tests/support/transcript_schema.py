@@ -21,6 +21,7 @@ from harness import events
 ENABLE_VARIABLE = "MOCKEX_VALIDATE_TRANSCRIPTS"   # "0" turns the end-of-session check off
 PROBLEMS = pytest.StashKey[List[str]]()        # what the session hook found, for the terminal summary
 PROBLEMS_SHOWN = 40
+SYNTHETIC_MARK = ".synthetic-transcript-events"   # a file <dir>.synthetic-transcript-events: see synthetic()
 _validators: Dict[str, jsonschema.protocols.Validator] = {}
 
 
@@ -101,8 +102,17 @@ def check_file(path: str) -> List[str]:
     return problems
 
 
+def synthetic(directory: Any) -> None:
+    """Mark ``directory``: the transcripts in it (and below) hold made-up events, as tests of the writer's file
+    mechanics record; the session check passes over them."""
+    open(str(directory).rstrip(os.sep) + SYNTHETIC_MARK, "w").close()   # beside it: the test lists the dir itself
+
+
 def transcript_files(root: str) -> Iterator[str]:
-    for folder, _, names in os.walk(root):
+    for folder, folders, names in os.walk(root):
+        if os.path.exists(folder + SYNTHETIC_MARK):
+            folders[:] = []
+            continue
         for name in sorted(names):
             if name == "transcript.jsonl" or name.startswith("transcript.jsonl."):
                 yield os.path.join(folder, name)
