@@ -49,6 +49,7 @@ COMMON: Dict[str, Field] = {
 }
 
 CONN = f("integer", "the TCP connection (numbered from 1 per server) the event belongs to")
+CHANNEL_CONN = f("integer|null", "the TCP connection the RPC-over-HTTP channel rides on (None: not known)")
 PEER = f("string", "the client's address, host:port")
 VC = optional("string|null", "the RPC-over-HTTP virtual connection (its cookie's label)")
 RESULT_HEX = f("string", "the status returned, as 0x%08x")
@@ -203,7 +204,7 @@ _KINDS: List[EventKind] = [
     }),
     EventKind("rpc_channel", "an RPC-over-HTTP IN or OUT channel was opened (status 100) or refused", {
         "channel": f("string", "in or out", enum=("in", "out")),
-        "conn": CONN,
+        "conn": CHANNEL_CONN,
         "status": f("integer", "100 when opened, else the status answered"),
         "query": optional("string", "the query (server:port) asked for, when refused"),
         "reason": optional("string", "why it was refused"),
@@ -213,7 +214,7 @@ _KINDS: List[EventKind] = [
         "peer": optional("string", "the client's address, host:port"),
     }),
     EventKind("rpc_channel_closed", "an RPC-over-HTTP channel closed", {
-        "channel": f("string", "in or out", enum=("in", "out")), "conn": CONN,
+        "channel": f("string", "in or out", enum=("in", "out")), "conn": CHANNEL_CONN,
         "reason": f("string", "why"), "vc": f("string|null", "its virtual connection"),
     }),
     EventKind("rpc_channel_mismatch", "the IN and OUT channels of a virtual connection go to different servers", {
@@ -224,7 +225,7 @@ _KINDS: List[EventKind] = [
         "channel": f("string", "in or out", enum=("in", "out")),
         "sent": f("boolean", "whether the server sent it"),
         "pdu": f("string", "the RTS PDU's name"),
-        "conn": CONN,
+        "conn": CHANNEL_CONN,
         "vc": f("string|null", "the virtual connection"),
     }),
     EventKind("rts_ignored", "an RTS PDU ignored", {
@@ -237,7 +238,7 @@ _KINDS: List[EventKind] = [
         "window": f("integer", "the client's receive window"),
     }),
     EventKind("rpc_proxy_error", "a protocol error on an RPC-over-HTTP channel; it is closed", {
-        "channel": f("string", "in or out", enum=("in", "out")), "conn": CONN,
+        "channel": f("string", "in or out", enum=("in", "out")), "conn": CHANNEL_CONN,
         "reason": f("string", "what was wrong"), "vc": f("string|null", "the virtual connection"),
     }),
     EventKind("rpc_vc_closed", "an RPC-over-HTTP virtual connection closed", {

@@ -111,3 +111,14 @@ def test_what_a_served_mockex_writes_passes_the_schema(tmp_path):
     assert transcript_schema.check_file(served.endpoints["transcript"]) == []
     kinds = {json.loads(line)["kind"] for line in open(served.endpoints["transcript"])}
     assert {"start", "listening", "connect", "tls", "http", "auth", "stop"} <= kinds
+
+
+def test_events_harness_code_records_are_checked_as_they_are_recorded_and_a_tests_own_are_not():
+    transcript_schema.watch_records()
+    memory = Transcript()
+    before = len(transcript_schema._recorded_problems)
+    exec("memory.record('stop', why='x')", {"__name__": "harness.example", "memory": memory})
+    memory.record("made_up")
+    found = transcript_schema._recorded_problems[before:]
+    del transcript_schema._recorded_problems[before:]   # planted here: not a problem of the suite
+    assert len(found) == 1 and "recorded by harness.example" in found[0] and "'why' was unexpected" in found[0], found

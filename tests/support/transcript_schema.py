@@ -6,17 +6,22 @@ once (a line is checked against its own kind's definition, not the document's if
 jsonschema runs once per *shape* of line (its kind, its keys and their JSON types, array item types, the values of
 enum fields): everything the schema judges, so lines of one shape share a verdict; the suite writes thousands of
 lines of a few hundred shapes.
+
+``watch_records`` also checks every event harness code records while the suite runs, in memory or to a file (unit
+tests drive many code paths with an in-memory transcript); events a test records itself are not checked.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Dict, Hashable, Iterator, List, Optional
 
 import jsonschema
 import pytest
 
 from harness import events
+from harness.transcript import Transcript
 
 ENABLE_VARIABLE = "MOCKEX_VALIDATE_TRANSCRIPTS"   # "0" turns the end-of-session check off
 PROBLEMS = pytest.StashKey[List[str]]()        # what the session hook found, for the terminal summary
@@ -48,11 +53,11 @@ def _shape(value: Any) -> Hashable:
         return "fi" if value.is_integer() else "f"
     if value is None:
         return "n"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return ("a", len(value) if len(value) <= 4 else -1, frozenset(_shape(item) for item in value))
     if isinstance(value, dict):
         return ("o", tuple(sorted((key, _shape(item)) for key, item in value.items())))
-    return type(value).__name__
+    return "s"   # written with str()
 
 
 def _line_shape(kind: str, event: dict) -> Hashable:
@@ -77,9 +82,11 @@ def line_problems(event: object) -> List[str]:
     shape = _line_shape(kind, event)   # type: ignore[arg-type]
     valid = _valid_shapes.get(shape)
     if valid is None:
+        event = json.loads(json.dumps(event, default=str))   # as written: tuples are arrays, objects strings
         valid = _valid_shapes[shape] = validator.is_valid(event)
     if valid:
         return []
+    event = json.loads(json.dumps(event, default=str))
     return [f"{kind}: {'/'.join(map(str, error.absolute_path)) or '(line)'}: {error.message}"
             for error in sorted(validator.iter_errors(event), key=lambda e: list(map(str, e.absolute_path)))]
 
@@ -128,3 +135,41 @@ def summary(problems: List[str]) -> List[str]:
         lines.append(f"... and {len(problems) - PROBLEMS_SHOWN} more")
     return lines + ["declare the kind or field in harness/events.py and run `python -m harness.catalog_docs`, "
                     "or fix the event"]
+
+
+RECORDED_FILE = "transcript-schema-recorded.txt"   # in each process's base temp dir: what watch_records found
+_recorded_problems: List[str] = []
+
+
+def watch_records() -> None:
+    """Check each event harness code records, as it is recorded (``Transcript.record`` wrapped for the session)."""
+    if getattr(Transcript.record, "watched", False):
+        return
+    original = Transcript.record
+
+    def record(self: Transcript, kind: str, **fields: Any) -> dict:
+        event = original(self, kind, **fields)
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("harness."):
+            for problem in line_problems(event):
+                test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+                _recorded_problems.append(f"{test}: recorded by {caller}: {problem}")
+        return event
+    record.watched = True   # type: ignore[attr-defined]
+    Transcript.record = record   # type: ignore[method-assign]
+
+
+def save_recorded(basetemp: str) -> None:
+    if _recorded_problems:
+        with open(os.path.join(basetemp, RECORDED_FILE), "w", encoding="utf-8") as handle:
+            handle.writelines(line + "\n" for line in dict.fromkeys(_recorded_problems))
+
+
+def recorded_problems(root: str) -> List[str]:
+    """What watch_records found in this process and (under xdist) in the workers, whose base temps are below."""
+    found: List[str] = []
+    for folder, _, names in os.walk(root):
+        if RECORDED_FILE in names:
+            with open(os.path.join(folder, RECORDED_FILE), encoding="utf-8") as handle:
+                found += handle.read().splitlines()
+    return list(dict.fromkeys(found))
