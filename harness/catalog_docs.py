@@ -1,13 +1,14 @@
-"""Docs generated from the code so they cannot drift: docs/faults.md, docs/scenarios.md and
-docs/scenario.schema.json (and the generated parts of docs/architecture.md and docs/conduct.md).
-`python -m harness.catalog_docs` rewrites them; a test fails when they are stale."""
+"""Docs generated from the code so they cannot drift: docs/faults.md, docs/scenarios.md,
+docs/scenario.schema.json, docs/transcript.md and docs/transcript.schema.json (and the generated parts of
+docs/architecture.md and docs/conduct.md). `python -m harness.catalog_docs` rewrites them; a test fails when they
+are stale."""
 from __future__ import annotations
 
 import json
 import os
 from typing import Dict, List
 
-from harness import conduct, verdicts
+from harness import conduct, events, verdicts
 from harness.faults.base import LAYERS, Param, catalog, declared_hooks
 from harness.hooks import provided_hooks
 from harness.org import (
@@ -237,7 +238,9 @@ def with_conduct_rules(text: str) -> str:
 def outputs() -> Dict[str, str]:
     """The wholly generated docs; docs/architecture.md only has its hook table generated (``with_hook_table``)."""
     return {"faults.md": faults_markdown(), "scenarios.md": scenarios_markdown(),
-            "scenario.schema.json": json.dumps(scenario_schema(), indent=2) + "\n"}
+            "scenario.schema.json": json.dumps(scenario_schema(), indent=2) + "\n",
+            "transcript.md": events.markdown(),
+            "transcript.schema.json": json.dumps(events.schema(), indent=2) + "\n"}
 
 
 def write() -> List[str]:

@@ -7,13 +7,43 @@ from typing import Iterator
 import pytest
 
 from harness.testing import Served, start_server
-from tests.support import fuzz
+from tests.support import fuzz, transcript_schema
 from tests.support.clients import default_socket_timeout
 from tests.support.servers import worker_address
 
 
 def pytest_configure(config: pytest.Config) -> None:
     fuzz.load_profile()   # before any test module is imported: their @settings build on the loaded profile
+    if transcript_schema.enabled():
+        transcript_schema.watch_records()
+
+
+@pytest.hookimpl(tryfirst=True)   # before the temp dirs may be cleaned up and the summary is printed
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every transcript line written under the base temp dir, and every event harness code recorded, must match
+    docs/transcript.schema.json (off with MOCKEX_VALIDATE_TRANSCRIPTS=0). Under xdist each worker saves what it saw
+    recorded and the controller checks once, after the workers: their base temp dirs are inside its own."""
+    config = session.config
+    factory = getattr(config, "_tmp_path_factory", None)
+    if not transcript_schema.enabled() or exitstatus == pytest.ExitCode.INTERRUPTED or factory is None:
+        return
+    basetemp = str(factory.getbasetemp())
+    transcript_schema.save_recorded(basetemp)
+    if hasattr(config, "workerinput"):
+        return
+    problems = transcript_schema.recorded_problems(basetemp) + transcript_schema.check_tree(basetemp)
+    if problems:
+        config.stash[transcript_schema.PROBLEMS] = problems
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    problems = config.stash.get(transcript_schema.PROBLEMS, [])
+    if problems:
+        terminalreporter.section("transcript lines that break docs/transcript.schema.json", red=True)
+        for line in transcript_schema.summary(problems):
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -114,15 +114,25 @@ def write_events(path: Path, events: List[dict]) -> None:
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
 
 
+# Whole events, as a server writes them (the suite checks every transcript file against the schema).
+START = {"seq": 1, "time": 1_800_000_000.0, "kind": "start", "seed": None, "org": "contoso.test", "listen": "127.0.0.1",
+         "scenarios": []}
+
+
+def connect_event(listener: str, local: str) -> dict:
+    return {"seq": 2, "time": 1_800_000_000.0, "kind": "connect", "listener": listener, "conn": 1,
+            "peer": "127.0.0.1:50000", "local": local}
+
+
 def http_event(conn: int, path: str, time: float = 1_800_000_000.0) -> dict:
-    return {"kind": "http", "conn": conn, "time": time, "method": "GET", "path": path, "host": "mail.contoso.test",
-            "status": 404, "request_headers": [], "response_headers": [], "request_bytes": 0,
-            "response_bytes": 0, "ms": 1.5}
+    return {"seq": 3, "kind": "http", "conn": conn, "time": time, "method": "GET", "path": path,
+            "host": "mail.contoso.test", "status": 404, "request_headers": [], "response_headers": [],
+            "request_bytes": 0, "response_bytes": 0, "sni": None, "ms": 1.5}
 
 
 def test_rotated_transcripts_are_read_oldest_first(tmp_path):
-    connect = {"kind": "connect", "listener": "https", "conn": 1, "local": "127.0.0.1:443"}
-    write_events(tmp_path / "transcript.jsonl.10", [{"kind": "start"}, connect, http_event(1, "/a")])
+    connect = connect_event("https", "127.0.0.1:443")
+    write_events(tmp_path / "transcript.jsonl.10", [START, connect, http_event(1, "/a")])
     write_events(tmp_path / "transcript.jsonl.2", [http_event(1, "/b")])
     write_events(tmp_path / "transcript.jsonl.1", [http_event(1, "/c")])
     (tmp_path / "transcript.jsonl").write_text(json.dumps(http_event(1, "/d")) + '\n{"kind": "ht')   # cut short
@@ -134,9 +144,9 @@ def test_rotated_transcripts_are_read_oldest_first(tmp_path):
 
 
 def test_connections_of_a_later_run_in_the_same_state_dir_are_named_apart(tmp_path):
-    connect = {"kind": "connect", "listener": "http", "conn": 1, "local": "127.0.0.1:8080"}
-    write_events(tmp_path / "transcript.jsonl", [{"kind": "start"}, connect, http_event(1, "/x"),
-                                                 {"kind": "start"}, connect, http_event(1, "/y")])
+    connect = connect_event("http", "127.0.0.1:8080")
+    write_events(tmp_path / "transcript.jsonl", [START, connect, http_event(1, "/x"),
+                                                 START, connect, http_event(1, "/y")])
     entries = har_of(read_events(transcript_files(str(tmp_path))))["log"]["entries"]
     assert [(e["connection"], e["request"]["url"]) for e in entries] == [
         ("1", "http://mail.contoso.test:8080/x"), ("2.1", "http://mail.contoso.test:8080/y")]

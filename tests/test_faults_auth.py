@@ -45,7 +45,8 @@ def test_refused_logons_get_401_with_the_right_password(served, user, reason, me
     result = logon(served, user, method)
     assert result.status == 401 and result.exit_code == 0, result.stderr
     assert [v.split()[0] for v in result.header("WWW-Authenticate")] == ["Negotiate", "NTLM", "Basic"]
-    assert served.wait_for(lambda e: e["kind"] == "auth" and e["user"] == user and e["reason"] == reason
+    assert served.wait_for(lambda e: e["kind"] == "auth" and e["user"] == f"{user}@contoso.test"
+                           and e["login"].lower().endswith(user) and e["reason"] == reason
                            and e["scheme"].lower() == method[2:])
 
 
@@ -108,7 +109,8 @@ def test_basic_over_http_challenges_then_records_the_leaked_password(tmp_path):
                       scheme="http")
         assert leaked.status == 302 and leaked.header("Location")[0].startswith("https://autodiscover.contoso.test")
         events = served.wait_for(lambda e: e["kind"] == "auth" and e["result"] == "sent in clear")
-        assert events[0]["user"] == "alice" and events[0]["password_valid"] is True and events[0]["tls"] is False
+        assert (events[0]["user"], events[0]["login"]) == ("alice@contoso.test", "alice")
+        assert events[0]["password_valid"] is True and events[0]["tls"] is False
 
 
 def test_password_changed_during_session_refuses_after_the_first_logon(tmp_path):

@@ -20,7 +20,8 @@ PACKAGE = os.path.join(REPO, "harness")
 # the entries of one layer (e.g. services and probe) do not import each other.
 LAYERS: List[List[str]] = [
     ["harness.hooks"],                                                    # the hook kernel
-    ["harness.paths", "harness.yamlfile", "harness.verdicts", "harness.transcript"],   # leaf utilities, vocabulary
+    ["harness.paths", "harness.yamlfile", "harness.verdicts", "harness.transcript",
+     "harness.events"],                                                   # leaf utilities, vocabulary
     ["harness.org", "harness.pki", "harness.conduct"],                    # the org model, certificates, conduct
     ["harness.mailbox"],                                                  # the mailbox store (folders, items)
     ["harness.protocols"],                                                # sans-IO cores

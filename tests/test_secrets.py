@@ -18,6 +18,7 @@ from harness.org import load_org
 from harness.protocols.http import HttpRequest
 from harness.protocols.httpauth import AuthOutcome, auth_result_hook
 from harness.transcript import Transcript, mask_headers, redact_text
+from tests.support import transcript_schema
 
 SECRET = "P@ssw0rd-alice"
 TOKEN = base64.b64encode(f"CONTOSO\\alice:{SECRET}".encode()).decode()
@@ -126,6 +127,7 @@ def test_files_holding_secrets_are_private(server) -> None:
 
 
 def test_a_full_disk_loses_events_but_counts_them_and_says_so_once(tmp_path) -> None:
+    transcript_schema.synthetic(tmp_path)   # made-up kinds
     path = str(tmp_path / "transcript.jsonl")
     full = {"on": False}
     warnings = []

@@ -25,11 +25,12 @@ import random
 import re
 import time
 from email.utils import formatdate
-from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, quote
 
 from harness.hooks import FaultSet, Scope
 from harness.mailbox.store import MailboxStore
+from harness.org import Mailbox, Org
 from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews, owa
 from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
 from harness.protocols.autodiscover_answer import autodiscover_hook
@@ -231,9 +232,11 @@ class ExchangeSite:
         elif outcome.state == "continue" and offer.combined_challenge:
             outcome = dataclasses.replace(outcome, headers=combine_challenge(outcome.headers, offer.methods))
         if header is not None:
-            self.transcript.record("auth", conn=request.conn.conn_id, scheme=outcome.scheme, user=outcome.user,
-                                   domain=outcome.domain, result=outcome.state, reason=outcome.reason,
-                                   tls=request.conn.tls, path=request.target)
+            login = f"{outcome.domain}\\{outcome.user}" if outcome.domain else outcome.user
+            self.transcript.record("auth", conn=request.conn.conn_id, scheme=outcome.scheme,
+                                   **_who(self.org, login, outcome.mailbox), domain=outcome.domain,
+                                   result=outcome.state, reason=outcome.reason, tls=request.conn.tls,
+                                   path=request.target)
         if outcome.state == "success":
             request.response_headers.extend(outcome.headers)  # the final Negotiate token rides on the 200, as IIS does
             return outcome.mailbox, None
@@ -397,7 +400,7 @@ class RedirectSite:
     def _record_credentials(self, request: HttpRequest) -> None:
         words = (request.header("authorization") or "").split(None, 1)
         scheme, token = (words + ["", ""])[:2]
-        user, valid = "", None
+        login, valid, mailbox = "", None, None
         if scheme.lower() not in KNOWN_SCHEMES:   # a scheme-less header: its first word may be the secret itself
             scheme = "unknown"
         if scheme.lower() == "basic":
@@ -406,10 +409,10 @@ class RedirectSite:
                     .partition(":")
             except (binascii.Error, ValueError):
                 login, password = "", ""
-            user = login
             mailbox = self.org.find(login)
             valid = mailbox is not None and mailbox.password == password
-        self.transcript.record("auth", conn=request.conn.conn_id, scheme=scheme, user=user, result="sent in clear",
+        self.transcript.record("auth", conn=request.conn.conn_id, scheme=scheme, **_who(self.org, login, mailbox),
+                               result="sent in clear",
                                reason="credentials sent over plain HTTP", password_valid=valid, tls=False,
                                path=request.target)
 
@@ -418,3 +421,10 @@ class RedirectSite:
 
     def open_tunnel(self, request, io):
         return self.handle(request)
+
+
+def _who(org: Org, login: str, mailbox: Optional[Mailbox] = None) -> Dict[str, str]:
+    """An auth event's ``user`` (the mailbox's address when the login names one: CONTOSO\\alice, alice and
+    alice@contoso.test are all alice@contoso.test) and ``login`` (as typed)."""
+    mailbox = mailbox or org.find(login)
+    return {"user": mailbox.email if mailbox else login, "login": login}
