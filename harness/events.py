@@ -177,6 +177,15 @@ _KINDS: List[EventKind] = [
         "error_code": f("string", "the EWS response code (empty when none)"),
         "detail": f("string", "more about the answer"),
         "mailbox": f("string|null", "the authenticated mailbox"),
+        "back_off_ms": optional("integer", "the BackOffMilliseconds a throttling answer asked the client to wait"),
+    }),
+    EventKind("mapi_http", "a MAPI over HTTP request was answered", {
+        "conn": CONN,
+        "endpoint": f("string", "the MAPI/HTTP endpoint", enum=("emsmdb", "nspi")),
+        "request_type": f("string", "the X-RequestType (Connect, Execute, Disconnect, PING, ...)"),
+        "response_code": f("integer", "the X-ResponseCode sent (0: success)"),
+        "status": RESULT_HEX,
+        "mailbox": f("string|null", "the authenticated mailbox"),
     }),
     # ---- DNS --------------------------------------------------------------------------------------------------
     EventKind("dns", "a DNS query was answered (or deliberately not)", {
@@ -212,6 +221,9 @@ _KINDS: List[EventKind] = [
         "port": optional("integer", "the RPC port on that server"),
         "user": optional("string|null", "the authenticated mailbox"),
         "peer": optional("string", "the client's address, host:port"),
+        "framing": optional("string", "how an OUT channel's body is framed: exchange2013 (chunked, one PDU per "
+                                      "chunk) or legacy (Content-Length 1 GiB, raw PDUs)",
+                            enum=("exchange2013", "legacy")),
     }),
     EventKind("rpc_channel_closed", "an RPC-over-HTTP channel closed", {
         "channel": f("string", "in or out", enum=("in", "out")), "conn": CHANNEL_CONN,
