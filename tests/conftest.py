@@ -2,18 +2,27 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
 from harness.testing import Served, start_server
-from tests.support import fuzz
+from tests.support import fuzz, fuzz_budget
 from tests.support.clients import default_socket_timeout
 from tests.support.servers import worker_address
 
 
 def pytest_configure(config: pytest.Config) -> None:
     fuzz.load_profile()   # before any test module is imported: their @settings build on the loaded profile
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
+    return fuzz_budget.run_in_rounds(pyfuncitem)   # None (called as usual) unless under the fuzz profile
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    fuzz_budget.summarize(terminalreporter)
 
 
 @pytest.fixture(scope="session")
