@@ -5,7 +5,9 @@ untrusted connection") are judged from it. Events are plain dicts with ``seq``, 
 
 Secrets never reach the file, by construction at this sink: credential headers are masked whatever their shape
 (``mask_header``), and any free text copied from a client or a library (an h11 error quoting a header line, a
-detail echoing a request) has credential header lines redacted (``redact_text``) and is capped in size.
+detail echoing a request) has credential header lines redacted (``redact_text``) and is capped in size. The same
+redaction runs over other headers' values (a credential line h11 folded into the header before it), and a header
+line h11 refused is hidden past its name, whatever the name (a changed byte may have made it unrecognizable).
 
 A full or failing disk never takes serving down: a failed write is counted, one clear error is printed, and when
 writing works again a ``transcript_gap`` event says how many events were lost.
@@ -27,6 +29,9 @@ KNOWN_SCHEMES = {"basic", "ntlm", "negotiate", "kerberos", "bearer", "digest"}
 # A credential header line quoted anywhere in free text (its name, a colon; whitespace between, also as a repr's
 # escapes), and the rest of that line.
 _SECRET_TEXT = re.compile(r"(?i)((?:proxy-)?authorization|(?:set-)?cookie)(?:\s|\\[trn])*:[^\r\n]*")
+# A header line h11 refused, quoted in its error: its name is no longer sure to be read right (a byte of it changed,
+# a missing colon), so all of the line past the name is hidden whatever the name.
+_REFUSED_LINE = re.compile(r"(illegal header line: (?:bytearray\()?b?)(['\"])([-!#$%&*+.^_`|~0-9a-zA-Z]*)[^\r\n]*")
 MAX_TEXT = 2048          # longest free-text value copied into an event (an echoed 1 MB e-mail address is cut)
 MAX_HEADER_VALUE = 1024  # longest header value copied
 
@@ -34,6 +39,7 @@ MAX_HEADER_VALUE = 1024  # longest header value copied
 def mask_header(name: str, value: str) -> str:
     """Keep a known scheme of a credential header, hide everything else; cap other values."""
     if name.strip().lower() not in SECRET_HEADERS:
+        value = _redact_lines(value)    # a credential header line folded into this one (obs-fold) is hidden too
         return value if len(value) <= MAX_HEADER_VALUE else value[:MAX_HEADER_VALUE] + f"...({len(value)} chars)"
     parts = value.split(None, 1)
     if len(parts) == 2 and parts[0].lower() in KNOWN_SCHEMES:
@@ -47,10 +53,20 @@ def mask_headers(headers: Iterable[Tuple[str, str]]) -> List[List[str]]:
 
 def redact_text(text: str) -> str:
     """Free text with credential header lines masked and its length capped."""
-    # every match holds a colon: most fields (paths, names, ids) are ruled out without running the pattern
-    if ":" in text and _SECRET_TEXT.search(text):
-        text = _SECRET_TEXT.sub(lambda m: f"{m.group(1)}: ***", text)
+    text = _redact_lines(text)
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"...({len(text)} chars)"
+
+
+def _redact_lines(text: str) -> str:
+    # every match holds a colon: most fields (paths, names, ids) are ruled out without running the patterns
+    if ":" not in text:
+        return text
+    if _SECRET_TEXT.search(text):
+        text = _SECRET_TEXT.sub(lambda m: f"{m.group(1)}: ***", text)
+    if "illegal header line" in text:
+        text = _REFUSED_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)} ***{m.group(2)}"
+                                           + (")" if "(" in m.group(1) else ""), text)
+    return text
 
 
 def _safe(value: Any) -> Any:
