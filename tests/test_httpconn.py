@@ -42,6 +42,7 @@ from harness.protocols.httpconn import (
     TunnelBytes,
 )
 from harness.services.pacing import PacedTransport
+from tests.support.fuzz import scaled
 
 Answer = Callable[[HttpRequest], HttpResponse]
 
@@ -400,7 +401,7 @@ def split_at(data: bytes, cuts: List[int]) -> List[bytes]:
     return [data[start:end] for start, end in zip([0] + points, points + [len(data)], strict=True)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=scaled(300), deadline=None)
 @given(request_specs, st.lists(st.integers(min_value=0), max_size=20))
 def test_any_chunking_of_a_request_stream_gives_the_same_requests(specs, cuts):
     stream = b"".join(encode_request(*spec) for spec in specs)
@@ -414,7 +415,7 @@ def test_any_chunking_of_a_request_stream_gives_the_same_requests(specs, cuts):
 WAITING = (IDLE, READING_HEADERS, READING_BODY, TUNNELLED)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=scaled(500), deadline=None)
 @given(st.lists(st.one_of(st.binary(max_size=80), st.sampled_from(
     [b"GET / HTTP/1.1\r\n", b"Host: a\r\n", b"\r\n", b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n",
      b"Expect: 100-continue\r\n", b"RPC_IN_DATA /rpc HTTP/1.1\r\n", b"5\r\nhello\r\n", b"0\r\n\r\n", b"\x00\xff",
