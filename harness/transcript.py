@@ -6,8 +6,9 @@ untrusted connection") are judged from it. Events are plain dicts with ``seq``, 
 Secrets never reach the file, by construction at this sink: credential headers are masked whatever their shape
 (``mask_header``), and any free text copied from a client or a library (an h11 error quoting a header line, a
 detail echoing a request) has credential header lines redacted (``redact_text``) and is capped in size. The same
-redaction runs over other headers' values (a credential line h11 folded into the header before it), and a header
-line h11 refused is hidden past its name, whatever the name (a changed byte may have made it unrecognizable).
+redaction runs over other headers' values (a credential line h11 folded into the header before it), and a line h11
+refused and quotes (header, request or chunk line) is hidden past its first word, whatever it is: a changed byte
+may have made a credential header unrecognizable, and a mis-framed body makes any line a "request line".
 
 A full or failing disk never takes serving down: a failed write is counted, one clear error is printed, and when
 writing works again a ``transcript_gap`` event says how many events were lost.
@@ -29,9 +30,11 @@ KNOWN_SCHEMES = {"basic", "ntlm", "negotiate", "kerberos", "bearer", "digest"}
 # A credential header line quoted anywhere in free text (its name, a colon; whitespace between, also as a repr's
 # escapes), and the rest of that line.
 _SECRET_TEXT = re.compile(r"(?i)((?:proxy-)?authorization|(?:set-)?cookie)(?:\s|\\[trn])*:[^\r\n]*")
-# A header line h11 refused, quoted in its error: its name is no longer sure to be read right (a byte of it changed,
-# a missing colon), so all of the line past the name is hidden whatever the name.
-_REFUSED_LINE = re.compile(r"(illegal header line: (?:bytearray\()?b?)(['\"])([-!#$%&*+.^_`|~0-9a-zA-Z]*)[^\r\n]*")
+# A line h11 refused, quoted in its error: a header line whose name is no longer sure to be read right (a byte of it
+# changed, a missing colon), or a request or chunk line that may be any of the client's bytes (a body longer or
+# shorter than declared puts the next request's lines there). Past its first word it is hidden, whatever it is.
+_REFUSED_LINE = re.compile(r"(illegal (?:header line|request line|chunk header): (?:bytearray\()?b?)(['\"])"
+                           r"([-!#$%&*+.^_`|~0-9a-zA-Z]*)[^\r\n]*")
 MAX_TEXT = 2048          # longest free-text value copied into an event (an echoed 1 MB e-mail address is cut)
 MAX_HEADER_VALUE = 1024  # longest header value copied
 
@@ -63,7 +66,7 @@ def _redact_lines(text: str) -> str:
         return text
     if _SECRET_TEXT.search(text):
         text = _SECRET_TEXT.sub(lambda m: f"{m.group(1)}: ***", text)
-    if "illegal header line" in text:
+    if "illegal " in text:
         text = _REFUSED_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)} ***{m.group(2)}"
                                            + (")" if "(" in m.group(1) else ""), text)
     return text

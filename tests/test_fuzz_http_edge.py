@@ -3,13 +3,15 @@ listener, the port-80 RedirectSite), driven in-process with arbitrary byte chunk
 
 Whatever arrives: nothing raises out of the Twisted protocol, every byte written is a whole HTTP/1.1 response, the
 responses on the wire are exactly the answers the site gave, in order (no write fault is active, so none may be
-lost), and no password or Authorization token reaches the transcript."""
+lost, but for the answer to bytes that break the framing of a body already answered, which the core drops and
+closes), and no password or Authorization token reaches the transcript."""
 from __future__ import annotations
 
 import base64
 import json
 import random
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, List, Optional, Tuple
 
 import pytest
@@ -86,9 +88,15 @@ def requests(draw: st.DrawFn) -> bytes:
         lines.append(b"Content-Length: %d" % length[framing])
     data = bytearray(b"\r\n".join(lines) + b"\r\n\r\n" + body)
     if draw(RARELY):
+        # Never inside a line carrying the token: an edit there may make it another header (a new name), whose value
+        # is the client's to show; lines h11 refuses are tests/test_fuzz_transcript.py's, which knows them apart.
+        starts = accumulate([0] + [len(line) + 2 for line in lines])
+        carrying = {offset for start, line in zip(starts, lines) if TOKEN.encode() in line
+                    for offset in range(start, start + len(line) + 2)}
+        editable = sorted(set(range(len(data))) - carrying)
         for position, value in draw(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1,
                                              max_size=3)):
-            data[position % len(data)] = value
+            data[editable[position % len(editable)]] = value
     return bytes(data)
 
 
@@ -181,7 +189,9 @@ def check_edge(listener: str, pieces: List[bytes]) -> None:
     protocol.connectionLost(Failure(error.ConnectionDone()))
     on_wire = read_responses(transport.value(), answers.given)
     answered = [status for status, _ in answers.given]
-    assert on_wire == answered, "the answers on the wire are not those the site gave"
+    if on_wire != answered:   # only the core's silent close: bytes that break the framing of a body already answered
+        silent_close = answers.given[-1][1] is None and transport.disconnecting and not transport.disconnected
+        assert on_wire == answered[:-1] and silent_close, "the answers on the wire are not those the site gave"
     recorded = json.dumps(transcript.events, default=str)
     assert not any(secret in recorded for secret in SECRETS)
 
