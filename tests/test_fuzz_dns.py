@@ -190,13 +190,13 @@ def tcp_streams(draw: st.DrawFn) -> List[bytes]:
     return [stream[start:end] for start, end in zip([0] + cuts, cuts + [len(stream)])]
 
 
-@settings(max_examples=scaled(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(datagrams, answers)
 def test_any_datagram_with_any_fault_answer_gets_one_readable_reply_or_none_by_rule(data, answer):
     check_datagram(data, answer)
 
 
-@settings(max_examples=scaled(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tcp_streams(), answers)
 def test_any_tcp_stream_gets_readable_replies_in_order(pieces, answer):
     check_tcp_stream(pieces, answer)
