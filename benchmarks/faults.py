@@ -13,48 +13,16 @@ disturbed one). The goal (issue 4): the loaded server within 10 % of the bare on
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from autodiscover import drive, start  # noqa: E402  (the sibling benchmark: server start-up and the POX client)
-
-# (share of the library, scenario fault line with {i} for the scenario's index)
-MIX = [
-    (0.40, "autodiscover.error-code: {{code: 500, user: user{i}@contoso.test}}"),
-    (0.15, "tls.expired: {{host: tls{i}.contoso.test}}"),
-    (0.15, "network.latency: {{host: slow{i}.contoso.test, ms: 2000}}"),
-    (0.10, "network.reset: {{host: reset{i}.contoso.test, when: mid-response}}"),
-    (0.05, "network.refused: {{host: closed{i}.contoso.test}}"),
-    (0.10, "network.refused: {{port: 80}}"),
-    (0.05, "dns.nxdomain: {{host: gone{i}.contoso.test}}"),
-]
-
-
-def write_library(directory: str, count: int) -> list:
-    """``count`` scenario files, none of which touches the measured request; returns their paths."""
-    lines = [line for share, line in MIX for _ in range(round(share * count))][:count]
-    paths = []
-    for index, line in enumerate(lines):
-        path = os.path.join(directory, f"bench-{index:04d}.yaml")
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(f"name: bench-{index:04d}\nfaults:\n  - {line.format(i=index)}\n"
-                      "expect:\n  analyzer: {passes: true}\n")
-        paths.append(path)
-    return paths
+from _common import basic_auth, drive, start_mockex, stop, write_library  # noqa: E402 - the benchmarks' shared pieces
 
 
 def serve(workdir: str, name: str, scenario_paths: list):
-    state = os.path.join(workdir, name)
-    os.makedirs(state)
-    extra = [arg for path in scenario_paths for arg in ("--scenario", path)]
-    process = start([sys.executable, "-m", "harness", "serve", "--state-dir", state, "--https-port", "0",
-                     "--http-port", "0", "--dns-port", "0", "--quiet", *extra], os.path.join(state, "endpoints.json"))
-    with open(os.path.join(state, "endpoints.json"), encoding="utf-8") as handle:
-        return process, json.load(handle)
+    return start_mockex(os.path.join(workdir, name), scenario_paths)
 
 
 def main() -> None:
@@ -75,16 +43,13 @@ def main() -> None:
         rates = {name: [] for name in servers}
         for _ in range(args.rounds):
             for name, (_, endpoints) in servers.items():
-                alice = next(u for u in endpoints["users"] if u["username"] == "alice")
-                basic = "Basic " + base64.b64encode(f"{alice['upn']}:{alice['password']}".encode()).decode()
                 done, seconds = drive(endpoints["https"]["port"], endpoints["ca_file"], args.requests,
-                                      args.max_seconds, basic)
+                                      args.max_seconds, basic_auth(endpoints))
                 rates[name].append(done / seconds)
         loaded_faults = len(servers["loaded"][1]["faults"])
     finally:
         for process, _ in servers.values():
-            process.terminate()
-            process.wait()
+            stop(process)
     print(f"{'server':<34} {'best req/s':>10} {'median req/s':>13}")
     for name, label in (("bare", "mockex, no scenarios"), ("loaded", f"mockex, {args.scenarios} scenarios")):
         ordered = sorted(rates[name])

@@ -11,9 +11,14 @@ and by --max-seconds.
    layer's. RLIMIT_NOFILE is raised for this process and the servers it starts.
 2. Throughput with impacket's ncacn_http client, as exchanger.py uses it: virtual connection + NSPI bind (NTLM at
    --level) + NspiBind + NspiQueryRows (the GAL, 50 rows) + NspiUnbind + disconnect per cycle, then NspiQueryRows
-   calls on one bound connection; with the server's CPU time per cycle and per call.
+   calls on one bound connection; with the server's CPU time per cycle and per call (utime+stime of the server
+   process) next to the CPU impacket's client spends on the same exchange (time.process_time of this process, where
+   the client runs), and their ratio.
 
-    sudo python benchmarks/rpc.py [--idle 1000] [--cycles 100] [--calls 1000] [--max-seconds 120]
+    sudo python benchmarks/rpc.py [--phase memory|throughput] [--idle 1000] [--cycles 100] [--calls 1000]
+                                  [--max-seconds 120]
+
+The raw-socket client of phase 1 is tests/support/rpchttp.py's: it needs the ``test`` extra, as the tests do.
 """
 from __future__ import annotations
 
@@ -22,22 +27,23 @@ import json
 import os
 import random
 import resource
+import shutil
 import socket
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from autodiscover import cpu_seconds, start  # noqa: E402 - the sibling benchmark's process helpers
+from _common import cpu_seconds, start  # noqa: E402 - the benchmarks' shared process helpers
 from impacket.dcerpc.v5 import nspi, rpcrt  # noqa: E402
 from impacket.dcerpc.v5.transport import DCERPCTransportFactory  # noqa: E402
 from impacket.http import AUTH_BASIC  # noqa: E402
 
-from tests.test_rpc_e2e import ORG, open_virtual_connection, tls_connect  # noqa: E402 - the tests' raw client
+from tests.support.rpchttp import ORG, open_virtual_connection, tls_connect  # noqa: E402 - the raw client
 
 ORG_MAIL_HOST = ORG.mail_host.encode()
 GAL_TAGS = [0x3001001F, 0x39FE001F, 0x0FFF0102]      # PR_DISPLAY_NAME, PR_SMTP_ADDRESS, PR_ENTRYID
@@ -64,23 +70,46 @@ def raise_file_limit(needed: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+# `python -m harness` under cProfile timed by CPU (process_time), not wall clock: on a shared machine the wall clock
+# charges idle polls and preemption to whatever runs.
+PROFILED_SERVER = """
+import cProfile, runpy, sys, time
+out, sys.argv = sys.argv[1], ["harness"] + sys.argv[2:]
+profiler = cProfile.Profile(time.process_time)
+profiler.enable()
+try:
+    runpy.run_module("harness", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profiler.disable()
+    profiler.dump_stats(out)
+"""
+
+
 @contextmanager
-def serving(listen: str) -> Iterator[Tuple[dict, int]]:
-    """A fresh `mockex serve` on <listen>:443: (endpoints.json, pid)."""
-    state = os.path.join(tempfile.mkdtemp(prefix="mockex-rpc-bench-"), "state")
+def serving(listen: str, profile: Optional[str] = None) -> Iterator[Tuple[dict, int]]:
+    """A fresh `mockex serve` on <listen>:443: (endpoints.json, pid); with ``profile``, run under cProfile (CPU
+    time), whose stats land in that file when the server ends (SIGTERM stops its reactor cleanly)."""
+    top = tempfile.mkdtemp(prefix="mockex-rpc-bench-")
+    state = os.path.join(top, "state")
     os.makedirs(state)
+    profiler = ["-c", PROFILED_SERVER, os.path.abspath(profile)] if profile else ["-m", "harness"]
     try:
-        server = start([sys.executable, "-m", "harness", "serve", "--state-dir", state, "--listen", listen,
-                        "--https-port", "443", "--http-port", "0", "--dns-port", "0", "--quiet"],
-                       os.path.join(state, "endpoints.json"))
-    except SystemExit as failure:
-        raise SystemExit(f"{failure}\n(:443 needs root, or run inside `unshare -rn`)") from None
-    try:
-        with open(os.path.join(state, "endpoints.json")) as handle:
-            yield json.load(handle), server.pid
+        try:
+            server = start([sys.executable, *profiler, "serve", "--state-dir", state, "--listen",
+                            listen, "--https-port", "443", "--http-port", "0", "--dns-port", "0", "--quiet"],
+                           os.path.join(state, "endpoints.json"))
+        except SystemExit as failure:
+            raise SystemExit(f"{failure}\n(:443 needs root, or run inside `unshare -rn`)") from None
+        try:
+            with open(os.path.join(state, "endpoints.json")) as handle:
+                yield json.load(handle), server.pid
+        finally:
+            server.terminate()
+            server.wait()
     finally:
-        server.terminate()
-        server.wait()
+        shutil.rmtree(top, ignore_errors=True)
 
 
 # ---- memory ---------------------------------------------------------------------------------------------------
@@ -170,7 +199,7 @@ def query_gal(dce, handle) -> int:
 
 
 def throughput(args) -> None:
-    with serving(args.listen) as (endpoints, pid):
+    with serving(args.listen, args.server_profile) as (endpoints, pid):
         measure_throughput(endpoints, pid, args)
 
 
@@ -185,25 +214,28 @@ def measure_throughput(endpoints: dict, pid: int, args) -> None:
         dce.get_rpc_transport().disconnect()
 
     cycle()                                # warm-up
-    cpu0, done, started = cpu_seconds(pid), 0, time.perf_counter()
+    cpu0, client0, done, started = cpu_seconds(pid), time.process_time(), 0, time.perf_counter()
     while done < args.cycles and time.perf_counter() - started < args.max_seconds:
         cycle()
         done += 1
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu0
+    elapsed, cpu, client = time.perf_counter() - started, cpu_seconds(pid) - cpu0, time.process_time() - client0
     print(f"virtual connection + bind (NTLM level {args.level}, HTTP {args.http_auth}) + NspiBind + NspiQueryRows "
           f"+ NspiUnbind: {done} cycles in {elapsed:.1f} s = {done / elapsed:.1f}/s, "
-          f"server CPU {cpu * 1e3 / max(done, 1):.1f} ms per cycle")
+          f"server CPU {cpu * 1e3 / max(done, 1):.2f} ms per cycle, impacket client CPU "
+          f"{client * 1e3 / max(done, 1):.2f} ms per cycle (server/client {cpu / max(client, 1e-9):.2f})")
 
     dce, handle = nspi_session(host, alice["password"], args.level, args.http_auth)
-    cpu0, calls, started = cpu_seconds(pid), 0, time.perf_counter()
+    query_gal(dce, handle)                 # warm-up
+    cpu0, client0, calls, started = cpu_seconds(pid), time.process_time(), 0, time.perf_counter()
     while calls < args.calls and time.perf_counter() - started < args.max_seconds:
         query_gal(dce, handle)
         calls += 1
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu0
+    elapsed, cpu, client = time.perf_counter() - started, cpu_seconds(pid) - cpu0, time.process_time() - client0
     nspi.hNspiUnbind(dce, handle)
     dce.get_rpc_transport().disconnect()
     print(f"NspiQueryRows on one bound connection: {calls} calls in {elapsed:.1f} s = {calls / elapsed:.0f}/s, "
-          f"server CPU {cpu * 1e6 / max(calls, 1):.0f} us per call")
+          f"server CPU {cpu * 1e6 / max(calls, 1):.0f} us per call, impacket client CPU "
+          f"{client * 1e6 / max(calls, 1):.0f} us per call (server/client {cpu / max(client, 1e-9):.2f})")
 
 
 def main() -> None:
@@ -217,6 +249,11 @@ def main() -> None:
     parser.add_argument("--level", type=int, default=rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY, choices=(1, 2, 5, 6),
                         help="RPC auth level of the throughput phase (default 6, as exchanger.py)")
     parser.add_argument("--http-auth", choices=("ntlm", "basic"), default="ntlm")
+    parser.add_argument("--phase", choices=("memory", "throughput"), action="append",
+                        help="run only this phase (repeatable; default: both)")
+    parser.add_argument("--server-profile", metavar="FILE",
+                        help="run the throughput phase's server under cProfile and write its stats to FILE (the CPU "
+                             "figures then include the profiler's overhead)")
     parser.add_argument("--max-seconds", type=float, default=120, help="time bound of each phase (default 120)")
     args = parser.parse_args()
     if not socket.inet_aton(args.listen)[0] == 127:
@@ -224,8 +261,11 @@ def main() -> None:
 
     limit = raise_file_limit(4 * args.idle + 256)
     print(f"RLIMIT_NOFILE {limit}; server on {args.listen}:443")
-    memory(args)
-    throughput(args)
+    phases = args.phase or ["memory", "throughput"]
+    if "memory" in phases:
+        memory(args)
+    if "throughput" in phases:
+        throughput(args)
 
 
 if __name__ == "__main__":

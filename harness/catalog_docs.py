@@ -1,15 +1,16 @@
 """Docs generated from the code so they cannot drift: docs/faults.md, docs/scenarios.md and
-docs/scenario.schema.json. `python -m harness.catalog_docs` rewrites them; a test fails when they are stale."""
+docs/scenario.schema.json (and the generated parts of docs/architecture.md and docs/conduct.md).
+`python -m harness.catalog_docs` rewrites them; a test fails when they are stale."""
 from __future__ import annotations
 
 import json
 import os
 from typing import Dict, List
 
-from harness import verdicts
+from harness import conduct, verdicts
 from harness.faults.base import LAYERS, Param, catalog, declared_hooks
 from harness.hooks import provided_hooks
-from harness.scenario import TRIGGERS, builtin_scenarios
+from harness.scenario import CLIENT_PATTERNS, CREDENTIALS, EXIT_CLASSES, TRIGGERS, builtin_scenarios
 
 DOCS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
@@ -75,6 +76,11 @@ def scenarios_markdown() -> str:
              + ", ".join(f"`{k}`" for k in TRIGGERS) + " |",
              "| `expect.analyzer` | `{fails_at: STEP, reason: REASON, host: NAME}` or `{passes: true}`: what "
              "`mockex probe` must conclude; `user: EMAIL` runs the probe as that mailbox (default alice) |",
+             "| `expect.client` | what any client run by `mockex run` must do: `exit` (`success`, `failure`, `any` "
+             "or a code), `stdout`/`stderr` (patterns that must be found), `stdout_not`/`stderr_not` (must not), "
+             "`credentials` (`never`, `trusted-tls`, `any`), `timeout` (seconds), `conduct` (`{require: [RULE], "
+             "waive: [RULE]}`: client-conduct rules beyond the default ones, or not judged here; docs/conduct.md); "
+             "by default derived from `expect.analyzer` (docs/runner.md) |",
              "| `expect.clients` | free-form notes on what named clients should do |", "",
              "## Library", "", "| scenario | layers | effect | probe verdict |", "|---|---|---|---|"]
     for scenario in scenarios:
@@ -143,6 +149,18 @@ def scenario_schema() -> Dict:
                     "reason": {"anyOf": [{"enum": sorted(verdicts.REASONS)}, {"pattern": "^http-[1-5][0-9][0-9]$"}]},
                     "host": {"type": "string"}, "user": {"type": "string"}, "passes": {"type": "boolean"},
                     "warns": {"type": "string"}}},
+                "client": {"type": "object", "additionalProperties": False, "properties": {
+                    "exit": {"anyOf": [{"enum": list(EXIT_CLASSES)},
+                                       {"type": "integer", "minimum": 0, "maximum": 255}]},
+                    **{key: {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                             "description": "Python regular expressions, each searched in the output"}
+                       for key in CLIENT_PATTERNS},
+                    "credentials": {"enum": list(CREDENTIALS)},
+                    "timeout": {"type": "number", "exclusiveMinimum": 0},
+                    "conduct": {"type": "object", "additionalProperties": False, "properties": {
+                        key: {"anyOf": [{"enum": list(conduct.RULES)},
+                                        {"type": "array", "items": {"enum": list(conduct.RULES)}}]}
+                        for key in ("require", "waive")}}}},
                 "clients": {"type": "object"}}},
         },
         "$defs": {"fault": fault},
@@ -180,6 +198,11 @@ def with_hook_table(text: str) -> str:
     return replace_between(text, HOOKS_BEGIN, HOOKS_END, hooks_markdown())
 
 
+def with_conduct_rules(text: str) -> str:
+    """docs/conduct.md with its rule reference regenerated from harness/conduct.py's registry."""
+    return replace_between(text, conduct.CONDUCT_BEGIN, conduct.CONDUCT_END, conduct.markdown())
+
+
 def outputs() -> Dict[str, str]:
     """The wholly generated docs; docs/architecture.md only has its hook table generated (``with_hook_table``)."""
     return {"faults.md": faults_markdown(), "scenarios.md": scenarios_markdown(),
@@ -194,12 +217,13 @@ def write() -> List[str]:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
         written.append(path)
-    path = os.path.join(DOCS_DIR, "architecture.md")
-    with open(path, encoding="utf-8") as handle:
-        text = with_hook_table(handle.read())
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    written.append(path)
+    for name, regenerate in (("architecture.md", with_hook_table), ("conduct.md", with_conduct_rules)):
+        path = os.path.join(DOCS_DIR, name)
+        with open(path, encoding="utf-8") as handle:
+            text = regenerate(handle.read())
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        written.append(path)
     return written
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import signal
 import sys
 from typing import TYPE_CHECKING, List, Optional
 
 from harness.faults.base import LAYERS
 from harness.org import DEFAULT_ORG_DIR
+from harness.transcript import DEFAULT_KEEP
 from harness.yamlfile import SpecError
 
 if TYPE_CHECKING:
@@ -25,11 +27,70 @@ examples:
   mockex serve                                   # contoso.test on 127.0.0.1 (https 8443, http 8080, dns 5353)
   mockex serve --https-port 0 --http-port 0 --dns-port 0 --state-dir /tmp/mx   # ephemeral ports
   sudo mockex serve --listen 127.0.0.2 --https-port 443 --http-port 80 --dns-port 53
-  unshare -rn sh -c 'ip link set lo up; mockex serve --https-port 443'   # :443 without root (user+net namespace)
+  mockex sandbox -- exchanger.py 'CONTOSO/alice:P@ssw0rd-alice@mail.contoso.test' nspi list-tables
+                                                 # :443/:80/:53 without root, for one command (see `sandbox --help`)
+  mockex serve --transcript-max-bytes 100M       # long runs: rotate transcript.jsonl (.1 .2 .3 kept)
 
 Everything a client needs (URLs, users, passwords, CA file) is printed at start and written to
 <state-dir>/endpoints.json; every exchange is recorded in <state-dir>/transcript.jsonl.
 """
+
+
+SANDBOX_DESCRIPTION = """\
+Run one command in a private user + network + mount namespace (made without root where the kernel allows
+unprivileged user namespaces) where the mock serves the org on 127.0.0.1:443 (HTTPS), :80 (HTTP) and :53 (DNS),
+every program resolves the org's names through it (/etc/resolv.conf and /etc/hosts are replaced inside the namespace
+only), and the CA is trusted through SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS and CURL_CA_BUNDLE.
+The mock starts first and stops when the command ends, on Ctrl-C, or when the parent of `mockex sandbox` dies.
+Nothing else is reachable inside: only loopback exists there.
+"""
+
+SANDBOX_EPILOG = """\
+examples:
+  mockex sandbox -- curl --ntlm -u 'CONTOSO\\alice:P@ssw0rd-alice' https://autodiscover.contoso.test/autodiscover/autodiscover.xml
+  mockex sandbox --scenario tls-expired -- node my-ews-client.js
+  mockex sandbox --state-dir ./state -- python my_client.py     # keep the transcript
+
+exit status: the command's (128+N if signal N ended it); 125 when the sandbox cannot be made (the message names
+the setting that forbids user namespaces) or the mock does not start; 126 the command cannot run; 127 not found.
+The command runs as root of the namespace (your own uid outside); $MOCKEX_ENDPOINTS names endpoints.json.
+"""
+
+HAR_DESCRIPTION = """\
+Write every HTTP exchange of STATE_DIR's transcript (transcript.jsonl, and rotated transcript.jsonl.N before it)
+as an HTTP Archive (HAR 1.2) that browser dev tools and HAR viewers open: method, URL, headers, query, status,
+redirect target, sizes, timing, connection id and server address. Each entry's comment gives the connection's TLS
+version and SNI and the authentication outcome of the request. Bodies are not in the transcript, so entries have
+content size and type but no text; Authorization and Cookie headers stay masked as the transcript recorded them.
+
+exit status: 0 written; 2 the state directory or its transcript cannot be read, or OUT cannot be written.
+"""
+
+MIN_TRANSCRIPT_BYTES = 4096
+MAX_TRANSCRIPT_KEEP = 100
+_SIZE = re.compile(r"(\d+)([KMG]?)", re.IGNORECASE | re.ASCII)
+
+
+def transcript_max_bytes(text: str) -> Optional[int]:
+    """--transcript-max-bytes: bytes, or KiB/MiB/GiB with a K/M/G suffix; 0 is no cap (None)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"--transcript-max-bytes {text!r}: expected a size in bytes, e.g. 50000000 or 50M")
+    value = int(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " ")
+    if 0 < value < MIN_TRANSCRIPT_BYTES:
+        raise ValueError(f"--transcript-max-bytes {text!r}: at least {MIN_TRANSCRIPT_BYTES} bytes (0: no cap)")
+    return value or None
+
+
+def transcript_keep(text: str) -> int:
+    """--transcript-keep: how many rotated files stay beside transcript.jsonl."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_TRANSCRIPT_KEEP:
+        raise ValueError(f"--transcript-keep {text!r}: expected a number of files, 1..{MAX_TRANSCRIPT_KEEP}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -48,36 +109,47 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve an org (Autodiscover, RPC over HTTP, redirect, DNS) until Ctrl-C",
                            description="Serve an Exchange 2013 org on loopback until Ctrl-C or SIGTERM.",
                            epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("--org", default=DEFAULT_ORG_DIR, metavar="DIR",
-                       help="org fixture directory holding org.yaml (default: the built-in contoso.test)")
     serve.add_argument("--state-dir", default=os.path.join(os.getcwd(), "state"), metavar="DIR",
                        help="where the CA, certificates, endpoints.json and transcript.jsonl go (default: ./state)")
     serve.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
                        help="address for every listener (default 127.0.0.1; non-loopback needs --allow-remote)")
     serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
-    limits = serve.add_argument_group("connection limits (as IIS/http.sys; 0 switches a limit off)")
-    limits.add_argument("--idle-timeout", type=float, default=120.0, metavar="S",
-                        help="close a connection with no request for S seconds (IIS connectionTimeout; default 120)")
-    limits.add_argument("--header-wait-timeout", type=float, default=120.0, metavar="S",
-                        help="close a connection whose request head is not whole after S seconds (http.sys "
-                             "HeaderWait; default 120)")
-    limits.add_argument("--tls-handshake-timeout", type=float, default=60.0, metavar="S",
-                        help="reset a TLS connection whose handshake is not done after S seconds (default 60)")
-    limits.add_argument("--max-connections-per-address", type=int, default=0, metavar="N",
-                        help="reset connections beyond N open from one client address (default 0: no cap)")
+    record = serve.add_argument_group("transcript size (it grows ~1.45 KB per Autodiscover request)")
+    record.add_argument("--transcript-max-bytes", default="0", metavar="SIZE",
+                        help="before transcript.jsonl passes SIZE bytes (K, M, G: KiB, MiB, GiB; at least "
+                             f"{MIN_TRANSCRIPT_BYTES}) it becomes transcript.jsonl.1 and a fresh file starts "
+                             "(default 0: no cap)")
+    record.add_argument("--transcript-keep", default=str(DEFAULT_KEEP), metavar="N",
+                        help=f"rotated files kept, .1 the newest; older ones are deleted (1..{MAX_TRANSCRIPT_KEEP}, "
+                             f"default {DEFAULT_KEEP})")
+    record.add_argument("--rpc-capture", action="store_true",
+                        help="record the inner DCE/RPC PDUs of every RPC over HTTP virtual connection in "
+                             "STATE_DIR/rpc/ for `mockex export pcap` (files 0600: they hold NTLM exchanges)")
     serve.add_argument("--https-port", type=_port, default=8443, help="HTTPS (CAS) port (default 8443; 0 = any)")
     serve.add_argument("--http-port", type=_port, default=8080,
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
     serve.add_argument("--dns-port", type=_port, default=5353, help="DNS port, UDP and TCP (default 5353; 0 = any)")
-    serve.add_argument("--seed", type=int, default=None,
-                       help="seed for every random choice, to replay a run exactly (default: the scenario's seed, "
-                            "else a "
-                            "fresh random seed per start, printed and recorded, so NTLM challenges never repeat "
-                            "across runs)")
-    serve.add_argument("--scenario", action="append", default=[], metavar="NAME|FILE",
-                       help="activate a scenario (a built-in name or a YAML file); repeatable. "
-                            "`kill -HUP <pid>` resets scenario state without a restart")
+    _add_org_options(serve)
     serve.add_argument("--quiet", action="store_true", help="print only the endpoints.json path")
+    control = serve.add_argument_group("control plane (see docs/control.md and `mockex ctl`)")
+    control.add_argument("--control", action="store_true",
+                         help="serve the control API (HTTP/JSON, bearer token) on loopback; its URL and token go to "
+                              "endpoints.json under \"control\"")
+    control.add_argument("--control-listen", default="127.0.0.1", metavar="ADDR",
+                         help="its address: loopback only, whatever --allow-remote says (default 127.0.0.1)")
+    control.add_argument("--control-port", type=_port, default=0, help="its port (default 0: any free port)")
+
+    sandbox = sub.add_parser("sandbox", help="run one command against the org on the real ports 443/80/53, without "
+                                             "root, in a private network namespace",
+                             description=SANDBOX_DESCRIPTION, epilog=SANDBOX_EPILOG,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    sandbox.add_argument("--state-dir", default=None, metavar="DIR",
+                         help="keep the CA, endpoints.json and transcript.jsonl here (default: a temporary "
+                              "directory removed at exit)")
+    _add_org_options(sandbox)
+    sandbox.add_argument("--quiet", action="store_true", help="no banner on stderr (errors are still reported)")
+    sandbox.add_argument("program", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]",
+                         help="the command to run inside, with its arguments")
 
     scenarios = sub.add_parser("scenarios", help="list, show and validate scenarios (built-in or files)",
                                description="The built-in scenario library and scenario files.")
@@ -91,9 +163,76 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_sub.add_parser("schema", help="print the JSON schema of scenario files")
     from harness.probe.cli import add_probe_parser
     add_probe_parser(sub)
+    from harness.control.ctl import add_ctl_parser
+    add_ctl_parser(sub)
+    from harness.runner.cli import add_report_parser, add_run_parser
+    add_run_parser(sub)
+    add_report_parser(sub)
     faults = sub.add_parser("faults", help="the fault catalogue: every fault with its parameters")
     faults.add_argument("name", nargs="?", help="show one fault in full")
+    export = sub.add_parser("export", help="write a state directory's transcript in another format (HAR, pcapng)",
+                            description="Write what a mockex run recorded in a format other tools read.")
+    export_sub = export.add_subparsers(dest="format", metavar="FORMAT")
+    har = export_sub.add_parser("har", help="every HTTP exchange as an HTTP Archive (HAR 1.2)",
+                                description=HAR_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    har.add_argument("state_dir", metavar="STATE_DIR", help="the --state-dir of a mockex serve (running or stopped)")
+    har.add_argument("out", metavar="OUT.har", help="the file to write (- for stdout)")
+    pcap = export_sub.add_parser("pcap", help="the RPC traffic `serve --rpc-capture` recorded, as pcapng",
+                                 description="Each RPC over HTTP virtual connection's inner PDUs (RTS and DCE/RPC) "
+                                             "as one synthetic TCP connection to port 135, which Wireshark/tshark "
+                                             "dissect as DCE/RPC with NSPI, RFR and EMSMDB operation names. See "
+                                             "docs/export.md.")
+    pcap.add_argument("state_dir", metavar="STATE_DIR", help="the --state-dir of a `mockex serve --rpc-capture`")
+    pcap.add_argument("out", metavar="OUT.pcapng", help="the file to write")
     return parser
+
+
+def _add_org_options(parser: argparse.ArgumentParser) -> None:
+    """What the mock serves and how it treats connections: shared by `serve` and `sandbox` (which passes them on
+    to the `mockex serve` it starts; keep MOCK_OPTIONS in step)."""
+    parser.add_argument("--org", default=DEFAULT_ORG_DIR, metavar="DIR",
+                        help="org fixture directory holding org.yaml (default: the built-in contoso.test)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed for every random choice, to replay a run exactly (default: the scenario's seed, "
+                             "else a fresh random seed per start, printed and recorded, so NTLM challenges never "
+                             "repeat across runs)")
+    parser.add_argument("--scenario", action="append", default=[], metavar="NAME|FILE",
+                        help="activate a scenario (a built-in name or a YAML file); repeatable. "
+                             "`kill -HUP <pid>` resets scenario state without a restart")
+    parser.add_argument("--keylog", metavar="FILE", type=os.path.abspath,
+                        default=os.environ.get("SSLKEYLOGFILE") or None,
+                        help="append every TLS session's secrets to FILE (NSS key log format, mode 0600), so "
+                             "Wireshark/tshark decrypt a capture (default: $SSLKEYLOGFILE when set)")
+    limits = parser.add_argument_group("connection limits (as IIS/http.sys; 0 switches a limit off)")
+    limits.add_argument("--idle-timeout", type=float, default=120.0, metavar="S",
+                        help="close a connection with no request for S seconds (IIS connectionTimeout; default 120)")
+    limits.add_argument("--header-wait-timeout", type=float, default=120.0, metavar="S",
+                        help="close a connection whose request head is not whole after S seconds (http.sys "
+                             "HeaderWait; default 120)")
+    limits.add_argument("--tls-handshake-timeout", type=float, default=60.0, metavar="S",
+                        help="reset a TLS connection whose handshake is not done after S seconds (default 60)")
+    limits.add_argument("--send-timeout", type=float, default=120.0, metavar="S",
+                        help="reset a connection whose client takes none of its answers for S seconds (IIS "
+                             "connectionTimeout; default 120)")
+    limits.add_argument("--max-connections-per-address", type=int, default=0, metavar="N",
+                        help="reset connections beyond N open from one client address (default 0: no cap)")
+
+
+# (option, attribute) of _add_org_options, in the order `sandbox` hands them to `mockex serve`
+MOCK_OPTIONS = [("--org", "org"), ("--seed", "seed"), ("--keylog", "keylog"), ("--idle-timeout", "idle_timeout"),
+                ("--header-wait-timeout", "header_wait_timeout"), ("--tls-handshake-timeout", "tls_handshake_timeout"),
+                ("--send-timeout", "send_timeout"),
+                ("--max-connections-per-address", "max_connections_per_address")]
+
+
+def mock_arguments(args: argparse.Namespace) -> List[str]:
+    """The `mockex serve` arguments that give the org, scenarios, seed and limits of ``args``."""
+    argv = [f"--scenario={ref}" for ref in args.scenario]
+    for option, attribute in MOCK_OPTIONS:
+        value = getattr(args, attribute)
+        if value is not None:
+            argv.append(f"{option}={value}")
+    return argv
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -119,15 +258,28 @@ def _main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "sandbox":
+            return _sandbox(args, parser)
         if args.command == "scenarios":
             from harness import catalog_cli
             return catalog_cli.scenarios(args, parser)
         if args.command == "probe":
             from harness.probe.cli import run_probe
             return run_probe(args)
+        if args.command == "ctl":
+            from harness.control.ctl import run_ctl
+            return run_ctl(args)
+        if args.command == "run":
+            from harness.runner.cli import run_command
+            return run_command(args)
+        if args.command == "report":
+            from harness.runner.cli import report_command
+            return report_command(args)
         if args.command == "faults":
             from harness import catalog_cli
             return catalog_cli.faults(args)
+        if args.command == "export":
+            return _export(args, parser)
     except SpecError as exc:
         print(f"mockex: {exc}", file=sys.stderr)
         return 2
@@ -135,7 +287,35 @@ def _main(argv: Optional[List[str]] = None) -> int:
     return 2
 
 
+def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.format not in ("har", "pcap"):
+        parser.error("export: name the format: mockex export har|pcap STATE_DIR OUT")
+    from harness.export.har import ExportError, export_har
+    if args.format == "pcap":
+        from harness.export.pcap import export_pcap
+        try:
+            connections, pdus = export_pcap(args.state_dir, args.out)
+        except (ExportError, OSError) as exc:
+            print(f"mockex export: {exc}", file=sys.stderr)
+            return 2
+        print(f"{pdus} PDUs of {connections} RPC virtual connections written to {args.out}", file=sys.stderr)
+        return 0
+    try:
+        count = export_har(args.state_dir, args.out)
+    except ExportError as exc:
+        print(f"mockex export: {exc}", file=sys.stderr)
+        return 2
+    if args.out != "-":
+        print(f"{count} HTTP exchanges written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _serve(args) -> int:
+    try:   # checked here, not by argparse: a bad value is one line, not the usage text
+        max_bytes, keep = transcript_max_bytes(args.transcript_max_bytes), transcript_keep(args.transcript_keep)
+    except ValueError as exc:
+        print(f"mockex: {exc}", file=sys.stderr)
+        return 2
     from twisted.internet import reactor
 
     from harness.org import load_org
@@ -145,17 +325,29 @@ def _serve(args) -> int:
         print(f"mockex: --listen {args.listen} is not a loopback address; add --allow-remote if you mean it",
               file=sys.stderr)
         return 2
-    from harness.scenario import resolve
+    control = None
+    if args.control:
+        from harness.control.service import ControlService
+        try:
+            control = ControlService(args.control_listen, args.control_port)
+        except ValueError as exc:
+            print(f"mockex: --control-listen: {exc}", file=sys.stderr)
+            return 2
     org = load_org(args.org)
-    scenarios = [resolve(ref) for ref in args.scenario]
+    scenarios = []
+    if args.scenario:
+        from harness.scenario import resolve
+        scenarios = [resolve(ref) for ref in args.scenario]
     seed = args.seed if args.seed is not None else next((s.seed for s in scenarios if s.seed is not None), None)
     if seed is None:  # a fixed default would repeat the NTLM server challenge, letting a captured logon replay
         seed = random.SystemRandom().randrange(1 << 31)
     server = MockExchange(org, ServeOptions(state_dir=os.path.abspath(args.state_dir), listen=args.listen,
                                             https_port=args.https_port, http_port=args.http_port,
                                             dns_port=args.dns_port, seed=seed,
-                                            allow_remote=args.allow_remote, limits=_limits(args)),
-                           scenarios=scenarios)
+                                            allow_remote=args.allow_remote, limits=_limits(args),
+                                            keylog=args.keylog, rpc_capture=args.rpc_capture,
+                                            transcript_max_bytes=max_bytes, transcript_keep=keep),
+                           scenarios=scenarios, control=control)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
     # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.
     def stop_soon(*_: object) -> None:
@@ -166,8 +358,8 @@ def _serve(args) -> int:
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(server.steps.reset))
     try:
         endpoints = server.start(reactor)
-    except Exception as exc:  # a port in use or a permission error: say which, no traceback
-        print(f"mockex: cannot start: {getattr(exc, 'socketError', None) or exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # a port in use, a permission error: the message names address and port
+        print(f"mockex: cannot start: {exc}", file=sys.stderr)
         return 1
     print(summary(endpoints, os.path.join(server.options.state_dir, "endpoints.json"), quiet=args.quiet), flush=True)
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly
@@ -178,11 +370,30 @@ def _serve(args) -> int:
     return 0
 
 
+def _sandbox(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from harness.sandbox import SETUP_FAILED, SandboxOptions, exec_sandbox, unavailable_reason
+    from harness.scenario import resolve
+
+    command = args.program[1:] if args.program[:1] == ["--"] else args.program
+    if not command:
+        parser.error("sandbox: name the command to run: mockex sandbox [OPTIONS] -- CMD [ARG ...]")
+    for ref in args.scenario:   # a misspelt scenario fails here, before any namespace is made
+        resolve(ref)
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"mockex sandbox: {reason}", file=sys.stderr)
+        return SETUP_FAILED
+    state_dir = os.path.abspath(args.state_dir) if args.state_dir else None
+    exec_sandbox(SandboxOptions(command=command, serve_args=mock_arguments(args), state_dir=state_dir,
+                                quiet=args.quiet))
+
+
 def _limits(args: argparse.Namespace) -> "ConnectionLimits":
     from harness.protocols.httpconn import ConnectionLimits
     return ConnectionLimits(idle_timeout=args.idle_timeout or None,
                             header_wait_timeout=args.header_wait_timeout or None,
                             handshake_timeout=args.tls_handshake_timeout or None,
+                            send_timeout=args.send_timeout or None,
                             max_connections_per_address=args.max_connections_per_address or None)
 
 
@@ -205,6 +416,8 @@ def summary(endpoints: dict, path: str, quiet: bool = False) -> str:
     ]
     for user in endpoints["users"]:
         lines.append(f"    {user['email']:<28} {user['domain']}\\{user['username']:<10} password {user['password']}")
+    if "control" in endpoints:   # its token stays in endpoints.json (0600), never on the terminal
+        lines.append(f"  control API   {endpoints['control']['url']}   (token in endpoints.json; `mockex ctl`)")
     lines += [f"  endpoints     {path}", f"  transcript    {endpoints['transcript']}",
               f"  try: curl --cacert {endpoints['ca_file']} --resolve {autodiscover}:{https['port']}:"
               f"{endpoints.get('addresses', {}).get(autodiscover, https['host'])} --ntlm "

@@ -1,9 +1,11 @@
 """A private PKI for the mock: root CA -> intermediate CA -> leaves, plus every broken shape a scenario asks for.
 
 Keys and CA certificates live under ``<state_dir>/pki/`` and are reused on restart, so users trust ``ca_file`` once.
-RSA key generation is the slow part, so all normal leaves share one cached key. Leaf certificates are cheap and are
-issued afresh per PKI instance (cached in memory by shape, hostnames and IPs); with a seeded ``rng`` and a fixed
-``now`` they come out byte-identical, so a run replays.
+RSA key generation is the slow part, so all normal leaves share one cached key, and the untrusted root and the weak
+key are made only when a certificate shape first needs them. Leaf certificates are cheap and are issued afresh per
+PKI instance (cached in memory by shape, hostnames and IPs); with a seeded ``rng`` and a fixed ``now`` they come out
+byte-identical, so a run replays (the seeded rng serves leaves only: a CA made once per state dir gets a random
+serial, so whether this instance made one changes no leaf).
 
 ``server_context`` builds the pyOpenSSL context a TLS listener serves, choosing the credential by SNI.
 """
@@ -16,6 +18,7 @@ import hashlib
 import ipaddress
 import os
 import random
+import secrets
 import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -95,10 +98,9 @@ class PKI:
         os.makedirs(os.path.join(self.directory, "issued"), exist_ok=True)
         with self._locked():
             self._root, self._intermediate = self._load_or_create_hierarchy()
-            self._untrusted_root = self._load_or_create_authority(
-                "untrusted-root-ca", f"{_ca_label(org_name)}-EX01-CA", issuer=None, lifetime=ROOT_LIFETIME)
             self._leaf_key = self._load_or_create_key("leaf", NORMAL_KEY_BITS)
-            self._weak_leaf_key = self._load_or_create_key("weak-leaf", WEAK_KEY_BITS)
+        self._untrusted_root: Optional[_Authority] = None     # see _untrusted_authority
+        self._weak_leaf_key: Optional[rsa.RSAPrivateKey] = None   # see _weak_key
         self.ca_file = self._path("root-ca.pem")
 
     @property
@@ -133,12 +135,12 @@ class PKI:
         elif shape == "no-san":
             san = ()
 
-        key = self._weak_leaf_key if shape == "weak-key" else self._leaf_key
+        key = self._weak_key() if shape == "weak-key" else self._leaf_key
         subject = _name(common_name, self._org_name)
         if shape == "self-signed":
             issuer_name, issuer_key, sent_after_leaf = subject, key, []
         else:
-            issuer = self._untrusted_root if shape == "untrusted-root" else self._intermediate
+            issuer = self._untrusted_authority() if shape == "untrusted-root" else self._intermediate
             issuer_name, issuer_key = issuer.name, issuer.key
             # A server on a private CA typically sends that root along, hence "untrusted-root" sends its issuer too.
             sent_after_leaf = [] if shape == "missing-intermediate" else [issuer]
@@ -169,6 +171,22 @@ class PKI:
         return int.from_bytes(digest[:19], "big") >> 1 or 1
 
     # ---- authorities and keys on disk ---------------------------------------------------------------------
+    def _untrusted_authority(self) -> _Authority:
+        """The root no client trusts, loaded or made when the untrusted-root shape is first issued (a cold state dir
+        then pays its key here, not at every start)."""
+        if self._untrusted_root is None:
+            with self._locked():
+                self._untrusted_root = self._load_or_create_authority(
+                    "untrusted-root-ca", f"{_ca_label(self._org_name)}-EX01-CA", issuer=None, lifetime=ROOT_LIFETIME)
+        return self._untrusted_root
+
+    def _weak_key(self) -> rsa.RSAPrivateKey:
+        """The 1024-bit leaf key, loaded or made when the weak-key shape is first issued."""
+        if self._weak_leaf_key is None:
+            with self._locked():
+                self._weak_leaf_key = self._load_or_create_key("weak-leaf", WEAK_KEY_BITS)
+        return self._weak_leaf_key
+
     def _load_or_create_hierarchy(self) -> Tuple[_Authority, _Authority]:
         root = self._load_or_create_authority("root-ca", f"{_ca_label(self._org_name)}-DC01-CA", issuer=None,
                                               lifetime=ROOT_LIFETIME)
@@ -205,7 +223,7 @@ class PKI:
         subject = _name(common_name, self._org_name)
         issuer_name, issuer_key = (issuer.name, issuer.key) if issuer else (subject, key)
         not_before = self.now - BACKDATE
-        cert = _certificate(subject, key, issuer_name, issuer_key, serial=self._serial(stem, common_name, not_before),
+        cert = _certificate(subject, key, issuer_name, issuer_key, serial=secrets.randbits(151) or 1,
                             not_before=not_before, not_after=not_before + lifetime,
                             ca=True, path_length=None if issuer is None else 0)
         _write_atomic(self._path(f"{stem}.pem"), cert.public_bytes(serialization.Encoding.PEM))

@@ -7,11 +7,13 @@ needed):
         assert result.error == "certificate has expired"
         assert not served.transcript("auth")               # and it sent no credentials
 
-    def test_my_client_logs_on(mockex_server):             # one clean contoso.test for the whole session
+    def test_my_client_logs_on(mockex_fresh):              # the session's server, reset for this test
         ...
+        assert mockex_fresh.transcript("auth")             # only this test's events
 
 Each server is a real `mockex serve` process on 127.0.0.1 with ephemeral ports (see harness.testing.Served), stopped
-when the test (or the session) ends.
+when the test (or the session) ends. Every server of a session starts from one CA and set of keys, made once, so no
+start generates a key and a client trusts one ``ca_file`` for the whole session.
 """
 from __future__ import annotations
 
@@ -22,8 +24,17 @@ import pytest
 from harness.testing import Served, start_server
 
 
+@pytest.fixture(scope="session")
+def mockex_pki(tmp_path_factory) -> str:
+    """A state dir holding the session's CA and keys (made in-process, once), which every server here starts from."""
+    from harness.pki import PKI
+    state_dir = str(tmp_path_factory.mktemp("mockex-pki"))
+    PKI(state_dir)
+    return state_dir
+
+
 @pytest.fixture
-def mockex(tmp_path_factory) -> Callable[..., Served]:
+def mockex(tmp_path_factory, mockex_pki) -> Callable[..., Served]:
     """A factory: ``mockex(*scenarios, seed=None, extra_args=())`` starts a server with those scenarios active."""
     started: List[Served] = []
 
@@ -31,7 +42,7 @@ def mockex(tmp_path_factory) -> Callable[..., Served]:
         args = [arg for scenario in scenarios for arg in ("--scenario", scenario)]
         if seed is not None:
             args += ["--seed", str(seed)]
-        served = start_server(str(tmp_path_factory.mktemp("mockex")), *args, *extra_args)
+        served = start_server(str(tmp_path_factory.mktemp("mockex")), *args, *extra_args, pki_from=mockex_pki)
         started.append(served)
         return served
 
@@ -41,8 +52,16 @@ def mockex(tmp_path_factory) -> Callable[..., Served]:
 
 
 @pytest.fixture(scope="session")
-def mockex_server(tmp_path_factory) -> Served:
+def mockex_server(tmp_path_factory, mockex_pki) -> Served:
     """One server with the clean built-in org for the whole session."""
-    served = start_server(str(tmp_path_factory.mktemp("mockex-session")))
+    served = start_server(str(tmp_path_factory.mktemp("mockex-session")), pki_from=mockex_pki)
     yield served
     served.stop()
+
+
+@pytest.fixture
+def mockex_fresh(mockex_server) -> Served:
+    """The session's server as if new for this test, in about a millisecond: its scenario state reset and a
+    ``transcript()`` that starts now (``Served.fresh``). A connection your client kept open from an earlier test
+    stays open, with its logon."""
+    return mockex_server.fresh()

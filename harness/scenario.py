@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set
 
-from harness import verdicts
-from harness.faults.base import Fault, FaultParamError, catalog
+from harness import conduct, verdicts
+from harness.faults.base import Fault, FaultParamError, catalog, fault_class
 from harness.paths import data_dir
 from harness.yamlfile import Collector, Reader, SpecError, closest, load_file
 
@@ -31,6 +31,10 @@ BUILTIN_DIR = data_dir("scenarios")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
 HTTP_STATUS_REASON = re.compile(r"^http-[1-5][0-9][0-9]$")   # the probe's id family for unexpected HTTP statuses
 TRIGGERS = {"requests": int, "path": str, "seconds": (int, float), "auth_successes": int, "status": int}
+# expect.client: what any client run by `mockex run` must do (docs/runner.md)
+EXIT_CLASSES = ("success", "failure", "any")
+CREDENTIALS = ("never", "trusted-tls", "any")
+CLIENT_PATTERNS = ("stdout", "stderr", "stdout_not", "stderr_not")
 
 
 @dataclass
@@ -40,7 +44,10 @@ class FaultSpec:
     line: int
 
     def build(self, rng: random.Random) -> Fault:
-        return catalog()[self.name](rng=rng, **self.params)
+        cls = fault_class(self.name)
+        if cls is None:   # a scenario file cannot get here: reading it checked every name
+            raise KeyError(self.name)
+        return cls(rng=rng, **self.params)
 
 
 @dataclass
@@ -77,7 +84,6 @@ class Scenario:
 
 
 def _fault_spec(item: Any, path: str, where: str, line: int) -> FaultSpec:
-    known = catalog()
     if isinstance(item, str):
         name, params, item_line = item, {}, line
     elif isinstance(item, dict) and len(item) == 1:
@@ -88,20 +94,27 @@ def _fault_spec(item: Any, path: str, where: str, line: int) -> FaultSpec:
     else:
         raise SpecError(path, line, where, "a fault is written `layer.name: {param: value}` (one key)",
                         "e.g. - tls.expired: {host: mail.contoso.test}")
-    if name not in known:
-        raise SpecError(path, item_line, where, f"unknown fault {name!r}", closest(str(name), known))
+    cls = fault_class(name) if isinstance(name, str) else None
+    if cls is None:
+        raise SpecError(path, item_line, where, f"unknown fault {name!r}", closest(str(name), catalog()))
     if not isinstance(params, dict):
         raise SpecError(path, item_line, f"{where}.{name}", f"parameters must be a mapping, got {params!r}")
     try:
-        known[name].validate(dict(params))
+        cls.validate(dict(params))
     except FaultParamError as exc:
         param_line = params.line_of(exc.param) if hasattr(params, "line_of") else item_line
         raise SpecError(path, param_line, f"{where}.{name}.{exc.param}", exc.message, exc.hint) from None
     return FaultSpec(name, dict(params), item_line)
 
 
+def parse_fault(name: str, params: Any, source: str) -> FaultSpec:
+    """One fault given outside a file (the control API): checked as a scenario's ``faults`` item is, with the same
+    messages; ``source`` stands for the file name in them."""
+    return _fault_spec({name: params}, source, "faults[0]", 0)
+
+
 def _expect(reader: Reader) -> Dict[str, Any]:
-    reader.only(["analyzer", "clients"])
+    reader.only(["analyzer", "client", "clients"])
     result: Dict[str, Any] = {}
     if "analyzer" in reader.mapping:
         analyzer = reader.sub("analyzer")
@@ -121,9 +134,66 @@ def _expect(reader: Reader) -> Dict[str, Any]:
             if key in analyzer.mapping:
                 block[key] = analyzer.get(key, str)
         result["analyzer"] = block
+    if "client" in reader.mapping:
+        result["client"] = _client_expect(reader.sub("client"))
     if "clients" in reader.mapping:
         result["clients"] = dict(reader.get("clients", dict))
     return result
+
+
+def _client_expect(client: Reader) -> Dict[str, Any]:
+    """expect.client: exit class or code, output patterns (Python regular expressions, searched), where credentials
+    may go, the scenario's client timeout."""
+    client.only(["exit", *CLIENT_PATTERNS, "credentials", "timeout", "conduct"])
+    block: Dict[str, Any] = {}
+    if "exit" in client.mapping:
+        code = client.get("exit", (str, int))
+        if isinstance(code, int) and not 0 <= code <= 255:
+            raise client.error("exit", f"exit code {code} is not 0..255")
+        if isinstance(code, str) and code not in EXIT_CLASSES:
+            raise client.error("exit", f"{code!r} is not allowed", closest(code, EXIT_CLASSES) + " or a code 0..255")
+        block["exit"] = code
+    for key in CLIENT_PATTERNS:
+        if key in client.mapping:
+            value = client.get(key, (str, list))
+            patterns = [value] if isinstance(value, str) else list(value)
+            for pattern in patterns:
+                if not isinstance(pattern, str):
+                    raise client.error(key, f"expected a pattern (text), got {pattern!r}")
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise client.error(key, f"{pattern!r} is not a regular expression: {exc}") from None
+            block[key] = patterns
+    if "credentials" in client.mapping:
+        block["credentials"] = client.get("credentials", str, choices=CREDENTIALS)
+    if "timeout" in client.mapping:
+        timeout = client.get("timeout", (int, float))
+        if timeout <= 0:
+            raise client.error("timeout", "the timeout must be > 0 seconds")
+        block["timeout"] = float(timeout)
+    if "conduct" in client.mapping:
+        block["conduct"] = _conduct(client.sub("conduct"))
+    return block
+
+
+def _conduct(reader: Reader) -> Dict[str, List[str]]:
+    """expect.client.conduct: rules of harness/conduct.py to judge beyond the default ones (require) or not to
+    judge here (waive)."""
+    reader.only(["require", "waive"])
+    block: Dict[str, List[str]] = {}
+    for key in ("require", "waive"):
+        if key in reader.mapping:
+            value = reader.get(key, (str, list))
+            names = [value] if isinstance(value, str) else list(value)
+            for name in names:
+                if name not in conduct.RULES:
+                    raise reader.error(key, f"{name!r} is not a conduct rule", closest(str(name), conduct.RULES))
+            block[key] = names
+    both = set(block.get("require", ())) & set(block.get("waive", ()))
+    if both:
+        raise reader.error("waive", f"{', '.join(sorted(both))}: both required and waived")
+    return block
 
 
 def load_scenario(path: str) -> Scenario:
@@ -169,7 +239,7 @@ def _step(item: Any, path: str, where: str, line: int, active: Optional[Set[str]
              if (spec := found.check(_fault_spec, f, path, w, ln)) is not None]
     remove = []
     for value, w, ln in found.check(step.items, "remove", [], default=[]):
-        if value not in catalog():
+        if not isinstance(value, str) or fault_class(value) is None:
             found.errors.append(SpecError(path, ln, w, f"unknown fault {value!r}", closest(str(value), catalog())))
         elif active is not None and value not in active:
             found.errors.append(SpecError(path, ln, w, f"{value!r} is not active when this step runs",

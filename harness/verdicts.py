@@ -6,6 +6,10 @@ also reports at other steps (a 401 on /rpc, an RPC fault on any RPC interface). 
 Autodiscover is reported as "http-<status>" (e.g. "http-404"), an id family rather than a REASONS key.
 """
 
+# Reasons a client reaches by waiting out a timeout (a short step timeout suffices to see them; a slow machine only
+# makes them come sooner).
+TIMEOUT_REASONS = frozenset({"timeout", "rts-timeout", "connection-timeout", "no-response", "dns-timeout"})
+
 STEPS = ("autodiscover", "dns", "port", "certificate", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon")
 
 _RENEW = ("Renew the certificate and bind it to IIS (New-ExchangeCertificate / Import-ExchangeCertificate, then "

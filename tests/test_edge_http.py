@@ -19,6 +19,7 @@ from harness.faults.network import Latency
 from harness.hooks import FaultSet, Scope
 from harness.protocols.connection import WritePlan
 from harness.protocols.http import ConnectionInfo, HttpRequest, HttpResponse
+from harness.protocols.httpconn import ConnectionLimits
 from harness.services.web import HttpFactory
 
 GIB = 1 << 30
@@ -106,8 +107,9 @@ class RecordingApp:
 class Client:
     """One connection to the edge, driven by hand."""
 
-    def __init__(self, factory: HttpFactory, local: str = "127.0.0.1", peer_port: int = 50000):
-        self.transport = StringTransport(hostAddress=IPv4Address("TCP", local, 8443),
+    def __init__(self, factory: HttpFactory, local: str = "127.0.0.1", peer_port: int = 50000,
+                 transport_class: type = StringTransport):
+        self.transport = transport_class(hostAddress=IPv4Address("TCP", local, 8443),
                                          peerAddress=IPv4Address("TCP", "127.0.0.1", peer_port))
         self.protocol = factory.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
@@ -353,6 +355,67 @@ def test_a_tls_connection_lost_before_its_handshake_reports_a_failed_handshake(a
     client.lose(error.ConnectionLost())
     assert ("tls_handshake", 1, False) in app.calls
     assert app.calls[-1][0] == "connection_lost"
+
+
+# ---- backpressure: a client that does not read -------------------------------------------------------------------
+class FillingTransport(StringTransport):
+    """A StringTransport whose buffer fills as Twisted's does: past ``size`` unsent bytes it pauses its producer, and
+    ``drain`` (the client read everything) empties it and resumes the producer."""
+    size = 4096
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.size and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        data = self.value()
+        self.clear()
+        if self.producer is not None:
+            self.producer.resumeProducing()
+        return data
+
+
+def pipelined(count: int) -> bytes:
+    return b"".join(get(f"/r{index}") for index in range(count))
+
+
+def backlogged(factory: HttpFactory, **limits: Any) -> Tuple[Client, FillingTransport]:
+    factory.limits = ConnectionLimits(**limits)
+    client = Client(factory, transport_class=FillingTransport)
+    return client, client.transport
+
+
+def test_a_client_that_does_not_read_is_no_longer_read_and_gets_everything_once_it_reads(app, clock):
+    client, transport = backlogged(edge(app, clock), output_high_water=2048, output_low_water=512)
+    client.send(pipelined(1000))                    # 1000 requests in one read; the answers are ~90 bytes each
+    answered = len(app.requests)
+    assert transport.producerState == "paused"       # the socket is not read
+    assert answered < 100                            # 4 KiB in the transport, 2 KiB held, an answer or two more
+    assert client.protocol.output.held <= 2048 + 2 * 120
+    client.send(pipelined(1000))                    # what was already on its way is buffered, not answered
+    clock.advance(60)
+    assert len(app.requests) == answered and not client.closed
+    received = b""
+    for _ in range(1000):                            # the client reads, a transport's worth at a time
+        received += transport.drain()
+        if len(app.requests) == 2000 and not transport.value():
+            break
+    assert transport.producerState == "producing"
+    assert [reply.body for reply in parse_replies(received)] == [f"GET /r{index % 1000} 0".encode()
+                                                                 for index in range(2000)]
+
+
+def test_a_paced_write_plan_still_paces_and_its_held_output_counts_as_backlog(app, clock):
+    client, transport = backlogged(edge(app, clock, Latency(ms=1000.0, port=8443)), output_high_water=300,
+                                   output_low_water=0)
+    client.send(pipelined(20))                      # every answer waits 1 s behind the one before
+    assert transport.value() == b"" and transport.producerState == "paused"
+    assert len(app.requests) < 20
+    for _ in range(40):
+        clock.advance(1)
+    assert [reply.body for reply in client.replies()] == [f"GET /r{index} 0".encode() for index in range(20)]
+    assert transport.producerState == "producing" and not client.closed
 
 
 # ---- write faults, paced on the clock --------------------------------------------------------------------------

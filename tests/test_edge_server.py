@@ -187,6 +187,51 @@ def test_the_http_listener_redirects_to_the_https_port(serve, state_dir):
     assert [(e["kind"], e.get("status")) for e in events(state_dir)][-2:] == [("connect", None), ("http", 302)]
 
 
+@pytest.mark.parametrize("path, encoded", [
+    ("/autodiscover/%E2%82%AC", "/autodiscover/%E2%82%AC"),       # beyond Latin-1 once decoded
+    ("/autodiscover/a%0d%0aSet-Cookie:%20x", "/autodiscover/a%0D%0ASet-Cookie:%20x"),   # CR/LF: no header split
+    ("/autodiscover/%00", "/autodiscover/%00"),
+])
+def test_the_redirect_keeps_an_encoded_path_encoded(serve, state_dir, path, encoded):
+    server, reactor, endpoints = serve()
+    https = endpoints["https"]["port"]
+    transport = exchange(reactor.on("adopted", endpoints["http"]["port"]),
+                         f"GET {path} HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n\r\n".encode())
+    head = transport.value().split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 302 Found" and not any(line.startswith(b"Set-Cookie") for line in head)
+    assert f"Location: https://autodiscover.contoso.test:{https}{encoded}".encode() in head
+    assert [(e["kind"], e.get("status")) for e in events(state_dir)][-2:] == [("connect", None), ("http", 302)]
+
+
+def test_a_head_over_the_limit_gets_http_sys_request_too_long_even_in_one_read(serve, state_dir):
+    server, reactor, endpoints = serve()
+    headers = b"".join(b"X-Header-%d: %s\r\n" % (i, b"v" * 6) for i in range(10_000))   # ~180 KB
+    transport = exchange(reactor.on("adopted", endpoints["http"]["port"]),
+                         b"GET / HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n" + headers + b"\r\n")
+    answer = transport.value()
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Server: Microsoft-HTTPAPI/2.0" in answer
+    assert b"HTTP Error 400. The size of the request headers is too long." in answer
+    assert transport.disconnecting
+    error = events(state_dir)[-1]
+    assert (error["kind"], error["status"], error["limit"]) == ("http_error", 400, "max_header_bytes")
+    assert len(json.dumps(error)) < 4096   # the transcript copies no header of it
+
+
+def test_a_transcript_cap_rotates_the_served_transcript(serve, state_dir):
+    server, reactor, endpoints = serve(transcript_max_bytes=4096, transcript_keep=2)
+    port = reactor.on("adopted", endpoints["http"]["port"])
+    for _ in range(40):
+        assert exchange(port, b"GET / HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n\r\n").value().startswith(
+            b"HTTP/1.1 302 ")
+    server.transcript.close()
+    path = os.path.join(state_dir, "transcript.jsonl")
+    assert endpoints["transcript"] == path
+    assert all(os.path.getsize(name) <= 4096 for name in (path, path + ".1", path + ".2"))
+    assert not os.path.exists(path + ".3")
+    (marker, *rest) = events(state_dir)
+    assert marker["kind"] == "transcript_rotated" and rest[0]["seq"] == marker["seq"] and rest[-1]["kind"] == "http"
+
+
 def test_the_https_listener_speaks_tls_with_the_org_certificate_and_serves_the_site(serve, state_dir):
     server, reactor, endpoints = serve()
     answer = tls_exchange(reactor.on("adopted", endpoints["https"]["port"]), reactor, endpoints["ca_file"],
@@ -194,6 +239,18 @@ def test_the_https_listener_speaks_tls_with_the_org_certificate_and_serves_the_s
     assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n") and b"Microsoft-IIS/8.5" in answer
     (tls,) = [e for e in events(state_dir) if e["kind"] == "tls"]
     assert (tls["ok"], tls["sni"]) == (True, "mail.contoso.test")
+
+
+def test_connection_ids_are_unique_across_the_listeners(serve, state_dir):
+    server, reactor, endpoints = serve()
+    tls_exchange(reactor.on("adopted", endpoints["https"]["port"]), reactor, endpoints["ca_file"],
+                 "mail.contoso.test", b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.test\r\n\r\n")
+    exchange(reactor.on("adopted", endpoints["http"]["port"]),
+             b"GET / HTTP/1.1\r\nHost: autodiscover.contoso.test\r\n\r\n")
+    connects = {e["listener"]: e["conn"] for e in events(state_dir) if e["kind"] == "connect"}
+    assert set(connects) == {"https", "http"} and connects["https"] != connects["http"]
+    answered = {e["status"]: e["conn"] for e in events(state_dir) if e["kind"] == "http"}
+    assert answered == {404: connects["https"], 302: connects["http"]}
 
 
 def test_a_remote_listen_address_is_refused_before_anything_is_written(tmp_path):

@@ -21,6 +21,7 @@ from harness.protocols.httpconn import (
     IDLE_TIMER,
     READING_BODY,
     READING_HEADERS,
+    SEND_TIMER,
     SENDING,
     TRANSITIONS,
     TUNNELLED,
@@ -35,8 +36,10 @@ from harness.protocols.httpconn import (
     Deliver,
     HandOffTunnel,
     HttpConnection,
+    PauseReading,
     RefuseMalformed,
     RefuseTooLarge,
+    ResumeReading,
     Send,
     StartTimer,
     TunnelBytes,
@@ -231,6 +234,17 @@ def test_a_chunked_body_over_the_limit_gets_413_once_it_is_too_long():
     assert [r.body for r in small.requests] == [b"abcdef"]
 
 
+@pytest.mark.parametrize("headers", [1, 60])   # one long header; many short ones (h11 counts neither once whole)
+def test_an_oversized_head_arriving_whole_in_one_read_gets_431(headers):
+    lines = b"".join(b"X-H%d: %s\r\n" % (i, b"x" * (1100 // headers)) for i in range(headers))
+    driver = Driver(ConnectionLimits(max_header_bytes=1024)).feed(b"GET / HTTP/1.1\r\nHost: a\r\n" + lines + b"\r\n")
+    [refusal] = driver.of(RefuseMalformed)
+    assert refusal.status == 431 and driver.statuses == [431] and driver.requests == []
+    assert driver.core.state is CLOSING
+    just_under = Driver(ConnectionLimits(max_header_bytes=1024)).feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [r.path for r in just_under.requests] == ["/"]
+
+
 def test_an_oversized_head_gets_431():
     driver = Driver(ConnectionLimits(max_header_bytes=1024)).feed(
         b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 2000)
@@ -316,6 +330,90 @@ def test_malformed_framing_inside_a_tunnel_closes_without_an_http_answer():
     assert driver.core.state is CLOSING and isinstance(driver.actions[-1], Close)
 
 
+# ---- backpressure (the edge's output backlog) ---------------------------------------------------------------------
+BACKLOG = ConnectionLimits(output_high_water=1000, output_low_water=100, send_timeout=30.0)
+
+
+def reply(body: bytes = b"x") -> HttpResponse:
+    return HttpResponse(200, "OK", [], body)
+
+
+def test_over_the_high_water_no_pipelined_request_is_delivered_until_the_output_drains():
+    core = HttpConnection(limits=BACKLOG)
+    core.start()
+    [deliver] = core.receive(post("/1") + post("/2") + post("/3"))
+    assert deliver.request.path == "/1"
+    assert core.output_pending(1000, stalled=True) == [StartTimer(SEND_TIMER, 30.0)]   # at the high water: on
+    assert core.output_pending(1001, stalled=True) == [PauseReading()]
+    actions = core.respond(reply())
+    assert [type(a) for a in actions] == [Send] and core.state is READING_HEADERS   # /2 waits in h11's buffer
+    assert core.receive(post("/4")) == []                  # bytes already on their way are buffered, not parsed
+    assert core.output_pending(500, stalled=False) == []   # drained under the high water, not down to the low
+    actions = core.output_pending(100, stalled=False)
+    assert actions[:1] == [ResumeReading()] and [a.request.path for a in actions[1:]] == ["/2"]
+    assert [a.request.path for a in core.respond(reply()) if isinstance(a, Deliver)] == ["/3"]
+
+
+def test_a_stalled_output_suspends_the_state_timer_and_resets_the_connection_at_the_send_timeout():
+    core = HttpConnection(limits=BACKLOG)
+    core.start()
+    core.receive(post("/1"))
+    assert core.respond(reply())[-1] == StartTimer(IDLE_TIMER, 120.0)
+    assert core.output_pending(0, stalled=True) == [StartTimer(SEND_TIMER, 30.0)]
+    assert core.timer_expired(IDLE_TIMER) == []     # the client is not idle: it does not read
+    assert core.timer_expired(SEND_TIMER) == [Abort("client not receiving: output stalled for 30 s",
+                                                    limit="send_timeout")]
+    assert core.state is CLOSING
+
+
+def test_output_flowing_again_stops_the_send_timer_and_restarts_the_idle_one():
+    core = HttpConnection(limits=BACKLOG)
+    core.start()
+    core.receive(post("/1"))
+    core.respond(reply())
+    core.output_pending(2000, stalled=True)
+    assert core.output_pending(0, stalled=False) == [ResumeReading(), StartTimer(IDLE_TIMER, 120.0)]
+    assert core.timer_expired(SEND_TIMER) == []     # a stall that ended
+    assert core.output_pending(0, stalled=True) == [StartTimer(SEND_TIMER, 30.0)]   # a new stall counts afresh
+    assert core.output_pending(0, stalled=False) == [StartTimer(IDLE_TIMER, 120.0)]
+
+
+def test_a_close_waiting_for_a_stalled_output_keeps_its_send_timer_and_reads_on():
+    core = HttpConnection(limits=BACKLOG)
+    core.start()
+    core.receive(post("/1"))
+    core.output_pending(5000, stalled=True)         # earlier output: reading paused
+    actions = core.respond(HttpResponse(200, "OK", [], b"bye", close=True))
+    assert [type(a) for a in actions] == [Send, ResumeReading, CancelTimer, Close] and core.state is CLOSING
+    assert actions[2] == CancelTimer(IDLE_TIMER)   # the send timer is kept
+    assert core.close() == []
+    assert isinstance(core.timer_expired(SEND_TIMER)[-1], Abort)   # a FIN would wait for the client for ever
+    assert core.connection_lost() == [] and core.state is CLOSED
+
+
+def test_a_tunnel_reads_on_whatever_its_backlog():
+    core = HttpConnection(limits=BACKLOG)
+    head = b"RPC_OUT_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: mail\r\nContent-Length: 4\r\n\r\n"
+    core.receive(head)
+    assert core.tunnel_opened() == [] and core.state is TUNNELLED
+    assert core.output_pending(5000, stalled=True) == [StartTimer(SEND_TIMER, 30.0)]   # no PauseReading
+    assert core.receive(b"A1A1more") == [TunnelBytes(b"A1A1"), TunnelBytes(b"more")]
+    core = HttpConnection(limits=BACKLOG)           # paused before the tunnel opened: it reads again when it does
+    core.receive(post("/1") + head)
+    core.output_pending(5000, stalled=False)
+    assert [type(a) for a in core.respond(reply())] == [Send]
+    assert core.output_pending(0, stalled=False)[0] == ResumeReading()
+    core.output_pending(5000, stalled=False)        # the tunnel's hand-off is out; its own output is over
+    assert core.tunnel_opened()[0] == ResumeReading() and core.state is TUNNELLED
+
+
+def test_backpressure_can_be_switched_off():
+    core = HttpConnection(limits=ConnectionLimits(output_high_water=None, send_timeout=None))
+    core.receive(post("/1") + post("/2"))
+    assert core.output_pending(1 << 30, stalled=True) == []
+    assert isinstance(core.respond(reply())[-1], Deliver)
+
+
 # ---- closing -----------------------------------------------------------------------------------------------------
 def test_close_abort_and_late_answers():
     core = HttpConnection()
@@ -326,10 +424,41 @@ def test_close_abort_and_late_answers():
     assert core.close() == [] and core.abort() == [Abort("aborted by the server")]
 
 
-def test_an_unsendable_response_aborts():
-    driver = Driver(answer=lambda request: HttpResponse(200, "OK", [("X-Bad", "a\r\nb")], b""))
+@pytest.mark.parametrize("value", ["a\r\nb", "\u20ac"])   # a header split, a value beyond Latin-1
+def test_an_unsendable_response_aborts_and_says_why(value):
+    driver = Driver(answer=lambda request: HttpResponse(200, "OK", [("X-Bad", value)], b""))
     driver.feed(post())
-    assert isinstance(driver.actions[-1], Abort) and not driver.sent
+    abort = driver.actions[-1]
+    assert isinstance(abort, Abort) and abort.limit == "unsendable_response" and not driver.sent
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", b"GET / HTTP/1.0\r\n\r\n"])
+@pytest.mark.parametrize("headers", [
+    [], [("Server", "Microsoft-IIS/8.5"), ("X-Empty", ""), ("Content-Length", "99"), ("Date", "a b"), ("X-L", "\xe9")],
+    [("Connection", "keep-alive"), ("X-A", "1")], [("X-A", "1"), ("Host", "h")], [("X-Bad", " padded")],
+    [("Bad Name", "v")], [("X-Bad", "a\r\nb")], [("X-Bad", "\u20ac")]])
+@pytest.mark.parametrize("close", [False, True])
+@pytest.mark.parametrize("status,reason", [(200, "OK"), (404, "Not \xe9"), (204, ""), (199, "Early")])
+def test_the_quick_encoder_sends_what_h11_would(request_bytes, headers, close, status, reason):
+    """The header-line cache path gives h11's very bytes, leaves h11 in the same state, and fails where h11 does."""
+    outcomes = []
+    for encode in ("_encode", "_encode_through_h11"):   # the second is h11 framing every header itself
+        conn = HttpConnection()
+        conn.receive(request_bytes)
+        for _ in range(2):   # the second answer's header lines come from the cache
+            try:
+                sent = getattr(conn, encode)(HttpResponse(status, reason, list(headers), b"body"), close,
+                                             request_bytes.startswith(b"HEAD"))
+                outcomes.append((sent, conn._h11.our_state, conn._h11.their_state))
+                conn._h11.start_next_cycle()
+                conn.receive(request_bytes)
+            except Exception as exc:
+                outcomes.append((type(exc), str(exc), conn._h11.our_state))
+                break
+    half = len(outcomes) // 2
+    assert outcomes[:half] == outcomes[half:]
 
 
 # ---- the pacing wrapper the edge writes through (harness.services.pacing) ---------------------------------------
@@ -377,6 +506,24 @@ def test_a_plan_that_resets_waits_for_the_bytes_to_drain():
     transport.producer.resumeProducing()          # asked once on registration
     transport.producer.resumeProducing()          # the buffer drained: now the RST
     assert transport.disconnected
+
+
+def test_the_wrapper_is_the_transports_producer_and_holds_output_while_the_transport_is_full():
+    transport, backlog = StringTransport(), []
+    output = PacedTransport(transport, Clock(), below_tls=False, on_end=lambda: None,
+                            on_backlog=lambda held, stalled: backlog.append((held, stalled)))
+    assert transport.producer is output and transport.streaming
+    output.write(b"a")
+    transport.producer.pauseProducing()             # what Twisted does when its buffer is full
+    output.write(b"bc")
+    output.follow(((0.0, b"def"),), None)
+    assert transport.value() == b"a" and output.held == 5
+    assert backlog == [(0, True), (2, True), (5, True)]
+    output.loseConnection()                         # after what is held
+    assert not transport.disconnecting
+    transport.producer.resumeProducing()            # drained
+    assert transport.value() == b"abcdef" and backlog[-1] == (0, False)
+    assert transport.disconnecting and transport.producer is None   # unregistered, or Twisted would not close
 
 
 # ---- properties --------------------------------------------------------------------------------------------------

@@ -21,14 +21,15 @@ PACKAGE = os.path.join(REPO, "harness")
 LAYERS: List[List[str]] = [
     ["harness.hooks"],                                                    # the hook kernel
     ["harness.paths", "harness.yamlfile", "harness.verdicts", "harness.transcript"],   # leaf utilities, vocabulary
-    ["harness.org", "harness.pki"],                                       # the org model, certificates
+    ["harness.org", "harness.pki", "harness.conduct"],                    # the org model, certificates, conduct
     ["harness.protocols"],                                                # sans-IO cores
     ["harness.rpc"],                                                      # NSPI, RFR, EMSMDB over the DCE/RPC core
     ["harness.faults"],                                                   # fault families answering hooks
     ["harness.scenario"],
     ["harness.catalog_docs"],
-    ["harness.services", "harness.probe"],                                # Twisted edges | the client side
-    ["harness.testing", "harness.catalog_cli"],
+    ["harness.services", "harness.probe", "harness.sandbox"],             # Twisted edges | client side | namespaces
+    ["harness.testing", "harness.catalog_cli", "harness.export", "harness.control",
+     "harness.runner"],                                                   # tools, readers, control, `mockex run`
     ["harness.pytest_plugin", "harness.cli"],
     ["harness.__main__"],
 ]

@@ -63,6 +63,20 @@ def test_conftest_defines_only_fixtures_and_hooks() -> None:
     assert not others, "conftest.py holds fixtures and pytest hooks; helpers go to tests/support:\n" + "\n".join(others)
 
 
+def quick_start_commands() -> List[str]:
+    """The commands of the README's Quick start, block by block (the install-and-serve one, then the test one)."""
+    readme = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n", 1)[1].split("```", 1)[0].strip() for block in section.split("```sh")[1:]][:2]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    serve, test = quick_start_commands()
+    steps = [line.strip() for line in (TESTS.parent / ".ci" / "run").read_text().splitlines()
+             if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert serve.endswith("mockex serve") and steps == [test]
+
+
 def test_every_corpus_directory_is_replayed_and_every_entry_is_well_formed() -> None:
     """tests/corpus/<target>/ holds inputs a fuzz target once failed on: a directory no test module replays (with
     ``corpus.entries("<target>")``) would keep them without ever running them."""

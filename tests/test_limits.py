@@ -72,6 +72,37 @@ def test_an_idle_keep_alive_connection_is_closed_at_the_idle_limit() -> None:
     assert transcript.of_kind("limit")[0]["reason"] == "idle for 120 s"
 
 
+GET = b"GET / HTTP/1.1\r\nHost: contoso.test\r\n\r\n"
+
+
+@pytest.mark.parametrize("request_bytes", [GET, GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")])
+def test_a_client_that_never_reads_its_answers_is_reset_at_the_send_timeout(request_bytes: bytes) -> None:
+    made, transcript = factory(send_timeout=30.0, idle_timeout=10.0)
+    transport = connect(made)
+    transport.producer.pauseProducing()    # Twisted's write buffer is full (earlier answers): the client does not read
+    transport.protocol.dataReceived(request_bytes)
+    assert transport.value() == b""        # the answer is held behind them
+    made.clock.advance(29.9)               # the idle timer does not count: the client is not idle, it does not read
+    assert not transport.disconnected and limits(transcript) == []
+    made.clock.advance(0.2)
+    assert transport.disconnected           # a reset: a FIN would wait behind output the client never takes
+    assert limits(transcript) == ["send_timeout"]
+    assert transcript.of_kind("limit")[0]["reason"] == "client not receiving: output stalled for 30 s"
+
+
+def test_output_flowing_again_gives_the_idle_limit_back() -> None:
+    made, transcript = factory(send_timeout=30.0, idle_timeout=10.0)
+    transport = connect(made)
+    transport.protocol.dataReceived(GET)
+    transport.producer.pauseProducing()
+    made.clock.advance(29.0)
+    transport.producer.resumeProducing()   # the client read: the send timer stops, the idle one counts afresh
+    made.clock.advance(9.9)
+    assert not transport.disconnecting
+    made.clock.advance(0.2)
+    assert transport.disconnecting and not transport.disconnected and limits(transcript) == ["idle_timeout"]
+
+
 def test_one_address_may_hold_only_its_share_of_connections() -> None:
     made, transcript = factory(max_connections_per_address=2)
     first, second = connect(made, port=1), connect(made, port=2)

@@ -5,6 +5,7 @@ import struct
 
 import pytest
 import spnego
+from Cryptodome.Cipher import ARC4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from impacket import ntlm
@@ -103,6 +104,88 @@ def test_challenges_replay_from_the_seed():
     negotiate = ntlm.getNTLMSSPType1("", "").getData()
     assert acceptor(seed=7).challenge(negotiate) == acceptor(seed=7).challenge(negotiate)
     assert acceptor(seed=7).challenge(negotiate) != acceptor(seed=8).challenge(negotiate)
+
+
+def impacket_challenge(identity, flags, unicode, server_challenge, now):
+    """The CHALLENGE as impacket's NTLMAuthChallenge builds it: the reference for the hand-packed one."""
+    target_name = identity.netbios_domain.encode("utf-16-le" if unicode else "cp437")
+    target_info = ntlm.AV_PAIRS()
+    for av_id, name in ((ntlm.NTLMSSP_AV_DOMAINNAME, identity.netbios_domain),
+                        (ntlm.NTLMSSP_AV_HOSTNAME, identity.netbios_computer),
+                        (ntlm.NTLMSSP_AV_DNS_DOMAINNAME, identity.dns_domain),
+                        (ntlm.NTLMSSP_AV_DNS_HOSTNAME, identity.dns_computer),
+                        (ntlm.NTLMSSP_AV_DNS_TREENAME, identity.dns_tree)):
+        target_info[av_id] = name.encode("utf-16-le")
+    target_info[ntlm.NTLMSSP_AV_TIME] = struct.pack("<Q", 116444736000000000 + int(now * 10_000_000))
+    version = ntlm.VERSION()
+    version["ProductMajorVersion"], version["ProductMinorVersion"], version["ProductBuild"] = 6, 3, 9600
+    version["NTLMRevisionCurrent"] = ntlm.VERSION.NTLMSSP_REVISION_W2K3
+    message = ntlm.NTLMAuthChallenge()
+    message["flags"] = flags
+    message["challenge"] = server_challenge
+    message["Version"] = version.getData()
+    message["domain_name"] = target_name
+    message["domain_offset"] = 56
+    message["TargetInfoFields"] = target_info.getData()
+    message["TargetInfoFields_offset"] = 56 + len(target_name)
+    return message.getData()
+
+
+names = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=15)
+
+
+@settings(max_examples=scaled(100))
+@given(identity=st.builds(ServerIdentity, names, names, names, names, names), client_flags=st.integers(0, 2 ** 32 - 1),
+       now=st.floats(0, 4e9), seed=st.integers(0, 2 ** 32))
+def test_hand_packed_challenge_is_impacket_s_message(identity, client_flags, now, seed):
+    negotiate = b"NTLMSSP\x00" + struct.pack("<II", 1, client_flags)
+    server = NTLMAcceptor(identity, org_lookup(ORG), random.Random(seed), clock=lambda: now)
+    data = server.challenge(negotiate)
+    flags = ntlm.NTLMAuthChallenge(data)["flags"]
+    unicode = bool(flags & ntlm.NTLMSSP_NEGOTIATE_UNICODE)
+    server_challenge = random.Random(seed).getrandbits(64).to_bytes(8, "little")
+    assert data == impacket_challenge(identity, flags, unicode, server_challenge, now)
+
+
+@settings(max_examples=scaled(100))
+@given(key_exchange=st.booleans(), session_key=st.binary(min_size=16, max_size=16),
+       messages=st.lists(st.binary(max_size=64), min_size=1, max_size=5))
+def test_hand_packed_signatures_are_impacket_s(key_exchange, session_key, messages):
+    """sign/verify give what impacket's SIGN gives, message after message (sequence numbers, RC4 stream)."""
+    flags = ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY | ntlm.NTLMSSP_NEGOTIATE_128 | \
+        (ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH if key_exchange else 0)
+    security = NTLMSecurity(NTLMResult(ok=True, flags=flags, session_key=session_key))
+    out_key, out_rc4 = ntlm.SIGNKEY(flags, session_key, "Server"), ARC4.new(ntlm.SEALKEY(flags, session_key, "Server"))
+    in_key, in_rc4 = ntlm.SIGNKEY(flags, session_key, "Client"), ARC4.new(ntlm.SEALKEY(flags, session_key, "Client"))
+    for sequence, message in enumerate(messages):
+        assert security.sign(message) == ntlm.SIGN(flags, out_key, message, sequence, out_rc4.encrypt).getData()
+        assert security.verify(message, ntlm.SIGN(flags, in_key, message, sequence, in_rc4.encrypt).getData())
+
+
+@settings(max_examples=scaled(100))
+@given(key_exchange=st.booleans(), session_key=st.binary(min_size=16, max_size=16),
+       pdus=st.lists(st.tuples(st.binary(max_size=24), st.binary(max_size=64), st.binary(max_size=8)), min_size=1,
+                     max_size=4),
+       tamper=st.one_of(st.none(), st.integers(0, 15)))
+def test_sealing_is_impacket_s_in_both_directions(key_exchange, session_key, pdus, tamper):
+    """seal_and_sign gives impacket's SEAL (server to client); unseal_and_verify takes what impacket's SEAL gives
+    (client to server), and a signature with any byte changed is refused."""
+    flags = ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY | ntlm.NTLMSSP_NEGOTIATE_128 | \
+        (ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH if key_exchange else 0)
+    security = NTLMSecurity(NTLMResult(ok=True, flags=flags, session_key=session_key))
+    out_key, out_rc4 = ntlm.SIGNKEY(flags, session_key, "Server"), ARC4.new(ntlm.SEALKEY(flags, session_key, "Server"))
+    in_key, in_rc4 = ntlm.SIGNKEY(flags, session_key, "Client"), ARC4.new(ntlm.SEALKEY(flags, session_key, "Client"))
+    for sequence, (before, data, after) in enumerate(pdus):
+        sealed, signature = ntlm.SEAL(flags, out_key, None, before + data + after, data, sequence, out_rc4.encrypt)
+        assert security.seal_and_sign(before, data, after) == (sealed, signature.getData())
+        sealed, signature = ntlm.SEAL(flags, in_key, None, before + data + after, data, sequence, in_rc4.encrypt)
+        signature = signature.getData()
+        if tamper is not None and sequence == len(pdus) - 1:
+            signature = signature[:tamper] + bytes([signature[tamper] ^ 0x01]) + signature[tamper + 1:]
+            with pytest.raises(NTLMError):
+                security.unseal_and_verify(before, sealed, after, signature)
+        else:
+            assert security.unseal_and_verify(before, sealed, after, signature) == data
 
 
 @pytest.mark.parametrize("negotiate", [b"", b"NTLMSSP\x00", b"NTLMSSP\x00\x03\x00\x00\x00" + bytes(8),

@@ -5,6 +5,7 @@ import datetime as dt
 import random
 import socket
 import ssl
+import stat
 import subprocess
 
 import pytest
@@ -202,6 +203,32 @@ def test_seeded_rng_and_fixed_clock_replay_byte_identical_leaves(pki, state_dir)
     served = pki.issue(HOSTS)  # the module's PKI shares the directory and must still find its own file intact
     with open(served.cert_file, "rb") as chain_in:
         assert chain_in.read() == served.chain_pem != first.chain_pem
+
+
+def test_a_cold_pki_makes_the_untrusted_root_and_the_weak_key_only_when_a_shape_needs_them(tmp_path):
+    made = PKI(str(tmp_path))
+
+    def keys() -> list[str]:
+        return sorted(path.name for path in (tmp_path / "pki").glob("*.key.pem"))
+
+    assert keys() == ["intermediate-ca.key.pem", "leaf.key.pem", "root-ca.key.pem"]
+    assert made.issue(HOSTS, shape="weak-key").key_bits == 1024
+    assert made.issue(HOSTS, shape="untrusted-root").hostnames == tuple(HOSTS)
+    assert keys() == ["intermediate-ca.key.pem", "leaf.key.pem", "root-ca.key.pem", "untrusted-root-ca.key.pem",
+                      "weak-leaf.key.pem"]
+    assert all(stat.S_IMODE((tmp_path / "pki" / name).stat().st_mode) == 0o600 for name in keys())
+    again = PKI(str(tmp_path))
+    assert again.issue(HOSTS, shape="weak-key").key_pem == made.issue(HOSTS, shape="weak-key").key_pem
+
+
+def test_leaves_replay_whether_or_not_this_instance_made_a_ca(tmp_path):
+    """The seeded rng serves leaves only: the instance that makes the untrusted root on first use issues the same
+    bytes as the next one, which loads it."""
+    moment = dt.datetime(2030, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+    PKI(str(tmp_path))
+    first, second = ([PKI(str(tmp_path), rng=random.Random(5), now=moment).issue(HOSTS, shape=shape).chain_pem
+                      for shape in ("untrusted-root", "valid")] for _ in range(2))
+    assert first == second
 
 
 def openssl_verify(pki, credential, *options):

@@ -3,6 +3,7 @@ with an `expect.analyzer` block, `mockex serve --scenario` runs that scenario an
 the named step with the named reason (and host, when given), or pass when `passes: true`. In every scenario,
 credentials go only over verified TLS (judged from the mock's transcript).
 
+The probe's options and the judging are harness.probe.expectation's, which `mockex run --client probe` uses too.
 No verdict depends on wall-clock headroom: a short step timeout is used only where a timeout is the expected
 verdict (a slow machine only makes it come sooner); elsewhere steps get a long one, and the total limit is only a
 runaway bound."""
@@ -13,15 +14,15 @@ import re
 import pytest
 import yaml
 
+from harness.probe.expectation import mismatches, options_for_expectation
 from harness.probe.report import render_text
 from harness.probe.runner import probe
 from harness.testing import start_server
+from harness.transcript import credential_violations
 from tests.support import REPO
-from tests.support.clients import probe_options
-from tests.support.transcript import TranscriptTail, credential_violations
+from tests.support.transcript import TranscriptTail
 
 SCENARIOS = sorted(glob.glob(os.path.join(REPO, "scenarios", "*.yaml")))
-TIMEOUT_REASONS = {"timeout", "rts-timeout", "connection-timeout", "no-response", "dns-timeout"}
 YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.S)
 
 
@@ -66,21 +67,9 @@ def test_probe_concludes_what_the_scenario_expects(path, tmp_path):
     served = start_server(str(tmp_path), "--scenario", path)
     try:
         tail = TranscriptTail(served)
-        user = next(u["username"] for u in served.endpoints["users"] if u["email"] == expect.get("user",
-                                                                                                 "alice@contoso.test"))
-        step_timeout = 2.0 if expect.get("reason") in TIMEOUT_REASONS else 15.0
-        report = probe(probe_options(served, user=user, step_timeout=step_timeout, total_timeout=600.0))
-        violations = credential_violations(tail.events())
+        report = probe(options_for_expectation(served.endpoints, expect))
+        violations = credential_violations(tail.events(), served.endpoints["hostnames"])
     finally:
         served.stop()
-    verdict = report.verdict
-    tree = render_text(report, verbose=True)
-    if expect.get("passes"):
-        assert verdict.passed, tree
-    else:
-        assert verdict.fails_at == expect["fails_at"], tree
-        if "reason" in expect:
-            assert verdict.reason == expect["reason"], tree
-        if "host" in expect:
-            assert verdict.host == expect["host"], tree
+    assert not mismatches(expect, report.verdict), render_text(report, verbose=True)
     assert not violations, violations

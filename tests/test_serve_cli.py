@@ -1,8 +1,12 @@
 """`mockex serve` as a user runs it: summary, endpoints.json, loopback-only default, clean SIGTERM."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+
+import pytest
 
 from harness.testing import start_server
 from tests.support.clients import run_mockex
@@ -53,3 +57,34 @@ def test_help_explains_the_commands():
     assert result.returncode == 0
     for option in ("--org", "--state-dir", "--listen", "--allow-remote", "--https-port", "--seed"):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("role", ["https", "http", "dns"])
+def test_a_port_in_use_is_named_and_leaves_no_state_dir_behind(tmp_path, role):
+    kind = socket.SOCK_DGRAM if role == "dns" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            taken.listen(1)
+        port = taken.getsockname()[1]
+        ports = {"https": "0", "http": "0", "dns": "0", role: str(port)}
+        state = tmp_path / "fresh"
+        result = run_mockex("serve", "--state-dir", str(state), "--https-port", ports["https"],
+                            "--http-port", ports["http"], "--dns-port", ports["dns"], timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"mockex: cannot start: cannot listen on 127.0.0.1:{port} ({role.upper()}): "
+                                     "Address already in use")
+    assert not state.exists()
+
+
+def test_a_failed_start_in_an_existing_state_dir_says_why_there_and_drops_the_old_endpoints(tmp_path):
+    (tmp_path / "endpoints.json").write_text("{}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        result = run_mockex("serve", "--state-dir", str(tmp_path), "--https-port", str(taken.getsockname()[1]),
+                            "--http-port", "0", "--dns-port", "0", timeout=60)
+    assert result.returncode == 1
+    assert not (tmp_path / "endpoints.json").exists()
+    events = [json.loads(line) for line in (tmp_path / "transcript.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events] == ["start", "start_failed"] and "Address already in use" in events[-1]["reason"]

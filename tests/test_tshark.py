@@ -3,9 +3,10 @@
 tshark cannot follow RPC inside the 1 GiB RPC_IN_DATA / RPC_OUT_DATA bodies, and the TLS around them hides them
 anyway. So a TLS-terminating relay on 127.0.3.x:443 sits between the client and `mockex serve` (server443) and
 records the plaintext of both connections; the bodies are then re-wrapped as one synthetic DCE/RPC-over-TCP
-conversation to port 6004 (CONN/A1 from the OUT request body, then the IN body client to server, the OUT response
-body server to client, PDUs interleaved in the order they were recorded) and dissected with
-`-d tcp.port==6004,dcerpc`.
+conversation (CONN/A1 from the OUT request body, then the IN body client to server, the OUT response body server to
+client, PDUs interleaved in the order they were recorded) by `mockex export pcap`'s pcapng writer and dissected
+without options. The relay, not the server's own --rpc-capture, records the bytes: this judges what went over the
+wire (tests/test_export_pcap.py judges the capture).
 
 Two sessions: unmodified exchanger.py (NTLM at privacy: every header, RTS PDU, NTLMSSP message and fragment is
 checked, the stubs stay sealed) and impacket's ncacn_http without RPC authentication for the NSPI calls whose NDR
@@ -27,7 +28,9 @@ import pytest
 from impacket.dcerpc.v5 import nspi, rpcrt
 
 from harness import pki
+from harness.export.pcap import Connection, write_pcapng
 from harness.org import load_org
+from harness.protocols.rpccapture import CapturedPdu
 from tests.support.clients import (
     bind_over_http,
     default_socket_timeout,
@@ -159,48 +162,15 @@ def tunnel_conversation(chunks: Sequence[Chunk]) -> List[Tuple[bool, bytes]]:
     return [(from_client, pdu) for _, _, from_client, pdu in ordered]
 
 
-CLIENT, SERVER = (bytes([10, 0, 0, 1]), 49152), (bytes([10, 0, 0, 2]), 6004)
-SYN, PSH, ACK = 0x02, 0x08, 0x10
-MSS = 1460
-
-
-def _checksum(data: bytes) -> int:
-    data += b"\x00" * (len(data) % 2)
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _frame(source, destination, seq: int, ack: int, flags: int, payload: bytes) -> bytes:
-    tcp = struct.pack("!HHLLBBHHH", source[1], destination[1], seq, ack, 5 << 4, flags, 65535, 0, 0)
-    pseudo = source[0] + destination[0] + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
-    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp + payload)) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(payload), 0, 0x4000, 64, 6, 0, source[0],
-                     destination[0])
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-    return b"\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x01\x08\x00" + ip + tcp + payload
-
-
 def write_pcap(path, conversation: Sequence[Tuple[bool, bytes]]) -> None:
-    """A classic pcap of one TCP connection carrying ``conversation``, each PDU cut into MSS-sized segments."""
-    seq = {CLIENT: 1000, SERVER: 5000}
-    frames = [_frame(CLIENT, SERVER, 999, 0, SYN, b""), _frame(SERVER, CLIENT, 4999, 1000, SYN | ACK, b""),
-              _frame(CLIENT, SERVER, 1000, 5000, ACK, b"")]
-    for from_client, pdu in conversation:
-        source, destination = (CLIENT, SERVER) if from_client else (SERVER, CLIENT)
-        for offset in range(0, len(pdu), MSS):
-            segment = pdu[offset:offset + MSS]
-            frames.append(_frame(source, destination, seq[source], seq[destination], PSH | ACK, segment))
-            seq[source] += len(segment)
+    """``conversation`` as one TCP connection of a pcapng, written by the product's `mockex export pcap` writer."""
+    pdus = [CapturedPdu(float(number), from_client, pdu) for number, (from_client, pdu) in enumerate(conversation)]
     with open(path, "wb") as handle:
-        handle.write(struct.pack("<LHHlLLL", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for number, frame in enumerate(frames):
-            handle.write(struct.pack("<LLLL", number, 0, len(frame), len(frame)) + frame)
+        write_pcapng(handle, [Connection("relayed", pdus)])
 
 
 def tshark(pcap, *args: str) -> str:
-    result = subprocess.run([TSHARK, "-n", "-r", str(pcap), "-d", "tcp.port==6004,dcerpc", *args],
+    result = subprocess.run([TSHARK, "-n", "-r", str(pcap), *args],
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     return result.stdout

@@ -28,8 +28,9 @@ examples:
       --port 8443 --http-port 8080
   mockex probe alice@contoso.test --proxy mail.contoso.test --skip-autodiscover --json
   {PASSWORD_ENV}=secret mockex probe alice@contoso.test --user 'CONTOSO\\alice'
+  mockex probe alice@contoso.test --endpoints state/endpoints.json   # a running mock: ports, DNS, CA, password
 
-The password comes from --password, else ${PASSWORD_ENV}, else a prompt (on a terminal).
+The password comes from --password, else ${PASSWORD_ENV}, else the --endpoints file, else a prompt (on a terminal).
 Reason ids, their steps and remedies: docs/probe.md. JSON schema: docs/probe.schema.json."""
 
 
@@ -61,17 +62,20 @@ def add_probe_parser(subparsers) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("email", help="the mailbox's e-mail address (what Outlook is given)")
     who = parser.add_argument_group("credentials")
-    who.add_argument("--password", help=f"the password (else ${PASSWORD_ENV}, else a prompt)")
+    who.add_argument("--password", help=f"the password (else ${PASSWORD_ENV}, else --endpoints, else a prompt)")
     who.add_argument("--user", metavar="LOGIN", help="logon name: DOMAIN\\user or a UPN (default: the e-mail address)")
     who.add_argument("--auth", choices=("NTLM", "Negotiate", "Basic"),
                      help="HTTP scheme to prefer for Autodiscover when offered (default NTLM, then Negotiate, Basic)")
     net = parser.add_argument_group("where to look")
+    net.add_argument("--endpoints", metavar="FILE",
+                     help="a running mock's endpoints.json: its DNS, CA file, https/http ports and the mailbox's "
+                          "password, each unless given by its own option")
     net.add_argument("--dns", type=_dns_server, metavar="IP[:PORT]",
                      help="DNS server to ask (default: the system's resolv.conf servers)")
     net.add_argument("--ca-file", metavar="PEM", help="trusted root(s) for certificate checks (default: system store)")
-    net.add_argument("--port", type=_port, default=443,
+    net.add_argument("--port", type=_port, default=None,
                      help="port standing in for 443 in every https step (default 443)")
-    net.add_argument("--http-port", type=_port, default=80,
+    net.add_argument("--http-port", type=_port, default=None,
                      help="port standing in for 80 in the HTTP redirect step (default 80)")
     manual = parser.add_argument_group("without Autodiscover")
     manual.add_argument("--skip-autodiscover", action="store_true", help="use --proxy and friends instead")
@@ -115,6 +119,24 @@ def _ca_file_problem(path: str) -> str:
     return ""
 
 
+def _from_endpoints(path: str, email: str) -> dict:
+    """What the probe takes from a running mock's endpoints.json (the password only if the mailbox is one of its
+    users)."""
+    from harness.probe.expectation import endpoint_user, options_from_endpoints
+    with open(path, encoding="utf-8") as handle:
+        endpoints = json.load(handle)
+    if not isinstance(endpoints, dict) or "users" not in endpoints:
+        raise ValueError("not a mockex endpoints.json (no users)")
+    options = options_from_endpoints(endpoints)
+    found = {"dns": options.dns, "ca_file": options.ca_file, "https_port": options.https_port,
+             "http_port": options.http_port}
+    try:
+        found["password"] = endpoint_user(endpoints, email)["password"]
+    except KeyError:
+        pass   # another mailbox: its password must come from --password, the environment or a prompt
+    return found
+
+
 def run_probe(args) -> int:
     from harness.probe.report import render_text
     from harness.probe.runner import ProbeOptions, probe
@@ -126,17 +148,25 @@ def run_probe(args) -> int:
         return _usage_error("--skip-autodiscover needs --proxy HOST")
     if args.proxy and not args.skip_autodiscover:
         return _usage_error("--proxy is used only with --skip-autodiscover")
-    if args.ca_file:
-        problem = _ca_file_problem(args.ca_file)
+    mock: dict = {}
+    if args.endpoints:
+        try:
+            mock = _from_endpoints(args.endpoints, email)
+        except (OSError, ValueError, KeyError) as exc:
+            return _usage_error(f"--endpoints {args.endpoints}: {exc}")
+    ca_file = args.ca_file or mock.get("ca_file")
+    if ca_file:
+        problem = _ca_file_problem(ca_file)
         if problem:
-            return _usage_error(f"--ca-file {args.ca_file}: {problem}")
-    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
+            return _usage_error(f"--ca-file {ca_file}: {problem}")
+    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV, mock.get("password"))
     if password is None:
         if not sys.stdin.isatty():
             return _usage_error(f"no password: give --password or set ${PASSWORD_ENV}")
         password = getpass.getpass(f"Password for {args.user or email}: ")
-    options = ProbeOptions(email=email, password=password, login=args.user, dns=args.dns, ca_file=args.ca_file,
-                           https_port=args.port, http_port=args.http_port, step_timeout=args.timeout,
+    options = ProbeOptions(email=email, password=password, login=args.user, dns=args.dns or mock.get("dns"),
+                           ca_file=ca_file, https_port=args.port or mock.get("https_port", 443),
+                           http_port=args.http_port or mock.get("http_port", 80), step_timeout=args.timeout,
                            total_timeout=args.total_timeout, skip_autodiscover=args.skip_autodiscover,
                            proxy=args.proxy, rpc_server=args.rpc_server, auth_package=args.auth_package,
                            auth=args.auth, seed=args.seed)

@@ -33,11 +33,26 @@ class HttpRequest:
     scheme: str = "https"
     conn: Any = None          # the ConnectionInfo of the connection it came on
     response_headers: List[Tuple[str, str]] = field(default_factory=list)  # added to whatever answers it
+    # header() and host are asked many times per request: the headers indexed by lower-cased name, made on first
+    # use for this very list at this length (a list replaced or grown is indexed afresh;
+    # the list is never edited in place)
+    _index: Optional[Tuple[List[Tuple[str, str]], int, Dict[str, str]]] = field(default=None, init=False, repr=False,
+                                                                               compare=False)
 
     def header(self, name: str) -> Optional[str]:
-        name = name.lower()
-        values = [v for k, v in self.headers if k.lower() == name]
-        return ", ".join(values) if values else None
+        """The value of header ``name`` (any case); repeated headers joined with ", "; None when absent."""
+        return self._header_index().get(name.lower())
+
+    def _header_index(self) -> Dict[str, str]:
+        headers, index = self.headers, self._index
+        if index is not None and index[0] is headers and index[1] == len(headers):
+            return index[2]
+        values: Dict[str, str] = {}
+        for key, value in headers:
+            key = key.lower()
+            values[key] = values[key] + ", " + value if key in values else value
+        self._index = (headers, len(headers), values)
+        return values
 
     @property
     def host(self) -> str:
@@ -77,6 +92,24 @@ class ConnectionInfo:
 def iis_error_page(status: int, text: str) -> bytes:
     return (f"<!DOCTYPE html><html><head><title>{status} - {text}</title></head><body><h2>{status} - {text}</h2>"
             f"</body></html>").encode()
+
+
+# http.sys answers a request it cannot parse itself, before IIS sees it: its own page, status and Server header.
+HTTPSYS_CONTENT_TYPE = "text/html; charset=us-ascii"
+HTTPSYS_SERVER = "Microsoft-HTTPAPI/2.0"
+_HTTPSYS_ERRORS = {
+    "bad_request": ("Bad Request", "HTTP Error 400. The request is badly formed."),
+    "head_too_long": ("Bad Request - Request Too Long", "HTTP Error 400. The size of the request headers is too long."),
+}
+
+
+def httpsys_error_page(kind: str) -> bytes:
+    """http.sys's 400 page: ``kind`` is "bad_request" or "head_too_long" (what a 431 hint becomes)."""
+    heading, detail = _HTTPSYS_ERRORS[kind]
+    return ('<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">\r\n'
+            '<HTML><HEAD><TITLE>Bad Request</TITLE>\r\n'
+            '<META HTTP-EQUIV="Content-Type" Content="text/html; charset=us-ascii"></HEAD>\r\n'
+            f'<BODY><h2>{heading}</h2>\r\n<hr><p>{detail}</p>\r\n</BODY></HTML>\r\n').encode("ascii")
 
 
 def moved_page(location: str) -> bytes:

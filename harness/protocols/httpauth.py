@@ -18,14 +18,16 @@ import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 from harness.hooks import hookspec
 from harness.org import Mailbox, Org
 from harness.protocols.http import HttpRequest
-from harness.protocols.ntlm import SIGNATURE, NTLMAcceptor, ServerIdentity, logon_refusal, org_lookup
-from harness.protocols.spnego import NegotiateAcceptor
+from harness.protocols.logon import SIGNATURE, ServerIdentity, logon_refusal, org_lookup
 from harness.transcript import KNOWN_SCHEMES
+
+if TYPE_CHECKING:
+    from harness.protocols.spnego import NegotiateAcceptor
 
 SCHEMES = ("Negotiate", "NTLM", "Basic")
 Header = Tuple[str, str]
@@ -121,6 +123,9 @@ class HttpAuthenticator:
         if self._handshake is None or self._handshake[0] != scheme or _starts_handshake(token):
             # A new handshake: the connection's previous user no longer counts.
             self._connection_user = None
+            # Imported here: NTLM brings impacket and pycryptodomex, which a Basic-only server never needs.
+            from harness.protocols.ntlm import NTLMAcceptor
+            from harness.protocols.spnego import NegotiateAcceptor
             ntlm = NTLMAcceptor(self._identity, self._lookup, self._rng, clock=self._clock,
                                 accept_ntlmv1=self._accept_ntlmv1)
             self._handshake = (scheme, NegotiateAcceptor(ntlm))

@@ -5,12 +5,13 @@ table, in the style of h11's ``_state.py``), keep-alive and pipelining, ``100 Co
 the error answers (through h11's own events), and the hand-off of an RPC over HTTP request to a tunnel.
 
 It is driven by calls - ``start``, ``receive(bytes)``, ``timer_expired(name)``, the app's answers (``respond``,
-``tunnel_opened``), ``close``, ``abort``, ``connection_lost`` - and answers each with a list of actions that the
-I/O layer (harness.services.web) carries out in order:
+``tunnel_opened``), ``output_pending(unsent, stalled)`` (the output backlog, see below), ``close``, ``abort``,
+``connection_lost`` - and answers each with a list of actions that the I/O layer (harness.services.web) carries out
+in order:
 
   Send(data)                        write these bytes; one whole response is one Send (write faults judge writes)
-  Close(reason)                     close once the output so far has gone out (FIN)
-  Abort(reason)                     reset the connection now (RST)
+  Close(reason, limit)              close once the output so far has gone out (FIN); ``limit`` names the rule
+  Abort(reason, limit)              reset the connection now (RST); ``limit`` as for Close
   StartTimer(name, seconds)         call ``timer_expired(name)`` after that long (re-arming a pending timer of
                                     that name); a timer whose state was left is not cancelled, its tick is ignored
   CancelTimer(name)                 forget that timer (the connection is ending)
@@ -21,116 +22,55 @@ I/O layer (harness.services.web) carries out in order:
   HandOffTunnel(request)            RPC_IN_DATA / RPC_OUT_DATA: the app opens a channel (then ``tunnel_opened``)
                                     or refuses it with a response (``respond``)
   TunnelBytes(data)                 body bytes, and past the declared body every byte, for the open channel
+  PauseReading() / ResumeReading()  stop / go on reading the socket (backpressure)
 
 An action that needs the app's answer (Deliver, RefuseTooLarge, RefuseMalformed, HandOffTunnel) is always the last
 of its list: the connection parses nothing further until it is answered, which keeps pipelined answers in order
 (later bytes wait in h11's buffer). A tunnelled connection's own output is written by its channel, not here.
+
+Backpressure: the edge reports its output backlog - the bytes it holds unsent, and whether the transport is
+*stalled* (its own buffer full: the client is not reading). Over ``output_high_water`` held bytes the connection
+delivers no further pipelined request and stops reading (PauseReading; not in a tunnel, whose channel reads on),
+until the backlog is down to ``output_low_water``. While the output is stalled or over the high water the state's
+own timer (idle, header-wait) stops counting; the send timer counts instead, from the stall: a client that takes
+nothing for ``send_timeout`` is reset (http.sys drops a client that does not receive, IIS's connectionTimeout).
 """
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Union, cast
+from typing import Any, Dict, List, Optional, Set, Tuple, cast
 from urllib.parse import unquote
 
 import h11
 
 from harness.protocols.http import HttpRequest, HttpResponse
-
-TUNNEL_METHODS = ("RPC_IN_DATA", "RPC_OUT_DATA")
-MAX_BODY = 1 << 20            # larger autodiscover/EWS bodies get 413, as IIS's request filtering would
-MAX_HEADER_BYTES = 64 * 1024  # IIS's default header limit is 64 KiB too
-IIS_CONNECTION_TIMEOUT = 120.0   # http.sys IdleConnection and HeaderWait, IIS's connectionTimeout: two minutes
-IDLE_TIMER = "idle"
-HEADER_TIMER = "header-wait"
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """Every limit one HTTP connection enforces, in one place. ``None`` switches a limit off.
-
-    Enforced here:
-      max_header_bytes     request line + headers (h11's max_incomplete_event_size); over it: 431
-      max_body_bytes       an ordinary (non-tunnel) request body, declared or chunked; over it: 413 and close
-      idle_timeout         seconds with no byte of a next request (from accept, and after each answer): close
-      header_wait_timeout  seconds from a request's first byte until its head is whole: close (http.sys sends
-                           nothing either, it logs Timer_HeaderWait)
-    Slots for the hardening issue, documented and carried but not enforced yet:
-    Enforced by the Twisted edge (harness.services.web), which records each in the transcript as a ``limit`` event:
-      handshake_timeout    seconds a TLS handshake may take; then the connection is reset
-      max_connections_per_address  open connections one client address may hold; more are reset at once
-    Slots for the hardening issue, documented and carried but not enforced yet:
-      output_high_water    unsent output bytes at which the edge stops reading (backpressure on a slow reader)
-      output_low_water     unsent output bytes under which it reads again
-    """
-    max_header_bytes: int = MAX_HEADER_BYTES
-    max_body_bytes: int = MAX_BODY
-    idle_timeout: Optional[float] = IIS_CONNECTION_TIMEOUT
-    header_wait_timeout: Optional[float] = IIS_CONNECTION_TIMEOUT
-    handshake_timeout: Optional[float] = 60.0
-    max_connections_per_address: Optional[int] = None
-    output_high_water: Optional[int] = None
-    output_low_water: Optional[int] = None
-
-
-# ---- actions for the I/O layer ----------------------------------------------------------------------------------
-# Slotted dataclasses, treated as immutable (a few are made per request; frozen ones cost twice as much to make).
-@dataclass(slots=True)
-class Send:
-    data: bytes
-
-
-@dataclass(slots=True)
-class Close:
-    reason: str = ""
-    limit: str = ""     # the ConnectionLimits field that fired ("" for an ordinary close)
-
-
-@dataclass(slots=True)
-class Abort:
-    reason: str = ""
-
-
-@dataclass(slots=True)
-class StartTimer:
-    name: str
-    seconds: float
-
-
-@dataclass(slots=True)
-class CancelTimer:
-    name: str
-
-
-@dataclass(slots=True)
-class Deliver:
-    request: HttpRequest
-
-
-@dataclass(slots=True)
-class RefuseTooLarge:
-    request: HttpRequest
-    size: int
-
-
-@dataclass(slots=True)
-class RefuseMalformed:
-    status: int
-    message: str
-
-
-@dataclass(slots=True)
-class HandOffTunnel:
-    request: HttpRequest
-
-
-@dataclass(slots=True)
-class TunnelBytes:
-    data: bytes
-
-
-Action = Union[Send, Close, Abort, StartTimer, CancelTimer, Deliver, RefuseTooLarge, RefuseMalformed, HandOffTunnel,
-               TunnelBytes]
+from harness.protocols.httpactions import (  # noqa: F401  (re-exported: the core's vocabulary)
+    HEADER_TIMER,
+    IDLE_TIMER,
+    IIS_CONNECTION_TIMEOUT,
+    MAX_BODY,
+    MAX_HEADER_BYTES,
+    OUTPUT_HIGH_WATER,
+    OUTPUT_LOW_WATER,
+    SEND_TIMER,
+    TUNNEL_METHODS,
+    Abort,
+    Action,
+    CancelTimer,
+    Close,
+    ConnectionLimits,
+    Deliver,
+    HandOffTunnel,
+    PauseReading,
+    RefuseMalformed,
+    RefuseTooLarge,
+    ResumeReading,
+    Send,
+    StartTimer,
+    TunnelBytes,
+)
 
 
 # ---- the state table ----------------------------------------------------------------------------------------------
@@ -184,6 +124,7 @@ TRANSITIONS: Dict[ConnState, Dict[ConnEvent, ConnState]] = {
 # spares the reactor a cancel and a new call per keep-alive request; CLOSING and CLOSED cancel what is left.
 STATE_TIMERS = {IDLE: IDLE_TIMER, READING_HEADERS: HEADER_TIMER}
 _PARSING = (READING_HEADERS, READING_BODY, TUNNELLED)
+_PAUSABLE = (IDLE, READING_HEADERS, READING_BODY, SENDING)   # where the backlog stops reading
 _FRAMING_HEADERS = ("content-length", "transfer-encoding")   # the core frames every response itself
 
 
@@ -220,6 +161,10 @@ class HttpConnection:
         self._body: List[bytes] = []
         self._body_size = 0
         self._answer: Optional[_Answer] = None
+        self._stalled = False          # the edge's transport takes no output (the client does not read)
+        self._over = False             # held output went over the high water and is not down to the low water yet
+        self._reading_paused = False   # a PauseReading is in force
+        self._send_counting = False    # the send timer counts (from the stall)
 
     # ---- calls from the I/O layer ---------------------------------------------------------------------------
     def start(self) -> List[Action]:
@@ -251,8 +196,9 @@ class HttpConnection:
         close = response.close or answer.close
         try:
             data = self._encode(response, close, answer.head_only)
-        except h11.LocalProtocolError as exc:   # the app's response cannot be framed (e.g. a header with CR/LF)
-            return self.abort(f"unsendable response: {exc}")
+        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            # the app's response cannot be framed (a header with CR/LF, or beyond Latin-1): say so, send nothing
+            return self.abort(f"unsendable response: {exc}", limit="unsendable_response")
         actions: List[Action] = [Send(data)]
         if close or self._h11.our_state is h11.MUST_CLOSE:
             return actions + self._transition(ANSWERED_CLOSE) + [Close("answered")]
@@ -269,10 +215,20 @@ class HttpConnection:
         if self.state is CLOSING or self.state is CLOSED:
             return []
         self._awaited()
-        return self._transition(TUNNEL_OPENED) + self._pump()
+        actions = self._transition(TUNNEL_OPENED)
+        if self._reading_paused:   # a channel reads on whatever this connection's backlog (see the module docstring)
+            self._reading_paused = False
+            actions.append(ResumeReading())
+        return actions + self._pump()
 
     def timer_expired(self, name: str) -> List[Action]:
         self._scheduled.discard(name)
+        if name == SEND_TIMER:
+            if not self._send_counting:
+                return []   # the output flowed again meanwhile
+            self._send_counting = False
+            return self.abort(f"client not receiving: output stalled for {self.limits.send_timeout:g} s",
+                              limit="send_timeout")
         if name != self._counting:
             return []   # the state it counted for was left meanwhile
         self._counting = None
@@ -287,14 +243,54 @@ class HttpConnection:
             return []
         return self._transition(CLOSE_REQUESTED) + [Close(reason)]
 
-    def abort(self, reason: str = "aborted by the server") -> List[Action]:
+    def abort(self, reason: str = "aborted by the server", limit: str = "") -> List[Action]:
         if self.state is CLOSED:
             return []
-        return self._transition(CLOSE_REQUESTED) + [Abort(reason)]
+        return self._transition(CLOSE_REQUESTED) + [Abort(reason, limit)]
 
     def connection_lost(self) -> List[Action]:
         self._request, self._answer, self._body = None, None, []
         return self._transition(CONNECTION_LOST)
+
+    def output_pending(self, unsent: int, stalled: bool) -> List[Action]:
+        """The edge's output backlog changed: ``unsent`` bytes it holds back, ``stalled`` its transport takes no
+        more. Backpressure as the module docstring describes; the actions say what changes."""
+        if self.state is CLOSED:
+            return []
+        actions: List[Action] = []
+        was_over, was_waiting = self._over, self._stalled or self._over
+        if stalled is not self._stalled:
+            self._stalled = stalled
+            self._send_counting = stalled and self.limits.send_timeout is not None
+            if self._send_counting:
+                self._scheduled.add(SEND_TIMER)
+                actions.append(StartTimer(SEND_TIMER, cast(float, self.limits.send_timeout)))
+        high = self.limits.output_high_water
+        if high is not None:
+            if not self._over and unsent > high:
+                self._over = True
+                if self.state in _PAUSABLE:
+                    self._reading_paused = True
+                    actions.append(PauseReading())
+            elif self._over and unsent <= min(self.limits.output_low_water or 0, high):
+                self._over = False
+                if self._reading_paused:
+                    self._reading_paused = False
+                    actions.append(ResumeReading())
+        waiting = self._stalled or self._over
+        if waiting and not was_waiting:
+            self._counting = None   # the state's own timer stops counting: the client's reading is what lags
+        elif (was_waiting and not waiting) or (was_over and not self._over):
+            actions += self._go_on()
+        return actions
+
+    def _go_on(self) -> List[Action]:
+        """The backlog cleared: the state's timer counts afresh, and requests waiting in h11's buffer are read."""
+        if self.state is IDLE:
+            return self._start_timer(IDLE_TIMER, self.limits.idle_timeout)
+        if self.state is READING_HEADERS or self.state is READING_BODY:
+            return self._pump()   # which starts the header-wait timer for a head still incomplete
+        return []
 
     # ---- the table ------------------------------------------------------------------------------------------------
     def _transition(self, event: ConnEvent) -> List[Action]:
@@ -304,15 +300,25 @@ class HttpConnection:
             raise ConnectionStateError(f"{event.value!r} is not allowed in state {self.state.value!r}")
         self.state, self._moves = new_state, TRANSITIONS[new_state]
         self._counting = None
-        if (new_state is CLOSING or new_state is CLOSED) and self._scheduled:
-            cancels: List[Action] = [CancelTimer(name) for name in sorted(self._scheduled)]
-            self._scheduled.clear()
-            return cancels
+        if new_state is CLOSING or new_state is CLOSED:
+            return self._ending(new_state is CLOSING)
         return []
 
+    def _ending(self, closing: bool) -> List[Action]:
+        """Cancel the timers, but the send timer of a stalled output that is to be closed: a FIN waits for the
+        output, which a client that does not read never takes. Reading goes on (TLS reads the peer's close_notify)."""
+        actions: List[Action] = [ResumeReading()] if closing and self._reading_paused else []
+        self._reading_paused = False
+        self._send_counting = closing and self._send_counting
+        keep = SEND_TIMER if self._send_counting else None
+        actions += [CancelTimer(name) for name in sorted(self._scheduled) if name != keep]
+        self._scheduled = {keep} if keep else set()
+        return actions
+
     def _start_timer(self, name: str, seconds: Optional[float]) -> List[Action]:
-        """Start the current state's timer (``seconds`` None: that limit is off)."""
-        if seconds is None:
+        """Start the current state's timer (``seconds`` None: that limit is off; not while the output backlog
+        holds the connection: the send timer counts then, and ``_go_on`` starts this one)."""
+        if seconds is None or self._stalled or self._over:
             return []
         self._counting = name
         self._scheduled.add(name)
@@ -328,10 +334,12 @@ class HttpConnection:
     def _pump(self) -> List[Action]:
         actions: List[Action] = []
         while self.state in _PARSING:
+            if self._over and self.state is not TUNNELLED:
+                break   # backpressure: the next request waits in h11's buffer until the output drains
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                actions += self._malformed(exc)
+                actions += self._refuse_malformed(exc.error_status_hint or 400, str(exc))
                 break
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 break
@@ -349,7 +357,11 @@ class HttpConnection:
         return actions
 
     def _on_head(self, event: h11.Request) -> List[Action]:
-        request = self._request_from(event)
+        # h11 bounds only a head still incomplete: one that arrived whole in a single read must be measured.
+        headers, size = _decoded_headers(event)
+        if size > self.limits.max_header_bytes:
+            return self._refuse_malformed(431, f"request head of {size} bytes exceeds {self.limits.max_header_bytes}")
+        request = self._request_from(event, headers)
         self._method = request.method
         self.last_host = request.host or self.last_host
         if request.method in TUNNEL_METHODS:
@@ -395,11 +407,11 @@ class HttpConnection:
         self._answer = _Answer(head_only=request.method == "HEAD", close=True)
         return self._transition(TOO_LARGE) + [RefuseTooLarge(request, size)]
 
-    def _malformed(self, exc: h11.RemoteProtocolError) -> List[Action]:
+    def _refuse_malformed(self, status: int, message: str) -> List[Action]:
         silent = self.state is TUNNELLED or self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE)
         self._request, self._body = None, []
         self._answer = _Answer(head_only=self._method == "HEAD", close=True, silent=silent)
-        return self._transition(MALFORMED) + [RefuseMalformed(exc.error_status_hint or 400, str(exc))]
+        return self._transition(MALFORMED) + [RefuseMalformed(status, message)]
 
     def _next_cycle(self, event: ConnEvent) -> List[Action]:
         """Both sides are done and the connection stays: on to the next request, which may be buffered already."""
@@ -411,19 +423,51 @@ class HttpConnection:
             return actions + self._transition(REQUEST_STARTED)
         return actions + self._start_timer(IDLE_TIMER, self.limits.idle_timeout)
 
-    def _request_from(self, event: h11.Request) -> HttpRequest:
+    def _request_from(self, event: h11.Request, headers: List[Tuple[str, str]]) -> HttpRequest:
         target = event.target.decode("latin-1")
         raw_path, _, query = target.partition("?")
         if raw_path.startswith(("http://", "https://")):  # absolute-form target (proxies)
             raw_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
         return HttpRequest(
             method=event.method.decode("latin-1"), target=target, path=unquote(raw_path), query=query,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()],
+            headers=headers,
             scheme=self.scheme, conn=self.conn)
 
     # ---- bytes out --------------------------------------------------------------------------------------------
     def _encode(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
-        """The whole response in one piece: the app's headers with IIS's framing (always Content-Length)."""
+        """The whole response in one piece: the app's headers with IIS's framing (always Content-Length).
+
+        The bytes are exactly h11's, but h11 re-validates every header of every answer (twice: its clean-up builds a
+        second Response). So the app's header lines are validated and encoded here, once per distinct (name, value)
+        (see ``_header_line``), and h11 frames a Response of the framing headers alone: it keeps its state machine
+        (keep-alive, HEAD, its own Connection: close) and its lines go after the app's, where it would put them.
+        Anything out of the ordinary - a header h11 would move or rewrite, or one it would refuse - goes the whole
+        way through h11 (``_encode_through_h11``), which raises exactly as before."""
+        status = response.status
+        lines = []
+        for name, value in response.headers:
+            line = _HEADER_LINES.get((name, value))
+            if line is None:
+                line = _header_line(name, value)
+                if line is None:
+                    return self._encode_through_h11(response, close, head_only)
+            if line:   # b"": a framing header, which the core sets itself
+                lines.append(line)
+        if type(status) is not int or not 200 <= status < 1000:
+            return self._encode_through_h11(response, close, head_only)
+        reason = response.reason.encode("latin-1")
+        framing = [(b"Content-Length", b"%d" % len(response.body))]
+        if close:
+            framing.append((b"Connection", b"close"))
+        sent = self._h11.send(h11.Response(status_code=status, reason=reason, headers=framing))
+        status_line = len(b"HTTP/1.1 %d %s\r\n" % (status, reason))
+        data = b"".join([sent[:status_line], *lines, sent[status_line:]])
+        if not head_only and response.body:
+            data += self._h11.send(h11.Data(data=response.body))
+        return data + self._h11.send(h11.EndOfMessage())
+
+    def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
+        """The same bytes, every header through h11 (its validation errors are the answer to an unsendable one)."""
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
                    if k.lower() not in _FRAMING_HEADERS]
         headers.append((b"Content-Length", str(len(response.body)).encode()))
@@ -434,3 +478,51 @@ class HttpConnection:
         if not head_only and response.body:
             data += self._h11.send(h11.Data(data=response.body))
         return data + self._h11.send(h11.EndOfMessage())
+
+
+# Header lines as h11 writes them, by (name, value); bounded: unique values (request-id, Date) would grow it forever,
+# so it is emptied when full (one re-validation per distinct header every _HEADER_LINES_MAX answers). Pure values:
+# shared by every connection of the process.
+_HEADER_LINES: Dict[Tuple[Any, Any], bytes] = {}
+_HEADER_LINES_MAX = 512
+_HEADER_LINE_CACHED = 1024   # longer lines (a fault's huge header) are checked every time, not kept
+# h11's own grammar for what it sends (h11/_abnf.py: token, field_value): a name or value outside it is refused.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+_H11_REWRITES = ("connection", "host")   # h11 moves (Host first) or rewrites (Connection: close) these
+
+
+def _header_line(name: Any, value: Any) -> Optional[bytes]:
+    """``name: value`` CRLF as h11 writes it, b"" for a framing header the core sets itself, None when h11 must judge
+    it (a header it would refuse, move or rewrite, or not a str pair). Remembered in _HEADER_LINES."""
+    if type(name) is not str or type(value) is not str:
+        return None
+    lowered = name.lower()
+    if lowered in _FRAMING_HEADERS:
+        line = b""
+    elif lowered in _H11_REWRITES:
+        return None
+    else:
+        try:
+            raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+        if _TOKEN.fullmatch(raw_name) is None or _FIELD_VALUE.fullmatch(raw_value) is None:
+            return None
+        line = b"%s: %s\r\n" % (raw_name, raw_value)
+    if len(line) <= _HEADER_LINE_CACHED:
+        if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
+            _HEADER_LINES.clear()
+        _HEADER_LINES[(name, value)] = line
+    return line
+
+
+def _decoded_headers(event: h11.Request) -> Tuple[List[Tuple[str, str]], int]:
+    """The header fields as str, and the size of the request line and header lines as sent, give or take optional
+    whitespace around header values (one pass: both are wanted for every request)."""
+    headers = []
+    size = len(event.method) + len(event.target) + len(b"  HTTP/1.1\r\n\r\n")
+    for name, value in event.headers.raw_items():
+        size += len(name) + len(value) + 4   # ": " and CRLF
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    return headers, size

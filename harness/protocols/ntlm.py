@@ -15,6 +15,7 @@ Decisions (documented here because faults and the analyzer rely on them):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import random
@@ -27,9 +28,9 @@ from Cryptodome.Cipher import ARC4
 from Cryptodome.Hash import MD4
 from impacket import ntlm
 
-from harness.org import Mailbox, Org
+from harness.org import Mailbox
+from harness.protocols.logon import SIGNATURE, Lookup, ServerIdentity, logon_refusal, org_lookup
 
-SIGNATURE = b"NTLMSSP\x00"
 NEGOTIATE, CHALLENGE, AUTHENTICATE = 1, 2, 3
 
 # Windows Server 2012 R2: 6.3 build 9600, NTLM revision 15.
@@ -51,46 +52,6 @@ _FILETIME_EPOCH = 116444736000000000  # 1601-01-01 to 1970-01-01 in 100 ns
 
 class NTLMError(Exception):
     """A message that cannot be processed (malformed NEGOTIATE, bad signature, unsupported session security)."""
-
-
-@dataclass(frozen=True)
-class ServerIdentity:
-    """The names the CAS puts into its CHALLENGE (impacket uses netbios_computer as the RPC server name)."""
-    netbios_domain: str
-    netbios_computer: str
-    dns_domain: str
-    dns_computer: str
-    dns_tree: str
-
-    @classmethod
-    def for_org(cls, org: Org) -> "ServerIdentity":
-        return cls(netbios_domain=org.netbios_domain, netbios_computer=org.cas.name, dns_domain=org.ad_domain,
-                   dns_computer=org.cas.fqdn, dns_tree=org.ad_domain)
-
-    def accepts_domain(self, domain: str) -> bool:
-        """True for the domain names a logon may carry: empty, NetBIOS, DNS domain or tree (any case)."""
-        return domain.lower() in {"", self.netbios_domain.lower(), self.dns_domain.lower(), self.dns_tree.lower()}
-
-
-Lookup = Callable[[str, str], Optional[Mailbox]]
-
-
-def org_lookup(org: Org) -> Lookup:
-    """lookup(user, domain) over an org: sAMAccountName or UPN; the domain was already checked by the acceptor."""
-    return lambda user, domain: org.find(user)
-
-
-def logon_refusal(mailbox: Optional[Mailbox], password_matches: bool) -> str:
-    """Why Windows refuses a logon, in its order of checks; "" when the logon is allowed."""
-    if mailbox is None:
-        return "unknown user"
-    if mailbox.locked:
-        return "account locked"
-    if not password_matches:
-        return "wrong password"
-    if mailbox.password_expired:
-        return "password expired"
-    return ""
 
 
 @dataclass
@@ -151,8 +112,40 @@ def _payload(data: bytes, field_offset: int) -> bytes:
     return data[offset:offset + length] if length else b""
 
 
+def _hmac_md5(key: bytes, data: bytes) -> bytes:
+    return hmac.digest(key, data, "md5")
+
+
+@functools.lru_cache(maxsize=1024)
+def _nt_hash(password: str) -> bytes:
+    """NTOWFv1, MD4 of the UTF-16 password; kept per password (the org's passwords are in memory anyway), as each
+    logon needs it and MD4 through Cryptodome costs more than the rest of the verification."""
+    return bytes(ntlm.compute_nthash(password))
+
+
 def _filetime(seconds: float) -> bytes:
     return struct.pack("<Q", _FILETIME_EPOCH + int(seconds * 10_000_000))
+
+
+# The CHALLENGE, packed by hand (the layout of impacket's NTLMAuthChallenge with a Version, byte for byte; impacket's
+# Structure costs a fraction of a millisecond per message): fixed fields, Version, TargetName, TargetInfo.
+_CHALLENGE_HEAD = struct.Struct("<8sLHHLL8s8sHHL")
+_CHALLENGE_SIZE = _CHALLENGE_HEAD.size + 8
+_VERSION = struct.pack("<BBH3xB", *SERVER_VERSION)
+_AV_TIME = struct.pack("<HH", ntlm.NTLMSSP_AV_TIME, 8)
+_AV_EOL = struct.pack("<HH", ntlm.NTLMSSP_AV_EOL, 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _target_names(identity: ServerIdentity) -> bytes:
+    """The CHALLENGE's TargetInfo AV pairs up to the timestamp: the server's names, in Windows' order."""
+    pairs = ((ntlm.NTLMSSP_AV_DOMAINNAME, identity.netbios_domain),
+             (ntlm.NTLMSSP_AV_HOSTNAME, identity.netbios_computer),
+             (ntlm.NTLMSSP_AV_DNS_DOMAINNAME, identity.dns_domain),
+             (ntlm.NTLMSSP_AV_DNS_HOSTNAME, identity.dns_computer),
+             (ntlm.NTLMSSP_AV_DNS_TREENAME, identity.dns_tree))
+    return b"".join(struct.pack("<HH", av_id, len(value)) + value
+                    for av_id, value in ((av_id, name.encode("utf-16-le")) for av_id, name in pairs))
 
 
 class NTLMAcceptor:
@@ -188,32 +181,16 @@ class NTLMAcceptor:
         flags |= ntlm.NTLMSSP_NEGOTIATE_UNICODE if unicode else ntlm.NTLM_NEGOTIATE_OEM
         self._server_challenge = self._rng.getrandbits(64).to_bytes(8, "little")
         target_name = self.identity.netbios_domain.encode("utf-16-le" if unicode else "cp437")
-
-        target_info = ntlm.AV_PAIRS()
-        for av_id, name in ((ntlm.NTLMSSP_AV_DOMAINNAME, self.identity.netbios_domain),
-                            (ntlm.NTLMSSP_AV_HOSTNAME, self.identity.netbios_computer),
-                            (ntlm.NTLMSSP_AV_DNS_DOMAINNAME, self.identity.dns_domain),
-                            (ntlm.NTLMSSP_AV_DNS_HOSTNAME, self.identity.dns_computer),
-                            (ntlm.NTLMSSP_AV_DNS_TREENAME, self.identity.dns_tree)):
-            target_info[av_id] = name.encode("utf-16-le")
-        target_info[ntlm.NTLMSSP_AV_TIME] = _filetime(self._clock())
-
-        version = ntlm.VERSION()
-        version["ProductMajorVersion"], version["ProductMinorVersion"], version["ProductBuild"], \
-            version["NTLMRevisionCurrent"] = SERVER_VERSION
-        message = ntlm.NTLMAuthChallenge()
-        message["flags"] = flags
-        message["challenge"] = self._server_challenge
-        message["Version"] = version.getData()
-        message["domain_name"] = target_name
-        message["domain_offset"] = 56
-        message["TargetInfoFields"] = target_info.getData()
-        message["TargetInfoFields_offset"] = 56 + len(target_name)
+        target_info = _target_names(self.identity) + _AV_TIME + _filetime(self._clock()) + _AV_EOL
+        message = (_CHALLENGE_HEAD.pack(SIGNATURE, CHALLENGE, len(target_name), len(target_name), _CHALLENGE_SIZE,
+                                        flags, self._server_challenge, bytes(8), len(target_info), len(target_info),
+                                        _CHALLENGE_SIZE + len(target_name))
+                   + _VERSION + target_name + target_info)
 
         self._negotiate = negotiate
         self._challenge_flags = flags
-        self._challenge = message.getData()
-        return self._challenge
+        self._challenge = message
+        return message
 
     # ---- AUTHENTICATE -> result ------------------------------------------------------------------------------
     def authenticate(self, authenticate: bytes) -> NTLMResult:
@@ -271,15 +248,16 @@ class NTLMAcceptor:
         return result
 
     def _verify_ntlmv2(self, message: _Authenticate, password: str) -> Optional[bytes]:
-        response_key = ntlm.NTOWFv2(message.user, password, message.domain)
+        # NTOWFv2 (MS-NLMP 3.3.2), as impacket computes it
+        response_key = _hmac_md5(_nt_hash(password), (message.user.upper() + message.domain).encode("utf-16-le"))
         proof, blob = message.nt[:16], message.nt[16:]
-        if not hmac.compare_digest(ntlm.hmac_md5(response_key, self._server_challenge + blob), proof):
+        if not hmac.compare_digest(_hmac_md5(response_key, self._server_challenge + blob), proof):
             return None
-        session_base_key: bytes = ntlm.hmac_md5(response_key, proof)   # = KeyExchangeKey for NTLMv2
+        session_base_key = _hmac_md5(response_key, proof)   # = KeyExchangeKey for NTLMv2
         return session_base_key
 
     def _verify_ntlmv1(self, message: _Authenticate, flags: int, password: str) -> Optional[bytes]:
-        nt_hash = ntlm.compute_nthash(password)
+        nt_hash = _nt_hash(password)
         ess = flags & ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY
         if ess and len(message.lm) < 8:
             return None
@@ -288,7 +266,7 @@ class NTLMAcceptor:
         if not hmac.compare_digest(ntlm.ntlmssp_DES_encrypt(nt_hash, challenge), message.nt):
             return None
         session_base_key = MD4.new(nt_hash).digest()
-        return ntlm.hmac_md5(session_base_key, self._server_challenge + message.lm[:8]) if ess else session_base_key
+        return _hmac_md5(session_base_key, self._server_challenge + message.lm[:8]) if ess else session_base_key
 
     @staticmethod
     def _exported_session_key(message: _Authenticate, flags: int, key_exchange_key: bytes) -> bytes:
@@ -314,8 +292,13 @@ class NTLMAcceptor:
             return True
         if not message.has_room_for_mic:
             return False
-        expected = ntlm.hmac_md5(session_key, self._negotiate + challenge + message.without_mic())
+        expected = _hmac_md5(session_key, self._negotiate + challenge + message.without_mic())
         return hmac.compare_digest(expected, message.mic)
+
+
+_SEQUENCE = struct.Struct("<i")              # as impacket packs it into the HMAC
+_SIGNATURE_SEQUENCE = struct.Struct("<I")
+_SIGNATURE_VERSION = struct.pack("<L", 1)
 
 
 class NTLMSecurity:
@@ -356,26 +339,51 @@ class NTLMSecurity:
         return self._out_rc4(data)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        expected = ntlm.SIGN(self.flags, self._in_sign_key, message, self.in_sequence, self._in_rc4).getData()
+        expected = self._signature(self._in_sign_key, message, self.in_sequence, self._in_rc4)
         self.in_sequence += 1
         return hmac.compare_digest(expected, signature)
 
     def sign(self, message: bytes) -> bytes:
-        signature: bytes = ntlm.SIGN(self.flags, self._out_sign_key, message, self.out_sequence,
-                                     self._out_rc4).getData()
+        signature = self._signature(self._out_sign_key, message, self.out_sequence, self._out_rc4)
         self.out_sequence += 1
         return signature
+
+    def _signature(self, key: bytes, message: bytes, sequence: int, rc4: Callable[[bytes], bytes]) -> bytes:
+        """MS-NLMP 3.4.4.2 with ESS: version 1, the first 8 bytes of HMAC_MD5(key, seq + message) (RC4-encrypted with
+        KEY_EXCH), seq; what impacket's SIGN gives, without its Structure."""
+        checksum = hmac.digest(key, _SEQUENCE.pack(sequence) + message, "md5")[:8]
+        if self.flags & ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH:
+            checksum = rc4(checksum)
+        return _SIGNATURE_VERSION + checksum + _SIGNATURE_SEQUENCE.pack(sequence)
 
     # ---- combined forms --------------------------------------------------------------------------------------
     def seal_and_sign(self, before: bytes, data: bytes, after: bytes) -> tuple[bytes, bytes]:
         """Encrypt data; sign before + plaintext data + after. Returns (sealed data, 16-byte signature)."""
-        sealed = self.seal(data)
-        return sealed, self.sign(before + data + after)
+        if not self.flags & ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH:
+            return self.seal(data), self.sign(before + data + after)
+        # One RC4 call for the data and then the checksum: the same keystream bytes as seal() followed by sign().
+        checksum = hmac.digest(self._out_sign_key, _SEQUENCE.pack(self.out_sequence) + before + data + after,
+                               "md5")[:8]
+        sealed = self._out_rc4(data + checksum)
+        signature = _SIGNATURE_VERSION + sealed[-8:] + _SIGNATURE_SEQUENCE.pack(self.out_sequence)
+        self.out_sequence += 1
+        return sealed[:-8], signature
 
     def unseal_and_verify(self, before: bytes, sealed: bytes, after: bytes, signature: bytes) -> bytes:
         """Decrypt sealed; verify the signature over before + plaintext + after. NTLMError on a mismatch."""
-        data = self.unseal(sealed)
-        if not self.verify(before + data + after, signature):
+        if not self.flags & ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH or len(signature) != 16:
+            data = self.unseal(sealed)
+            if not self.verify(before + data + after, signature):
+                raise NTLMError("signature mismatch")
+            return data
+        # One RC4 call for the data and then the signature's checksum (unsealed here, compared in the clear): the
+        # same keystream bytes as unseal() followed by verify().
+        plain = self._in_rc4(sealed + signature[4:12])
+        data, checksum = plain[:-8], plain[-8:]
+        expected = hmac.digest(self._in_sign_key, _SEQUENCE.pack(self.in_sequence) + before + data + after, "md5")[:8]
+        header_ok = signature[:4] == _SIGNATURE_VERSION and signature[12:] == _SIGNATURE_SEQUENCE.pack(self.in_sequence)
+        self.in_sequence += 1
+        if not (hmac.compare_digest(expected, checksum) and header_ok):
             raise NTLMError("signature mismatch")
         return data
 

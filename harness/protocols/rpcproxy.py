@@ -24,6 +24,10 @@ Fault hooks (harness/faults/rpc.py): every RTS PDU about to leave on OUT passes 
 ``RtsAction`` may drop it, refuse the channel in its place or send more RTS PDUs after it; a ``ChannelCut`` given to
 ``open_channel`` (the ``rpc_channel`` hook's other answer) resets the virtual connection once that channel has
 carried so many body bytes. Scope: host = the RPC server name of the query, user = the HTTP-authenticated mailbox.
+
+Capture: a ``tap(cookie, from_client, pdu)`` given to the proxy sees every PDU of each virtual connection's inner
+byte stream in the order the proxy handled it: the client's as accepted (the IN and OUT channels' alike, RTS and
+RPC), the server's as written to OUT (cut short when a ChannelCut cuts it). ``serve --rpc-capture`` records them.
 """
 from __future__ import annotations
 
@@ -144,6 +148,7 @@ class StartTimer:
 
 
 Action = Union[Send, Close, StartTimer]
+Tap = Callable[[bytes, bool, bytes], None]    # (virtual connection cookie, from the client, PDU)
 
 
 @dataclass(eq=False)
@@ -194,8 +199,10 @@ def cookie_label(cookie: bytes) -> str:
 class RpcProxy:
     def __init__(self, org: Org, record: Callable[..., object], rng: random.Random,
                  interfaces: Sequence[RpcInterface], *, connection_timeout_ms: int = CONNECTION_TIMEOUT_MS,
-                 in_receive_window: int = IN_RECEIVE_WINDOW, faults: Optional[FaultSet] = None) -> None:
+                 in_receive_window: int = IN_RECEIVE_WINDOW, faults: Optional[FaultSet] = None,
+                 tap: Optional[Tap] = None) -> None:
         self.org = org
+        self.tap = tap
         self.faults = faults if faults is not None else FaultSet()
         self.record = record
         self.rng = rng
@@ -270,6 +277,7 @@ class RpcProxy:
                                            f"expected")
             if channel.direction == OUT:
                 return self._fail(channel, "DCE/RPC PDU on the OUT channel")
+            self._tapped(channel.vc, True, pdu)
             return self._on_rpc(channel.vc, pdu)
         try:
             message = rts.decode(pdu)
@@ -279,16 +287,17 @@ class RpcProxy:
         self.record("rts", channel=channel.direction, sent=False, pdu=message.name, conn=channel.conn,
                     vc=channel.vc.label if channel.vc else cookie_label(cookie.cookie) if cookie else None)
         if channel.vc is None:
-            return self._establish(channel, message)
+            return self._establish(channel, message, pdu)
         if channel.direction == OUT:
             return self._fail(channel, f"{message.name} after CONN/A1 on the OUT channel")
+        self._tapped(channel.vc, True, pdu)
         ack = rts.as_flow_control_ack_with_destination(message)
         if ack is not None and ack.destination == rts.FD_OUT_PROXY:
             return self._on_out_ack(channel.vc, ack.ack)
         # Pings, keep-alives and other acknowledgements from the client need no answer from a combined proxy.
         return []
 
-    def _establish(self, channel: Channel, message: rts.RtsPdu) -> List[Action]:
+    def _establish(self, channel: Channel, message: rts.RtsPdu, pdu: bytes) -> List[Action]:
         """The first PDU of a channel: CONN/A1 on OUT, CONN/B1 on IN; both there opens the connection."""
         opening: Union[rts.ConnA1, rts.ConnB1, None] = (
             rts.as_conn_a1(message) if channel.direction == OUT else rts.as_conn_b1(message))
@@ -297,6 +306,7 @@ class RpcProxy:
         vc = self._join(channel, opening.virtual_connection_cookie)
         if vc is None:
             return self._fail(channel, f"a second {channel.direction.upper()} channel for the virtual connection")
+        self._tapped(vc, True, pdu)
         actions: List[Action] = []
         if isinstance(opening, rts.ConnA1):      # i.e. the OUT channel
             vc.out_cookie, vc.out_window = opening.out_channel_cookie, opening.receive_window_size
@@ -382,9 +392,12 @@ class RpcProxy:
         cut = channel.cut
         if cut is None or channel.carried + len(data) <= cut.after_bytes:
             channel.carried += len(data)
+            self._tapped(vc, False, data)
             return [Send(channel, head + data)]
         allowed = data[:cut.after_bytes - channel.carried]
         channel.carried += len(allowed)
+        if allowed:
+            self._tapped(vc, False, allowed)
         sent: List[Action] = [Send(channel, head + allowed)] if head or allowed else []
         return sent + self._cut(vc, channel)
 
@@ -412,6 +425,10 @@ class RpcProxy:
             return []
         vc.out_acked, vc.out_window = ack.bytes_received, ack.available_window
         return self._release(vc)
+
+    def _tapped(self, vc: VirtualConnection, from_client: bool, pdu: bytes) -> None:
+        if self.tap is not None:
+            self.tap(vc.cookie, from_client, pdu)
 
     # ---- ending -------------------------------------------------------------------------------------------------
     def _fail(self, channel: Channel, reason: str) -> List[Action]:

@@ -22,7 +22,8 @@ from typing import Dict, List, Optional, Tuple
 from impacket.ntlm import AV_PAIRS, NTLMSSP_AV_FLAGS
 from impacket.spnego import MechTypes, TypesMech
 
-from harness.protocols.ntlm import NEGOTIATE, SIGNATURE, NTLMAcceptor, NTLMError, NTLMResult, NTLMSecurity
+from harness.protocols.logon import SIGNATURE
+from harness.protocols.ntlm import NEGOTIATE, NTLMAcceptor, NTLMError, NTLMResult, NTLMSecurity
 
 SPNEGO_OID = bytes.fromhex("2b0601050502")
 NTLM_MECH = TypesMech["NTLMSSP - Microsoft NTLM Security Support Provider"]

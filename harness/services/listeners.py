@@ -134,6 +134,11 @@ class _Listener:
                 filler.connect((self.address, self.port))  # completes: the empty queue takes it, and is now full
             else:
                 self._sockets = [sock]
+        except OSError as exc:
+            sock.close()
+            self.leave()
+            raise ListenError(exc.errno, f"cannot listen on {self.address}:{self.port} ({self.role.upper()}): "
+                                         f"{exc.strerror or exc}") from exc
         except BaseException:
             sock.close()
             self.leave()
@@ -148,6 +153,13 @@ class _Listener:
         self.state = None
         port, self._twisted_port = self._twisted_port, None
         return port.stopListening() if port is not None else None
+
+
+class ListenError(OSError):
+    """A port that cannot be bound, named with its address and role; ``errno`` is the socket's."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class Listeners:

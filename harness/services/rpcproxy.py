@@ -2,29 +2,22 @@
 sans-IO proxy (harness.protocols.rpcproxy) and carries out the actions it returns on the channel's connection.
 
 Before a channel opens, the ``rpc_channel`` fault hook (scope: the RPC server name of the query, the HTTP user)
-may refuse it with an ``HttpError`` or give the proxy a ``ChannelCut``."""
+may refuse it with an ``HttpError`` or give the proxy a ``ChannelCut``.
+
+The proxy core, the DCE/RPC layer and the RPC interfaces (NSPI, RFR, EMSMDB on impacket's NDR) are imported and
+built when the first channel opens: a server nobody asks for Outlook Anywhere starts without them."""
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
 
 from harness.hooks import FaultSet, Scope
 from harness.org import Mailbox, Org
-from harness.protocols.dcerpc.interface import RpcInterface
-from harness.protocols.rpcproxy import (
-    Action,
-    Channel,
-    ChannelCut,
-    Close,
-    HttpError,
-    RpcProxy,
-    Send,
-    StartTimer,
-    rpc_channel_hook,
-    split_target,
-)
-from harness.rpc import interfaces_for
 from harness.transcript import Transcript
+
+if TYPE_CHECKING:
+    from harness.protocols.dcerpc.interface import RpcInterface
+    from harness.protocols.rpcproxy import Action, Channel, HttpError, RpcProxy, Tap
 
 RESET_DELAY = 0.1   # seconds between the last write and a reset, so the bytes before it reach the client
 
@@ -46,14 +39,28 @@ class RpcChannel:
 
 class RpcProxyService:
     def __init__(self, org: Org, transcript: Transcript, rng: random.Random, *,
-                 interfaces: Optional[Sequence[RpcInterface]] = None, faults: Optional[FaultSet] = None) -> None:
-        interfaces = interfaces if interfaces is not None else interfaces_for(org)
+                 interfaces: Optional[Sequence[RpcInterface]] = None, faults: Optional[FaultSet] = None,
+                 tap: Optional[Tap] = None) -> None:
+        self._org, self._record, self._rng, self._interfaces = org, transcript.record, rng, interfaces
+        self._tap = tap    # sees every inner PDU (serve --rpc-capture)
         self.faults = faults if faults is not None else FaultSet()
-        self.proxy = RpcProxy(org, transcript.record, rng, interfaces, faults=self.faults)
+        self._proxy: Optional[RpcProxy] = None
         self._io: Dict[Channel, object] = {}
         self._timers: Dict[Channel, object] = {}
 
+    @property
+    def proxy(self) -> RpcProxy:
+        """The sans-IO proxy, built on first use (its rng serves it alone: building it late changes no draw)."""
+        if self._proxy is None:
+            from harness.protocols.rpcproxy import RpcProxy
+            from harness.rpc import interfaces_for
+            interfaces = self._interfaces if self._interfaces is not None else interfaces_for(self._org)
+            self._proxy = RpcProxy(self._org, self._record, self._rng, interfaces, faults=self.faults,
+                                   tap=self._tap)
+        return self._proxy
+
     def open_channel(self, request, mailbox: Optional[Mailbox], io) -> Union[RpcChannel, HttpError]:
+        from harness.protocols.rpcproxy import ChannelCut, HttpError, rpc_channel_hook, split_target
         conn = getattr(request.conn, "conn_id", None)
         name, port = split_target(request.query)
         scope = Scope(name or None, mailbox.email if mailbox else None)
@@ -71,9 +78,12 @@ class RpcProxyService:
 
     def ping(self, cookie: Optional[bytes] = None) -> None:
         """Send an RTS Ping on the OUT channel of one (or every) open virtual connection (fault scripting)."""
+        if self._proxy is None:   # no channel ever opened
+            return
         self.run(self.proxy.ping(cookie))
 
     def run(self, actions: List[Action]) -> None:
+        from harness.protocols.rpcproxy import Close, Send, StartTimer  # loaded with the proxy
         for action in actions:
             io = self._io.get(action.channel)
             if io is None:

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Set
+
+from twisted.internet.error import CannotListenError
 
 from harness import pki as pkimod
 from harness.faults.base import Fault
@@ -14,13 +18,14 @@ from harness.hooks import FaultSet
 from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.httpconn import ConnectionLimits
 from harness.services.dns import listen_dns
-from harness.services.listeners import AddressPlan, Listeners
+from harness.services.listeners import AddressPlan, ListenError, Listeners
+from harness.services.rpccapture import RpcCapture
 from harness.services.rpcproxy import RpcProxyService
 from harness.services.site import ExchangeSite, RedirectSite
 from harness.services.steps import StepRunner
-from harness.services.tls import TlsContexts, TlsServerFactory
+from harness.services.tls import KeyLog, TlsContexts, TlsServerFactory
 from harness.services.web import HttpFactory
-from harness.transcript import Transcript
+from harness.transcript import DEFAULT_KEEP, Transcript
 
 
 def is_loopback(address: str) -> bool:
@@ -40,6 +45,10 @@ class ServeOptions:
     seed: int = 0
     allow_remote: bool = False
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)   # timeouts and caps of every HTTP connection
+    keylog: Optional[str] = None   # append every TLS session's secrets here (NSS key log format, for Wireshark)
+    transcript_max_bytes: Optional[int] = None   # rotate transcript.jsonl before it passes this size (None: never)
+    transcript_keep: int = DEFAULT_KEEP          # rotated files kept (transcript.jsonl.1 ... .N)
+    rpc_capture: bool = False    # record each RPC virtual connection's inner PDUs in state_dir/rpc (export pcap)
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -56,14 +65,24 @@ class MockExchange:
     transcript: Optional[Transcript] = None
     scenarios: list = field(default_factory=list)
     endpoints: dict = field(default_factory=dict)
+    keylog: Optional[KeyLog] = None
+    rpc_capture: Optional[RpcCapture] = None
+    # The control plane (harness.control), started once the server runs and before endpoints.json is written: it
+    # has ``start(reactor, server) -> dict`` (added to endpoints.json as "control") and ``stop()``.
+    control: Optional[object] = None
 
     def start(self, reactor) -> dict:
         opts = self.options
         if not is_loopback(opts.listen) and not opts.allow_remote:
             raise ValueError(f"--listen {opts.listen} is not a loopback address; add --allow-remote to serve it")
+        created = not os.path.isdir(opts.state_dir)
         os.makedirs(opts.state_dir, exist_ok=True)
+        endpoints_path = os.path.join(opts.state_dir, "endpoints.json")
+        if os.path.exists(endpoints_path):   # a previous run's: a supervisor must not take it for this one's
+            os.remove(endpoints_path)
         if self.transcript is None:
-            self.transcript = Transcript(os.path.join(opts.state_dir, "transcript.jsonl"))
+            self.transcript = Transcript(os.path.join(opts.state_dir, "transcript.jsonl"),
+                                         max_bytes=opts.transcript_max_bytes, keep=opts.transcript_keep)
         rng = random.Random(opts.seed)
         self.transcript.record("start", seed=opts.seed, org=self.org.domain, listen=opts.listen,
                                scenarios=[s.name for s in self.scenarios])
@@ -73,27 +92,55 @@ class MockExchange:
         self.pki = pkimod.PKI(opts.state_dir, rng=random.Random(opts.seed))
         self.plan = AddressPlan(opts.listen, own_address_hosts(self.faults, self.scenarios))
         hosts = self.plan.hosts_by_address()
-        contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses)
-        https_app = HttpFactory(None, tls=True, clock=reactor, faults=self.faults, hosts_by_address=hosts)
-        http_app = HttpFactory(None, tls=False, clock=reactor, faults=self.faults, hosts_by_address=hosts)
+        self.keylog = KeyLog(opts.keylog) if opts.keylog else None
+        contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses, keylog=self.keylog)
+        conn_ids = itertools.count(1)   # one numbering for both listeners: a transcript's conn id names one connection
+        https_app = HttpFactory(None, tls=True, clock=reactor, faults=self.faults, hosts_by_address=hosts,
+                                conn_ids=conn_ids)
+        http_app = HttpFactory(None, tls=False, clock=reactor, faults=self.faults, hosts_by_address=hosts,
+                               conn_ids=conn_ids)
         https_app.limits = http_app.limits = opts.limits
         tls = TlsServerFactory(contexts, self.faults, https_app, hosts_by_address=hosts, clock=reactor)
         # The HTTPS port must be known before the URLs (and the redirect/DNS answers) are rendered.
         self.listeners = Listeners(reactor, self.faults, self.plan, {"https": tls, "http": http_app},
                                    {"https": opts.https_port, "http": opts.http_port}, self.transcript.record)
-        self.listeners.start()
+        try:
+            self.listeners.start()
+        except ListenError as exc:
+            self._abandon(str(exc), created)
+            raise
         self.transcript.listeners.append(self._on_event)
         https_port = self.listeners.port("https")
         urls = SiteUrls.for_org(self.org, https_port)
-        proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults)
+        self.rpc_capture = RpcCapture(opts.state_dir) if opts.rpc_capture else None
+        proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults,
+                                tap=self.rpc_capture)
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
                             faults=self.faults)
         https_app.app = site
         http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults)
-        self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript,
-                               faults=self.faults, address_of=self.plan.address_of)
+        try:
+            self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript,
+                                   faults=self.faults, address_of=self.plan.address_of)
+        except CannotListenError as exc:
+            error = exc.socketError
+            reason = getattr(error, "strerror", None) or error
+            failure = ListenError(getattr(error, "errno", None), f"cannot listen on {exc.interface}:{exc.port} (DNS): "
+                                                                 f"{reason}")
+            self.transcript.listeners.remove(self._on_event)
+            self._abandon(str(failure), created)
+            raise failure from exc
         self.site, self.urls = site, urls
         self.endpoints = self._describe(https_port)
+        if self.control is not None:
+            try:
+                self.endpoints["control"] = self.control.start(reactor, self)  # type: ignore[attr-defined]
+            except (OSError, ValueError) as exc:
+                self.transcript.listeners.remove(self._on_event)
+                for port in self._dns:
+                    port.stopListening()
+                self._abandon(f"control: {exc}", created)
+                raise
         path = os.path.join(opts.state_dir, "endpoints.json")
         # 0600: it lists every user's password
         fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -104,8 +151,16 @@ class MockExchange:
         self.transcript.record("listening", **{k: self.endpoints[k] for k in ("https", "http", "dns", "addresses")})
         return self.endpoints
 
+    def _abandon(self, reason: str, created: bool) -> None:
+        """A start that failed: give every port back, say why, and leave no state dir it made itself."""
+        self.listeners.stop()
+        self.transcript.record("start_failed", reason=reason)
+        self.transcript.close()
+        if created:
+            shutil.rmtree(self.options.state_dir, ignore_errors=True)
+
     def _on_event(self, event: dict) -> None:
-        if event["kind"] in ("step", "reset"):  # the active faults changed: so may the listeners' states
+        if event["kind"] in ("step", "reset", "control"):  # the active faults changed: so may the listeners' states
             self.listeners.reconcile()
 
     def _describe(self, https_port: int) -> dict:
@@ -123,6 +178,7 @@ class MockExchange:
             "listeners": self.listeners.states(),
             "ca_file": self.pki.ca_file,
             "transcript": self.transcript.path,
+            "keylog": opts.keylog,
             "seed": opts.seed,
             "scenarios": [s.name for s in self.scenarios],
             "faults": [f.describe() for f in self.faults],
@@ -145,8 +201,14 @@ class MockExchange:
         from twisted.internet import defer
         # Nothing may move the listeners once they are closing: no pending step, no reconcile on a late event.
         self.steps.stop()
+        if self.control is not None:
+            self.control.stop()  # type: ignore[attr-defined]
         if self._on_event in self.transcript.listeners:
             self.transcript.listeners.remove(self._on_event)
         waits = [self.listeners.stop()] + [p.stopListening() for p in self._dns]
         self.transcript.record("stop")
+        if self.keylog is not None:
+            self.keylog.close()
+        if self.rpc_capture is not None:
+            self.rpc_capture.close()
         return defer.gatherResults([d for d in waits if d is not None])

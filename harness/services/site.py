@@ -16,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-import uuid
+import time
 from email.utils import formatdate
-from typing import Callable, List, Optional, Sequence, Tuple, Union
-from urllib.parse import parse_qs
+from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
+from urllib.parse import parse_qs, quote
 
 from harness.hooks import FaultSet, Scope
 from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews
@@ -29,6 +29,8 @@ from harness.protocols.http import (
     AUTODISCOVER_HEADERS,
     DEFAULT_AUTH_METHODS,
     HTML,
+    HTTPSYS_CONTENT_TYPE,
+    HTTPSYS_SERVER,
     IIS_401,
     REASONS,
     AuthOffer,
@@ -39,15 +41,37 @@ from harness.protocols.http import (
     auth_methods_hook,
     combine_challenge,
     http_request_hook,
+    httpsys_error_page,
     iis_error_page,
     moved_page,
 )
 from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook, basic_password_check, split_authorization
-from harness.protocols.ntlm import ServerIdentity
+from harness.protocols.logon import ServerIdentity
 from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
 AUTODISCOVER_VARIANT = re.compile(r"^/autodiscover/(?:[^/]+/)+autodiscover\.(xml|svc)$")
+
+
+_DATE: List = [None, ""]   # (the second, its Date header value)
+
+
+def http_date() -> str:
+    """``formatdate(usegmt=True)``, made once a second: every answer carries it."""
+    second = int(time.time())
+    if second != _DATE[0]:
+        _DATE[:] = [second, formatdate(second, usegmt=True)]
+    return _DATE[1]
+
+
+_V4_CLEAR = ~((0xc000 << 48) | (0xf000 << 64))
+_V4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def request_id(rng: random.Random) -> str:
+    """IIS's request-id: ``str(uuid.UUID(int=rng.getrandbits(128), version=4))``, without the UUID object."""
+    digits = "%032x" % (rng.getrandbits(128) & _V4_CLEAR | _V4_SET)
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 class ExchangeSite:
@@ -60,6 +84,7 @@ class ExchangeSite:
         self.faults = faults if faults is not None else FaultSet()
         self.rpc_proxy = rpc_proxy
         self.auth_methods = tuple(auth_methods)
+        self._default_offer = AuthOffer(self.auth_methods)   # frozen: one serves every request no fault re-offers
         self.identity = ServerIdentity.for_org(org)
         self.fe_server = org.cas.name
         self.routes: List[Tuple[str, Callable]] = [
@@ -70,6 +95,10 @@ class ExchangeSite:
         ]
 
     # ---- connection events (from web.py) ----------------------------------------------------------------------
+    def batch(self) -> ContextManager[object]:
+        """Around one chunk of received bytes: its events go to the transcript file in one write."""
+        return self.transcript.batch()
+
     def connection_made(self, info: ConnectionInfo) -> None:
         self.transcript.record("connect", listener="https" if info.tls else "http", conn=info.conn_id,
                                peer=f"{info.peer[0]}:{info.peer[1]}", local=f"{info.local[0]}:{info.local[1]}")
@@ -95,10 +124,12 @@ class ExchangeSite:
 
     # ---- error answers web.py asks for -------------------------------------------------------------------------
     def bad_request(self, info: ConnectionInfo, status: int, message: str) -> HttpResponse:
-        self.transcript.record("http_error", conn=info.conn_id, status=status, reason=message)
-        return HttpResponse(status, REASONS.get(status, "Bad Request"),
-                            [("Content-Type", HTML), ("Server", "Microsoft-HTTPAPI/2.0")],
-                            iis_error_page(status, "Bad Request"))
+        """http.sys's answer to bytes it cannot parse: always a 400 (a 431 hint is its "Request Too Long" page)."""
+        limit = {"limit": "max_header_bytes"} if status == 431 else {}
+        self.transcript.record("http_error", conn=info.conn_id, status=400, reason=message, **limit)
+        page = httpsys_error_page("head_too_long" if status == 431 else "bad_request")
+        return HttpResponse(400, "Bad Request", [("Content-Type", HTTPSYS_CONTENT_TYPE), ("Server", HTTPSYS_SERVER),
+                                                 ("Date", http_date())], page, close=True)
 
     def too_large(self, request: HttpRequest, size: int) -> HttpResponse:
         self.transcript.record("http_error", conn=request.conn.conn_id, status=413, path=request.target,
@@ -110,8 +141,15 @@ class ExchangeSite:
     def scope(request: HttpRequest, mailbox=None) -> Scope:
         return Scope(host=request.host or request.conn.sni, user=mailbox.email if mailbox else None)
 
+    def _fault(self, hook, request: HttpRequest, mailbox, *args):
+        """``faults.first`` for a request: the Scope is built only when some fault provides the hook (most
+        requests meet none, four hooks each)."""
+        if not self.faults.has(hook):
+            return None
+        return self.faults.first(hook, self.scope(request, mailbox), *args)
+
     def handle(self, request: HttpRequest) -> HttpResponse:
-        answer = self.faults.first(http_request_hook, self.scope(request), request)
+        answer = self._fault(http_request_hook, request, None, request)
         response = self._render(answer) if answer is not None else self._route(request)
         response.headers.extend(request.response_headers)
         return response
@@ -159,12 +197,12 @@ class ExchangeSite:
         if auth is None:
             auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
                                                      realm=request.host or self.org.mail_host)
-        offer = self.faults.first(auth_methods_hook, self.scope(request), request) or AuthOffer(self.auth_methods)
+        offer = self._fault(auth_methods_hook, request, None, request) or self._default_offer
         auth.methods = tuple(offer.methods)
         header = request.header("authorization")
         outcome = auth.process(header)
         if outcome.state == "success":
-            verdict = self.faults.first(auth_result_hook, self.scope(request, outcome.mailbox), request, outcome)
+            verdict = self._fault(auth_result_hook, request, outcome.mailbox, request, outcome)
             if verdict is not None and verdict.state == "failure" and not verdict.headers:
                 verdict = dataclasses.replace(verdict, headers=auth.challenge_headers())  # a refusal re-challenges
             outcome = verdict or outcome
@@ -214,7 +252,7 @@ class ExchangeSite:
         return self._response(answer.status, answer.content_type, answer.body)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
-        replaced = self.faults.first(autodiscover_hook, self.scope(request, answer.mailbox), request, answer)
+        replaced = self._fault(autodiscover_hook, request, answer.mailbox, request, answer)
         if isinstance(replaced, HttpAnswer):
             self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path,
                                    outcome=f"http-{replaced.status}", error_code="", detail=replaced.describe(),
@@ -232,13 +270,13 @@ class ExchangeSite:
         """IIS + Exchange front-end headers; back-end headers only when the request was 'proxied' to a mailbox
         server."""
         common = [("Content-Type", content_type), ("Server", "Microsoft-IIS/8.5"),
-                  ("request-id", str(uuid.UUID(int=self.rng.getrandbits(128), version=4)))]
+                  ("request-id", request_id(self.rng))]
         if backend:
             common += [("X-CalculatedBETarget", self.org.cas.fqdn), ("X-BackEndHttpStatus", str(status)),
                        ("X-DiagInfo", self.fe_server), ("X-BEServer", self.fe_server),
                        ("X-AspNet-Version", "4.0.30319")]
         common += list(headers or [])
-        common += [("X-Powered-By", "ASP.NET"), ("X-FEServer", self.fe_server), ("Date", formatdate(usegmt=True))]
+        common += [("X-Powered-By", "ASP.NET"), ("X-FEServer", self.fe_server), ("Date", http_date())]
         return HttpResponse(status, reason or REASONS.get(status, ""), common, body)
 
 
@@ -256,6 +294,7 @@ class RedirectSite:
         self.base = f"https://{org.autodiscover_host}{port}"
         self.identity = ServerIdentity.for_org(org)
 
+    batch = ExchangeSite.batch
     connection_made = ExchangeSite.connection_made
     connection_lost = ExchangeSite.connection_lost
     limit_reached = ExchangeSite.limit_reached
@@ -273,11 +312,13 @@ class RedirectSite:
             return answer
         return HttpResponse(answer.status, answer.reason or REASONS.get(answer.status, ""),
                             [*answer.headers, ("Content-Type", answer.content_type), ("Server", "Microsoft-IIS/8.5"),
-                             ("Date", formatdate(usegmt=True))], answer.body)
+                             ("Date", http_date())], answer.body)
 
     def _redirect(self, request: HttpRequest) -> HttpAnswer:
         path = request.path if request.path.lower().startswith("/autodiscover/") else "/autodiscover/autodiscover.xml"
-        location = self.base + path
+        # The path was percent-decoded: encode it again (as IIS keeps it), or a "€" or a CR/LF would make the
+        # Location header unsendable.
+        location = self.base + quote(path, safe="/-._~!$&'()*+,;=:@")
         return HttpAnswer(302, moved_page(location), headers=(("Location", location),))
 
     def _record_credentials(self, request: HttpRequest) -> None:

@@ -9,10 +9,12 @@ on the reactor thread; `reset()` puts the initial faults back and re-arms every 
 from __future__ import annotations
 
 import random
-from typing import List
+from typing import TYPE_CHECKING, List
 
 from harness.hooks import FaultSet
-from harness.scenario import Scenario, Step
+
+if TYPE_CHECKING:   # annotations only: a server without scenarios never loads the scenario reader
+    from harness.scenario import Scenario, Step
 
 
 class StepRunner:

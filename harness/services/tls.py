@@ -9,6 +9,7 @@ fault, connections go straight to the default context. One SSL.Context per profi
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, Iterable, Optional, Tuple
 
 from OpenSSL import SSL
@@ -37,8 +38,10 @@ class TlsContexts:
     """One server context per profile: the certificate in the profile's shape for every name the org serves. A
     certificate without SANs names one host, in its CN: the host the client asked for, so there is one per host."""
 
-    def __init__(self, pki: pkimod.PKI, hostnames: Iterable[str], ips: Iterable[str]):
+    def __init__(self, pki: pkimod.PKI, hostnames: Iterable[str], ips: Iterable[str],
+                 keylog: Optional["KeyLog"] = None):
         self._pki, self._hostnames, self._ips = pki, [name.lower() for name in hostnames], list(ips)
+        self._keylog = keylog
         self._contexts: Dict[Tuple[TlsProfile, str], SSL.Context] = {}
         self.default = self.context(DEFAULT_PROFILE)  # built now, so the first client does not wait for it
 
@@ -51,7 +54,30 @@ class TlsContexts:
             self._contexts[key] = pkimod.server_context(
                 {}, credential, min_version=OPENSSL_VERSIONS.get(profile.min_version),
                 max_version=OPENSSL_VERSIONS.get(profile.max_version), require_client_cert=profile.require_client_cert)
+            if self._keylog is not None:
+                self._contexts[key].set_keylog_callback(self._keylog.callback)
         return self._contexts[key]
+
+
+class KeyLog:
+    """The TLS secrets of every session, in the NSS key log format Wireshark reads (``--keylog`` or SSLKEYLOGFILE).
+
+    Appended one line per write (nothing buffered, so a capture can be decrypted while the server runs); the file is
+    0600, since with it anyone holding a capture reads the credentials inside."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(self._fd, 0o600)
+
+    def callback(self, connection: SSL.Connection, line: bytes) -> None:
+        if self._fd is not None:
+            os.write(self._fd, line + b"\n")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def client_hello_server_name(data: bytes) -> Tuple[bool, Optional[str]]:

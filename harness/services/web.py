@@ -6,23 +6,32 @@ RPC_IN_DATA / RPC_OUT_DATA with a *channel* (RPC over HTTP), which from then on 
 writes the connection itself. It also keeps the TLS bookkeeping (SNI, version, failed handshakes).
 
 The app interface (harness.services.site implements it): ``connection_made(info)``, ``tls_handshake(info, ok,
-reason)``, ``connection_lost(info, reason)``, ``handle(request) -> HttpResponse``, ``open_tunnel(request, io) ->
-HttpResponse | channel`` (a channel has ``data_received(bytes)`` and ``connection_lost(reason)``; ``io`` is a
-ChannelIO), ``too_large(request, size) -> HttpResponse``, ``bad_request(info, status, message) -> HttpResponse``,
-``response_sent(request, response, elapsed)``.
+reason)``, ``connection_lost(info, reason)``, ``handle(request) -> HttpResponse`` (or a Deferred firing with
+one: a long poll), ``open_tunnel(request, io) -> HttpResponse | channel`` (a channel has ``data_received(bytes)``
+and ``connection_lost(reason)``; ``io`` is a ChannelIO), ``too_large(request, size) -> HttpResponse``,
+``bad_request(info, status, message) -> HttpResponse``, ``response_sent(request, response, elapsed)``; optionally
+``batch()``, a context manager around the handling of each chunk of received bytes (the sites make it their
+transcript's batch: a request's events go to disk in one write, before the reactor reads again).
 
 Every byte out goes through the ``write`` hook when a write fault is active: its WritePlan may slice, delay, cut
 or end the output, carried out by harness.services.pacing; later output queues behind it.
+
+Backpressure: the pacing wrapper is the transport's streaming producer (TLS passes the registration down to TCP), so
+it learns when the transport's buffer is full and holds later output itself. It reports that backlog; the core
+answers with PauseReading / ResumeReading (``transport.pauseProducing`` / ``resumeProducing``: the socket is not
+read) and stops delivering pipelined requests, and a stall that lasts ``send_timeout`` resets the connection.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import resource
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Tuple
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
@@ -42,8 +51,10 @@ from harness.protocols.httpconn import (
     Deliver,
     HandOffTunnel,
     HttpConnection,
+    PauseReading,
     RefuseMalformed,
     RefuseTooLarge,
+    ResumeReading,
     Send,
     StartTimer,
     TunnelBytes,
@@ -89,6 +100,8 @@ class HttpServerProtocol(protocol.Protocol):
         self._handshake_done = False
         self._handshake_timer: Any = None
         self._counted = False               # holds one of the factory's per-address/fd-limit places
+        batch = getattr(self.app, "batch", None)
+        self._batch: Callable[[], ContextManager[Any]] = batch if batch is not None else contextlib.nullcontext
 
     @property
     def closed(self) -> bool:
@@ -98,13 +111,13 @@ class HttpServerProtocol(protocol.Protocol):
     # ---- connection lifecycle -------------------------------------------------------------------------------
     def connectionMade(self) -> None:
         peer, local = self.transport.getPeer(), self.transport.getHost()
-        self.factory.conn_counter += 1
         self.info = ConnectionInfo(peer=(peer.host, peer.port), local=(local.host, local.port),
-                                   tls=self.factory.tls, conn_id=self.factory.conn_counter,
+                                   tls=self.factory.tls, conn_id=next(self.factory.conn_ids),
                                    host=self.factory.hosts_by_address.get(local.host),
                                    sni=getattr(self.transport, "server_name", None),
                                    tls_profile=getattr(self.transport, "tls_profile", None))
-        self.output = PacedTransport(self.transport, self.clock, below_tls=self.factory.tls, on_end=self.close)
+        self.output = PacedTransport(self.transport, self.clock, below_tls=self.factory.tls, on_end=self.close,
+                                     on_backlog=self._output_backlog)
         self.core.conn = self.info
         self.app.connection_made(self.info)
         refusal = self.factory.admit(self.info.peer[0])
@@ -173,7 +186,12 @@ class HttpServerProtocol(protocol.Protocol):
 
     # ---- the core's actions -------------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
-        self._execute(self.core.receive(data))
+        with self._batch():   # ends before the reactor reads again: nothing answered waits in memory
+            self._execute(self.core.receive(data))
+
+    def _output_backlog(self, held: int, stalled: bool) -> None:
+        """The pacing wrapper's output backlog changed (bytes it holds, whether the transport is full)."""
+        self._execute(self.core.output_pending(held, stalled))
 
     def _execute(self, actions: List[Action]) -> None:
         """Carry out the core's actions in order. An action the app answers (Deliver, ...) is the last of its list,
@@ -194,6 +212,9 @@ class HttpServerProtocol(protocol.Protocol):
             request = action.request
             started = time.perf_counter()
             response = self.app.handle(request)
+            if isinstance(response, defer.Deferred):   # answered later (a long poll): the core waits in SENDING
+                response.addCallback(self._answer_later, request, started)
+                return []
             self.app.response_sent(request, response, time.perf_counter() - started)
             return self.core.respond(response)
         elif isinstance(action, StartTimer):
@@ -212,6 +233,8 @@ class HttpServerProtocol(protocol.Protocol):
                 self._limit_reached(action.limit, action.reason)
             self.output.loseConnection()
         elif isinstance(action, Abort):
+            if action.limit:
+                self._limit_reached(action.limit, action.reason)
             self.output.abortConnection()
         elif isinstance(action, TunnelBytes):
             if self.channel is not None and not self.closed:
@@ -224,7 +247,16 @@ class HttpServerProtocol(protocol.Protocol):
             return self.core.respond(response)
         elif isinstance(action, RefuseMalformed):
             return self.core.respond(self.app.bad_request(self.info, action.status, action.message))
+        elif isinstance(action, PauseReading):
+            self.transport.pauseProducing()
+        elif isinstance(action, ResumeReading):
+            self.transport.resumeProducing()
         return []
+
+    def _answer_later(self, response: HttpResponse, request: Any, started: float) -> None:
+        """An app's Deferred answer arrived; the core drops it when the connection ended meanwhile."""
+        self.app.response_sent(request, response, time.perf_counter() - started)
+        self._execute(self.core.respond(response))
 
     def _hand_off(self, action: HandOffTunnel) -> List[Action]:
         outcome = self.app.open_tunnel(action.request, ChannelIO(self))
@@ -261,13 +293,15 @@ class HttpServerProtocol(protocol.Protocol):
 class HttpFactory(protocol.Factory):
     limits = ConnectionLimits()   # header/body sizes, timeouts, backpressure bounds: set on an instance to change
 
-    def __init__(self, app, *, tls: bool, clock=None, faults=None, hosts_by_address: Optional[Dict[str, str]] = None):
+    def __init__(self, app, *, tls: bool, clock=None, faults=None, hosts_by_address: Optional[Dict[str, str]] = None,
+                 conn_ids: Optional[Iterator[int]] = None):
         from twisted.internet import reactor
         self.app, self.tls = app, tls
         self.faults = faults if faults is not None else FaultSet()
         self.clock = clock or reactor
         self.hosts_by_address = hosts_by_address or {}   # dedicated loopback address -> the host it serves
-        self.conn_counter = 0
+        # Connection ids: pass one counter to every factory of a server so ids are unique across its listeners.
+        self.conn_ids = conn_ids if conn_ids is not None else itertools.count(1)
         self.open_by_address: Dict[str, int] = {}
 
     # Connections of every factory in the process, against the file-descriptor limit: near it, new connections are

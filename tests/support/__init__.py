@@ -4,10 +4,14 @@
 - ``clients``: the real clients a test drives: curl, Python's ssl, dnspython, impacket (ncacn_http, exchanger.py),
   requests, the probe.
 - ``netns``: a private network + mount namespace where the system resolver asks mockex (exchangelib's discovery).
+- ``sandbox``: `mockex sandbox` run as this user or as nobody, and what a run left behind (``sandbox_clients.py``
+  is the exchangelib + exchanger.py script run inside).
 - ``transcript``: reading what a server recorded since a point in the test.
 - ``autodiscover``: Autodiscover request bodies and answer readers.
 - ``fuzz``: the hypothesis profiles and the strategies and settings several fuzz tests use.
 - ``echo``: a small RPC interface that shows what the DCE/RPC layers did with a call.
+- ``rpchttp``: a raw RPC-over-HTTP client on plain sockets (channels, CONN/A1, CONN/B1, virtual connections); also
+  benchmarks/rpc.py's.
 
 conftest.py defines the fixtures on top of these. ``harness.testing`` stays the public helper for users' suites;
 this package builds on it and never changes it.

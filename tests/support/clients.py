@@ -17,6 +17,7 @@ import pytest
 from impacket.dcerpc.v5 import nspi, rpcrt
 from impacket.dcerpc.v5.transport import DCERPCTransportFactory, HTTPTransport
 
+from harness.probe.expectation import options_from_endpoints
 from harness.probe.runner import ProbeOptions
 from harness.testing import Served
 from tests.support import REPO
@@ -230,10 +231,6 @@ def run_mockex(*args: str, timeout: float = 60, **options: Any) -> subprocess.Co
 
 def probe_options(served: Served, user: str = "alice", **overrides: Any) -> ProbeOptions:
     """Options pointing the probe at a running mock: its DNS, CA, and ports standing in for 443/80."""
-    endpoints, account = served.endpoints, served.user(user)
-    settings = dict(email=account["email"], password=account["password"],
-                    dns=(endpoints["dns"]["host"], endpoints["dns"]["port"]), ca_file=endpoints["ca_file"],
-                    https_port=endpoints["https"]["port"], http_port=endpoints["http"]["port"],
-                    step_timeout=3.0, total_timeout=40.0, seed=1)
+    settings: dict = dict(step_timeout=3.0, total_timeout=40.0, seed=1)
     settings.update(overrides)
-    return ProbeOptions(**settings)
+    return options_from_endpoints(served.endpoints, user, **settings)

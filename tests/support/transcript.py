@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any, Callable, Iterable, List
 
+from harness import transcript
 from harness.testing import Served
 
 WAIT_SECONDS = 5.0     # how long a wait for an event lasts before the test judges what it has
@@ -43,7 +44,6 @@ def fault_fired(served: Served, name: str, **fields: Any) -> List[dict]:
 
 
 def credential_violations(events: Iterable[dict]) -> List[dict]:
-    """Auth events (credentials the client sent) on plain HTTP or on a connection whose TLS handshake failed."""
-    events = list(events)
-    handshakes = {e["conn"]: e["ok"] for e in events if e["kind"] == "tls"}
-    return [e for e in events if e["kind"] == "auth" and not (e["tls"] and handshakes.get(e["conn"]))]
+    """Auth events (credentials the client sent) on plain HTTP or on a connection a verifying client could not
+    trust (harness.transcript.credential_violations)."""
+    return transcript.credential_violations(events)

@@ -2,6 +2,7 @@
 
 - ``idl``: the NDR calls (impacket NDR classes), return values and version words;
 - ``codec``: ROP buffers (RPC_HEADER_EXT framing, XorMagic, LZ77) and RopLogon/RopBackoff encoding;
+- ``wire``: EcDoRpcExt2's request and response marshalled by hand (impacket's bytes, without its per-byte cost);
 - ``server``: the ``Emsmdb`` RpcInterface;
 - ``client``: the ``build_*_request`` / ``parse_*_response`` halves used by the probe and the tests.
 

@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Tuple
 
 from impacket.dcerpc.v5.dtypes import NULL
 
+import harness.rpc.emsmdb.wire as wire
 from harness.org import Mailbox, Org, Server
 from harness.rpc.base import (
     NCA_S_FAULT_CONTEXT_MISMATCH,
@@ -80,8 +81,6 @@ from harness.rpc.emsmdb.idl import (
     EcDoConnectExResponse,
     EcDoDisconnect,
     EcDoDisconnectResponse,
-    EcDoRpcExt2,
-    EcDoRpcExt2Response,
     EcDummyRpcResponse,
     EcRRegisterPushNotification,
     EcRRegisterPushNotificationResponse,
@@ -182,13 +181,12 @@ class Emsmdb(RpcInterface):
 
     # ---- EcDoRpcExt2 ----------------------------------------------------------------------------------------
     def EcDoRpcExt2(self, stub: bytes, ctx: CallContext) -> bytes:
+        request = wire.rpc_request(stub)
+        handle = stub[:20]
+        rgb_in, max_out = request.rgb_in, request.max_out
         with decoding("EcDoRpcExt2"):
-            request = EcDoRpcExt2(stub)
-            handle = stub[:20]
-            rgb_in = b"".join(request["rgbIn"])
-            max_out = request["pcbOut"]
-            if request["cbIn"] != len(rgb_in) or request["cbAuxIn"] != len(request["rgbAuxIn"]) \
-                    or max_out > MAX_OUT or request["pcbAuxOut"] > MAX_AUX_OUT:
+            if request.cb_in != len(rgb_in) or request.cb_aux_in != len(request.aux_in) \
+                    or max_out > MAX_OUT or request.max_aux_out > MAX_AUX_OUT:
                 raise ValueError("cbIn/cbAuxIn/pcbOut/pcbAuxOut out of range")
         session = self._session(ctx, handle)
         try:
@@ -202,16 +200,7 @@ class Emsmdb(RpcInterface):
         rgb_out = wrap_rop_buffers(answers)
         if len(rgb_out) > max_out:
             rgb_out, code = b"", EC_BUFFER_TOO_SMALL
-        response = EcDoRpcExt2Response()
-        response["pcxh"]["context_handle_uuid"] = handle[4:]
-        response["pulFlags"] = 0
-        response["rgbOut"] = [bytes([b]) for b in rgb_out]
-        response["pcbOut"] = len(rgb_out)
-        response["rgbAuxOut"] = []
-        response["pcbAuxOut"] = 0
-        response["pulTransTime"] = 0
-        response["ErrorCode"] = code
-        return marshal(response)
+        return wire.rpc_response(handle, rgb_out, code)
 
     def _run_rops(self, payload: bytes, session: EmsmdbSession, ctx: CallContext) -> bytes:
         rops, handles = split_rop_payload(payload)

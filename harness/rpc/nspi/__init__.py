@@ -4,7 +4,8 @@ One module per concern:
 * ``errors``: the NSPI return values, NspiError, and how a call's outcome becomes its response.
 * ``idl``: request/response layouts impacket lacks or lays out differently from the IDL, and small NDR helpers.
 * ``stat``: the STAT, a client's position in a table, and how calls move it.
-* ``values``: property values and rows in the type and code page the client asks for.
+* ``values``: property values and rows in the type and code page the client asks for, as cells.
+* ``wire``: hand-packed NDR for the calls clients repeat (impacket's bytes, without its cost).
 * ``restrictions``: NspiGetMatches filters, parsed and compiled into predicates over address-book objects.
 * ``server``: the ``Nspi`` RpcInterface and its handlers.
 """

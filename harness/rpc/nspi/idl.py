@@ -1,8 +1,8 @@
 """NSPI wire forms: the request/response layouts impacket lacks or lays out differently, and small NDR helpers.
 
-Requests and responses use impacket's NDR classes (impacket.dcerpc.v5.nspi), so the real impacket client
-(exchanger.py) and this server agree by construction. Where impacket's request layout differs from the MS-OXNSPI
-IDL that Outlook follows, both layouts are accepted:
+The calls wire.py does not pack by hand use impacket's NDR classes (impacket.dcerpc.v5.nspi), so the real
+impacket client (exchanger.py) and this server agree by construction; wire.py is checked against them. Where
+impacket's request layout differs from the MS-OXNSPI IDL that Outlook follows, both layouts are accepted:
 * NspiGetSpecialTable / NspiGetProps: impacket sends ``pStat`` (and ``lpVersion``) as unique pointers with referent
   IDs; the IDL has ``[in] STAT*`` ref pointers (inline). The layout that consumes the whole stub wins.
 * NspiSeekEntries: impacket's class lacks the ``[unique]`` pointers on lpETable/pPropTags; only the IDL form is parsed.
@@ -10,7 +10,6 @@ IDL that Outlook follows, both layouts are accepted:
 """
 from __future__ import annotations
 
-import struct
 from typing import Iterable, List, Optional, Sequence
 
 from impacket.dcerpc.v5 import nspi as ndr
@@ -94,9 +93,3 @@ def tag_array(tags: Iterable[int]) -> ndr.PropertyTagArray_r:
         array["aulPropTag"].append(item)
     array["cValues"] = len(tags)
     return array
-
-
-def put_handle(handle_field: NDR, handle: bytes) -> None:
-    """Write a 20-byte context handle into an impacket context-handle field."""
-    handle_field["context_handle_attributes"] = struct.unpack("<L", handle[:4])[0]
-    handle_field["context_handle_uuid"] = handle[4:20]

@@ -5,13 +5,16 @@ find; a MailboxError leaves that name unresolved, as for an entry hidden from ad
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.dtypes import NULL
 from impacket.dcerpc.v5.ndr import NDRPOINTER
 
+import harness.rpc.nspi.wire as wire
 from harness.org import Org
 from harness.rpc.addressbook import PR_DISPLAY_NAME, AbObject, AddressBook, Container
 from harness.rpc.base import (
@@ -49,12 +52,10 @@ from harness.rpc.nspi.idl import (
     NspiGetMatches,
     NspiGetMatchesResponse,
     NspiGetPropsIdl,
-    NspiGetSpecialTableIdl,
     NspiResortRestriction,
     NspiResortRestrictionResponse,
     NspiSeekEntriesIdl,
     parse_whole,
-    put_handle,
     tag_array,
     tag_list,
 )
@@ -95,6 +96,8 @@ class Nspi(RpcInterface):
         names = "|".join(c.obj.display_name for c in self.book.containers)
         self.hierarchy_version = zlib.crc32(names.encode("utf-8"))
         self.rows = RowEncoder(self.book.server_guid)
+        self.server_guid = self.book.server_guid.bytes_le
+        self._packed_row = functools.lru_cache(maxsize=4096)(self._pack_row)
 
     # ---- sessions -----------------------------------------------------------------------------------------
     def _session(self, ctx: CallContext, stub: bytes) -> NspiSession:
@@ -112,82 +115,69 @@ class Nspi(RpcInterface):
 
     # ==== operations =======================================================================================
     def NspiBind(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiBind"):
-            request = ndr.NspiBind(stub)
-            stat = Stat.read(request["pStat"])
-            wants_guid = not is_null(request.fields["pServerGuid"])
-        response = ndr.NspiBindResponse()
-        response["pServerGuid"] = self.book.server_guid.bytes_le if wants_guid else NULL
+        request = wire.bind_request(stub)
+        handle = wire.EMPTY_HANDLE
         if ctx.mailbox is None:
             code = LOGON_FAILED
-        elif stat.CodePage == ndr.CP_WINUNICODE:
+        elif request.stat.CodePage == ndr.CP_WINUNICODE:
             code = INVALID_CODEPAGE
         else:
             code = SUCCESS
             handle = new_context_handle(ctx)
-            ctx.association[("nspi", handle)] = NspiSession(stat.CodePage)
-            put_handle(response["contextHandle"], handle)
-        ctx.record("nspi_bind", user=ctx.mailbox.username if ctx.mailbox else None, codepage=stat.CodePage,
+            ctx.association[("nspi", handle)] = NspiSession(request.stat.CodePage)
+        ctx.record("nspi_bind", user=ctx.mailbox.username if ctx.mailbox else None, codepage=request.stat.CodePage,
                    result=f"0x{code:08x}")
-        response["ErrorCode"] = code
-        return marshal(response)
+        return wire.bind_response(self.server_guid if request.wants_guid else None, handle, code)
 
     def NspiUnbind(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiUnbind"):
-            ndr.NspiUnbind(stub)
+        wire.unbind_request(stub)
         self._session(ctx, stub)
         del ctx.association[("nspi", stub[:20])]
-        response = ndr.NspiUnbindResponse()
-        response["ErrorCode"] = UNBIND_SUCCESS
-        return marshal(response)
+        return wire.unbind_response(UNBIND_SUCCESS)
 
     def NspiUpdateStat(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiUpdateStat"):
-            request = ndr.NspiUpdateStat(stub)
-            stat = Stat.read(request["pStat"])
-            wants_delta = not is_null(request.fields["plDelta"])
+        request = wire.update_stat_request(stub)
         self._session(ctx, stub)
-        response = ndr.NspiUpdateStatResponse()
-
-        def build() -> int:
+        stat = request.stat
+        try:
             members = self._table(stat).members
             start = stat.start_row(members)
-            position = max(0, min(len(members), start + stat.Delta))
-            stat.move(members, position)
-            response["plDelta"] = position - start if wants_delta else NULL
-            return SUCCESS
-
-        return answer_with_stat(response, stat, build, ["plDelta"])
+        except NspiError as error:
+            return wire.update_stat_response(stat, None, error.code)
+        position = max(0, min(len(members), start + stat.Delta))
+        stat.move(members, position)
+        return wire.update_stat_response(stat, position - start if request.wants_delta else None, SUCCESS)
 
     def NspiQueryRows(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiQueryRows"):
-            request = ndr.NspiQueryRows(stub)
-            stat = Stat.read(request["pStat"])
-            flags = request["dwFlags"]
-            explicit = None if is_null(request.fields["lpETable"]) else \
-                [item["Data"] for item in request["lpETable"]][:MAX_ROWS]
-            count = request["Count"]
-            tags = tag_list(request.fields["pPropTags"])
+        request = wire.query_rows_request(stub)
         self._session(ctx, stub)
-        response = ndr.NspiQueryRowsResponse()
-        columns = columns_or_default(tags, stat.CodePage)
-        ephemeral = bool(flags & ndr.fEphID)
-
-        def build() -> int:
-            if explicit is not None:
-                objects = [self.book.get(mid) for mid in explicit]
-            else:
-                if count == 0:
+        stat = request.stat
+        columns = columns_or_default(request.tags, stat.CodePage)
+        ephemeral = bool(request.flags & ndr.fEphID)
+        if request.explicit is not None:
+            mids = request.explicit
+        else:
+            try:
+                if request.count == 0:
                     raise NspiError(INVALID_PARAMETER)
                 members = self._table(stat).members
                 position = max(0, min(len(members), stat.start_row(members) + stat.Delta))
-                window = members[position:position + min(count, MAX_ROWS)]
-                stat.move(members, position + len(window))
-                objects = [self.book.get(mid) for mid in window]
-            response["ppRows"] = self.rows.rowset(objects, columns, stat.CodePage, ephemeral)
-            return SUCCESS
+            except NspiError as error:
+                return wire.query_rows_response(stat, None, error.code)
+            mids = members[position:position + min(request.count, MAX_ROWS)]
+            stat.move(members, position + len(mids))
+        key = tuple(columns)
+        known = self.book.get
+        rows = [self._packed_row(mid if known(mid) else None, key, stat.CodePage, ephemeral) for mid in mids]
+        return wire.query_rows_response(stat, rows, SUCCESS)
 
-        return answer_with_stat(response, stat, build, ["ppRows"])
+    def _pack_row(self, mid: Optional[int], columns: Tuple[int, ...], codepage: int,
+                  ephemeral: bool) -> wire.PackedRow:
+        """The row of MId ``mid`` (None: an MId the book lacks, a row of errors). Cached per Nspi (``_packed_row``):
+        the address book does not change while served, and paging clients ask for the same rows again
+        (exchanger's dnt-lookup asks for each MId twice, and walks ranges of MIds that mostly do not exist)."""
+        return wire.pack_row(self.rows.cells(None if mid is None else self.book.get(mid), columns, codepage,
+                                             ephemeral))
 
     def NspiSeekEntries(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiSeekEntries"):
@@ -271,30 +261,21 @@ class Nspi(RpcInterface):
             request = ndr.NspiDNToMId(stub)
             names = [ndr_text(item["Data"]) for item in request["pNames"]["Strings"]][:MAX_ROWS]
         self._session(ctx, stub)
-        response = ndr.NspiDNToMIdResponse()
         mids = []
         for name in names:
             obj = self.book.by_dn(name)
             mids.append(obj.mid if obj and not self._hidden(obj, name, ctx) else ndr.MID_UNRESOLVED)
-        response["ppOutMIds"] = tag_array(mids)
-        response["ErrorCode"] = SUCCESS
-        return marshal(response)
+        return wire.tags_response(mids, SUCCESS)
 
     def NspiGetPropList(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiGetPropList"):
             request = ndr.NspiGetPropList(stub)
             mid, codepage = request["dwMId"], request["CodePage"]
         self._session(ctx, stub)
-        response = ndr.NspiGetPropListResponse()
-
-        def build() -> int:
-            obj = self.book.get(mid)
-            if obj is None:
-                raise NspiError(NOT_FOUND)
-            response["ppOutMIds"] = tag_array((client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props))
-            return SUCCESS
-
-        return answer(response, build, ["ppOutMIds"])
+        obj = self.book.get(mid)
+        if obj is None:
+            return wire.tags_response(None, NOT_FOUND)
+        return wire.tags_response([client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props], SUCCESS)
 
     def NspiGetProps(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiGetProps"):
@@ -338,26 +319,16 @@ class Nspi(RpcInterface):
         return answer(response, build)
 
     def NspiGetSpecialTable(self, stub: bytes, ctx: CallContext) -> bytes:
-        with decoding("NspiGetSpecialTable"):
-            request = parse_whole(stub, (NspiGetSpecialTableIdl, ndr.NspiGetSpecialTable))
-            flags = request["dwFlags"]
-            codepage = ndr.CP_TELETEX if is_null(request.fields["pStat"]) else request["pStat"]["CodePage"]
+        flags, codepage = wire.special_table_request(stub)
         session = self._session(ctx, stub)
-        response = ndr.NspiGetSpecialTableResponse()
-        response["lpVersion"] = self.hierarchy_version
         unicode = bool(flags & ndr.NspiUnicodeStrings)
         codepage = codepage or session.codepage
-        if flags & ndr.NspiAddressCreationTemplates:
-            rowset = self.rows.rowset((), (), codepage)   # the org defines no address creation templates
-        else:
-            rowset = ndr.PropertyRowSet_r()
+        rows = []                               # the org defines no address creation templates
+        if not flags & ndr.NspiAddressCreationTemplates:
             for container in self.book.containers:
                 columns = [client_tag(t, unicode) for t in HIERARCHY_COLUMNS if container.obj.value(t >> 16)]
-                rowset["aRow"].append(self.rows.row(container.obj, columns, codepage, False))
-            rowset["cRows"] = len(self.book.containers)
-        response["ppRows"] = rowset
-        response["ErrorCode"] = SUCCESS
-        return marshal(response)
+                rows.append(wire.pack_row(self.rows.cells(container.obj, columns, codepage, False)))
+        return wire.special_table_response(self.hierarchy_version, rows, SUCCESS)
 
     def _refuse(self, stub: bytes, ctx: CallContext, request_class, response_class, code: int) -> bytes:
         """Validate the request and the handle, then answer ``code`` with every output pointer NULL."""
@@ -384,10 +355,7 @@ class Nspi(RpcInterface):
             request = ndr.NspiQueryColumns(stub)
             unicode = bool(request["dwFlags"] & ndr.NspiUnicodeProptypes)
         self._session(ctx, stub)
-        response = ndr.NspiQueryColumnsResponse()
-        response["ppColumns"] = tag_array((client_tag(t, unicode) for t in self.book.columns()))
-        response["ErrorCode"] = SUCCESS
-        return marshal(response)
+        return wire.tags_response([client_tag(t, unicode) for t in self.book.columns()], SUCCESS)
 
     def NspiGetNamesFromIDs(self, stub: bytes, ctx: CallContext) -> bytes:
         # the address book has no named properties
@@ -397,19 +365,18 @@ class Nspi(RpcInterface):
         return self._refuse(stub, ctx, ndr.NspiGetIDsFromNames, ndr.NspiGetIDsFromNamesResponse, NOT_SUPPORTED)
 
     def NspiResolveNames(self, stub: bytes, ctx: CallContext) -> bytes:
-        return self._resolve(stub, ctx, ndr.NspiResolveNames, ndr.NspiResolveNamesResponse)
+        return self._resolve(stub, ctx, ndr.NspiResolveNames)
 
     def NspiResolveNamesW(self, stub: bytes, ctx: CallContext) -> bytes:
-        return self._resolve(stub, ctx, ndr.NspiResolveNamesW, ndr.NspiResolveNamesWResponse)
+        return self._resolve(stub, ctx, ndr.NspiResolveNamesW)
 
-    def _resolve(self, stub: bytes, ctx: CallContext, request_class, response_class) -> bytes:
+    def _resolve(self, stub: bytes, ctx: CallContext, request_class) -> bytes:
         with decoding(request_class.__name__):
             request = request_class(stub)
             stat = Stat.read(request["pStat"])
             tags = tag_list(request.fields["pPropTags"])
             names = [ndr_text(item["Data"]) for item in request["paStr"]["Strings"]][:MAX_ROWS]
         self._session(ctx, stub)
-        response = response_class()
         container = self.book.container(stat.ContainerID)
         scope = set(container.members) if container is not None else None
         mids, resolved = [], []
@@ -422,10 +389,9 @@ class Nspi(RpcInterface):
             else:
                 mids.append(ndr.MID_AMBIGUOUS if matches else ndr.MID_UNRESOLVED)
         ctx.record("nspi_resolve", names=names, mids=mids)
-        response["ppMIds"] = tag_array(mids)
-        response["ppRows"] = self.rows.rowset(resolved, columns_or_default(tags, stat.CodePage), stat.CodePage)
-        response["ErrorCode"] = SUCCESS
-        return marshal(response)
+        columns = tuple(columns_or_default(tags, stat.CodePage))
+        rows = [self._packed_row(obj.mid, columns, stat.CodePage, False) for obj in resolved]
+        return wire.resolve_names_response(mids, rows, SUCCESS)
 
     @staticmethod
     def _hidden(obj: AbObject, name: str, ctx: CallContext) -> bool:

@@ -1,14 +1,16 @@
 """NSPI property values and rows: address-book values converted to the property type and code page a client asks
-for, encoded as impacket's PropertyValue_r / PropertyRow_r / PropertyRowSet_r.
+for, as cells (tag, wire-ready value) that wire.py packs by hand, or as impacket's PropertyValue_r /
+PropertyRow_r / PropertyRowSet_r for the calls that still build impacket responses.
 
 Properties a row lacks come back as PtypErrorCode values (MAPI_E_NOT_FOUND), never omitted.
 """
 from __future__ import annotations
 
 import codecs
+import functools
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Sequence, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.dtypes import LPSTR, LPWSTR
@@ -28,6 +30,7 @@ from harness.rpc.addressbook import (
 from harness.rpc.nspi.errors import NOT_FOUND
 
 PT_UNSPECIFIED, PT_ERROR, PT_STRING8, PT_UNICODE = 0x0000, 0x000A, 0x001E, 0x001F
+PT_LONG, PT_BOOLEAN, PT_SYSTIME, PT_BINARY = 0x0003, 0x000B, 0x0040, 0x0102
 PT_MV_STRING8, PT_MV_UNICODE = 0x101E, 0x101F
 STRING_TYPES = (PT_STRING8, PT_UNICODE)
 MV_STRING_TYPES = (PT_MV_STRING8, PT_MV_UNICODE)
@@ -39,6 +42,7 @@ HIERARCHY_COLUMNS = (PR_EMS_AB_CONTAINERID, PR_CONTAINER_FLAGS, PR_DEPTH, PR_EMS
 
 
 # ---- property values ----------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _encoding(codepage: int) -> str:
     try:
         return codecs.lookup(f"cp{codepage}").name
@@ -48,6 +52,32 @@ def _encoding(codepage: int) -> str:
 
 def _string8(text: str, codepage: int) -> bytes:
     return text.encode(_encoding(codepage), errors="replace") + b"\x00"
+
+
+# A cell is one property value as it goes on the wire: (tag, value) with the value by the tag's type: int
+# (PT_LONG, PT_ERROR, PT_SYSTIME), bool (PT_BOOLEAN), bytes in the code page with their NUL (PT_STRING8), str without
+# a NUL (PT_UNICODE), bytes (PT_BINARY), a list of such bytes / str (PT_MV_STRING8 / PT_MV_UNICODE).
+Cell = Tuple[int, Any]
+ENCODED_TYPES = (PT_LONG, PT_BOOLEAN, PT_ERROR, PT_STRING8, PT_UNICODE, PT_BINARY, PT_SYSTIME, PT_MV_STRING8,
+                 PT_MV_UNICODE)
+
+
+def error_cell(tag: int, code: int = NOT_FOUND) -> Cell:
+    return (tag & 0xFFFF0000) | PT_ERROR, code
+
+
+def value_cell(tag: int, value: Any, codepage: int) -> Cell:
+    """The cell for a value already converted to the tag's type."""
+    ptype = tag & 0xFFFF
+    if ptype == PT_STRING8:
+        return tag, _string8(value, codepage)
+    if ptype == PT_MV_STRING8:
+        return tag, [_string8(text, codepage) for text in value]
+    if ptype == PT_BOOLEAN:
+        return tag, bool(value)
+    if ptype not in ENCODED_TYPES:
+        raise ValueError(f"no encoder for property type 0x{ptype:04x}")
+    return tag, value
 
 
 def _value(tag: int, arm: str, data: Any) -> ndr.PropertyValue_r:
@@ -66,42 +96,50 @@ def _binary(data: bytes) -> ndr.Binary_r:
     return binary
 
 
-def _string_array(strings: Sequence[str], wide: bool, codepage: int) -> Union[ndr.StringArray_r, ndr.WStringArray_r]:
+def _string_array(strings: Sequence[Union[str, bytes]], wide: bool) -> Union[ndr.StringArray_r, ndr.WStringArray_r]:
     array = ndr.WStringArray_r() if wide else ndr.StringArray_r()
     for text in strings:
         item = LPWSTR() if wide else LPSTR()
-        item["Data"] = text + "\x00" if wide else _string8(text, codepage)
+        item["Data"] = text + "\x00" if wide else text
         array["lppszW" if wide else "lppszA"].append(item)
     array["cValues"] = len(strings)
     return array
 
 
-def error_value(tag: int, code: int = NOT_FOUND) -> ndr.PropertyValue_r:
-    return _value((tag & 0xFFFF0000) | PT_ERROR, "err", code)
-
-
-def encode_value(tag: int, value: Any, codepage: int) -> ndr.PropertyValue_r:
-    """A PropertyValue_r for a value already converted to the tag's type."""
+def ndr_value(cell: Cell) -> ndr.PropertyValue_r:
+    """A cell as impacket's PropertyValue_r."""
+    tag, value = cell
     ptype = tag & 0xFFFF
-    if ptype == 0x0003:
+    if ptype == PT_LONG:
         return _value(tag, "l", value)
-    if ptype == 0x000B:
+    if ptype == PT_BOOLEAN:
         return _value(tag, "b", int(bool(value)))
+    if ptype == PT_ERROR:
+        return _value(tag, "err", value)
     if ptype == PT_UNICODE:
         return _value(tag, "lpszW", value + "\x00")
     if ptype == PT_STRING8:
-        return _value(tag, "lpszA", _string8(value, codepage))
-    if ptype == 0x0102:
+        return _value(tag, "lpszA", value)
+    if ptype == PT_BINARY:
         return _value(tag, "bin", _binary(value))
-    if ptype == 0x0040:
+    if ptype == PT_SYSTIME:
         filetime = ndr.FILETIME()
         filetime["dwLowDateTime"] = value & 0xFFFFFFFF
         filetime["dwHighDateTime"] = value >> 32
         return _value(tag, "ft", filetime)
     if ptype in MV_STRING_TYPES:
         arm = "MVszW" if ptype == PT_MV_UNICODE else "MVszA"
-        return _value(tag, arm, _string_array(value, ptype == PT_MV_UNICODE, codepage))
+        return _value(tag, arm, _string_array(value, ptype == PT_MV_UNICODE))
     raise ValueError(f"no encoder for property type 0x{ptype:04x}")
+
+
+def error_value(tag: int, code: int = NOT_FOUND) -> ndr.PropertyValue_r:
+    return ndr_value(error_cell(tag, code))
+
+
+def encode_value(tag: int, value: Any, codepage: int) -> ndr.PropertyValue_r:
+    """A PropertyValue_r for a value already converted to the tag's type."""
+    return ndr_value(value_cell(tag, value, codepage))
 
 
 def convert(native_tag: int, requested_type: int, unicode_default: bool) -> Optional[int]:
@@ -136,36 +174,51 @@ def columns_or_default(tags: Optional[List[int]], codepage: int) -> List[int]:
 # ---- rows ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RowEncoder:
-    """Encodes address-book objects as rows; ``server_guid`` goes into ephemeral entry IDs."""
+    """Renders address-book objects as rows of cells; ``server_guid`` goes into ephemeral entry IDs."""
     server_guid: uuid.UUID
 
-    def _render(self, obj: Optional[AbObject], tag: int, codepage: int, ephemeral: bool) -> ndr.PropertyValue_r:
+    def cell(self, obj: Optional[AbObject], tag: int, codepage: int, ephemeral: bool) -> Cell:
         found = obj.value(tag >> 16) if obj is not None else None
         if found is None:
-            return error_value(tag)
+            return error_cell(tag)
         native_tag, value = found
         answer_tag = convert(native_tag, tag & 0xFFFF, codepage == ndr.CP_WINUNICODE)
         if answer_tag is None:
-            return error_value(tag)
+            return error_cell(tag)
         if native_tag == PR_ENTRYID and ephemeral:
             value = ephemeral_entry_id(self.server_guid, obj.display_type, obj.mid)
-        return encode_value(answer_tag, value, codepage)
+        return value_cell(answer_tag, value, codepage)
 
+    def cells(self, obj: Optional[AbObject], tags: Sequence[int], codepage: int, ephemeral: bool) -> List[Cell]:
+        return [self.cell(obj, tag, codepage, ephemeral) for tag in tags]
+
+    def table(self, objects: Iterable[Optional[AbObject]], tags: Sequence[int], codepage: int,
+              ephemeral: bool = False) -> List[List[Cell]]:
+        """The rows of ``objects`` as cells, for wire.pack_rowset."""
+        return [self.cells(obj, tags, codepage, ephemeral) for obj in objects]
+
+    # impacket forms, for the calls that build impacket responses
     def row(self, obj: Optional[AbObject], tags: Sequence[int], codepage: int,
             ephemeral: bool) -> ndr.PropertyRow_r:
-        row = ndr.PropertyRow_r()
-        row["Reserved"] = 0
-        for tag in tags:
-            row["lpProps"].append(self._render(obj, tag, codepage, ephemeral))
-        row["cValues"] = len(tags)
-        return row
+        return ndr_row(self.cells(obj, tags, codepage, ephemeral))
 
     def rowset(self, objects: Iterable[Optional[AbObject]], tags: Sequence[int], codepage: int,
                ephemeral: bool = False) -> ndr.PropertyRowSet_r:
-        rowset = ndr.PropertyRowSet_r()
-        count = 0
-        for obj in objects:
-            rowset["aRow"].append(self.row(obj, tags, codepage, ephemeral))
-            count += 1
-        rowset["cRows"] = count
-        return rowset
+        return ndr_rowset(self.table(objects, tags, codepage, ephemeral))
+
+
+def ndr_row(cells: Sequence[Cell]) -> ndr.PropertyRow_r:
+    row = ndr.PropertyRow_r()
+    row["Reserved"] = 0
+    for cell in cells:
+        row["lpProps"].append(ndr_value(cell))
+    row["cValues"] = len(cells)
+    return row
+
+
+def ndr_rowset(rows: Sequence[Sequence[Cell]]) -> ndr.PropertyRowSet_r:
+    rowset = ndr.PropertyRowSet_r()
+    for cells in rows:
+        rowset["aRow"].append(ndr_row(cells))
+    rowset["cRows"] = len(rows)
+    return rowset

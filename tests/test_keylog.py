@@ -1,0 +1,151 @@
+"""`mockex serve --keylog FILE` (or SSLKEYLOGFILE): every TLS session's secrets in the NSS key log format, so that
+Wireshark decrypts a capture of the loopback interface. tshark is the judge where it is installed."""
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+from typing import Callable, Iterator, Sequence
+
+import pytest
+
+from harness.testing import start_server
+from tests.support.autodiscover import pox_request
+from tests.support.clients import curl, exchanger, needs_exchanger, requires_exchanger
+from tests.support.servers import start_on_port_443
+
+TSHARK = shutil.which("tshark")
+LABELS = {b"CLIENT_RANDOM", b"CLIENT_HANDSHAKE_TRAFFIC_SECRET", b"SERVER_HANDSHAKE_TRAFFIC_SECRET",
+          b"CLIENT_TRAFFIC_SECRET_0", b"SERVER_TRAFFIC_SECRET_0", b"EXPORTER_SECRET"}
+
+
+@pytest.fixture
+def keylogged(tmp_path):
+    keys = tmp_path / "keys.log"
+    served = start_server(str(tmp_path / "state"), "--keylog", str(keys))
+    yield served, keys
+    served.stop()
+
+
+def handshake(served, version: ssl.TLSVersion) -> None:
+    """One TLS session at ``version``, with one request in it."""
+    context = ssl.create_default_context(cafile=served.ca_file)
+    context.minimum_version = context.maximum_version = version
+    with socket.create_connection(("127.0.0.1", served.endpoints["https"]["port"]), timeout=30) as raw:
+        with context.wrap_socket(raw, server_hostname="mail.contoso.test") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: mail.contoso.test\r\nConnection: close\r\n\r\n")
+            tls.recv(1)
+
+
+def test_every_session_is_logged_in_nss_format_in_a_private_file(keylogged):
+    served, keys = keylogged
+    handshake(served, ssl.TLSVersion.TLSv1_2)
+    handshake(served, ssl.TLSVersion.TLSv1_3)
+    lines = keys.read_bytes().splitlines()
+    labels = [line.split(b" ")[0] for line in lines]
+    assert labels.count(b"CLIENT_RANDOM") == 1                    # the TLS 1.2 session
+    assert labels.count(b"CLIENT_TRAFFIC_SECRET_0") == 1          # the TLS 1.3 one
+    assert set(labels) <= LABELS
+    assert all(len(line.split(b" ")) == 3 and len(line.split(b" ")[1]) == 64 for line in lines)
+    assert stat.S_IMODE(os.stat(keys).st_mode) == 0o600
+    assert served.endpoints["keylog"] == str(keys)
+
+
+def closed_after_data(summary: bytes) -> bool:
+    """tshark's packet summaries show application data, then the connection's end (a FIN each way, or a FIN and
+    the RST of a client that left before the server's close_notify)."""
+    parts = summary.split(b"Application Data", 1)
+    return len(parts) == 2 and parts[1].count(b"FIN") + parts[1].count(b"[RST") >= 2
+
+
+Done = Callable[[bytes], bool]
+
+
+@contextlib.contextmanager
+def capturing(host: str, port: int, capture, tls_port: Sequence[str]) -> Iterator[Callable[[Done], None]]:
+    """tshark capturing ``host``:``port`` on lo into ``capture`` for the block, which gets ``wait_until(done)``:
+    read tshark's packet summaries until ``done(summaries so far)``."""
+    # -P -l: a summary line per packet as it is written, so the test knows when the capture holds the whole exchange
+    sniffer = subprocess.Popen([TSHARK, "-i", "lo", "-f", f"host {host} and tcp port {port}", *tls_port, "-w",
+                                str(capture), "-P", "-l"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        started = b""
+        while b"Capturing on" not in started:   # tshark says so once the capture runs
+            ready, _, _ = select.select([sniffer.stderr], [], [], 60)
+            chunk = os.read(sniffer.stderr.fileno(), 4096) if ready else b""
+            if not chunk:
+                pytest.skip(f"tshark cannot capture on lo here: {started.decode(errors='replace')[-300:]}")
+            started += chunk
+        # The capture runs some time after tshark says so: knock on the port until a packet shows up in it.
+        for _ in range(400):
+            socket.create_connection((host, port), timeout=30).close()
+            if select.select([sniffer.stdout], [], [], 0.25)[0]:
+                break
+        else:
+            pytest.skip("tshark never saw a packet on lo")
+        os.read(sniffer.stdout.fileno(), 65536)
+
+        def wait_until(done: Callable[[bytes], bool]) -> None:
+            summary = b""
+            while not done(summary):
+                ready, _, _ = select.select([sniffer.stdout], [], [], 60)
+                chunk = os.read(sniffer.stdout.fileno(), 65536) if ready else b""
+                assert chunk, f"the capture stopped early: {summary.decode(errors='replace')[-500:]}"
+                summary += chunk
+        yield wait_until
+    finally:
+        sniffer.send_signal(signal.SIGINT)
+        sniffer.wait(timeout=60)
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian: apt-get install tshark)")
+def test_tshark_decrypts_a_capture_of_a_curl_pox_exchange(keylogged, tmp_path):
+    served, keys = keylogged
+    port, capture = served.endpoints["https"]["port"], tmp_path / "lo.pcapng"
+    tls_port = ["-d", f"tcp.port=={port},tls"]   # an ephemeral port: say it carries TLS
+    with capturing("127.0.0.1", port, capture, tls_port) as wait_until:
+        alice = served.user("alice")
+        answer = curl(served, "autodiscover.contoso.test", "-u", f"{alice['upn']}:{alice['password']}",
+                      data=pox_request())
+        assert answer.status == 200
+        wait_until(closed_after_data)
+    read = [TSHARK, "-r", str(capture), *tls_port, "-o", f"tls.keylog_file:{keys}"]
+    requests = subprocess.run(read + ["-Y", "http.request", "-T", "fields", "-e", "http.request.method",
+                                      "-e", "http.request.uri"], capture_output=True, text=True, timeout=120)
+    assert "POST\t/autodiscover/autodiscover.xml" in requests.stdout.splitlines(), requests.stderr
+    malformed = subprocess.run(read + ["-Y", "_ws.malformed"], capture_output=True, text=True, timeout=120)
+    assert malformed.stdout.strip() == ""
+    without_keys = subprocess.run([TSHARK, "-r", str(capture), *tls_port, "-Y", "http.request"], capture_output=True,
+                                  text=True, timeout=120)
+    assert without_keys.stdout.strip() == ""   # the keys are what made the difference
+
+
+@requires_exchanger
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian: apt-get install tshark)")
+def test_tshark_decrypts_a_capture_of_an_exchanger_session(tmp_path):
+    """Outlook Anywhere as impacket's exchanger.py speaks it (NTLM on both channels, RPC over HTTP at :443):
+    with the key log tshark shows its RPC_IN_DATA/RPC_OUT_DATA requests, and nothing malformed."""
+    keys, capture = tmp_path / "keys.log", tmp_path / "lo.pcapng"
+    served = start_on_port_443(str(tmp_path / "state"), "--keylog", str(keys))
+    try:
+        needs_exchanger(served)
+        with capturing(served.host, 443, capture, []) as wait_until:
+            result = exchanger(served, ["nspi", "list-tables"])
+            assert result.returncode == 0, result.stderr
+            # both channels closed: a FIN (or RST) from each side of each of the two connections
+            wait_until(lambda summary: summary.count(b"FIN") + summary.count(b"[RST") >= 4)
+    finally:
+        served.stop()
+    read = [TSHARK, "-r", str(capture), "-o", f"tls.keylog_file:{keys}"]
+    requests = subprocess.run(read + ["-Y", "http.request", "-T", "fields", "-e", "http.request.method"],
+                              capture_output=True, text=True, timeout=120)
+    methods = requests.stdout.split()
+    assert "RPC_IN_DATA" in methods and "RPC_OUT_DATA" in methods, requests.stderr
+    malformed = subprocess.run(read + ["-Y", "_ws.malformed"], capture_output=True, text=True, timeout=120)
+    assert malformed.stdout.strip() == ""
