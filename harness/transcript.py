@@ -5,7 +5,10 @@ untrusted connection") are judged from it. Events are plain dicts with ``seq``, 
 
 Secrets never reach the file, by construction at this sink: credential headers are masked whatever their shape
 (``mask_header``), and any free text copied from a client or a library (an h11 error quoting a header line, a
-detail echoing a request) has credential header lines redacted (``redact_text``) and is capped in size.
+detail echoing a request) has credential header lines redacted (``redact_text``) and is capped in size. The same
+redaction runs over other headers' values (a credential line h11 folded into the header before it), and a line h11
+refused and quotes (header, request or chunk line) is hidden past its first word, whatever it is: a changed byte
+may have made a credential header unrecognizable, and a mis-framed body makes any line a "request line".
 
 Writes: one ``write`` system call per event, or per ``batch()`` (the HTTP edge wraps the handling of each chunk
 of received bytes in one, so a request costs one call); nothing stays in user space once an event's batch ends,
@@ -38,6 +41,11 @@ KNOWN_SCHEMES = {"basic", "ntlm", "negotiate", "kerberos", "bearer", "digest"}
 # A credential header line quoted anywhere in free text (its name, a colon; whitespace between, also as a repr's
 # escapes), and the rest of that line.
 _SECRET_TEXT = re.compile(r"(?i)((?:proxy-)?authorization|(?:set-)?cookie)(?:\s|\\[trn])*:[^\r\n]*")
+# A line h11 refused, quoted in its error: a header line whose name is no longer sure to be read right (a byte of it
+# changed, a missing colon), or a request or chunk line that may be any of the client's bytes (a body longer or
+# shorter than declared puts the next request's lines there). Past its first word it is hidden, whatever it is.
+_REFUSED_LINE = re.compile(r"(illegal (?:header line|request line|chunk header): (?:bytearray\()?b?)(['\"])"
+                           r"([-!#$%&*+.^_`|~0-9a-zA-Z]*)[^\r\n]*")
 MAX_TEXT = 2048          # longest free-text value copied into an event (an echoed 1 MB e-mail address is cut)
 MAX_HEADER_VALUE = 1024  # longest header value copied
 DEFAULT_KEEP = 3         # rotated files kept beside the current one
@@ -65,6 +73,7 @@ Entry = Tuple[int, float, bytes]   # (seq, time, the event's JSON line) waiting 
 def mask_header(name: str, value: str) -> str:
     """Keep a known scheme of a credential header, hide everything else; cap other values."""
     if name.strip().lower() not in SECRET_HEADERS:
+        value = _redact_lines(value)    # a credential header line folded into this one (obs-fold) is hidden too
         return value if len(value) <= MAX_HEADER_VALUE else value[:MAX_HEADER_VALUE] + f"...({len(value)} chars)"
     parts = value.split(None, 1)
     if len(parts) == 2 and parts[0].lower() in KNOWN_SCHEMES:
@@ -74,9 +83,11 @@ def mask_header(name: str, value: str) -> str:
 
 def mask_headers(headers: Iterable[Tuple[str, str]]) -> List[List[str]]:
     # On the hot path the same few names come again and again: a name once found not to be a credential header
-    # is looked up, not stripped and lowered; short values of those names are copied as they are.
+    # is looked up, not stripped and lowered; short values of those names are copied as they are, unless a
+    # credential line was folded into them (obs-fold: a colon, then the pattern).
     known_plain = _PLAIN_NAMES.get
     return [[name, value] if known_plain(name) and len(value) <= MAX_HEADER_VALUE
+            and (":" not in value or not _SECRET_TEXT.search(value))
             else [name, _mask_and_remember(name, value)] for name, value in headers]
 
 
@@ -92,10 +103,20 @@ def _mask_and_remember(name: str, value: str) -> str:
 
 def redact_text(text: str) -> str:
     """Free text with credential header lines masked and its length capped."""
-    # every match holds a colon: most fields (paths, names, ids) are ruled out without running the pattern
-    if ":" in text and _SECRET_TEXT.search(text):
-        text = _SECRET_TEXT.sub(lambda m: f"{m.group(1)}: ***", text)
+    text = _redact_lines(text)
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"...({len(text)} chars)"
+
+
+def _redact_lines(text: str) -> str:
+    # every match holds a colon: most fields (paths, names, ids) are ruled out without running the patterns
+    if ":" not in text:
+        return text
+    if _SECRET_TEXT.search(text):
+        text = _SECRET_TEXT.sub(lambda m: f"{m.group(1)}: ***", text)
+    if "illegal " in text:
+        text = _REFUSED_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)} ***{m.group(2)}"
+                                           + (")" if "(" in m.group(1) else ""), text)
+    return text
 
 
 class _Batch:

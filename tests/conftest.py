@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
 from harness.testing import Served, start_server
-from tests.support import fuzz, transcript_schema
+from tests.support import fuzz, fuzz_budget, transcript_schema
 from tests.support.clients import default_socket_timeout
 from tests.support.servers import worker_address
 
@@ -39,11 +39,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    fuzz_budget.summarize(terminalreporter)
     problems = config.stash.get(transcript_schema.PROBLEMS, [])
     if problems:
         terminalreporter.section("transcript lines that break docs/transcript.schema.json", red=True)
         for line in transcript_schema.summary(problems):
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
+    return fuzz_budget.run_in_rounds(pyfuncitem)   # None (called as usual) unless under the fuzz profile
 
 
 @pytest.fixture(scope="session")

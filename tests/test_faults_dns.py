@@ -102,6 +102,8 @@ def test_no_srv_leaves_the_rest_of_the_zone_alone(servers):
     ("dns.aaaa-only", {"host": "mail.contoso.test", "address": "127.0.0.1"}, "address"),
     ("dns.srv", {"records": [{"target": "mail.contoso.test", "prio": 1}]}, "records[0]"),
     ("dns.srv", {"records": [{"target": "mail.contoso.test", "port": 70000}]}, "records[0].port"),
+    ("dns.srv", {"records": [{"target": "a..contoso.test"}]}, "records[0].target"),      # no wire could carry it
+    ("dns.srv", {"records": [{"target": "x" * 64 + ".contoso.test"}]}, "records[0].target"),
 ])
 def test_bad_parameters_are_refused_before_serving(fault, params, bad):
     with pytest.raises(FaultParamError) as info:

@@ -75,3 +75,19 @@ def test_ci_runs_exactly_the_readme_test_command():
     steps = [line.strip() for line in (TESTS.parent / ".ci" / "run").read_text().splitlines()
              if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
     assert serve.endswith("mockex serve") and steps == [test]
+
+
+def test_every_corpus_directory_is_replayed_and_every_entry_is_well_formed() -> None:
+    """tests/corpus/<target>/ holds inputs a fuzz target once failed on: a directory no test module replays (with
+    ``corpus.entries("<target>")``) would keep them without ever running them."""
+    from tests.support import corpus
+
+    sources = "\n".join(path.read_text(encoding="utf-8") for path in TESTS.glob("test_*.py"))
+    targets = sorted(path.name for path in corpus.CORPUS.iterdir() if path.is_dir())
+    assert targets, "no corpus"
+    unreplayed = [target for target in targets if f'corpus.entries("{target}")' not in sources]
+    assert not unreplayed, f"corpus directories no test replays: {unreplayed}"
+    for target in targets:
+        corpus.entries(target)       # each file: JSON with why and input (and perhaps xfail), no other key
+    strays = [path.name for path in corpus.CORPUS.iterdir() if path.is_file() and path.name != "README.md"]
+    assert not strays, f"files outside a target's directory: {strays}"

@@ -173,7 +173,10 @@ class Srv(HostScoped):
         for key, value in numbers.items():
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 65536):
                 raise FaultParamError(f"{where}.{key}", f"expected an integer 0..65535, got {value!r}")
-        return DnsRecord("SRV", item["target"].lower().rstrip("."), **numbers)
+        try:
+            return DnsRecord("SRV", item["target"].lower().rstrip("."), **numbers)
+        except ValueError as exc:    # a target no DNS name can be: refused at load, not when a query comes
+            raise FaultParamError(f"{where}.target", str(exc)) from None
 
     def on_dns_query(self, scope, name, qtype):
         return DnsAnswer("NOERROR", self.records) if name.startswith(SRV_PREFIX) else None

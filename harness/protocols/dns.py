@@ -3,12 +3,15 @@ hook point. The Twisted edge (services/dns.py, twisted.names) turns them into re
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from harness.hooks import hookspec
 
 RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "NO-REPLY")
+RECORD_TYPES = ("A", "AAAA", "SRV")
+MAX_NAME_TEXT = 253     # octets of a name's text form without the root dot: 255 on the wire (RFC 1035 2.3.4)
 
 @dataclass(frozen=True)
 class DnsRecord:
@@ -19,6 +22,22 @@ class DnsRecord:
     priority: int = 0             # SRV only
     weight: int = 0               # SRV only
     port: Optional[int] = None    # SRV only; None: the HTTPS port
+
+    def __post_init__(self) -> None:
+        """Refuse at construction (a scenario's load) what could not be put on the wire when a query comes."""
+        if self.type not in RECORD_TYPES:
+            raise ValueError(f"type must be one of {RECORD_TYPES}, not {self.type!r}")
+        for field, number in (("priority", self.priority), ("weight", self.weight), ("port", self.port)):
+            if number is not None and not 0 <= number <= 0xFFFF:
+                raise ValueError(f"{field} must be 0..65535, not {number!r}")
+        if self.type == "SRV":
+            if self.value is None or problem_with_name(self.value):
+                raise ValueError(f"SRV target {self.value!r}: {problem_with_name(self.value or '') or 'missing'}")
+        elif self.value is not None:
+            try:
+                ipaddress.ip_address(self.value)
+            except ValueError:
+                raise ValueError(f"{self.value!r} is not an IP address") from None
 
     def describe(self) -> str:
         if self.type == "SRV":
@@ -45,3 +64,16 @@ class DnsAnswer:
 
 @hookspec(fires_in="services/dns.py", means="the rcode and records answered for this name instead of the zone's")
 def dns_query_hook(name: str, qtype: str) -> DnsAnswer: ...
+
+
+def problem_with_name(name: str) -> str:
+    """Why ``name`` cannot be a record's target on the wire ("" when it can): dot-separated labels of 1 to 63
+    octets (IDNA for non-ASCII), 253 octets in all; "" is the root (the SRV target "no such service", RFC 2782,
+    which dns.srv's scenarios write ".")."""
+    try:
+        encoded = name.encode("idna")
+    except UnicodeError as exc:
+        return f"not a DNS name ({exc.__cause__ or exc})"
+    if len(encoded) > MAX_NAME_TEXT:
+        return f"a name of {len(encoded)} octets (over {MAX_NAME_TEXT})"
+    return ""

@@ -86,14 +86,13 @@ class HttpAuthenticator:
             if self._connection_user is not None:
                 return dataclasses.replace(self._connection_user)
             return AuthOutcome("anonymous", self.challenge_headers())
-        name, _, credentials = authorization.strip().partition(" ")
+        name, credentials = split_authorization(authorization)
         scheme = next((s for s in self.methods if s.lower() == name.lower()), None)
         if scheme is None:   # name it only if it is a scheme: a scheme-less header's first word may be the secret
             known = name.lower() in KNOWN_SCHEMES
             return self._failure(name if known else "unknown", "scheme not offered")
-        try:
-            decoded = base64.b64decode(credentials.strip(), validate=True)
-        except (binascii.Error, ValueError):
+        decoded = _b64decode(credentials)
+        if decoded is None:
             return self._failure(scheme, "malformed base64")
         if scheme == "Basic":
             return self._basic(decoded)
@@ -101,14 +100,10 @@ class HttpAuthenticator:
 
     # ---- Basic ----------------------------------------------------------------------------------------------
     def _basic(self, decoded: bytes) -> AuthOutcome:
-        try:
-            text = decoded.decode("utf-8")
-        except UnicodeDecodeError:
-            text = decoded.decode("latin-1")
-        login, colon, password = text.partition(":")
-        if not colon:
+        fields = _basic_fields(decoded)
+        if fields is None:
             return self._failure("Basic", "malformed credentials")
-        domain, _, user = login.rpartition("\\")
+        domain, user, password = fields
         if not user:
             return self._failure("Basic", "anonymous", domain=domain)
         if not self._identity.accepts_domain(domain):
@@ -154,6 +149,48 @@ class HttpAuthenticator:
                            domain=domain, mailbox=mailbox)
 
 
+def split_authorization(authorization: str) -> Tuple[str, str]:
+    """(scheme, credentials) of an Authorization value: the scheme is its first word, ended by a space (RFC 7235's
+    1*SP: a tab does not end it)."""
+    name, _, credentials = authorization.strip().partition(" ")
+    return name, credentials.strip()
+
+
+def basic_password_check(org: Org, identity: ServerIdentity, authorization: str) -> Optional[Tuple[str, bool]]:
+    """(the login as sent, whether its password is right) for the Basic credentials of an Authorization value,
+    read exactly as HttpAuthenticator reads them; None when it holds none. For recording credentials that should
+    not have been sent (over plain HTTP): the password itself never leaves."""
+    name, credentials = split_authorization(authorization)
+    decoded = _b64decode(credentials) if name.lower() == "basic" else None
+    fields = _basic_fields(decoded) if decoded is not None else None
+    if fields is None:
+        return None
+    domain, user, password = fields
+    mailbox = org_lookup(org)(user, domain) if user and identity.accepts_domain(domain) else None
+    return (f"{domain}\\{user}" if domain else user), mailbox is not None and mailbox.password == password
+
+
+def _b64decode(credentials: str) -> Optional[bytes]:
+    try:
+        return base64.b64decode(credentials, validate=True)
+    except (binascii.Error, ValueError):    # ValueError: text beyond ASCII
+        return None
+
+
+def _basic_fields(decoded: bytes) -> Optional[Tuple[str, str, str]]:
+    """(domain, user, password) of decoded Basic credentials (UTF-8, or Latin-1 when not UTF-8); None without a
+    colon."""
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        text = decoded.decode("latin-1")
+    login, colon, password = text.partition(":")
+    if not colon:
+        return None
+    domain, _, user = login.rpartition("\\")
+    return domain, user, password
+
+
 def _starts_handshake(token: bytes) -> bool:
     """A NEGOTIATE message or an SPNEGO NegTokenInit (GSS InitialContextToken)."""
     return token[:12] == SIGNATURE + b"\x01\x00\x00\x00" or token[:1] == b"\x60"
@@ -163,4 +200,4 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-__all__ = ["AuthOutcome", "HttpAuthenticator", "SCHEMES"]
+__all__ = ["AuthOutcome", "HttpAuthenticator", "SCHEMES", "basic_password_check", "split_authorization"]

@@ -18,8 +18,6 @@ instead of running the operation).
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import random
 import re
@@ -55,7 +53,7 @@ from harness.protocols.http import (
     iis_error_page,
     moved_page,
 )
-from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook
+from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook, basic_password_check, split_authorization
 from harness.protocols.logon import ServerIdentity
 from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
 
@@ -369,6 +367,7 @@ class RedirectSite:
         self.faults = faults if faults is not None else FaultSet()
         port = "" if https_port == 443 else f":{https_port}"
         self.base = f"https://{org.autodiscover_host}{port}"
+        self.identity = ServerIdentity.for_org(org)
 
     batch = ExchangeSite.batch
     connection_made = ExchangeSite.connection_made
@@ -398,20 +397,14 @@ class RedirectSite:
         return HttpAnswer(302, moved_page(location), headers=(("Location", location),))
 
     def _record_credentials(self, request: HttpRequest) -> None:
-        words = (request.header("authorization") or "").split(None, 1)
-        scheme, token = (words + ["", ""])[:2]
-        login, valid, mailbox = "", None, None
+        header = request.header("authorization") or ""
+        scheme = split_authorization(header)[0]
+        login, valid = "", None
         if scheme.lower() not in KNOWN_SCHEMES:   # a scheme-less header: its first word may be the secret itself
             scheme = "unknown"
-        if scheme.lower() == "basic":
-            try:
-                login, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8", "replace") \
-                    .partition(":")
-            except (binascii.Error, ValueError):
-                login, password = "", ""
-            mailbox = self.org.find(login)
-            valid = mailbox is not None and mailbox.password == password
-        self.transcript.record("auth", conn=request.conn.conn_id, scheme=scheme, **_who(self.org, login, mailbox),
+        if scheme.lower() == "basic":   # read as the HTTPS site reads it: "valid" means it would have let them in
+            login, valid = basic_password_check(self.org, self.identity, header) or ("", False)
+        self.transcript.record("auth", conn=request.conn.conn_id, scheme=scheme, **_who(self.org, login),
                                result="sent in clear",
                                reason="credentials sent over plain HTTP", password_valid=valid, tls=False,
                                path=request.target)

@@ -35,12 +35,13 @@ from harness.rpc.base import (
 def load_profile() -> None:
     """CI replays the same examples every run (no example database on a clean clone): a red run is reproducible,
     and `HYPOTHESIS_PROFILE=explore pytest ...` searches afresh. `tox -e fuzz` loads "fuzz": fresh examples every
-    run, MOCKEX_FUZZ_SCALE times each test's own example count, no deadline, and the example database kept in
+    run, MOCKEX_FUZZ_SCALE times each test's own example count (100 for a test that names none), within
+    MOCKEX_FUZZ_SECONDS per test (tests/support/fuzz_budget.py), no deadline, and the example database kept in
     .hypothesis/ when the checkout is writable, so a failure found once is replayed first ever after."""
     # no deadline: a loaded CI machine must not turn a slow example into a failure (speed lives in benchmarks/)
     settings.register_profile("ci", derandomize=True, database=None, deadline=None)
     settings.register_profile("explore")
-    settings.register_profile("fuzz", deadline=None, database=_fuzz_database(),
+    settings.register_profile("fuzz", deadline=None, database=_fuzz_database(), max_examples=scaled(100),
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -139,8 +140,11 @@ def _xml_safe(text: str) -> bool:
 
 
 # ---- RPC interfaces called in process -----------------------------------------------------------------------
-# For fuzz tests whose examples share one module-scoped session.
-SHARED_SESSION_FUZZ = settings(max_examples=150, deadline=None,
+# For fuzz tests whose examples share one module-scoped session. A settings object takes what it does not name from
+# the profile loaded when it is made, so the profile is loaded before (else these ran on Hypothesis' default one:
+# neither derandomized in CI nor given the fuzz profile's database).
+load_profile()
+SHARED_SESSION_FUZZ = settings(max_examples=scaled(150), deadline=None,
                                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
