@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from harness.mailbox import ids
-from harness.mailbox.store import Folder, Item, MailboxContent
+from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore
 from harness.rpc.emsmdb.codec import REPL_ID, SPECIAL_FOLDERS
 from harness.rpc.emsmdb.idl import EC_NONE, EC_NOT_FOUND
 
@@ -73,6 +73,7 @@ def special_folder_counters(content: Optional[MailboxContent]) -> List[int]:
 @dataclass
 class StoreObject:
     content: Optional[MailboxContent]     # None: the session has no store behind it
+    store: Optional[MailboxStore] = None  # the org's store (message submission delivers through it)
 
 
 @dataclass
@@ -83,7 +84,7 @@ class FolderObject:
 @dataclass
 class TableObject:
     folder: Folder
-    kind: str                             # "contents" or "hierarchy"
+    kind: str                             # "contents", "hierarchy" or "rules" (no rules stored: empty)
     depth: bool = False
     columns: Optional[List[int]] = None   # None until RopSetColumns
     position: int = 0
@@ -91,10 +92,12 @@ class TableObject:
     def rows(self) -> List[Union[Folder, Item]]:
         if self.kind == "contents":
             return list(self.folder.items.values())    # the store's order: delivery order
+        if self.kind == "rules":
+            return []
         return list(self.folder.descendants()) if self.depth else list(self.folder.children)
 
 
-ServerObject = Union[StoreObject, FolderObject, TableObject]
+ServerObject = object      # StoreObject, FolderObject, TableObject, or messages.py's MessageObject, StreamObject
 
 
 @dataclass

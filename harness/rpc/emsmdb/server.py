@@ -91,7 +91,11 @@ from harness.rpc.emsmdb.idl import (
     version_text,
     write_version_words,
 )
-from harness.rpc.emsmdb.rops import HANDLERS, ObjectMap, StoreObject, special_folder_counters
+from harness.rpc.emsmdb.messages import HANDLERS as MESSAGE_HANDLERS
+from harness.rpc.emsmdb.rops import HANDLERS as TABLE_HANDLERS
+from harness.rpc.emsmdb.rops import ObjectMap, StoreObject, special_folder_counters
+
+HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS}
 
 
 # ---- server -------------------------------------------------------------------------------------------------
@@ -279,7 +283,7 @@ class Emsmdb(RpcInterface):
         if code != EC_NONE:
             return logon_failure(logon.output_handle_index, code)
         content = self.store.mailbox(target.email) if self.store is not None else None
-        handles[logon.output_handle_index] = session.objects.add(StoreObject(content))
+        handles[logon.output_handle_index] = session.objects.add(StoreObject(content, self.store))
         own = target == session.mailbox
         rights = RESPONSE_RESERVED | RESPONSE_SEND_AS_RIGHT | (RESPONSE_OWNER_RIGHT if own else 0)
         mailbox_guid = uuid.UUID(target.guid)

@@ -1,0 +1,231 @@
+"""The message ROPs over MAPI/HTTP with the spec-built client (tests/support/ropclient.py): reading a seeded message's
+subject and body (properties and a stream), creating, saving, submitting and deleting messages, the receive folder and
+an empty rules table; in-process on a fixed clock, then against a real `mockex serve` with exchangelib on the other
+side of the shared store."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import shutil
+import struct
+import warnings
+
+import pytest
+
+from harness.mailbox.seed import WELCOME, default_seeder
+from harness.mailbox.store import MailboxStore, accounts_of
+from harness.org import DEFAULT_ORG_DIR, load_org, with_config
+from harness.rpc.mapihttp import MapiHttpEmsmdb, MapiRequest
+from tests.support.mapihttp import MapiHttpClient, connect_body, execute_body, execute_rops
+from tests.support.ropclient import (
+    TAG_BODY,
+    TAG_MESSAGE_CLASS,
+    TAG_MID,
+    TAG_SUBJECT,
+    RopBuffer,
+    by_rop,
+    parse_answers,
+)
+from tests.support.servers import start_on_port_443
+
+ORG = with_config(load_org(), {"mapi_http": {"Enabled": True}}, "test")
+ALICE, BOB = ORG.find("alice"), ORG.find("bob")
+ALICE_DN = ORG.legacy_dn(ALICE)
+NOW = dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc)
+INBOX, SENT, DRAFTS = 4, 6, None         # RopLogon special folder slots (MS-OXCSTOR 2.2.1.1.3)
+ROWS = [TAG_SUBJECT, TAG_MID]
+
+
+class Session:
+    """Connect, then one Execute per ROP buffer; ``post`` is the transport (in-process or HTTPS)."""
+
+    def __init__(self, post):
+        self.post = post
+        assert post("Connect", connect_body(ALICE_DN)) is not None
+        answers, _ = self.run(RopBuffer().logon(ALICE_DN))
+        self.fids = by_rop(answers, 0xFE).fields["fids"]
+
+    def run(self, buffer: RopBuffer):
+        code, payload = execute_rops(self.post("Execute", execute_body(buffer.payload())))
+        assert code == 0
+        return parse_answers(buffer, payload)
+
+    def inbox_rows(self, fid_slot: int = INBOX):
+        buffer = (RopBuffer(slots=3).logon(ALICE_DN).open_folder(self.fids[fid_slot], 0, 1).contents_table(1, 2)
+                  .set_columns(2, ROWS).query_rows(2, ROWS))
+        return by_rop(self.run(buffer)[0], 0x15).fields["rows"]
+
+    def read_message(self, mid: bytes, fid_slot: int = INBOX):
+        buffer = (RopBuffer(slots=4).logon(ALICE_DN).open_folder(self.fids[fid_slot], 0, 1)
+                  .open_message(1, 2, self.fids[fid_slot], mid).get_props(2, [TAG_SUBJECT, TAG_MESSAGE_CLASS])
+                  .open_stream(2, 3, TAG_BODY).stream_size(3).read_stream(3))
+        answers, _ = self.run(buffer)
+        body = by_rop(answers, 0x2C).fields["data"]
+        assert body.endswith(b"\x00\x00") and len(body) == by_rop(answers, 0x5E).fields["size"]
+        return answers, body[:-2].decode("utf-16-le")
+
+    def send(self, to, subject: str, body: str, *, submit: bool = True):
+        buffer = (RopBuffer(slots=3).logon(ALICE_DN).open_folder(self.fids[INBOX], 0, 1)
+                  .create_message(1, 2, self.fids[INBOX]).modify_recipients(2, to)
+                  .set_props(2, {TAG_SUBJECT: subject, TAG_BODY: body}).save(2))
+        if submit:
+            buffer.submit(2)
+        return self.run(buffer)
+
+
+def in_process_session(store: MailboxStore) -> Session:
+    mapi = MapiHttpEmsmdb(ORG, store, random.Random(1), lambda: 1700000000.0, lambda kind, **f: None)
+    cookies: dict = {}
+
+    def post(request_type, body):
+        headers = {"x-requesttype": request_type, "x-requestid": "{A}:1", "x-clientinfo": "{B}",
+                   "cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+        answer = mapi.handle(MapiRequest("POST", headers.get, body, ALICE))
+        for name, value in answer.headers:
+            if name == "Set-Cookie":
+                key, _, rest = value.partition("=")
+                cookies[key] = rest.split(";", 1)[0]
+        assert answer.response_code == 0
+        return answer.chunks[1].partition(b"\r\n\r\n")[2]
+    return Session(post)
+
+
+def new_store() -> MailboxStore:
+    return MailboxStore(accounts_of(ORG.mailboxes), lambda: NOW, default_seeder({}))
+
+
+def test_a_seeded_message_reads_by_properties_and_by_stream():
+    store = new_store()
+    session = in_process_session(store)
+    rows = session.inbox_rows()
+    assert [row[0] for row in rows] == [subject for subject, _ in WELCOME]
+    answers, body = session.read_message(rows[1][1])
+    assert [answer.code for answer in answers] == [0] * 7
+    assert by_rop(answers, 0x03).fields["normalized_subject"] == WELCOME[1][0]
+    assert by_rop(answers, 0x07).fields["values"] == [WELCOME[1][0], "IPM.Note"]
+    assert body == WELCOME[1][1]
+    # a byte count under the size, then the rest; a size limit below the body's size gives ecNotEnoughMemory
+    buffer = (RopBuffer(slots=4).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1)
+              .open_message(1, 2, session.fids[INBOX], rows[0][1]).get_props(2, [TAG_BODY, 0x0E1D001F], 16)
+              .get_props_all(2).open_stream(2, 3, TAG_BODY).read_stream(3, 10).read_stream(3, 0xFFFF))
+    answers, _ = session.run(buffer)
+    assert by_rop(answers, 0x07).fields["values"] == [("error", 0x8007000E), ("error", 0x8007000E)]
+    assert by_rop(answers, 0x08).fields["values"][TAG_BODY] == WELCOME[0][1]
+    reads = [answer.fields["data"] for answer in answers if answer.rop_id == 0x2C]
+    assert len(reads[0]) == 10 and (reads[0] + reads[1])[:-2].decode("utf-16-le") == WELCOME[0][1]
+
+
+def test_open_message_answers_not_found_and_null_object():
+    session = in_process_session(new_store())
+    missing = b"\x01\x00" + (0x7FFFFF).to_bytes(6, "big")
+    buffer = (RopBuffer(slots=4).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1)
+              .open_message(1, 2, session.fids[INBOX], missing).get_props(3, [TAG_SUBJECT]).stream_size(3))
+    answers, _ = session.run(buffer)
+    assert [(a.rop_id, a.code) for a in answers[2:]] == [(0x03, 0x8004010F), (0x07, 0x4B9), (0x5E, 0x4B9)]
+
+
+def test_create_save_submit_delivers_in_org_and_delete_removes():
+    store = new_store()
+    session = in_process_session(store)
+    answers, handles = session.send([(1, "Bob", BOB.email), (2, "Outside", "x@fabrikam.test")], "Plans", "At 10.")
+    assert [(a.rop_id, a.code) for a in answers] == [(0xFE, 0), (0x02, 0), (0x06, 0), (0x0E, 0), (0x0A, 0),
+                                                     (0x0C, 0), (0x32, 0)]
+    assert by_rop(answers, 0x06).fields["mid"] is None and handles == [2, 3, 4]     # after the first logon (1)
+    delivered = [i for i in store.mailbox(BOB.email).distinguished["inbox"].items.values() if i.subject == "Plans"]
+    assert len(delivered) == 1 and delivered[0].body == "At 10." and not delivered[0].is_read
+    assert delivered[0].sender == (ALICE.display_name, ALICE.email)
+    assert delivered[0].to == (("Bob", BOB.email),) and delivered[0].cc == (("Outside", "x@fabrikam.test"),)
+    alice = store.mailbox(ALICE.email)
+    assert [i.subject for i in alice.distinguished["sentitems"].items.values()] == ["Plans"]
+    assert "Plans" not in [i.subject for i in alice.distinguished["inbox"].items.values()]   # the draft left
+    # saved without submitting: a draft in the folder, its MID as the save answered; then RopDeleteMessages
+    answers, _ = session.send([(1, "Bob", BOB.email)], "Draft only", "later", submit=False)
+    mid = by_rop(answers, 0x0C).fields["mid"]
+    rows = session.inbox_rows()
+    assert [row[1] for row in rows if row[0] == "Draft only"] == [mid]
+    assert session.read_message(mid)[1] == "later"
+    gone = b"\x01\x00" + (0x7FFFFF).to_bytes(6, "big")
+    answers, _ = session.run(RopBuffer(slots=2).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1)
+                             .delete_messages(1, [mid, gone]))
+    assert by_rop(answers, 0x1E).fields["partial"] == 1
+    assert "Draft only" not in [row[0] for row in session.inbox_rows()]
+
+
+def test_receive_folder_and_an_empty_rules_table():
+    session = in_process_session(new_store())
+    answers, _ = session.run(RopBuffer(slots=3).logon(ALICE_DN).receive_folder("IPM.Note")
+                             .receive_folder("IPC.Anything").receive_folder("")
+                             .open_folder(session.fids[INBOX], 0, 1).rules_table(1, 2)
+                             .set_columns(2, [0x66740014]).query_rows(2, [0x66740014]))
+    folders = [(a.fields["fid"], a.fields["explicit_class"]) for a in answers if a.rop_id == 0x27]
+    assert folders == [(session.fids[INBOX], "IPM"), (session.fids[0], "IPC"), (session.fids[INBOX], "")]
+    assert by_rop(answers, 0x3F).code == 0 and by_rop(answers, 0x15).fields["rows"] == []
+
+
+# ---- against a real server, with exchangelib on the other side --------------------------------------------------
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    org_dir = tmp_path_factory.mktemp("org")
+    shutil.copy(os.path.join(DEFAULT_ORG_DIR, "org.yaml"), org_dir / "org.yaml")
+    text = (org_dir / "org.yaml").read_text()
+    (org_dir / "org.yaml").write_text(text.replace("mapi_http: {Enabled: false}", "mapi_http: {Enabled: true}"))
+    server = start_on_port_443(str(tmp_path_factory.mktemp("mapi")), "--org", str(org_dir))
+    yield server
+    server.stop()
+
+
+def https_session(served) -> Session:
+    client = MapiHttpClient(served.host, served.https_port, served.ca_file, f"{ALICE.guid}@contoso.test", "alice",
+                            served.user("alice")["password"])
+
+    def post(request_type, body):
+        answer = client.post(request_type, body)
+        assert answer.status == 200 and answer.response_code == 0
+        return answer.body
+    return Session(post)
+
+
+@pytest.fixture
+def exchangelib_account(served):
+    """An exchangelib Account on the served EWS URL (no Autodiscover: the address is a loopback one), Basic auth;
+    exchangelib's adapter without certificate checks (the name in the URL is an address)."""
+    from exchangelib import BASIC, Account, Configuration, Credentials
+    from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter
+    from exchangelib.version import EXCHANGE_2013_SP1, Version
+    saved, BaseProtocol.HTTP_ADAPTER_CLS = BaseProtocol.HTTP_ADAPTER_CLS, NoVerifyHTTPAdapter
+    url = f"https://{served.host}:{served.https_port}/EWS/Exchange.asmx"
+
+    def account(name: str):
+        who = served.user(name)
+        config = Configuration(service_endpoint=url, credentials=Credentials(who["upn"], who["password"]),
+                               auth_type=BASIC, version=Version(EXCHANGE_2013_SP1))
+        return Account(f"{name}@contoso.test", config=config, autodiscover=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield account
+    BaseProtocol.HTTP_ADAPTER_CLS = saved
+
+
+def test_a_message_submitted_over_rops_is_in_bobs_inbox_for_exchangelib(served, exchangelib_account):
+    session = https_session(served)
+    answers, _ = session.send([(1, "Bob", BOB.email)], "From MAPI/HTTP", "Sent with RopSubmitMessage.")
+    assert all(answer.code == 0 for answer in answers)
+    bob = exchangelib_account("bob")
+    found = [m for m in bob.inbox.all() if m.subject == "From MAPI/HTTP"]     # the mock's FindItem: no restrictions
+    assert len(found) == 1 and str(found[0].body) == "Sent with RopSubmitMessage."
+    assert found[0].sender.email_address == ALICE.email and found[0].is_read is False
+
+
+def test_a_message_made_with_exchangelib_reads_over_rops(served, exchangelib_account):
+    from exchangelib import Message
+    alice = exchangelib_account("alice")
+    Message(account=alice, subject="Made by EWS", body="Written with exchangelib.",
+            to_recipients=[ALICE.email]).send()
+    session = https_session(served)
+    rows = session.inbox_rows()
+    mids = [row[1] for row in rows if row[0] == "Made by EWS"]
+    assert len(mids) == 1
+    answers, body = session.read_message(mids[0])
+    assert by_rop(answers, 0x07).fields["values"][0] == "Made by EWS" and body == "Written with exchangelib."
+    assert struct.unpack("<H", mids[0][:2]) == (1,)
