@@ -3,6 +3,7 @@ Unsubscribe and the ExchangeImpersonation header in process, and exchangelib (un
 streaming and impersonating against the served mock."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -251,3 +252,15 @@ def test_exchangelib_impersonates_a_granted_mailbox_and_is_denied_another(tmp_pa
     assert denied["error"] == "ErrorImpersonateUserDenied", denied
     faults = [e for e in out["denied"].kind("ews") if e["error_code"] == "ErrorImpersonateUserDenied"]
     assert faults and all(e["mailbox"] == BOB for e in faults)
+
+
+def test_a_pull_subscription_not_read_for_its_timeout_expires():
+    store = new_store()
+    _, root = answer_of(store, pull_subscribe(timeout=5))
+    subscription, watermark = root.findtext(f".//{M}SubscriptionId"), root.findtext(f".//{M}Watermark")
+    start = store.clock()
+    store.clock = lambda: start + dt.timedelta(minutes=5)
+    assert answer_of(store, get_events(subscription, watermark))[0].outcome == "success"   # read: timer restarts
+    store.clock = lambda: start + dt.timedelta(minutes=10, seconds=1)
+    assert answer_of(store, get_events(subscription, watermark))[0].error_code == "ErrorExpiredSubscription"
+    assert answer_of(store, get_events(subscription, watermark))[0].error_code == "ErrorSubscriptionNotFound"
