@@ -83,6 +83,7 @@ class Mailbox:
     aliases: tuple = ()
     locked: bool = False
     password_expired: bool = False
+    impersonates: tuple = ()   # addresses it may act as over EWS (ApplicationImpersonation); "*": every mailbox
 
     @property
     def alias(self) -> str:
@@ -267,11 +268,12 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
     mapi_http_enabled = _load_mapi_http(top, False)
 
     mailboxes: List[Mailbox] = []
+    grants: List[Reader] = []
     seen: Dict[str, str] = {}
     for item, name, line in top.items("mailboxes"):
         mb = Reader(item, file, name, line)
         mb.only(["username", "display_name", "email", "password", "guid", "server", "kind", "title", "department",
-                 "phone", "office", "aliases", "locked", "password_expired"])
+                 "phone", "office", "aliases", "locked", "password_expired", "impersonates"])
         email = mb.get("email", str).lower()
         if "@" not in email:
             raise mb.error("email", f"{email!r} is not an e-mail address")
@@ -291,10 +293,17 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
             phone=str(mb.get("phone", (str, int), "")), office=mb.get("office", str, ""),
             aliases=tuple(a.lower() for a in mb.get("aliases", list, [])),
             locked=mb.get("locked", bool, False), password_expired=mb.get("password_expired", bool, False),
+            impersonates=tuple(str(a).lower() for a in mb.get("impersonates", list, [])),
         )
         mailboxes.append(mailbox)
+        grants.append(mb)
     if not mailboxes:
         raise top.error("mailboxes", "at least one mailbox is required")
+    emails = [m.email for m in mailboxes]
+    for mailbox, mb in zip(mailboxes, grants):
+        for address in mailbox.impersonates:
+            if address != "*" and address not in emails:
+                raise mb.error("impersonates", f"{address!r} is not a mailbox of the org", closest(address, emails))
     return Org(servers=servers, mailboxes=mailboxes, cas_server=cas_server, outlook_anywhere=outlook_anywhere,
                mapi_http_enabled=mapi_http_enabled, source=file, **values)
 

@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from harness.mailbox import ids
+from harness.mailbox import events, ids
 from harness.mailbox.folders import FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, WELL_KNOWN
 from harness.mailbox.mime import render_mime
 
@@ -104,6 +104,7 @@ class MailboxContent:
     def __init__(self, email: str, display_name: str, guid: str):
         self.email, self.display_name, self.guid = email, display_name, guid
         self.change_number = 0
+        self.events = events.EventLog()   # what notification subscriptions read
         self.folders: Dict[int, Folder] = {}
         self.distinguished: Dict[str, Folder] = {}
         self._next_folder, self._next_item = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER
@@ -185,6 +186,7 @@ class MailboxStore:
     def reset(self) -> None:
         """Back to the seeded state: the same folders, items, ids and change numbers as at start."""
         self.mailboxes = {email.lower(): MailboxContent(email, name, guid) for email, name, guid in self._accounts}
+        self.subscriptions = events.Subscriptions()
         if self.seeder is not None:
             self.seeder(self)
 
@@ -197,9 +199,11 @@ class MailboxStore:
              mime: Optional[bytes] = None) -> Item:
         """SaveOnly: a draft from the owner in `folder`."""
         now = self.clock()
-        return owner.add_item(folder, subject=subject, body=body, body_type=body_type, sender=owner.address,
+        item = owner.add_item(folder, subject=subject, body=body, body_type=body_type, sender=owner.address,
                               to=tuple(to), cc=tuple(cc), received=now, sent=now, is_read=is_read, is_draft=True,
                               message_id=self._message_id(owner), mime=mime)
+        owner.events.record(events.CREATED, now, item)
+        return item
 
     def send(self, owner: MailboxContent, *, subject: str, body: str, to: Sequence[Address] = (),
              cc: Sequence[Address] = (), body_type: str = "Text", save_copy_in: Optional[Folder] = None,
@@ -211,34 +215,45 @@ class MailboxStore:
         fields = dict(subject=subject, body=body, body_type=body_type, sender=owner.address, to=tuple(to),
                       cc=tuple(cc), received=now, sent=now, message_id=message_id, mime=mime)
         copy = owner.add_item(save_copy_in, is_read=True, **fields) if save_copy_in is not None else None
+        if copy is not None:
+            owner.events.record(events.CREATED, now, copy)
         delivered, seen = [], set()
         for _, address in list(to) + list(cc):
             recipient = self.mailbox(address)
             if recipient is not None and recipient.email.lower() not in seen:
                 seen.add(recipient.email.lower())
                 delivered.append(recipient.add_item(recipient.distinguished["inbox"], is_read=False, **fields))
+                recipient.events.record(events.NEW_MAIL, now, delivered[-1])
+                recipient.events.record(events.CREATED, now, delivered[-1])
         return copy, delivered
 
     def set_read(self, item: Item, is_read: bool) -> Item:
         item.is_read = is_read
-        return item.folder.owner.touch(item, read_flag_only=True)
+        return self._modified(item.folder.owner.touch(item, read_flag_only=True))
 
     def set_subject(self, item: Item, subject: str) -> Item:
         item.subject = subject
-        return item.folder.owner.touch(item)
+        return self._modified(item.folder.owner.touch(item))
+
+    def _modified(self, item: Item) -> Item:
+        item.folder.owner.events.record(events.MODIFIED, self.clock(), item)
+        return item
 
     def move(self, item: Item, target: Folder) -> Item:
         """Moving gives the item a new id in its new folder, as Exchange does."""
         owner = item.folder.owner
         owner.remove_item(item)
         fields = {name: getattr(item, name) for name in Item.__dataclass_fields__ if name not in _OWN_FIELDS}
-        return owner.add_item(target, **fields)
+        moved = owner.add_item(target, **fields)
+        owner.events.record(events.MOVED, self.clock(), moved, old_item=item)
+        return moved
 
     def delete(self, item: Item, *, hard: bool) -> Optional[Item]:
         """HardDelete removes the item; otherwise it moves to Deleted Items (already there: removed)."""
         deleted_items = item.folder.owner.distinguished["deleteditems"]
         if hard or item.folder is deleted_items:
             item.folder.owner.remove_item(item)
+            item.folder.owner.events.record(events.DELETED, self.clock(), item)
             return None
         return self.move(item, deleted_items)
 

@@ -51,6 +51,7 @@ class EwsAnswer:
     detail: str           # the operation, for the transcript
     content_type: str = XML_CONTENT_TYPE
     back_off_ms: Optional[int] = None   # ErrorServerBusy's BackOffMilliseconds, for the transcript
+    chunks: Tuple[bytes, ...] = ()      # non-empty: sent chunked, one envelope a chunk (body unused)
 
 
 def schema_version(build: int) -> str:
@@ -155,7 +156,7 @@ def ews_hook(request: EwsRequest) -> EwsAnswer: ...
 
 def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     """The request, or the SOAP fault Exchange answers a body that is no EWS request it serves."""
-    from harness.protocols import ews_ops, ews_sync  # the operations: loaded with the first request, not at start-up
+    from harness.protocols import ews_notify, ews_ops, ews_sync  # loaded with the first request, not at start-up
     root = parse_untrusted_xml(body)
     if root is None or etree.QName(root).namespace != SOAP_NS:
         return invalid_request(org)
@@ -166,36 +167,54 @@ def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     if version is not None and version not in SERVER_VERSIONS:
         return fault(org, "ErrorInvalidServerVersion", "The specified server version is invalid.")
     operation = etree.QName(request).localname
-    if operation != "ConvertId" and operation not in ews_ops.OPERATIONS and operation not in ews_sync.OPERATIONS:
+    if operation != "ConvertId" and not any(operation in module.OPERATIONS for module in (ews_ops, ews_sync,
+                                                                                          ews_notify)):
         return invalid_request(org)
     return EwsRequest(org, operation, root)
 
 
 def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Optional[str]) -> EwsAnswer:
     """Run one parsed request for the authenticated mailbox `email` against `store`."""
-    from harness.protocols import ews_ops, ews_sync
+    from harness.protocols import ews_impersonation, ews_notify, ews_ops, ews_sync
     org, operation = parsed.org, parsed.operation
     request = _operation(parsed.root)
     assert request is not None    # parse_ews checked
-    handler = ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation)
+    handler = ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation) or \
+        ews_notify.OPERATIONS.get(operation)
+    try:
+        email = ews_impersonation.acting_mailbox(org, parsed.root, email)
+    except EwsFault as error:
+        return fault(org, error.code, error.text, detail=f"EWS {operation}")
     owner: Optional[MailboxContent] = store.mailbox(email) if store is not None and email else None
     envelope, messages = _response(org, operation)
+    call: Optional[ews_ops.Call] = None
     if handler is None:
         _convert_id(request, messages)
     elif owner is None or store is None:
         _request_error(messages, operation, EwsError("ErrorMailboxStoreUnavailable",
                                                      "The mailbox database is temporarily unavailable."))
     else:
+        call = ews_ops.Call(store, owner, request, messages, operation)
         try:
-            handler(ews_ops.Call(store, owner, request, messages, operation))
+            handler(call)
         except EwsFault as error:
             return fault(org, error.code, error.text, detail=f"EWS {operation}")
         except EwsError as error:    # a request-wide error: one error message for the whole request
             del messages[:]
             _request_error(messages, operation, error)
+            call.follow_ups.clear()
     codes = [c.text or "" for c in messages.iter(m("ResponseCode")) if c.text != "NoError"]
-    return EwsAnswer(200, serialize(envelope), "error" if codes else "success", codes[0] if codes else "",
-                     f"EWS {operation}")
+    outcome, code, detail = "error" if codes else "success", codes[0] if codes else "", f"EWS {operation}"
+    if call is not None and call.follow_ups:
+        return EwsAnswer(200, b"", outcome, code, detail, chunks=(serialize(envelope), *(
+            serialize(_envelope_of(org, operation, more)) for more in call.follow_ups)))
+    return EwsAnswer(200, serialize(envelope), outcome, code, detail)
+
+
+def _envelope_of(org: Org, operation: str, messages: etree._Element) -> etree._Element:
+    envelope, empty = _response(org, operation)
+    empty.getparent().replace(empty, messages)
+    return envelope
 
 
 def respond_ews(org: Org, store: Optional[MailboxStore], email: Optional[str], body: bytes) -> EwsAnswer:

@@ -306,7 +306,9 @@ class ExchangeSite:
         extra = {"back_off_ms": answer.back_off_ms} if answer.back_off_ms is not None else {}
         self.transcript.record("ews", conn=request.conn.conn_id, outcome=answer.outcome, error_code=answer.error_code,
                                detail=answer.detail, mailbox=mailbox.email, **extra)
-        return self._response(answer.status, answer.content_type, answer.body)
+        response = self._response(answer.status, answer.content_type, answer.body)
+        response.chunks = answer.chunks    # GetStreamingEvents: one envelope a chunk
+        return response
 
     def _mapi_emsmdb(self, request: HttpRequest) -> HttpResponse:
         mailbox, challenge = self.authenticate(request)

@@ -1,0 +1,196 @@
+"""EWS notifications over the store's event log (harness.mailbox.events), sans-IO: Subscribe (pull and streaming),
+GetEvents, GetStreamingEvents and Unsubscribe, answering as Exchange 2013 SP1.
+
+A pull subscription reads with GetEvents from a watermark: up to MAX_EVENTS_PER_GET events with MoreEvents, or a
+StatusEvent carrying the current watermark when nothing happened. GetStreamingEvents is answered as Exchange streams
+it, each notification a SOAP envelope of its own in a chunked response, but all at once: a ConnectionStatus OK
+envelope, one envelope with the events available at request time, and the final ConnectionStatus Closed envelope
+(the connection ends well within ConnectionTimeout; events after the request wait for the next GetStreamingEvents).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+from lxml import etree
+
+from harness.mailbox import events
+from harness.protocols.ews_ops import Call, folder_of
+from harness.protocols.ews_xml import EwsError, EwsFault, m, success_message, t, timestamp
+
+MAX_EVENTS_PER_GET = 50
+PULL_TIMEOUT_MINUTES = (1, 1440)       # the schema's SubscriptionTimeoutType
+STREAMING_TIMEOUT_MINUTES = (1, 30)    # GetStreamingEvents' ConnectionTimeout
+
+NOT_FOUND = ("ErrorSubscriptionNotFound", "The specified subscription was not found.")
+ACCESS_DENIED = ("ErrorSubscriptionAccessDenied", "You don't have permission to access this subscription.")
+EXPIRED = ("ErrorExpiredSubscription", "The subscription has expired.")
+BAD_WATERMARK = ("ErrorInvalidWatermark", "The watermark used for creating this subscription was not recognized.")
+NOT_PULL = ("ErrorInvalidPullSubscriptionId", "The pull subscription ID is invalid.")
+NOT_STREAMING = ("ErrorInvalidSubscription", "The subscription is invalid.")
+TOO_MANY = ("ErrorExceededSubscriptionCount", "You have exceeded the available subscriptions for your account. "
+                                              "Remove unnecessary subscriptions and try your request again.")
+
+
+def _schema_error(name: str) -> EwsFault:
+    return EwsFault("ErrorSchemaValidation", f"The request failed schema validation: The '{name}' element is invalid "
+                                             "- The value is invalid according to its datatype.")
+
+
+def _child(parent: etree._Element, name: str) -> Optional[etree._Element]:
+    """A child by local name: Exchange takes these in either namespace (exchangelib sends m:Watermark)."""
+    return next((c for c in parent if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
+
+
+def _minutes(text: Optional[str], name: str, bounds: Tuple[int, int]) -> int:
+    try:
+        value = int((text or "").strip())
+    except ValueError:
+        raise _schema_error(name) from None
+    if not bounds[0] <= value <= bounds[1]:
+        raise _schema_error(name)
+    return value
+
+
+# ---- Subscribe --------------------------------------------------------------------------------------------------
+def subscribe(call: Call) -> None:
+    request = next((c for c in call.request if isinstance(c.tag, str)), None)
+    kind = etree.QName(request).localname if request is not None else ""
+    if request is None or kind not in ("PullSubscriptionRequest", "StreamingSubscriptionRequest"):
+        raise EwsError("ErrorInvalidSubscriptionRequest", "The subscription request is invalid.")
+    types_element = _child(request, "EventTypes")
+    kinds = [(e.text or "").strip() for e in types_element] if types_element is not None else []
+    if not kinds or any(k not in events.EVENT_TYPES for k in kinds):
+        raise _schema_error("EventType")
+    folders_element = _child(request, "FolderIds")
+    all_folders = (request.get("SubscribeToAllFolders") or "").lower() in ("true", "1")
+    if all_folders == (folders_element is not None and len(folders_element) > 0):
+        raise EwsError("ErrorInvalidSubscriptionRequest", "The subscription request is invalid.")
+    folders = None if all_folders or folders_element is None else frozenset(
+        folder_of(call, e).key for e in folders_element if isinstance(e.tag, str))
+    log = call.owner.events
+    streaming = kind == "StreamingSubscriptionRequest"
+    position, timeout = log.last, 0
+    if not streaming:
+        timeout_element = _child(request, "Timeout")
+        timeout = _minutes(timeout_element.text if timeout_element is not None else None, "Timeout",
+                           PULL_TIMEOUT_MINUTES)
+        watermark = _child(request, "Watermark")
+        if watermark is not None:
+            position = _position(call, watermark.text)
+    subscription = call.store.subscriptions.add(call.owner.email, call.owner.guid, folders=folders,
+                                                event_types=frozenset(kinds), position=position, streaming=streaming,
+                                                timeout_minutes=timeout, last_read=call.store.clock())
+    if subscription is None:
+        raise EwsError(*TOO_MANY)
+    message = success_message(call.messages, call.operation)
+    etree.SubElement(message, m("SubscriptionId")).text = subscription.id
+    if not streaming:
+        etree.SubElement(message, m("Watermark")).text = events.encode_watermark(call.owner.guid, position)
+
+
+def _position(call: Call, watermark: Optional[str]) -> int:
+    try:
+        number = events.decode_watermark(call.owner.guid, watermark)
+        call.owner.events.after(number)     # still answerable
+    except events.InvalidWatermark:
+        raise EwsError(*BAD_WATERMARK) from None
+    return number
+
+
+def _subscription(call: Call, subscription_id: Optional[str]) -> events.Subscription:
+    subscription = call.store.subscriptions.by_id.get((subscription_id or "").strip())
+    if subscription is None:
+        raise EwsError(*NOT_FOUND)
+    if subscription.owner != call.owner.email.lower():
+        raise EwsError(*ACCESS_DENIED)
+    return subscription
+
+
+# ---- reading events ---------------------------------------------------------------------------------------------
+def _id(parent: etree._Element, name: str, ews_id: Tuple[str, str]) -> None:
+    etree.SubElement(parent, t(name), Id=ews_id[0], ChangeKey=ews_id[1])
+
+
+def event_element(parent: etree._Element, event: events.Event, watermark: Optional[str]) -> None:
+    element = etree.SubElement(parent, t(event.kind))
+    if watermark is not None:
+        etree.SubElement(element, t("Watermark")).text = watermark
+    etree.SubElement(element, t("TimeStamp")).text = timestamp(event.timestamp)
+    _id(element, "ItemId", event.item)
+    _id(element, "ParentFolderId", event.folder)
+    if event.old_item is not None and event.old_folder is not None:
+        _id(element, "OldItemId", event.old_item)
+        _id(element, "OldParentFolderId", event.old_folder)
+
+
+def _pending(call: Call, subscription: events.Subscription) -> List[events.Event]:
+    try:
+        return [e for e in call.owner.events.after(subscription.position) if subscription.wants(e)]
+    except events.InvalidWatermark:
+        raise EwsError(*BAD_WATERMARK) from None
+
+
+def get_events(call: Call) -> None:
+    subscription = _subscription(call, call.request.findtext(m("SubscriptionId")))
+    if subscription.streaming:
+        raise EwsError(*NOT_PULL)
+    now = call.store.clock()
+    if subscription.expired(now):
+        del call.store.subscriptions.by_id[subscription.id]
+        raise EwsError(*EXPIRED)
+    previous = call.request.findtext(m("Watermark"))
+    subscription.position = _position(call, previous)   # the client may re-read from an earlier watermark
+    subscription.last_read = now
+    pending = _pending(call, subscription)
+    page, more = pending[:MAX_EVENTS_PER_GET], len(pending) > MAX_EVENTS_PER_GET
+    notification = etree.SubElement(success_message(call.messages, call.operation), m("Notification"))
+    etree.SubElement(notification, t("SubscriptionId")).text = subscription.id
+    etree.SubElement(notification, t("PreviousWatermark")).text = (previous or "").strip()
+    etree.SubElement(notification, t("MoreEvents")).text = "true" if more else "false"
+    guid = call.owner.guid
+    for event in page:
+        event_element(notification, event, events.encode_watermark(guid, event.number))
+    if not page:
+        status = etree.SubElement(notification, t("StatusEvent"))
+        etree.SubElement(status, t("Watermark")).text = events.encode_watermark(guid, call.owner.events.last)
+    subscription.position = page[-1].number if more else call.owner.events.last
+
+
+def get_streaming_events(call: Call) -> None:
+    ids = [(e.text or "").strip() for e in call.request.iterfind(f"{m('SubscriptionIds')}/{t('SubscriptionId')}")]
+    if not ids:
+        raise _schema_error("SubscriptionIds")
+    _minutes(call.request.findtext(m("ConnectionTimeout")), "ConnectionTimeout", STREAMING_TIMEOUT_MINUTES)
+    subscriptions = [_subscription(call, subscription_id) for subscription_id in ids]
+    if not all(s.streaming for s in subscriptions):
+        raise EwsError(*NOT_STREAMING)
+    _connection_status(call.messages, call.operation, "OK")
+    notified = etree.Element(m("ResponseMessages"))
+    notifications = etree.SubElement(success_message(notified, call.operation), m("Notifications"))
+    for subscription in subscriptions:
+        pending = _pending(call, subscription)
+        subscription.position = call.owner.events.last
+        if pending:
+            notification = etree.SubElement(notifications, m("Notification"))
+            etree.SubElement(notification, t("SubscriptionId")).text = subscription.id
+            for event in pending:
+                event_element(notification, event, None)
+    closed = etree.Element(m("ResponseMessages"))
+    _connection_status(closed, call.operation, "Closed")
+    call.follow_ups.extend([notified, closed] if len(notifications) else [closed])
+
+
+def _connection_status(messages: etree._Element, operation: str, status: str) -> None:
+    etree.SubElement(success_message(messages, operation), m("ConnectionStatus")).text = status
+
+
+def unsubscribe(call: Call) -> None:
+    subscription = _subscription(call, call.request.findtext(m("SubscriptionId")))
+    del call.store.subscriptions.by_id[subscription.id]
+    success_message(call.messages, call.operation)
+
+
+OPERATIONS: Dict[str, Callable[[Call], None]] = {
+    "Subscribe": subscribe, "GetEvents": get_events, "GetStreamingEvents": get_streaming_events,
+    "Unsubscribe": unsubscribe,
+}
