@@ -6,7 +6,7 @@ import datetime as dt
 import random
 from typing import Callable, Mapping
 
-from harness.mailbox.calendar import OOF, TENTATIVE, FREE, WeeklyRecurrence, add_event, invite
+from harness.mailbox.calendar import FREE, OOF, TENTATIVE, WeeklyRecurrence, add_event, invite
 from harness.mailbox.store import MailboxContent, MailboxStore, Seeder
 
 SEED_TIME = dt.datetime(2024, 3, 4, 9, 0, tzinfo=dt.timezone.utc)

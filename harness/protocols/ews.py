@@ -155,7 +155,7 @@ def ews_hook(request: EwsRequest) -> EwsAnswer: ...
 
 def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     """The request, or the SOAP fault Exchange answers a body that is no EWS request it serves."""
-    from harness.protocols import ews_ops, ews_sync  # the operations: loaded with the first request, not at start-up
+    from harness.protocols import ews_availability, ews_ops, ews_sync  # loaded with the first request
     root = parse_untrusted_xml(body)
     if root is None or etree.QName(root).namespace != SOAP_NS:
         return invalid_request(org)
@@ -166,18 +166,20 @@ def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     if version is not None and version not in SERVER_VERSIONS:
         return fault(org, "ErrorInvalidServerVersion", "The specified server version is invalid.")
     operation = etree.QName(request).localname
-    if operation != "ConvertId" and operation not in ews_ops.OPERATIONS and operation not in ews_sync.OPERATIONS:
+    if operation != "ConvertId" and not any(operation in ops.OPERATIONS for ops in (ews_ops, ews_sync,
+                                                                                    ews_availability)):
         return invalid_request(org)
     return EwsRequest(org, operation, root)
 
 
 def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Optional[str]) -> EwsAnswer:
     """Run one parsed request for the authenticated mailbox `email` against `store`."""
-    from harness.protocols import ews_ops, ews_sync
+    from harness.protocols import ews_availability, ews_ops, ews_sync
     org, operation = parsed.org, parsed.operation
     request = _operation(parsed.root)
     assert request is not None    # parse_ews checked
-    handler = ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation)
+    handler = (ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation)
+               or ews_availability.OPERATIONS.get(operation))
     owner: Optional[MailboxContent] = store.mailbox(email) if store is not None and email else None
     envelope, messages = _response(org, operation)
     if handler is None:
@@ -193,7 +195,8 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
         except EwsError as error:    # a request-wide error: one error message for the whole request
             del messages[:]
             _request_error(messages, operation, error)
-    codes = [c.text or "" for c in messages.iter(m("ResponseCode")) if c.text != "NoError"]
+    # The whole envelope: availability and OOF answers keep their ResponseMessage outside ResponseMessages.
+    codes = [c.text or "" for c in envelope.iter(m("ResponseCode")) if c.text != "NoError"]
     return EwsAnswer(200, serialize(envelope), "error" if codes else "success", codes[0] if codes else "",
                      f"EWS {operation}")
 
