@@ -34,7 +34,8 @@ class WeeklyRecurrence:
     count: Optional[int] = None            # NumberedRecurrence: how many occurrences
 
     def dates(self, not_before: Optional[dt.date] = None) -> Iterator[dt.date]:
-        """The occurrence dates in order (from `not_before` on, when the range allows skipping ahead)."""
+        """The occurrence dates in order, from `not_before` on (an endless or dated series skips ahead to it; a
+        numbered one walks from its start, as it counts)."""
         week_start = self.start - dt.timedelta(days=(self.start.weekday() - self.first_day_of_week) % 7)
         offsets = sorted((day - self.first_day_of_week) % 7 for day in set(self.days))
         week, produced = 0, 0
@@ -48,7 +49,8 @@ class WeeklyRecurrence:
                     continue
                 if self.range_kind == END_DATE and self.end is not None and date > self.end:
                     return
-                yield date
+                if not_before is None or date >= not_before:
+                    yield date
                 produced += 1
                 if limit is not None and produced >= limit:
                     return
