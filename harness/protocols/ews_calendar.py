@@ -93,8 +93,9 @@ def _date(text: Optional[str]) -> Optional[dt.date]:
         raise EwsError("ErrorInvalidRecurrence", "The recurrence pattern is invalid.") from None
 
 
-def create_calendar_item(call: "Call", element: etree._Element, items: etree._Element) -> None:
-    """Save a CalendarItem in the Calendar (or SavedItemFolderId); SendOnlyToAll / SendToAllAndSaveCopy also
+def create_calendar_item(call: "Call", element: etree._Element, items: etree._Element,
+                         folder: Optional[Folder]) -> None:
+    """Save a CalendarItem in `folder` (SavedItemFolderId's) or the Calendar; SendOnlyToAll / SendToAllAndSaveCopy also
     invite the in-org attendees (a meeting request in their Inbox, a tentative copy in their Calendar)."""
     invitations = call.request.get("SendMeetingInvitations", "")
     if invitations not in INVITATIONS:
@@ -107,11 +108,6 @@ def create_calendar_item(call: "Call", element: etree._Element, items: etree._El
     if status not in calendar.FREE_BUSY:
         status = calendar.BUSY
     body = element.find(t("Body"))
-    saved_in = call.request.find(m("SavedItemFolderId"))
-    folder = None
-    if saved_in is not None and len(saved_in):
-        from harness.protocols.ews_ops import folder_of
-        folder = folder_of(call, saved_in[0])
     required = _attendees(element.find(t("RequiredAttendees")))
     optional = _attendees(element.find(t("OptionalAttendees")))
     meeting = calendar.add_event(

@@ -227,7 +227,8 @@ def create_item(call: Call) -> None:
 
     def answer(element: etree._Element, message: etree._Element) -> None:
         if etree.QName(element).localname == "CalendarItem":
-            ews_calendar.create_calendar_item(call, element, etree.SubElement(message, m("Items")))
+            ews_calendar.create_calendar_item(call, element, etree.SubElement(message, m("Items")),
+                                              _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
             return
         if etree.QName(element).localname != "Message":
             raise EwsError("ErrorInvalidItemForOperationCreateItem", "CreateItem operation does not support this "
