@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import struct
 import uuid
 from typing import Optional, Tuple
@@ -20,6 +21,7 @@ from typing import Optional, Tuple
 _FOLDER_ENTRY, _MESSAGE_ENTRY = 0x0001, 0x0007
 _PREFIX = b"\x00\x03" + struct.pack("<H", 36)
 CHANGE_FOLDER, CHANGE_MESSAGE = 1, 9
+_FILETIME_EPOCH = dt.datetime(1601, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def replica_guid(mailbox_guid: str) -> bytes:
@@ -56,6 +58,36 @@ def folder_id(mailbox_guid: str, folder: int) -> str:
 
 def item_id(mailbox_guid: str, folder: int, item: int) -> str:
     return _wrap(mailbox_guid, item_entry_id(mailbox_guid, folder, item))
+
+
+def occurrence_id(mailbox_guid: str, folder: int, item: int, original_start: dt.datetime) -> str:
+    """An occurrence of a recurring series: the master's entry id followed by the occurrence's original start as
+    a FILETIME, so the id names the series and the date."""
+    ticks = int((original_start - _FILETIME_EPOCH).total_seconds()) * 10_000_000
+    return _wrap(mailbox_guid, item_entry_id(mailbox_guid, folder, item) + struct.pack("<Q", ticks))
+
+
+def decode_occurrence(ews_id: str) -> Optional[Tuple[str, int, int, dt.datetime]]:
+    """(mailbox GUID, folder counter, master item counter, original start) of an occurrence id, else None."""
+    raw = _unwrap(ews_id)
+    if raw is None or len(raw[1]) != 78 or struct.unpack_from("<H", raw[1], 20)[0] != _MESSAGE_ENTRY:
+        return None
+    entry = raw[1]
+    (ticks,) = struct.unpack_from("<Q", entry, 70)
+    start = _FILETIME_EPOCH + dt.timedelta(microseconds=ticks // 10)
+    return raw[0], int.from_bytes(entry[38:44], "big"), int.from_bytes(entry[62:68], "big"), start
+
+
+def _unwrap(ews_id: str) -> Optional[Tuple[str, bytes]]:
+    try:
+        raw = base64.b64decode(ews_id.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+    if len(raw) < 43 or not raw.startswith(_PREFIX):
+        return None
+    (length,) = struct.unpack_from("<H", raw, 41)
+    entry = raw[43:]
+    return (raw[4:40].decode("ascii", "replace"), entry) if len(entry) == length else None
 
 
 def change_key(mailbox_guid: str, kind: int, change_number: int) -> str:

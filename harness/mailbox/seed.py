@@ -6,6 +6,7 @@ import datetime as dt
 import random
 from typing import Callable, Mapping
 
+from harness.mailbox.calendar import FREE, OOF, TENTATIVE, WeeklyRecurrence, add_event, invite
 from harness.mailbox.store import MailboxContent, MailboxStore, Seeder
 
 SEED_TIME = dt.datetime(2024, 3, 4, 9, 0, tzinfo=dt.timezone.utc)
@@ -46,6 +47,32 @@ def generate(store: MailboxStore, owner: MailboxContent, count: int, seed: int =
                        is_read=rng.random() > 0.33, message_id=f"<gen{number}.{owner.guid[:8]}@{domain}>")
 
 
+def _at(days: int, hour: int, minute: int = 0) -> dt.datetime:
+    return SEED_TIME.replace(hour=hour, minute=minute) + dt.timedelta(days=days)
+
+
+def seed_calendar(store: MailboxStore) -> None:
+    """The first mailbox's week of SEED_TIME (Monday 2024-03-04): a design review with the second mailbox (already
+    accepted: in both calendars, no request in the Inbox), a dentist appointment (OOF), a tentative customer call,
+    an all-day free release day, and a weekly team sync on Mondays and Wednesdays since 2024-01-01 with no end."""
+    mailboxes = list(store.mailboxes.values())
+    if not mailboxes:
+        return
+    owner = mailboxes[0]
+    colleagues = tuple(m.address for m in mailboxes[1:2])
+    review = add_event(owner, subject="Design review", start=_at(1, 14), end=_at(1, 15), required=colleagues,
+                       location="Conference Room 1", body="Walk through the new storage design.",
+                       created=SEED_TIME - dt.timedelta(days=7))
+    invite(store, review, deliver_requests=False)
+    add_event(owner, subject="Dentist", start=_at(2, 11), end=_at(2, 12), free_busy=OOF)
+    add_event(owner, subject="Customer call", start=_at(3, 16), end=_at(3, 17), free_busy=TENTATIVE,
+              location="Teams")
+    add_event(owner, subject="Release day", start=_at(4, 0), end=_at(5, 0), is_all_day=True, free_busy=FREE)
+    add_event(owner, subject="Team sync", start=SEED_TIME.replace(month=1, day=1, hour=9, minute=30),
+              end=SEED_TIME.replace(month=1, day=1, hour=10), location="Conference Room 2",
+              recurrence=WeeklyRecurrence(days=(0, 2), start=dt.date(2024, 1, 1)))
+
+
 def default_seeder(sizes: Mapping[str, int], seed: int = 0) -> Seeder:
     """Welcome messages everywhere, plus `sizes[email]` generated Inbox messages (emails lower-cased)."""
     def seeder(store: MailboxStore) -> None:
@@ -53,6 +80,7 @@ def default_seeder(sizes: Mapping[str, int], seed: int = 0) -> Seeder:
             if sizes.get(email):
                 generate(store, owner, sizes[email], seed)
             add_welcome(store, owner)
+        seed_calendar(store)
     return seeder
 
 

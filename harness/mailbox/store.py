@@ -10,6 +10,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 from harness.mailbox import events, ids
 from harness.mailbox.folders import FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, WELL_KNOWN
 from harness.mailbox.mime import render_mime
+from harness.mailbox.oof import OofSettings
 
 Address = Tuple[str, str]          # (display name, SMTP address)
 Clock = Callable[[], dt.datetime]  # aware UTC datetimes
@@ -105,6 +106,7 @@ class MailboxContent:
         self.email, self.display_name, self.guid = email, display_name, guid
         self.change_number = 0
         self.events = events.EventLog()   # what notification subscriptions read
+        self.oof = OofSettings()
         self.folders: Dict[int, Folder] = {}
         self.distinguished: Dict[str, Folder] = {}
         self._next_folder, self._next_item = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER
@@ -131,9 +133,10 @@ class MailboxContent:
             parent.children.append(folder)
         return folder
 
-    def add_item(self, folder: Folder, **fields) -> Item:
+    def add_item(self, folder: Folder, kind: type = Item, **fields) -> Item:
+        """A new item of `kind` (Item, or a subclass such as calendar.CalendarItem) in `folder`."""
         change = self.next_change()
-        item = Item(key=self._next_item, folder=folder, change_number=change, created=change, content_change=change,
+        item = kind(key=self._next_item, folder=folder, change_number=change, created=change, content_change=change,
                     **fields)
         self._next_item += 1
         folder.items[item.key] = item
@@ -243,8 +246,8 @@ class MailboxStore:
         """Moving gives the item a new id in its new folder, as Exchange does."""
         owner = item.folder.owner
         owner.remove_item(item)
-        fields = {name: getattr(item, name) for name in Item.__dataclass_fields__ if name not in _OWN_FIELDS}
-        moved = owner.add_item(target, **fields)
+        fields = {name: getattr(item, name) for name in type(item).__dataclass_fields__ if name not in _OWN_FIELDS}
+        moved = owner.add_item(target, kind=type(item), **fields)
         owner.events.record(events.MOVED, self.clock(), moved, old_item=item)
         return moved
 

@@ -156,7 +156,7 @@ def ews_hook(request: EwsRequest) -> EwsAnswer: ...
 
 def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     """The request, or the SOAP fault Exchange answers a body that is no EWS request it serves."""
-    from harness.protocols import ews_notify, ews_ops, ews_sync  # loaded with the first request, not at start-up
+    from harness.protocols import ews_availability, ews_notify, ews_ops, ews_sync  # loaded with the first request
     root = parse_untrusted_xml(body)
     if root is None or etree.QName(root).namespace != SOAP_NS:
         return invalid_request(org)
@@ -167,20 +167,20 @@ def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     if version is not None and version not in SERVER_VERSIONS:
         return fault(org, "ErrorInvalidServerVersion", "The specified server version is invalid.")
     operation = etree.QName(request).localname
-    if operation != "ConvertId" and not any(operation in module.OPERATIONS for module in (ews_ops, ews_sync,
-                                                                                          ews_notify)):
+    modules = (ews_ops, ews_sync, ews_notify, ews_availability)
+    if operation != "ConvertId" and not any(operation in module.OPERATIONS for module in modules):
         return invalid_request(org)
     return EwsRequest(org, operation, root)
 
 
 def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Optional[str]) -> EwsAnswer:
     """Run one parsed request for the authenticated mailbox `email` against `store`."""
-    from harness.protocols import ews_impersonation, ews_notify, ews_ops, ews_sync
+    from harness.protocols import ews_availability, ews_impersonation, ews_notify, ews_ops, ews_sync
     org, operation = parsed.org, parsed.operation
     request = _operation(parsed.root)
     assert request is not None    # parse_ews checked
-    handler = ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation) or \
-        ews_notify.OPERATIONS.get(operation)
+    handler = (ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation)
+               or ews_notify.OPERATIONS.get(operation) or ews_availability.OPERATIONS.get(operation))
     try:
         email = ews_impersonation.acting_mailbox(org, parsed.root, email)
     except EwsFault as error:
@@ -203,7 +203,8 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
             del messages[:]
             _request_error(messages, operation, error)
             call.follow_ups.clear()
-    codes = [c.text or "" for c in messages.iter(m("ResponseCode")) if c.text != "NoError"]
+    # The whole envelope: availability and OOF answers keep their ResponseMessage outside ResponseMessages.
+    codes = [c.text or "" for c in envelope.iter(m("ResponseCode")) if c.text != "NoError"]
     outcome, code, detail = "error" if codes else "success", codes[0] if codes else "", f"EWS {operation}"
     if call is not None and call.follow_ups:
         return EwsAnswer(200, b"", outcome, code, detail, chunks=(serialize(envelope), *(

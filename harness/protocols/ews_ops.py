@@ -13,6 +13,7 @@ from lxml import etree
 
 from harness.mailbox import ids
 from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore
+from harness.protocols import ews_calendar
 from harness.protocols.ews_xml import (
     ACCESS_DENIED,
     FOLDER_NOT_FOUND,
@@ -75,6 +76,9 @@ def _lookup(call: Call, ews_id: str) -> Union[Folder, Item, None]:
 
 
 def _item_of(call: Call, element: etree._Element) -> Item:
+    occurrence = ews_calendar.find_occurrence(call, element.get("Id", ""))
+    if occurrence is not None:
+        return occurrence
     found = _lookup(call, element.get("Id", ""))
     if not isinstance(found, Item):
         raise EwsError(*ITEM_NOT_FOUND)
@@ -177,9 +181,13 @@ def find_item(call: Call) -> None:
         raise EwsError("ErrorUnsupportedQueryFilter", "The restriction or sort order is too complex for this "
                                                       "operation.")
     view = call.request.find(m("IndexedPageItemView"))
+    calendar_view = call.request.find(m("CalendarView"))
 
     def answer(element: etree._Element, message: etree._Element) -> None:
         folder = folder_of(call, element)
+        if calendar_view is not None:
+            ews_calendar.write_calendar_view(calendar_view, folder, fields, message)
+            return
         found = _sorted(call, list(folder.items.values()))
         page, next_offset, last = _paged(call, view, found)
         items = etree.SubElement(_root_folder(message, len(found), next_offset, last), t("Items"))
@@ -220,6 +228,10 @@ def create_item(call: Call) -> None:
     saved_in = call.request.find(m("SavedItemFolderId"))
 
     def answer(element: etree._Element, message: etree._Element) -> None:
+        if etree.QName(element).localname == "CalendarItem":
+            ews_calendar.create_calendar_item(call, element, etree.SubElement(message, m("Items")),
+                                              _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
+            return
         if etree.QName(element).localname != "Message":
             raise EwsError("ErrorInvalidItemForOperationCreateItem", "CreateItem operation does not support this "
                                                                       "item type.")

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tup
 
 from lxml import etree
 
+from harness.mailbox.calendar import END_DATE, MEETING_REQUEST, NUMBERED, WEEKDAYS, CalendarItem
 from harness.mailbox.store import Address, Folder, Item
 
 MESSAGES_NS = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -178,30 +179,105 @@ NOT_IN_FIND = frozenset({"item:Body", "message:ToRecipients", "message:CcRecipie
 ITEM_DEFAULT = ALL_ITEM_FIELDS - {"item:Culture", "item:LastModifiedTime", "message:IsDeliveryReceiptRequested"}
 
 
+# ---- calendar items (CalendarItemType: ItemType's fields, then these, in schema order) ------------------------
+def _duration(value: dt.timedelta) -> str:
+    minutes = int(value.total_seconds()) // 60
+    days, rest = divmod(minutes, 1440)
+    return "P" + (f"{days}D" if days else "") + (f"T{rest // 60}H{rest % 60}M" if rest or not days else "")
+
+
+def _attendees(parent: etree._Element, name: str, attendees: Sequence[Address]) -> None:
+    if attendees:
+        element = etree.SubElement(parent, t(name))
+        for address in attendees:
+            attendee = etree.SubElement(element, t("Attendee"))
+            _mailbox(attendee, address)
+            _text(attendee, "ResponseType", "Unknown")
+
+
+def _recurrence(parent: etree._Element, item: CalendarItem) -> None:
+    pattern = item.recurrence
+    if pattern is None or item.instance is not None:
+        return
+    recurrence = etree.SubElement(parent, t("Recurrence"))
+    weekly = etree.SubElement(recurrence, t("WeeklyRecurrence"))
+    _text(weekly, "Interval", pattern.interval)
+    _text(weekly, "DaysOfWeek", " ".join(WEEKDAYS[d] for d in sorted(set(pattern.days))))
+    _text(weekly, "FirstDayOfWeek", WEEKDAYS[pattern.first_day_of_week])
+    range_element = etree.SubElement(recurrence, t(pattern.range_kind))
+    _text(range_element, "StartDate", f"{pattern.start.isoformat()}Z")
+    if pattern.range_kind == END_DATE and pattern.end is not None:
+        _text(range_element, "EndDate", f"{pattern.end.isoformat()}Z")
+    elif pattern.range_kind == NUMBERED:
+        _text(range_element, "NumberOfOccurrences", pattern.count or 1)
+
+
+CalendarWriter = Callable[[etree._Element, CalendarItem], object]
+CALENDAR_FIELDS: List[Tuple[str, CalendarWriter]] = [
+    ("calendar:UID", lambda e, i: _text(e, "UID", i.uid)),
+    ("calendar:Start", lambda e, i: _text(e, "Start", timestamp(i.start))),
+    ("calendar:End", lambda e, i: _text(e, "End", timestamp(i.end))),
+    ("calendar:OriginalStart", lambda e, i: i.instance is not None and _text(e, "OriginalStart",
+                                                                               timestamp(i.instance))),
+    ("calendar:IsAllDayEvent", lambda e, i: _text(e, "IsAllDayEvent", i.is_all_day)),
+    ("calendar:LegacyFreeBusyStatus", lambda e, i: _text(e, "LegacyFreeBusyStatus", i.free_busy)),
+    ("calendar:Location", lambda e, i: _text(e, "Location", i.location)),
+    ("calendar:IsMeeting", lambda e, i: _text(e, "IsMeeting", i.is_meeting)),
+    ("calendar:IsCancelled", lambda e, i: _text(e, "IsCancelled", False)),
+    ("calendar:IsRecurring", lambda e, i: _text(e, "IsRecurring", i.recurrence is not None)),
+    ("calendar:MeetingRequestWasSent", lambda e, i: _text(e, "MeetingRequestWasSent", i.is_meeting)),
+    ("calendar:IsResponseRequested", lambda e, i: _text(e, "IsResponseRequested", i.is_meeting)),
+    ("calendar:CalendarItemType", lambda e, i: _text(e, "CalendarItemType", i.calendar_type)),
+    ("calendar:MyResponseType", lambda e, i: _text(e, "MyResponseType", i.my_response)),
+    ("calendar:Organizer", lambda e, i: _single(e, "Organizer", i.sender)),
+    ("calendar:RequiredAttendees", lambda e, i: _attendees(e, "RequiredAttendees", i.to)),
+    ("calendar:OptionalAttendees", lambda e, i: _attendees(e, "OptionalAttendees", i.cc)),
+    ("calendar:Duration", lambda e, i: _text(e, "Duration", _duration(i.end - i.start))),
+    ("calendar:AppointmentState", lambda e, i: _text(e, "AppointmentState", 0 if not i.is_meeting else (
+        1 if i.my_response == "Organizer" else 3))),
+    ("calendar:Recurrence", _recurrence),
+]
+ALL_CALENDAR_FIELDS = frozenset(uri for uri, _ in CALENDAR_FIELDS)
+CALENDAR_NOT_IN_FIND = frozenset({"calendar:RequiredAttendees", "calendar:OptionalAttendees",
+                                  "calendar:Recurrence"})
+
+
 def item_fields(shape: Optional[etree._Element], *, find: bool) -> Tuple[FrozenSet[str], bool]:
     """(field URIs to write, whether to include MimeContent) for an ItemShape."""
     base, extra = _shape(shape)
-    chosen = {"IdOnly": frozenset(), "Default": ITEM_DEFAULT}.get(base, ALL_ITEM_FIELDS) | extra
+    chosen = {"IdOnly": frozenset(), "Default": ITEM_DEFAULT | ALL_CALENDAR_FIELDS}.get(
+        base, ALL_ITEM_FIELDS | ALL_CALENDAR_FIELDS) | extra
     mime = shape is not None and (shape.findtext(t("IncludeMimeContent")) or "").lower() == "true"
     mime = mime or "item:MimeContent" in extra
     if find:
-        return chosen - NOT_IN_FIND, False
+        return chosen - NOT_IN_FIND - CALENDAR_NOT_IN_FIND, False
     return chosen, mime
 
 
+def element_name(item: Item) -> str:
+    if isinstance(item, CalendarItem):
+        return "CalendarItem"
+    return "MeetingRequest" if item.item_class == MEETING_REQUEST else "Message"
+
+
 def item_element(parent: etree._Element, item: Item, fields: FrozenSet[str], mime: bool = False) -> None:
-    element = etree.SubElement(parent, t("Message"))
+    element = etree.SubElement(parent, t(element_name(item)))
     if mime:
         _text(element, "MimeContent", base64.b64encode(item.mime_content()).decode("ascii")).set("CharacterSet",
                                                                                                "UTF-8")
     _id(element, "ItemId", item.id, item.change_key)
+    calendar = isinstance(item, CalendarItem)
     for uri, write in ITEM_FIELDS:
-        if uri in fields:
+        if uri in fields and not (calendar and uri.startswith("message:")):
             write(element, item)
+    if isinstance(item, CalendarItem):
+        for uri, write_calendar in CALENDAR_FIELDS:
+            if uri in fields:
+                write_calendar(element, item)
 
 
 def item_id_only(parent: etree._Element, item: Item) -> None:
-    _id(etree.SubElement(parent, t("Message")), "ItemId", item.id, item.change_key)
+    _id(etree.SubElement(parent, t(element_name(item))), "ItemId", item.id, item.change_key)
 
 
 # ---- requests ---------------------------------------------------------------------------------------------------
