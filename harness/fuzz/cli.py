@@ -3,16 +3,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 EPILOG = """\
 exit status: 0 no finding (or --replay: the saved finding did not come back), 1 findings (--replay: it came back),
 2 usage error.
+
+A run is a plan of layers x seeds (each layer on its own unless --mix-layers; seeds --seed .. --seed+--seeds-1),
+--max-examples each; -j runs that many at a time (one mock each), --shard K/N takes every N-th of the plan.
 
 examples:
   mockex fuzz --client "mytool --email {email} --password {password} --url {autodiscover_url}" --max-examples 500
   mockex fuzz --client ./client.sh --seed 7 --save-failures fuzz-found/ --database .fuzz-db
   mockex fuzz --replay fuzz-found/fuzz-autodiscover-3f2a1b9c.yaml --client ./client.sh
   mockex run fuzz-found/fuzz-autodiscover-3f2a1b9c.yaml --client ./client.sh     # the same, judged by the runner
+  mockex fuzz --client ./client.sh --layer autodiscover --layer tls --seed 100 --seeds 4 -j 2 --junit fuzz.xml
+  mockex fuzz --client ./client.sh --seed 100 --seeds 8 --shard 3/4 --database /shared/fuzz-db --json fuzz-3.json
 
 Placeholders are those of `mockex run` ({email} {password} {autodiscover_url} {host} {https_port} {http_port}
 {ca_file} ...). Guide: docs/fuzzing.md."""
@@ -40,11 +46,30 @@ def add_fuzz_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--ca-env", action="store_true", help="point SSL_CERT_FILE etc. at the mock's CA file")
     parser.add_argument("--org", metavar="DIR", help="org fixture directory (default contoso.test)")
     parser.add_argument("--replay", metavar="FILE", help="serve this saved finding once and judge the client")
+    parser.add_argument("--seeds", type=_positive, default=None, metavar="M",
+                        help="seeds per layer: --seed .. --seed+M-1 (default: -j's N, else 1)")
+    parser.add_argument("--mix-layers", action="store_true",
+                        help="one run mixing all --layer's faults in each example, instead of one run per layer")
+    parser.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
+                        help="runs in parallel, each with its own mock (default 1)")
+    parser.add_argument("--shard", metavar="K/N", help="only every N-th run of the plan, from the K-th (CI matrix)")
+    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (a testcase per finding and a summary)")
+    parser.add_argument("--json", metavar="FILE", help="write the report as JSON ('-' for stdout)")
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return value
+
+
 def fuzz_command(args) -> int:
-    from harness.fuzz.engine import FuzzOptions, FuzzReport, fuzz, replay
+    from harness.fuzz.engine import FuzzOptions, replay
     from harness.runner.client import CommandError, missing_program, parse_command
     try:
         problem = missing_program(parse_command(args.client))
@@ -65,18 +90,32 @@ def fuzz_command(args) -> int:
         print(f"reproduced [{verdict.oracle}] {verdict.detail}")
         return 1
 
-    tty = sys.stderr.isatty()
-
-    def progress(report: FuzzReport) -> None:
-        if tty or report.examples % 25 == 0:
-            print(("\r" if tty else "") + f"{report.examples} examples, {report.rate:.1f}/s, "
-                  f"{len(report.findings)} findings", end="" if tty else "\n", file=sys.stderr, flush=True)
-
-    report = fuzz(args.client, options, progress)
-    if tty:
-        print(file=sys.stderr)
-    for finding in report.findings:
-        print(finding.describe() + (f"\n  saved: {finding.path}" if finding.path else ""))
-    print(f"{report.examples} examples in {report.seconds:.1f} s ({report.rate:.1f}/s): "
-          f"{len(report.findings)} findings")
+    from harness import __version__
+    from harness.fuzz import report as fuzz_report
+    from harness.fuzz.parallel import fuzz_plan, plan, shard
+    from harness.runner.plan import parse_shard
+    seeds = args.seeds or args.jobs
+    runs = plan(options.layers, args.seed, seeds, args.mix_layers)
+    if args.shard:
+        try:
+            runs = shard(runs, *parse_shard(args.shard))
+        except ValueError as exc:
+            print(f"mockex fuzz: --shard: {exc}", file=sys.stderr)
+            return 2
+    meta = {"client": args.client, "layers": list(options.layers), "seed": args.seed, "seeds": seeds,
+            "jobs": args.jobs, "shard": args.shard, "max_examples": args.max_examples, "mockex": __version__,
+            "started": time.time(), "runs": len(runs)}
+    progress = fuzz_report.FuzzProgress()
+    report = fuzz_plan(args.client, options, runs, args.jobs, progress.update)
+    progress.close()
+    meta["seconds"] = round(report.seconds, 3)
+    if args.junit:
+        fuzz_report.write_junit(args.junit, report, meta)
+    if args.json:
+        fuzz_report.write_json(args.json, report, meta)
+    if args.json != "-":
+        for finding in report.findings:
+            print(finding.describe() + (f"\n  saved: {finding.path}" if finding.path else ""))
+        print(f"{report.examples} examples in {len(runs)} runs, {report.seconds:.1f} s ({report.rate:.1f}/s): "
+              f"{len(report.findings)} findings")
     return 1 if report.findings else 0

@@ -18,13 +18,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
-from hypothesis import seed as hypothesis_seed
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from harness.fuzz.oracles import CRASH_PATTERNS, Verdict, conduct_verdict, crash_verdict, first_verdict, hang_verdict
 from harness.fuzz.server import FuzzServer, scenario_document
 from harness.fuzz.strategies import Example, examples
 from harness.runner.client import ClientProcess, ClientRun, environment, fill, parse_command, values
+from harness.runner.worker import mask
 
 
 @dataclass
@@ -76,6 +76,7 @@ class Finding:
     stderr: str = ""
     path: Optional[str] = None
     flaky: bool = False
+    layers: Tuple[str, ...] = ()         # of the run that found it (its file name and its JUnit class)
 
     def describe(self) -> str:
         shown = ", ".join(f"{f['fault']}{f['params'] or ''}" for f in self.faults)
@@ -87,6 +88,7 @@ class FuzzReport:
     findings: List[Finding] = field(default_factory=list)
     examples: int = 0
     seconds: float = 0.0
+    runs: List[Dict[str, Any]] = field(default_factory=list)   # with -j/--shard: one entry per (layers, seed) run
 
     @property
     def rate(self) -> float:
@@ -110,6 +112,7 @@ class Judge:
         self.values = values(endpoints, user, "fuzz", server.state_dir, server.endpoints_path)
         self.words = parse_command(client) if isinstance(client, str) else None
         self.process = ClientProcess()
+        self.secrets = [u["password"] for u in endpoints["users"]]
 
     def run_once(self) -> Tuple[Optional[Verdict], ClientRun]:
         self.server.new_events()   # what came before this run is not this run's
@@ -171,7 +174,7 @@ def fuzz(client: Union[str, ClientCallable], options: FuzzOptions,
                 break
             known.add(finding.verdict.signature)
             if options.save_failures:
-                finding.path = save_finding(finding, options.save_failures, options.layers)
+                finding.path = save_finding(finding, options.save_failures, finding.layers)
             report.findings.append(finding)
         server.clear()
         report.seconds = time.monotonic() - started
@@ -198,19 +201,32 @@ def _one_round(server: FuzzServer, judge: Judge, options: FuzzOptions, report: F
             last["found"] = _Found(verdict, faults, run.stderr)
             raise last["found"]
 
+    # The database key names the layers: runs of other layers sharing the directory must not replay (and, finding
+    # them invalid, delete) each other's examples.
+    check.hypothesis.inner_test._hypothesis_internal_add_digest = (   # type: ignore[attr-defined]
+        "mockex-fuzz:" + ",".join(options.layers)).encode()
     started = time.monotonic() - report.seconds
     if options.seed is not None:
-        check = hypothesis_seed(options.seed + round_index)(check)
+        # What @hypothesis.seed sets, without what it also does: turn the example database off (a seeded run with
+        # --database replays the failures saved there first, and saves its own).
+        check._hypothesis_internal_use_seed = options.seed + round_index   # type: ignore[attr-defined]
     try:
         check()
     except _Found as found:
-        return Finding(found.verdict, found.faults, options.seed, round_index, found.stderr[-4000:])
+        return _finding(found, judge, options, round_index, flaky=False)
     except Exception:   # noqa: BLE001 -- Hypothesis' Flaky: the failure did not come back on replay
         if "found" in last:
-            found = last["found"]
-            return Finding(found.verdict, found.faults, options.seed, round_index, found.stderr[-4000:], flaky=True)
+            return _finding(last["found"], judge, options, round_index, flaky=True)
         raise
     return None
+
+
+def _finding(found: _Found, judge: Judge, options: FuzzOptions, round_index: int, flaky: bool) -> Finding:
+    """The finding, with the org's passwords masked in what the client printed (a client may echo its argv)."""
+    verdict = found.verdict
+    verdict = Verdict(verdict.oracle, mask(verdict.signature, judge.secrets), mask(verdict.detail, judge.secrets))
+    return Finding(verdict, found.faults, options.seed, round_index, mask(found.stderr[-4000:], judge.secrets),
+                   flaky=flaky, layers=tuple(options.layers))
 
 
 def finding_name(finding: Finding, layers: Sequence[str]) -> str:

@@ -96,23 +96,23 @@ def to_json(results: List[Dict[str, Any]], run: Dict[str, Any]) -> Dict[str, Any
 
 
 def write_json(path: str, results: List[Dict[str, Any]], run: Dict[str, Any]) -> None:
-    _write(path, json.dumps(to_json(results, run), indent=2) + "\n")
+    write_text(path, json.dumps(to_json(results, run), indent=2) + "\n")
 
 
-def junit_xml(results: List[Dict[str, Any]], run: Dict[str, Any]) -> str:
+def junit_xml(results: List[Dict[str, Any]], run: Dict[str, Any], title: str = "mockex run") -> str:
     """JUnit XML as Jenkins, GitLab, GitHub test reporters and Azure read it (the junit-10.xsd shape; tests/ has
-    that schema and a test validates against it)."""
+    that schema and a test validates against it). ``title``: the tool (`mockex fuzz` writes its findings here too)."""
     found = counts(results)
     total = f"{sum(r['seconds'] for r in results):.3f}"
-    suites = ET.Element("testsuites", name="mockex run", tests=str(len(results)), failures=str(found["failed"]),
+    suites = ET.Element("testsuites", name=title, tests=str(len(results)), failures=str(found["failed"]),
                         errors=str(found["error"]), skipped=str(found["skipped"]), time=total)
-    suite = ET.SubElement(suites, "testsuite", name=f"mockex run {run.get('client', '')}".strip(),
+    suite = ET.SubElement(suites, "testsuite", name=f"{title} {run.get('client', '')}".strip(),
                           tests=str(len(results)), failures=str(found["failed"]), errors=str(found["error"]),
                           skipped=str(found["skipped"]), time=total,
                           timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(run.get("started", time.time()))),
                           hostname=socket.gethostname(), id="0", package="mockex")
     properties = ET.SubElement(suite, "properties")
-    for key in ("client", "sandbox", "shard", "jobs", "seed", "mockex"):
+    for key in ("client", "sandbox", "shard", "jobs", "seed", "seeds", "layers", "max_examples", "mockex"):
         if run.get(key) is not None:
             ET.SubElement(properties, "property", name=key, value=_xml(str(run[key])))
     for result in results:
@@ -136,8 +136,8 @@ def junit_xml(results: List[Dict[str, Any]], run: Dict[str, Any]) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
-def write_junit(path: str, results: List[Dict[str, Any]], run: Dict[str, Any]) -> None:
-    _write(path, junit_xml(results, run))
+def write_junit(path: str, results: List[Dict[str, Any]], run: Dict[str, Any], title: str = "mockex run") -> None:
+    write_text(path, junit_xml(results, run, title))
 
 
 def failure_text(result: Dict[str, Any]) -> str:
@@ -174,7 +174,8 @@ def _xml(text: str) -> str:
     return _NOT_XML.sub("\ufffd", text)
 
 
-def _write(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
+    """``text`` to the file ``path`` ('-': stdout)."""
     if path == "-":
         sys.stdout.write(text)
         return
