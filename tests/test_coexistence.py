@@ -15,8 +15,8 @@ from harness.protocols.autodiscover import OUTLOOK_RESPONSE_NS, SiteUrls, respon
 from harness.protocols.rpcproxy import RpcTarget, legacy_refusal
 from harness.rpc import emsmdb as E
 from harness.rpc.base import CallContext
-from tests.support.clients import probe_options
 from tests.support.autodiscover import pox_request
+from tests.support.clients import probe_options
 
 ORG = load_org()
 URLS = SiteUrls.for_org(ORG)
