@@ -47,6 +47,10 @@ class Server:
     def is_client_access(self) -> bool:
         return "ClientAccess" in self.roles
 
+    @property
+    def version_parts(self) -> tuple:
+        return _version_parts(self.version)
+
 
 @dataclass(frozen=True)
 class OutlookAnywhere:
@@ -179,14 +183,49 @@ class Org:
 
     @property
     def version_parts(self) -> tuple:
-        parts = [int(p) for p in self.exchange_version.split(".")]
-        return tuple(parts + [0] * (4 - len(parts)))[:4]
+        return _version_parts(self.exchange_version)
 
     @property
     def server_version_hex(self) -> str:
-        """POX ServerVersion: 0x70008000 | major<<22 | minor<<16 | build (as Exchange and Gromox pack it)."""
-        major, minor, build, _ = self.version_parts
-        return "%08X" % (0x70008000 | (major & 0x3F) << 22 | (minor & 0x3F) << 16 | (build & 0x7FFF))
+        return server_version_hex(self.version_parts)
+
+    # ---- coexistence with Exchange 2007/2010 ---------------------------------------------------------------
+    def home(self, mailbox: Mailbox) -> Server:
+        return self.server(mailbox.server)
+
+    def is_legacy_homed(self, mailbox: Mailbox) -> bool:
+        """On an Exchange 2007/2010 server: the 2013 CAS proxies its Outlook Anywhere traffic to a legacy CAS."""
+        return self.home(mailbox).is_legacy
+
+    def legacy_cas_for(self, server: Server) -> Server:
+        """The legacy Client Access server the 2013 CAS proxies to for a mailbox on ``server``: the server itself
+        when it has the role, else the first Client Access server of the same major version."""
+        if server.is_client_access:
+            return server
+        return next((s for s in self.servers if s.is_client_access and s.major == server.major), server)
+
+    def legacy_proxy_problem(self, server: Server) -> Optional[str]:
+        """Which documented coexistence requirement on the legacy CAS for ``server`` the 2013 CAS's proxying
+        runs into: "disabled" (Outlook Anywhere not enabled there), "no-ntlm" (NTLM missing from its
+        IISAuthenticationMethods: the 2013 CAS authenticates to it with NTLM), or None."""
+        cas = self.legacy_cas_for(server)
+        if not cas.is_client_access:
+            return "disabled"
+        settings = self.outlook_anywhere_of(cas.name)
+        if not settings.enabled:
+            return "disabled"
+        if "Ntlm" not in settings.iis_auth:
+            return "no-ntlm"
+        return None
+
+    def rpc_target_server(self, name: str) -> Optional[Server]:
+        """The server an RPC proxy target names: a server by NetBIOS name or FQDN, or a mailbox's home server."""
+        name = name.lower()
+        found = next((s for s in self.servers if name in (s.name.lower(), s.fqdn.lower())), None)
+        if found is None and "@" in name:
+            mailbox = self.find_by_guid(name.partition("@")[0])
+            found = self.home(mailbox) if mailbox is not None else None
+        return found
 
     def is_rpc_target(self, name: str) -> bool:
         """Names the RPC proxy accepts as a back end: mailbox GUID@domain, CAS/mailbox server NetBIOS or FQDN."""
@@ -198,6 +237,17 @@ class Org:
             mailbox = self.find_by_guid(guid)
             return mailbox is not None and mailbox.email.lower().endswith("@" + domain)
         return False
+
+
+def _version_parts(version: str) -> tuple:
+    parts = [int(p) for p in version.split(".")]
+    return tuple(parts + [0] * (4 - len(parts)))[:4]
+
+
+def server_version_hex(parts: tuple) -> str:
+    """POX ServerVersion: 0x70008000 | major<<22 | minor<<16 | build (as Exchange and Gromox pack it)."""
+    major, minor, build, _ = parts
+    return "%08X" % (0x70008000 | (major & 0x3F) << 22 | (minor & 0x3F) << 16 | (build & 0x7FFF))
 
 
 # ---- loading ------------------------------------------------------------------------------------------------

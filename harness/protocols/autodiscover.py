@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
-from harness.org import Mailbox, Org, OutlookAnywhere
+from harness.org import Mailbox, Org, OutlookAnywhere, Server, server_version_hex
 
 # AutodiscoverAnswer, child_text and parse_untrusted_xml are still imported from here by the site and the probe.
 from harness.protocols.autodiscover_answer import (
@@ -118,8 +118,36 @@ class MailboxSettings:
     mapi_http: bool = False
 
     @property
+    def home(self) -> Server:
+        return self.org.home(self.mailbox)
+
+    @property
+    def legacy(self) -> bool:
+        """Homed on Exchange 2007/2010: the 2013 CAS proxies Autodiscover to the legacy CAS, which answers with
+        its own server names and version and its own Outlook Anywhere settings (EXPR)."""
+        return self.home.is_legacy
+
+    @property
     def outlook_anywhere(self) -> OutlookAnywhere:
+        if self.legacy:
+            return self.org.outlook_anywhere_of(self.org.legacy_cas_for(self.home).name)
         return self.org.cas_outlook_anywhere
+
+    @property
+    def rpc_server(self) -> str:
+        """EXCH Server: 2013's per-mailbox name; 2010's RpcClientAccessServer (its CAS's FQDN); 2007's mailbox
+        server (Outlook reaches the 2007 store directly)."""
+        if not self.legacy:
+            return self.personal_server
+        return (self.org.legacy_cas_for(self.home) if self.home.major >= 14 else self.home).fqdn
+
+    @property
+    def server_version_hex(self) -> str:
+        return server_version_hex(self.home.version_parts) if self.legacy else self.org.server_version_hex
+
+    @property
+    def mailbox_version(self) -> str:
+        return self.home.version if self.legacy else self.org.exchange_version
 
     @property
     def external_auth_package(self) -> str:
@@ -149,11 +177,11 @@ class MailboxSettings:
 
     @property
     def server_dn(self) -> str:
-        return self.org.server_dn(self.mailbox)
+        return self.org.backend_server_dn(self.home) if self.legacy else self.org.server_dn(self.mailbox)
 
     @property
     def mdb_dn(self) -> str:
-        return self.org.mdb_dn(self.mailbox)
+        return f"{self.server_dn}/cn=Microsoft Private MDB" if self.legacy else self.org.mdb_dn(self.mailbox)
 
     @property
     def mailbox_server_fqdn(self) -> str:
@@ -264,9 +292,9 @@ def _outlook_settings(settings: MailboxSettings) -> etree._Element:
 
     exch = child(account, "Protocol")
     child(exch, "Type", "EXCH")
-    child(exch, "Server", settings.personal_server)
+    child(exch, "Server", settings.rpc_server)
     child(exch, "ServerDN", settings.server_dn)
-    child(exch, "ServerVersion", org.server_version_hex)
+    child(exch, "ServerVersion", settings.server_version_hex)
     child(exch, "MdbDN", settings.mdb_dn)
     child(exch, "PublicFolderServer", settings.public_folder_server)
     _service_urls(exch, settings)
@@ -287,7 +315,7 @@ def _outlook_settings(settings: MailboxSettings) -> etree._Element:
     _web_endpoint(web, "Internal", INTERNAL_OWA_AUTH, "EXCH", settings.urls)
     _web_endpoint(web, "External", EXTERNAL_OWA_AUTH, "EXPR", settings.urls)
 
-    if settings.mapi_http:
+    if settings.mapi_http and not settings.legacy:   # 2007/2010 have no MAPI over HTTP
         mapi = child(account, "Protocol", Type="mapiHttp", Version="1")
         for block, endpoint in (("MailStore", "emsmdb"), ("AddressBook", "nspi")):
             element = child(mapi, block)

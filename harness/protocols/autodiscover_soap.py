@@ -105,11 +105,11 @@ USER_SETTINGS: Dict[str, Callable[[MailboxSettings], SettingValue]] = {
     "AutoDiscoverSMTPAddress": lambda s: s.mailbox.email,
     "UserMSOnline": lambda s: "False",
     "CasVersion": lambda s: s.org.exchange_version,
-    "MailboxVersion": lambda s: s.org.exchange_version,
+    "MailboxVersion": lambda s: s.mailbox_version,
     "EwsSupportedSchemas": lambda s: ", ".join(supported_schemas(s.org.exchange_version)),
     "ExternalEwsVersion": lambda s: ews_version_string(s.org.exchange_version),
     "InternalMailboxServer": lambda s: s.mailbox_server_fqdn,
-    "InternalRpcClientServer": lambda s: s.personal_server,
+    "InternalRpcClientServer": lambda s: s.rpc_server,
     "InternalMailboxServerDN": lambda s: s.server_dn,
     "MailboxDN": lambda s: s.mdb_dn,
     "PublicFolderServer": lambda s: s.public_folder_server,
@@ -136,7 +136,7 @@ USER_SETTINGS: Dict[str, Callable[[MailboxSettings], SettingValue]] = {
     "ExternalServerExclusiveConnect": lambda s: "True",
     "CrossOrganizationSharingEnabled": lambda s: "False",
     "ShowGalAsDefaultView": lambda s: "True",
-    "MapiHttpEnabled": lambda s: str(s.mapi_http),
+    "MapiHttpEnabled": lambda s: str(s.mapi_http and not s.legacy),
     **_ecp_settings(),
 }
 

@@ -151,6 +151,24 @@ def parse_target(query: str, org: Org) -> Union[RpcTarget, HttpError]:
     return RpcTarget(name, int(port))
 
 
+def legacy_refusal(target: RpcTarget, org: Org) -> Optional[HttpError]:
+    """What the 2013 CAS answers when it cannot proxy to the legacy (2007/2010) CAS behind ``target``.
+
+    Legacy Outlook Anywhere disabled: the 2013 CAS finds no legacy CAS to proxy to and answers 503 Service
+    Unavailable. NTLM missing from the legacy /rpc IIS methods: the 2013 CAS authenticates to it with NTLM, the
+    legacy IIS answers 401, and the 2013 CAS passes that 401 on (Outlook prompts for credentials again and again;
+    web.py re-challenges the connection)."""
+    server = org.rpc_target_server(target.name)
+    if server is None or not server.is_legacy:
+        return None
+    problem = org.legacy_proxy_problem(server)
+    if problem == "disabled":
+        return HttpError(503, "Service Unavailable")
+    if problem == "no-ntlm":
+        return HttpError(401, "Unauthorized")
+    return None
+
+
 # ---- actions for the I/O layer ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Send:
@@ -260,6 +278,11 @@ class RpcProxy:
             self.record("rpc_channel", channel=direction, conn=conn, query=query, status=target.status,
                         reason=target.reason)
             return target
+        refused = legacy_refusal(target, self.org)
+        if refused is not None:
+            self.record("rpc_channel", channel=direction, conn=conn, query=query, status=refused.status,
+                        reason=refused.reason, proxied_to="legacy")
+            return refused
         framing = framing or self.out_framing
         if framing not in OUT_FRAMINGS:
             raise ValueError(f"unknown OUT channel framing {framing!r}")

@@ -207,8 +207,12 @@ class ExchangeSite:
         if isinstance(status, int):  # an HttpError from the proxy core
             self.transcript.record("rpc_proxy_refused", conn=request.conn.conn_id, target=request.query,
                                    status=status, reason=outcome.reason)
+            headers = []
+            if status == 401:   # the proxied 401 of a legacy CAS: challenge again, as a fresh logon
+                auth = request.conn.state.pop("auth", None)
+                headers = list(auth.challenge_headers()) if auth is not None else []
             return self._response(status, HTML, outcome.body or iis_error_page(status, outcome.reason),
-                                  reason=outcome.reason)
+                                  reason=outcome.reason, headers=headers)
         return outcome
 
     def authenticate(self, request: HttpRequest):

@@ -148,7 +148,7 @@ class Emsmdb(RpcInterface):
         response["pcmsPollsMax"] = self.POLLS_MAX_MS
         response["pcRetry"] = self.RETRY_COUNT
         response["pcmsRetryDelay"] = self.RETRY_DELAY_MS
-        write_version_words(response["rgwServerVersion"], self.server_version)
+        write_version_words(response["rgwServerVersion"], self.server_version_for(user_dn))
         write_version_words(response["rgwBestVersion"], pack_version(best))
         response["pulTimeStamp"] = timestamp
         response["rgbAuxOut"] = []
@@ -165,6 +165,18 @@ class Emsmdb(RpcInterface):
             response["szDisplayName"] = NULL
         response["ErrorCode"] = code
         return marshal(response)
+
+    def server_version_for(self, user_dn: str) -> Tuple[int, int, int]:
+        """rgwServerVersion: a mailbox on Exchange 2007/2010 is served by its own server (the 2013 CAS only
+        proxies), which answers with its version; everyone else gets this server's."""
+        mailbox = self.org.find(user_dn)
+        if mailbox is not None and self.org.is_legacy_homed(mailbox):
+            return pack_version(self.org.home(mailbox).version_parts)
+        return self.server_version
+
+    def _serves(self, mailbox: Mailbox) -> bool:
+        """This server's mailboxes, and those of 2007/2010 servers it stands in for behind the 2013 proxy."""
+        return mailbox.server.lower() == self.serving_server.name.lower() or self.org.is_legacy_homed(mailbox)
 
     def dn_prefix(self) -> str:
         return f"{self.org.org_dn}/cn=Recipients/"
@@ -269,7 +281,7 @@ class Emsmdb(RpcInterface):
             code = EC_NOT_FOUND          # the org has no public folder mailboxes
         elif target is None:
             code = EC_UNKNOWN_USER
-        elif target.server.lower() != self.serving_server.name.lower():
+        elif not self._serves(target):
             code = EC_WRONG_SERVER
             redirect = self.org.backend_server_dn(self.org.server(target.server))
         elif target != session.mailbox and target.kind == "user":
