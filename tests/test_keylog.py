@@ -57,25 +57,10 @@ def test_every_session_is_logged_in_nss_format_in_a_private_file(keylogged):
     assert served.endpoints["keylog"] == str(keys)
 
 
-def ends_after_data(summary: bytes) -> int:
-    """How many FIN and RST segments tshark's packet summaries show after the first application data."""
-    parts = summary.split(b"Application Data", 1)
-    return parts[1].count(b"FIN") + parts[1].count(b"[RST") if len(parts) == 2 else 0
-
-
-def closed_after_data(summary: bytes) -> bool:
-    """tshark's packet summaries show application data, then the connection's end (a FIN each way, or a FIN and
-    the RST of a client that left before the server's close_notify)."""
-    return ends_after_data(summary) >= 2
-
-
-Done = Callable[[bytes], bool]
-
-
 @contextlib.contextmanager
-def capturing(host: str, port: int, capture, tls_port: Sequence[str]) -> Iterator[Callable[[Done], None]]:
-    """tshark capturing ``host``:``port`` on lo into ``capture`` for the block, which gets ``wait_until(done)``:
-    read tshark's packet summaries until ``done(summaries so far)``."""
+def capturing(host: str, port: int, capture, tls_port: Sequence[str]) -> Iterator[Callable[[], None]]:
+    """tshark capturing ``host``:``port`` on lo into ``capture`` for the block, which gets ``wait_for_all()``:
+    returns once every packet sent so far is in the capture."""
     # -P -l: a summary line per packet as it is written, so the test knows when the capture holds the whole exchange
     sniffer = subprocess.Popen([TSHARK, "-i", "lo", "-f", f"host {host} and tcp port {port}", *tls_port, "-w",
                                 str(capture), "-P", "-l"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -96,14 +81,19 @@ def capturing(host: str, port: int, capture, tls_port: Sequence[str]) -> Iterato
             pytest.skip("tshark never saw a packet on lo")
         os.read(sniffer.stdout.fileno(), 65536)
 
-        def wait_until(done: Callable[[bytes], bool]) -> None:
-            summary = b""
-            while not done(summary):
+        def wait_for_all() -> None:
+            """Everything sent so far is in the file: a marker connection made now is captured after it, so once
+            the marker's FIN shows up in tshark's summaries, nothing before it can still be missing."""
+            with socket.create_connection((host, port), timeout=30) as marker:
+                marker_port = marker.getsockname()[1]
+            seen = b""
+            needle = f"{marker_port} \u2192 {port} [FIN".encode()
+            while needle not in seen:
                 ready, _, _ = select.select([sniffer.stdout], [], [], 60)
                 chunk = os.read(sniffer.stdout.fileno(), 65536) if ready else b""
-                assert chunk, f"the capture stopped early: {summary.decode(errors='replace')[-500:]}"
-                summary += chunk
-        yield wait_until
+                assert chunk, f"the capture stopped early: {seen.decode(errors='replace')[-500:]}"
+                seen += chunk
+        yield wait_for_all
     finally:
         sniffer.send_signal(signal.SIGINT)
         sniffer.wait(timeout=60)
@@ -114,12 +104,12 @@ def test_tshark_decrypts_a_capture_of_a_curl_pox_exchange(keylogged, tmp_path):
     served, keys = keylogged
     port, capture = served.endpoints["https"]["port"], tmp_path / "lo.pcapng"
     tls_port = ["-d", f"tcp.port=={port},tls"]   # an ephemeral port: say it carries TLS
-    with capturing("127.0.0.1", port, capture, tls_port) as wait_until:
+    with capturing("127.0.0.1", port, capture, tls_port) as wait_for_all:
         alice = served.user("alice")
         answer = curl(served, "autodiscover.contoso.test", "-u", f"{alice['upn']}:{alice['password']}",
                       data=pox_request())
         assert answer.status == 200
-        wait_until(closed_after_data)
+        wait_for_all()
     read = [TSHARK, "-r", str(capture), *tls_port, "-o", f"tls.keylog_file:{keys}"]
     requests = subprocess.run(read + ["-Y", "http.request", "-T", "fields", "-e", "http.request.method",
                                       "-e", "http.request.uri"], capture_output=True, text=True, timeout=120)
@@ -140,12 +130,10 @@ def test_tshark_decrypts_a_capture_of_an_exchanger_session(tmp_path):
     served = start_on_port_443(str(tmp_path / "state"), "--keylog", str(keys))
     try:
         needs_exchanger(served)
-        with capturing(served.host, 443, capture, []) as wait_until:
+        with capturing(served.host, 443, capture, []) as wait_for_all:
             result = exchanger(served, ["nspi", "list-tables"])
             assert result.returncode == 0, result.stderr
-            # both channels closed: a FIN (or RST) from each side of each of the two connections
-            # (counted after the first application data: the knocks that started the capture closed before)
-            wait_until(lambda summary: ends_after_data(summary) >= 4)
+            wait_for_all()
     finally:
         served.stop()
     read = [TSHARK, "-r", str(capture), "-o", f"tls.keylog_file:{keys}"]
