@@ -221,6 +221,8 @@ _KINDS: List[EventKind] = [
         "port": optional("integer", "the RPC port on that server"),
         "user": optional("string|null", "the authenticated mailbox"),
         "peer": optional("string", "the client's address, host:port"),
+        "proxied_to": optional("string", "legacy: the channel was for a mailbox on an Exchange 2007/2010 server "
+                                         "and the 2013 front end refused to proxy it", enum=("legacy",)),
         "framing": optional("string", "how an OUT channel's body is framed: exchange2013 (chunked, one PDU per "
                                       "chunk) or legacy (Content-Length 1 GiB, raw PDUs)",
                             enum=("exchange2013", "legacy")),
