@@ -143,7 +143,8 @@ def test_a_scenario_file_with_errors_is_refused_with_every_error(controlled, tmp
 
 
 def test_the_committed_openapi_document_is_fresh():
-    with open(os.path.join(CHECKOUT, "docs", "control.openapi.json"), encoding="utf-8") as handle:
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout, not the installed package
+    with open(os.path.join(repo, "docs", "control.openapi.json"), encoding="utf-8") as handle:
         committed = handle.read()
     assert committed == openapi.render(), "regenerate: python -m harness.control.openapi > docs/control.openapi.json"
 
