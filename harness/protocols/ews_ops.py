@@ -28,6 +28,7 @@ from harness.protocols.ews_xml import (
     item_element,
     item_fields,
     item_id_only,
+    items_element,
     m,
     parse_flag,
     success_message,
@@ -200,9 +201,7 @@ def find_item(call: Call) -> None:
             return
         found = _sorted(call, folder)
         page, next_offset, last = _paged(call, view, found)
-        items = etree.SubElement(_root_folder(message, len(found), next_offset, last), t("Items"))
-        for item in page:
-            item_element(items, item, fields)
+        items_element(_root_folder(message, len(found), next_offset, last), page, fields)
     _each(call, call.request.iterfind(f"{m('ParentFolderIds')}/*"), "", answer)
 
 
