@@ -117,3 +117,59 @@ def test_exchangelib_browses_reads_sends_and_pages(tmp_path):
     events = out["browse"].kind("ews")
     assert {e["detail"] for e in events} >= {"EWS GetFolder", "EWS FindFolder", "EWS FindItem", "EWS GetItem",
                                             "EWS CreateItem", "EWS UpdateItem", "EWS MoveItem", "EWS DeleteItem"}
+
+
+def test_a_folder_keeps_its_newest_first_order_across_arrivals_moves_and_deletes():
+    """The cached view order follows every change: a delivery comes first, a moved or deleted item leaves it."""
+    store = new_store(alice=50)
+    alice = store.mailbox(ALICE)
+    inbox = alice.distinguished["inbox"]
+    before = list(inbox.newest_first())
+    assert [i.received for i in before] == sorted((i.received for i in before), reverse=True)
+    _, (delivered,) = store.send(store.mailbox(BOB), subject="fresh", body="x", to=[alice.address])
+    assert inbox.newest_first()[0] is delivered and inbox.newest_first()[1:] == before
+    store.move(before[0], alice.distinguished["junkemail"])
+    store.delete(before[-1], hard=True)
+    assert inbox.newest_first() == [delivered] + before[1:-1]
+
+
+def test_find_item_pages_carry_markup_characters_and_match_get_item():
+    """A FindItem page is written as text and parsed once: markup characters in a subject and a sender's name come
+    back as sent, and each item's fields equal what GetItem (element by element) writes for the same shape."""
+    store = new_store()
+    alice = store.mailbox(ALICE)
+    tricky = 'R&D <draft> "quoted" \'one\'\r\nnext line'
+    store.send(store.mailbox(BOB), subject=tricky, body="x", to=[alice.address])
+    shape = "<m:ItemShape><t:BaseShape>AllProperties</t:BaseShape></m:ItemShape>"
+    found = etree.fromstring(ews.respond_ews(ORG, store, ALICE, envelope(
+        f'<m:FindItem Traversal="Shallow">{shape}<m:IndexedPageItemView MaxEntriesReturned="2" Offset="0" '
+        'BasePoint="Beginning"/><m:ParentFolderIds><t:DistinguishedFolderId Id="inbox"/></m:ParentFolderIds>'
+        '</m:FindItem>')).body)
+    items = found.findall(f".//{{{ews.TYPES_NS}}}Items/{{{ews.TYPES_NS}}}Message")
+    assert [i.findtext(f"{{{ews.TYPES_NS}}}Subject") for i in items] == [tricky, "Lunch on Thursday?"]
+    for item in items:
+        item_id = item.find(f"{{{ews.TYPES_NS}}}ItemId").get("Id")
+        got = etree.fromstring(ews.respond_ews(ORG, store, ALICE, envelope(
+            f'<m:GetItem>{shape}<m:ItemIds><t:ItemId Id="{item_id}"/></m:ItemIds></m:GetItem>')).body)
+        single = got.find(f".//{{{ews.TYPES_NS}}}Message")
+        in_find = {(e.tag, e.text or "") for e in item.iter() if e is not item}
+        assert in_find <= {(e.tag, e.text or "") for e in single.iter() if e is not single}
+
+
+@needs_netns
+def test_exchangelib_pages_through_a_20000_item_generated_folder(tmp_path):
+    """`--mailbox-size bob=20000`: exchangelib lists the whole Inbox newest first, 1,000 a FindItem page, and gets
+    every message once (the folder keeps its order, so a page is a slice, not a sort)."""
+    out = run_in_netns(str(tmp_path), [(["--mailbox-size", "bob=20000"], [
+        Check("page", f'"$PY" {CLIENT} 127.0.0.1 53 {BOB} P@ssw0rd-bob page 1000')])])
+    results = {}
+    for line in out["page"].output.splitlines():
+        if line.startswith("{"):
+            result = json.loads(line)
+            results[result.pop("check")] = result
+    assert "error" not in results, results.get("error")
+    assert results["page"]["count"] == results["page"]["total"] == results["page"]["distinct"] == 20003
+    assert results["page"]["first"] == ["Lunch on Thursday?", "Quarterly planning"]
+    assert results["page"]["last"][0].endswith(" #1")      # the oldest generated message comes last
+    finds = [e for e in out["page"].kind("ews") if e["detail"] == "EWS FindItem"]
+    assert len(finds) == 21     # 20 full pages of 1,000 and the last 3

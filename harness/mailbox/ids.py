@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import struct
 import uuid
 from typing import Optional, Tuple
@@ -24,9 +25,16 @@ CHANGE_FOLDER, CHANGE_MESSAGE = 1, 9
 _FILETIME_EPOCH = dt.datetime(1601, 1, 1, tzinfo=dt.timezone.utc)
 
 
+# Cached: every id of a FindItem page needs both, and uuid5 costs more than the rest of the id.
+@functools.lru_cache(maxsize=1024)
 def replica_guid(mailbox_guid: str) -> bytes:
     """The mailbox's replica GUID (stable: derived from the mailbox GUID)."""
     return uuid.uuid5(uuid.UUID(mailbox_guid), "replica").bytes
+
+
+@functools.lru_cache(maxsize=1024)
+def _guid_bytes(mailbox_guid: str) -> bytes:
+    return uuid.UUID(mailbox_guid).bytes
 
 
 def _counter(value: int) -> bytes:
@@ -41,14 +49,14 @@ def _wrap(mailbox_guid: str, entry_id: bytes) -> str:
 def folder_entry_id(mailbox_guid: str, folder: int) -> bytes:
     """The MAPI folder entry id (MS-OXCDATA 2.2.4.1), also PidTagEntryId over ROPs."""
     replica = replica_guid(mailbox_guid)
-    return (b"\x00" * 4 + uuid.UUID(mailbox_guid).bytes + struct.pack("<H", _FOLDER_ENTRY) + replica
+    return (b"\x00" * 4 + _guid_bytes(mailbox_guid) + struct.pack("<H", _FOLDER_ENTRY) + replica
             + _counter(folder) + b"\x00\x00")
 
 
 def item_entry_id(mailbox_guid: str, folder: int, item: int) -> bytes:
     """The MAPI message entry id (MS-OXCDATA 2.2.4.2)."""
     replica = replica_guid(mailbox_guid)
-    return (b"\x00" * 4 + uuid.UUID(mailbox_guid).bytes + struct.pack("<H", _MESSAGE_ENTRY) + replica
+    return (b"\x00" * 4 + _guid_bytes(mailbox_guid) + struct.pack("<H", _MESSAGE_ENTRY) + replica
             + _counter(folder) + b"\x00\x00" + replica + _counter(item) + b"\x00\x00")
 
 

@@ -80,6 +80,9 @@ class Folder:
     items: Dict[int, Item] = field(default_factory=dict)
     children: List["Folder"] = field(default_factory=list)
     tombstones: List[Tombstone] = field(default_factory=list)   # in removal order, so in change-number order
+    # Exchange's default view order (newest received first), kept until an item arrives or leaves: paging a large
+    # folder then costs a slice per page, not a sort of the whole folder.
+    _newest_first: Optional[List[Item]] = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -92,6 +95,12 @@ class Folder:
     @property
     def unread(self) -> int:
         return sum(1 for item in self.items.values() if not item.is_read)
+
+    def newest_first(self) -> List[Item]:
+        """The items newest received first (ties: the later made first). Shared: callers must not change it."""
+        if self._newest_first is None:
+            self._newest_first = sorted(self.items.values(), key=lambda i: (i.received, i.key), reverse=True)
+        return self._newest_first
 
     def descendants(self) -> Iterator["Folder"]:
         for child in self.children:
@@ -140,6 +149,7 @@ class MailboxContent:
                     **fields)
         self._next_item += 1
         folder.items[item.key] = item
+        folder._newest_first = None
         folder.change_number = self.next_change()
         return item
 
@@ -147,6 +157,7 @@ class MailboxContent:
         """Take an item out of its folder, leaving a tombstone for sync."""
         folder = item.folder
         del folder.items[item.key]
+        folder._newest_first = None
         tombstone = Tombstone(item.key, item.created, self.next_change())
         folder.tombstones.append(tombstone)
         folder.change_number = self.next_change()

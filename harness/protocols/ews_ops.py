@@ -28,6 +28,7 @@ from harness.protocols.ews_xml import (
     item_element,
     item_fields,
     item_id_only,
+    items_element,
     m,
     parse_flag,
     success_message,
@@ -160,11 +161,13 @@ def find_folder(call: Call) -> None:
 
 
 # ---- items ------------------------------------------------------------------------------------------------------
-def _sorted(call: Call, items: List[Item]) -> List[Item]:
-    """Exchange's default order is newest received first; SortOrder's FieldOrders apply last to first."""
+def _sorted(call: Call, folder: Folder) -> List[Item]:
+    """Exchange's default order is newest received first (the folder keeps it); SortOrder's FieldOrders apply last
+    to first."""
     orders = list(call.request.iterfind(f"{m('SortOrder')}/{t('FieldOrder')}"))
-    if not orders:
-        return sorted(items, key=lambda i: (i.received, i.key), reverse=True)
+    if not orders or _is_newest_first(orders):
+        return folder.newest_first()
+    items = list(folder.items.values())
     for order in reversed(orders):
         uri_element = order.find(t("FieldURI"))
         key = SORTABLE.get(uri_element.get("FieldURI", "") if uri_element is not None else "")
@@ -173,6 +176,14 @@ def _sorted(call: Call, items: List[Item]) -> List[Item]:
                                                                  "sort.")
         items = sorted(items, key=key, reverse=order.get("Order") == "Descending")
     return items
+
+
+def _is_newest_first(orders: List[etree._Element]) -> bool:
+    """SortOrder DateTimeReceived Descending alone (exchangelib's order_by("-datetime_received")): the default."""
+    if len(orders) != 1 or orders[0].get("Order") != "Descending":
+        return False
+    uri = orders[0].find(t("FieldURI"))
+    return uri is not None and uri.get("FieldURI") == "item:DateTimeReceived"
 
 
 def find_item(call: Call) -> None:
@@ -188,11 +199,9 @@ def find_item(call: Call) -> None:
         if calendar_view is not None:
             ews_calendar.write_calendar_view(calendar_view, folder, fields, message)
             return
-        found = _sorted(call, list(folder.items.values()))
+        found = _sorted(call, folder)
         page, next_offset, last = _paged(call, view, found)
-        items = etree.SubElement(_root_folder(message, len(found), next_offset, last), t("Items"))
-        for item in page:
-            item_element(items, item, fields)
+        items_element(_root_folder(message, len(found), next_offset, last), page, fields)
     _each(call, call.request.iterfind(f"{m('ParentFolderIds')}/*"), "", answer)
 
 

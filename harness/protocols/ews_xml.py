@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 from lxml import etree
 
@@ -67,29 +67,74 @@ def timestamp(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _text(parent: etree._Element, name: str, value: object) -> etree._Element:
+class _Fragment:
+    """Item XML written as text: a FindItem page is parsed once instead of costing an lxml call per element (the
+    writers below take either this or an element)."""
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: List[str] = []
+
+
+Parent = Union[etree._Element, _Fragment]
+
+
+def _escape(text: str) -> str:
+    """XML character data (a carriage return as lxml writes it, so parsing keeps it). Most text needs nothing."""
+    if "&" in text or "<" in text or ">" in text or "\r" in text:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    return text
+
+
+def _attribute(value: str) -> str:
+    escaped = _escape(value)
+    return '"' + (escaped.replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
+                  if '"' in escaped or "\n" in escaped or "\t" in escaped else escaped) + '"'
+
+
+def _text(parent: Parent, name: str, value: object) -> etree._Element:
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    if type(parent) is _Fragment:
+        parent.parts.append(f"<t:{name}>{_escape(text)}</t:{name}>")
+        return None  # only element writers use the result (Body, MimeContent)
     element = etree.SubElement(parent, t(name))
-    element.text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    element.text = text
     return element
 
 
-def _mailbox(parent: etree._Element, address: Address) -> None:
-    mailbox = etree.SubElement(parent, t("Mailbox"))
+def _open(parent: Parent, name: str) -> Parent:
+    if type(parent) is _Fragment:
+        parent.parts.append(f"<t:{name}>")
+        return parent
+    return etree.SubElement(parent, t(name))
+
+
+def _close(parent: Parent, name: str) -> None:
+    if type(parent) is _Fragment:
+        parent.parts.append(f"</t:{name}>")
+
+
+def _mailbox(parent: Parent, address: Address) -> None:
+    mailbox = _open(parent, "Mailbox")
     _text(mailbox, "Name", address[0] or address[1])
     _text(mailbox, "EmailAddress", address[1])
     _text(mailbox, "RoutingType", "SMTP")
     _text(mailbox, "MailboxType", "Mailbox")
+    _close(mailbox, "Mailbox")
 
 
-def _recipients(parent: etree._Element, name: str, addresses: Sequence[Address]) -> None:
+def _recipients(parent: Parent, name: str, addresses: Sequence[Address]) -> None:
     if addresses:
-        element = etree.SubElement(parent, t(name))
+        element = _open(parent, name)
         for address in addresses:
             _mailbox(element, address)
+        _close(element, name)
 
 
-def _single(parent: etree._Element, name: str, address: Address) -> None:
-    _mailbox(etree.SubElement(parent, t(name)), address)
+def _single(parent: Parent, name: str, address: Address) -> None:
+    element = _open(parent, name)
+    _mailbox(element, address)
+    _close(element, name)
 
 
 # ---- folders ----------------------------------------------------------------------------------------------------
@@ -108,7 +153,10 @@ FOLDER_DEFAULT = frozenset({"folder:DisplayName", "folder:TotalCount", "folder:C
                             "folder:UnreadCount"})
 
 
-def _id(parent: etree._Element, name: str, ews_id: str, change_key: str) -> etree._Element:
+def _id(parent: Parent, name: str, ews_id: str, change_key: str) -> etree._Element:
+    if type(parent) is _Fragment:
+        parent.parts.append(f"<t:{name} Id={_attribute(ews_id)} ChangeKey={_attribute(change_key)}/>")
+        return None
     return etree.SubElement(parent, t(name), Id=ews_id, ChangeKey=change_key)
 
 
@@ -137,7 +185,11 @@ def _shape(shape: Optional[etree._Element]) -> Tuple[str, FrozenSet[str]]:
 ItemWriter = Callable[[etree._Element, Item], object]
 
 
-def _body(element: etree._Element, item: Item) -> None:
+def _body(element: Parent, item: Item) -> None:
+    if type(element) is _Fragment:
+        element.parts.append(f"<t:Body BodyType={_attribute(item.body_type)}>"
+                             f"{_escape(item.body)}</t:Body>")
+        return
     body = _text(element, "Body", item.body)
     body.set("BodyType", item.body_type)
 
@@ -274,6 +326,33 @@ def item_element(parent: etree._Element, item: Item, fields: FrozenSet[str], mim
         for uri, write_calendar in CALENDAR_FIELDS:
             if uri in fields:
                 write_calendar(element, item)
+
+
+_FRAGMENT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+def items_element(parent: etree._Element, items: Sequence[Item], fields: FrozenSet[str]) -> None:
+    """t:Items with `items` under `parent` (a FindItem page). Messages are written as text and parsed once; a page
+    with a calendar item, or with text XML cannot carry, takes the element path (which raises as before)."""
+    if not any(isinstance(item, CalendarItem) for item in items):
+        fragment = _Fragment()
+        for item in items:
+            name = element_name(item)
+            fragment.parts.append(f"<t:{name}>")
+            _id(fragment, "ItemId", item.id, item.change_key)
+            for uri, write in ITEM_FIELDS:
+                if uri in fields:
+                    write(fragment, item)
+            fragment.parts.append(f"</t:{name}>")
+        text = f'<t:Items xmlns:t="{TYPES_NS}">{"".join(fragment.parts)}</t:Items>'
+        try:
+            parent.append(etree.fromstring(text, _FRAGMENT_PARSER))
+            return
+        except etree.XMLSyntaxError:
+            pass
+    element = etree.SubElement(parent, t("Items"))
+    for item in items:
+        item_element(element, item, fields)
 
 
 def item_id_only(parent: etree._Element, item: Item) -> None:

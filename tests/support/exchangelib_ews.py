@@ -2,7 +2,8 @@
 
 Usage: exchangelib_ews.py DNS_HOST DNS_PORT EMAIL PASSWORD SCRIPT [ARGS...]
 SCRIPT "browse" COLLEAGUE: the folder tree, the newest Inbox messages, GetItem with MIME, send to COLLEAGUE, mark
-read, move, delete. SCRIPT "page": page through the whole Inbox 200 at a time and report the newest message.
+read, move, delete. SCRIPT "page" [PAGE_SIZE]: page through the whole Inbox (200 at a time unless told) and report
+the newest message.
 SCRIPT "sync" COLLEAGUE COLLEAGUE_PASSWORD: sync_items (10 changes a call) and sync_hierarchy; the colleague sends a
 message; a new Account resumes both from the saved states; a made-up state is refused.
 SCRIPT "throttled" POLICY [MAX_WAIT]: list the Inbox with FailFast or FaultTolerance(max_wait) and report what
@@ -49,10 +50,10 @@ def browse(account: Account, colleague: str) -> None:
     del moved
 
 
-def page(account: Account) -> None:
+def page(account: Account, page_size: int = 200) -> None:
     account.inbox.refresh()
     subjects, query = [], account.inbox.all().order_by("-datetime_received").only("subject", "datetime_received")
-    query.page_size = 200
+    query.page_size = page_size
     for message in query:
         subjects.append(message.subject)
     emit("page", count=len(subjects), total=account.inbox.total_count, first=subjects[:2],
@@ -111,7 +112,7 @@ def main() -> None:
         elif script == "sync":
             sync(account, email, password, sys.argv[6], sys.argv[7])
         else:
-            page(account)
+            page(account, int(sys.argv[6]) if len(sys.argv) > 6 else 200)
     except Exception as exc:  # report the client's own verdict, whatever it is
         emit("error", error=f"{type(exc).__name__}: {exc}")
 
