@@ -3,6 +3,7 @@ does not know is found within a bounded, seeded run, shrunk to the single challe
 scenario that `mockex run` reproduces; the careful client gets no finding from a bounded http-layer run."""
 from __future__ import annotations
 
+import base64
 import http.client
 import socket
 import ssl
@@ -30,18 +31,19 @@ def test_the_challenge_fault_takes_header_values_only() -> None:
         challenge.validate({"schemes": "NTLM"})
 
 
-def challenges(values: dict, host: str) -> tuple:
-    """(status, the WWW-Authenticate lines) of a POST with Basic credentials to https://host/autodiscover/..."""
+def challenges(values: dict, host: str, header: str = "WWW-Authenticate", user: str = "alice:x") -> tuple:
+    """(status, the ``header`` lines) of a POST with Basic credentials to https://host/autodiscover/..."""
     context = ssl.create_default_context(cafile=values["ca_file"])
     raw = socket.create_connection((values["host"], int(values["https_port"])), 10)
     connection = http.client.HTTPSConnection(host, context=context, timeout=10)
     connection.sock = context.wrap_socket(raw, server_hostname=host)
     connection.request("POST", "/autodiscover/autodiscover.xml", b"<x/>",
-                       {"Authorization": "Basic " + "YWxpY2U6eA==", "Content-Type": "text/xml"})
+                       {"Authorization": "Basic " + base64.b64encode(user.encode()).decode(),
+                        "Content-Type": "text/xml"})
     response = connection.getresponse()
     response.read()
     connection.close()
-    return response.status, response.headers.get_all("WWW-Authenticate") or []
+    return response.status, response.headers.get_all(header) or []
 
 
 def test_the_challenge_fault_sends_its_lines_in_order_or_on_one_line_whatever_is_sent() -> None:
@@ -55,6 +57,11 @@ def test_the_challenge_fault_sends_its_lines_in_order_or_on_one_line_whatever_is
         server.apply([{"fault": "auth.challenge", "params": {"schemes": ["NTLM"], "path": "/ews/"}}])
         # other paths: the site's own challenge for the refused password
         assert challenges(values, host) == (401, ["Negotiate", "NTLM", f'Basic realm="{host}"'])
+        user = f"{values['email']}:{values['password']}"
+        server.apply([{"fault": "autodiscover.http-error", "params": {"status": 503, "retry_after": 120}}])
+        assert challenges(values, host, "Retry-After", user) == (503, ["120"])
+        server.apply([{"fault": "autodiscover.http-error", "params": {"status": 503}}])
+        assert challenges(values, host, "Retry-After", user) == (503, [])
 
 
 def test_a_crash_on_an_unknown_scheme_is_found_shrunk_saved_and_reproduced(tmp_path) -> None:

@@ -163,6 +163,7 @@ AUTH_FAULTS = ("auth.basic-only", "auth.ntlm-only", "auth.negotiate-only", "auth
                "auth.401-loop", "auth.wrong-password")
 STATUSES = tuple(sorted(ERROR_PAGES))
 WEB_SITE_STATUSES = (200, 401, 403, 404, 500)
+RETRY_AFTER = ({}, {"retry_after": 0}, {"retry_after": 1}, {"retry_after": 120}, {"retry_after": 86400})
 # Output shapes of the network family, short enough that a run stays fast (no stalls: a hang costs a timeout).
 WRITE_PLANS = (("network.close-after-headers", {}), ("network.truncate-body", {"keep": 0}),
                ("network.truncate-body", {"keep": 100}),
@@ -197,7 +198,8 @@ def http_examples(max_faults: int = 3, hostnames: Sequence[str] = TLS_HOSTS) -> 
     the authentication layer's faults, and answers cut, reset, sliced or late (network write plans)."""
     hosts = st.sampled_from(tuple(hostnames[:MAX_SCOPED_HOSTS]) or TLS_HOSTS)
     one = st.one_of(
-        st.sampled_from(STATUSES).map(lambda status: fault("autodiscover.http-error", status=status)),
+        st.builds(lambda status, wait: fault("autodiscover.http-error", status=status, **wait),
+                  st.sampled_from(STATUSES), st.sampled_from(RETRY_AFTER)),
         auth_fault(),
         st.builds(lambda host, status: fault("autodiscover.web-site", host=host, status=status),
                   hosts, st.sampled_from(WEB_SITE_STATUSES)),
