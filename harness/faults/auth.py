@@ -2,8 +2,8 @@
 site that asks for credentials."""
 from __future__ import annotations
 
-from harness.faults.base import Fault, HostScoped, Param, register
-from harness.protocols.http import DEFAULT_AUTH_METHODS, IIS_401, AuthOffer, HttpAnswer
+from harness.faults.base import Fault, FaultParamError, HostScoped, Param, register
+from harness.protocols.http import AUTODISCOVER_HEADERS, DEFAULT_AUTH_METHODS, IIS_401, AuthOffer, HttpAnswer
 from harness.protocols.httpauth import AuthOutcome
 
 PATH_HELP = "apply only to request paths starting with this prefix (e.g. /rpc/ or /autodiscover/); default: all"
@@ -146,3 +146,43 @@ class BasicOverHttp(HostScoped):
             return None
         realm = request.host or "autodiscover"
         return HttpAnswer(401, IIS_401, headers=(("WWW-Authenticate", f'Basic realm="{realm}"'),))
+
+
+@register
+class Challenge(_PathScoped):
+    name = "auth.challenge"
+    summary = "Every request is answered with IIS's 401 and exactly these `WWW-Authenticate` lines, in this order."
+    description = ("What a client meets when the schemes on offer are not the three it expects: Exchange's OAuth "
+                   "`Bearer` line (hybrid modern authentication), IIS Digest, a reverse proxy's own challenge, "
+                   "Basic without NTLM, the lines in another order or run together on one line. The server never "
+                   "accepts a logon here (whatever the Authorization header says, the same 401 comes back), so a "
+                   "correct client gives up after its retry instead of looping. `schemes` are the header values as "
+                   "sent; `{host}` in one becomes the request's host. `combined: true` sends them as one line "
+                   "joined by `, ` (RFC 9110 allows both forms).")
+    symptoms = {"curl": "HTTP 401 (with --anyauth: it picks the first scheme it knows, else stops)",
+                "requests": "status 401; requests-ntlm/-negotiate raise when their scheme is not offered",
+                "exchangelib": "TransportError: Failed to get auth type from service (no scheme it knows)"}
+    params = {**_PathScoped.params,
+              "schemes": Param(list, ["Negotiate", "NTLM", 'Basic realm="{host}"'],
+                               "the WWW-Authenticate values, in order (`{host}`: the request's host)", items=str),
+              "combined": Param(bool, False, "all values on one WWW-Authenticate line, joined by ', '")}
+    analyzer = {"fails_at": "http-auth", "reason": "auth-method-mismatch"}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        for value in result["schemes"]:
+            if any(c in value for c in "\r\n\x00"):
+                raise FaultParamError("schemes", f"{value!r}: a header value cannot hold CR, LF or NUL")
+        return result
+
+    def on_http_request(self, scope, request):
+        if not self.applies_to(request):
+            return None
+        lines = [value.replace("{host}", request.host or "") for value in self.values["schemes"]]
+        if self.values["combined"] and lines:
+            lines = [", ".join(lines)]
+        headers = [("WWW-Authenticate", line) for line in lines]
+        if request.path.lower().startswith("/autodiscover"):
+            headers += AUTODISCOVER_HEADERS   # as the site's own 401 there
+        return HttpAnswer(401, IIS_401, headers=tuple(headers))

@@ -208,11 +208,17 @@ class HttpError(Fault):
                    "Application'); 502/504: a reverse proxy cannot reach the CAS; 503: the app pool is stopped.")
     symptoms = {"exchangelib": "the step fails (MalformedResponseError / transient error); discovery goes on",
                 "curl": "%{http_code} = the status"}
-    params = {"status": Param(int, 500, "the HTTP status", tuple(ERROR_PAGES))}
+    params = {"status": Param(int, 500, "the HTTP status", tuple(ERROR_PAGES)),
+              "retry_after": Param(int, None, "send `Retry-After: N` (seconds), as a load balancer's maintenance "
+                                   "answer does (IIS itself sends none)", minimum=0)}
     analyzer = {"fails_at": "autodiscover", "reason": "http-{status}"}
 
     def on_autodiscover(self, scope, request, answer):
-        return error_page(self.values["status"])
+        page = error_page(self.values["status"])
+        if self.values["retry_after"] is None:
+            return page
+        return HttpAnswer(page.status, page.body, page.content_type,
+                          page.headers + (("Retry-After", str(self.values["retry_after"])),), page.reason)
 
 
 @register

@@ -33,8 +33,8 @@ def add_fuzz_parser(subparsers) -> argparse.ArgumentParser:
                     "each failure to the smallest misbehaviour and save it as a scenario file.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--client", required=True, metavar="COMMAND", help="the command, with {placeholders}")
-    parser.add_argument("--layer", action="append", default=[], choices=("autodiscover", "tls"),
-                        help="what to mutate: autodiscover, tls (repeatable; default autodiscover)")
+    parser.add_argument("--layer", action="append", default=[], choices=("autodiscover", "tls", "http", "auth"),
+                        help="what to mutate: autodiscover, tls, http, auth (repeatable; default autodiscover)")
     parser.add_argument("--max-examples", type=int, default=200, metavar="N",
                         help="examples in all, shrinking included (default 200)")
     parser.add_argument("--seed", type=int, help="seed (default: Hypothesis' derandomized run, the same each time)")

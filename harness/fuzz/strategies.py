@@ -151,7 +151,63 @@ def tls_examples(max_faults: int = 3, hostnames: Sequence[str] = TLS_HOSTS) -> s
     return st.lists(certificate(hostnames), min_size=1, max_size=max_faults)
 
 
-LAYERS = {"autodiscover": autodiscover_examples, "tls": tls_examples}
+# WWW-Authenticate values IIS and Exchange 2013 send: the Windows schemes, Basic with IIS's realm, Exchange's OAuth
+# line (hybrid modern authentication) and IIS Digest. Plain ones first, so a finding shrinks to the odd one.
+CHALLENGE_LINES = ("Negotiate", "NTLM", 'Basic realm="{host}"',
+                   'Bearer client_id="00000002-0000-0ff1-ce00-000000000000", trusted_issuers="00000001-0000-0000-'
+                   'c000-000000000000@*", token_types="app_asserting_user"',
+                   'Digest qop="auth",algorithm=MD5-sess,nonce="+Upgraded+v1a1b2c3d4e5f60718293a4b5c6d7e8f9",'
+                   'charset=utf-8,realm="Digest"')
+# The schemes IIS offers and how it refuses a logon, as the auth.* faults that say so.
+AUTH_FAULTS = ("auth.basic-only", "auth.ntlm-only", "auth.negotiate-only", "auth.combined-challenge",
+               "auth.401-loop", "auth.wrong-password")
+STATUSES = tuple(sorted(ERROR_PAGES))
+WEB_SITE_STATUSES = (200, 401, 403, 404, 500)
+RETRY_AFTER = ({}, {"retry_after": 0}, {"retry_after": 1}, {"retry_after": 120}, {"retry_after": 86400})
+# Output shapes of the network family, short enough that a run stays fast (no stalls: a hang costs a timeout).
+WRITE_PLANS = (("network.close-after-headers", {}), ("network.truncate-body", {"keep": 0}),
+               ("network.truncate-body", {"keep": 100}),
+               ("network.slicer", {"average_size": 1, "size_variation": 0, "delay_ms": 0.0}),
+               ("network.slicer", {"average_size": 16, "delay_ms": 0.0}), ("network.reset", {"when": "mid-response"}),
+               ("network.reset", {"when": "after-bytes", "bytes": 12}), ("network.reset", {}),
+               ("network.latency", {"ms": 200.0}), ("autodiscover.slow", {"seconds": 0.3}))
+
+
+def challenge() -> st.SearchStrategy[Dict[str, Any]]:
+    """A 401 whatever is sent, with one to four WWW-Authenticate lines (repeats too), in any order, as lines or one
+    line."""
+    def build(lines: List[str], combined: bool) -> Dict[str, Any]:
+        return fault("auth.challenge", schemes=lines, combined=True) if combined else \
+            fault("auth.challenge", schemes=lines)
+    return st.builds(build, st.lists(st.sampled_from(CHALLENGE_LINES), min_size=1, max_size=4),
+                     st.booleans())
+
+
+def auth_fault() -> st.SearchStrategy[Dict[str, Any]]:
+    """The schemes offered and how a logon is refused (auth.*), then challenges of any shape."""
+    return st.one_of(st.sampled_from(AUTH_FAULTS).map(fault), challenge())
+
+
+def auth_examples(max_faults: int = 3, hostnames: Sequence[str] = TLS_HOSTS) -> st.SearchStrategy[Example]:
+    """What the server does wrong in HTTP authentication: one to ``max_faults`` faults (the first answer wins)."""
+    return st.lists(auth_fault(), min_size=1, max_size=max_faults)
+
+
+def http_examples(max_faults: int = 3, hostnames: Sequence[str] = TLS_HOSTS) -> st.SearchStrategy[Example]:
+    """What the server does wrong at the HTTP level: error statuses, another web site on one of the org's names,
+    the authentication layer's faults, and answers cut, reset, sliced or late (network write plans)."""
+    hosts = st.sampled_from(tuple(hostnames[:MAX_SCOPED_HOSTS]) or TLS_HOSTS)
+    one = st.one_of(
+        st.builds(lambda status, wait: fault("autodiscover.http-error", status=status, **wait),
+                  st.sampled_from(STATUSES), st.sampled_from(RETRY_AFTER)),
+        auth_fault(),
+        st.builds(lambda host, status: fault("autodiscover.web-site", host=host, status=status),
+                  hosts, st.sampled_from(WEB_SITE_STATUSES)),
+        st.sampled_from(WRITE_PLANS).map(lambda entry: fault(entry[0], **entry[1])))
+    return st.lists(one, min_size=1, max_size=max_faults)
+
+
+LAYERS = {"autodiscover": autodiscover_examples, "tls": tls_examples, "http": http_examples, "auth": auth_examples}
 
 
 def examples(layers: List[str], max_faults: int = 3,
