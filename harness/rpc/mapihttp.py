@@ -139,9 +139,16 @@ class MapiHttpEndpoint:
     request_types: Tuple[str, ...] = ()
     opening = ""
 
-    def __init__(self, org: Org, rng: random.Random, clock: Callable[[], float]):
-        self.org, self.rng, self.clock = org, rng, clock
+    def __init__(self, org: Org, rng: random.Random, clock: Callable[[], float], record: Callable[..., object],
+                 faults: Optional[FaultSet] = None):
+        self.org, self.rng, self.clock, self.record, self.faults = org, rng, clock, record, faults
         self.sessions: Dict[str, MapiSession] = {}
+
+    def _ctx(self, request: MapiRequest, association: Dict) -> CallContext:
+        # MAPI/HTTP runs over TLS only: the connection is as private as RPC at packet privacy
+        return CallContext(org=self.org, mailbox=request.mailbox, auth_level=RPC_C_AUTHN_LEVEL_PKT_PRIVACY,
+                           association=association, record=self.record, rng=self.rng, faults=self.faults,
+                           host=request.mailbox_id)
 
     def _opaque(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -223,15 +230,8 @@ class MapiHttpEmsmdb(MapiHttpEndpoint):
 
     def __init__(self, org: Org, store: Optional[MailboxStore], rng: random.Random, clock: Callable[[], float],
                  record: Callable[..., object], faults: Optional[FaultSet] = None):
-        super().__init__(org, rng, clock)
-        self.record, self.faults = record, faults
+        super().__init__(org, rng, clock, record, faults)
         self.emsmdb = Emsmdb(org, store=store, clock=clock)
-
-    def _ctx(self, request: MapiRequest, association: Dict) -> CallContext:
-        # MAPI/HTTP runs over TLS only: the connection is as private as RPC at packet privacy
-        return CallContext(org=self.org, mailbox=request.mailbox, auth_level=RPC_C_AUTHN_LEVEL_PKT_PRIVACY,
-                           association=association, record=self.record, rng=self.rng, faults=self.faults,
-                           host=request.mailbox_id)
 
     def handle(self, request: MapiRequest) -> MapiHttpAnswer:
         start = self.clock()

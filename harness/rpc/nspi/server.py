@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import zlib
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.dtypes import NULL
@@ -66,9 +66,11 @@ from harness.rpc.nspi.values import (
     PT_ERROR,
     PT_UNICODE,
     STRING_TYPES,
+    Cell,
     RowEncoder,
     client_tag,
     columns_or_default,
+    ndr_row,
 )
 
 SORT_TYPES = (ndr.SortTypeDisplayName, ndr.SortTypePhoneticDisplayName, ndr.SortTypeDisplayName_RO,
@@ -117,17 +119,23 @@ class Nspi(RpcInterface):
     def NspiBind(self, stub: bytes, ctx: CallContext) -> bytes:
         request = wire.bind_request(stub)
         handle = wire.EMPTY_HANDLE
+        code = self.bind_code(ctx, request.stat.CodePage)
+        if code == SUCCESS:
+            handle = new_context_handle(ctx)
+            ctx.association[("nspi", handle)] = NspiSession(request.stat.CodePage)
+        return wire.bind_response(self.server_guid if request.wants_guid else None, handle, code)
+
+    def bind_code(self, ctx: CallContext, codepage: int) -> int:
+        """NspiBind's verdict for the caller and the STAT's code page (either transport)."""
         if ctx.mailbox is None:
             code = LOGON_FAILED
-        elif request.stat.CodePage == ndr.CP_WINUNICODE:
+        elif codepage == ndr.CP_WINUNICODE:
             code = INVALID_CODEPAGE
         else:
             code = SUCCESS
-            handle = new_context_handle(ctx)
-            ctx.association[("nspi", handle)] = NspiSession(request.stat.CodePage)
-        ctx.record("nspi_bind", user=ctx.mailbox.username if ctx.mailbox else None, codepage=request.stat.CodePage,
+        ctx.record("nspi_bind", user=ctx.mailbox.username if ctx.mailbox else None, codepage=codepage,
                    result=f"0x{code:08x}")
-        return wire.bind_response(self.server_guid if request.wants_guid else None, handle, code)
+        return code
 
     def NspiUnbind(self, stub: bytes, ctx: CallContext) -> bytes:
         wire.unbind_request(stub)
@@ -154,22 +162,31 @@ class Nspi(RpcInterface):
         stat = request.stat
         columns = columns_or_default(request.tags, stat.CodePage)
         ephemeral = bool(request.flags & ndr.fEphID)
-        if request.explicit is not None:
-            mids = request.explicit
-        else:
-            try:
-                if request.count == 0:
-                    raise NspiError(INVALID_PARAMETER)
-                members = self._table(stat).members
-                position = max(0, min(len(members), stat.start_row(members) + stat.Delta))
-            except NspiError as error:
-                return wire.query_rows_response(stat, None, error.code)
-            mids = members[position:position + min(request.count, MAX_ROWS)]
-            stat.move(members, position + len(mids))
+        try:
+            mids = self.select_rows(stat, request.explicit, request.count)
+        except NspiError as error:
+            return wire.query_rows_response(stat, None, error.code)
         key = tuple(columns)
         known = self.book.get
         rows = [self._packed_row(mid if known(mid) else None, key, stat.CodePage, ephemeral) for mid in mids]
         return wire.query_rows_response(stat, rows, SUCCESS)
+
+    def select_rows(self, stat: Stat, explicit: Optional[List[int]], count: int) -> List[int]:
+        """The MIds NspiQueryRows answers (the explicit table, or ``count`` rows of the STAT's table from its
+        position, which then moves past them); NspiError when the STAT names no table or row."""
+        if explicit is not None:
+            return explicit
+        if count == 0:
+            raise NspiError(INVALID_PARAMETER)
+        members = self._table(stat).members
+        position = max(0, min(len(members), stat.start_row(members) + stat.Delta))
+        mids = members[position:position + min(count, MAX_ROWS)]
+        stat.move(members, position + len(mids))
+        return mids
+
+    def row_cells(self, mid: int, columns: Sequence[int], codepage: int, ephemeral: bool) -> List[Cell]:
+        """The row of MId ``mid`` as cells (an MId the book lacks: a row of errors)."""
+        return self.rows.cells(self.book.get(mid), columns, codepage, ephemeral)
 
     def _pack_row(self, mid: Optional[int], columns: Tuple[int, ...], codepage: int,
                   ephemeral: bool) -> wire.PackedRow:
@@ -261,11 +278,14 @@ class Nspi(RpcInterface):
             request = ndr.NspiDNToMId(stub)
             names = [ndr_text(item["Data"]) for item in request["pNames"]["Strings"]][:MAX_ROWS]
         self._session(ctx, stub)
+        return wire.tags_response(self.dn_to_mids(names, ctx), SUCCESS)
+
+    def dn_to_mids(self, names: Sequence[str], ctx: CallContext) -> List[int]:
         mids = []
         for name in names:
             obj = self.book.by_dn(name)
             mids.append(obj.mid if obj and not self._hidden(obj, name, ctx) else ndr.MID_UNRESOLVED)
-        return wire.tags_response(mids, SUCCESS)
+        return mids
 
     def NspiGetPropList(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiGetPropList"):
@@ -287,19 +307,25 @@ class Nspi(RpcInterface):
         response = ndr.NspiGetPropsResponse()
 
         def build() -> int:
-            if stat is None:
-                raise NspiError(INVALID_PARAMETER)
-            obj = self.book.get(stat.CurrentRec)
-            if obj is None and tags is None:
-                raise NspiError(NOT_FOUND)
-            codepage = stat.CodePage or session.codepage
-            columns = tags if tags is not None else [client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props]
-            row = self.rows.row(obj, columns, codepage, bool(flags & ndr.fEphID))
-            response["ppRows"] = row
-            errors = any(value["ulPropTag"] & 0xFFFF == PT_ERROR for value in row["lpProps"])
-            return ERRORS_RETURNED if errors else SUCCESS
+            code, cells = self.props_cells(stat, flags, tags, session.codepage)
+            response["ppRows"] = ndr_row(cells)
+            return code
 
         return answer(response, build, ["ppRows"])
+
+    def props_cells(self, stat: Optional[Stat], flags: int, tags: Optional[List[int]],
+                    session_codepage: int) -> Tuple[int, List[Cell]]:
+        """NspiGetProps: (SUCCESS or ERRORS_RETURNED, the cells of the STAT's current object); NspiError else."""
+        if stat is None:
+            raise NspiError(INVALID_PARAMETER)
+        obj = self.book.get(stat.CurrentRec)
+        if obj is None and tags is None:
+            raise NspiError(NOT_FOUND)
+        codepage = stat.CodePage or session_codepage
+        columns = tags if tags is not None else [client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props]
+        cells = self.rows.cells(obj, columns, codepage, bool(flags & ndr.fEphID))
+        errors = any(tag & 0xFFFF == PT_ERROR for tag, _value in cells)
+        return (ERRORS_RETURNED if errors else SUCCESS), cells
 
     def NspiCompareMIds(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiCompareMIds"):
@@ -321,14 +347,18 @@ class Nspi(RpcInterface):
     def NspiGetSpecialTable(self, stub: bytes, ctx: CallContext) -> bytes:
         flags, codepage = wire.special_table_request(stub)
         session = self._session(ctx, stub)
+        rows = [wire.pack_row(cells) for cells in self.special_table(flags, codepage or session.codepage)]
+        return wire.special_table_response(self.hierarchy_version, rows, SUCCESS)
+
+    def special_table(self, flags: int, codepage: int) -> List[List[Cell]]:
+        """NspiGetSpecialTable's rows: the address book hierarchy (the org defines no address creation templates)."""
         unicode = bool(flags & ndr.NspiUnicodeStrings)
-        codepage = codepage or session.codepage
-        rows = []                               # the org defines no address creation templates
+        rows = []
         if not flags & ndr.NspiAddressCreationTemplates:
             for container in self.book.containers:
                 columns = [client_tag(t, unicode) for t in HIERARCHY_COLUMNS if container.obj.value(t >> 16)]
-                rows.append(wire.pack_row(self.rows.cells(container.obj, columns, codepage, False)))
-        return wire.special_table_response(self.hierarchy_version, rows, SUCCESS)
+                rows.append(self.rows.cells(container.obj, columns, codepage, False))
+        return rows
 
     def _refuse(self, stub: bytes, ctx: CallContext, request_class, response_class, code: int) -> bytes:
         """Validate the request and the handle, then answer ``code`` with every output pointer NULL."""
@@ -377,6 +407,14 @@ class Nspi(RpcInterface):
             tags = tag_list(request.fields["pPropTags"])
             names = [ndr_text(item["Data"]) for item in request["paStr"]["Strings"]][:MAX_ROWS]
         self._session(ctx, stub)
+        mids, resolved = self.resolve_names(stat, names, ctx)
+        columns = tuple(columns_or_default(tags, stat.CodePage))
+        rows = [self._packed_row(obj.mid, columns, stat.CodePage, False) for obj in resolved]
+        return wire.resolve_names_response(mids, rows, SUCCESS)
+
+    def resolve_names(self, stat: Stat, names: Sequence[str], ctx: CallContext) -> Tuple[List[int], List[AbObject]]:
+        """NspiResolveNames: an MId per name (MID_AMBIGUOUS / MID_UNRESOLVED when not exactly one entry of the
+        STAT's container matches) and the resolved objects, in order."""
         container = self.book.container(stat.ContainerID)
         scope = set(container.members) if container is not None else None
         mids, resolved = [], []
@@ -388,10 +426,8 @@ class Nspi(RpcInterface):
                 resolved.append(matches[0])
             else:
                 mids.append(ndr.MID_AMBIGUOUS if matches else ndr.MID_UNRESOLVED)
-        ctx.record("nspi_resolve", names=names, mids=mids)
-        columns = tuple(columns_or_default(tags, stat.CodePage))
-        rows = [self._packed_row(obj.mid, columns, stat.CodePage, False) for obj in resolved]
-        return wire.resolve_names_response(mids, rows, SUCCESS)
+        ctx.record("nspi_resolve", names=list(names), mids=mids)
+        return mids, resolved
 
     @staticmethod
     def _hidden(obj: AbObject, name: str, ctx: CallContext) -> bool:
