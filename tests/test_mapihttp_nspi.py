@@ -19,13 +19,18 @@ from tests.support.clients import nspi_handle
 from tests.support.mapihttp import MapiHttpClient
 from tests.support.mapihttp_nspi import (
     bind_body,
+    compare_mids_body,
     dn_to_mid_body,
     get_props_body,
     parse_response,
+    prop_list_body,
+    query_columns_body,
     query_rows_body,
     resolve_names_body,
+    resort_body,
     special_table_body,
     unbind_body,
+    update_stat_body,
     url_body,
 )
 from tests.support.servers import start_on_port_443
@@ -134,6 +139,27 @@ def test_resolve_dn_to_mid_get_props_and_urls():
     assert ab_url.url == f"{MAPI_BASE}nspi/?MailboxId={ORG.personal_server(ALICE)}"
     assert endpoint.call("Unbind", unbind_body()).code == nspi_core.UNBIND_SUCCESS
     assert endpoint.cookies["MapiContext"] == ""
+
+
+def test_prop_list_columns_compare_resort_and_update_stat_answer_as_the_rpc_core():
+    endpoint = Endpoint()
+    endpoint.call("Bind", bind_body())
+    core = endpoint.mapi.nspi
+    gal = endpoint.call("QueryRows", query_rows_body([PR_DISPLAY_NAME_W]))
+    mids = [core.book.by_mailbox(BOB).mid, core.book.by_mailbox(ALICE).mid]
+    assert endpoint.call("GetPropList", prop_list_body(mids[0])).columns == core.prop_list(mids[0], 1252)
+    assert endpoint.call("GetPropList", prop_list_body(0x7FFFFFF0)).code == nspi_core.NOT_FOUND
+    columns = endpoint.call("QueryColumns", query_columns_body()).columns
+    assert columns == core.query_columns(True) and PR_DISPLAY_NAME_W in columns
+    members = core.book.container(0).members
+    compared = endpoint.call("CompareMIds", compare_mids_body(*mids))
+    assert compared.result == members.index(mids[0]) - members.index(mids[1]) != 0
+    assert endpoint.call("CompareMIds", compare_mids_body(mids[0], 0x7FFFFFF0)).code == nspi_core.server.GENERAL_FAILURE
+    resorted = endpoint.call("ResortRestriction", resort_body([mids[0], mids[1], 0x7FFFFFF0], current=mids[0]))
+    assert resorted.mids == sorted(mids, key=lambda m: core.book.get(m).display_name.lower())
+    assert resorted.stat[2] == mids[0]                              # CurrentRec kept
+    moved = endpoint.call("UpdateStat", update_stat_body(2))
+    assert moved.result == 2 and moved.stat[2] == members[2] and moved.stat[4] == 2 and len(gal.rows) > 2
 
 
 def test_transport_errors_answer_with_their_x_response_code():

@@ -3,7 +3,9 @@ core (harness.rpc.nspi.server.Nspi) that serves NspiBind / NspiQueryRows / ... o
 answer the same rows.
 
 Request types: Bind (session created: MapiContext and MapiSequence cookies, path /mapi/nspi), Unbind, GetSpecialTable,
-QueryRows, ResolveNames, DNToMId, GetProps, GetMailboxUrl, GetAddressBookUrl, PING. Every request after Bind but
+QueryRows, ResolveNames, DNToMId, GetProps, GetPropList, QueryColumns, CompareMIds, ResortRestriction, UpdateStat,
+GetMailboxUrl, GetAddressBookUrl, PING (GetMatches, SeekEntries, GetTemplateInfo, ModLinkAtt and the named-property
+requests are not served yet: X-ResponseCode 5). Every request after Bind but
 PING must present the latest MapiSequence (else X-ResponseCode 15) and gets a new one. The shared plumbing
 (headers, cookies, PROCESSING/DONE, error pages) is harness.rpc.mapihttp.MapiHttpEndpoint; the bodies are
 harness.rpc.nspi.httpwire.
@@ -33,6 +35,7 @@ from harness.rpc.nspi.stat import Stat
 from harness.rpc.nspi.values import columns_or_default
 
 NSPI_REQUEST_TYPES = ("Bind", "Unbind", "GetSpecialTable", "QueryRows", "ResolveNames", "DNToMId", "GetProps",
+                      "GetPropList", "QueryColumns", "CompareMIds", "ResortRestriction", "UpdateStat",
                       "GetMailboxUrl", "GetAddressBookUrl", "PING")
 
 
@@ -111,6 +114,24 @@ class MapiHttpNspi(MapiHttpEndpoint):
             if kind == "GetProps":
                 code, cells = nspi.props_cells(parsed.stat, parsed.flags, parsed.tags, state.codepage)
                 return httpwire.get_props_response(code, codepage, cells), code
+            if kind == "GetPropList":
+                tags = nspi.prop_list(parsed.mid, parsed.codepage)
+                code = SUCCESS if tags is not None else NOT_FOUND
+                return httpwire.tags_response(code, tags), code
+            if kind == "QueryColumns":
+                return httpwire.tags_response(SUCCESS, nspi.query_columns(
+                    bool(parsed.flags & ndr.NspiUnicodeProptypes))), SUCCESS
+            if kind == "CompareMIds":
+                first, second = parsed.mids  # type: ignore[misc]
+                return httpwire.compare_mids_response(SUCCESS, nspi.compare_mids(stat, first, second)), SUCCESS
+            if kind == "ResortRestriction":
+                return httpwire.resort_response(SUCCESS, stat, nspi.resort(stat, parsed.mids or [])), SUCCESS
+            if kind == "UpdateStat":
+                try:
+                    delta = nspi.update_stat(stat)
+                except NspiError as error:
+                    return httpwire.update_stat_response(error.code, stat, None), error.code
+                return httpwire.update_stat_response(SUCCESS, stat, delta if parsed.wants_delta else None), SUCCESS
             if kind == "GetMailboxUrl":
                 mailbox = self._by_server_dn(parsed.dn)
                 if mailbox is None:
@@ -119,11 +140,15 @@ class MapiHttpNspi(MapiHttpEndpoint):
             # GetAddressBookUrl: the address book endpoint of the user the DN names (else of the caller)
             found = nspi.book.by_dn(parsed.dn)
             mailbox = found.mailbox if found is not None and found.mailbox is not None else ctx.mailbox
+            if mailbox is None:
+                return httpwire.url_response(NOT_FOUND, ""), NOT_FOUND
             return httpwire.url_response(SUCCESS, self.url("nspi", mailbox)), SUCCESS
         except NspiError as error:
             if kind == "GetProps":
                 return httpwire.get_props_response(error.code, codepage, None), error.code
-            return httpwire.code_response(error.code), error.code
+            if kind == "CompareMIds":
+                return httpwire.compare_mids_response(error.code, 0), error.code
+            return httpwire.resort_response(error.code, stat, None), error.code     # ResortRestriction
 
     def url(self, endpoint: str, mailbox: Mailbox) -> str:
         """The URL Autodiscover's mapiHttp block gives for ``mailbox`` (harness.protocols.autodiscover)."""

@@ -55,6 +55,27 @@ def get_props_body(mid: int, tags: Sequence[int]) -> bytes:
     return struct.pack("<LB", 0, 1) + stat_bytes(current=mid) + _tags(tags) + AUX_NONE
 
 
+def prop_list_body(mid: int, codepage: int = CP_1252) -> bytes:
+    return struct.pack("<LLL", 0, mid, codepage) + AUX_NONE
+
+
+def query_columns_body(flags: int = 0x80000000) -> bytes:   # NspiUnicodeProptypes
+    return struct.pack("<LL", 0, flags) + AUX_NONE
+
+
+def compare_mids_body(first: int, second: int, container: int = 0) -> bytes:
+    return struct.pack("<LB", 0, 1) + stat_bytes(container) + struct.pack("<LL", first, second) + AUX_NONE
+
+
+def resort_body(mids: Sequence[int], current: int = 0) -> bytes:
+    return (struct.pack("<LB", 0, 1) + stat_bytes(current=current) + struct.pack(f"<BL{len(mids)}L", 1, len(mids),
+                                                                                  *mids) + AUX_NONE)
+
+
+def update_stat_body(delta: int, container: int = 0) -> bytes:
+    return struct.pack("<LB", 0, 1) + stat_bytes(container, delta=delta) + b"\x01" + AUX_NONE
+
+
 def url_body(dn: str) -> bytes:
     return struct.pack("<L", 0) + dn.encode("utf-16-le") + b"\x00\x00" + AUX_NONE
 
@@ -161,6 +182,7 @@ class AbResponse:
     values: Optional[List[List[Tuple[int, object]]]] = None
     url: Optional[str] = None
     server_guid: Optional[bytes] = None
+    result: Optional[int] = None             # CompareMIds; UpdateStat's Delta
 
 
 def parse_response(kind: str, body: bytes) -> AbResponse:
@@ -190,5 +212,15 @@ def parse_response(kind: str, body: bytes) -> AbResponse:
         answer.values = [read_value_list(reader)] if reader.u8() else None
     elif kind in ("GetMailboxUrl", "GetAddressBookUrl"):
         answer.url = reader.utf16z()
+    elif kind in ("GetPropList", "QueryColumns"):
+        answer.columns = reader.u32s() if reader.u8() else None
+    elif kind == "CompareMIds":
+        answer.result = reader.unpack("l")[0]
+    elif kind in ("ResortRestriction", "UpdateStat"):
+        answer.stat = reader.unpack("LLLlLLLLL") if reader.u8() else None
+        if kind == "UpdateStat":
+            answer.result = reader.unpack("l")[0] if reader.u8() else None
+        else:
+            answer.mids = reader.u32s() if reader.u8() else None
     assert reader.u32() == 0 and reader.pos == len(body)   # an empty auxiliary buffer ends every response
     return answer

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from harness.rpc.mapihttp import BadBody, BodyReader
 from harness.rpc.nspi.idl import MAX_ROWS
@@ -46,6 +46,10 @@ class AbRequest:
     count: int = 0                          # QueryRows' RowCount
     names: Optional[List[str]] = None       # ResolveNames / DNToMId
     dn: str = ""                            # GetMailboxUrl's ServerDn, GetAddressBookUrl's UserDn
+    mids: Optional[List[int]] = None        # ResortRestriction's MinimalIds; CompareMIds' two MIds
+    mid: int = 0                            # GetPropList's MinimalId
+    codepage: int = 0                       # GetPropList's CodePage
+    wants_delta: bool = False               # UpdateStat's DeltaRequested
 
 
 def _stat(reader: BodyReader) -> Optional[Stat]:
@@ -102,6 +106,23 @@ def parse_request(kind: str, body: bytes) -> AbRequest:
         request.flags = reader.u32()
         request.stat = _stat(reader)
         request.tags = _tags(reader)
+    elif kind == "GetPropList":
+        request.flags, request.mid, request.codepage = reader.u32(), reader.u32(), reader.u32()
+    elif kind == "QueryColumns":
+        reader.u32()                        # Reserved
+        request.flags = reader.u32()        # MapiFlags
+    elif kind == "CompareMIds":
+        reader.u32()                        # Reserved
+        request.stat = _stat(reader)
+        request.mids = [reader.u32(), reader.u32()]
+    elif kind == "ResortRestriction":
+        reader.u32()                        # Reserved
+        request.stat = _stat(reader)
+        request.mids = _u32s(reader) if reader.u8() else []
+    elif kind == "UpdateStat":
+        reader.u32()                        # Reserved
+        request.stat = _stat(reader)
+        request.wants_delta = bool(reader.u8())
     elif kind in ("GetMailboxUrl", "GetAddressBookUrl"):
         request.flags = reader.u32()
         request.dn = reader.utf16z()
@@ -112,7 +133,7 @@ def parse_request(kind: str, body: bytes) -> AbRequest:
 
 
 # ---- values and rows ----------------------------------------------------------------------------------------
-def _value(out: bytearray, ptype: int, value: object) -> None:
+def _value(out: bytearray, ptype: int, value: Any) -> None:
     """A PropertyValue (MS-OXCDATA 2.11.2.1, 32-bit counts), HasValue first for the types that carry it."""
     if ptype in _HAS_VALUE_TYPES:
         out.append(1)
@@ -226,6 +247,37 @@ def get_props_response(code: int, codepage: int, cells: Optional[Sequence[Cell]]
         out.append(1)
         pack_value_list(out, cells)
     return bytes(out + _AUX_NONE)
+
+
+def tags_response(code: int, tags: Optional[Sequence[int]]) -> bytes:
+    """GetPropList (PropertyTags) and QueryColumns (Columns): a flag, then a LargePropTagArray."""
+    out = bytearray(struct.pack("<LL", 0, code))
+    if tags is None:
+        out.append(0)
+    else:
+        out.append(1)
+        _u32_array(out, tags)
+    return bytes(out + _AUX_NONE)
+
+
+def compare_mids_response(code: int, result: int) -> bytes:
+    return struct.pack("<LLl", 0, code, result) + _AUX_NONE
+
+
+def resort_response(code: int, stat: Stat, mids: Optional[Sequence[int]]) -> bytes:
+    out = bytearray(struct.pack("<LLB", 0, code, 1) + pack_stat(stat))
+    if mids is None:
+        out.append(0)
+    else:
+        out.append(1)
+        _u32_array(out, mids)
+    return bytes(out + _AUX_NONE)
+
+
+def update_stat_response(code: int, stat: Stat, delta: Optional[int]) -> bytes:
+    out = struct.pack("<LLB", 0, code, 1) + pack_stat(stat)
+    out += struct.pack("<Bl", 1, delta) if delta is not None else b"\x00"
+    return out + _AUX_NONE
 
 
 def url_response(code: int, url: str) -> bytes:

@@ -148,13 +148,18 @@ class Nspi(RpcInterface):
         self._session(ctx, stub)
         stat = request.stat
         try:
-            members = self._table(stat).members
-            start = stat.start_row(members)
+            delta = self.update_stat(stat)
         except NspiError as error:
             return wire.update_stat_response(stat, None, error.code)
+        return wire.update_stat_response(stat, delta if request.wants_delta else None, SUCCESS)
+
+    def update_stat(self, stat: Stat) -> int:
+        """NspiUpdateStat: apply the STAT's Delta to its position; the rows actually moved."""
+        members = self._table(stat).members
+        start = stat.start_row(members)
         position = max(0, min(len(members), start + stat.Delta))
         stat.move(members, position)
-        return wire.update_stat_response(stat, position - start if request.wants_delta else None, SUCCESS)
+        return position - start
 
     def NspiQueryRows(self, stub: bytes, ctx: CallContext) -> bytes:
         request = wire.query_rows_request(stub)
@@ -263,15 +268,18 @@ class Nspi(RpcInterface):
         response = NspiResortRestrictionResponse()
 
         def build() -> int:
-            objects = sorted({mid: self.book.get(mid) for mid in mids if self.book.get(mid)}.values(),
-                             key=lambda o: (o.display_name.lower(), o.mid))
-            resorted = [o.mid for o in objects]
-            response["ppOutMIds"] = tag_array(resorted)
-            current = stat.CurrentRec
-            stat.move(resorted, resorted.index(current) if current in resorted else 0)
+            response["ppOutMIds"] = tag_array(self.resort(stat, mids))
             return SUCCESS
 
         return answer_with_stat(response, stat, build, ["ppOutMIds"])
+
+    def resort(self, stat: Stat, mids: Sequence[int]) -> List[int]:
+        """NspiResortRestriction: the known MIds by display name; the STAT keeps its current row if listed."""
+        objects = sorted({mid: self.book.get(mid) for mid in mids if self.book.get(mid)}.values(),
+                         key=lambda o: (o.display_name.lower(), o.mid))
+        resorted = [o.mid for o in objects]
+        stat.move(resorted, resorted.index(stat.CurrentRec) if stat.CurrentRec in resorted else 0)
+        return resorted
 
     def NspiDNToMId(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiDNToMId"):
@@ -292,10 +300,13 @@ class Nspi(RpcInterface):
             request = ndr.NspiGetPropList(stub)
             mid, codepage = request["dwMId"], request["CodePage"]
         self._session(ctx, stub)
+        tags = self.prop_list(mid, codepage)
+        return wire.tags_response(tags, SUCCESS if tags is not None else NOT_FOUND)
+
+    def prop_list(self, mid: int, codepage: int) -> Optional[List[int]]:
+        """NspiGetPropList: the tags the object has (None: no such MId)."""
         obj = self.book.get(mid)
-        if obj is None:
-            return wire.tags_response(None, NOT_FOUND)
-        return wire.tags_response([client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props], SUCCESS)
+        return None if obj is None else [client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props]
 
     def NspiGetProps(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiGetProps"):
@@ -336,13 +347,17 @@ class Nspi(RpcInterface):
         response = ndr.NspiCompareMIdsResponse()
 
         def build() -> int:
-            members = self._table(stat).members
-            if first not in members or second not in members:
-                raise NspiError(GENERAL_FAILURE)
-            response["plResult"] = members.index(first) - members.index(second)
+            response["plResult"] = self.compare_mids(stat, first, second)
             return SUCCESS
 
         return answer(response, build)
+
+    def compare_mids(self, stat: Stat, first: int, second: int) -> int:
+        """NspiCompareMIds: the difference of the two rows' positions in the STAT's table."""
+        members = self._table(stat).members
+        if first not in members or second not in members:
+            raise NspiError(GENERAL_FAILURE)
+        return members.index(first) - members.index(second)
 
     def NspiGetSpecialTable(self, stub: bytes, ctx: CallContext) -> bytes:
         flags, codepage = wire.special_table_request(stub)
@@ -385,7 +400,10 @@ class Nspi(RpcInterface):
             request = ndr.NspiQueryColumns(stub)
             unicode = bool(request["dwFlags"] & ndr.NspiUnicodeProptypes)
         self._session(ctx, stub)
-        return wire.tags_response([client_tag(t, unicode) for t in self.book.columns()], SUCCESS)
+        return wire.tags_response(self.query_columns(unicode), SUCCESS)
+
+    def query_columns(self, unicode: bool) -> List[int]:
+        return [client_tag(t, unicode) for t in self.book.columns()]
 
     def NspiGetNamesFromIDs(self, stub: bytes, ctx: CallContext) -> bytes:
         # the address book has no named properties
