@@ -20,10 +20,14 @@ from tests.support.mapihttp import MapiHttpClient
 from tests.support.mapihttp_nspi import (
     bind_body,
     compare_mids_body,
+    content_restriction,
     dn_to_mid_body,
+    get_matches_body,
     get_props_body,
+    or_restriction,
     parse_response,
     prop_list_body,
+    property_restriction,
     query_columns_body,
     query_rows_body,
     resolve_names_body,
@@ -162,6 +166,20 @@ def test_prop_list_columns_compare_resort_and_update_stat_answer_as_the_rpc_core
     assert moved.result == 2 and moved.stat[2] == members[2] and moved.stat[4] == 2 and len(gal.rows) > 2
 
 
+def test_get_matches_with_anr_or_content_restriction():
+    endpoint = Endpoint()
+    endpoint.call("Bind", bind_body())
+    # PidTagAnr = "bo" OR PidTagSmtpAddress contains "ROOM" (FL_SUBSTRING | FL_IGNORECASE), as the RPC test asks
+    filter_ = or_restriction(property_restriction(4, 0x360C001F, "bo"), content_restriction(1, 1, PR_SMTP_W, "ROOM"))
+    matches = endpoint.call("GetMatches", get_matches_body(filter_, 10, [PR_DISPLAY_NAME_W]))
+    assert matches.code == 0 and [row[0] for row in matches.rows] == ["Bob Builder", "Conference Room 1"]
+    assert matches.mids == [endpoint.mapi.nspi.book.by_mailbox(BOB).mid, matches.mids[1]]
+    assert matches.stat[2] == matches.mids[0]                       # the STAT points at the first match
+    too_many = endpoint.call("GetMatches", get_matches_body(filter_, 1, [PR_DISPLAY_NAME_W]))
+    assert too_many.code == nspi_core.TABLE_TOO_BIG and too_many.mids is None
+    assert endpoint.post("GetMatches", get_matches_body(b"\x63", 10, None)).response_code == 12   # no such type
+
+
 def test_transport_errors_answer_with_their_x_response_code():
     endpoint = Endpoint()
     assert endpoint.post("QueryRows", query_rows_body(GAL_COLUMNS)).response_code == 13      # no MapiContext
@@ -171,7 +189,7 @@ def test_transport_errors_answer_with_their_x_response_code():
     wrong = endpoint.post("QueryRows", query_rows_body(GAL_COLUMNS), cookies=stale)
     assert wrong.response_code == 15 and wrong.chunks == () and b"Invalid sequence" in wrong.body
     assert endpoint.post("QueryRows", query_rows_body(GAL_COLUMNS) + b"\x00").response_code == 12
-    assert endpoint.post("GetMatches").response_code == 5
+    assert endpoint.post("SeekEntries").response_code == 5
     assert endpoint.post("GetProps", get_props_body(1, [PR_SMTP_W]), mailbox=BOB).response_code == 11
     refused = Endpoint().call("Bind", bind_body(codepage=ndr.CP_WINUNICODE))
     assert refused.code == nspi_core.server.INVALID_CODEPAGE

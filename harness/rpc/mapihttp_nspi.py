@@ -3,8 +3,8 @@ core (harness.rpc.nspi.server.Nspi) that serves NspiBind / NspiQueryRows / ... o
 answer the same rows.
 
 Request types: Bind (session created: MapiContext and MapiSequence cookies, path /mapi/nspi), Unbind, GetSpecialTable,
-QueryRows, ResolveNames, DNToMId, GetProps, GetPropList, QueryColumns, CompareMIds, ResortRestriction, UpdateStat,
-GetMailboxUrl, GetAddressBookUrl, PING (GetMatches, SeekEntries, GetTemplateInfo, ModLinkAtt and the named-property
+QueryRows, ResolveNames, DNToMId, GetProps, GetMatches, GetPropList, QueryColumns, CompareMIds, ResortRestriction,
+UpdateStat, GetMailboxUrl, GetAddressBookUrl, PING (SeekEntries, GetTemplateInfo, ModLinkAtt and the named-property
 requests are not served yet: X-ResponseCode 5). Every request after Bind but
 PING must present the latest MapiSequence (else X-ResponseCode 15) and gets a new one. The shared plumbing
 (headers, cookies, PROCESSING/DONE, error pages) is harness.rpc.mapihttp.MapiHttpEndpoint; the bodies are
@@ -35,7 +35,7 @@ from harness.rpc.nspi.stat import Stat
 from harness.rpc.nspi.values import columns_or_default
 
 NSPI_REQUEST_TYPES = ("Bind", "Unbind", "GetSpecialTable", "QueryRows", "ResolveNames", "DNToMId", "GetProps",
-                      "GetPropList", "QueryColumns", "CompareMIds", "ResortRestriction", "UpdateStat",
+                      "GetMatches", "GetPropList", "QueryColumns", "CompareMIds", "ResortRestriction", "UpdateStat",
                       "GetMailboxUrl", "GetAddressBookUrl", "PING")
 
 
@@ -114,6 +114,14 @@ class MapiHttpNspi(MapiHttpEndpoint):
             if kind == "GetProps":
                 code, cells = nspi.props_cells(parsed.stat, parsed.flags, parsed.tags, state.codepage)
                 return httpwire.get_props_response(code, codepage, cells), code
+            if kind == "GetMatches":
+                try:
+                    found = nspi.matches(stat, parsed.restriction, parsed.count)
+                except NspiError as error:
+                    return httpwire.get_matches_response(error.code, stat, None, [], None), error.code
+                matched = None if parsed.tags is None else \
+                    [nspi.row_cells(mid, parsed.tags, codepage, False) for mid in found]
+                return httpwire.get_matches_response(SUCCESS, stat, found, parsed.tags or [], matched), SUCCESS
             if kind == "GetPropList":
                 tags = nspi.prop_list(parsed.mid, parsed.codepage)
                 code = SUCCESS if tags is not None else NOT_FOUND
@@ -138,8 +146,8 @@ class MapiHttpNspi(MapiHttpEndpoint):
                     return httpwire.url_response(NOT_FOUND, ""), NOT_FOUND
                 return httpwire.url_response(SUCCESS, self.url("emsmdb", mailbox)), SUCCESS
             # GetAddressBookUrl: the address book endpoint of the user the DN names (else of the caller)
-            found = nspi.book.by_dn(parsed.dn)
-            mailbox = found.mailbox if found is not None and found.mailbox is not None else ctx.mailbox
+            named = nspi.book.by_dn(parsed.dn)
+            mailbox = named.mailbox if named is not None and named.mailbox is not None else ctx.mailbox
             if mailbox is None:
                 return httpwire.url_response(NOT_FOUND, ""), NOT_FOUND
             return httpwire.url_response(SUCCESS, self.url("nspi", mailbox)), SUCCESS

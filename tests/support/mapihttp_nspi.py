@@ -55,6 +55,30 @@ def get_props_body(mid: int, tags: Sequence[int]) -> bytes:
     return struct.pack("<LB", 0, 1) + stat_bytes(current=mid) + _tags(tags) + AUX_NONE
 
 
+def get_matches_body(restriction: bytes, count: int, tags: Optional[Sequence[int]]) -> bytes:
+    """Reserved, STAT, HasMinimalIds 0, InterfaceOptionFlags, HasFilter + Filter, HasPropertyName 0, RowCount,
+    Columns."""
+    return (struct.pack("<LB", 0, 1) + stat_bytes() + struct.pack("<BLB", 0, 0, 1) + restriction + b"\x00"
+            + struct.pack("<L", count) + _tags(tags) + AUX_NONE)
+
+
+def unicode_value(tag: int, text: str) -> bytes:
+    """A TaggedPropertyValue of a PtypString ([MS-OXCDATA] 2.11.4)."""
+    return struct.pack("<L", tag) + text.encode("utf-16-le") + b"\x00\x00"
+
+
+def or_restriction(*parts: bytes) -> bytes:                 # [MS-OXCDATA] 2.12.2, 32-bit count in MAPI/HTTP
+    return struct.pack("<BL", 0x01, len(parts)) + b"".join(parts)
+
+
+def property_restriction(relop: int, tag: int, text: str) -> bytes:
+    return struct.pack("<BBL", 0x04, relop, tag) + unicode_value(tag, text)
+
+
+def content_restriction(fuzzy_low: int, fuzzy_high: int, tag: int, text: str) -> bytes:
+    return struct.pack("<BHHL", 0x03, fuzzy_low, fuzzy_high, tag) + unicode_value(tag, text)
+
+
 def prop_list_body(mid: int, codepage: int = CP_1252) -> bytes:
     return struct.pack("<LLL", 0, mid, codepage) + AUX_NONE
 
@@ -212,6 +236,12 @@ def parse_response(kind: str, body: bytes) -> AbResponse:
         answer.values = [read_value_list(reader)] if reader.u8() else None
     elif kind in ("GetMailboxUrl", "GetAddressBookUrl"):
         answer.url = reader.utf16z()
+    elif kind == "GetMatches":
+        answer.stat = reader.unpack("LLLlLLLLL") if reader.u8() else None
+        answer.mids = reader.u32s() if reader.u8() else None
+        if reader.u8():
+            answer.columns = reader.u32s()
+            answer.rows = [read_row(reader, answer.columns) for _ in range(reader.u32())]
     elif kind in ("GetPropList", "QueryColumns"):
         answer.columns = reader.u32s() if reader.u8() else None
     elif kind == "CompareMIds":

@@ -50,6 +50,7 @@ class AbRequest:
     mid: int = 0                            # GetPropList's MinimalId
     codepage: int = 0                       # GetPropList's CodePage
     wants_delta: bool = False               # UpdateStat's DeltaRequested
+    restriction: Optional[tuple] = None     # GetMatches' Filter as a restrictions.py tree (None: HasFilter 0)
 
 
 def _stat(reader: BodyReader) -> Optional[Stat]:
@@ -106,6 +107,17 @@ def parse_request(kind: str, body: bytes) -> AbRequest:
         request.flags = reader.u32()
         request.stat = _stat(reader)
         request.tags = _tags(reader)
+    elif kind == "GetMatches":
+        reader.u32()                        # Reserved
+        request.stat = _stat(reader)
+        if reader.u8():                     # HasMinimalIds: reserved, ignored as NspiGetMatches' pReserved
+            _u32s(reader)
+        reader.u32()                        # InterfaceOptionFlags
+        request.restriction = restriction(reader, 0) if reader.u8() else None
+        if reader.u8():                     # HasPropertyName: a link attribute (no object here has links)
+            reader.take(24)
+        request.count = reader.u32()
+        request.tags = _tags(reader)
     elif kind == "GetPropList":
         request.flags, request.mid, request.codepage = reader.u32(), reader.u32(), reader.u32()
     elif kind == "QueryColumns":
@@ -130,6 +142,70 @@ def parse_request(kind: str, body: bytes) -> AbRequest:
         raise BadBody("too many names")
     _end(reader)
     return request
+
+
+# ---- restrictions ([MS-OXCDATA] 2.12, 32-bit counts), as the tuples harness.rpc.nspi.restrictions compiles ----
+_FIXED_SIZES = {0x0002: 2, 0x0003: 4, 0x0004: 4, 0x0005: 8, 0x0006: 8, 0x0007: 8, 0x000A: 4, 0x000B: 1,
+                0x0014: 8, 0x0040: 8, 0x0048: 16}
+_MAX_DEPTH = 32
+
+
+def tagged_value(reader: BodyReader) -> Any:
+    """A TaggedPropertyValue's value as restrictions.py takes it: str, int, bytes (None for other types)."""
+    ptype = reader.u32() & 0xFFFF
+    if ptype == PT_UNICODE:
+        return reader.utf16z()
+    if ptype == PT_STRING8:
+        return reader.asciiz()
+    if ptype == PT_BINARY:
+        return reader.take(reader.u32())
+    if ptype in (PT_LONG, PT_BOOLEAN):
+        raw = reader.take(_FIXED_SIZES[ptype])
+        return int.from_bytes(raw, "little", signed=ptype == PT_LONG)
+    if ptype in _FIXED_SIZES:
+        reader.take(_FIXED_SIZES[ptype])
+        return None
+    if ptype in (PT_MV_UNICODE, PT_MV_STRING8):
+        for _ in range(reader.u32()):
+            reader.utf16z() if ptype == PT_MV_UNICODE else reader.asciiz()
+        return None
+    raise BadBody(f"property type 0x{ptype:04x} in a restriction")
+
+
+def restriction(reader: BodyReader, depth: int) -> tuple:
+    if depth > _MAX_DEPTH:
+        raise BadBody("restriction too deep")
+    kind = reader.u8()
+    if kind in (0x00, 0x01):                                  # And, Or
+        count = reader.u32()
+        if count > MAX_ROWS:
+            raise BadBody("too many restrictions")
+        return ("and" if kind == 0 else "or"), [restriction(reader, depth + 1) for _ in range(count)]
+    if kind == 0x02:
+        return "not", restriction(reader, depth + 1)
+    if kind == 0x03:                                          # Content: FuzzyLevelLow, FuzzyLevelHigh, tag, value
+        low, high = struct.unpack("<HH", reader.take(4))
+        tag = reader.u32()
+        return "content", tag, low | high << 16, tagged_value(reader)
+    if kind == 0x04:                                          # Property: RelOp, tag, value
+        relop = reader.u8()
+        tag = reader.u32()
+        return "property", tag, relop, tagged_value(reader)
+    if kind == 0x08:
+        return "exist", reader.u32()
+    if kind in (0x05, 0x06, 0x07):                            # CompareProps, Bitmask, Size: 9 bytes
+        reader.take(9)
+    elif kind in (0x09, 0x0B):                                # SubObject, Count: a 32-bit field, a restriction
+        reader.u32()
+        restriction(reader, depth + 1)
+    elif kind == 0x0A:                                        # Comment: tagged values, an optional restriction
+        for _ in range(reader.u8()):
+            tagged_value(reader)
+        if reader.u8():
+            restriction(reader, depth + 1)
+    else:
+        raise BadBody(f"restriction type 0x{kind:02x}")
+    return "unsupported", kind
 
 
 # ---- values and rows ----------------------------------------------------------------------------------------
@@ -246,6 +322,21 @@ def get_props_response(code: int, codepage: int, cells: Optional[Sequence[Cell]]
     else:
         out.append(1)
         pack_value_list(out, cells)
+    return bytes(out + _AUX_NONE)
+
+
+def get_matches_response(code: int, stat: Stat, mids: Optional[Sequence[int]], columns: Sequence[int],
+                         rows: Optional[Sequence[Sequence[Cell]]]) -> bytes:
+    out = bytearray(struct.pack("<LLB", 0, code, 1) + pack_stat(stat))
+    if mids is None:
+        out += b"\x00\x00"                                    # HasMinimalIds 0, HasColumnsAndRows 0
+    else:
+        out.append(1)
+        _u32_array(out, mids)
+        if rows is None:
+            out.append(0)
+        else:
+            _rows(out, columns, rows)
     return bytes(out + _AUX_NONE)
 
 

@@ -243,21 +243,27 @@ class Nspi(RpcInterface):
         response = NspiGetMatchesResponse()
 
         def build() -> int:
-            members = self._table(stat).members
-            # A NULL filter asks for an object's link attribute (e.g. group members); no object here has links.
-            matcher = restriction_matcher(tree) if tree is not None else None
-            found = [] if matcher is None else [mid for mid in members if matcher(self.book.get(mid))]
-            if len(found) > requested:
-                raise NspiError(TABLE_TOO_BIG)
+            found = self.matches(stat, tree, requested)
             response["ppOutMIds"] = tag_array(found)
             if tags is None:
                 response["ppRows"] = NULL
             else:
                 response["ppRows"] = self.rows.rowset((self.book.get(mid) for mid in found), tags, stat.CodePage)
-            stat.move(found, 0)
             return SUCCESS
 
         return answer_with_stat(response, stat, build, ["ppOutMIds", "ppRows"])
+
+    def matches(self, stat: Stat, tree: Optional[tuple], requested: int) -> List[int]:
+        """NspiGetMatches: the MIds of the STAT's table that match the restriction tree (restrictions.py); the
+        STAT then points at the first. TABLE_TOO_BIG when more than ``requested`` match."""
+        members = self._table(stat).members
+        # A NULL filter asks for an object's link attribute (e.g. group members); no object here has links.
+        matcher = restriction_matcher(tree) if tree is not None else None
+        found = [] if matcher is None else [mid for mid in members if matcher(self.book.get(mid))]
+        if len(found) > requested:
+            raise NspiError(TABLE_TOO_BIG)
+        stat.move(found, 0)
+        return found
 
     def NspiResortRestriction(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiResortRestriction"):
