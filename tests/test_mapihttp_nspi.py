@@ -237,3 +237,20 @@ def test_address_book_end_to_end_against_a_real_server(served):
 def test_address_book_without_credentials_is_challenged(served):
     anonymous = client(served, None).post("Bind", bind_body())
     assert anonymous.status == 401 and "Basic" in " ".join(anonymous.headers.get_all("WWW-Authenticate"))
+
+
+def test_every_truncated_request_body_is_an_invalid_request_body():
+    endpoint = Endpoint()
+    endpoint.call("Bind", bind_body())
+    filter_ = or_restriction(property_restriction(4, 0x360C001F, "bo"), content_restriction(1, 1, PR_SMTP_W, "x"))
+    bodies = {"QueryRows": query_rows_body(GAL_COLUMNS, explicit=[1, 2]), "GetSpecialTable": special_table_body(),
+              "ResolveNames": resolve_names_body(["bob"], [PR_SMTP_W]), "DNToMId": dn_to_mid_body(["/o=x"]),
+              "GetProps": get_props_body(1, [PR_SMTP_W]), "GetMatches": get_matches_body(filter_, 5, [PR_SMTP_W]),
+              "GetPropList": prop_list_body(1), "QueryColumns": query_columns_body(),
+              "CompareMIds": compare_mids_body(1, 2), "ResortRestriction": resort_body([1, 2]),
+              "UpdateStat": update_stat_body(1), "GetMailboxUrl": url_body("/o=x"), "Unbind": unbind_body()}
+    for kind, body in bodies.items():
+        for size in range(len(body)):           # each proper prefix: cut inside some field
+            answer = endpoint.post(kind, body[:size])
+            assert answer.response_code == 12, (kind, size)
+        assert endpoint.post(kind, body + b"\x00").response_code == 12, kind      # trailing bytes
