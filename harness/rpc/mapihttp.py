@@ -1,4 +1,5 @@
-"""MAPI over HTTP, the EMSMDB endpoint (/mapi/emsmdb/, [MS-OXCMAPIHTTP]), sans-IO, over the same EMSMDB core
+"""MAPI over HTTP ([MS-OXCMAPIHTTP]), sans-IO: the plumbing both endpoints share (MapiHttpEndpoint), and the EMSMDB
+endpoint (/mapi/emsmdb/) over the same EMSMDB core
 (harness.rpc.emsmdb.server.Emsmdb.connect / execute) that serves EcDoConnectEx / EcDoRpcExt2 over RPC/HTTP.
 
 Request types: Connect, Execute, Disconnect, NotificationWait (answered at once: no event pending - this model has
@@ -57,7 +58,7 @@ class MapiHttpAnswer:
 @dataclass
 class MapiSession:
     user: str                          # the mailbox that connected (lower-cased address)
-    emsmdb: EmsmdbSession
+    state: object                      # the core's session: an EmsmdbSession, an NspiSession
     sequence: str
     association: Dict[object, object] = field(default_factory=dict)
 
@@ -85,47 +86,63 @@ def server_application(org: Org) -> str:
     return f"Exchange/{major}.{minor:02d}.{build:04d}.{revision:03d}"
 
 
-class _BadBody(ValueError):
+class BadBody(ValueError):
     pass
 
 
-class _Reader:
+class BodyReader:
     def __init__(self, data: bytes):
         self.data, self.pos = data, 0
 
     def u32(self) -> int:
         if self.pos + 4 > len(self.data):
-            raise _BadBody("truncated")
+            raise BadBody("truncated")
         (value,) = struct.unpack_from("<L", self.data, self.pos)
         self.pos += 4
         return value
 
     def take(self, size: int) -> bytes:
         if self.pos + size > len(self.data):
-            raise _BadBody("truncated")
+            raise BadBody("truncated")
         self.pos += size
         return self.data[self.pos - size:self.pos]
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def utf16z(self) -> str:
+        end = self.pos
+        while True:
+            if end + 2 > len(self.data):
+                raise BadBody("unterminated string")
+            if self.data[end:end + 2] == b"\x00\x00":
+                break
+            end += 2
+        text = self.data[self.pos:end].decode("utf-16-le", errors="replace")
+        self.pos = end + 2
+        return text
 
     def asciiz(self) -> str:
         end = self.data.find(b"\x00", self.pos)
         if end < 0:
-            raise _BadBody("unterminated string")
+            raise BadBody("unterminated string")
         text = self.data[self.pos:end].decode("latin-1")
         self.pos = end + 1
         return text
 
 
-class MapiHttpEmsmdb:
-    """The /mapi/emsmdb/ endpoint: sessions by MapiContext, each with its EMSMDB session."""
+class MapiHttpEndpoint:
+    """What both endpoints share: the request checks, the session context and sequence cookies, the chunked
+    PROCESSING/DONE success and the HTML error page. ``path`` scopes the cookies; ``request_types`` are the
+    endpoint's own; ``opening`` is the request type that creates a session (Connect, Bind)."""
+    path = ""
+    request_types: Tuple[str, ...] = ()
+    opening = ""
 
-    def __init__(self, org: Org, store: Optional[MailboxStore], rng: random.Random, clock: Callable[[], float],
-                 record: Callable[..., object], faults: Optional[FaultSet] = None):
+    def __init__(self, org: Org, rng: random.Random, clock: Callable[[], float], record: Callable[..., object],
+                 faults: Optional[FaultSet] = None):
         self.org, self.rng, self.clock, self.record, self.faults = org, rng, clock, record, faults
-        self.emsmdb = Emsmdb(org, store=store, clock=clock)
         self.sessions: Dict[str, MapiSession] = {}
-
-    def _opaque(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def _ctx(self, request: MapiRequest, association: Dict) -> CallContext:
         # MAPI/HTTP runs over TLS only: the connection is as private as RPC at packet privacy
@@ -133,85 +150,53 @@ class MapiHttpEmsmdb:
                            association=association, record=self.record, rng=self.rng, faults=self.faults,
                            host=request.mailbox_id)
 
-    def handle(self, request: MapiRequest) -> MapiHttpAnswer:
-        start = self.clock()
+    def _opaque(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _precheck(self, request: MapiRequest) -> Tuple[Optional[MapiHttpAnswer], str]:
+        """(an error answer, or None and the request type as the endpoint spells it)."""
         request_type = request.header("x-requesttype") or ""
         if not self.org.mapi_http_enabled:
-            return self._error(request, ENDPOINT_DISABLED)
+            return self._error(request, ENDPOINT_DISABLED), ""
         if request.method != "POST":
-            return self._error(request, INVALID_VERB)
+            return self._error(request, INVALID_VERB), ""
         if not request_type or not request.header("x-requestid") or not request.header("x-clientinfo"):
-            return self._error(request, MISSING_HEADER)
-        kind = next((t for t in REQUEST_TYPES if t.lower() == request_type.lower()), None)
+            return self._error(request, MISSING_HEADER), ""
+        kind = next((t for t in self.request_types if t.lower() == request_type.lower()), None)
         if kind is None:
-            return self._error(request, INVALID_REQUEST_TYPE)
+            return self._error(request, INVALID_REQUEST_TYPE), ""
+        return None, kind
+
+    def _find_session(self, request: MapiRequest, check_sequence: bool
+                      ) -> Tuple[Optional[MapiHttpAnswer], str, Optional[MapiSession]]:
+        """(an error answer, or None), the MapiContext and its session, for a request after the opening one."""
         cookies = parse_cookies(request.header("cookie"))
-        try:
-            if kind == "Connect":
-                return self._connect(request, start)
-            context = cookies.get(CONTEXT_COOKIE)
-            if not context:
-                return self._error(request, MISSING_COOKIE)
-            session = self.sessions.get(context)
-            if session is None:
-                return self._error(request, CONTEXT_NOT_FOUND)
-            if session.user != request.mailbox.email.lower():
-                return self._error(request, NO_PRIVILEGE)
-            if kind == "Execute":
-                if cookies.get(SEQUENCE_COOKIE) != session.sequence:
-                    return self._error(request, INVALID_SEQUENCE)
-                return self._execute(request, context, session, start)
-            if kind == "Disconnect":
-                _Reader(request.body).u32()   # AuxiliaryBufferSize (the buffer is not read)
-                del self.sessions[context]
-                expired = "; expires=Thu, 01-Jan-1970 00:00:00 GMT; path=/mapi/emsmdb"
-                return self._done(request, start, struct.pack("<LLL", 0, EC_NONE, 0),
-                                  [("Set-Cookie", f"{CONTEXT_COOKIE}={expired}"),
-                                   ("Set-Cookie", f"{SEQUENCE_COOKIE}={expired}")])
-            if kind == "NotificationWait":
-                reader = _Reader(request.body)
-                reader.u32()                   # Flags
-                reader.take(reader.u32())      # the auxiliary buffer
-                return self._done(request, start, struct.pack("<LLLL", 0, EC_NONE, 0, 0), [])
-            return self._done(request, start, b"", [])                  # PING: meta-tags only
-        except _BadBody:
-            return self._error(request, INVALID_REQUEST_BODY)
-
-    def _connect(self, request: MapiRequest, start: float) -> MapiHttpAnswer:
-        reader = _Reader(request.body)
-        user_dn = reader.asciiz()
-        for _ in range(4):                     # Flags, DefaultCodePage, LcidSort, LcidString
-            reader.u32()
-        reader.take(reader.u32())              # the auxiliary buffer
-        match = _CLIENT_APP.match(request.header("x-clientapplication") or "")
-        version = tuple(int(part) for part in match.groups()) if match else OUTLOOK_2013_VERSION
-        association: Dict = {}
-        code, session, _best = self.emsmdb.connect(user_dn, version, self._ctx(request, association))  # type: ignore
-        headers: List[Tuple[str, str]] = []
+        context = cookies.get(CONTEXT_COOKIE)
+        if not context:
+            return self._error(request, MISSING_COOKIE), "", None
+        session = self.sessions.get(context)
         if session is None:
-            prefix, display = b"\x00", b"\x00\x00"
-        else:
-            context, sequence = self._opaque(), self._opaque()
-            self.sessions[context] = MapiSession(request.mailbox.email.lower(), session, sequence, association)
-            headers = [("Set-Cookie", f"{CONTEXT_COOKIE}={context}; path=/mapi/emsmdb"),
-                       ("Set-Cookie", f"{SEQUENCE_COOKIE}={sequence}; path=/mapi/emsmdb")]
-            prefix = self.emsmdb.dn_prefix().encode("latin-1") + b"\x00"
-            display = session.mailbox.display_name.encode("utf-16-le") + b"\x00\x00"
-        body = (struct.pack("<LLLLL", 0, code, Emsmdb.POLLS_MAX_MS, Emsmdb.RETRY_COUNT, Emsmdb.RETRY_DELAY_MS)
-                + prefix + display + struct.pack("<L", 0))
-        return self._done(request, start, body, headers, code)
+            return self._error(request, CONTEXT_NOT_FOUND), context, None
+        if session.user != request.mailbox.email.lower():
+            return self._error(request, NO_PRIVILEGE), context, None
+        if check_sequence and cookies.get(SEQUENCE_COOKIE) != session.sequence:
+            return self._error(request, INVALID_SEQUENCE), context, None
+        return None, context, session
 
-    def _execute(self, request: MapiRequest, context: str, session: MapiSession, start: float) -> MapiHttpAnswer:
-        reader = _Reader(request.body)
-        flags = reader.u32()
-        rgb_in = reader.take(reader.u32())
-        max_out = min(reader.u32(), MAX_OUT)
-        reader.take(reader.u32())              # the auxiliary buffer
-        code, rgb_out = self.emsmdb.execute(session.emsmdb, rgb_in, max_out, self._ctx(request, session.association))
+    def _open_cookies(self, session: MapiSession) -> Tuple[str, List[Tuple[str, str]]]:
+        context = self._opaque()
+        self.sessions[context] = session
+        return context, [("Set-Cookie", f"{CONTEXT_COOKIE}={context}; path={self.path}"),
+                         ("Set-Cookie", f"{SEQUENCE_COOKIE}={session.sequence}; path={self.path}")]
+
+    def _next_sequence(self, session: MapiSession) -> List[Tuple[str, str]]:
         session.sequence = self._opaque()
-        body = struct.pack("<LLLL", 0, code, flags, len(rgb_out)) + rgb_out + struct.pack("<L", 0)
-        return self._done(request, start, body,
-                          [("Set-Cookie", f"{SEQUENCE_COOKIE}={session.sequence}; path=/mapi/emsmdb")], code)
+        return [("Set-Cookie", f"{SEQUENCE_COOKIE}={session.sequence}; path={self.path}")]
+
+    def _close_cookies(self, context: str) -> List[Tuple[str, str]]:
+        del self.sessions[context]
+        expired = f"; expires=Thu, 01-Jan-1970 00:00:00 GMT; path={self.path}"
+        return [("Set-Cookie", f"{CONTEXT_COOKIE}={expired}"), ("Set-Cookie", f"{SEQUENCE_COOKIE}={expired}")]
 
     def _common(self, request: MapiRequest, code: int) -> List[Tuple[str, str]]:
         return [("X-RequestType", request.header("x-requesttype") or ""),
@@ -235,3 +220,73 @@ class MapiHttpEmsmdb:
                 f"<p>X-ResponseCode: {code}</p></body></html>").encode()
         return MapiHttpAnswer(code, request.header("x-requesttype") or "", self._common(request, code), body=page,
                               content_type="text/html")
+
+
+class MapiHttpEmsmdb(MapiHttpEndpoint):
+    """The /mapi/emsmdb/ endpoint: sessions by MapiContext, each with its EMSMDB session."""
+    path = "/mapi/emsmdb"
+    request_types = REQUEST_TYPES
+    opening = "Connect"
+
+    def __init__(self, org: Org, store: Optional[MailboxStore], rng: random.Random, clock: Callable[[], float],
+                 record: Callable[..., object], faults: Optional[FaultSet] = None):
+        super().__init__(org, rng, clock, record, faults)
+        self.emsmdb = Emsmdb(org, store=store, clock=clock)
+
+    def handle(self, request: MapiRequest) -> MapiHttpAnswer:
+        start = self.clock()
+        refused, kind = self._precheck(request)
+        if refused is not None:
+            return refused
+        try:
+            if kind == "Connect":
+                return self._connect(request, start)
+            refused, context, session = self._find_session(request, check_sequence=kind == "Execute")
+            if refused is not None or session is None:
+                return refused  # type: ignore[return-value]
+            if kind == "Execute":
+                return self._execute(request, session, start)
+            if kind == "Disconnect":
+                BodyReader(request.body).u32()   # AuxiliaryBufferSize (the buffer is not read)
+                return self._done(request, start, struct.pack("<LLL", 0, EC_NONE, 0), self._close_cookies(context))
+            if kind == "NotificationWait":
+                reader = BodyReader(request.body)
+                reader.u32()                   # Flags
+                reader.take(reader.u32())      # the auxiliary buffer
+                return self._done(request, start, struct.pack("<LLLL", 0, EC_NONE, 0, 0), [])
+            return self._done(request, start, b"", [])                  # PING: meta-tags only
+        except BadBody:
+            return self._error(request, INVALID_REQUEST_BODY)
+
+    def _connect(self, request: MapiRequest, start: float) -> MapiHttpAnswer:
+        reader = BodyReader(request.body)
+        user_dn = reader.asciiz()
+        for _ in range(4):                     # Flags, DefaultCodePage, LcidSort, LcidString
+            reader.u32()
+        reader.take(reader.u32())              # the auxiliary buffer
+        match = _CLIENT_APP.match(request.header("x-clientapplication") or "")
+        version = tuple(int(part) for part in match.groups()) if match else OUTLOOK_2013_VERSION
+        association: Dict = {}
+        code, session, _best = self.emsmdb.connect(user_dn, version, self._ctx(request, association))  # type: ignore
+        headers: List[Tuple[str, str]] = []
+        if session is None:
+            prefix, display = b"\x00", b"\x00\x00"
+        else:
+            _context, headers = self._open_cookies(
+                MapiSession(request.mailbox.email.lower(), session, self._opaque(), association))
+            prefix = self.emsmdb.dn_prefix().encode("latin-1") + b"\x00"
+            display = session.mailbox.display_name.encode("utf-16-le") + b"\x00\x00"
+        body = (struct.pack("<LLLLL", 0, code, Emsmdb.POLLS_MAX_MS, Emsmdb.RETRY_COUNT, Emsmdb.RETRY_DELAY_MS)
+                + prefix + display + struct.pack("<L", 0))
+        return self._done(request, start, body, headers, code)
+
+    def _execute(self, request: MapiRequest, session: MapiSession, start: float) -> MapiHttpAnswer:
+        reader = BodyReader(request.body)
+        flags = reader.u32()
+        rgb_in = reader.take(reader.u32())
+        max_out = min(reader.u32(), MAX_OUT)
+        reader.take(reader.u32())              # the auxiliary buffer
+        emsmdb_session: EmsmdbSession = session.state  # type: ignore[assignment]
+        code, rgb_out = self.emsmdb.execute(emsmdb_session, rgb_in, max_out, self._ctx(request, session.association))
+        body = struct.pack("<LLLL", 0, code, flags, len(rgb_out)) + rgb_out + struct.pack("<L", 0)
+        return self._done(request, start, body, self._next_sequence(session), code)

@@ -112,8 +112,10 @@ class ExchangeSite:
             (owa.ACTIVESYNC_PATH, self._activesync),
             (owa.OAB_PATH, self._oab),
             ("/mapi/emsmdb", self._mapi_emsmdb),
+            ("/mapi/nspi", self._mapi_nspi),
         ]
-        self._mapi = None   # the MAPI/HTTP EMSMDB endpoint (harness.rpc.mapihttp), built on its first request
+        self._mapi = None        # the MAPI/HTTP EMSMDB endpoint (harness.rpc.mapihttp), built on its first request
+        self._mapi_ab = None     # the MAPI/HTTP address book endpoint (harness.rpc.mapihttp_nspi), likewise
 
     # ---- connection events (from web.py) ----------------------------------------------------------------------
     def batch(self) -> ContextManager[object]:
@@ -315,17 +317,27 @@ class ExchangeSite:
         return response
 
     def _mapi_emsmdb(self, request: HttpRequest) -> HttpResponse:
-        mailbox, challenge = self.authenticate(request)
-        if challenge:
-            return challenge
         if self._mapi is None:
             from harness.rpc.mapihttp import MapiHttpEmsmdb
             self._mapi = MapiHttpEmsmdb(self.org, self.store, random.Random(self.rng.getrandbits(64)), time.time,
                                         self.transcript.record, self.faults)
+        return self._mapi_http(request, self._mapi, "emsmdb")
+
+    def _mapi_nspi(self, request: HttpRequest) -> HttpResponse:
+        if self._mapi_ab is None:
+            from harness.rpc.mapihttp_nspi import MapiHttpNspi
+            self._mapi_ab = MapiHttpNspi(self.org, self.urls.mapi_url, random.Random(self.rng.getrandbits(64)),
+                                         time.time, self.transcript.record, self.faults)
+        return self._mapi_http(request, self._mapi_ab, "nspi")
+
+    def _mapi_http(self, request: HttpRequest, endpoint, name: str) -> HttpResponse:
+        mailbox, challenge = self.authenticate(request)
+        if challenge:
+            return challenge
         from harness.rpc.mapihttp import MapiRequest
         mailbox_id = parse_qs(request.query).get("MailboxId", [None])[0]
-        answer = self._mapi.handle(MapiRequest(request.method, request.header, request.body, mailbox, mailbox_id))
-        self.transcript.record("mapi_http", conn=request.conn.conn_id, endpoint="emsmdb",
+        answer = endpoint.handle(MapiRequest(request.method, request.header, request.body, mailbox, mailbox_id))
+        self.transcript.record("mapi_http", conn=request.conn.conn_id, endpoint=name,
                                request_type=answer.request_type, response_code=answer.response_code,
                                status=f"0x{answer.status:08x}", mailbox=mailbox.email)
         response = self._response(200, answer.content_type, answer.body, headers=list(answer.headers))

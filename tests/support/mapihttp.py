@@ -134,13 +134,15 @@ class MapiResponse:
 
 
 class MapiHttpClient:
-    """POSTs to /mapi/emsmdb/ with Basic auth, keeping the MapiContext/MapiSequence cookies the server sets."""
+    """POSTs to /mapi/<endpoint>/ (emsmdb, nspi) with Basic auth, keeping the MapiContext/MapiSequence cookies
+    the server sets."""
 
-    def __init__(self, host: str, port: int, ca_file: str, mailbox_id: str, user: Optional[str], password: str = ""):
+    def __init__(self, host: str, port: int, ca_file: str, mailbox_id: str, user: Optional[str], password: str = "",
+                 endpoint: str = "emsmdb"):
         context = ssl.create_default_context(cafile=ca_file)
         context.check_hostname = False
         self.conn = http.client.HTTPSConnection(host, port, context=context, timeout=20)
-        self.path = f"/mapi/emsmdb/?MailboxId={mailbox_id}"
+        self.path = f"/mapi/{endpoint}/?MailboxId={mailbox_id}"
         self.auth = None if user is None else "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.cookies: Dict[str, str] = {}
         self.request_number = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import zlib
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.dtypes import NULL
@@ -66,9 +66,11 @@ from harness.rpc.nspi.values import (
     PT_ERROR,
     PT_UNICODE,
     STRING_TYPES,
+    Cell,
     RowEncoder,
     client_tag,
     columns_or_default,
+    ndr_row,
 )
 
 SORT_TYPES = (ndr.SortTypeDisplayName, ndr.SortTypePhoneticDisplayName, ndr.SortTypeDisplayName_RO,
@@ -117,17 +119,23 @@ class Nspi(RpcInterface):
     def NspiBind(self, stub: bytes, ctx: CallContext) -> bytes:
         request = wire.bind_request(stub)
         handle = wire.EMPTY_HANDLE
+        code = self.bind_code(ctx, request.stat.CodePage)
+        if code == SUCCESS:
+            handle = new_context_handle(ctx)
+            ctx.association[("nspi", handle)] = NspiSession(request.stat.CodePage)
+        return wire.bind_response(self.server_guid if request.wants_guid else None, handle, code)
+
+    def bind_code(self, ctx: CallContext, codepage: int) -> int:
+        """NspiBind's verdict for the caller and the STAT's code page (either transport)."""
         if ctx.mailbox is None:
             code = LOGON_FAILED
-        elif request.stat.CodePage == ndr.CP_WINUNICODE:
+        elif codepage == ndr.CP_WINUNICODE:
             code = INVALID_CODEPAGE
         else:
             code = SUCCESS
-            handle = new_context_handle(ctx)
-            ctx.association[("nspi", handle)] = NspiSession(request.stat.CodePage)
-        ctx.record("nspi_bind", user=ctx.mailbox.username if ctx.mailbox else None, codepage=request.stat.CodePage,
+        ctx.record("nspi_bind", user=ctx.mailbox.username if ctx.mailbox else None, codepage=codepage,
                    result=f"0x{code:08x}")
-        return wire.bind_response(self.server_guid if request.wants_guid else None, handle, code)
+        return code
 
     def NspiUnbind(self, stub: bytes, ctx: CallContext) -> bytes:
         wire.unbind_request(stub)
@@ -140,13 +148,18 @@ class Nspi(RpcInterface):
         self._session(ctx, stub)
         stat = request.stat
         try:
-            members = self._table(stat).members
-            start = stat.start_row(members)
+            delta = self.update_stat(stat)
         except NspiError as error:
             return wire.update_stat_response(stat, None, error.code)
+        return wire.update_stat_response(stat, delta if request.wants_delta else None, SUCCESS)
+
+    def update_stat(self, stat: Stat) -> int:
+        """NspiUpdateStat: apply the STAT's Delta to its position; the rows actually moved."""
+        members = self._table(stat).members
+        start = stat.start_row(members)
         position = max(0, min(len(members), start + stat.Delta))
         stat.move(members, position)
-        return wire.update_stat_response(stat, position - start if request.wants_delta else None, SUCCESS)
+        return position - start
 
     def NspiQueryRows(self, stub: bytes, ctx: CallContext) -> bytes:
         request = wire.query_rows_request(stub)
@@ -154,22 +167,31 @@ class Nspi(RpcInterface):
         stat = request.stat
         columns = columns_or_default(request.tags, stat.CodePage)
         ephemeral = bool(request.flags & ndr.fEphID)
-        if request.explicit is not None:
-            mids = request.explicit
-        else:
-            try:
-                if request.count == 0:
-                    raise NspiError(INVALID_PARAMETER)
-                members = self._table(stat).members
-                position = max(0, min(len(members), stat.start_row(members) + stat.Delta))
-            except NspiError as error:
-                return wire.query_rows_response(stat, None, error.code)
-            mids = members[position:position + min(request.count, MAX_ROWS)]
-            stat.move(members, position + len(mids))
+        try:
+            mids = self.select_rows(stat, request.explicit, request.count)
+        except NspiError as error:
+            return wire.query_rows_response(stat, None, error.code)
         key = tuple(columns)
         known = self.book.get
         rows = [self._packed_row(mid if known(mid) else None, key, stat.CodePage, ephemeral) for mid in mids]
         return wire.query_rows_response(stat, rows, SUCCESS)
+
+    def select_rows(self, stat: Stat, explicit: Optional[List[int]], count: int) -> List[int]:
+        """The MIds NspiQueryRows answers (the explicit table, or ``count`` rows of the STAT's table from its
+        position, which then moves past them); NspiError when the STAT names no table or row."""
+        if explicit is not None:
+            return explicit
+        if count == 0:
+            raise NspiError(INVALID_PARAMETER)
+        members = self._table(stat).members
+        position = max(0, min(len(members), stat.start_row(members) + stat.Delta))
+        mids = members[position:position + min(count, MAX_ROWS)]
+        stat.move(members, position + len(mids))
+        return mids
+
+    def row_cells(self, mid: int, columns: Sequence[int], codepage: int, ephemeral: bool) -> List[Cell]:
+        """The row of MId ``mid`` as cells (an MId the book lacks: a row of errors)."""
+        return self.rows.cells(self.book.get(mid), columns, codepage, ephemeral)
 
     def _pack_row(self, mid: Optional[int], columns: Tuple[int, ...], codepage: int,
                   ephemeral: bool) -> wire.PackedRow:
@@ -221,21 +243,27 @@ class Nspi(RpcInterface):
         response = NspiGetMatchesResponse()
 
         def build() -> int:
-            members = self._table(stat).members
-            # A NULL filter asks for an object's link attribute (e.g. group members); no object here has links.
-            matcher = restriction_matcher(tree) if tree is not None else None
-            found = [] if matcher is None else [mid for mid in members if matcher(self.book.get(mid))]
-            if len(found) > requested:
-                raise NspiError(TABLE_TOO_BIG)
+            found = self.matches(stat, tree, requested)
             response["ppOutMIds"] = tag_array(found)
             if tags is None:
                 response["ppRows"] = NULL
             else:
                 response["ppRows"] = self.rows.rowset((self.book.get(mid) for mid in found), tags, stat.CodePage)
-            stat.move(found, 0)
             return SUCCESS
 
         return answer_with_stat(response, stat, build, ["ppOutMIds", "ppRows"])
+
+    def matches(self, stat: Stat, tree: Optional[tuple], requested: int) -> List[int]:
+        """NspiGetMatches: the MIds of the STAT's table that match the restriction tree (restrictions.py); the
+        STAT then points at the first. TABLE_TOO_BIG when more than ``requested`` match."""
+        members = self._table(stat).members
+        # A NULL filter asks for an object's link attribute (e.g. group members); no object here has links.
+        matcher = restriction_matcher(tree) if tree is not None else None
+        found = [] if matcher is None else [mid for mid in members if matcher(self.book.get(mid))]
+        if len(found) > requested:
+            raise NspiError(TABLE_TOO_BIG)
+        stat.move(found, 0)
+        return found
 
     def NspiResortRestriction(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiResortRestriction"):
@@ -246,36 +274,45 @@ class Nspi(RpcInterface):
         response = NspiResortRestrictionResponse()
 
         def build() -> int:
-            objects = sorted({mid: self.book.get(mid) for mid in mids if self.book.get(mid)}.values(),
-                             key=lambda o: (o.display_name.lower(), o.mid))
-            resorted = [o.mid for o in objects]
-            response["ppOutMIds"] = tag_array(resorted)
-            current = stat.CurrentRec
-            stat.move(resorted, resorted.index(current) if current in resorted else 0)
+            response["ppOutMIds"] = tag_array(self.resort(stat, mids))
             return SUCCESS
 
         return answer_with_stat(response, stat, build, ["ppOutMIds"])
+
+    def resort(self, stat: Stat, mids: Sequence[int]) -> List[int]:
+        """NspiResortRestriction: the known MIds by display name; the STAT keeps its current row if listed."""
+        objects = sorted({mid: self.book.get(mid) for mid in mids if self.book.get(mid)}.values(),
+                         key=lambda o: (o.display_name.lower(), o.mid))
+        resorted = [o.mid for o in objects]
+        stat.move(resorted, resorted.index(stat.CurrentRec) if stat.CurrentRec in resorted else 0)
+        return resorted
 
     def NspiDNToMId(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiDNToMId"):
             request = ndr.NspiDNToMId(stub)
             names = [ndr_text(item["Data"]) for item in request["pNames"]["Strings"]][:MAX_ROWS]
         self._session(ctx, stub)
+        return wire.tags_response(self.dn_to_mids(names, ctx), SUCCESS)
+
+    def dn_to_mids(self, names: Sequence[str], ctx: CallContext) -> List[int]:
         mids = []
         for name in names:
             obj = self.book.by_dn(name)
             mids.append(obj.mid if obj and not self._hidden(obj, name, ctx) else ndr.MID_UNRESOLVED)
-        return wire.tags_response(mids, SUCCESS)
+        return mids
 
     def NspiGetPropList(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiGetPropList"):
             request = ndr.NspiGetPropList(stub)
             mid, codepage = request["dwMId"], request["CodePage"]
         self._session(ctx, stub)
+        tags = self.prop_list(mid, codepage)
+        return wire.tags_response(tags, SUCCESS if tags is not None else NOT_FOUND)
+
+    def prop_list(self, mid: int, codepage: int) -> Optional[List[int]]:
+        """NspiGetPropList: the tags the object has (None: no such MId)."""
         obj = self.book.get(mid)
-        if obj is None:
-            return wire.tags_response(None, NOT_FOUND)
-        return wire.tags_response([client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props], SUCCESS)
+        return None if obj is None else [client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props]
 
     def NspiGetProps(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiGetProps"):
@@ -287,19 +324,25 @@ class Nspi(RpcInterface):
         response = ndr.NspiGetPropsResponse()
 
         def build() -> int:
-            if stat is None:
-                raise NspiError(INVALID_PARAMETER)
-            obj = self.book.get(stat.CurrentRec)
-            if obj is None and tags is None:
-                raise NspiError(NOT_FOUND)
-            codepage = stat.CodePage or session.codepage
-            columns = tags if tags is not None else [client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props]
-            row = self.rows.row(obj, columns, codepage, bool(flags & ndr.fEphID))
-            response["ppRows"] = row
-            errors = any(value["ulPropTag"] & 0xFFFF == PT_ERROR for value in row["lpProps"])
-            return ERRORS_RETURNED if errors else SUCCESS
+            code, cells = self.props_cells(stat, flags, tags, session.codepage)
+            response["ppRows"] = ndr_row(cells)
+            return code
 
         return answer(response, build, ["ppRows"])
+
+    def props_cells(self, stat: Optional[Stat], flags: int, tags: Optional[List[int]],
+                    session_codepage: int) -> Tuple[int, List[Cell]]:
+        """NspiGetProps: (SUCCESS or ERRORS_RETURNED, the cells of the STAT's current object); NspiError else."""
+        if stat is None:
+            raise NspiError(INVALID_PARAMETER)
+        obj = self.book.get(stat.CurrentRec)
+        if obj is None and tags is None:
+            raise NspiError(NOT_FOUND)
+        codepage = stat.CodePage or session_codepage
+        columns = tags if tags is not None else [client_tag(t, codepage == ndr.CP_WINUNICODE) for t in obj.props]
+        cells = self.rows.cells(obj, columns, codepage, bool(flags & ndr.fEphID))
+        errors = any(tag & 0xFFFF == PT_ERROR for tag, _value in cells)
+        return (ERRORS_RETURNED if errors else SUCCESS), cells
 
     def NspiCompareMIds(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("NspiCompareMIds"):
@@ -310,25 +353,33 @@ class Nspi(RpcInterface):
         response = ndr.NspiCompareMIdsResponse()
 
         def build() -> int:
-            members = self._table(stat).members
-            if first not in members or second not in members:
-                raise NspiError(GENERAL_FAILURE)
-            response["plResult"] = members.index(first) - members.index(second)
+            response["plResult"] = self.compare_mids(stat, first, second)
             return SUCCESS
 
         return answer(response, build)
 
+    def compare_mids(self, stat: Stat, first: int, second: int) -> int:
+        """NspiCompareMIds: the difference of the two rows' positions in the STAT's table."""
+        members = self._table(stat).members
+        if first not in members or second not in members:
+            raise NspiError(GENERAL_FAILURE)
+        return members.index(first) - members.index(second)
+
     def NspiGetSpecialTable(self, stub: bytes, ctx: CallContext) -> bytes:
         flags, codepage = wire.special_table_request(stub)
         session = self._session(ctx, stub)
+        rows = [wire.pack_row(cells) for cells in self.special_table(flags, codepage or session.codepage)]
+        return wire.special_table_response(self.hierarchy_version, rows, SUCCESS)
+
+    def special_table(self, flags: int, codepage: int) -> List[List[Cell]]:
+        """NspiGetSpecialTable's rows: the address book hierarchy (the org defines no address creation templates)."""
         unicode = bool(flags & ndr.NspiUnicodeStrings)
-        codepage = codepage or session.codepage
-        rows = []                               # the org defines no address creation templates
+        rows = []
         if not flags & ndr.NspiAddressCreationTemplates:
             for container in self.book.containers:
                 columns = [client_tag(t, unicode) for t in HIERARCHY_COLUMNS if container.obj.value(t >> 16)]
-                rows.append(wire.pack_row(self.rows.cells(container.obj, columns, codepage, False)))
-        return wire.special_table_response(self.hierarchy_version, rows, SUCCESS)
+                rows.append(self.rows.cells(container.obj, columns, codepage, False))
+        return rows
 
     def _refuse(self, stub: bytes, ctx: CallContext, request_class, response_class, code: int) -> bytes:
         """Validate the request and the handle, then answer ``code`` with every output pointer NULL."""
@@ -355,7 +406,10 @@ class Nspi(RpcInterface):
             request = ndr.NspiQueryColumns(stub)
             unicode = bool(request["dwFlags"] & ndr.NspiUnicodeProptypes)
         self._session(ctx, stub)
-        return wire.tags_response([client_tag(t, unicode) for t in self.book.columns()], SUCCESS)
+        return wire.tags_response(self.query_columns(unicode), SUCCESS)
+
+    def query_columns(self, unicode: bool) -> List[int]:
+        return [client_tag(t, unicode) for t in self.book.columns()]
 
     def NspiGetNamesFromIDs(self, stub: bytes, ctx: CallContext) -> bytes:
         # the address book has no named properties
@@ -377,6 +431,14 @@ class Nspi(RpcInterface):
             tags = tag_list(request.fields["pPropTags"])
             names = [ndr_text(item["Data"]) for item in request["paStr"]["Strings"]][:MAX_ROWS]
         self._session(ctx, stub)
+        mids, resolved = self.resolve_names(stat, names, ctx)
+        columns = tuple(columns_or_default(tags, stat.CodePage))
+        rows = [self._packed_row(obj.mid, columns, stat.CodePage, False) for obj in resolved]
+        return wire.resolve_names_response(mids, rows, SUCCESS)
+
+    def resolve_names(self, stat: Stat, names: Sequence[str], ctx: CallContext) -> Tuple[List[int], List[AbObject]]:
+        """NspiResolveNames: an MId per name (MID_AMBIGUOUS / MID_UNRESOLVED when not exactly one entry of the
+        STAT's container matches) and the resolved objects, in order."""
         container = self.book.container(stat.ContainerID)
         scope = set(container.members) if container is not None else None
         mids, resolved = [], []
@@ -388,10 +450,8 @@ class Nspi(RpcInterface):
                 resolved.append(matches[0])
             else:
                 mids.append(ndr.MID_AMBIGUOUS if matches else ndr.MID_UNRESOLVED)
-        ctx.record("nspi_resolve", names=names, mids=mids)
-        columns = tuple(columns_or_default(tags, stat.CodePage))
-        rows = [self._packed_row(obj.mid, columns, stat.CodePage, False) for obj in resolved]
-        return wire.resolve_names_response(mids, rows, SUCCESS)
+        ctx.record("nspi_resolve", names=list(names), mids=mids)
+        return mids, resolved
 
     @staticmethod
     def _hidden(obj: AbObject, name: str, ctx: CallContext) -> bool:
