@@ -4,10 +4,8 @@ a careful client gets no finding. Path edits of the POX answer are checked on th
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
-import yaml
 from lxml import etree
 
 from harness.faults.autodiscover import Mutate
@@ -15,21 +13,13 @@ from harness.faults.base import FaultParamError
 from harness.fuzz import fuzz_client
 from harness.fuzz.oracles import error_site
 from harness.protocols.autodiscover_paths import PathError, elements_at, mutate
-from tests.support import REPO
-from tests.support.clients import run_mockex
+from tests.support.buggy_clients import client, found_and_reproduced
 
-CLIENTS = os.path.join(REPO, "examples", "buggy-clients")
-ARGS = (" --url {autodiscover_url} --host {host} --https-port {https_port} --http-port {http_port} --ca {ca_file}"
-        " --email {email} --password {password}")
 EXPR_SERVER = "Account/Protocol[Type=EXPR]/Server"
 POX = ("<Autodiscover xmlns='http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006'>"
        "<Response xmlns='http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a'><Account>"
        "<Protocol><Type>EXCH</Type><Server>a</Server></Protocol>"
        "<Protocol><Type>EXPR</Type><Server>b</Server></Protocol></Account></Response></Autodiscover>")
-
-
-def client(name: str) -> str:
-    return f"{sys.executable} {os.path.join(CLIENTS, name)}.py" + ARGS
 
 
 def texts(document: etree._Element, path: str) -> list:
@@ -56,24 +46,6 @@ def test_a_python_traceback_is_told_apart_by_its_innermost_frame() -> None:
     stderr = ('Traceback (most recent call last):\n  File "/x/main.py", line 3, in <module>\n'
               '  File "/x/lib.py", line 9, in f\nKeyError: \'Server\'\n')
     assert error_site(stderr) == "KeyError at lib.py:9"
-
-
-def found_and_reproduced(tmp_path, name: str, expected_fault: dict, oracle: str, run_problem: str,
-                         layers: tuple = ("autodiscover",), max_examples: int = 150) -> None:
-    report = fuzz_client(client(name), layers=layers, max_examples=max_examples, seed=1, timeout=10, max_findings=1,
-                         save_failures=str(tmp_path))
-    assert len(report.findings) == 1, [f.describe() for f in report.findings]
-    finding = report.findings[0]
-    assert finding.verdict.oracle == oracle
-    assert finding.faults == [expected_fault]                 # shrunk to exactly this misbehaviour
-    saved = yaml.safe_load(open(finding.path, encoding="utf-8"))
-    params = expected_fault["params"]
-    assert saved["faults"] == [{expected_fault["fault"]: params} if params else expected_fault["fault"]]
-    assert "# oracle: " + oracle in open(finding.path, encoding="utf-8").read()
-    done = run_mockex("run", finding.path, "--client", client(name), "--timeout", "20", timeout=120)
-    assert done.returncode == 1 and run_problem in done.stdout, done.stdout + done.stderr
-    careful = run_mockex("run", finding.path, "--client", client("careful"), "--timeout", "20", timeout=120)
-    assert careful.returncode == 0, careful.stdout + careful.stderr   # the scenario judges, it does not just fail
 
 
 def test_a_crash_on_a_missing_expr_server_is_found_shrunk_saved_and_reproduced(tmp_path) -> None:

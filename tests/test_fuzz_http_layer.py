@@ -16,7 +16,7 @@ from harness.fuzz import fuzz_client
 from harness.fuzz.engine import FuzzOptions, Judge
 from harness.fuzz.server import FuzzServer
 from harness.fuzz.strategies import CHALLENGE_LINES
-from tests.test_fuzz_engine import client, found_and_reproduced
+from tests.support.buggy_clients import client, found_and_reproduced
 
 BEARER = CHALLENGE_LINES[3]
 

@@ -16,13 +16,11 @@ from harness.fuzz.engine import FuzzOptions
 from harness.fuzz.parallel import fuzz_plan, plan, shard
 from harness.fuzz.report import FuzzProgress
 from tests.support import REPO
+from tests.support.buggy_clients import client as buggy_client
 from tests.support.clients import run_mockex
 
 XSD = os.path.join(REPO, "tests", "support", "junit-10.xsd")
 ALICE_PASSWORD = "P@ssw0rd-alice"   # the org fixture's (tests/test_runner.py checks reports the same way)
-CLIENTS = os.path.join(REPO, "examples", "buggy-clients")
-ARGS = (" --url {autodiscover_url} --host {host} --https-port {https_port} --http-port {http_port} --ca {ca_file}"
-        " --email {email} --password {password}")
 # prints the password it was given, then dies of an uncaught exception: whatever is served, a crash
 ECHOING_CRASH = " ".join([sys.executable, "-c", shlex.quote("import sys; print(sys.argv[1], file=sys.stderr); "
                                                             "raise KeyError('Server')"), "{password}"])
@@ -71,7 +69,7 @@ def test_junit_and_json_report_each_finding_and_a_summary_with_passwords_masked(
 
 
 def test_two_workers_find_what_one_finds(tmp_path) -> None:
-    client = f"{sys.executable} {os.path.join(CLIENTS, 'crash_on_missing_server.py')}" + ARGS
+    client = buggy_client("crash_on_missing_server")
     options = FuzzOptions(max_examples=12, timeout=10, max_findings=2)
     runs = plan(["autodiscover"], seed=1, seeds=2)
     found = {}
