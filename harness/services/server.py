@@ -156,7 +156,7 @@ class MockExchange:
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
                             faults=self.faults, store=store)
         https_app.app = site
-        http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults)
+        http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults, rpc_site=site)
         try:
             self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript,
                                    faults=self.faults, address_of=self.plan.address_of)
