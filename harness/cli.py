@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=_port, default=8080,
                        help="plain HTTP redirect port, the port-80 role (default 8080; 0 = any)")
     serve.add_argument("--dns-port", type=_port, default=5353, help="DNS port, UDP and TCP (default 5353; 0 = any)")
+    serve.add_argument("--epm-port", type=_port, default=None,
+                       help="serve the RPC endpoint mapper on this TCP port (135 where the mock has an address of its "
+                            "own; 0 = any; default off): it registers no Exchange interface, as Exchange 2013")
     _add_org_options(serve)
     serve.add_argument("--quiet", action="store_true", help="print only the endpoints.json path")
     control = serve.add_argument_group("control plane (see docs/control.md and `mockex ctl`)")
@@ -389,7 +392,7 @@ def _serve(args) -> int:
                                             keylog=args.keylog, rpc_capture=args.rpc_capture,
                                             transcript_max_bytes=max_bytes, transcript_keep=keep,
                                             mailbox_sizes=dict(args.mailbox_size),
-                                            rpc_out_framing=args.rpc_out_framing),
+                                            rpc_out_framing=args.rpc_out_framing, epm_port=args.epm_port),
                            scenarios=scenarios, control=control)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
     # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.

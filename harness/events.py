@@ -318,6 +318,15 @@ _KINDS: List[EventKind] = [
     EventKind("rfr_fqdn", "RfrGetFQDNFromServerDN", _rpc({
         "server_dn": f("string", "the server DN as sent"), "fqdn": f("string|null", "the name answered"),
     })),
+    EventKind("epm_connection", "a TCP connection to the endpoint mapper (serve --epm-port)", {
+        "peer": PEER, "address": f("string", "the address it reached"),
+    }),
+    EventKind("epm_lookup", "ept_lookup on the endpoint mapper", _rpc({
+        "inquiry_type": f("integer", "RPC_C_EP_* as sent"), "entries": f("integer", "how many entries answered"),
+    })),
+    EventKind("epm_map", "ept_map on the endpoint mapper", _rpc({
+        "interface": f("string", "the interface UUID asked for"), "found": f("boolean", "whether it is registered"),
+    })),
     EventKind("emsmdb_connect", "EcDoConnectEx", _rpc({
         "user_dn": f("string", "the user's legacy DN as sent"),
         "client_version": f("string", "the client's version"),

@@ -27,6 +27,13 @@ _VALID_PORTS = ("Check HKLM\\Software\\Microsoft\\Rpc\\RpcProxy\\ValidPorts on t
 _AUTH_METHODS = ("Align the /rpc IIS authentication methods with the Outlook Anywhere client method: "
                  "Set-OutlookAnywhere -IISAuthenticationMethods Basic,Ntlm,Negotiate "
                  "-ExternalClientAuthenticationMethod <Basic|Ntlm|Negotiate> (Basic for non-domain clients).")
+# Exchange 2013 coexistence with 2007/2010 (the Exchange 2013 Outlook Anywhere documentation): the 2013 CAS proxies a
+# legacy-homed mailbox's RPC over HTTP to a legacy CAS, which must have Outlook Anywhere enabled, NTLM in its IIS
+# authentication methods, and the 2013 host name as its ExternalHostname.
+_LEGACY_RPC = '"<legacy CAS>\\Rpc (Default Web Site)"'
+_LEGACY_REQUIREMENTS = ("Exchange 2013 coexistence requires Outlook Anywhere on every Exchange 2007/2010 Client "
+                        "Access server, with NTLM in its IISAuthenticationMethods and the Exchange 2013 host name as "
+                        "its ExternalHostname.")
 _MAILBOX = "Check the mailbox exists and has not moved, its database is mounted, and the user has logon rights."
 
 REASONS = {
@@ -134,6 +141,24 @@ REASONS = {
                                  "Proxy feature and that a reverse proxy does not buffer RPC_OUT_DATA responses."),
     "rpc-proxy-http-error": ("rpc-proxy", "The RPC proxy answered an unexpected HTTP status: check the /rpc virtual "
                                           "directory, its app pool and the RPC over HTTP Proxy feature."),
+    # coexistence with Exchange 2007/2010 (the mailbox's Autodiscover ServerVersion is a legacy build)
+    "legacy-external-hostname": ("dns", "Autodiscover for this Exchange 2007/2010 mailbox names the legacy Client "
+                                        "Access server's Outlook Anywhere ExternalHostname as the proxy, and that "
+                                        "name is not published: point it at the Exchange 2013 host name "
+                                        f"(Set-OutlookAnywhere -Identity {_LEGACY_RPC} -ExternalHostname "
+                                        "<2013 host name>). " + _LEGACY_REQUIREMENTS),
+    "legacy-oa-disabled": ("rpc-proxy", "Legacy Outlook Anywhere disabled: the Exchange 2013 Client Access server "
+                                        "has no Exchange 2007/2010 RPC proxy to pass this mailbox's traffic to. "
+                                        "Enable Outlook Anywhere on the legacy Client Access server with NTLM in "
+                                        "IISAuthenticationMethods (Enable-OutlookAnywhere -Server <legacy CAS> "
+                                        "-ExternalHostname <2013 host name> -ClientAuthenticationMethod Ntlm "
+                                        "-IISAuthenticationMethods Basic,Ntlm -SSLOffloading $false; the RPC over "
+                                        "HTTP Proxy feature must be installed there). " + _LEGACY_REQUIREMENTS),
+    "legacy-iis-without-ntlm": ("rpc-proxy", "The legacy Client Access server's /rpc does not offer NTLM: the client's "
+                                             "logon to Exchange 2013 succeeded, but the 2013 Client Access server "
+                                             "authenticates to the Exchange 2007/2010 one with NTLM and gets 401. "
+                                             f"Set-OutlookAnywhere -Identity {_LEGACY_RPC} -IISAuthenticationMethods "
+                                             "Basic,Ntlm. " + _LEGACY_REQUIREMENTS),
     # nspi / referral
     "nspi-bind-failed": ("nspi", "The address book (NSPI) bind failed: check the Microsoft Exchange Address Book "
                                  "service, global catalog reachability and " + _VALID_PORTS),

@@ -216,3 +216,23 @@ def test_dns_server_argument():
     for bad in ("dns.example:53", "127.0.0.1:0", "127.0.0.1:x"):
         with pytest.raises(ValueError):
             parse_server(bad)
+
+
+@pytest.mark.parametrize("server_version, major, legacy", [
+    ("73C085D9", 15, False),    # Exchange 2013 CU23 (15.0.1497)
+    ("7383807B", 14, True),     # Exchange 2010 SP3 (14.3.123)
+    ("72038053", 8, True),      # Exchange 2007 SP3 (8.3.83)
+    ("", None, False),          # no ServerVersion (--skip-autodiscover): not taken for a legacy mailbox
+])
+def test_the_home_server_major_version_comes_from_the_exch_server_version(server_version, major, legacy):
+    settings = pox.OutlookSettings("erin@contoso.test", "", "", "", "", "", "mail.contoso.test", True, "Ntlm", "",
+                                   server_version=server_version)
+    assert (settings.home_major, settings.legacy_homed) == (major, legacy)
+
+
+def test_the_coexistence_reasons_have_exchange_s_remedies():
+    assert "Enable-OutlookAnywhere" in verdicts.remedy_for("legacy-oa-disabled")
+    assert "-IISAuthenticationMethods Basic,Ntlm" in verdicts.remedy_for("legacy-iis-without-ntlm")
+    assert "-ExternalHostname <2013 host name>" in verdicts.remedy_for("legacy-external-hostname")
+    assert [verdicts.steps_of(r)[0] for r in ("legacy-oa-disabled", "legacy-iis-without-ntlm",
+                                              "legacy-external-hostname")] == ["rpc-proxy", "rpc-proxy", "dns"]

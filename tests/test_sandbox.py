@@ -166,6 +166,17 @@ def test_exchanger_lists_the_address_book_tables_on_443(name, client_runs):
 
 
 @pytest.mark.parametrize("name", ["self", "nobody"])
+def test_rpcdump_finds_the_endpoint_mapper_on_135_with_no_exchange_interface(name, client_runs):
+    printed, events = client_runs(name, None)
+    output = printed["rpcdump"]["output"]
+    assert printed["rpcdump"]["exit"] == 0 and "Received 6 endpoints." in output, output
+    exchange = ("F5CC5A18-4264-101A-8C59-08002B2F8426", "1544F5E0-613C-11D1-93DF-00C04FD7BD09",
+                "A4F1DB00-CA47-1067-B31F-00DD010662DA")   # NSPI, RFR, EMSMDB
+    assert not [uuid for uuid in exchange if uuid in output.upper()]
+    assert of_kind(events, "epm_lookup")
+
+
+@pytest.mark.parametrize("name", ["self", "nobody"])
 def test_exchanger_does_not_check_the_certificate_so_the_expired_one_does_not_stop_it(name, client_runs):
     """impacket's RPC-over-HTTP transport wraps its sockets in an ssl.SSLContext that verifies nothing: what is
     expected of exchanger.py under tls-expired is that it carries on over the expired certificate."""

@@ -84,6 +84,7 @@ class OutlookAnywhere:
             finally:
                 if self._nspi_transport is not None:
                     self._nspi_transport.disconnect()
+                self._name_coexistence_failure()
             failing = next((c for c in self.phase.children if c.status == "fail"), None)
             if failing is not None:
                 self.phase.fail(failing.reason, failing.message)
@@ -110,6 +111,28 @@ class OutlookAnywhere:
             if step.status == "fail":
                 self._skip_from(index + 1)
                 return
+
+    def _name_coexistence_failure(self) -> None:
+        """For an Exchange 2007/2010 mailbox, the failures each documented coexistence requirement produces are
+        named after that requirement: what Outlook sees is generic (an unknown name, 503, 401 after a good logon),
+        but the legacy ServerVersion from Autodiscover says the 2013 CAS proxies to a legacy CAS."""
+        if not self.settings.legacy_homed:
+            return
+        failing = next((c for c in self.phase.children if c.status == "fail"), None)
+        if failing is None:
+            return
+        release = {14: "Exchange 2010", 8: "Exchange 2007"}.get(self.settings.home_major or 0, "Exchange 2007/2010")
+        renamed = {("dns", "nxdomain"): "legacy-external-hostname", ("dns", "no-a-record"): "legacy-external-hostname",
+                   ("rpc-proxy", "rpc-proxy-503"): "legacy-oa-disabled",
+                   ("rpc-proxy", "http-401"): "legacy-iis-without-ntlm"}.get((failing.step, failing.reason))
+        if renamed is None:
+            return
+        what = {"legacy-external-hostname": f"the {release} Outlook Anywhere ExternalHostname "
+                                            f"{self.settings.proxy_host} is not published",
+                "legacy-oa-disabled": f"Outlook Anywhere is not enabled on the {release} Client Access server",
+                "legacy-iis-without-ntlm": f"the {release} Client Access server's /rpc does not accept NTLM"}[renamed]
+        failing.fail(renamed, f"{failing.message} ({what})", generic_reason=failing.reason,
+                     home_server_version=self.settings.server_version)
 
     def _skip_from(self, index: int) -> None:
         for step_id, title in LATER_STEPS[index:]:

@@ -38,6 +38,21 @@ class OutlookSettings:
     ssl: bool
     auth_package: str         # Basic | Ntlm | Negotiate
     cert_principal_name: str
+    server_version: str = ""  # EXCH ServerVersion (hex): the mailbox's home server build
+
+    @property
+    def home_major(self) -> Optional[int]:
+        """The home server's major version (15: 2013, 14: 2010, 8: 2007), None when Autodiscover gave none."""
+        try:
+            return (int(self.server_version, 16) >> 22) & 0x3F
+        except ValueError:
+            return None
+
+    @property
+    def legacy_homed(self) -> bool:
+        """Homed on Exchange 2007/2010: the 2013 CAS proxies this mailbox's Outlook Anywhere to a legacy CAS."""
+        major = self.home_major
+        return major is not None and major < 15
 
     def evidence(self) -> Dict[str, object]:
         return dict(self.__dict__)
@@ -94,7 +109,8 @@ def parse_response(body: bytes, email: str) -> Answer:
         email=text(user, "AutoDiscoverSMTPAddress") or email, display_name=text(user, "DisplayName"),
         legacy_dn=text(user, "LegacyDN"), rpc_server=text(exch, "Server"), server_dn=text(exch, "ServerDN"),
         mdb_dn=text(exch, "MdbDN"), proxy_host=text(expr, "Server"), ssl=text(expr, "SSL").lower() != "off",
-        auth_package=text(expr, "AuthPackage") or "Basic", cert_principal_name=text(expr, "CertPrincipalName"))
+        auth_package=text(expr, "AuthPackage") or "Basic", cert_principal_name=text(expr, "CertPrincipalName"),
+        server_version=text(exch, "ServerVersion"))
 
 
 def _required(account, tag: str) -> str:

@@ -26,7 +26,7 @@ from harness.sandbox.namespace import CA_VARIABLES, shape_namespace
 FORWARDED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 WATCHED = FORWARDED | {signal.SIGCHLD}
 SI_KERNEL = 0x80   # si_code of a signal the kernel sends of its own (a terminal's); kill(2) and parent death: SI_USER
-PORTS = {"https": 443, "http": 80, "dns": 53}
+PORTS = {"https": 443, "http": 80, "dns": 53, "epm": 135}
 MOCK_START_SECONDS = 300.0    # bounds a mock that never comes up (a loaded machine may take long; not a deadline)
 MOCK_STOP_SECONDS = 60.0      # then SIGKILL
 POLL_SECONDS = 0.05
@@ -102,7 +102,7 @@ class Sandbox:
             os.remove(endpoints_path)
         argv = [sys.executable, "-c", SERVE_BOOT, PACKAGE_PARENT, "serve", "--state-dir", self.state_dir,
                 "--listen", "127.0.0.1", "--https-port", str(PORTS["https"]), "--http-port", str(PORTS["http"]),
-                "--dns-port", str(PORTS["dns"]), "--quiet", *self.serve_args]
+                "--dns-port", str(PORTS["dns"]), "--epm-port", str(PORTS["epm"]), "--quiet", *self.serve_args]
         with open(self.log_path, "wb") as log:
             self.mock = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          preexec_fn=child_setup(own_group=True))

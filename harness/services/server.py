@@ -21,6 +21,7 @@ from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.httpconn import ConnectionLimits
 from harness.scenario import configured_org
 from harness.services.dns import listen_dns
+from harness.services.epm import listen_epm
 from harness.services.listeners import AddressPlan, ListenError, Listeners
 from harness.services.rpccapture import RpcCapture
 from harness.services.rpcproxy import RpcProxyService
@@ -80,6 +81,7 @@ class ServeOptions:
     # The RPC_OUT_DATA body framing: "exchange2013" (chunked, one PDU per chunk) or "legacy" (IIS rpcproxy of
     # 2007/2010: Content-Length 1073741824, raw PDUs). Belongs per server in the org model (Outlook Anywhere).
     rpc_out_framing: str = "exchange2013"
+    epm_port: Optional[int] = None   # the endpoint mapper's TCP port (135 where the mock has an address); None: off
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -154,7 +156,7 @@ class MockExchange:
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
                             faults=self.faults, store=store)
         https_app.app = site
-        http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults)
+        http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults, rpc_site=site)
         try:
             self._dns = listen_dns(reactor, self.org, opts.listen, opts.dns_port, https_port, self.transcript,
                                    faults=self.faults, address_of=self.plan.address_of)
@@ -166,6 +168,19 @@ class MockExchange:
             self.transcript.listeners.remove(self._on_event)
             self._abandon(str(failure), created)
             raise failure from exc
+        self._epm = None
+        if opts.epm_port is not None:
+            try:
+                self._epm = listen_epm(reactor, self.org, opts.listen, opts.epm_port, self.transcript,
+                                       random.Random(rng.getrandbits(64)))
+            except CannotListenError as exc:
+                self.transcript.listeners.remove(self._on_event)
+                for port in self._dns:
+                    port.stopListening()
+                self._abandon(f"cannot listen on {exc.interface}:{exc.port} (endpoint mapper): {exc.socketError}",
+                              created)
+                raise ListenError(getattr(exc.socketError, "errno", None),
+                                  f"cannot listen on {exc.interface}:{exc.port} (endpoint mapper)") from exc
         self.site, self.urls = site, urls
         self.endpoints = self._describe(https_port)
         if self.control is not None:
@@ -210,6 +225,7 @@ class MockExchange:
             "https": {"host": opts.listen, "port": https_port},
             "http": {"host": opts.listen, "port": http_port},
             "dns": {"host": opts.listen, "port": self._dns[0].getHost().port},
+            "epm": {"host": opts.listen, "port": self._epm.getHost().port} if self._epm is not None else None,
             "addresses": {name: self.plan.address_of(name) for name in named},
             "listeners": self.listeners.states(),
             "ca_file": self.pki.ca_file,
@@ -242,6 +258,8 @@ class MockExchange:
         if self._on_event in self.transcript.listeners:
             self.transcript.listeners.remove(self._on_event)
         waits = [self.listeners.stop()] + [p.stopListening() for p in self._dns]
+        if getattr(self, "_epm", None) is not None:
+            waits.append(self._epm.stopListening())
         self.transcript.record("stop")
         if self.keylog is not None:
             self.keylog.close()

@@ -380,9 +380,13 @@ class RedirectSite:
     credentials over plain HTTP or a redirect elsewhere. Credentials that arrive here are recorded (the user name,
     and whether the password was right, never the password): a client must never send them over this leg."""
 
-    def __init__(self, org, transcript: Transcript, https_port: int, *, faults: Optional[FaultSet] = None):
+    def __init__(self, org, transcript: Transcript, https_port: int, *, faults: Optional[FaultSet] = None,
+                 rpc_site: Optional["ExchangeSite"] = None):
         self.org, self.transcript = org, transcript
         self.faults = faults if faults is not None else FaultSet()
+        # Set-OutlookAnywhere -SSLOffloading $true: TLS ends at an offloader in front of the CAS, so the /rpc virtual
+        # directory takes plain HTTP, here on the port-80 listener (the offloader's back side), served by the site.
+        self.rpc_site = rpc_site
         port = "" if https_port == 443 else f":{https_port}"
         self.base = f"https://{org.autodiscover_host}{port}"
         self.identity = ServerIdentity.for_org(org)
@@ -397,7 +401,13 @@ class RedirectSite:
     def tls_handshake(self, info, ok, reason):  # plain listener: never called
         pass
 
+    def _offloaded_rpc(self, request: HttpRequest) -> bool:
+        return (self.rpc_site is not None and request.path.lower().startswith("/rpc/")
+                and self.org.cas_outlook_anywhere.ssl_offloading)
+
     def handle(self, request: HttpRequest) -> HttpResponse:
+        if self._offloaded_rpc(request):
+            return self.rpc_site.handle(request)
         if request.header("authorization"):
             self._record_credentials(request)
         answer = self.faults.first(http_request_hook, Scope(host=request.host), request) or self._redirect(request)
@@ -431,6 +441,8 @@ class RedirectSite:
         return self.handle(request)
 
     def open_tunnel(self, request, io):
+        if self._offloaded_rpc(request):
+            return self.rpc_site.open_tunnel(request, io)
         return self.handle(request)
 
 
