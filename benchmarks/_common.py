@@ -4,15 +4,18 @@ the measured request. Not a benchmark itself."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -55,6 +58,38 @@ def stop(process) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def serving_on_443(listen: str, prefix: str, serve_args: Sequence[str] = (), org_text: Optional[str] = None,
+                   command: Sequence[str] = ("-m", "harness")) -> Iterator[Tuple[dict, int]]:
+    """A fresh `mockex serve` on <listen>:443 in a temporary state dir: (endpoints.json, pid). ``org_text``: serve
+    an org.yaml of that text; ``command`` replaces ``-m harness`` (e.g. a profiling wrapper)."""
+    top = tempfile.mkdtemp(prefix=prefix)
+    state = os.path.join(top, "state")
+    os.makedirs(state)
+    org_args: List[str] = []
+    if org_text is not None:
+        org_dir = os.path.join(top, "org")
+        os.makedirs(org_dir)
+        with open(os.path.join(org_dir, "org.yaml"), "w") as out:
+            out.write(org_text)
+        org_args = ["--org", org_dir]
+    try:
+        try:
+            server = start([sys.executable, *command, "serve", "--state-dir", state, *org_args, "--listen", listen,
+                            "--https-port", "443", "--http-port", "0", "--dns-port", "0", "--quiet", *serve_args],
+                           os.path.join(state, "endpoints.json"))
+        except SystemExit as failure:
+            raise SystemExit(f"{failure}\n(:443 needs root, or run inside `unshare -rn`)") from None
+        try:
+            with open(os.path.join(state, "endpoints.json")) as handle:
+                yield json.load(handle), server.pid
+        finally:
+            server.terminate()
+            server.wait()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def start_mockex(state: str, scenario_paths=()) -> Tuple[subprocess.Popen, dict]:

@@ -15,20 +15,16 @@ Loopback only; every loop is bounded by a count and by --max-seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from _common import cpu_seconds, start  # noqa: E402 - the benchmarks' shared process helpers
+from _common import cpu_seconds, serving_on_443  # noqa: E402 - the benchmarks' shared process helpers
 from impacket.uuid import uuidtup_to_bin  # noqa: E402
 
 from harness.org import DEFAULT_ORG_DIR, load_org  # noqa: E402
@@ -44,32 +40,11 @@ COLUMNS = [TAG_SUBJECT, TAG_MESSAGE_CLASS, TAG_MID]
 ROWS = 50
 
 
-@contextmanager
-def serving(listen: str, messages: int) -> Iterator[Tuple[dict, int]]:
+def serving(listen: str, messages: int):
     """`mockex serve` on <listen>:443 with MAPI/HTTP on and ``messages`` generated messages in alice's Inbox."""
-    top = tempfile.mkdtemp(prefix="mockex-mapi-bench-")
-    state, org_dir = os.path.join(top, "state"), os.path.join(top, "org")
-    os.makedirs(state)
-    os.makedirs(org_dir)
     with open(os.path.join(DEFAULT_ORG_DIR, "org.yaml")) as source:
         text = source.read().replace("mapi_http: {Enabled: false}", "mapi_http: {Enabled: true}")
-    with open(os.path.join(org_dir, "org.yaml"), "w") as out:
-        out.write(text)
-    try:
-        try:
-            server = start([sys.executable, "-m", "harness", "serve", "--state-dir", state, "--org", org_dir,
-                            "--listen", listen, "--https-port", "443", "--http-port", "0", "--dns-port", "0",
-                            "--quiet", f"--mailbox-size=alice={messages}"], os.path.join(state, "endpoints.json"))
-        except SystemExit as failure:
-            raise SystemExit(f"{failure}\n(:443 needs root, or run inside `unshare -rn`)") from None
-        try:
-            with open(os.path.join(state, "endpoints.json")) as handle:
-                yield json.load(handle), server.pid
-        finally:
-            server.terminate()
-            server.wait()
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    return serving_on_443(listen, "mockex-mapi-bench-", [f"--mailbox-size=alice={messages}"], org_text=text)
 
 
 def inbox_buffer(inbox_fid: bytes) -> RopBuffer:

@@ -23,22 +23,18 @@ The raw-socket client of phase 1 is tests/support/rpchttp.py's: it needs the ``t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import resource
-import shutil
 import socket
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from _common import cpu_seconds, start  # noqa: E402 - the benchmarks' shared process helpers
+from _common import cpu_seconds, serving_on_443  # noqa: E402 - the benchmarks' shared process helpers
 from impacket.dcerpc.v5 import nspi, rpcrt  # noqa: E402
 from impacket.dcerpc.v5.transport import DCERPCTransportFactory  # noqa: E402
 from impacket.http import AUTH_BASIC  # noqa: E402
@@ -87,31 +83,11 @@ finally:
 """
 
 
-@contextmanager
-def serving(listen: str, profile: Optional[str] = None, framing: str = "exchange2013"
-            ) -> Iterator[Tuple[dict, int]]:
+def serving(listen: str, profile: Optional[str] = None, framing: str = "exchange2013"):
     """A fresh `mockex serve` on <listen>:443: (endpoints.json, pid); with ``profile``, run under cProfile (CPU
     time), whose stats land in that file when the server ends (SIGTERM stops its reactor cleanly)."""
-    top = tempfile.mkdtemp(prefix="mockex-rpc-bench-")
-    state = os.path.join(top, "state")
-    os.makedirs(state)
-    profiler = ["-c", PROFILED_SERVER, os.path.abspath(profile)] if profile else ["-m", "harness"]
-    try:
-        try:
-            server = start([sys.executable, *profiler, "serve", "--state-dir", state, "--listen",
-                            listen, "--https-port", "443", "--http-port", "0", "--dns-port", "0", "--quiet",
-                            "--rpc-out-framing", framing],
-                           os.path.join(state, "endpoints.json"))
-        except SystemExit as failure:
-            raise SystemExit(f"{failure}\n(:443 needs root, or run inside `unshare -rn`)") from None
-        try:
-            with open(os.path.join(state, "endpoints.json")) as handle:
-                yield json.load(handle), server.pid
-        finally:
-            server.terminate()
-            server.wait()
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    command = ["-c", PROFILED_SERVER, os.path.abspath(profile)] if profile else ["-m", "harness"]
+    return serving_on_443(listen, "mockex-rpc-bench-", ["--rpc-out-framing", framing], command=command)
 
 
 # ---- memory ---------------------------------------------------------------------------------------------------

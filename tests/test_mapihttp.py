@@ -4,9 +4,7 @@ same ROP buffer, impacket's ncacn_http EcDoConnectEx/EcDoRpcExt2."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import shutil
 import struct
 
 import pytest
@@ -14,7 +12,7 @@ from impacket.uuid import uuidtup_to_bin
 
 from harness.mailbox.seed import default_seeder
 from harness.mailbox.store import MailboxStore, accounts_of
-from harness.org import DEFAULT_ORG_DIR, load_org, with_config
+from harness.org import load_org, with_config
 from harness.rpc import emsmdb
 from harness.rpc.base import CallContext, InProcessDce
 from harness.rpc.mapihttp import MapiHttpEmsmdb, MapiRequest
@@ -29,7 +27,7 @@ from tests.support.mapihttp import (
     inbox_rop_buffer,
     parse_rop_response,
 )
-from tests.support.servers import start_on_port_443
+from tests.support.servers import start_mapi_http_server
 
 ORG = with_config(load_org(), {"mapi_http": {"Enabled": True}}, "test")
 ALICE = ORG.find("alice")
@@ -156,11 +154,7 @@ def test_unknown_handles_and_unmodelled_rops():
 # ---- against a real server ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    org_dir = tmp_path_factory.mktemp("org")
-    shutil.copy(os.path.join(DEFAULT_ORG_DIR, "org.yaml"), org_dir / "org.yaml")
-    text = (org_dir / "org.yaml").read_text()
-    (org_dir / "org.yaml").write_text(text.replace("mapi_http: {Enabled: false}", "mapi_http: {Enabled: true}"))
-    server = start_on_port_443(str(tmp_path_factory.mktemp("mapi")), "--org", str(org_dir))
+    server = start_mapi_http_server(tmp_path_factory, "mapi")
     yield server
     server.stop()
 

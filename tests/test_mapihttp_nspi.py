@@ -3,14 +3,12 @@ compared with NSPI over RPC (impacket's NDR client against harness.rpc.nspi in-p
 a real `mockex serve` driven by tests/support/mapihttp_nspi.py (a client built from the spec alone)."""
 from __future__ import annotations
 
-import os
 import random
-import shutil
 
 import pytest
 from impacket.dcerpc.v5 import nspi as ndr
 
-from harness.org import DEFAULT_ORG_DIR, load_org, with_config
+from harness.org import load_org, with_config
 from harness.rpc import nspi as nspi_core
 from harness.rpc.base import CallContext, InProcessDce
 from harness.rpc.mapihttp import MapiRequest
@@ -37,7 +35,7 @@ from tests.support.mapihttp_nspi import (
     update_stat_body,
     url_body,
 )
-from tests.support.servers import start_on_port_443
+from tests.support.servers import start_mapi_http_server
 
 ORG = with_config(load_org(), {"mapi_http": {"Enabled": True}}, "test")
 ALICE, BOB = ORG.find("alice"), ORG.find("bob")
@@ -198,11 +196,7 @@ def test_transport_errors_answer_with_their_x_response_code():
 # ---- against a real server ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    org_dir = tmp_path_factory.mktemp("org")
-    shutil.copy(os.path.join(DEFAULT_ORG_DIR, "org.yaml"), org_dir / "org.yaml")
-    text = (org_dir / "org.yaml").read_text()
-    (org_dir / "org.yaml").write_text(text.replace("mapi_http: {Enabled: false}", "mapi_http: {Enabled: true}"))
-    server = start_on_port_443(str(tmp_path_factory.mktemp("mapinspi")), "--org", str(org_dir))
+    server = start_mapi_http_server(tmp_path_factory, "mapinspi")
     yield server
     server.stop()
 

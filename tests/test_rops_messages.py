@@ -5,9 +5,7 @@ side of the shared store."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import shutil
 import struct
 import warnings
 
@@ -15,7 +13,7 @@ import pytest
 
 from harness.mailbox.seed import WELCOME, default_seeder
 from harness.mailbox.store import MailboxStore, accounts_of
-from harness.org import DEFAULT_ORG_DIR, load_org, with_config
+from harness.org import load_org, with_config
 from harness.rpc.mapihttp import MapiHttpEmsmdb, MapiRequest
 from tests.support.mapihttp import MapiHttpClient, connect_body, execute_body, execute_rops
 from tests.support.ropclient import (
@@ -27,7 +25,7 @@ from tests.support.ropclient import (
     by_rop,
     parse_answers,
 )
-from tests.support.servers import start_on_port_443
+from tests.support.servers import start_mapi_http_server
 
 ORG = with_config(load_org(), {"mapi_http": {"Enabled": True}}, "test")
 ALICE, BOB = ORG.find("alice"), ORG.find("bob")
@@ -166,11 +164,7 @@ def test_receive_folder_and_an_empty_rules_table():
 # ---- against a real server, with exchangelib on the other side --------------------------------------------------
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    org_dir = tmp_path_factory.mktemp("org")
-    shutil.copy(os.path.join(DEFAULT_ORG_DIR, "org.yaml"), org_dir / "org.yaml")
-    text = (org_dir / "org.yaml").read_text()
-    (org_dir / "org.yaml").write_text(text.replace("mapi_http: {Enabled: false}", "mapi_http: {Enabled: true}"))
-    server = start_on_port_443(str(tmp_path_factory.mktemp("mapi")), "--org", str(org_dir))
+    server = start_mapi_http_server(tmp_path_factory, "mapi")
     yield server
     server.stop()
 

@@ -10,6 +10,8 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from tests.support.ropclient import property_value
+
 TAG_SUBJECT, TAG_MESSAGE_CLASS, TAG_MID = 0x0037001F, 0x001A001F, 0x674A0014
 
 
@@ -45,24 +47,6 @@ class Rops:
     row_count: Optional[int]
     rows: List[List[object]]
     handles: List[int]
-
-
-def _utf16z(data: bytes, pos: int) -> Tuple[str, int]:
-    end = pos
-    while data[end:end + 2] != b"\x00\x00":
-        end += 2
-    return data[pos:end].decode("utf-16-le"), end + 2
-
-
-def _value(tag: int, data: bytes, pos: int) -> Tuple[object, int]:
-    kind = tag & 0xFFFF
-    if kind == 0x001F:
-        return _utf16z(data, pos)
-    if kind == 0x0014:
-        return data[pos:pos + 8], pos + 8
-    if kind == 0x0003:
-        return struct.unpack_from("<L", data, pos)[0], pos + 4
-    raise AssertionError(f"type {kind:#x} not in this client")
 
 
 def parse_rop_response(payload: bytes, columns: List[int]) -> Rops:
@@ -102,7 +86,7 @@ def parse_rop_response(payload: bytes, columns: List[int]) -> Rops:
                             row.append(None)
                             pos += 4
                             continue
-                    value, pos = _value(tag, rops, pos)
+                    value, pos = property_value(tag, rops, pos)
                     row.append(value)
                 rows.append(row)
     return Rops(inbox_fid, handles[0], results, row_count, rows, handles)

@@ -22,7 +22,8 @@ def _read_utf16z(data: bytes, pos: int) -> Tuple[str, int]:
     return data[pos:end].decode("utf-16-le"), end + 2
 
 
-def _value(tag: int, data: bytes, pos: int) -> Tuple[object, int]:
+def property_value(tag: int, data: bytes, pos: int) -> Tuple[object, int]:
+    """One property value of type ``tag & 0xFFFF`` at ``pos``, and the position after it."""
     kind = tag & 0xFFFF
     if kind == 0x001F:
         return _read_utf16z(data, pos)
@@ -57,7 +58,7 @@ def property_row(tags: List[int], data: bytes, pos: int) -> Tuple[List[object], 
             if flag == 0x01:
                 row.append(None)
                 continue
-        value, pos = _value(tag, data, pos)
+        value, pos = property_value(tag, data, pos)
         row.append(value)
     return row, pos
 
@@ -209,7 +210,7 @@ def parse_answers(buffer: RopBuffer, payload: bytes) -> Tuple[List[Answer], List
             values = {}
             for _ in range(count):
                 tag = struct.unpack_from("<L", rops, pos)[0]
-                values[tag], pos = _value(tag, rops, pos + 4)
+                values[tag], pos = property_value(tag, rops, pos + 4)
             fields["values"] = values
         elif rop_id in (0x2B, 0x5E):
             fields["size"] = struct.unpack_from("<L", rops, pos)[0]

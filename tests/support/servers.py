@@ -13,6 +13,7 @@ from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
 
 from OpenSSL import SSL
 
+from harness.org import DEFAULT_ORG_DIR
 from harness.testing import Served, start_server
 
 # The expect block of a scenario whose faults the analyzer does not notice (a scenario file needs one).
@@ -62,6 +63,16 @@ def server_running(state_dir: str, *args: str) -> Iterator[Served]:
     """One `mockex serve` for the block, which must stop with exit status 0."""
     with servers_running((state_dir, *args)) as (served,):
         yield served
+
+
+def start_mapi_http_server(tmp_path_factory, name: str) -> Served:
+    """start_on_port_443 with a copy of the built-in org in which MAPI over HTTP is enabled (it is off by default,
+    as in Exchange 2013 SP1)."""
+    org_dir = tmp_path_factory.mktemp("org")
+    text = Path(DEFAULT_ORG_DIR, "org.yaml").read_text(encoding="utf-8")
+    assert "mapi_http: {Enabled: false}" in text
+    (org_dir / "org.yaml").write_text(text.replace("mapi_http: {Enabled: false}", "mapi_http: {Enabled: true}"))
+    return start_on_port_443(str(tmp_path_factory.mktemp(name)), "--org", str(org_dir))
 
 
 def start_on_port_443(state_dir: str, *args: str) -> Served:
