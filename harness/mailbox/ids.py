@@ -105,19 +105,12 @@ def change_key(mailbox_guid: str, kind: int, change_number: int) -> str:
 
 def decode(ews_id: str) -> Optional[Tuple[str, int, Optional[int]]]:
     """(mailbox GUID, folder counter, item counter or None) of an id this module made, or None when malformed."""
-    try:
-        raw = base64.b64decode(ews_id.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
+    unwrapped = _unwrap(ews_id)
+    if unwrapped is None:
         return None
-    if len(raw) < 43 or not raw.startswith(_PREFIX):
-        return None
-    guid = raw[4:40].decode("ascii", "replace")
-    (length,) = struct.unpack_from("<H", raw, 41)
-    entry = raw[43:]
-    if len(entry) != length:
-        return None
-    if length == 46 and struct.unpack_from("<H", entry, 20)[0] == _FOLDER_ENTRY:
+    guid, entry = unwrapped
+    if len(entry) == 46 and struct.unpack_from("<H", entry, 20)[0] == _FOLDER_ENTRY:
         return guid, int.from_bytes(entry[38:44], "big"), None
-    if length == 70 and struct.unpack_from("<H", entry, 20)[0] == _MESSAGE_ENTRY:
+    if len(entry) == 70 and struct.unpack_from("<H", entry, 20)[0] == _MESSAGE_ENTRY:
         return guid, int.from_bytes(entry[38:44], "big"), int.from_bytes(entry[62:68], "big")
     return None
