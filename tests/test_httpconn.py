@@ -590,3 +590,33 @@ def check_any_bytes(chunks: List[bytes]) -> None:
     assert len(refusals) <= 1 and all(refusal.status in (400, 431, 501) for refusal in refusals)
     if refusals and not driver.of(HandOffTunnel):   # mid-tunnel there is no HTTP answer to give
         assert driver.statuses[-1] == refusals[0].status and state is CLOSING
+
+
+# ---- a response sent in parts (MAPI/HTTP's PROCESSING ... PENDING ... DONE) ---------------------------------------
+class StreamingDriver(Driver):
+    """Answers the first request with its head and first chunk only (``respond(more=True)``)."""
+
+    def _carry_out(self, action: Action) -> List[Action]:
+        if isinstance(action, Deliver) and not self.requests:
+            self.requests.append(action.request)
+            return self.core.respond(HttpResponse(200, "OK", [("Content-Type", "application/mapi-http")],
+                                                  chunks=(b"PROCESSING\r\n",)), more=True)
+        return super()._carry_out(action)
+
+
+def test_a_response_in_parts_holds_the_pipelined_request_until_its_last_chunk():
+    driver = StreamingDriver().feed(post("/held") + post("/next"))
+    assert driver.sent[0].endswith(b"Transfer-Encoding: chunked\r\n\r\nc\r\nPROCESSING\r\n\r\n")
+    assert [r.path for r in driver.requests] == ["/held"] and driver.core.state is ConnState.SENDING
+    driver.run(driver.core.respond_more([b"PENDING\r\n"], end=False))
+    assert driver.sent[1] == b"9\r\nPENDING\r\n\r\n" and len(driver.requests) == 1
+    driver.run(driver.core.respond_more([b"DONE\r\n\r\n"], end=True))
+    assert driver.sent[2] == b"8\r\nDONE\r\n\r\n\r\n0\r\n\r\n"
+    assert [r.path for r in driver.requests] == ["/held", "/next"] and driver.sent[-1].startswith(b"HTTP/1.1 200")
+    assert driver.core.respond_more([b"late"], end=True) == []        # nothing is under way any more
+
+
+def test_a_response_in_parts_ends_with_its_connection():
+    driver = StreamingDriver().feed(post("/held"))
+    driver.run(driver.core.connection_lost())
+    assert driver.core.respond_more([b"DONE\r\n\r\n"], end=True) == []

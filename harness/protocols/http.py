@@ -78,6 +78,10 @@ class HttpResponse:
     body: bytes = b""
     close: bool = False       # close the connection after sending
     chunks: Tuple[bytes, ...] = ()   # non-empty: sent Transfer-Encoding: chunked, one chunk each (body unused)
+    # With chunks: the response goes on after them. The edge calls ``stream.start(write)``, and the stream calls
+    # ``write(chunks, end)`` as its later chunks are ready (the last with end=True); ``stream.stop()`` when the
+    # connection ends first. MAPI/HTTP's PENDING keep-alives and NotificationWait are such streams.
+    stream: Any = None
 
     def describe(self) -> str:
         return f"HTTP {self.status} {self.reason}, {len(self.body)} bytes" + (", then close" if self.close else "")

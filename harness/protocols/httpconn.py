@@ -16,6 +16,8 @@ in order:
                                     that name); a timer whose state was left is not cancelled, its tick is ignored
   CancelTimer(name)                 forget that timer (the connection is ending)
   Deliver(request)                  the app answers a whole request: give its HttpResponse to ``respond``
+                                    (``respond(r, more=True)`` sends its head and chunks so far; ``respond_more``
+                                    the rest, as MAPI/HTTP's PENDING keep-alives come while a request runs)
   RefuseTooLarge(request, size)     the app words a 413: give it to ``respond``
   RefuseMalformed(status, message)  the app words a 400 (431 for an oversized head): give it to ``respond``; it
                                     goes out when the wire still allows a response (not mid-tunnel)
@@ -40,7 +42,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Tuple, cast
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, cast
 from urllib.parse import unquote
 
 import h11
@@ -165,6 +167,7 @@ class HttpConnection:
         self._over = False             # held output went over the high water and is not down to the low water yet
         self._reading_paused = False   # a PauseReading is in force
         self._send_counting = False    # the send timer counts (from the stall)
+        self._streaming: Optional[bool] = None   # a response under way (respond(more=True)): whether it closes
 
     # ---- calls from the I/O layer ---------------------------------------------------------------------------
     def start(self) -> List[Action]:
@@ -186,20 +189,39 @@ class HttpConnection:
         actions += self._pump()
         return actions
 
-    def respond(self, response: HttpResponse) -> List[Action]:
-        """The app's answer to the Deliver, RefuseTooLarge, RefuseMalformed or (refused) HandOffTunnel."""
+    def respond(self, response: HttpResponse, *, more: bool = False) -> List[Action]:
+        """The app's answer to the Deliver, RefuseTooLarge, RefuseMalformed or (refused) HandOffTunnel; ``more``
+        (a chunked response): only its head and chunks so far go out, the rest comes with ``respond_more``."""
         if self.state is CLOSING or self.state is CLOSED:
             return []   # the connection ended while the app was answering
         answer = self._awaited()
         if answer.silent:
             return self._transition(ANSWERED_CLOSE) + [Close("protocol error")]
         close = response.close or answer.close
+        more = more and bool(response.chunks) and not answer.head_only
         try:
-            data = self._encode(response, close, answer.head_only)
+            data = self._encode(response, close, answer.head_only, end=not more)
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             # the app's response cannot be framed (a header with CR/LF, or beyond Latin-1): say so, send nothing
             return self.abort(f"unsendable response: {exc}", limit="unsendable_response")
-        actions: List[Action] = [Send(data)]
+        if more:
+            self._streaming = close
+            return [Send(data)]
+        return self._answered([Send(data)], close)
+
+    def respond_more(self, chunks: Sequence[bytes], end: bool) -> List[Action]:
+        """More chunks of the response begun with ``respond(..., more=True)``; ``end``: its last ones."""
+        close = self._streaming
+        if close is None or self.state is CLOSING or self.state is CLOSED:
+            return []   # the connection ended while the response was under way
+        data = b"".join(self._h11.send(h11.Data(data=chunk)) for chunk in chunks if chunk)
+        if not end:
+            return [Send(data)] if data else []
+        self._streaming = None
+        return self._answered([Send(data + self._h11.send(h11.EndOfMessage()))], close)
+
+    def _answered(self, actions: List[Action], close: bool) -> List[Action]:
+        """A whole response went out: close, or go on with the next request."""
         if close or self._h11.our_state is h11.MUST_CLOSE:
             return actions + self._transition(ANSWERED_CLOSE) + [Close("answered")]
         if self._h11.their_state is h11.DONE:
@@ -249,7 +271,7 @@ class HttpConnection:
         return self._transition(CLOSE_REQUESTED) + [Abort(reason, limit)]
 
     def connection_lost(self) -> List[Action]:
-        self._request, self._answer, self._body = None, None, []
+        self._request, self._answer, self._body, self._streaming = None, None, [], None
         return self._transition(CONNECTION_LOST)
 
     def output_pending(self, unsent: int, stalled: bool) -> List[Action]:
@@ -434,7 +456,7 @@ class HttpConnection:
             scheme=self.scheme, conn=self.conn)
 
     # ---- bytes out --------------------------------------------------------------------------------------------
-    def _encode(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
+    def _encode(self, response: HttpResponse, close: bool, head_only: bool, end: bool = True) -> bytes:
         """The whole response in one piece: the app's headers with IIS's framing (always Content-Length).
 
         The bytes are exactly h11's, but h11 re-validates every header of every answer (twice: its clean-up builds a
@@ -450,11 +472,11 @@ class HttpConnection:
             if line is None:
                 line = _header_line(name, value)
                 if line is None:
-                    return self._encode_through_h11(response, close, head_only)
+                    return self._encode_through_h11(response, close, head_only, end)
             if line:   # b"": a framing header, which the core sets itself
                 lines.append(line)
         if type(status) is not int or not 200 <= status < 1000:
-            return self._encode_through_h11(response, close, head_only)
+            return self._encode_through_h11(response, close, head_only, end)
         reason = response.reason.encode("latin-1")
         framing = _framing(response)
         if close:
@@ -462,16 +484,16 @@ class HttpConnection:
         sent = self._h11.send(h11.Response(status_code=status, reason=reason, headers=framing))
         status_line = len(b"HTTP/1.1 %d %s\r\n" % (status, reason))
         data = b"".join([sent[:status_line], *lines, sent[status_line:]])
-        return data + self._send_body(response, head_only)
+        return data + self._send_body(response, head_only, end)
 
-    def _send_body(self, response: HttpResponse, head_only: bool) -> bytes:
+    def _send_body(self, response: HttpResponse, head_only: bool, end: bool = True) -> bytes:
         data = b""
         if not head_only:
             for part in response.chunks or ((response.body,) if response.body else ()):
                 data += self._h11.send(h11.Data(data=part))
-        return data + self._h11.send(h11.EndOfMessage())
+        return data + self._h11.send(h11.EndOfMessage()) if end else data
 
-    def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
+    def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool, end: bool = True) -> bytes:
         """The same bytes, every header through h11 (its validation errors are the answer to an unsendable one)."""
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
                    if k.lower() not in _FRAMING_HEADERS]
@@ -480,7 +502,7 @@ class HttpConnection:
             headers.append((b"Connection", b"close"))
         data = self._h11.send(h11.Response(status_code=response.status, reason=response.reason.encode("latin-1"),
                                            headers=headers))
-        return data + self._send_body(response, head_only)
+        return data + self._send_body(response, head_only, end)
 
 
 def _framing(response: HttpResponse) -> List[Tuple[bytes, bytes]]:

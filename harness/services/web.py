@@ -29,7 +29,7 @@ import itertools
 import resource
 import sys
 import time
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
@@ -96,6 +96,7 @@ class HttpServerProtocol(protocol.Protocol):
         self.info: ConnectionInfo      # from connectionMade on
         self.output: PacedTransport    # from connectionMade on
         self.channel: Any = None
+        self._stream: Any = None            # the stream of a response under way (HttpResponse.stream)
         self._timers: Dict[str, Any] = {}   # the core's pending timers by name: DelayedCalls
         self._handshake_done = False
         self._handshake_timer: Any = None
@@ -163,6 +164,9 @@ class HttpServerProtocol(protocol.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
+        stream, self._stream = self._stream, None
+        if stream is not None:   # a response still under way: its stream stops writing (and its timers)
+            stream.stop()
         self._execute(self.core.connection_lost())   # cancels the core's pending timers
         self.output.cancel()
         if self.factory.tls and not self._handshake_done:
@@ -217,6 +221,8 @@ class HttpServerProtocol(protocol.Protocol):
             if isinstance(response, defer.Deferred):   # answered later (a long poll): the core waits in SENDING
                 response.addCallback(self._answer_later, request, started)
                 return []
+            if response.stream is not None and response.chunks:
+                return self._start_stream(response, request, started)
             self.app.response_sent(request, response, time.perf_counter() - started)
             return self.core.respond(response)
         elif isinstance(action, StartTimer):
@@ -259,6 +265,23 @@ class HttpServerProtocol(protocol.Protocol):
         """An app's Deferred answer arrived; the core drops it when the connection ended meanwhile."""
         self.app.response_sent(request, response, time.perf_counter() - started)
         self._execute(self.core.respond(response))
+
+    def _start_stream(self, response: HttpResponse, request: Any, started: float) -> List[Action]:
+        """A response whose later chunks its stream writes (see HttpResponse.stream): the head and first chunks
+        now; it is recorded as sent when its last chunk is."""
+        stream = self._stream = response.stream
+
+        def write(chunks: Sequence[bytes], end: bool) -> None:
+            if self._stream is not stream:
+                return   # the connection ended meanwhile
+            if end:
+                self._stream = None
+                self.app.response_sent(request, response, time.perf_counter() - started)
+            self._execute(self.core.respond_more(chunks, end))
+
+        self._execute(self.core.respond(response, more=True))   # the head goes out before anything the stream writes
+        stream.start(write)
+        return []
 
     def _hand_off(self, action: HandOffTunnel) -> List[Action]:
         outcome = self.app.open_tunnel(action.request, ChannelIO(self))
