@@ -186,6 +186,16 @@ _KINDS: List[EventKind] = [
         "response_code": f("integer", "the X-ResponseCode sent (0: success)"),
         "status": RESULT_HEX,
         "mailbox": f("string|null", "the authenticated mailbox"),
+        "held": optional("string", "the DONE comes later (PENDING meta-tags meanwhile): when, as described"),
+        "http_status": optional("integer", "401: the request was refused with a fresh challenge instead"),
+    }),
+    EventKind("mapi_http_done", "a held MAPI over HTTP response got its DONE (or its connection ended first)", {
+        "conn": CONN,
+        "endpoint": f("string", "the MAPI/HTTP endpoint", enum=("emsmdb", "nspi")),
+        "request_type": f("string", "the X-RequestType"),
+        "ended": f("string", "what ended the wait", enum=("event", "max-wait", "periods", "disconnect")),
+        "pending": f("integer", "PENDING meta-tags sent before it"),
+        "mailbox": f("string|null", "the authenticated mailbox"),
     }),
     # ---- DNS --------------------------------------------------------------------------------------------------
     EventKind("dns", "a DNS query was answered (or deliberately not)", {

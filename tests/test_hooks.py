@@ -24,7 +24,7 @@ EXPECTED = {
     "rpc_out_framing": "services/rpcproxy.py",
     "rts": "protocols/rpcproxy.py", "rpc_bind": "protocols/dcerpc/association.py",
     "rpc_call": "protocols/dcerpc/association.py", "mailbox": "rpc/emsmdb, rpc/nspi",
-    "ews": "services/site.py",
+    "ews": "services/site.py", "mapi_http": "rpc/mapihttp.py",
 }
 
 

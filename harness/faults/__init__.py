@@ -1,7 +1,7 @@
 """The fault catalogue. Each layer's faults live in their own module and register themselves on import."""
 import importlib
 
-FAMILIES = ("tls", "network", "auth", "autodiscover", "dns", "rpc", "mailbox", "ews")
+FAMILIES = ("tls", "network", "auth", "autodiscover", "dns", "rpc", "mailbox", "ews", "mapihttp")
 
 
 def load_families() -> None:

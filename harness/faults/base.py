@@ -16,7 +16,7 @@ from harness.hooks import HOOKS, Hook, check_provider, provided_hooks
 from harness.yamlfile import closest, describe_value, kind_name
 
 REQUIRED = object()
-LAYERS = ("tls", "network", "auth", "autodiscover", "dns", "rpc", "mailbox", "ews")
+LAYERS = ("tls", "network", "auth", "autodiscover", "dns", "rpc", "mailbox", "ews", "mapihttp")
 SCOPE_PARAMS = ("host", "user")  # every fault accepts these: it then applies only to that host (SNI/Host) / user
 
 
@@ -157,7 +157,8 @@ def register(cls: type) -> type:
 # The modules that declare hook points (each beside its answer type); faults may answer any of them.
 HOOK_MODULES = ("harness.protocols.tls", "harness.protocols.connection", "harness.protocols.dns",
                 "harness.protocols.http", "harness.protocols.httpauth", "harness.protocols.autodiscover_answer",
-                "harness.protocols.rpcproxy", "harness.protocols.dcerpc", "harness.rpc.base", "harness.protocols.ews")
+                "harness.protocols.rpcproxy", "harness.protocols.dcerpc", "harness.rpc.base", "harness.protocols.ews",
+                "harness.rpc.mapihttp")
 
 
 def declared_hooks() -> Dict[str, Hook[Any, Any]]:

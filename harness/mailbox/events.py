@@ -15,7 +15,7 @@ import datetime as dt
 import struct
 import uuid
 from dataclasses import dataclass, field
-from typing import Deque, Dict, FrozenSet, List, Optional, Tuple
+from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
 MAX_EVENTS = 2000                  # per mailbox
 MAX_SUBSCRIPTIONS = 20             # per mailbox: Exchange's default EwsMaxSubscriptions
@@ -49,6 +49,7 @@ class EventLog:
     def __init__(self, limit: int = MAX_EVENTS):
         self.events: Deque[Event] = collections.deque(maxlen=limit)
         self.last = 0
+        self.watchers: List[Callable[[Event], None]] = []   # told of each event (a held MAPI/HTTP request)
 
     def record(self, kind: str, timestamp: dt.datetime, item, *, old_item=None) -> Event:
         """`item` (and `old_item`) are store Items: their id, change key and folder are taken now."""
@@ -60,6 +61,8 @@ class EventLog:
                           (old_item.id, old_item.change_key), (old_item.folder.id, old_item.folder.change_key),
                           old_item.folder.key)
         self.events.append(event)
+        for watcher in list(self.watchers):
+            watcher(event)
         return event
 
     def after(self, number: int) -> List[Event]:

@@ -2,12 +2,17 @@
 endpoint (/mapi/emsmdb/) over the same EMSMDB core
 (harness.rpc.emsmdb.server.Emsmdb.connect / execute) that serves EcDoConnectEx / EcDoRpcExt2 over RPC/HTTP.
 
-Request types: Connect, Execute, Disconnect, NotificationWait (answered at once: no event pending - this model has
-no notifications), PING. The session context is the MapiContext cookie, set on Connect; MapiSequence is set on
-Connect and renewed by every Execute, which must present the latest one (else X-ResponseCode 15, Invalid Sequence).
-A success is a chunked 200: the PROCESSING meta-tag, then DONE with X-ElapsedTime and X-StartTime and the binary
-response body (2.2.2.2, 2.2.7); a transport failure is a 200 with a non-zero X-ResponseCode and an HTML page
-(2.2.3.3.3). With the org's MAPI/HTTP switch off the endpoint answers X-ResponseCode 16 (Endpoint Disabled).
+Request types: Connect, Execute, Disconnect, NotificationWait, PING. The session context is the MapiContext cookie,
+set on Connect; MapiSequence is set on Connect and renewed by every Execute, which must present the latest one (else
+X-ResponseCode 15, Invalid Sequence). A success is a chunked 200: the PROCESSING meta-tag, then DONE with
+X-ElapsedTime and X-StartTime and the binary response body (2.2.2.2, 2.2.7); a transport failure is a 200 with a
+non-zero X-ResponseCode and an HTML page (2.2.3.3.3). With the org's MAPI/HTTP switch off the endpoint answers
+X-ResponseCode 16 (Endpoint Disabled).
+
+A response whose DONE is not ready yet is *held* (``MapiHttpAnswer.held``, harness.rpc.mapihttp_wait): the site
+sends PROCESSING at once, then a PENDING meta-tag every X-PendingPeriod until DONE. NotificationWait is held until
+one of the session's notification registrations (RopRegisterNotification) has an event, or for at most
+NOTIFICATION_WAIT_MAX_MS; the ``mapi_http`` fault hook may hold any answer longer, or replace it.
 """
 from __future__ import annotations
 
@@ -19,25 +24,34 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from harness.hooks import FaultSet
+from harness.hooks import FaultSet, Scope, hookspec
 from harness.mailbox.store import MailboxStore
 from harness.org import Mailbox, Org
 from harness.rpc.base import RPC_C_AUTHN_LEVEL_PKT_PRIVACY, CallContext
 from harness.rpc.emsmdb.idl import EC_NONE, MAX_OUT, OUTLOOK_2013_VERSION
+from harness.rpc.emsmdb.notify import pending, registrations
 from harness.rpc.emsmdb.server import Emsmdb, EmsmdbSession
+from harness.rpc.mapihttp_wait import HeldAnswer
 
-# X-ResponseCode values (2.2.3.3.3)
-SUCCESS, UNKNOWN_FAILURE, INVALID_VERB, INVALID_REQUEST_TYPE = 0, 1, 2, 5
-MISSING_HEADER, CONTEXT_NOT_FOUND, NO_PRIVILEGE, INVALID_REQUEST_BODY, MISSING_COOKIE = 7, 10, 11, 12, 13
-INVALID_SEQUENCE, ENDPOINT_DISABLED = 15, 16
-_REASONS = {UNKNOWN_FAILURE: "Unknown failure.", INVALID_VERB: "Invalid verb.",
-            INVALID_REQUEST_TYPE: "Invalid request type.", MISSING_HEADER: "Missing header.",
+# X-ResponseCode values (2.2.3.3.3); 14 is reserved
+SUCCESS, UNKNOWN_FAILURE, INVALID_VERB, INVALID_PATH, INVALID_HEADER, INVALID_REQUEST_TYPE = 0, 1, 2, 3, 4, 5
+INVALID_CONTEXT_COOKIE, MISSING_HEADER, ANONYMOUS_NOT_ALLOWED, TOO_LARGE = 6, 7, 8, 9
+CONTEXT_NOT_FOUND, NO_PRIVILEGE, INVALID_REQUEST_BODY, MISSING_COOKIE = 10, 11, 12, 13
+INVALID_SEQUENCE, ENDPOINT_DISABLED, INVALID_RESPONSE, ENDPOINT_SHUTTING_DOWN = 15, 16, 17, 18
+_REASONS = {UNKNOWN_FAILURE: "Unknown failure.", INVALID_VERB: "Invalid verb.", INVALID_PATH: "Invalid path.",
+            INVALID_HEADER: "Invalid header.", INVALID_REQUEST_TYPE: "Invalid request type.",
+            INVALID_CONTEXT_COOKIE: "Invalid context cookie.", MISSING_HEADER: "Missing header.",
+            ANONYMOUS_NOT_ALLOWED: "Anonymous not allowed.", TOO_LARGE: "Request too large.",
             CONTEXT_NOT_FOUND: "Context not found.", NO_PRIVILEGE: "No privilege.",
             INVALID_REQUEST_BODY: "Invalid request body.", MISSING_COOKIE: "Missing cookie.",
-            INVALID_SEQUENCE: "Invalid sequence.", ENDPOINT_DISABLED: "Endpoint disabled."}
+            INVALID_SEQUENCE: "Invalid sequence.", ENDPOINT_DISABLED: "Endpoint disabled.",
+            INVALID_RESPONSE: "Invalid response.", ENDPOINT_SHUTTING_DOWN: "Endpoint shutting down."}
+ERROR_CODES = tuple(sorted(_REASONS))
 CONTENT_TYPE = "application/mapi-http"
 CONTEXT_COOKIE, SEQUENCE_COOKIE = "MapiContext", "MapiSequence"
-PENDING_PERIOD_MS = 15000
+PENDING_PERIOD_MS = 15000         # Exchange 2013's X-PendingPeriod (the spec's default is 30000)
+NOTIFICATION_WAIT_MAX_MS = 300000 # a NotificationWait with no event is answered after 5 minutes, as EcDoAsyncWaitEx
+EVENT_PENDING = 0x00000001        # NotificationWait's EventPending flag
 EXPIRATION_MS = 900000            # X-ExpirationInfo: the session context lives 15 minutes without requests
 REQUEST_TYPES = ("Connect", "Execute", "Disconnect", "NotificationWait", "PING")
 _CLIENT_APP = re.compile(r"Outlook/(\d+)\.(\d+)\.(\d+)\.(\d+)")
@@ -53,6 +67,32 @@ class MapiHttpAnswer:
     body: bytes = b""
     content_type: str = CONTENT_TYPE
     status: int = 0                   # the EMSMDB return value (Connect/Execute/Disconnect), for the transcript
+    held: Optional[HeldAnswer] = None # DONE comes later: chunks is the PROCESSING meta-tag alone
+    http_status: int = 200            # 401: the site challenges again (a fault's logon expiry mid-session)
+
+
+@dataclass(frozen=True)
+class MapiHttpFault:
+    """The ``mapi_http`` hook's answer: what happens to one request instead of (or besides) its usual answer."""
+    response_code: int = 0            # answer this X-ResponseCode (its HTML page) instead
+    forget_context: bool = False      # the server lost the session: X-ResponseCode 10 now and for good
+    unauthorized: bool = False        # HTTP 401 with the site's challenge: the logon expired
+    pending_periods: int = 0          # hold the DONE for this many PENDING meta-tags
+    pending_period_ms: int = PENDING_PERIOD_MS
+
+    def describe(self) -> str:
+        if self.unauthorized:
+            return "HTTP 401"
+        if self.forget_context:
+            return "context forgotten: X-ResponseCode 10"
+        if self.response_code:
+            return f"X-ResponseCode {self.response_code}"
+        return f"{self.pending_periods} PENDING every {self.pending_period_ms} ms before DONE"
+
+
+@hookspec(fires_in="rpc/mapihttp.py",
+          means="a MAPI/HTTP request answered otherwise: an X-ResponseCode, a lost context, a 401, a slow DONE")
+def mapi_http_hook(request_type: str, mailbox: Mailbox) -> MapiHttpFault: ...
 
 
 @dataclass
@@ -205,15 +245,38 @@ class MapiHttpEndpoint:
                 ("X-ResponseCode", str(code)), ("X-ServerApplication", server_application(self.org)),
                 ("Cache-Control", "private")]
 
-    def _done(self, request: MapiRequest, start: float, body: bytes, headers: List[Tuple[str, str]],
-              status: int = EC_NONE) -> MapiHttpAnswer:
+    def _tail(self, start: float, body: bytes) -> bytes:
+        """The last chunk: DONE, X-ElapsedTime (until now) and X-StartTime, then the response body."""
         elapsed_ms = max(0, int((self.clock() - start) * 1000))
-        tail = (f"DONE\r\nX-ElapsedTime: {elapsed_ms}\r\nX-StartTime: "
-                f"{email.utils.formatdate(start, usegmt=True)}\r\n\r\n").encode("ascii")
-        common = self._common(request, SUCCESS) + [("X-PendingPeriod", str(PENDING_PERIOD_MS)),
+        return (f"DONE\r\nX-ElapsedTime: {elapsed_ms}\r\nX-StartTime: "
+                f"{email.utils.formatdate(start, usegmt=True)}\r\n\r\n").encode("ascii") + body
+
+    def _done(self, request: MapiRequest, start: float, body: bytes, headers: List[Tuple[str, str]],
+              status: int = EC_NONE, held: Optional[HeldAnswer] = None) -> MapiHttpAnswer:
+        """A success; ``held``: only PROCESSING now, the rest (``held.finish``) when the site sends it."""
+        period = held.period_ms if held is not None else PENDING_PERIOD_MS
+        common = self._common(request, SUCCESS) + [("X-PendingPeriod", str(period)),
                                                    ("X-ExpirationInfo", str(EXPIRATION_MS))]
+        chunks = (b"PROCESSING\r\n",) if held is not None else (b"PROCESSING\r\n", self._tail(start, body))
         return MapiHttpAnswer(SUCCESS, request.header("x-requesttype") or "", common + headers,
-                              chunks=(b"PROCESSING\r\n", tail + body), status=status)
+                              chunks=chunks, status=status, held=held)
+
+    def _fault(self, request: MapiRequest, kind: str) -> Optional[MapiHttpFault]:
+        if self.faults is None or not self.faults.has(mapi_http_hook):
+            return None
+        host = (request.header("host") or "").rsplit(":", 1)[0].lower() or None
+        return self.faults.first(mapi_http_hook, Scope(host=host, user=request.mailbox.email), kind, request.mailbox)
+
+    def _slowed(self, request: MapiRequest, start: float, answer: MapiHttpAnswer,
+                fault: Optional[MapiHttpFault]) -> MapiHttpAnswer:
+        """A finished success held for the fault's PENDING periods (its DONE made when sent)."""
+        if fault is None or not fault.pending_periods or answer.response_code != SUCCESS or answer.held is not None:
+            return answer
+        body = answer.chunks[-1].partition(b"\r\n\r\n")[2]
+        held = HeldAnswer(fault.pending_period_ms, lambda: self._tail(start, body), periods=fault.pending_periods)
+        common = [(k, str(held.period_ms) if k == "X-PendingPeriod" else v) for k, v in answer.headers]
+        return MapiHttpAnswer(SUCCESS, answer.request_type, common, chunks=answer.chunks[:1], status=answer.status,
+                              held=held)
 
     def _error(self, request: MapiRequest, code: int) -> MapiHttpAnswer:
         page = (f"<html><head><title>{_REASONS[code]}</title></head><body><h2>{_REASONS[code]}</h2>"
@@ -238,25 +301,51 @@ class MapiHttpEmsmdb(MapiHttpEndpoint):
         refused, kind = self._precheck(request)
         if refused is not None:
             return refused
+        fault = self._fault(request, kind)
+        if fault is not None and fault.unauthorized:
+            return MapiHttpAnswer(0, kind, [], http_status=401)
+        if fault is not None and fault.response_code:
+            return self._error(request, fault.response_code)
         try:
-            if kind == "Connect":
-                return self._connect(request, start)
-            refused, context, session = self._find_session(request, check_sequence=kind == "Execute")
-            if refused is not None or session is None:
-                return refused  # type: ignore[return-value]
-            if kind == "Execute":
-                return self._execute(request, session, start)
-            if kind == "Disconnect":
-                BodyReader(request.body).u32()   # AuxiliaryBufferSize (the buffer is not read)
-                return self._done(request, start, struct.pack("<LLL", 0, EC_NONE, 0), self._close_cookies(context))
-            if kind == "NotificationWait":
-                reader = BodyReader(request.body)
-                reader.u32()                   # Flags
-                reader.take(reader.u32())      # the auxiliary buffer
-                return self._done(request, start, struct.pack("<LLLL", 0, EC_NONE, 0, 0), [])
-            return self._done(request, start, b"", [])                  # PING: meta-tags only
+            return self._slowed(request, start, self._answer(request, kind, start, fault), fault)
         except BadBody:
             return self._error(request, INVALID_REQUEST_BODY)
+
+    def _answer(self, request: MapiRequest, kind: str, start: float, fault: Optional[MapiHttpFault]) -> MapiHttpAnswer:
+        if kind == "Connect":
+            return self._connect(request, start)
+        refused, context, session = self._find_session(request, check_sequence=kind == "Execute")
+        if refused is not None or session is None:
+            return refused  # type: ignore[return-value]
+        if fault is not None and fault.forget_context:
+            del self.sessions[context]     # as an application pool recycle: every later request gets 10 too
+            return self._error(request, CONTEXT_NOT_FOUND)
+        if kind == "Execute":
+            return self._execute(request, session, start)
+        if kind == "Disconnect":
+            BodyReader(request.body).u32()   # AuxiliaryBufferSize (the buffer is not read)
+            return self._done(request, start, struct.pack("<LLL", 0, EC_NONE, 0), self._close_cookies(context))
+        if kind == "NotificationWait":
+            reader = BodyReader(request.body)
+            reader.u32()                   # Flags
+            reader.take(reader.u32())      # the auxiliary buffer
+            return self._notification_wait(request, session, start)
+        return self._done(request, start, b"", [])                  # PING: meta-tags only
+
+    def _notification_wait(self, request: MapiRequest, session: MapiSession, start: float) -> MapiHttpAnswer:
+        """EventPending at once when the session's registrations have an event; else held until one has, or for
+        NOTIFICATION_WAIT_MAX_MS."""
+        objects = session.state.objects  # type: ignore[attr-defined]
+
+        def body() -> bytes:
+            return struct.pack("<LLLL", 0, EC_NONE, EVENT_PENDING if pending(objects) else 0, 0)
+
+        if pending(objects):
+            return self._done(request, start, body(), [])
+        logs = tuple({id(r.content.events): r.content.events for _, r in registrations(objects)}.values())
+        held = HeldAnswer(PENDING_PERIOD_MS, lambda: self._tail(start, body()), lambda: pending(objects),
+                          max_wait_ms=NOTIFICATION_WAIT_MAX_MS, watch=logs)
+        return self._done(request, start, b"", [], held=held)
 
     def _connect(self, request: MapiRequest, start: float) -> MapiHttpAnswer:
         reader = BodyReader(request.body)

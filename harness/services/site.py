@@ -87,8 +87,9 @@ class ExchangeSite:
 
     def __init__(self, org, transcript: Transcript, rng: random.Random, urls: SiteUrls, *,
                  rpc_proxy=None, auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
-                 faults: Optional[FaultSet] = None, store: Optional[MailboxStore] = None):
+                 faults: Optional[FaultSet] = None, store: Optional[MailboxStore] = None, clock=None):
         self.org, self.transcript, self.rng, self.urls = org, transcript, rng, urls
+        self.clock = clock   # an IReactorTime for held MAPI/HTTP answers (None: the global reactor)
         self.store = store   # the mailboxes' content behind EWS (None: every EWS mailbox answers as unavailable)
         self.faults = faults if faults is not None else FaultSet()
         self.rpc_proxy = rpc_proxy
@@ -337,12 +338,32 @@ class ExchangeSite:
         from harness.rpc.mapihttp import MapiRequest
         mailbox_id = parse_qs(request.query).get("MailboxId", [None])[0]
         answer = endpoint.handle(MapiRequest(request.method, request.header, request.body, mailbox, mailbox_id))
+        held = {"held": answer.held.describe()} if answer.held is not None else {}
         self.transcript.record("mapi_http", conn=request.conn.conn_id, endpoint=name,
                                request_type=answer.request_type, response_code=answer.response_code,
-                               status=f"0x{answer.status:08x}", mailbox=mailbox.email)
+                               status=f"0x{answer.status:08x}", mailbox=mailbox.email,
+                               **({"http_status": 401} if answer.http_status == 401 else held))
+        if answer.http_status == 401:   # the logon expired: a fresh challenge, as IIS after a token's lifetime
+            auth = request.conn.state.pop("auth", None)
+            challenge = list(auth.challenge_headers()) if auth is not None else []
+            return self._response(401, HTML, IIS_401, headers=challenge, backend=False)
         response = self._response(200, answer.content_type, answer.body, headers=list(answer.headers))
         response.chunks = answer.chunks
+        if answer.held is not None:
+            response.stream = self._held(request, answer, name, mailbox.email)
         return response
+
+    def _held(self, request: HttpRequest, answer, name: str, mailbox: str):
+        from harness.services.mapiwait import HeldMapiResponse
+        if self.clock is None:
+            from twisted.internet import reactor
+            self.clock = reactor
+
+        def ended(how: str, pending: int) -> None:
+            self.transcript.record("mapi_http_done", conn=request.conn.conn_id, endpoint=name,
+                                   request_type=answer.request_type, ended=how, pending=pending, mailbox=mailbox)
+
+        return HeldMapiResponse(answer.held, self.clock, ended)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
         replaced = self._fault(autodiscover_hook, request, answer.mailbox, request, answer)

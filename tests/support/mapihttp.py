@@ -111,6 +111,7 @@ class MapiResponse:
     raw_chunks: bytes                    # the whole decoded body
     body: bytes                          # after DONE and its header block ("" when not a success)
     done_headers: Dict[str, str]
+    pending: int = 0                     # PENDING meta-tags before DONE
 
     @property
     def response_code(self) -> int:
@@ -147,11 +148,52 @@ class MapiHttpClient:
         for value in response.headers.get_all("Set-Cookie") or []:
             name, _, rest = value.partition("=")
             self.cookies[name] = rest.split(";", 1)[0]
-        body_out, done = b"", {}
+        body_out, done, pending = b"", {}, 0
         if response.headers.get("X-ResponseCode") == "0":
             assert data.startswith(b"PROCESSING\r\n")
-            head, _, body_out = data[len(b"PROCESSING\r\n"):].partition(b"\r\n\r\n")
+            rest = data[len(b"PROCESSING\r\n"):]
+            while rest.startswith(b"PENDING\r\n"):      # keep-alives while the server works (2.2.7)
+                rest, pending = rest[len(b"PENDING\r\n"):], pending + 1
+            head, _, body_out = rest.partition(b"\r\n\r\n")
             lines = head.decode("ascii").split("\r\n")
             assert lines[0] == "DONE"
             done = dict(line.split(": ", 1) for line in lines[1:])
-        return MapiResponse(response.status, response.headers, data, body_out, done)
+        return MapiResponse(response.status, response.headers, data, body_out, done, pending)
+
+
+# ---- notifications ([MS-OXCROPS] 2.2.14, [MS-OXCNOTIF] 2.2.1.4.1.2) ------------------------------------------
+NEW_MAIL, OBJECT_CREATED, MESSAGE_BIT = 0x0002, 0x0004, 0x8000
+
+
+def register_notification_buffer(user_dn: str, types: int = NEW_MAIL | OBJECT_CREATED) -> bytes:
+    """RopLogon -> h0; RopRegisterNotification(h0, whole store, ``types``) -> h1."""
+    logon = inbox_rop_buffer(user_dn, None, [])
+    rops = logon[2:struct.unpack_from("<H", logon)[0]] + struct.pack("<7B", 0x29, 0, 0, 1, types, 0, 1)
+    return struct.pack("<H", 2 + len(rops)) + rops + b"\xff\xff\xff\xff" * 2
+
+
+def no_rops_buffer(handles: List[int]) -> bytes:
+    """A ROP buffer with no ROPs: its response carries only what the server adds (RopNotify, RopPending)."""
+    return struct.pack("<H", 2) + struct.pack(f"<{len(handles)}L", *handles)
+
+
+def parse_notifies(rops: bytes) -> Tuple[List[Tuple[int, int, bytes, bytes]], bool]:
+    """([(NotificationHandle, NotificationFlags, FolderId, MessageId)], whether a RopPending ends them) of ROP
+    response bytes that hold only RopNotify/RopPending responses (message notifications: new mail, created)."""
+    found, pos = [], 0
+    while pos < len(rops):
+        if rops[pos] == 0x6E:                                   # RopPending: SessionIndex
+            return found, True
+        assert rops[pos] == 0x2A
+        handle, _logon_id, flags = struct.unpack_from("<LBH", rops, pos + 1)
+        fid, mid = rops[pos + 8:pos + 16], rops[pos + 16:pos + 24]
+        pos += 24
+        if flags & 0x0FFF == NEW_MAIL:                          # MessageFlags, UnicodeFlag, MessageClass (UTF-16)
+            pos += 5
+            while rops[pos:pos + 2] != b"\x00\x00":
+                pos += 2
+            pos += 2
+        elif flags & 0x0FFF in (OBJECT_CREATED, 0x0010):        # TagCount (then its tags)
+            pos += 2 + 4 * struct.unpack_from("<H", rops, pos)[0]
+        found.append((handle, flags, fid, mid))
+    return found, False

@@ -65,14 +65,19 @@ def server_running(state_dir: str, *args: str) -> Iterator[Served]:
         yield served
 
 
-def start_mapi_http_server(tmp_path_factory, name: str) -> Served:
-    """start_on_port_443 with a copy of the built-in org in which MAPI over HTTP is enabled (it is off by default,
-    as in Exchange 2013 SP1)."""
+def mapi_http_org_dir(tmp_path_factory) -> str:
+    """A copy of the built-in org in which MAPI over HTTP is enabled (it is off by default, as in Exchange 2013
+    SP1)."""
     org_dir = tmp_path_factory.mktemp("org")
     text = Path(DEFAULT_ORG_DIR, "org.yaml").read_text(encoding="utf-8")
     assert "mapi_http: {Enabled: false}" in text
     (org_dir / "org.yaml").write_text(text.replace("mapi_http: {Enabled: false}", "mapi_http: {Enabled: true}"))
-    return start_on_port_443(str(tmp_path_factory.mktemp(name)), "--org", str(org_dir))
+    return str(org_dir)
+
+
+def start_mapi_http_server(tmp_path_factory, name: str, *args: str) -> Served:
+    """start_on_port_443 with the org of ``mapi_http_org_dir``; ``args``: more `mockex serve` arguments."""
+    return start_on_port_443(str(tmp_path_factory.mktemp(name)), "--org", mapi_http_org_dir(tmp_path_factory), *args)
 
 
 def start_on_port_443(state_dir: str, *args: str) -> Served:

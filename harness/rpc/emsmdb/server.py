@@ -92,10 +92,12 @@ from harness.rpc.emsmdb.idl import (
     write_version_words,
 )
 from harness.rpc.emsmdb.messages import HANDLERS as MESSAGE_HANDLERS
+from harness.rpc.emsmdb.notify import HANDLERS as NOTIFY_HANDLERS
+from harness.rpc.emsmdb.notify import notify_rops
 from harness.rpc.emsmdb.rops import HANDLERS as TABLE_HANDLERS
 from harness.rpc.emsmdb.rops import ObjectMap, StoreObject, special_folder_counters
 
-HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS}
+HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS, **NOTIFY_HANDLERS}
 
 
 # ---- server -------------------------------------------------------------------------------------------------
@@ -260,7 +262,8 @@ class Emsmdb(RpcInterface):
                 answer += self._backoff(logon, refusal.backoff_ms, session, ctx)
                 break                    # the delayed ROP and all after it get no response
             answer += self._logon(logon, target, handles, session, ctx, refusal)
-        return join_rop_payload(answer, handles)
+        # what the session's registrations have pending rides on the response (RopNotify, RopPending)
+        return join_rop_payload(answer + notify_rops(session.objects), handles)
 
     @staticmethod
     def _backoff(logon: LogonRequest, duration_ms: int, session: EmsmdbSession, ctx: CallContext) -> bytes:
