@@ -118,6 +118,17 @@ def test_a_delivery_is_notified_in_the_next_execute_then_not_again():
     assert notifies_of(endpoint, handles) == ([], False)               # consumed
 
 
+def test_a_released_registration_is_not_notified():
+    endpoint = Endpoint()
+    handles = registered(endpoint)
+    release = struct.pack("<BBB", 0x01, 0, 1)                        # RopRelease of the registration (slot 1)
+    payload = struct.pack("<H", 2 + len(release)) + release + struct.pack("<2L", *handles)
+    done_body(endpoint.post("Execute", execute_body(payload)))
+    deliver_to_alice(endpoint.store)
+    assert notifies_of(endpoint, handles) == ([], False)
+    assert endpoint.post("NotificationWait", WAIT_BODY).held.watch == ()   # nothing left to wake it
+
+
 def test_events_it_did_not_register_for_are_not_notified_and_a_flood_ends_in_rop_pending():
     endpoint = Endpoint()
     endpoint.post("Connect", connect_body(ALICE_DN))

@@ -76,13 +76,19 @@ def run_register_notification(rops: bytes, pos: int, handles: List[int], objects
         return _fail(ROP_REGISTER_NOTIFICATION, out_index, EC_NOT_FOUND), end
     handles[out_index] = objects.add(NotificationObject(content, types, folder_key, message_key, logon_id,
                                                         content.events.last))
+    objects.watching.append(handles[out_index])
     return struct.pack("<BBL", ROP_REGISTER_NOTIFICATION, out_index, EC_NONE), end
 
 
 def registrations(objects: ObjectMap) -> Iterator[Tuple[int, NotificationObject]]:
-    for handle, obj in objects.objects.items():
-        if isinstance(obj, NotificationObject):
-            yield handle, obj
+    """The session's live registrations (a released one is forgotten here too); by their own index, so a session
+    holding thousands of other objects pays nothing per ROP buffer."""
+    if not objects.watching:
+        return
+    live = [handle for handle in objects.watching if isinstance(objects.objects.get(handle), NotificationObject)]
+    objects.watching[:] = live
+    for handle in live:
+        yield handle, objects.objects[handle]  # type: ignore[misc]
 
 
 def _unread(registration: NotificationObject) -> Iterator[Event]:

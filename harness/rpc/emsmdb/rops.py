@@ -105,6 +105,7 @@ class ObjectMap:
     """One session's server objects by handle; handles are sequential from 1 and never reused."""
     objects: Dict[int, ServerObject] = field(default_factory=dict)
     next_handle: int = 1
+    watching: List[int] = field(default_factory=list)   # handles of notification registrations (notify.py)
 
     def add(self, obj: ServerObject) -> int:
         handle = self.next_handle
