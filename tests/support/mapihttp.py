@@ -133,6 +133,11 @@ class MapiHttpClient:
         self.request_number = 0
 
     def post(self, request_type: str, body: bytes) -> MapiResponse:
+        self.send(request_type, body)
+        return self.receive()
+
+    def send(self, request_type: str, body: bytes) -> None:
+        """The request alone (``receive`` reads its answer): a NotificationWait can be left waiting."""
         self.request_number += 1
         headers = {"Content-Type": "application/mapi-http", "X-RequestType": request_type,
                    "X-RequestId": f"{{0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0}}:{self.request_number}",
@@ -143,6 +148,8 @@ class MapiHttpClient:
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         self.conn.request("POST", self.path, body=body, headers=headers)
+
+    def receive(self) -> MapiResponse:
         response = self.conn.getresponse()
         data = response.read()
         for value in response.headers.get_all("Set-Cookie") or []:
