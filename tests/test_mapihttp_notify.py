@@ -5,6 +5,7 @@ five minutes), then on a real `mockex serve` where mail bob sends through EWS wa
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import http.client
 import random
@@ -14,7 +15,7 @@ import threading
 import time
 from typing import Any, List
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
@@ -22,6 +23,7 @@ from harness.mailbox.seed import default_seeder
 from harness.mailbox.store import MailboxStore, accounts_of
 from harness.org import load_org, with_config
 from harness.protocols.autodiscover import SiteUrls
+from harness.protocols.http import HttpResponse
 from harness.rpc import emsmdb
 from harness.rpc.base import CallContext, InProcessDce
 from harness.rpc.emsmdb.notify import MAX_NOTIFY_PER_RESPONSE
@@ -315,3 +317,43 @@ def test_mail_bob_sends_through_ews_wakes_alices_waiting_notification_wait(tmp_p
     finally:
         served.stop()
 
+
+
+class LaterApp:
+    """A web app whose answer comes later (a Deferred) and is a response in parts."""
+
+    def __init__(self) -> None:
+        self.answer: Any = defer.Deferred()
+        self.write: Any = None
+        self.sent: list = []
+
+    def handle(self, request):
+        return self.answer
+
+    def start(self, write) -> None:
+        self.write = write
+
+    def stop(self) -> None:
+        self.write = None
+
+    def response_sent(self, request, response, elapsed) -> None:
+        self.sent.append(response.status)
+
+    def batch(self):
+        return contextlib.nullcontext()
+
+    def __getattr__(self, name):                     # connection_made, connection_lost, ...: nothing to do
+        return lambda *args, **kwargs: None
+
+
+def test_a_response_in_parts_may_come_later_and_is_streamed_as_well():
+    app = LaterApp()
+    transport = StringTransport()
+    protocol: Any = HttpFactory(app, tls=False, clock=task.Clock()).buildProtocol(None)
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+    assert transport.value() == b""
+    app.answer.callback(HttpResponse(200, "OK", [], chunks=(b"PROCESSING\r\n",), stream=app))
+    assert transport.value().endswith(b"c\r\nPROCESSING\r\n\r\n") and app.sent == []
+    app.write([b"DONE\r\n\r\n"], True)
+    assert transport.value().endswith(b"8\r\nDONE\r\n\r\n\r\n0\r\n\r\n") and app.sent == [200]

@@ -11,7 +11,8 @@ one: a long poll), ``open_tunnel(request, io) -> HttpResponse | channel`` (a cha
 and ``connection_lost(reason)``; ``io`` is a ChannelIO), ``too_large(request, size) -> HttpResponse``,
 ``bad_request(info, status, message) -> HttpResponse``, ``response_sent(request, response, elapsed)``; optionally
 ``batch()``, a context manager around the handling of each chunk of received bytes (the sites make it their
-transcript's batch: a request's events go to disk in one write, before the reactor reads again).
+transcript's batch: a request's events go to disk in one write, before the reactor reads again). A response with
+a ``stream`` (HttpResponse.stream) is sent in parts: its head and chunks at once, the rest as the stream writes it.
 
 Every byte out goes through the ``write`` hook when a write fault is active: its WritePlan may slice, delay, cut
 or end the output, carried out by harness.services.pacing; later output queues behind it.
@@ -263,6 +264,9 @@ class HttpServerProtocol(protocol.Protocol):
 
     def _answer_later(self, response: HttpResponse, request: Any, started: float) -> None:
         """An app's Deferred answer arrived; the core drops it when the connection ended meanwhile."""
+        if response.stream is not None and response.chunks and not self.closed:
+            self._start_stream(response, request, started)
+            return
         self.app.response_sent(request, response, time.perf_counter() - started)
         self._execute(self.core.respond(response))
 
