@@ -13,7 +13,7 @@ sent instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from lxml import etree
 
@@ -52,6 +52,7 @@ class EwsAnswer:
     content_type: str = XML_CONTENT_TYPE
     back_off_ms: Optional[int] = None   # ErrorServerBusy's BackOffMilliseconds, for the transcript
     chunks: Tuple[bytes, ...] = ()      # non-empty: sent chunked, one envelope a chunk (body unused)
+    stream: Any = None                  # GetStreamingEvents: the ews_notify.NotificationStream the chunks open
 
 
 def schema_version(build: int) -> str:
@@ -202,13 +203,16 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
         except EwsError as error:    # a request-wide error: one error message for the whole request
             del messages[:]
             _request_error(messages, operation, error)
-            call.follow_ups.clear()
+            call.stream = None
     # The whole envelope: availability and OOF answers keep their ResponseMessage outside ResponseMessages.
     codes = [c.text or "" for c in envelope.iter(m("ResponseCode")) if c.text != "NoError"]
     outcome, code, detail = "error" if codes else "success", codes[0] if codes else "", f"EWS {operation}"
-    if call is not None and call.follow_ups:
-        return EwsAnswer(200, b"", outcome, code, detail, chunks=(serialize(envelope), *(
-            serialize(_envelope_of(org, operation, more)) for more in call.follow_ups)))
+    if call is not None and call.stream is not None:
+        stream = ews_notify.NotificationStream(call.store, call.owner, call.stream, lambda more: serialize(
+            _envelope_of(org, operation, more)))
+        pending = stream.notifications()   # the events already waiting go out at once, after ConnectionStatus OK
+        return EwsAnswer(200, b"", outcome, code, detail, chunks=(serialize(envelope), *([pending] if pending else [])),
+                         stream=stream)
     return EwsAnswer(200, serialize(envelope), outcome, code, detail)
 
 

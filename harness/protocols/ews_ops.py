@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.utils import getaddresses
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
@@ -43,8 +43,8 @@ class Call:
     request: etree._Element
     messages: etree._Element      # m:ResponseMessages of the answer
     operation: str
-    # More m:ResponseMessages, each sent as an envelope of its own after the first (GetStreamingEvents' stream)
-    follow_ups: List[etree._Element] = field(default_factory=list)
+    # GetStreamingEvents: the stream to hold open (an ews_notify.StreamRequest) once the first envelope is out
+    stream: Any = None
 
 
 def folder_of(call: Call, element: etree._Element) -> Folder:

@@ -314,6 +314,10 @@ class ExchangeSite:
                                detail=answer.detail, mailbox=mailbox.email, **extra)
         response = self._response(answer.status, answer.content_type, answer.body)
         response.chunks = answer.chunks    # GetStreamingEvents: one envelope a chunk
+        if answer.stream is not None:      # ... and more as events happen, until ConnectionTimeout
+            from harness.services.ews_stream import EwsStreamRunner
+            response.stream = EwsStreamRunner(answer.stream, self.transcript.record, request.conn.conn_id,
+                                              mailbox.email)
         return response
 
     def _mapi_emsmdb(self, request: HttpRequest) -> HttpResponse:
