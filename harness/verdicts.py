@@ -10,7 +10,8 @@ Autodiscover is reported as "http-<status>" (e.g. "http-404"), an id family rath
 # makes them come sooner).
 TIMEOUT_REASONS = frozenset({"timeout", "rts-timeout", "connection-timeout", "no-response", "dns-timeout"})
 
-STEPS = ("autodiscover", "dns", "port", "certificate", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon")
+STEPS = ("autodiscover", "dns", "port", "certificate", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon",
+         "ews-auth", "ews")
 
 _RENEW = ("Renew the certificate and bind it to IIS (New-ExchangeCertificate / Import-ExchangeCertificate, then "
           "Enable-ExchangeCertificate -Services IIS); check the server clock.")
@@ -185,11 +186,37 @@ REASONS = {
     "mailbox-logon-failed": ("mailbox-logon", "Mailbox logon failed with another error: " + _MAILBOX),
     "emsmdb-connect-failed": ("mailbox-logon", "The mail store endpoint (EMSMDB, 6001) refused the connection: "
                                                + _VALID_PORTS),
+    # ews (mockex probe --test ews)
+    "ews-auth-methods": ("ews-auth", "EWS (/EWS/Exchange.asmx) offers no authentication method the client can use: "
+                                     "enable Windows (NTLM/Negotiate) or Basic authentication on the EWS virtual "
+                                     "directory (Set-WebServicesVirtualDirectory -WindowsAuthentication $true, "
+                                     "-BasicAuthentication $true)."),
+    "no-ews-url": ("ews", "Autodiscover gave no https EWS URL: set the EWS virtual directory's ExternalUrl and "
+                          "InternalUrl (Set-WebServicesVirtualDirectory -ExternalUrl https://<host>/EWS/Exchange.asmx)."),
+    "ews-server-busy": ("ews", "EWS throttled the request (ErrorServerBusy, with BackOffMilliseconds): check the "
+                               "server's load and the throttling policy that applies to the user "
+                               "(Get-ThrottlingPolicy: EwsMaxConcurrency, EwsMaxBurst, EwsRechargeRate, "
+                               "EwsCutoffBalance); clients must wait the back-off before retrying."),
+    "ews-mailbox-store-unavailable": ("ews", "The mailbox database is unavailable (ErrorMailboxStoreUnavailable): "
+                                             "check the database is mounted and healthy "
+                                             "(Get-MailboxDatabaseCopyStatus), the Microsoft Exchange Information "
+                                             "Store service runs, and no failover is in progress."),
+    "ews-mailbox-move-in-progress": ("ews", "The mailbox is being moved (ErrorMailboxMoveInProgress): wait for the "
+                                            "move to complete (Get-MoveRequest / Get-MoveRequestStatistics), or "
+                                            "resume a suspended or failed move."),
+    "ews-error": ("ews", "EWS answered with an error response code (named in the message): check the mailbox, the "
+                         "EWS virtual directory and the MSExchangeServicesAppPool, and the Application event log on "
+                         "the server for that code."),
+    "ews-http-error": ("ews", "EWS answered an unexpected HTTP status: check the EWS virtual directory "
+                              "(Get-WebServicesVirtualDirectory), the MSExchangeServicesAppPool and any reverse proxy "
+                              "in front of /EWS."),
+    "ews-malformed-response": ("ews", "The EWS URL did not answer EWS SOAP (often a web page of a reverse proxy or "
+                                      "another site): check the URL Autodiscover gives and what serves /EWS."),
 }
 
-_AFTER_CONNECT = ("autodiscover", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon")
+_AFTER_CONNECT = ("autodiscover", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon", "ews-auth", "ews")
 ALSO_AT = {
-    "http-401": ("http-auth", "rpc-proxy"),
+    "http-401": ("http-auth", "rpc-proxy", "ews-auth"),
     "rpc-fault": ("referral", "mailbox-logon"),
     "rpc-bind-failed": ("referral", "mailbox-logon"),
     "timeout": _AFTER_CONNECT[1:],

@@ -39,6 +39,7 @@ class OutlookSettings:
     auth_package: str         # Basic | Ntlm | Negotiate
     cert_principal_name: str
     server_version: str = ""  # EXCH ServerVersion (hex): the mailbox's home server build
+    ews_url: str = ""         # EXPR EwsUrl (else EXCH's): where the EWS test goes
 
     @property
     def home_major(self) -> Optional[int]:
@@ -110,7 +111,7 @@ def parse_response(body: bytes, email: str) -> Answer:
         legacy_dn=text(user, "LegacyDN"), rpc_server=text(exch, "Server"), server_dn=text(exch, "ServerDN"),
         mdb_dn=text(exch, "MdbDN"), proxy_host=text(expr, "Server"), ssl=text(expr, "SSL").lower() != "off",
         auth_package=text(expr, "AuthPackage") or "Basic", cert_principal_name=text(expr, "CertPrincipalName"),
-        server_version=text(exch, "ServerVersion"))
+        server_version=text(exch, "ServerVersion"), ews_url=text(expr, "EwsUrl") or text(exch, "EwsUrl"))
 
 
 def _required(account, tag: str) -> str:

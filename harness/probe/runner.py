@@ -1,4 +1,5 @@
-"""One probe run: Autodiscover (or the given settings), then Outlook Anywhere, inside the total time limit."""
+"""One probe run: Autodiscover (or the given settings), then the test - Outlook Anywhere, or Exchange Web Services -
+inside the total time limit."""
 from __future__ import annotations
 
 import random
@@ -7,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import List, Optional, Tuple
 
 from harness.probe.discovery import Discovery
+from harness.probe.ews import EwsTest
 from harness.probe.hosts import ProbeContext
 from harness.probe.http import Credentials
 from harness.probe.net import Budget, Resolver
@@ -31,11 +33,15 @@ class ProbeOptions:
     auth_package: str = "Ntlm"
     auth: Optional[str] = None                # the Autodiscover scheme to prefer (NTLM, Negotiate, Basic)
     seed: Optional[int] = None
+    test: str = "outlook-anywhere"            # or "ews": what follows Autodiscover (TESTS)
 
     def public(self) -> dict:
         shown = {k: v for k, v in asdict(self).items() if k != "password"}
         shown["dns"] = f"{self.dns[0]}:{self.dns[1]}" if self.dns else None
         return shown
+
+
+TESTS = {"outlook-anywhere": ("outlook-anywhere", "Outlook Anywhere"), "ews": ("ews", "Exchange Web Services")}
 
 
 def probe(options: ProbeOptions) -> Report:
@@ -57,8 +63,12 @@ def probe(options: ProbeOptions) -> Report:
             phases.append(discovery.phase)
             settings = discovery.run()
         if settings is None:
-            phases.append(Step("outlook-anywhere", "Outlook Anywhere", status="skip",
-                               message="skipped: Autodiscover gave no settings"))
+            phase_id, title = TESTS[options.test]
+            phases.append(Step(phase_id, title, status="skip", message="skipped: Autodiscover gave no settings"))
+        elif options.test == "ews":
+            ews = EwsTest(context, settings, options.auth)
+            phases.append(ews.phase)
+            ews.run()
         else:
             oa = OutlookAnywhere(context, settings, rng)
             phases.append(oa.phase)
