@@ -204,6 +204,20 @@ def test_a_client_leaving_mid_stream_cancels_its_timers_and_its_listener():
     assert closed["state"] == "close" and closed["reason"] == "connection lost"
 
 
+def test_a_stream_to_a_client_that_stops_reading_is_reset_at_the_send_timeout_and_cancelled():
+    clock = task.Clock()
+    stream = Stream(clock)
+    stream.open(stream.subscribe(), minutes=30)
+    stream.protocol._output_backlog(1, True)        # what the pacing wrapper reports when the transport is full
+    clock.advance(KEEP_ALIVE_SECONDS)                 # keep-alives still go out (into the backlog) ...
+    assert [status(d) for d in stream.envelopes()] == ["OK"]
+    clock.advance(120 - KEEP_ALIVE_SECONDS)           # ... until the send timeout (IIS's two minutes) resets it
+    [limit] = stream.transcript.of_kind("limit")
+    assert limit["limit"] == "send_timeout" and stream.transport.disconnecting
+    stream.protocol.connectionLost(Failure(error.ConnectionLost()))
+    assert stream.store.mailbox(ALICE).events.listeners == [] and clock.getDelayedCalls() == []
+
+
 def test_a_refused_stream_is_an_ordinary_answer_and_holds_nothing():
     clock = task.Clock()
     stream = Stream(clock)
