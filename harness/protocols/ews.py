@@ -13,7 +13,7 @@ sent instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 from lxml import etree
 
@@ -108,13 +108,6 @@ def _requested_version(root: etree._Element) -> Optional[str]:
     return None if element is None else element.get("Version", "")
 
 
-def _convert_id(request: etree._Element, response_messages: etree._Element) -> None:
-    for _ in request.iterfind(f"{m('SourceIds')}/*") if len(request) else []:
-        error_message(response_messages, "ConvertId", EwsError("ErrorInvalidIdMalformed", "Id is malformed."))
-    if len(response_messages) == 0:
-        error_message(response_messages, "ConvertId", EwsError("ErrorInvalidIdMalformed", "Id is malformed."))
-
-
 @dataclass(frozen=True)
 class EwsRequest:
     """A parsed EWS request: what the ``ews`` hook sees, and what ``execute_ews`` runs."""
@@ -154,9 +147,26 @@ def _request_error(messages: etree._Element, operation: str, error: EwsError) ->
 def ews_hook(request: EwsRequest) -> EwsAnswer: ...
 
 
+def _handler(operation: str) -> Optional[Callable[..., None]]:
+    """The function running `operation`, from the operation modules (loaded with the first request)."""
+    from harness.protocols import (
+        ews_availability,
+        ews_copy_send,
+        ews_folders,
+        ews_notify,
+        ews_ops,
+        ews_sync,
+        ews_update,
+    )
+    for module in (ews_ops, ews_sync, ews_notify, ews_availability, ews_folders, ews_update, ews_copy_send):
+        handler: Optional[Callable[..., None]] = module.OPERATIONS.get(operation)
+        if handler is not None:
+            return handler
+    return None
+
+
 def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     """The request, or the SOAP fault Exchange answers a body that is no EWS request it serves."""
-    from harness.protocols import ews_availability, ews_notify, ews_ops, ews_sync  # loaded with the first request
     root = parse_untrusted_xml(body)
     if root is None or etree.QName(root).namespace != SOAP_NS:
         return invalid_request(org)
@@ -167,20 +177,18 @@ def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     if version is not None and version not in SERVER_VERSIONS:
         return fault(org, "ErrorInvalidServerVersion", "The specified server version is invalid.")
     operation = etree.QName(request).localname
-    modules = (ews_ops, ews_sync, ews_notify, ews_availability)
-    if operation != "ConvertId" and not any(operation in module.OPERATIONS for module in modules):
+    if operation != "ConvertId" and _handler(operation) is None:
         return invalid_request(org)
     return EwsRequest(org, operation, root)
 
 
 def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Optional[str]) -> EwsAnswer:
     """Run one parsed request for the authenticated mailbox `email` against `store`."""
-    from harness.protocols import ews_availability, ews_impersonation, ews_notify, ews_ops, ews_sync
+    from harness.protocols import ews_convert, ews_impersonation, ews_ops
     org, operation = parsed.org, parsed.operation
     request = _operation(parsed.root)
     assert request is not None    # parse_ews checked
-    handler = (ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation)
-               or ews_notify.OPERATIONS.get(operation) or ews_availability.OPERATIONS.get(operation))
+    handler = _handler(operation)
     try:
         email = ews_impersonation.acting_mailbox(org, parsed.root, email)
     except EwsFault as error:
@@ -188,8 +196,11 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
     owner: Optional[MailboxContent] = store.mailbox(email) if store is not None and email else None
     envelope, messages = _response(org, operation)
     call: Optional[ews_ops.Call] = None
-    if handler is None:
-        _convert_id(request, messages)
+    if handler is None:       # ConvertId: needs no mailbox (exchangelib's version probe sends a dummy id)
+        try:
+            ews_convert.convert_id(request, messages)
+        except EwsFault as error:
+            return fault(org, error.code, error.text, detail=f"EWS {operation}")
     elif owner is None or store is None:
         _request_error(messages, operation, EwsError("ErrorMailboxStoreUnavailable",
                                                      "The mailbox database is temporarily unavailable."))
