@@ -13,7 +13,7 @@ sent instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Mapping, Optional, Tuple, Union
 
 from lxml import etree
 
@@ -122,10 +122,16 @@ class EwsRequest:
     def fault(self, code: str, message: str) -> EwsAnswer:
         return fault(self.org, code, message, detail=f"EWS {self.operation}")
 
-    def error(self, code: str, text: str) -> EwsAnswer:
-        """HTTP 200 with one error response message for the whole request (ResponseClass Error)."""
+    def error(self, code: str, text: str, values: Optional[Mapping[str, str]] = None) -> EwsAnswer:
+        """HTTP 200 with one error response message for the whole request (ResponseClass Error); `values` become
+        its MessageXml (t:Value Name=...), as Exchange's throttling errors name their policy."""
         envelope, messages = _response(self.org, self.operation)
-        _request_error(messages, self.operation, EwsError(code, text))
+        message = _request_error(messages, self.operation, EwsError(code, text))
+        if values:
+            message_xml = etree.Element(m("MessageXml"))
+            for name, value in values.items():
+                etree.SubElement(message_xml, f"{{{TYPES_NS}}}Value", Name=name).text = value
+            message.find(m("DescriptiveLinkKey")).addnext(message_xml)
         return EwsAnswer(200, serialize(envelope), "error", code, f"EWS {self.operation}")
 
 
@@ -135,11 +141,12 @@ def _response(org: Org, operation: str) -> Tuple[etree._Element, etree._Element]
     return envelope, etree.SubElement(response, m("ResponseMessages"))
 
 
-def _request_error(messages: etree._Element, operation: str, error: EwsError) -> None:
+def _request_error(messages: etree._Element, operation: str, error: EwsError) -> etree._Element:
     message = error_message(messages, operation, error)
     if operation in SYNC_LAST_IN_RANGE:   # exchangelib reads these before the ResponseCode; Exchange sends them
         etree.SubElement(message, m("SyncState"))
         etree.SubElement(message, m(SYNC_LAST_IN_RANGE[operation])).text = "true"
+    return message
 
 
 @hookspec(fires_in="services/site.py", means="the EWS answer sent instead of running the operation (before the "
