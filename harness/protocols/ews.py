@@ -1,5 +1,6 @@
 """Exchange Web Services at /EWS/Exchange.asmx, sans-IO: the SOAP envelope, RequestServerVersion, dispatch to the
-operations (harness.protocols.ews_ops) and request-level SOAP faults, answering as Exchange 2013 SP1.
+operations (harness.protocols.ews_ops and the ews_* modules beside it, each with an OPERATIONS table) and
+request-level SOAP faults, answering as Exchange 2013 SP1.
 
 exchangelib probes EWS before anything else: an unauthenticated POST of a dummy ConvertId (answered 401 by the
 HTTP layer) and, when Autodiscover gave no schema, an authenticated ConvertId whose reply must carry a
