@@ -40,8 +40,9 @@ class Item:
     importance: str = "Normal"     # Low / Normal / High
     sensitivity: str = "Normal"    # Normal / Personal / Private / Confidential
     categories: Tuple[str, ...] = ()
-    # The change number of each field's last change, by EWS field URI (UpdateItem's AutoResolve reads it).
-    field_changes: Dict[str, int] = field(default_factory=dict)
+    # The change number of each field's last change, by EWS field URI (UpdateItem's AutoResolve reads it); made
+    # on the first update, so a large unchanged folder pays nothing for it.
+    field_changes: Optional[Dict[str, int]] = None
 
     @property
     def id(self) -> str:
@@ -302,6 +303,8 @@ class MailboxStore:
             setattr(item, name, value)
         owner = item.folder.owner
         owner.touch(item, read_flag_only=set(changes) <= {"is_read"})
+        if item.field_changes is None:
+            item.field_changes = {}
         for uri in uris:
             item.field_changes[uri] = item.change_number
         return self._modified(item)

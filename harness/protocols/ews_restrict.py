@@ -134,15 +134,23 @@ def _compare(element: etree._Element) -> Test:
             return None if value is None else _comparable(kind, value)
     negated = operator is _ORDER["IsNotEqualTo"]
 
-    def test(item: Item) -> bool:
+    if kind in (STRINGS, ADDRESS):
+        def test(item: Item) -> bool:
+            value, wanted = read(item), right(item)
+            if value is None or wanted is None:
+                return False
+            found = [_comparable(kind, v) for v in _candidates(kind, value)]
+            if negated:     # a multi-valued field is unequal when no value is equal
+                return all(v != wanted for v in found)
+            return any(operator(v, wanted) for v in found)
+        return test
+
+    def test_single(item: Item) -> bool:      # one value: no candidate list (FindItem tests every item)
         value, wanted = read(item), right(item)
         if value is None or wanted is None:
             return False
-        found = [_comparable(kind, v) for v in _candidates(kind, value)]
-        if negated:     # a multi-valued field is unequal when no value is equal
-            return all(v != wanted for v in found)
-        return any(operator(v, wanted) for v in found)
-    return test
+        return operator(value.casefold() if kind == STRING else value, wanted)
+    return test_single
 
 
 def _contains(element: etree._Element) -> Test:
@@ -163,6 +171,16 @@ def _contains(element: etree._Element) -> Test:
     if mode not in matchers:
         raise EwsError(*INVALID_RESTRICTION)
     matches = matchers[mode]
+
+    if kind == STRING:
+        def test_single(item: Item) -> bool:
+            value = read(item)
+            if not value:
+                return False
+            if ignore_nonspacing:
+                value = _fold(value, ignore_case, True)
+            return matches(value.casefold() if ignore_case else value)
+        return test_single
 
     def test(item: Item) -> bool:
         value = read(item)

@@ -141,7 +141,7 @@ def _check_conflict(call: Call, item: Item, change_key: Optional[str], uris: Lis
         raise EwsError(*INVALID_CHANGE_KEY)
     if seen >= item.change_number:
         return
-    if resolution == "NeverOverwrite" or any(item.field_changes.get(uri, 0) > seen for uri in uris):
+    if resolution == "NeverOverwrite" or any((item.field_changes or {}).get(uri, 0) > seen for uri in uris):
         raise EwsError(*IRRESOLVABLE)
 
 
