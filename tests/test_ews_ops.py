@@ -91,6 +91,13 @@ def test_distinguished_folders_cannot_be_deleted_and_move_to_deleted_items_repar
     call(store, f'<m:DeleteFolder DeleteType="MoveToDeletedItems"><m:FolderIds>{folder_ref(old)}</m:FolderIds>'
                 '</m:DeleteFolder>')
     assert old.key not in alice.folders          # already in Deleted Items: removed
+    _, root = call(store, '<m:UpdateFolder><m:FolderChanges><t:FolderChange><t:DistinguishedFolderId Id="inbox"/>'
+                          '<t:Updates><t:SetFolderField><t:FieldURI FieldURI="folder:DisplayName"/><t:Folder>'
+                          '<t:DisplayName>Post</t:DisplayName></t:Folder></t:SetFolderField></t:Updates>'
+                          '</t:FolderChange></m:FolderChanges></m:UpdateFolder>')
+    assert codes(root) == ["ErrorAccessDenied"] and alice.distinguished["inbox"].name == "Inbox"
+    assert codes(create_folder(store, " ")[1]) == ["ErrorFolderSavePropertyError"]
+    assert codes(create_folder(store, "Search", kind="SearchFolder")[1]) == ["ErrorInvalidFolderTypeForOperation"]
 
 
 def test_empty_folder_keeps_or_deletes_subfolders():
@@ -229,6 +236,10 @@ def test_update_item_moves_a_calendar_item_and_refuses_end_before_start():
     assert (dentist.start.hour, dentist.end.minute, dentist.location) == (13, 30, "Main St 5")
     bad = update(store, dentist, set_field("calendar:End", "<t:End>2024-03-06T12:00:00Z</t:End>", "CalendarItem"))
     assert bad[0].error_code == "ErrorCalendarEndDateIsEarlierThanStartDate" and dentist.end.hour == 14
+    series = next(i for i in alice.distinguished["calendar"].items.values() if i.subject == "Team sync")
+    occurrence = series.occurrence(series.start)
+    assert update(store, occurrence, set_field("calendar:Location", "<t:Location>x</t:Location>", "CalendarItem"))[
+        0].error_code == "ErrorInvalidOperation"
     message = next(iter(alice.distinguished["inbox"].items.values()))
     assert update(store, message, set_field("calendar:Location", "<t:Location>x</t:Location>",
                                             "CalendarItem"))[0].error_code == "ErrorInvalidPropertySet"

@@ -12,7 +12,7 @@ from lxml import etree
 
 from harness.mailbox.store import Folder
 from harness.protocols.ews_ops import Call, _each, folder_of
-from harness.protocols.ews_xml import FOLDER_ELEMENTS, EwsError, m, parse_flag, t
+from harness.protocols.ews_xml import ACCESS_DENIED, FOLDER_ELEMENTS, EwsError, m, parse_flag, t
 
 # The folder element a client creates names its class; a t:Folder without a FolderClass gets none (its answers then
 # carry no FolderClass, which exchangelib reads as a generic Folder).
@@ -26,8 +26,9 @@ IGNORED_FOLDER_FIELDS = frozenset({"folder:PermissionSet", "folder:ManagedFolder
 
 
 def _check_name(parent: Folder, name: str, renaming: Optional[Folder] = None) -> None:
-    if not name.strip():
-        raise EwsError("ErrorInvalidFolderName", "The folder name is invalid.")  # guess: MessageText not seen
+    if not name.strip():    # guess: code and MessageText not seen for an empty name
+        raise EwsError("ErrorFolderSavePropertyError", "The folder save operation failed due to invalid property "
+                                                       "values.")
     if any(child.name.lower() == name.lower() and child is not renaming for child in parent.children):
         raise EwsError(*FOLDER_EXISTS)
 
@@ -76,8 +77,7 @@ def update_folder(call: Call) -> None:
                 continue
             if uri == "folder:DisplayName" and setting and value is not None:
                 if folder.distinguished:
-                    raise EwsError("ErrorCannotRenameOrMoveDistinguishedFolder",
-                                   "Distinguished folders cannot be renamed or moved.")     # guess
+                    raise EwsError(*ACCESS_DENIED)     # guess: what renaming a default folder answers
                 if folder.parent is not None:
                     _check_name(folder.parent, value.text or "", renaming=folder)
                 folder.name = value.text or ""

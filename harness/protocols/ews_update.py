@@ -160,6 +160,8 @@ def update_item(call: Call) -> None:
         if item_id is None:
             raise EwsError(*ITEM_NOT_FOUND)
         item = _item_of(call, item_id)
+        if isinstance(item, CalendarItem) and item.instance is not None:   # would need a modified occurrence
+            raise EwsError("ErrorInvalidOperation", "The operation is not valid for an occurrence.")   # guess
         changes, uris = _changes(item, list(change.iterfind(f"{t('Updates')}/*")))
         _check_conflict(call, item, item_id.get("ChangeKey"), uris)
         if isinstance(item, CalendarItem) and changes.get("end", item.end) < changes.get("start", item.start):
