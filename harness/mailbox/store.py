@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from harness.mailbox import events, ids
 from harness.mailbox.folders import FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, WELL_KNOWN
@@ -37,6 +37,12 @@ class Item:
     item_class: str = "IPM.Note"
     is_draft: bool = False
     mime: Optional[bytes] = None
+    importance: str = "Normal"     # Low / Normal / High
+    sensitivity: str = "Normal"    # Normal / Personal / Private / Confidential
+    categories: Tuple[str, ...] = ()
+    # The change number of each field's last change, by EWS field URI (UpdateItem's AutoResolve reads it); made
+    # on the first update, so a large unchanged folder pays nothing for it.
+    field_changes: Optional[Dict[str, int]] = None
 
     @property
     def id(self) -> str:
@@ -63,8 +69,18 @@ class Tombstone:
     removed: int
 
 
+@dataclass(frozen=True)
+class FolderTombstone:
+    """A folder that was deleted: its key, when it was made and deleted, and the keys of the folders it was below
+    then (a hierarchy sync of any of them reports the delete)."""
+    key: int
+    created: int
+    removed: int
+    ancestors: FrozenSet[int]
+
+
 # Fields a move copies to the new item; the rest (identity and change numbers) are the new item's own.
-_OWN_FIELDS = ("key", "folder", "change_number", "created", "content_change")
+_OWN_FIELDS = ("key", "folder", "change_number", "created", "content_change", "field_changes")
 
 
 @dataclass(eq=False)
@@ -107,6 +123,12 @@ class Folder:
             yield child
             yield from child.descendants()
 
+    def ancestors(self) -> Iterator["Folder"]:
+        parent = self.parent
+        while parent is not None:
+            yield parent
+            parent = parent.parent
+
 
 class MailboxContent:
     """One mailbox's folders and items and its change counter."""
@@ -118,6 +140,7 @@ class MailboxContent:
         self.oof = OofSettings()
         self.folders: Dict[int, Folder] = {}
         self.distinguished: Dict[str, Folder] = {}
+        self.folder_tombstones: List[FolderTombstone] = []     # in removal order
         self._next_folder, self._next_item = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER
         for distinguished, name, folder_class, parent in WELL_KNOWN:
             self.add_folder(name, folder_class, self.distinguished[parent] if parent else None, distinguished)
@@ -162,6 +185,32 @@ class MailboxContent:
         folder.tombstones.append(tombstone)
         folder.change_number = self.next_change()
         return tombstone
+
+    def remove_folder(self, folder: Folder) -> None:
+        """Take a folder, its subfolders and their items out of the mailbox, leaving folder tombstones for sync
+        (subfolders first); the parent's ChildFolderCount changes."""
+        for child in list(folder.children):
+            self.remove_folder(child)
+        for item in list(folder.items.values()):
+            self.remove_item(item)
+        ancestors = frozenset(f.key for f in folder.ancestors())
+        self.folder_tombstones.append(FolderTombstone(folder.key, folder.created, self.next_change(), ancestors))
+        del self.folders[folder.key]
+        if folder.parent is not None:
+            folder.parent.children.remove(folder)
+            folder.parent.change_number = self.next_change()
+
+    def move_folder(self, folder: Folder, target: Folder) -> Folder:
+        """Re-parent a folder (its id stays): both parents' ChildFolderCount and the folder's ParentFolderId
+        change."""
+        assert folder.parent is not None
+        folder.parent.children.remove(folder)
+        folder.parent.change_number = self.next_change()
+        folder.parent = target
+        target.children.append(folder)
+        target.change_number = self.next_change()
+        folder.change_number = self.next_change()
+        return folder
 
     def touch(self, item: Item, *, read_flag_only: bool = False) -> Item:
         """Record a change of `item` (read flag only, or any other field) and of its folder (its counts)."""
@@ -242,12 +291,31 @@ class MailboxStore:
         return copy, delivered
 
     def set_read(self, item: Item, is_read: bool) -> Item:
-        item.is_read = is_read
-        return self._modified(item.folder.owner.touch(item, read_flag_only=True))
+        return self.update(item, {"is_read": is_read}, ["message:IsRead"])
 
     def set_subject(self, item: Item, subject: str) -> Item:
-        item.subject = subject
-        return self._modified(item.folder.owner.touch(item))
+        return self.update(item, {"subject": subject}, ["item:Subject"])
+
+    def update(self, item: Item, changes: Mapping[str, object], uris: Sequence[str]) -> Item:
+        """Set item attributes (`changes`, attribute name to value) as one change, recording it against each EWS
+        field URI in `uris`; a change of the read flag alone is a read-flag change for sync."""
+        for name, value in changes.items():
+            setattr(item, name, value)
+        owner = item.folder.owner
+        owner.touch(item, read_flag_only=set(changes) <= {"is_read"})
+        if item.field_changes is None:
+            item.field_changes = {}
+        for uri in uris:
+            item.field_changes[uri] = item.change_number
+        return self._modified(item)
+
+    def copy(self, item: Item, target: Folder) -> Item:
+        """A new item in `target` with the same content (and a CopiedEvent)."""
+        owner = target.owner
+        fields = {name: getattr(item, name) for name in type(item).__dataclass_fields__ if name not in _OWN_FIELDS}
+        copied = owner.add_item(target, kind=type(item), **fields)
+        owner.events.record(events.COPIED, self.clock(), copied, old_item=item)
+        return copied
 
     def _modified(self, item: Item) -> Item:
         item.folder.owner.events.record(events.MODIFIED, self.clock(), item)

@@ -13,7 +13,7 @@ from lxml import etree
 
 from harness.mailbox import ids
 from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore
-from harness.protocols import ews_calendar
+from harness.protocols import ews_calendar, ews_restrict
 from harness.protocols.ews_xml import (
     ACCESS_DENIED,
     FOLDER_NOT_FOUND,
@@ -30,7 +30,6 @@ from harness.protocols.ews_xml import (
     item_id_only,
     items_element,
     m,
-    parse_flag,
     success_message,
     t,
 )
@@ -188,11 +187,13 @@ def _is_newest_first(orders: List[etree._Element]) -> bool:
 
 def find_item(call: Call) -> None:
     fields, _ = item_fields(call.request.find(m("ItemShape")), find=True)
-    if call.request.find(m("Restriction")) is not None or call.request.find(m("GroupBy")) is not None:
-        raise EwsError("ErrorUnsupportedQueryFilter", "The restriction or sort order is too complex for this "
-                                                      "operation.")
+    restriction = call.request.find(m("Restriction"))
     view = call.request.find(m("IndexedPageItemView"))
     calendar_view = call.request.find(m("CalendarView"))
+    if call.request.find(m("GroupBy")) is not None or (restriction is not None and calendar_view is not None):
+        raise EwsError("ErrorUnsupportedQueryFilter", "The restriction or sort order is too complex for this "
+                                                      "operation.")
+    matches = ews_restrict.compile_restriction(restriction) if restriction is not None else None
 
     def answer(element: etree._Element, message: etree._Element) -> None:
         folder = folder_of(call, element)
@@ -200,6 +201,8 @@ def find_item(call: Call) -> None:
             ews_calendar.write_calendar_view(calendar_view, folder, fields, message)
             return
         found = _sorted(call, folder)
+        if matches is not None:
+            found = [item for item in found if matches(item)]
         page, next_offset, last = _paged(call, view, found)
         items_element(_root_folder(message, len(found), next_offset, last), page, fields)
     _each(call, call.request.iterfind(f"{m('ParentFolderIds')}/*"), "", answer)
@@ -261,28 +264,6 @@ def create_item(call: Call) -> None:
     _each(call, call.request.iterfind(f"{m('Items')}/*"), "Items", answer)
 
 
-def update_item(call: Call) -> None:
-    def answer(change: etree._Element, message: etree._Element) -> None:
-        item_id = change.find(t("ItemId"))
-        if item_id is None:
-            raise EwsError(*ITEM_NOT_FOUND)
-        item = _item_of(call, item_id)
-        for update in change.iterfind(f"{t('Updates')}/*"):
-            uri = update.find(t("FieldURI"))
-            name = uri.get("FieldURI", "") if uri is not None else ""
-            value = update.find(f"{t('Message')}/*")
-            if name == "message:IsRead":
-                is_read = parse_flag(value.text if value is not None else None)
-                call.store.set_read(item, bool(is_read) if etree.QName(update).localname == "SetItemField" else False)
-            elif name == "item:Subject" and etree.QName(update).localname == "SetItemField" and value is not None:
-                call.store.set_subject(item, value.text or "")
-            else:
-                raise EwsError("ErrorInvalidPropertySet", "The property set is invalid.")
-        item_id_only(etree.SubElement(message, m("Items")), item)
-        etree.SubElement(etree.SubElement(message, m("ConflictResults")), t("Count")).text = "0"
-    _each(call, call.request.iterfind(f"{m('ItemChanges')}/{t('ItemChange')}"), "Items", answer)
-
-
 def delete_item(call: Call) -> None:
     delete_type = call.request.get("DeleteType", "")
     if delete_type not in ("HardDelete", "SoftDelete", "MoveToDeletedItems"):
@@ -307,5 +288,5 @@ def move_item(call: Call) -> None:
 
 OPERATIONS: Dict[str, Callable[[Call], None]] = {
     "GetFolder": get_folder, "FindFolder": find_folder, "FindItem": find_item, "GetItem": get_item,
-    "CreateItem": create_item, "UpdateItem": update_item, "DeleteItem": delete_item, "MoveItem": move_item,
+    "CreateItem": create_item, "DeleteItem": delete_item, "MoveItem": move_item,
 }

@@ -131,6 +131,15 @@ def _recipients(parent: Parent, name: str, addresses: Sequence[Address]) -> None
         _close(element, name)
 
 
+def _strings(parent: Parent, name: str, values: Sequence[str]) -> None:
+    """An ArrayOfStringsType (Categories): left out when empty, as Exchange does."""
+    if values:
+        element = _open(parent, name)
+        for value in values:
+            _text(element, "String", value)
+        _close(element, name)
+
+
 def _single(parent: Parent, name: str, address: Address) -> None:
     element = _open(parent, name)
     _mailbox(element, address)
@@ -198,11 +207,12 @@ ITEM_FIELDS: List[Tuple[str, ItemWriter]] = [   # ItemType then MessageType, in 
     ("item:ParentFolderId", lambda e, i: _id(e, "ParentFolderId", i.folder.id, i.folder.change_key)),
     ("item:ItemClass", lambda e, i: _text(e, "ItemClass", i.item_class)),
     ("item:Subject", lambda e, i: _text(e, "Subject", i.subject)),
-    ("item:Sensitivity", lambda e, i: _text(e, "Sensitivity", "Normal")),
+    ("item:Sensitivity", lambda e, i: _text(e, "Sensitivity", i.sensitivity)),
     ("item:Body", _body),
     ("item:DateTimeReceived", lambda e, i: _text(e, "DateTimeReceived", timestamp(i.received))),
     ("item:Size", lambda e, i: _text(e, "Size", i.size)),
-    ("item:Importance", lambda e, i: _text(e, "Importance", "Normal")),
+    ("item:Categories", lambda e, i: _strings(e, "Categories", i.categories)),
+    ("item:Importance", lambda e, i: _text(e, "Importance", i.importance)),
     ("item:IsSubmitted", lambda e, i: _text(e, "IsSubmitted", False)),
     ("item:IsDraft", lambda e, i: _text(e, "IsDraft", i.is_draft)),
     ("item:IsFromMe", lambda e, i: _text(e, "IsFromMe", i.sender[1].lower() == i.folder.owner.email.lower())),
