@@ -156,7 +156,14 @@ def ews_hook(request: EwsRequest) -> EwsAnswer: ...
 
 def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     """The request, or the SOAP fault Exchange answers a body that is no EWS request it serves."""
-    from harness.protocols import ews_availability, ews_notify, ews_ops, ews_sync  # loaded with the first request
+    from harness.protocols import (  # loaded with the first request
+        ews_attachments,
+        ews_availability,
+        ews_names,
+        ews_notify,
+        ews_ops,
+        ews_sync,
+    )
     root = parse_untrusted_xml(body)
     if root is None or etree.QName(root).namespace != SOAP_NS:
         return invalid_request(org)
@@ -167,7 +174,7 @@ def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     if version is not None and version not in SERVER_VERSIONS:
         return fault(org, "ErrorInvalidServerVersion", "The specified server version is invalid.")
     operation = etree.QName(request).localname
-    modules = (ews_ops, ews_sync, ews_notify, ews_availability)
+    modules = (ews_ops, ews_sync, ews_notify, ews_availability, ews_attachments, ews_names)
     if operation != "ConvertId" and not any(operation in module.OPERATIONS for module in modules):
         return invalid_request(org)
     return EwsRequest(org, operation, root)
@@ -175,12 +182,21 @@ def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
 
 def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Optional[str]) -> EwsAnswer:
     """Run one parsed request for the authenticated mailbox `email` against `store`."""
-    from harness.protocols import ews_availability, ews_impersonation, ews_notify, ews_ops, ews_sync
+    from harness.protocols import (
+        ews_attachments,
+        ews_availability,
+        ews_impersonation,
+        ews_names,
+        ews_notify,
+        ews_ops,
+        ews_sync,
+    )
     org, operation = parsed.org, parsed.operation
     request = _operation(parsed.root)
     assert request is not None    # parse_ews checked
     handler = (ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation)
-               or ews_notify.OPERATIONS.get(operation) or ews_availability.OPERATIONS.get(operation))
+               or ews_notify.OPERATIONS.get(operation) or ews_availability.OPERATIONS.get(operation)
+               or ews_attachments.OPERATIONS.get(operation) or ews_names.OPERATIONS.get(operation))
     try:
         email = ews_impersonation.acting_mailbox(org, parsed.root, email)
     except EwsFault as error:
@@ -194,7 +210,7 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
         _request_error(messages, operation, EwsError("ErrorMailboxStoreUnavailable",
                                                      "The mailbox database is temporarily unavailable."))
     else:
-        call = ews_ops.Call(store, owner, request, messages, operation)
+        call = ews_ops.Call(store, owner, request, messages, operation, org=org)
         try:
             handler(call)
         except EwsFault as error:
