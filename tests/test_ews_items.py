@@ -107,6 +107,10 @@ def test_create_and_delete_attachment_change_the_item_and_unknown_ids_are_exchan
     assert root.findtext(f".//{M}MessageText") == "The specified object was not found in the store."
     assert get_attachment(store, "garbage")[0].error_code == "ErrorInvalidIdMalformed"
     assert get_attachment(store, new_id.get("Id"), user=BOB)[0].error_code == "ErrorAccessDenied"
+    answer, _ = call(store, f'<m:CreateAttachment><m:ParentItemId Id="{draft.id}"/><m:Attachments><t:FileAttachment>'
+                            '<t:Name>bad</t:Name><t:Content>not base64!</t:Content></t:FileAttachment>'
+                            '</m:Attachments></m:CreateAttachment>')
+    assert (answer.status, answer.error_code) == (500, "ErrorSchemaValidation") and len(draft.attachments) == 2
 
 
 def test_client_mime_attachments_are_kept_and_delivered_with_the_mail():
@@ -194,6 +198,10 @@ def test_create_and_update_contacts_and_tasks():
     answer, root = call(store, '<m:CreateItem><m:Items><t:Task><t:Subject>x</t:Subject><t:PercentComplete>120'
                                '</t:PercentComplete></t:Task></m:Items></m:CreateItem>')
     assert answer.error_code == "ErrorInvalidPercentCompleteValue"
+    answer, _ = call(store, '<m:CreateItem><m:Items><t:Task><t:Subject>x</t:Subject><t:Status>Done</t:Status>'
+                            '</t:Task></m:Items></m:CreateItem>')
+    assert (answer.status, answer.error_code) == (500, "ErrorSchemaValidation")
+    assert [t.subject for t in store.mailbox(ALICE).distinguished["tasks"].items.values()][-1] == "Book travel"
 
 
 def resolve(store, entry: str, scope: str = "ActiveDirectoryContacts"):

@@ -26,13 +26,13 @@ from harness.protocols.ews_xml import (
     each_response,
     element_name,
     m,
+    schema_error,
     t,
 )
 
 if TYPE_CHECKING:
     from harness.protocols.ews_ops import Call
 
-CORRUPT_CONTENT = ("ErrorInvalidRequest", "The request is invalid.")
 
 
 def parse_attachments(container: etree._Element, call: "Call") -> List[Attachment]:
@@ -49,14 +49,14 @@ def parse_attachments(container: etree._Element, call: "Call") -> List[Attachmen
             try:
                 content = base64.b64decode(element.findtext(t("Content")) or "", validate=True)
             except (binascii.Error, ValueError):
-                raise EwsError(*CORRUPT_CONTENT) from None
+                raise schema_error("Content") from None
             found.append(Attachment(content_type=element.findtext(t("ContentType")) or "application/octet-stream",
                                     content=content, **common))   # type: ignore[arg-type]
         elif name == "ItemAttachment":
             inner = next((child for child in element if isinstance(child.tag, str) and etree.QName(child).localname
                           in ("Item", "Message")), None)
             if inner is None:
-                raise EwsError(*CORRUPT_CONTENT)
+                raise EwsError("ErrorInvalidRequest", "The request is invalid.")
             body = inner.find(t("Body"))
             sender = inner.findtext(f"{t('From')}/{t('Mailbox')}/{t('EmailAddress')}") or call.owner.email
             embedded = EmbeddedMessage(subject=inner.findtext(t("Subject")) or "",

@@ -17,22 +17,28 @@ from harness.mailbox.contacts import ContactItem, add_contact, file_as, with_ent
 from harness.mailbox.store import Folder, Item
 from harness.mailbox.tasks import TaskItem, add_task
 from harness.protocols import ews_calendar
-from harness.protocols.ews_xml import KINDS, EwsError, _close, _open, _text, item_id_only, t, timestamp
+from harness.protocols.ews_xml import KINDS, EwsError, item_id_only, schema_error, t, timestamp
 
 if TYPE_CHECKING:
     from harness.protocols.ews_ops import Call
 
 INVALID_REQUEST = ("ErrorInvalidRequest", "The request is invalid.")
+# The EWS Managed API's description of the code (ServiceError); Exchange's own MessageText is not known here.
+BAD_PERCENT = ("ErrorInvalidPercentCompleteValue", "PercentComplete must be an integer between 0 and 100.")
+
+
+# Contacts and tasks are always written as elements (ews_xml's FindItem text path is for messages only).
+def _text(parent: etree._Element, name: str, value: object) -> etree._Element:
+    element = etree.SubElement(parent, t(name))
+    element.text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return element
 
 
 def _entries(parent: etree._Element, name: str, entries: Tuple[Tuple[str, str], ...]) -> None:
     if entries:
-        element = _open(parent, name)
+        element = etree.SubElement(parent, t(name))
         for key, value in entries:
-            entry = _text(element, "Entry", value)
-            if entry is not None:
-                entry.set("Key", key)
-        _close(element, name)
+            etree.SubElement(element, t("Entry"), Key=key).text = value
 
 
 def _number(value: float) -> str:
@@ -71,18 +77,20 @@ def _read_entries(element: Optional[etree._Element]) -> Tuple[Tuple[str, str], .
     return tuple((entry.get("Key", ""), (entry.text or "").strip()) for entry in element.iterfind(t("Entry")))
 
 
-def _time(text: Optional[str]) -> Optional[dt.datetime]:
-    return ews_calendar.parse_time(text) if text else None
+def _time(text: Optional[str], name: str) -> Optional[dt.datetime]:
+    try:
+        return ews_calendar.parse_time(text) if text else None
+    except EwsError:
+        raise schema_error(name) from None
 
 
 def _percent(text: Optional[str]) -> float:
     try:
         value = float(text or "0")
     except ValueError:
-        raise EwsError(*INVALID_REQUEST) from None
+        raise schema_error("PercentComplete") from None
     if not 0 <= value <= 100:
-        raise EwsError("ErrorInvalidPercentCompleteValue", "PercentComplete must be an actual number between 0 "
-                                                           "and 100.")
+        raise EwsError(*BAD_PERCENT)
     return value
 
 
@@ -90,7 +98,7 @@ def _status(text: Optional[str]) -> str:
     if text is None:
         return tasks.NOT_STARTED
     if text not in tasks.STATUSES:
-        raise EwsError(*INVALID_REQUEST)
+        raise schema_error("Status")
     return text
 
 
@@ -114,8 +122,8 @@ def create(call: "Call", element: etree._Element, items: etree._Element, folder:
         body = element.find(t("Body"))
         item = add_task(call.owner, subject=element.findtext(t("Subject")) or "", when=now,
                         body=(body.text or "") if body is not None else "",
-                        start_date=_time(element.findtext(t("StartDate"))),
-                        due_date=_time(element.findtext(t("DueDate"))),
+                        start_date=_time(element.findtext(t("StartDate")), "StartDate"),
+                        due_date=_time(element.findtext(t("DueDate")), "DueDate"),
                         status=_status(element.findtext(t("Status"))),
                         percent_complete=_percent(element.findtext(t("PercentComplete"))), folder=folder)
     call.owner.events.record(events.CREATED, now, item)
@@ -129,8 +137,10 @@ _CONTACT_TEXT = {"contacts:GivenName": "given_name", "contacts:Surname": "surnam
 _INDEXED = {"contacts:EmailAddress": "emails", "contacts:PhoneNumber": "phones"}
 _TASK_VALUES: Dict[str, Tuple[str, Callable[[Optional[str]], object]]] = {
     "item:Subject": ("subject", lambda text: text or ""), "item:Body": ("body", lambda text: text or ""),
-    "task:DueDate": ("due_date", _time), "task:StartDate": ("start_date", _time),
-    "task:CompleteDate": ("complete_date", _time), "task:Status": ("status", _status),
+    "task:DueDate": ("due_date", lambda text: _time(text, "DueDate")),
+    "task:StartDate": ("start_date", lambda text: _time(text, "StartDate")),
+    "task:CompleteDate": ("complete_date", lambda text: _time(text, "CompleteDate")),
+    "task:Status": ("status", _status),
     "task:PercentComplete": ("percent_complete", _percent)}
 
 

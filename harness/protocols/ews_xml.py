@@ -37,6 +37,12 @@ class EwsFault(EwsError):
     """A request-wide failure Exchange answers with a SOAP fault (HTTP 500), e.g. a schema validation error."""
 
 
+def schema_error(name: str) -> EwsFault:
+    """A value the types schema refuses (a bad base64 Content, an unknown enumeration value)."""
+    return EwsFault("ErrorSchemaValidation", f"The request failed schema validation: The '{name}' element is invalid "
+                                             "- The value is invalid according to its datatype.")
+
+
 # The sync operations' "last in range" element: their response messages carry it (and a SyncState) even on errors.
 SYNC_LAST_IN_RANGE = {"SyncFolderItems": "IncludesLastItemInRange",
                       "SyncFolderHierarchy": "IncludesLastFolderInRange"}
@@ -67,13 +73,15 @@ def success_message(parent: etree._Element, operation: str) -> etree._Element:
 def each_response(messages: etree._Element, operation: str, children: Iterable[etree._Element], empty: str,
                   answer: Callable[[etree._Element, etree._Element], None]) -> None:
     """One response message per requested id: answer(id element, message) fills a Success message, or its
-    EwsError becomes an Error message (with the empty `empty` container when given)."""
+    EwsError becomes an Error message (with the empty `empty` container when given); an EwsFault ends the request."""
     for element in children:
         if not isinstance(element.tag, str):
             continue
         try:
             probe = etree.Element("probe")
             answer(element, probe)
+        except EwsFault:
+            raise               # request-wide: the whole answer is a SOAP fault
         except EwsError as error:
             error_message(messages, operation, error, empty)
             continue
