@@ -287,7 +287,8 @@ def attachment_element(parent: Parent, item: Item, attachment: Attachment, *, co
     else:
         _attachment_id(element, attachment, item)
     _text(element, "Name", attachment.name)
-    _text(element, "ContentType", attachment.content_type if attachment.embedded is None else "message/rfc822")
+    if attachment.embedded is None:      # an item attachment has no content type of its own
+        _text(element, "ContentType", attachment.content_type)
     if attachment.content_id:
         _text(element, "ContentId", attachment.content_id)
     _text(element, "Size", attachment.size)
