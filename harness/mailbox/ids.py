@@ -187,3 +187,31 @@ def entry_of_store_id(raw: bytes) -> Optional[bytes]:
         return None
     entry = raw[1:-1]
     return entry if entry_mailbox(entry) is not None else None
+
+
+def attachment_id(mailbox_guid: str, folder: int, item: int, attachment: int) -> str:
+    """An AttachmentId: the item's id followed by one attachment level (a count byte, then a counted 16-byte
+    attachment key), so ids end "...AAABEgAQ..." as Exchange's do. The key here is the replica GUID's first ten
+    bytes and the attachment's 6-byte counter."""
+    entry = item_entry_id(mailbox_guid, folder, item)
+    level = struct.pack("<H", 16) + replica_guid(mailbox_guid)[:10] + _counter(attachment)
+    raw = (_PREFIX + mailbox_guid.encode("ascii") + b"\x00" + struct.pack("<H", len(entry)) + entry + b"\x01"
+           + struct.pack("<H", len(level)) + level)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def decode_attachment(ews_id: str) -> Optional[Tuple[str, int, int, int]]:
+    """(mailbox GUID, folder counter, item counter, attachment counter) of an AttachmentId, else None."""
+    try:
+        raw = base64.b64decode(ews_id.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+    if len(raw) != 43 + 70 + 1 + 2 + 18 or not raw.startswith(_PREFIX) or raw[113] != 1:
+        return None
+    entry = raw[43:113]
+    if struct.unpack_from("<H", raw, 41)[0] != 70 or struct.unpack_from("<H", entry, 20)[0] != _MESSAGE_ENTRY:
+        return None
+    if struct.unpack_from("<HH", raw, 114) != (18, 16):
+        return None
+    return (raw[4:40].decode("ascii", "replace"), int.from_bytes(entry[38:44], "big"),
+            int.from_bytes(entry[62:68], "big"), int.from_bytes(raw[-6:], "big"))

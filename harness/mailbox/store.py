@@ -3,14 +3,31 @@ delivery and a reset to the seeded state. Protocol cores (EWS today, ROPs later)
 the clock and hand it in, so tests drive time."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from harness.mailbox import events, ids
 from harness.mailbox.folders import FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, WELL_KNOWN
 from harness.mailbox.mime import render_mime
 from harness.mailbox.oof import OofSettings
+
+if TYPE_CHECKING:
+    from harness.mailbox.attachments import Attachment
 
 Address = Tuple[str, str]          # (display name, SMTP address)
 Clock = Callable[[], dt.datetime]  # aware UTC datetimes
@@ -43,6 +60,7 @@ class Item:
     # The change number of each field's last change, by EWS field URI (UpdateItem's AutoResolve reads it); made
     # on the first update, so a large unchanged folder pays nothing for it.
     field_changes: Optional[Dict[str, int]] = None
+    attachments: Tuple["Attachment", ...] = ()     # a tuple: most items have none, and () costs nothing
 
     @property
     def id(self) -> str:
@@ -56,8 +74,14 @@ class Item:
         return self.mime if self.mime is not None else render_mime(self)
 
     @property
+    def has_attachments(self) -> bool:
+        """PR_HASATTACH / EWS HasAttachments: an attachment that is not inline (inline images alone do not count)."""
+        return any(not a.is_inline for a in self.attachments)
+
+    @property
     def size(self) -> int:
-        return len(self.subject) + len(self.body) + 512    # Exchange's Size counts properties too; close enough
+        attached = sum(a.size for a in self.attachments) if self.attachments else 0
+        return len(self.subject) + len(self.body) + 512 + attached   # Exchange's Size counts properties too
 
 
 @dataclass(frozen=True)
@@ -259,25 +283,29 @@ class MailboxStore:
     # ---- changes ----------------------------------------------------------------------------------------------
     def save(self, owner: MailboxContent, folder: Folder, *, subject: str, body: str, to: Sequence[Address] = (),
              cc: Sequence[Address] = (), body_type: str = "Text", is_read: bool = True,
-             mime: Optional[bytes] = None) -> Item:
+             mime: Optional[bytes] = None, attachments: Sequence["Attachment"] = ()) -> Item:
         """SaveOnly: a draft from the owner in `folder`."""
         now = self.clock()
         item = owner.add_item(folder, subject=subject, body=body, body_type=body_type, sender=owner.address,
                               to=tuple(to), cc=tuple(cc), received=now, sent=now, is_read=is_read, is_draft=True,
-                              message_id=self._message_id(owner), mime=mime)
+                              message_id=self._message_id(owner), mime=mime,
+                              attachments=_keyed(owner, attachments))
         owner.events.record(events.CREATED, now, item)
         return item
 
     def send(self, owner: MailboxContent, *, subject: str, body: str, to: Sequence[Address] = (),
              cc: Sequence[Address] = (), body_type: str = "Text", save_copy_in: Optional[Folder] = None,
-             mime: Optional[bytes] = None) -> Tuple[Optional[Item], List[Item]]:
+             mime: Optional[bytes] = None,
+             attachments: Sequence["Attachment"] = ()) -> Tuple[Optional[Item], List[Item]]:
         """SendOnly / SendAndSaveCopy: deliver to every in-org recipient's Inbox (once each), keep a read copy in
         `save_copy_in`. Returns (the copy, the delivered items); recipients outside the org are dropped."""
         now = self.clock()
         message_id = self._message_id(owner)
-        fields = dict(subject=subject, body=body, body_type=body_type, sender=owner.address, to=tuple(to),
-                      cc=tuple(cc), received=now, sent=now, message_id=message_id, mime=mime)
-        copy = owner.add_item(save_copy_in, is_read=True, **fields) if save_copy_in is not None else None
+        fields: Dict[str, Any] = dict(subject=subject, body=body, body_type=body_type, sender=owner.address,
+                                         to=tuple(to), cc=tuple(cc), received=now, sent=now, message_id=message_id,
+                                         mime=mime)
+        copy = owner.add_item(save_copy_in, is_read=True, attachments=_keyed(owner, attachments),
+                              **fields) if save_copy_in is not None else None
         if copy is not None:
             owner.events.record(events.CREATED, now, copy)
         delivered, seen = [], set()
@@ -285,7 +313,8 @@ class MailboxStore:
             recipient = self.mailbox(address)
             if recipient is not None and recipient.email.lower() not in seen:
                 seen.add(recipient.email.lower())
-                delivered.append(recipient.add_item(recipient.distinguished["inbox"], is_read=False, **fields))
+                delivered.append(recipient.add_item(recipient.distinguished["inbox"], is_read=False,
+                                                    attachments=_keyed(recipient, attachments), **fields))
                 recipient.events.record(events.NEW_MAIL, now, delivered[-1])
                 recipient.events.record(events.CREATED, now, delivered[-1])
         return copy, delivered
@@ -317,6 +346,10 @@ class MailboxStore:
         owner.events.record(events.COPIED, self.clock(), copied, old_item=item)
         return copied
 
+    def changed(self, item: Item) -> Item:
+        """Record a change of `item` made in place (its attachments, a contact's or task's fields)."""
+        return self._modified(item.folder.owner.touch(item))
+
     def _modified(self, item: Item) -> Item:
         item.folder.owner.events.record(events.MODIFIED, self.clock(), item)
         return item
@@ -342,6 +375,11 @@ class MailboxStore:
     def _message_id(self, owner: MailboxContent) -> str:
         domain = owner.email.rpartition("@")[2]
         return f"<{owner.guid[:8]}{owner.change_number:08x}@{domain}>"
+
+
+def _keyed(owner: MailboxContent, attachments: Sequence["Attachment"]) -> Tuple["Attachment", ...]:
+    """Copies of `attachments` with keys of `owner`'s (each mailbox numbers its own)."""
+    return tuple(dataclasses.replace(a, key=owner.next_change()) for a in attachments)
 
 
 def accounts_of(mailboxes: Sequence) -> List[Tuple[str, str, str]]:

@@ -159,15 +159,18 @@ def ews_hook(request: EwsRequest) -> EwsAnswer: ...
 def _handler(operation: str) -> Optional[Callable[..., None]]:
     """The function running `operation`, from the operation modules (loaded with the first request)."""
     from harness.protocols import (
+        ews_attachments,
         ews_availability,
         ews_copy_send,
         ews_folders,
+        ews_names,
         ews_notify,
         ews_ops,
         ews_sync,
         ews_update,
     )
-    for module in (ews_ops, ews_sync, ews_notify, ews_availability, ews_folders, ews_update, ews_copy_send):
+    for module in (ews_ops, ews_sync, ews_notify, ews_availability, ews_folders, ews_update, ews_copy_send,
+                   ews_attachments, ews_names):
         handler: Optional[Callable[..., None]] = module.OPERATIONS.get(operation)
         if handler is not None:
             return handler
@@ -214,7 +217,7 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
         _request_error(messages, operation, EwsError("ErrorMailboxStoreUnavailable",
                                                      "The mailbox database is temporarily unavailable."))
     else:
-        call = ews_ops.Call(store, owner, request, messages, operation)
+        call = ews_ops.Call(store, owner, request, messages, operation, org=org)
         try:
             handler(call)
         except EwsFault as error:

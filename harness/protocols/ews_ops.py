@@ -13,7 +13,8 @@ from lxml import etree
 
 from harness.mailbox import ids
 from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore
-from harness.protocols import ews_calendar, ews_restrict
+from harness.org import Org
+from harness.protocols import ews_attachments, ews_calendar, ews_contacts, ews_restrict
 from harness.protocols.ews_xml import (
     ACCESS_DENIED,
     FOLDER_NOT_FOUND,
@@ -22,7 +23,7 @@ from harness.protocols.ews_xml import (
     SORTABLE,
     EwsError,
     addresses,
-    error_message,
+    each_response,
     folder_element,
     folder_fields,
     item_element,
@@ -30,7 +31,6 @@ from harness.protocols.ews_xml import (
     item_id_only,
     items_element,
     m,
-    success_message,
     t,
 )
 
@@ -44,6 +44,7 @@ class Call:
     operation: str
     # GetStreamingEvents: the stream to hold open (an ews_notify.StreamRequest) once the first envelope is out
     stream: Any = None
+    org: Optional[Org] = None     # the directory (ResolveNames, ExpandDL)
 
 
 def folder_of(call: Call, element: etree._Element) -> Folder:
@@ -96,17 +97,7 @@ def _one_folder(call: Call, container: str) -> Folder:
 def _each(call: Call, children: Iterator[etree._Element], empty: str,
           answer: Callable[[etree._Element, etree._Element], None]) -> None:
     """One response message per requested id: answer(id element, message) or an error message."""
-    for element in children:
-        if not isinstance(element.tag, str):
-            continue
-        try:
-            probe = etree.Element("probe")
-            answer(element, probe)
-        except EwsError as error:
-            error_message(call.messages, call.operation, error, empty)
-            continue
-        message = success_message(call.messages, call.operation)
-        message.extend(list(probe))
+    each_response(call.messages, call.operation, children, empty, answer)
 
 
 # ---- folders ----------------------------------------------------------------------------------------------------
@@ -244,15 +235,20 @@ def create_item(call: Call) -> None:
             ews_calendar.create_calendar_item(call, element, etree.SubElement(message, m("Items")),
                                               _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
             return
+        if etree.QName(element).localname in ews_contacts.CREATES:
+            ews_contacts.create(call, element, etree.SubElement(message, m("Items")),
+                                _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
+            return
         if etree.QName(element).localname != "Message":
             raise EwsError("ErrorInvalidItemForOperationCreateItem", "CreateItem operation does not support this "
                                                                       "item type.")
         fields = _message_fields(element)
+        fields["attachments"] = ews_attachments.inline(call, element, fields.get("mime"))
         items = etree.SubElement(message, m("Items"))
         if disposition == "SaveOnly":
             folder = _one_folder(call, "SavedItemFolderId") if saved_in is not None else \
                 call.owner.distinguished["drafts"]
-            item_id_only(items, call.store.save(call.owner, folder, **fields))
+            ews_attachments.created(items, call.store.save(call.owner, folder, **fields))
             return
         if not fields["to"] and not fields["cc"]:
             raise EwsError("ErrorInvalidRecipients", "At least one recipient isn't valid.")

@@ -15,7 +15,7 @@ from lxml import etree
 from harness.mailbox import ids
 from harness.mailbox.calendar import CalendarItem
 from harness.mailbox.store import Item
-from harness.protocols import ews_calendar
+from harness.protocols import ews_calendar, ews_contacts
 from harness.protocols.ews_ops import Call, _each, _item_of
 from harness.protocols.ews_xml import ITEM_NOT_FOUND, EwsError, EwsFault, addresses, item_id_only, m, parse_flag, t
 
@@ -162,6 +162,11 @@ def update_item(call: Call) -> None:
         item = _item_of(call, item_id)
         if isinstance(item, CalendarItem) and item.instance is not None:   # would need a modified occurrence
             raise EwsError("ErrorInvalidOperation", "The operation is not valid for an occurrence.")   # guess
+        if ews_contacts.handles(item):   # a contact or a task: its own fields
+            ews_contacts.update(call, item, list(change.iterfind(f"{t('Updates')}/*")))
+            item_id_only(etree.SubElement(message, m("Items")), item)
+            etree.SubElement(etree.SubElement(message, m("ConflictResults")), t("Count")).text = "0"
+            return
         changes, uris = _changes(item, list(change.iterfind(f"{t('Updates')}/*")))
         _check_conflict(call, item, item_id.get("ChangeKey"), uris)
         if isinstance(item, CalendarItem) and changes.get("end", item.end) < changes.get("start", item.start):
