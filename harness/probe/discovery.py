@@ -37,9 +37,10 @@ ABSENT = {
 
 
 class Discovery:
-    def __init__(self, context: ProbeContext, preferred_scheme: Optional[str] = None):
+    def __init__(self, context: ProbeContext, preferred_scheme: Optional[str] = None, mapi_http: bool = False):
         self.context = context
         self.preferred_scheme = preferred_scheme
+        self.mapi_http = mapi_http      # send X-MapiHttpCapability, as Outlook 2013 SP1+ does
         self.phase = Step("autodiscover", "Autodiscover", "autodiscover", context.email.rsplit("@", 1)[-1])
         self.hops = 0
         self._posted: set = set()
@@ -53,7 +54,8 @@ class Discovery:
         with Timed(self.phase):
             settings = self._discover()
             if settings is not None:
-                self.phase.passed(f"EXPR {settings.proxy_host}, AuthPackage {settings.auth_package}",
+                offered = "; MAPI over HTTP offered" if settings.mapi_mailstore_url else ""
+                self.phase.passed(f"EXPR {settings.proxy_host}, AuthPackage {settings.auth_package}{offered}",
                                   **settings.evidence())
             elif self._failures:
                 _, _, best = max(self._failures, key=lambda f: (f[0], -f[1]))
@@ -217,7 +219,8 @@ class Discovery:
     def _send(self, connector, path: str, address: str):
         """Anonymous POST first, as Outlook does, to learn the schemes; then authenticated on the same connection."""
         body = pox.request_body(address)
-        headers = pox.REQUEST_HEADERS + [("X-AnchorMailbox", address)]
+        headers = pox.REQUEST_HEADERS + [("X-AnchorMailbox", address)] + (
+            [pox.MAPI_HTTP_CAPABILITY] if self.mapi_http else [])
         conn = connector.open()
         try:
             first = conn.request("POST", path, headers, body)

@@ -1,4 +1,5 @@
-"""One probe run: Autodiscover (or the given settings), then Outlook Anywhere, inside the total time limit."""
+"""One probe run: Autodiscover (or the given settings), then MAPI over HTTP when Autodiscover offers it (or
+--transport mapi-http), else Outlook Anywhere (RPC over HTTP), inside the total time limit."""
 from __future__ import annotations
 
 import random
@@ -9,6 +10,7 @@ from typing import List, Optional, Tuple
 from harness.probe.discovery import Discovery
 from harness.probe.hosts import ProbeContext
 from harness.probe.http import Credentials
+from harness.probe.mapi_over_http import MapiOverHttp
 from harness.probe.net import Budget, Resolver
 from harness.probe.outlook_anywhere import OutlookAnywhere, manual_settings
 from harness.probe.report import TIME_SPENT, Report, Step, TimeLimit
@@ -31,6 +33,7 @@ class ProbeOptions:
     auth_package: str = "Ntlm"
     auth: Optional[str] = None                # the Autodiscover scheme to prefer (NTLM, Negotiate, Basic)
     seed: Optional[int] = None
+    transport: str = "auto"                   # auto (what Autodiscover offers), rpc-http or mapi-http
 
     def public(self) -> dict:
         shown = {k: v for k, v in asdict(self).items() if k != "password"}
@@ -53,12 +56,16 @@ def probe(options: ProbeOptions) -> Report:
             phases.append(Step("autodiscover", "Autodiscover", "autodiscover", status="skip",
                                message=f"skipped: using {options.proxy} (AuthPackage {options.auth_package})"))
         else:
-            discovery = Discovery(context, options.auth)
+            discovery = Discovery(context, options.auth, mapi_http=options.transport != "rpc-http")
             phases.append(discovery.phase)
             settings = discovery.run()
         if settings is None:
             phases.append(Step("outlook-anywhere", "Outlook Anywhere", status="skip",
                                message="skipped: Autodiscover gave no settings"))
+        elif options.transport == "mapi-http" or (options.transport == "auto" and settings.mapi_mailstore_url):
+            mapi = MapiOverHttp(context, settings, rng, options.auth)
+            phases.append(mapi.phase)
+            mapi.run()
         else:
             oa = OutlookAnywhere(context, settings, rng)
             phases.append(oa.phase)
