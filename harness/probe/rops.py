@@ -242,10 +242,12 @@ def parse_response(buffer: RopBuffer, payload: bytes) -> Tuple[List[RopAnswer], 
         if reader.pos == len(reader.data):
             break                                        # the server stopped after a failed ROP
         got = reader.u8()
-        if got == ROP_BACKOFF:                           # [MS-OXCROPS] 2.2.15.2: the server is busy
-            _logon_id, duration, _count = reader.unpack("BLB")
+        if got == ROP_BACKOFF:                           # [MS-OXCROPS] 2.2.15.2: the server is busy, nothing else
+            _logon_id, duration, count = reader.unpack("BLB")
+            reader.take(5 * count)                       # BackoffRopData
+            reader.take(reader.unpack("H")[0])           # AdditionalData
             answers.append(RopAnswer(got, 0, {"duration_ms": duration}))
-            break
+            return answers, handles
         if got != rop_id:
             raise RopMalformed(f"a response to 0x{got:02x} where {NAMES.get(rop_id)} was asked")
         _index, code = reader.unpack("BL")
