@@ -127,7 +127,8 @@ def read_inbox(execute: Execute, logon_handle: int, inbox_fid: bytes) -> Tuple[s
     trace.append(_trace(opened, normalized_subject=opened.fields["normalized_subject"],
                         recipient_count=opened.fields["recipient_count"]))
     props = _checked(answers, 1, "RopGetPropertiesSpecific", "message-read-failed", trace)
-    subject, body = props.fields["values"]  # type: ignore[misc]
+    values: List[object] = props.fields["values"]  # type: ignore[assignment]
+    subject, body = values[0], values[1]
     if not isinstance(subject, str):
         raise StepFailed("message-read-failed", f"the message has no readable subject ({subject!r})", rops=trace)
     body_text = body if isinstance(body, str) else ""

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from harness.probe import mailbox
 from harness.probe.hosts import ProbeContext, check_host
-from harness.probe.mapihttp import MapiHttpSession
+from harness.probe.mapihttp import Connected, MapiHttpSession
 from harness.probe.pox import OutlookSettings
 from harness.probe.report import Step, StepFailed, Timed
 
@@ -38,7 +38,7 @@ class MapiOverHttp:
         self.target = (parts.path or "/mapi/emsmdb/") + (f"?{parts.query}" if parts.query else "")
         self.phase = Step("mapi-http", f"MAPI over HTTP on {self.host}", None, self.host)
         self.session: Optional[MapiHttpSession] = None
-        self._connected = None
+        self._connected: Optional[Connected] = None
         self._logon: Optional[mailbox.Logon] = None
 
     def run(self) -> Step:
@@ -52,7 +52,7 @@ class MapiOverHttp:
                     except StepFailed:
                         pass      # the verdict is already made; a failed goodbye changes nothing
             failing = next((c for c in self.phase.children if c.status == "fail"), None)
-            if failing is not None:
+            if failing is not None and failing.reason:
                 self.phase.fail(failing.reason, failing.message)
                 self.phase.cause = failing.id
             else:
@@ -85,6 +85,7 @@ class MapiOverHttp:
         if not self.settings.legacy_dn:
             raise StepFailed("ec-unknown-user", "no legacy DN for the mailbox (Autodiscover gave none)")
         session = self.session
+        assert session is not None
         step.evidence.update(url=self.url, offered_by_autodiscover=bool(self.settings.mapi_mailstore_url))
         try:
             self._connected = session.connect(self.settings.legacy_dn)
@@ -96,15 +97,17 @@ class MapiOverHttp:
                     f"{session.scheme or 'anonymous'})")
 
     def _mailbox_logon(self, step: Step) -> None:
-        connected = self._connected
+        connected, session = self._connected, self.session
+        assert connected is not None and session is not None
         if connected.error_code:
             raise mailbox.store_failure(connected.error_code, "Connect", "mailbox-logon-failed")
-        self._logon = mailbox.logon(self.session.execute, self.settings.legacy_dn)
+        self._logon = mailbox.logon(session.execute, self.settings.legacy_dn)
         step.passed(f"connected as {connected.display_name or self.settings.legacy_dn}; logon succeeded, mailbox "
                     f"{self._logon.mailbox_guid}", mailbox_guid=self._logon.mailbox_guid,
                     server_application=connected.server_application)
 
     def _mailbox(self, step: Step) -> None:
-        message, evidence = mailbox.read_inbox(self.session.execute, self._logon.handle,
-                                               self._logon.folders["Inbox"])
+        session, logged_on = self.session, self._logon
+        assert session is not None and logged_on is not None
+        message, evidence = mailbox.read_inbox(session.execute, logged_on.handle, logged_on.folders["Inbox"])
         step.passed(message, transport="mapi-http", **evidence)
