@@ -54,9 +54,7 @@ class Discovery:
         with Timed(self.phase):
             settings = self._discover()
             if settings is not None:
-                offered = "; MAPI over HTTP offered" if settings.mapi_mailstore_url else ""
-                self.phase.passed(f"EXPR {settings.proxy_host}, AuthPackage {settings.auth_package}{offered}",
-                                  **settings.evidence())
+                self.phase.passed(_summary(settings), **settings.evidence())
             elif self._failures:
                 _, _, best = max(self._failures, key=lambda f: (f[0], -f[1]))
                 self.phase.fail(best.reason, best.message)
@@ -206,7 +204,7 @@ class Discovery:
                 raise StepFailed(http_status_reason(response.status), f"HTTP {response.status} {response.reason}")
             answer = pox.parse_response(response.body, address)
             if isinstance(answer, OutlookSettings):
-                post.passed(f"settings: EXPR {answer.proxy_host}, AuthPackage {answer.auth_package}")
+                post.passed(f"settings: {_summary(answer)}")
             else:
                 post.passed(_describe(answer))
         if post.status == "fail":
@@ -266,6 +264,12 @@ class Discovery:
         if failing is not None:
             node.fail(failing.reason, failing.message)
             node.cause = failing.id
+
+
+def _summary(settings: OutlookSettings) -> str:
+    outlook_anywhere = (f"EXPR {settings.proxy_host}, AuthPackage {settings.auth_package}" if settings.proxy_host
+                        else "no EXPR")
+    return outlook_anywhere + ("; MAPI over HTTP offered" if settings.mapi_mailstore_url else "")
 
 
 def _target(answer) -> str:

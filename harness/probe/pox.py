@@ -100,13 +100,15 @@ def parse_response(body: bytes, email: str) -> Answer:
     protocols = {child_text(p, OUTLOOK_RESPONSE_NS, "Type"): p
                  for p in account.findall(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol")}
     expr, exch = protocols.get("EXPR"), protocols.get("EXCH")
-    if expr is None or not child_text(expr, OUTLOOK_RESPONSE_NS, "Server"):
-        raise StepFailed("no-expr", "the settings have no EXPR (Outlook Anywhere) provider",
-                         protocols=sorted(p for p in protocols if p))
-    user = response.find(f"{{{OUTLOOK_RESPONSE_NS}}}User")
     mapi = next((p for p in account.findall(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol") if p.get("Type") == "mapiHttp"),
                 None)
     store = mapi.find(f"{{{OUTLOOK_RESPONSE_NS}}}MailStore") if mapi is not None else None
+    # a client that speaks MAPI over HTTP needs no Outlook Anywhere provider when the MailStore URL is there
+    if (expr is None or not child_text(expr, OUTLOOK_RESPONSE_NS, "Server")) and (
+            store is None or not child_text(store, OUTLOOK_RESPONSE_NS, "ExternalUrl")):
+        raise StepFailed("no-expr", "the settings have no EXPR (Outlook Anywhere) provider",
+                         protocols=sorted(p for p in protocols if p))
+    user = response.find(f"{{{OUTLOOK_RESPONSE_NS}}}User")
 
     def text(element, tag: str) -> str:
         return child_text(element, OUTLOOK_RESPONSE_NS, tag) if element is not None else ""
