@@ -10,8 +10,8 @@ Autodiscover is reported as "http-<status>" (e.g. "http-404"), an id family rath
 # makes them come sooner).
 TIMEOUT_REASONS = frozenset({"timeout", "rts-timeout", "connection-timeout", "no-response", "dns-timeout"})
 
-STEPS = ("autodiscover", "dns", "port", "certificate", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon",
-         "ews-auth", "ews")
+STEPS = ("autodiscover", "dns", "port", "certificate", "http-auth", "rpc-proxy", "nspi", "referral", "mapi-http",
+         "mailbox-logon", "mailbox", "ews-auth", "ews")
 
 _RENEW = ("Renew the certificate and bind it to IIS (New-ExchangeCertificate / Import-ExchangeCertificate, then "
           "Enable-ExchangeCertificate -Services IIS); check the server clock.")
@@ -212,17 +212,43 @@ REASONS = {
                               "in front of /EWS."),
     "ews-malformed-response": ("ews", "The EWS URL did not answer EWS SOAP (often a web page of a reverse proxy or "
                                       "another site): check the URL Autodiscover gives and what serves /EWS."),
+    # mapi-http (/mapi/emsmdb, when Autodiscover offers MAPI over HTTP or --transport mapi-http asks for it)
+    "mapi-http-disabled": ("mapi-http", "MAPI over HTTP is disabled (X-ResponseCode 16, Endpoint Disabled): "
+                                        "Set-OrganizationConfig -MapiHttpEnabled $true and recycle the "
+                                        "MSExchangeMapiFrontEndAppPool, or let clients use Outlook Anywhere (they do "
+                                        "when Autodiscover gives no mapiHttp block)."),
+    "mapi-http-error": ("mapi-http", "The MAPI over HTTP endpoint answered a transport error (an HTTP status or a "
+                                     "non-zero X-ResponseCode): check the /mapi virtual directory "
+                                     "(Get-MapiVirtualDirectory, its IISAuthenticationMethods), the "
+                                     "MSExchangeMapiFrontEndAppPool and MSExchangeMapiMailboxAppPool, and that a "
+                                     "reverse proxy passes /mapi with its cookies."),
+    # mailbox: the Inbox and a message, by ROPs after the logon
+    "inbox-open-failed": ("mailbox", "RopOpenFolder on the Inbox failed: " + _MAILBOX + " A damaged folder is "
+                                     "repaired with New-MailboxRepairRequest -CorruptionType FolderView."),
+    "inbox-list-failed": ("mailbox", "Listing the Inbox (RopGetContentsTable, RopSetColumns, RopQueryRows) failed: "
+                                     "check the mailbox database's health and the store's event log; "
+                                     "New-MailboxRepairRequest repairs damaged views."),
+    "message-read-failed": ("mailbox", "Reading a message of the Inbox (RopOpenMessage, RopGetPropertiesSpecific) "
+                                       "failed: check the mailbox database's health and the store's event log."),
+    "rop-response-malformed": ("mailbox", "The server's ROP response could not be read as [MS-OXCROPS] defines it: "
+                                          "something between the client and the mailbox server (a proxy, a "
+                                          "filter) altered the RPC or MAPI/HTTP body, or the server is not "
+                                          "Exchange."),
 }
 
-_AFTER_CONNECT = ("autodiscover", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon", "ews-auth", "ews")
+_AFTER_CONNECT = ("autodiscover", "http-auth", "rpc-proxy", "nspi", "referral", "mapi-http", "mailbox-logon",
+                  "mailbox", "ews-auth", "ews")
 ALSO_AT = {
-    "http-401": ("http-auth", "rpc-proxy", "ews-auth"),
-    "rpc-fault": ("referral", "mailbox-logon"),
+    "http-401": ("http-auth", "rpc-proxy", "mapi-http", "ews-auth"),
+    "mapi-http-error": ("mailbox-logon", "mailbox"),
+    "rop-response-malformed": ("mailbox-logon",),
+    "ec-server-busy": ("mailbox",),
+    "rpc-fault": ("referral", "mailbox-logon", "mailbox"),
     "rpc-bind-failed": ("referral", "mailbox-logon"),
     "timeout": _AFTER_CONNECT[1:],
     "connection-reset": _AFTER_CONNECT,
     "connection-closed": _AFTER_CONNECT,
-    "malformed-response": ("http-auth", "rpc-proxy"),
+    "malformed-response": ("http-auth", "rpc-proxy", "mapi-http"),
     "time-limit": tuple(step for step in STEPS if step != "autodiscover"),
 }
 

@@ -15,10 +15,12 @@ Autodiscover in Outlook's order (https://<domain>, https://autodiscover.<domain>
 _autodiscover._tcp SRV record; redirects followed, https only, at most 10), then for the Outlook Anywhere host:
 DNS, TCP port, certificate (name, dates, chain trust, missing intermediate, key size, signature, TLS version),
 the HTTP authentication methods on /rpc/rpcproxy.dll against the AuthPackage, an RPC proxy ping, an address book
-bind and Check Name (6004), a referral (6002) and a mailbox logon (6001). With --test ews, as the analyzer's
-Exchange Web Services test instead: the EWS URL from Autodiscover, its DNS, port and certificate, the HTTP
-authentication methods of /EWS/Exchange.asmx, GetFolder on the Inbox and a FindItem of a few items. Every failure
-names the step, a reason id and what to do.
+bind and Check Name (6004), a referral (6002), a mailbox logon (6001) and the Inbox (list it, read a message).
+When Autodiscover offers MAPI over HTTP (the probe says it can, as Outlook 2013 SP1 does), the MailStore URL's
+DNS, port and certificate, Connect, the mailbox logon and the Inbox over /mapi/emsmdb instead. With --test ews, as
+the analyzer's Exchange Web Services test instead: the EWS URL from Autodiscover, its DNS, port and certificate, the
+HTTP authentication methods of /EWS/Exchange.asmx, GetFolder on the Inbox and a FindItem of a few items. Every
+failure names the step, a reason id and what to do.
 
 Credentials are sent only over TLS connections whose certificate passed validation, never over plain HTTP."""
 
@@ -97,6 +99,10 @@ def add_probe_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--total-timeout", type=_positive, default=120.0, metavar="SECONDS",
                      help="bound on the whole run (default 120)")
     run.add_argument("--seed", type=int, help="seed for the RPC cookies, to replay a run")
+    run.add_argument("--transport", choices=("auto", "rpc-http", "mapi-http"), default="auto",
+                     help="auto (default): MAPI over HTTP when Autodiscover offers it (the request says the client "
+                          "can), else Outlook Anywhere; rpc-http: Outlook Anywhere only (MAPI over HTTP not "
+                          "announced); mapi-http: MAPI over HTTP even when Autodiscover does not offer it")
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the JSON report (docs/probe.schema.json) instead "
                                                          "(same as --format json)")
@@ -160,6 +166,9 @@ def run_probe(args) -> int:
         return _usage_error("--skip-autodiscover needs --proxy HOST")
     if args.proxy and not args.skip_autodiscover:
         return _usage_error("--proxy is used only with --skip-autodiscover")
+    if args.skip_autodiscover and args.transport == "mapi-http":
+        return _usage_error("--transport mapi-http needs Autodiscover (the legacy DN and the MailStore URL come "
+                            "from it)")
     mock: dict = {}
     if args.endpoints:
         try:
@@ -181,7 +190,7 @@ def run_probe(args) -> int:
                            http_port=args.http_port or mock.get("http_port", 80), step_timeout=args.timeout,
                            total_timeout=args.total_timeout, skip_autodiscover=args.skip_autodiscover,
                            proxy=args.proxy, rpc_server=args.rpc_server, auth_package=args.auth_package,
-                           auth=args.auth, seed=args.seed, test=args.test)
+                           auth=args.auth, seed=args.seed, test=args.test, transport=args.transport)
     output = "json" if args.json else (args.format or "text")
     if args.json and args.format not in (None, "json"):
         return _usage_error(f"--json and --format {args.format} name two outputs; give one")

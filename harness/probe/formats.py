@@ -17,6 +17,14 @@ EXCHANGE_SCENARIOS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("NSPI::GetProfileDetails", "Bind to the address book and resolve the mailbox.", ("nspi",)),
     ("RFRI::GetReferral", "Get the address book server referral.", ("referral",)),
     ("Mailbox::Logon", "Connect to the mailbox and log on.", ("mailbox-logon",)),
+    ("Mailbox::Inbox", "Open the Inbox, list its contents and read a message.", ("mailbox",)),
+)
+# The same over MAPI over HTTP (Test-OutlookConnectivity's MAPI/HTTP probe): no RPC proxy, address book or referral.
+MAPI_HTTP_SCENARIOS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
+    EXCHANGE_SCENARIOS[0],
+    ("MapiHttp::Connect", "Connect to the MAPI over HTTP endpoint (/mapi/emsmdb) and authenticate.",
+     ("dns", "port", "certificate", "mapi-http")),
+    *EXCHANGE_SCENARIOS[-2:],
 )
 # Test-WebServicesConnectivity's scenarios for `--test ews` (the same table: its Source column is the CAS too).
 EWS_SCENARIOS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
@@ -50,7 +58,9 @@ def exchange_rows(data: Dict[str, Any]) -> List[Dict[str, str]]:
     rows: List[Dict[str, str]] = []
     failed = False
     outermost = [node for phase in data["steps"] for node in _outermost(phase)]
-    table = EWS_SCENARIOS if (data.get("options") or {}).get("test") == "ews" else EXCHANGE_SCENARIOS
+    over_mapi = any(phase["id"] == "mapi-http" for phase in data["steps"])
+    table = (EWS_SCENARIOS if (data.get("options") or {}).get("test") == "ews"
+             else MAPI_HTTP_SCENARIOS if over_mapi else EXCHANGE_SCENARIOS)
     for scenario, description, steps in table:
         nodes = [node for node in outermost if node["step"] in steps]
         ran = [n for n in nodes if n["status"] != "skip"]

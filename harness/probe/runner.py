@@ -1,5 +1,6 @@
-"""One probe run: Autodiscover (or the given settings), then the test - Outlook Anywhere, or Exchange Web Services -
-inside the total time limit."""
+"""One probe run: Autodiscover (or the given settings), then the test - Outlook Anywhere (over MAPI over HTTP when
+Autodiscover offers it or --transport mapi-http asks, else RPC over HTTP), or Exchange Web Services - inside the
+total time limit."""
 from __future__ import annotations
 
 import random
@@ -11,6 +12,7 @@ from harness.probe.discovery import Discovery
 from harness.probe.ews import EwsTest
 from harness.probe.hosts import ProbeContext
 from harness.probe.http import Credentials
+from harness.probe.mapi_over_http import MapiOverHttp
 from harness.probe.net import Budget, Resolver
 from harness.probe.outlook_anywhere import OutlookAnywhere, manual_settings
 from harness.probe.report import TIME_SPENT, Report, Step, TimeLimit
@@ -34,6 +36,7 @@ class ProbeOptions:
     auth: Optional[str] = None                # the Autodiscover scheme to prefer (NTLM, Negotiate, Basic)
     seed: Optional[int] = None
     test: str = "outlook-anywhere"            # or "ews": what follows Autodiscover (TESTS)
+    transport: str = "auto"                   # auto (what Autodiscover offers), rpc-http or mapi-http
 
     def public(self) -> dict:
         shown = {k: v for k, v in asdict(self).items() if k != "password"}
@@ -59,7 +62,7 @@ def probe(options: ProbeOptions) -> Report:
             phases.append(Step("autodiscover", "Autodiscover", "autodiscover", status="skip",
                                message=f"skipped: using {options.proxy} (AuthPackage {options.auth_package})"))
         else:
-            discovery = Discovery(context, options.auth)
+            discovery = Discovery(context, options.auth, mapi_http=options.transport != "rpc-http")
             phases.append(discovery.phase)
             settings = discovery.run()
         if settings is None:
@@ -69,6 +72,10 @@ def probe(options: ProbeOptions) -> Report:
             ews = EwsTest(context, settings, options.auth)
             phases.append(ews.phase)
             ews.run()
+        elif options.transport == "mapi-http" or (options.transport == "auto" and settings.mapi_mailstore_url):
+            mapi = MapiOverHttp(context, settings, rng, options.auth)
+            phases.append(mapi.phase)
+            mapi.run()
         else:
             oa = OutlookAnywhere(context, settings, rng)
             phases.append(oa.phase)
