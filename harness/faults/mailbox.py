@@ -164,7 +164,8 @@ class NameNotFound(RpcScopedFault):
 class NspiRows(RpcScopedFault):
     name = "mailbox.nspi-rows"
     summary = ("NspiQueryRows / NspiGetMatches / NspiResolveNames rows come back odd: a column missing or twice, a "
-               "PT_ERROR, another property type, a string empty, long or non-ASCII; no rows, each row twice, a row of errors added.")
+               "PT_ERROR, another property type, a string empty, long or non-ASCII; no rows, each row twice, a row "
+               "of errors added.")
     description = ("What another address book server (a Samba or OpenChange NSPI, a GAL sync appliance) or a "
                    "directory with odd data may answer: a row that lacks a column the client asked for, "
                    "PtypErrorCode where a value was expected (MAPI_E_NOT_FOUND 0x8004010F, or another code), a "

@@ -265,7 +265,8 @@ class CellEdit:
 @dataclass(frozen=True)
 class RowsEdit:
     """The ``nspi_rows`` hook's answer: every row of NspiQueryRows, NspiGetMatches or NspiResolveNames(W) changed
-    by ``cells`` (in order), then the row set by ``rows``: none (no rows), duplicate (each twice), error-row (one more row, of errors)."""
+    by ``cells`` (in order), then the row set by ``rows``: none (no rows), duplicate (each twice), error-row (one
+    more row, of errors)."""
     cells: Tuple[CellEdit, ...] = ()
     rows: Optional[str] = None
 
