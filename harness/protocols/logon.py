@@ -78,8 +78,9 @@ class AvEdit:
 
     def apply(self, pairs: List[AvPair]) -> List[AvPair]:
         av_id = AV_IDS[self.av]
-        if self.action == "add":
-            return pairs[:-1] + [(av_id, self.encoded())] + pairs[-1:] if pairs else [(av_id, self.encoded())]
+        if self.action == "add":     # before MsvAvEOL when the list still ends with it
+            end = len(pairs) - 1 if pairs and pairs[-1][0] == AV_IDS["MsvAvEOL"] else len(pairs)
+            return pairs[:end] + [(av_id, self.encoded())] + pairs[end:]
         index = next((i for i, (pair_id, _value) in enumerate(pairs) if pair_id == av_id), None)
         if index is None:
             return pairs
