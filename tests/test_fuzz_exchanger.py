@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import sys
 
 import pytest
 
 from harness.fuzz import fuzz_client
+from harness.fuzz.server import FuzzServer
 from tests.support import REPO
 from tests.support.clients import EXCHANGER, requires_exchanger
 
@@ -74,3 +76,30 @@ def test_exchanger_under_a_bounded_ntlm_fuzz_shows_only_its_known_impacket_bugs(
     for finding in report.findings:       # each shrunk to the one AV pair left out
         assert finding.faults == [KNOWN_IMPACKET_BUGS[site(finding)]], finding.describe()
     assert report.findings, "the seeded run no longer meets impacket's AV pair bugs: were they fixed?"
+
+
+def test_the_new_faults_reach_exchanger(address) -> None:
+    """What each layer's fault changes is what exchanger.py gets: an RTS command more, a fault PDU after the first
+    response fragment, a text in every row."""
+    cases = [
+        ({"fault": "rpc.rts-mutate", "params": {"pdu": "CONN/C2", "extra": ["Padding"]}}, ["nspi", "list-tables"],
+         "All Users"),
+        ({"fault": "rpc.bind-ack", "params": {"fragment_size": 64, "fault_after": 1}}, ["nspi", "list-tables"],
+         "Protocol failed: nca_s_fault_unspec"),
+        ({"fault": "mailbox.nspi-rows", "params": {"cells": [{"action": "text", "column": 0, "value": "FUZZ-ÜNÏ"}]}},
+         ["nspi", "dump-tables", "-name", "GAL"], "mailNickname: FUZZ-ÜNÏ"),
+    ]
+    with FuzzServer(listen=address, https_port=443) as server:
+        user = server.endpoints["users"][0]
+        target = f"{user['domain']}/{user['username']}:{user['password']}@{address}"
+        for served, command, shown in cases:
+            server.apply([served])
+            done = subprocess.run([sys.executable, TRACED, EXCHANGER, target, *command], capture_output=True,
+                                  text=True, timeout=60)
+            assert done.returncode == 0 and shown in done.stdout + done.stderr, (served, done.stdout, done.stderr)
+            events = server.new_events()
+            if served["fault"] == "rpc.rts-mutate":
+                assert "RTS(flags=0x0000: Version, ReceiveWindowSize, ConnectionTimeout, Padding)" in [
+                    e.get("pdu") for e in events if e["kind"] == "rts"]
+            if served["fault"] == "rpc.bind-ack":
+                assert any(e["kind"] == "rpc_fault" and "mid-response" in e.get("reason", "") for e in events)
