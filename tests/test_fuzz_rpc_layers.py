@@ -174,3 +174,11 @@ def test_a_fragile_ntlm_client_is_found_shrunk_to_the_missing_pair_and_reproduce
     assert finding.faults == [expected]
     verdict, _run = replay(finding.path, fragile_ntlm, FuzzOptions(expected_errors=clean))
     assert verdict is not None and verdict.signature == finding.verdict.signature
+
+
+def test_the_cli_offers_the_new_layers_and_refuses_a_fixed_port_for_several_jobs() -> None:
+    from tests.support.clients import run_mockex
+    helped = run_mockex("fuzz", "--help", timeout=60)
+    assert all(layer in helped.stdout for layer in ("ntlm", "rts", "dcerpc", "nspi", "--https-port", "--listen"))
+    refused = run_mockex("fuzz", "--client", "true", "--layer", "rts", "--https-port", "443", "-j", "2", timeout=60)
+    assert refused.returncode == 2 and "--https-port with -j" in refused.stderr, refused.stderr

@@ -87,6 +87,10 @@ def fuzz_command(args) -> int:
     if problem:
         print(f"mockex fuzz: --client: {problem}", file=sys.stderr)
         return 2
+    if args.https_port and args.jobs > 1:
+        print("mockex fuzz: --https-port with -j: every job's mock would bind the same port; use -j 1",
+              file=sys.stderr)
+        return 2
     options = FuzzOptions(layers=tuple(args.layer or ["autodiscover"]), max_examples=args.max_examples,
                           seed=args.seed, timeout=args.timeout, save_failures=args.save_failures,
                           database=args.database, max_findings=args.max_findings, export_ca=args.ca_env,
