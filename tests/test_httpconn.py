@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from harness.protocols import httpencode
 from harness.protocols.http import HttpRequest, HttpResponse
 from harness.protocols.httpconn import (
     CLOSED,
@@ -446,13 +445,13 @@ def test_an_unsendable_response_aborts_and_says_why(value):
 def test_the_quick_encoder_sends_what_h11_would(request_bytes, headers, close, status, reason):
     """The header-line cache path gives h11's very bytes, leaves h11 in the same state, and fails where h11 does."""
     outcomes = []
-    for encode in ("encode_response", "_encode_through_h11"):   # the second is h11 framing every header itself
+    for encode in ("_encode", "_encode_through_h11"):   # the second is h11 framing every header itself
         conn = HttpConnection()
         conn.receive(request_bytes)
         for _ in range(2):   # the second answer's header lines come from the cache
             try:
-                sent = getattr(httpencode, encode)(conn._h11, HttpResponse(status, reason, list(headers), b"body"),
-                                                   close, request_bytes.startswith(b"HEAD"))
+                sent = getattr(conn, encode)(HttpResponse(status, reason, list(headers), b"body"), close,
+                                             request_bytes.startswith(b"HEAD"))
                 outcomes.append((sent, conn._h11.our_state, conn._h11.their_state))
                 conn._h11.start_next_cycle()
                 conn.receive(request_bytes)
@@ -591,33 +590,3 @@ def check_any_bytes(chunks: List[bytes]) -> None:
     assert len(refusals) <= 1 and all(refusal.status in (400, 431, 501) for refusal in refusals)
     if refusals and not driver.of(HandOffTunnel):   # mid-tunnel there is no HTTP answer to give
         assert driver.statuses[-1] == refusals[0].status and state is CLOSING
-
-
-# ---- a response sent in parts (MAPI/HTTP's PROCESSING ... PENDING ... DONE) ---------------------------------------
-class StreamingDriver(Driver):
-    """Answers the first request with its head and first chunk only (``respond(more=True)``)."""
-
-    def _carry_out(self, action: Action) -> List[Action]:
-        if isinstance(action, Deliver) and not self.requests:
-            self.requests.append(action.request)
-            return self.core.respond(HttpResponse(200, "OK", [("Content-Type", "application/mapi-http")],
-                                                  chunks=(b"PROCESSING\r\n",)), more=True)
-        return super()._carry_out(action)
-
-
-def test_a_response_in_parts_holds_the_pipelined_request_until_its_last_chunk():
-    driver = StreamingDriver().feed(post("/held") + post("/next"))
-    assert driver.sent[0].endswith(b"Transfer-Encoding: chunked\r\n\r\nc\r\nPROCESSING\r\n\r\n")
-    assert [r.path for r in driver.requests] == ["/held"] and driver.core.state is ConnState.SENDING
-    driver.run(driver.core.respond_more([b"PENDING\r\n"], end=False))
-    assert driver.sent[1] == b"9\r\nPENDING\r\n\r\n" and len(driver.requests) == 1
-    driver.run(driver.core.respond_more([b"DONE\r\n\r\n"], end=True))
-    assert driver.sent[2] == b"8\r\nDONE\r\n\r\n\r\n0\r\n\r\n"
-    assert [r.path for r in driver.requests] == ["/held", "/next"] and driver.sent[-1].startswith(b"HTTP/1.1 200")
-    assert driver.core.respond_more([b"late"], end=True) == []        # nothing is under way any more
-
-
-def test_a_response_in_parts_ends_with_its_connection():
-    driver = StreamingDriver().feed(post("/held"))
-    driver.run(driver.core.connection_lost())
-    assert driver.core.respond_more([b"DONE\r\n\r\n"], end=True) == []

@@ -188,7 +188,7 @@ class Wire:
         self.store = new_store()
         self.transcript = Transcript(str(tmp_path / "transcript.jsonl"), lambda: NOW, keep_events=True)
         self.site = ExchangeSite(ORG, self.transcript, random.Random(1), SiteUrls.for_org(ORG, 8443),
-                                 store=self.store, clock=self.clock)
+                                 store=self.store)
         factory = HttpFactory(self.site, tls=False, clock=self.clock)
         self.transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8443),
                                          peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
@@ -237,7 +237,7 @@ def test_a_held_notification_wait_sends_pending_every_period_and_done_when_mail_
     assert b"DONE\r\nX-ElapsedTime: " in tail and tail.endswith(struct.pack("<LLLL", 0, 0, 1, 0) + b"\r\n0\r\n\r\n")
     wire.clock.advance(60)
     assert wire.output() == b""                      # every timer of the wait is gone
-    assert wire.store.mailbox(ALICE.email).events.watchers == []
+    assert wire.store.mailbox(ALICE.email).events.listeners == []
     done = [e for e in wire.transcript.events if e["kind"] == "mapi_http_done"]
     assert [(e["ended"], e["pending"]) for e in done] == [("event", 2)]
     wire.post("PING", b"")                            # the connection serves the next request
@@ -269,7 +269,7 @@ def test_a_client_that_goes_away_ends_the_wait(tmp_path):
     wire.post("NotificationWait", WAIT_BODY)
     assert wire.output().endswith(b"PROCESSING\r\n\r\n")
     wire.protocol.connectionLost()
-    assert wire.clock.getDelayedCalls() == [] and wire.store.mailbox(ALICE.email).events.watchers == []
+    assert wire.clock.getDelayedCalls() == [] and wire.store.mailbox(ALICE.email).events.listeners == []
     assert [e["ended"] for e in wire.transcript.events if e["kind"] == "mapi_http_done"] == ["disconnect"]
 
 
@@ -324,17 +324,17 @@ class LaterApp:
 
     def __init__(self) -> None:
         self.answer: Any = defer.Deferred()
-        self.write: Any = None
+        self.io: Any = None
         self.sent: list = []
 
     def handle(self, request):
         return self.answer
 
-    def start(self, write) -> None:
-        self.write = write
+    def start(self, io) -> None:
+        self.io = io
 
-    def stop(self) -> None:
-        self.write = None
+    def connection_lost(self, reason) -> None:
+        self.io = None
 
     def response_sent(self, request, response, elapsed) -> None:
         self.sent.append(response.status)
@@ -354,6 +354,7 @@ def test_a_response_in_parts_may_come_later_and_is_streamed_as_well():
     protocol.dataReceived(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
     assert transport.value() == b""
     app.answer.callback(HttpResponse(200, "OK", [], chunks=(b"PROCESSING\r\n",), stream=app))
-    assert transport.value().endswith(b"c\r\nPROCESSING\r\n\r\n") and app.sent == []
-    app.write([b"DONE\r\n\r\n"], True)
+    assert transport.value().endswith(b"c\r\nPROCESSING\r\n\r\n") and app.io is not None
+    app.io.write(b"DONE\r\n\r\n")
+    app.io.end()
     assert transport.value().endswith(b"8\r\nDONE\r\n\r\n\r\n0\r\n\r\n") and app.sent == [200]

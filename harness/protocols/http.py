@@ -78,9 +78,8 @@ class HttpResponse:
     body: bytes = b""
     close: bool = False       # close the connection after sending
     chunks: Tuple[bytes, ...] = ()   # non-empty: sent Transfer-Encoding: chunked, one chunk each (body unused)
-    # With chunks: the response goes on after them. The edge calls ``stream.start(write)``, and the stream calls
-    # ``write(chunks, end)`` as its later chunks are ready (the last with end=True); ``stream.stop()`` when the
-    # connection ends first. MAPI/HTTP's PENDING keep-alives and NotificationWait are such streams.
+    # An open-ended chunked body (GetStreamingEvents): the head and ``chunks`` go out, then the edge starts this
+    # object with a StreamIO (harness.services.web) that writes further chunks and ends the body.
     stream: Any = None
 
     def describe(self) -> str:

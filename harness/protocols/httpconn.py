@@ -5,9 +5,9 @@ table, in the style of h11's ``_state.py``), keep-alive and pipelining, ``100 Co
 the error answers (through h11's own events), and the hand-off of an RPC over HTTP request to a tunnel.
 
 It is driven by calls - ``start``, ``receive(bytes)``, ``timer_expired(name)``, the app's answers (``respond``,
-``tunnel_opened``), ``output_pending(unsent, stalled)`` (the output backlog, see below), ``close``, ``abort``,
-``connection_lost`` - and answers each with a list of actions that the I/O layer (harness.services.web) carries out
-in order:
+``tunnel_opened``), ``stream_data`` / ``stream_end`` (an open-ended answer's later chunks),
+``output_pending(unsent, stalled)`` (the output backlog, see below), ``close``, ``abort``, ``connection_lost`` - and
+answers each with a list of actions that the I/O layer (harness.services.web) carries out in order:
 
   Send(data)                        write these bytes; one whole response is one Send (write faults judge writes)
   Close(reason, limit)              close once the output so far has gone out (FIN); ``limit`` names the rule
@@ -16,8 +16,6 @@ in order:
                                     that name); a timer whose state was left is not cancelled, its tick is ignored
   CancelTimer(name)                 forget that timer (the connection is ending)
   Deliver(request)                  the app answers a whole request: give its HttpResponse to ``respond``
-                                    (``respond(r, more=True)`` sends its head and chunks so far; ``respond_more``
-                                    the rest, as MAPI/HTTP's PENDING keep-alives come while a request runs)
   RefuseTooLarge(request, size)     the app words a 413: give it to ``respond``
   RefuseMalformed(status, message)  the app words a 400 (431 for an oversized head): give it to ``respond``; it
                                     goes out when the wire still allows a response (not mid-tunnel)
@@ -25,6 +23,10 @@ in order:
                                     or refuses it with a response (``respond``)
   TunnelBytes(data)                 body bytes, and past the declared body every byte, for the open channel
   PauseReading() / ResumeReading()  stop / go on reading the socket (backpressure)
+
+An answer with a ``stream`` is open-ended: ``respond`` sends its head and first chunks and the connection stays in
+SENDING (pipelined requests wait in h11's buffer) until ``stream_end``; ``stream_data`` frames each later chunk.
+Backpressure and the send timer work as for any output.
 
 An action that needs the app's answer (Deliver, RefuseTooLarge, RefuseMalformed, HandOffTunnel) is always the last
 of its list: the connection parses nothing further until it is answered, which keeps pipelined answers in order
@@ -40,8 +42,9 @@ nothing for ``send_timeout`` is reset (http.sys drops a client that does not rec
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, cast
+from typing import Any, Dict, List, Optional, Set, Tuple, cast
 from urllib.parse import unquote
 
 import h11
@@ -72,7 +75,6 @@ from harness.protocols.httpactions import (  # noqa: F401  (re-exported: the cor
     StartTimer,
     TunnelBytes,
 )
-from harness.protocols.httpencode import encode_response
 
 
 # ---- the state table ----------------------------------------------------------------------------------------------
@@ -127,6 +129,7 @@ TRANSITIONS: Dict[ConnState, Dict[ConnEvent, ConnState]] = {
 STATE_TIMERS = {IDLE: IDLE_TIMER, READING_HEADERS: HEADER_TIMER}
 _PARSING = (READING_HEADERS, READING_BODY, TUNNELLED)
 _PAUSABLE = (IDLE, READING_HEADERS, READING_BODY, SENDING)   # where the backlog stops reading
+_FRAMING_HEADERS = ("content-length", "transfer-encoding")   # the core frames every response itself
 
 
 class ConnectionStateError(RuntimeError):
@@ -166,7 +169,7 @@ class HttpConnection:
         self._over = False             # held output went over the high water and is not down to the low water yet
         self._reading_paused = False   # a PauseReading is in force
         self._send_counting = False    # the send timer counts (from the stall)
-        self._streaming: Optional[bool] = None   # a response under way (respond(more=True)): whether it closes
+        self._stream_close: Optional[bool] = None   # an open-ended answer is going out: close after it?
 
     # ---- calls from the I/O layer ---------------------------------------------------------------------------
     def start(self) -> List[Action]:
@@ -188,39 +191,45 @@ class HttpConnection:
         actions += self._pump()
         return actions
 
-    def respond(self, response: HttpResponse, *, more: bool = False) -> List[Action]:
-        """The app's answer to the Deliver, RefuseTooLarge, RefuseMalformed or (refused) HandOffTunnel; ``more``
-        (a chunked response): only its head and chunks so far go out, the rest comes with ``respond_more``."""
+    def respond(self, response: HttpResponse) -> List[Action]:
+        """The app's answer to the Deliver, RefuseTooLarge, RefuseMalformed or (refused) HandOffTunnel."""
         if self.state is CLOSING or self.state is CLOSED:
             return []   # the connection ended while the app was answering
         answer = self._awaited()
         if answer.silent:
             return self._transition(ANSWERED_CLOSE) + [Close("protocol error")]
         close = response.close or answer.close
-        more = more and bool(response.chunks) and not answer.head_only
+        open_ended = response.stream is not None and not answer.head_only
         try:
-            data = encode_response(self._h11, response, close, answer.head_only, end=not more)
+            data = self._encode(response, close, answer.head_only, open_ended)
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             # the app's response cannot be framed (a header with CR/LF, or beyond Latin-1): say so, send nothing
             return self.abort(f"unsendable response: {exc}", limit="unsendable_response")
-        if more:
-            self._streaming = close
+        if open_ended:
+            self._stream_close = close
             return [Send(data)]
         return self._answered([Send(data)], close)
 
-    def respond_more(self, chunks: Sequence[bytes], end: bool) -> List[Action]:
-        """More chunks of the response begun with ``respond(..., more=True)``; ``end``: its last ones."""
-        close = self._streaming
-        if close is None or self.state is CLOSING or self.state is CLOSED:
-            return []   # the connection ended while the response was under way
-        data = b"".join(self._h11.send(h11.Data(data=chunk)) for chunk in chunks if chunk)
-        if not end:
-            return [Send(data)] if data else []
-        self._streaming = None
-        return self._answered([Send(data + self._h11.send(h11.EndOfMessage()))], close)
+    @property
+    def streaming(self) -> bool:
+        """An open-ended answer is going out (``stream_data`` and ``stream_end`` apply)."""
+        return self._stream_close is not None and self.state is SENDING
+
+    def stream_data(self, data: bytes) -> List[Action]:
+        """One more chunk of the open-ended answer (nothing once the connection ended)."""
+        if not self.streaming or not data:
+            return []
+        return [Send(self._h11.send(h11.Data(data=data)))]
+
+    def stream_end(self) -> List[Action]:
+        """The open-ended answer is complete: its last chunk, then on as after any answer."""
+        if not self.streaming:
+            return []
+        close, self._stream_close = bool(self._stream_close), None
+        return self._answered([Send(self._h11.send(h11.EndOfMessage()))], close)
 
     def _answered(self, actions: List[Action], close: bool) -> List[Action]:
-        """A whole response went out: close, or go on with the next request."""
+        """The answer went out: close, or on to the next request (which may be buffered already)."""
         if close or self._h11.our_state is h11.MUST_CLOSE:
             return actions + self._transition(ANSWERED_CLOSE) + [Close("answered")]
         if self._h11.their_state is h11.DONE:
@@ -270,7 +279,7 @@ class HttpConnection:
         return self._transition(CLOSE_REQUESTED) + [Abort(reason, limit)]
 
     def connection_lost(self) -> List[Action]:
-        self._request, self._answer, self._body, self._streaming = None, None, [], None
+        self._request, self._answer, self._body, self._stream_close = None, None, [], None
         return self._transition(CONNECTION_LOST)
 
     def output_pending(self, unsent: int, stalled: bool) -> List[Action]:
@@ -455,6 +464,98 @@ class HttpConnection:
             scheme=self.scheme, conn=self.conn)
 
     # ---- bytes out --------------------------------------------------------------------------------------------
+    def _encode(self, response: HttpResponse, close: bool, head_only: bool, open_ended: bool = False) -> bytes:
+        """The whole response in one piece: the app's headers with IIS's framing (always Content-Length).
+
+        The bytes are exactly h11's, but h11 re-validates every header of every answer (twice: its clean-up builds a
+        second Response). So the app's header lines are validated and encoded here, once per distinct (name, value)
+        (see ``_header_line``), and h11 frames a Response of the framing headers alone: it keeps its state machine
+        (keep-alive, HEAD, its own Connection: close) and its lines go after the app's, where it would put them.
+        Anything out of the ordinary - a header h11 would move or rewrite, or one it would refuse - goes the whole
+        way through h11 (``_encode_through_h11``), which raises exactly as before."""
+        status = response.status
+        lines = []
+        for name, value in response.headers:
+            line = _HEADER_LINES.get((name, value))
+            if line is None:
+                line = _header_line(name, value)
+                if line is None:
+                    return self._encode_through_h11(response, close, head_only, open_ended)
+            if line:   # b"": a framing header, which the core sets itself
+                lines.append(line)
+        if type(status) is not int or not 200 <= status < 1000:
+            return self._encode_through_h11(response, close, head_only, open_ended)
+        reason = response.reason.encode("latin-1")
+        framing = _framing(response)
+        if close:
+            framing.append((b"Connection", b"close"))
+        sent = self._h11.send(h11.Response(status_code=status, reason=reason, headers=framing))
+        status_line = len(b"HTTP/1.1 %d %s\r\n" % (status, reason))
+        data = b"".join([sent[:status_line], *lines, sent[status_line:]])
+        return data + self._send_body(response, head_only, open_ended)
+
+    def _send_body(self, response: HttpResponse, head_only: bool, open_ended: bool = False) -> bytes:
+        data = b""
+        if not head_only:
+            for part in response.chunks or ((response.body,) if response.body else ()):
+                data += self._h11.send(h11.Data(data=part))
+        return data if open_ended else data + self._h11.send(h11.EndOfMessage())
+
+    def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool,
+                            open_ended: bool = False) -> bytes:
+        """The same bytes, every header through h11 (its validation errors are the answer to an unsendable one)."""
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
+                   if k.lower() not in _FRAMING_HEADERS]
+        headers.extend(_framing(response))
+        if close:
+            headers.append((b"Connection", b"close"))
+        data = self._h11.send(h11.Response(status_code=response.status, reason=response.reason.encode("latin-1"),
+                                           headers=headers))
+        return data + self._send_body(response, head_only, open_ended)
+
+
+def _framing(response: HttpResponse) -> List[Tuple[bytes, bytes]]:
+    """Content-Length, or chunked for a response made of chunks (MAPI/HTTP's PROCESSING ... DONE) or open-ended."""
+    if response.chunks or response.stream is not None:
+        return [(b"Transfer-Encoding", b"chunked")]
+    return [(b"Content-Length", b"%d" % len(response.body))]
+
+
+# Header lines as h11 writes them, by (name, value); bounded: unique values (request-id, Date) would grow it forever,
+# so it is emptied when full (one re-validation per distinct header every _HEADER_LINES_MAX answers). Pure values:
+# shared by every connection of the process.
+_HEADER_LINES: Dict[Tuple[Any, Any], bytes] = {}
+_HEADER_LINES_MAX = 512
+_HEADER_LINE_CACHED = 1024   # longer lines (a fault's huge header) are checked every time, not kept
+# h11's own grammar for what it sends (h11/_abnf.py: token, field_value): a name or value outside it is refused.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+_H11_REWRITES = ("connection", "host")   # h11 moves (Host first) or rewrites (Connection: close) these
+
+
+def _header_line(name: Any, value: Any) -> Optional[bytes]:
+    """``name: value`` CRLF as h11 writes it, b"" for a framing header the core sets itself, None when h11 must judge
+    it (a header it would refuse, move or rewrite, or not a str pair). Remembered in _HEADER_LINES."""
+    if type(name) is not str or type(value) is not str:
+        return None
+    lowered = name.lower()
+    if lowered in _FRAMING_HEADERS:
+        line = b""
+    elif lowered in _H11_REWRITES:
+        return None
+    else:
+        try:
+            raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+        if _TOKEN.fullmatch(raw_name) is None or _FIELD_VALUE.fullmatch(raw_value) is None:
+            return None
+        line = b"%s: %s\r\n" % (raw_name, raw_value)
+    if len(line) <= _HEADER_LINE_CACHED:
+        if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
+            _HEADER_LINES.clear()
+        _HEADER_LINES[(name, value)] = line
+    return line
 
 
 def _decoded_headers(event: h11.Request) -> Tuple[List[Tuple[str, str]], int]:

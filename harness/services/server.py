@@ -154,7 +154,7 @@ class MockExchange:
                                 tap=self.rpc_capture, interfaces=InterfacesOnDemand(self.org, store),
                                 out_framing=opts.rpc_out_framing)
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
-                            faults=self.faults, store=store, clock=reactor)
+                            faults=self.faults, store=store)
         https_app.app = site
         http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults, rpc_site=site)
         try:

@@ -54,7 +54,7 @@ from harness.protocols.http import (
     moved_page,
 )
 from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook, basic_password_check, split_authorization
-from harness.protocols.logon import ServerIdentity
+from harness.protocols.logon import ServerIdentity, ntlm_challenge_hook
 from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
@@ -87,9 +87,8 @@ class ExchangeSite:
 
     def __init__(self, org, transcript: Transcript, rng: random.Random, urls: SiteUrls, *,
                  rpc_proxy=None, auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
-                 faults: Optional[FaultSet] = None, store: Optional[MailboxStore] = None, clock=None):
+                 faults: Optional[FaultSet] = None, store: Optional[MailboxStore] = None):
         self.org, self.transcript, self.rng, self.urls = org, transcript, rng, urls
-        self.clock = clock   # an IReactorTime for held MAPI/HTTP answers (None: the global reactor)
         self.store = store   # the mailboxes' content behind EWS (None: every EWS mailbox answers as unavailable)
         self.faults = faults if faults is not None else FaultSet()
         self.rpc_proxy = rpc_proxy
@@ -225,6 +224,8 @@ class ExchangeSite:
         if auth is None:
             auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
                                                      realm=request.host or self.org.mail_host)
+        if self.faults.has(ntlm_challenge_hook):
+            auth.challenge_edit = lambda: self._fault(ntlm_challenge_hook, request, None, "http")
         offer = self._fault(auth_methods_hook, request, None, request) or self._directory_offer(request.path)
         auth.methods = tuple(offer.methods)
         header = request.header("authorization")
@@ -315,6 +316,10 @@ class ExchangeSite:
                                detail=answer.detail, mailbox=mailbox.email, **extra)
         response = self._response(answer.status, answer.content_type, answer.body)
         response.chunks = answer.chunks    # GetStreamingEvents: one envelope a chunk
+        if answer.stream is not None:      # ... and more as events happen, until ConnectionTimeout
+            from harness.services.ews_stream import EwsStreamRunner
+            response.stream = EwsStreamRunner(answer.stream, self.transcript.record, request.conn.conn_id,
+                                              mailbox.email)
         return response
 
     def _mapi_emsmdb(self, request: HttpRequest) -> HttpResponse:
@@ -355,15 +360,12 @@ class ExchangeSite:
 
     def _held(self, request: HttpRequest, answer, name: str, mailbox: str):
         from harness.services.mapiwait import HeldMapiResponse
-        if self.clock is None:
-            from twisted.internet import reactor
-            self.clock = reactor
 
         def ended(how: str, pending: int) -> None:
             self.transcript.record("mapi_http_done", conn=request.conn.conn_id, endpoint=name,
                                    request_type=answer.request_type, ended=how, pending=pending, mailbox=mailbox)
 
-        return HeldMapiResponse(answer.held, self.clock, ended)
+        return HeldMapiResponse(answer.held, ended)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
         replaced = self._fault(autodiscover_hook, request, answer.mailbox, request, answer)

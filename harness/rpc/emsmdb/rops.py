@@ -46,7 +46,7 @@ TAG_CONTENT_COUNT, TAG_CONTENT_UNREAD, TAG_SUBFOLDERS, TAG_CONTAINER_CLASS = (0x
                                                                               0x3613001F)
 TAG_MESSAGE_FLAGS, TAG_DELIVERY_TIME, TAG_SUBMIT_TIME, TAG_SENDER_NAME = 0x0E070003, 0x0E060040, 0x00390040, 0x0C1A001F
 TAG_MESSAGE_SIZE, TAG_HAS_ATTACHMENTS, TAG_IMPORTANCE = 0x0E080003, 0x0E1B000B, 0x00170003
-MSGFLAG_READ, MSGFLAG_UNSENT = 0x01, 0x08
+MSGFLAG_READ, MSGFLAG_UNSENT, MSGFLAG_HASATTACH = 0x01, 0x08, 0x10
 _FILETIME_EPOCH = dt.datetime(1601, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -132,11 +132,12 @@ def _item_value(item: Item, prop_id: int):
         TAG_SUBJECT >> 16: lambda: item.subject, TAG_MESSAGE_CLASS >> 16: lambda: item.item_class,
         TAG_ENTRY_ID >> 16: lambda: ids.item_entry_id(owner.guid, item.folder.key, item.key),
         TAG_FOLDER_ID >> 16: lambda: fid(item.folder.key), TAG_MID >> 16: lambda: fid(item.key),
-        TAG_MESSAGE_FLAGS >> 16: lambda: (MSGFLAG_READ if item.is_read else 0) | (MSGFLAG_UNSENT if item.is_draft
-                                                                                     else 0),
+        TAG_MESSAGE_FLAGS >> 16: lambda: ((MSGFLAG_READ if item.is_read else 0) | (MSGFLAG_UNSENT if item.is_draft
+                                                                                      else 0)
+                                          | (MSGFLAG_HASATTACH if item.has_attachments else 0)),
         TAG_DELIVERY_TIME >> 16: lambda: item.received, TAG_SUBMIT_TIME >> 16: lambda: item.sent,
         TAG_SENDER_NAME >> 16: lambda: item.sender[0], TAG_MESSAGE_SIZE >> 16: lambda: item.size,
-        TAG_HAS_ATTACHMENTS >> 16: lambda: False, TAG_IMPORTANCE >> 16: lambda: 1,
+        TAG_HAS_ATTACHMENTS >> 16: lambda: item.has_attachments, TAG_IMPORTANCE >> 16: lambda: 1,
     }
     getter = values.get(prop_id)
     return getter() if getter is not None else None
