@@ -68,6 +68,14 @@ _OWN_FIELDS = ("key", "folder", "change_number", "created", "content_change")
 
 
 @dataclass(eq=False)
+class Rule:
+    """A server-side rule in a folder's rules table (MS-OXORULE): its properties by property id as a client set them
+    (conditions and actions kept as their ROP bytes), and the id the store gave it."""
+    rule_id: int
+    props: Dict[int, object] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
 class Folder:
     key: int
     owner: "MailboxContent"
@@ -80,6 +88,7 @@ class Folder:
     items: Dict[int, Item] = field(default_factory=dict)
     children: List["Folder"] = field(default_factory=list)
     tombstones: List[Tombstone] = field(default_factory=list)   # in removal order, so in change-number order
+    rules: List[Rule] = field(default_factory=list)             # in the order they were added
     # Exchange's default view order (newest received first), kept until an item arrives or leaves: paging a large
     # folder then costs a slice per page, not a sort of the whole folder.
     _newest_first: Optional[List[Item]] = field(default=None, repr=False)
@@ -118,7 +127,7 @@ class MailboxContent:
         self.oof = OofSettings()
         self.folders: Dict[int, Folder] = {}
         self.distinguished: Dict[str, Folder] = {}
-        self._next_folder, self._next_item = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER
+        self._next_folder, self._next_item, self._next_rule = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, 0
         for distinguished, name, folder_class, parent in WELL_KNOWN:
             self.add_folder(name, folder_class, self.distinguished[parent] if parent else None, distinguished)
 
@@ -141,6 +150,18 @@ class MailboxContent:
         if parent is not None:
             parent.children.append(folder)
         return folder
+
+    def remove_folder(self, folder: Folder) -> None:
+        """Take a folder and everything below it out of the mailbox (its parent's change number moves)."""
+        for gone in [folder, *folder.descendants()]:
+            self.folders.pop(gone.key, None)
+        if folder.parent is not None:
+            folder.parent.children.remove(folder)
+            folder.parent.change_number = self.next_change()
+
+    def next_rule_id(self) -> int:
+        self._next_rule += 1
+        return self._next_rule
 
     def add_item(self, folder: Folder, kind: type = Item, **fields) -> Item:
         """A new item of `kind` (Item, or a subclass such as calendar.CalendarItem) in `folder`."""
@@ -261,6 +282,14 @@ class MailboxStore:
         moved = owner.add_item(target, kind=type(item), **fields)
         owner.events.record(events.MOVED, self.clock(), moved, old_item=item)
         return moved
+
+    def copy(self, item: Item, target: Folder) -> Item:
+        """A copy of the item in `target`, with its own id; the original stays."""
+        owner = target.owner
+        fields = {name: getattr(item, name) for name in type(item).__dataclass_fields__ if name not in _OWN_FIELDS}
+        copied = owner.add_item(target, kind=type(item), **fields)
+        owner.events.record(events.COPIED, self.clock(), copied, old_item=item)
+        return copied
 
     def delete(self, item: Item, *, hard: bool) -> Optional[Item]:
         """HardDelete removes the item; otherwise it moves to Deleted Items (already there: removed)."""

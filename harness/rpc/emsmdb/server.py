@@ -94,8 +94,9 @@ from harness.rpc.emsmdb.idl import (
 from harness.rpc.emsmdb.messages import HANDLERS as MESSAGE_HANDLERS
 from harness.rpc.emsmdb.rops import HANDLERS as TABLE_HANDLERS
 from harness.rpc.emsmdb.rops import ObjectMap, StoreObject, special_folder_counters
+from harness.rpc.emsmdb.tables import HANDLERS as VIEW_HANDLERS
 
-HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS}
+HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS, **VIEW_HANDLERS}
 
 
 # ---- server -------------------------------------------------------------------------------------------------
