@@ -7,8 +7,9 @@ import struct
 
 from harness.mailbox.seed import WELCOME
 from tests.support.mapihttp import execute_body, execute_rops
+from tests.support.restrictions import and_, bitmask, content, exist, not_, or_, prop_long
 from tests.support.ropclient import TAG_MID, TAG_SUBJECT, RopBuffer, by_rop
-from tests.test_rops_messages import ALICE, ALICE_DN, INBOX, in_process_session, new_store
+from tests.support.ropsession import ALICE, ALICE_DN, INBOX, in_process_session, new_store
 
 TAG_MESSAGE_FLAGS, TAG_DISPLAY_NAME, TAG_MESSAGE_SIZE = 0x0E070003, 0x3001001F, 0x0E080003
 ROWS = [TAG_SUBJECT, TAG_MID]
@@ -18,52 +19,10 @@ EC_NULL_OBJECT, EC_NOT_FOUND, EC_NOT_SUPPORTED, EC_INVALID_PARAMETER = 0x4B9, 0x
 EC_TOO_COMPLEX, EC_INVALID_BOOKMARK, EC_RPC_FORMAT = 0x80040117, 0x80040405, 0x4B6
 
 
-# ---- restrictions by hand (MS-OXCDATA 2.12, 16-bit counts in ROP buffers) -----------------------------------------
-def _utf16z(text: str) -> bytes:
-    return text.encode("utf-16-le") + b"\x00\x00"
-
-
-def content(tag: int, text: str, low: int = 1, high: int = 1) -> bytes:
-    """ContentRestriction: FuzzyLevelLow (1 substring, 2 prefix), FuzzyLevelHigh (1 ignore case), the tag, then
-    the TaggedPropertyValue."""
-    return bytes([0x03]) + struct.pack("<HHLL", low, high, tag, tag) + _utf16z(text)
-
-
-def prop_long(relop: int, tag: int, value: int) -> bytes:
-    return bytes([0x04]) + struct.pack("<BLLl", relop, tag, tag, value)
-
-
-def and_(*parts: bytes) -> bytes:
-    return bytes([0x00]) + struct.pack("<H", len(parts)) + b"".join(parts)
-
-
-def or_(*parts: bytes) -> bytes:
-    return bytes([0x01]) + struct.pack("<H", len(parts)) + b"".join(parts)
-
-
-def not_(part: bytes) -> bytes:
-    return bytes([0x02]) + part
-
-
-def exist(tag: int) -> bytes:
-    return bytes([0x08]) + struct.pack("<L", tag)
-
-
-def bitmask(relop: int, tag: int, mask: int) -> bytes:
-    return bytes([0x06]) + struct.pack("<BLL", relop, tag, mask)
-
-
 def inbox_table(session, slots: int = 3) -> RopBuffer:
     """Logon, open the Inbox (handle slot 1), its contents table (slot 2) with Subject + MID columns."""
     return (RopBuffer(slots=slots).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1).contents_table(1, 2)
             .set_columns(2, ROWS))
-
-
-def raw(session, buffer: RopBuffer) -> bytes:
-    """The ROP response bytes (RopSize stripped, handle table cut off) of one Execute."""
-    code, payload = execute_rops(session.post("Execute", execute_body(buffer.payload())))
-    assert code == 0
-    return payload[2:struct.unpack_from("<H", payload)[0]]
 
 
 def subjects(answer) -> list:
@@ -96,7 +55,7 @@ def test_sort_table_refusals():
 
 def test_sort_table_response_bytes():
     session = in_process_session(new_store())
-    response = raw(session, inbox_table(session).sort_table(2, [(TAG_SUBJECT, 0)]))
+    response = session.raw(inbox_table(session).sort_table(2, [(TAG_SUBJECT, 0)]))
     # ... RopSetColumns (12 02 00000000 00), then RopSortTable: RopId, InputHandleIndex, ReturnValue, TableStatus
     assert response.endswith(bytes.fromhex("1202" "00000000" "00" "1302" "00000000" "00"))
 
@@ -167,7 +126,7 @@ def test_query_position_and_seek_row():
 
 def test_seek_and_position_response_bytes():
     session = in_process_session(new_store())
-    response = raw(session, inbox_table(session).seek_row(2, BEGINNING, 2).query_position(2))
+    response = session.raw(inbox_table(session).seek_row(2, BEGINNING, 2).query_position(2))
     # RopSeekRow: ReturnValue, HasSoughtLess 0, RowsSought 2; RopQueryPosition: Numerator 2, Denominator 3
     assert response.endswith(bytes.fromhex("1802" "00000000" "00" "02000000" "1702" "00000000" "02000000"
                                            "03000000"))
@@ -195,8 +154,8 @@ def test_find_row_needs_columns_and_its_response_bytes():
     no_columns = (RopBuffer(slots=3).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1).contents_table(1, 2)
                   .find_row(2, exist(TAG_SUBJECT), ROWS))
     assert by_rop(session.run(no_columns)[0], 0x4F).code == EC_NULL_OBJECT
-    response = raw(session, inbox_table(session).find_row(2, content(TAG_SUBJECT, "planning"), [TAG_SUBJECT]))
-    row = b"\x00" + _utf16z("Quarterly planning")               # a StandardPropertyRow of Subject, then the MID
+    response = session.raw(inbox_table(session).find_row(2, content(TAG_SUBJECT, "planning"), [TAG_SUBJECT]))
+    row = b"\x00" + "Quarterly planning\x00".encode("utf-16-le")    # a StandardPropertyRow: Subject, then the MID
     start = response.index(bytes.fromhex("4f02" "00000000"))
     assert response[start + 6:start + 8] == b"\x00\x01"          # RowNoLongerVisible 0, HasRowData 1
     assert response[start + 8:start + 8 + len(row)] == row and len(response) == start + 8 + len(row) + 8

@@ -41,7 +41,45 @@ def property_value(tag: int, data: bytes, pos: int) -> Tuple[object, int]:
     if kind == 0x0102:
         size = struct.unpack_from("<H", data, pos)[0]
         return data[pos + 2:pos + 2 + size], pos + 2 + size
+    if kind == 0x00FD:                                  # PtypRestriction: its bytes
+        end = _restriction_end(data, pos)
+        return data[pos:end], end
+    if kind == 0x00FE:                                  # PtypRuleAction: NoOfActions, ActionLength-prefixed blocks
+        count, end = struct.unpack_from("<H", data, pos)[0], pos + 2
+        for _ in range(count):
+            end += 2 + struct.unpack_from("<H", data, end)[0]
+        return data[pos:end], end
     raise AssertionError(f"type {kind:#x} not in this client")
+
+
+def _restriction_end(data: bytes, pos: int) -> int:
+    """Where a Restriction ([MS-OXCDATA] 2.12, 16-bit counts) starting at ``pos`` ends."""
+    kind, pos = data[pos], pos + 1
+    if kind in (0x00, 0x01):                            # And, Or: RestrictCount, Restricts
+        count, pos = struct.unpack_from("<H", data, pos)[0], pos + 2
+        for _ in range(count):
+            pos = _restriction_end(data, pos)
+        return pos
+    if kind == 0x02:                                    # Not
+        return _restriction_end(data, pos)
+    if kind in (0x03, 0x04):                            # Content (FuzzyLevels), Property (RelOp); tag; TaggedValue
+        pos += 8 if kind == 0x03 else 5
+        tag = struct.unpack_from("<L", data, pos)[0]
+        return property_value(tag, data, pos + 4)[1]
+    if kind in (0x05, 0x06, 0x07):                      # CompareProps, Bitmask, Size
+        return pos + 9
+    if kind == 0x08:                                    # Exist
+        return pos + 4
+    if kind in (0x09, 0x0B):                            # SubObject, Count: 4 bytes then a restriction
+        return _restriction_end(data, pos + 4)
+    if kind == 0x0A:                                    # Comment: TaggedValuesCount, values, RestrictionPresent
+        count, pos = data[pos], pos + 1
+        for _ in range(count):
+            tag = struct.unpack_from("<L", data, pos)[0]
+            pos = property_value(tag, data, pos + 4)[1]
+        present, pos = data[pos], pos + 1
+        return _restriction_end(data, pos) if present else pos
+    raise AssertionError(f"restriction type {kind:#x}")
 
 
 def property_row(tags: List[int], data: bytes, pos: int) -> Tuple[List[object], int]:

@@ -10,7 +10,7 @@ FuzzyLevelLow | FuzzyLevelHigh << 16, the 32-bit ulFuzzyLevel of the NSPI trees.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 RES_AND, RES_OR, RES_NOT, RES_CONTENT, RES_PROPERTY, RES_COMPARE, RES_BITMASK, RES_SIZE, RES_EXIST = range(9)
 RES_SUBOBJECT, RES_COMMENT, RES_COUNT = 9, 10, 11
@@ -148,10 +148,10 @@ def parse(data: bytes, pos: int = 0, depth: int = 0) -> Tuple[tuple, int]:
             values.append((tag, value))
         _need(data, pos, 1)
         present, pos = data[pos], pos + 1
-        inner = None
-        if present:
-            inner, pos = parse(data, pos, depth + 1)
-        return ("comment", values, inner), pos
+        if not present:
+            return ("comment", values, None), pos
+        commented, pos = parse(data, pos, depth + 1)
+        return ("comment", values, commented), pos
     if kind == RES_COUNT:
         _need(data, pos, 4)
         inner, after = parse(data, pos + 4, depth + 1)
@@ -206,7 +206,7 @@ def _folded(value: Any, fuzzy: int = FL_IGNORECASE) -> Any:
 
 
 def matcher(tree: tuple, value_of: ValueOf,
-            subobjects: Optional[Dict[int, Callable[[Any], List[Any]]]] = None) -> Predicate:
+            subobjects: Optional[Mapping[int, Callable[[Any], List[Any]]]] = None) -> Predicate:
     """Compile ``tree`` into a predicate over rows. ``value_of`` gives a row's value for a tag (None: no value);
     ``subobjects[tag](row)`` the rows a subobject restriction on ``tag`` runs over (a tag not there: TooComplex).
     String properties compare case-insensitively, as the store's collation does; a missing value matches nothing

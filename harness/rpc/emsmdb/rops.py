@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from harness.mailbox import ids
 from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore, Rule
@@ -189,7 +189,7 @@ def _rule_value(rule: Rule, prop_id: int):
     return fid(rule.rule_id) if prop_id == TAG_RULE_ID >> 16 else rule.props.get(prop_id)
 
 
-def row_lookup(obj: Union[Folder, Item, Rule]) -> Callable[[object, int], object]:
+def row_lookup(obj: Union[Folder, Item, Rule]) -> Callable[[Any, int], Any]:
     """The value getter (row, property id) for a table row."""
     return _item_value if isinstance(obj, Item) else _rule_value if isinstance(obj, Rule) else _folder_value
 

@@ -61,6 +61,7 @@ from harness.rpc.emsmdb.codec import (
     unwrap_rop_buffers,
     wrap_rop_buffers,
 )
+from harness.rpc.emsmdb.folders import HANDLERS as FOLDER_HANDLERS
 from harness.rpc.emsmdb.idl import (
     DEFAULT_MIN_CLIENT_VERSION,
     EC_BUFFER_TOO_SMALL,
@@ -91,12 +92,15 @@ from harness.rpc.emsmdb.idl import (
     version_text,
     write_version_words,
 )
+from harness.rpc.emsmdb.logon import HANDLERS as LOGON_HANDLERS
 from harness.rpc.emsmdb.messages import HANDLERS as MESSAGE_HANDLERS
 from harness.rpc.emsmdb.rops import HANDLERS as TABLE_HANDLERS
 from harness.rpc.emsmdb.rops import ObjectMap, StoreObject, special_folder_counters
+from harness.rpc.emsmdb.rules import HANDLERS as RULE_HANDLERS
 from harness.rpc.emsmdb.tables import HANDLERS as VIEW_HANDLERS
 
-HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS, **VIEW_HANDLERS}
+HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS, **VIEW_HANDLERS, **FOLDER_HANDLERS, **RULE_HANDLERS,
+            **LOGON_HANDLERS}
 
 
 # ---- server -------------------------------------------------------------------------------------------------

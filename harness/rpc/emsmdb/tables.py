@@ -16,8 +16,8 @@ import struct
 from typing import Any, Callable, List, Optional, Tuple
 
 from harness.mailbox.store import Item
-from harness.rpc.emsmdb import restrictions
 from harness.rpc.emsmdb.idl import EC_NONE, EC_NOT_FOUND, EC_NOT_SUPPORTED
+from harness.rpc.emsmdb.restrictions import TooComplex, matcher, parse_whole
 from harness.rpc.emsmdb.rops import (
     BOOKMARK_BEGINNING,
     BOOKMARK_CURRENT,
@@ -139,8 +139,8 @@ def _restriction(data: bytes) -> Tuple[Optional[Callable[[Any], bool]], int]:
     if not data:
         return None, EC_NONE
     try:
-        return restrictions.matcher(restrictions.parse_whole(data), value_of, SUBOBJECTS), EC_NONE
-    except restrictions.TooComplex:
+        return matcher(parse_whole(data), value_of, SUBOBJECTS), EC_NONE
+    except TooComplex:
         return None, EC_TOO_COMPLEX
 
 
