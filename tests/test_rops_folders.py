@@ -90,6 +90,34 @@ def test_create_folder_response_bytes():
                              + fid + b"\x01\x00\x00")
 
 
+def test_folder_properties_get_set_and_all():
+    store = new_store()
+    session = in_process_session(store)
+    fid = create(session, "Props")
+    custom, comment = 0x6801001F, 0x3004001F
+    values = {TAG_DISPLAY_NAME: "Renamed", 0x3613001F: "IPF.Task", custom: "kept", comment: "a note"}
+    buffer = (RopBuffer(slots=3).logon(ALICE_DN).open_folder(fid, 0, 1).set_props(1, values)
+              .get_props(1, [TAG_DISPLAY_NAME, 0x3613001F, custom, 0x67480014, 0x36020003, 0x6803001F])
+              .get_props_all(1).get_props(0, [TAG_DISPLAY_NAME, 0x661C001F]))
+    answers, _ = session.run(buffer)
+    assert by_rop(answers, 0x0A).fields["problems"] == 0
+    specific = [a.fields["values"] for a in answers if a.rop_id == 0x07]
+    assert specific[0] == ["Renamed", "IPF.Task", "kept", fid, 0, ("error", EC_NOT_FOUND)]
+    assert specific[1] == ["Mailbox - " + ALICE.display_name, ALICE.display_name]
+    every = by_rop(answers, 0x08).fields["values"]
+    assert every[custom] == "kept" and every[comment] == "a note" and every[0x3613001F] == "IPF.Task"
+    folder = store.mailbox(ALICE.email).folders[int.from_bytes(fid[2:], "big")]
+    assert (folder.name, folder.folder_class) == ("Renamed", "IPF.Task")
+    # computed properties and a sibling's name come back as PropertyProblems (Index, PropertyTag, ErrorCode)
+    create(session, "Taken")
+    response = session.raw(RopBuffer(slots=2).logon(ALICE_DN).open_folder(fid, 0, 1)
+                           .set_props(1, {0x3001001F: "Taken", 0x6802001F: "fine"}))
+    assert response.endswith(bytes.fromhex("0a01" "00000000" "0100" "0000" "1f000130" "04060480"))
+    response = session.raw(RopBuffer(slots=2).logon(ALICE_DN).open_folder(fid, 0, 1)
+                           .set_props(1, {0x6748001F: "no"}))
+    assert response.endswith(bytes.fromhex("0a01" "00000000" "0100" "0000" "1f004867" "1a010480"))  # ecComputed
+
+
 # ---- move and copy messages ----------------------------------------------------------------------------------------
 def test_move_copy_messages_between_folders():
     store = new_store()
@@ -281,7 +309,11 @@ def served(tmp_path_factory):
 
 def test_a_folder_created_over_rops_is_found_by_exchangelib(served):
     session = https_session(served)
-    create(session, "Made over MAPI")
+    fid = create(session, "Made over MAPI")
+    answers, _ = session.run(RopBuffer(slots=2).logon(ALICE_DN).open_folder(fid, 0, 1)
+                             .set_props(1, {0x3613001F: "IPF.Task"}))
+    assert by_rop(answers, 0x0A).code == 0
     with exchangelib_accounts(served) as account:
-        names = [folder.name for folder in account("alice").msg_folder_root.children]
-    assert "Made over MAPI" in names
+        found = {folder.name: folder for folder in account("alice").msg_folder_root.children}
+    assert "Made over MAPI" in found
+    assert type(found["Made over MAPI"]).__name__ == "Tasks" and found["Made over MAPI"].folder_class == "IPF.Task"

@@ -89,6 +89,8 @@ class Folder:
     children: List["Folder"] = field(default_factory=list)
     tombstones: List[Tombstone] = field(default_factory=list)   # in removal order, so in change-number order
     rules: List[Rule] = field(default_factory=list)             # in the order they were added
+    props: Dict[int, Tuple[int, object]] = field(default_factory=dict)   # other properties a client set:
+    #                                                                        property id -> (type, value)
     # Exchange's default view order (newest received first), kept until an item arrives or leaves: paging a large
     # folder then costs a slice per page, not a sort of the whole folder.
     _newest_first: Optional[List[Item]] = field(default=None, repr=False)

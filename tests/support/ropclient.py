@@ -344,7 +344,7 @@ def parse_answers(buffer: RopBuffer, payload: bytes) -> Tuple[List[Answer], List
         elif rop_id == 0x0A:
             problems = struct.unpack_from("<H", rops, pos)[0]
             fields["problems"] = problems
-            pos += 2 + 9 * problems
+            pos += 2 + 10 * problems                 # PropertyProblem: Index, PropertyTag, ErrorCode
         elif rop_id == 0x0C:
             fields["mid"] = rops[pos + 1:pos + 9]
             pos += 9

@@ -151,6 +151,10 @@ def _item_value(item: Item, prop_id: int):
     return getter() if getter is not None else None
 
 
+FOLDER_COMPUTED = (TAG_ENTRY_ID >> 16, TAG_FOLDER_ID >> 16, TAG_PARENT_FOLDER_ID >> 16, TAG_CONTENT_COUNT >> 16,
+                   TAG_CONTENT_UNREAD >> 16, TAG_SUBFOLDERS >> 16)     # what RopSetProperties cannot change
+
+
 def _folder_value(folder: Folder, prop_id: int):
     values: Dict[int, Callable[[], object]] = {
         TAG_DISPLAY_NAME >> 16: lambda: folder.name, TAG_CONTAINER_CLASS >> 16: lambda: folder.folder_class,
@@ -161,7 +165,10 @@ def _folder_value(folder: Folder, prop_id: int):
         TAG_SUBFOLDERS >> 16: lambda: bool(folder.children),
     }
     getter = values.get(prop_id)
-    return getter() if getter is not None else None
+    if getter is not None:
+        return getter()
+    kept = folder.props.get(prop_id)          # (property type, value) a client set
+    return kept[1] if kept is not None else None
 
 
 def encode_value(prop_type: int, value) -> Optional[bytes]:

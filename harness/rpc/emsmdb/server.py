@@ -61,6 +61,7 @@ from harness.rpc.emsmdb.codec import (
     unwrap_rop_buffers,
     wrap_rop_buffers,
 )
+from harness.rpc.emsmdb.folderprops import HANDLERS as FOLDER_PROPERTY_HANDLERS
 from harness.rpc.emsmdb.folders import HANDLERS as FOLDER_HANDLERS
 from harness.rpc.emsmdb.idl import (
     DEFAULT_MIN_CLIENT_VERSION,
@@ -100,7 +101,7 @@ from harness.rpc.emsmdb.rules import HANDLERS as RULE_HANDLERS
 from harness.rpc.emsmdb.tables import HANDLERS as VIEW_HANDLERS
 
 HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS, **VIEW_HANDLERS, **FOLDER_HANDLERS, **RULE_HANDLERS,
-            **LOGON_HANDLERS}
+            **LOGON_HANDLERS, **FOLDER_PROPERTY_HANDLERS}     # the last: property ROPs on folders, else messages'.
 
 
 # ---- server -------------------------------------------------------------------------------------------------
