@@ -8,7 +8,7 @@ import struct
 from harness.mailbox.seed import WELCOME
 from tests.support.mapihttp import execute_body, execute_rops
 from tests.support.restrictions import and_, bitmask, content, exist, not_, or_, prop_long
-from tests.support.ropclient import TAG_MID, TAG_SUBJECT, RopBuffer, by_rop
+from tests.support.ropclient import TAG_MID, TAG_SUBJECT, RopBuffer, by_rop, parse_answers
 from tests.support.ropsession import ALICE, ALICE_DN, INBOX, in_process_session, new_store
 
 TAG_MESSAGE_FLAGS, TAG_DISPLAY_NAME, TAG_MESSAGE_SIZE = 0x0E070003, 0x3001001F, 0x0E080003
@@ -178,3 +178,25 @@ def test_query_columns_all_get_properties_list_status_and_reset():
     assert lists[2] == (EC_NOT_SUPPORTED, None)                                    # a table has no property list
     assert by_rop(answers, 0x81).code == 0 and by_rop(answers, 0x15).code == EC_NULL_OBJECT   # columns gone
     assert columns[2] is None and [a.code for a in answers if a.rop_id == 0x37][-1] == EC_NULL_OBJECT
+
+
+def test_an_open_view_follows_the_store_between_executes():
+    """The same table handle across Executes: the view is worked out again when rows arrive or change."""
+    store = new_store()
+    session = in_process_session(store)
+    answers, handles = session.run(inbox_table(session).restrict(2, content(TAG_SUBJECT, "o"))
+                                   .sort_table(2, [(TAG_SUBJECT, 0)]))
+    again = RopBuffer().seek_row(2, BEGINNING, 0).query_rows(2, ROWS)
+    payload = struct.pack("<H", 2 + len(again.rops)) + again.rops + struct.pack(f"<{len(handles)}L", *handles)
+
+    def view():
+        code, out = execute_rops(session.post("Execute", execute_body(payload)))
+        assert code == 0
+        return [row[0] for row in by_rop(parse_answers(again, out)[0], 0x15).fields["rows"]]
+    assert view() == ["Lunch on Thursday?", "Welcome to Contoso"]
+    owner = store.mailbox(ALICE.email)
+    store.save(owner, owner.distinguished["inbox"], subject="Agenda for Monday", body="")
+    assert view() == ["Agenda for Monday", "Lunch on Thursday?", "Welcome to Contoso"]
+    welcome = next(item for item in owner.distinguished["inbox"].items.values() if item.subject.startswith("Welc"))
+    store.set_subject(welcome, "A warm welcome")
+    assert view() == ["A warm welcome", "Agenda for Monday", "Lunch on Thursday?"]

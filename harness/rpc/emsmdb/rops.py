@@ -135,38 +135,42 @@ def _filetime(moment: dt.datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
 
 
-def _item_value(item: Item, prop_id: int):
-    owner = item.folder.owner
-    values: Dict[int, Callable[[], object]] = {
-        TAG_SUBJECT >> 16: lambda: item.subject, TAG_MESSAGE_CLASS >> 16: lambda: item.item_class,
-        TAG_ENTRY_ID >> 16: lambda: ids.item_entry_id(owner.guid, item.folder.key, item.key),
-        TAG_FOLDER_ID >> 16: lambda: fid(item.folder.key), TAG_MID >> 16: lambda: fid(item.key),
-        TAG_MESSAGE_FLAGS >> 16: lambda: (MSGFLAG_READ if item.is_read else 0) | (MSGFLAG_UNSENT if item.is_draft
+# Getters by property id, made once: a restriction or sort reads a value of every row of a folder.
+_ITEM_VALUES: Dict[int, Callable[[Item], object]] = {
+    TAG_SUBJECT >> 16: lambda item: item.subject, TAG_MESSAGE_CLASS >> 16: lambda item: item.item_class,
+    TAG_ENTRY_ID >> 16: lambda item: ids.item_entry_id(item.folder.owner.guid, item.folder.key, item.key),
+    TAG_FOLDER_ID >> 16: lambda item: fid(item.folder.key), TAG_MID >> 16: lambda item: fid(item.key),
+    TAG_MESSAGE_FLAGS >> 16: lambda item: (MSGFLAG_READ if item.is_read else 0) | (MSGFLAG_UNSENT if item.is_draft
                                                                                      else 0),
-        TAG_DELIVERY_TIME >> 16: lambda: item.received, TAG_SUBMIT_TIME >> 16: lambda: item.sent,
-        TAG_SENDER_NAME >> 16: lambda: item.sender[0], TAG_MESSAGE_SIZE >> 16: lambda: item.size,
-        TAG_HAS_ATTACHMENTS >> 16: lambda: False, TAG_IMPORTANCE >> 16: lambda: 1,
-    }
-    getter = values.get(prop_id)
-    return getter() if getter is not None else None
+    TAG_DELIVERY_TIME >> 16: lambda item: item.received, TAG_SUBMIT_TIME >> 16: lambda item: item.sent,
+    TAG_SENDER_NAME >> 16: lambda item: item.sender[0], TAG_MESSAGE_SIZE >> 16: lambda item: item.size,
+    TAG_HAS_ATTACHMENTS >> 16: lambda item: False, TAG_IMPORTANCE >> 16: lambda item: 1,
+}
+
+
+def _item_value(item: Item, prop_id: int):
+    getter = _ITEM_VALUES.get(prop_id)
+    return getter(item) if getter is not None else None
 
 
 FOLDER_COMPUTED = (TAG_ENTRY_ID >> 16, TAG_FOLDER_ID >> 16, TAG_PARENT_FOLDER_ID >> 16, TAG_CONTENT_COUNT >> 16,
                    TAG_CONTENT_UNREAD >> 16, TAG_SUBFOLDERS >> 16)     # what RopSetProperties cannot change
 
 
+_FOLDER_VALUES: Dict[int, Callable[[Folder], object]] = {
+    TAG_DISPLAY_NAME >> 16: lambda folder: folder.name, TAG_CONTAINER_CLASS >> 16: lambda folder: folder.folder_class,
+    TAG_ENTRY_ID >> 16: lambda folder: ids.folder_entry_id(folder.owner.guid, folder.key),
+    TAG_FOLDER_ID >> 16: lambda folder: fid(folder.key),
+    TAG_PARENT_FOLDER_ID >> 16: lambda folder: fid(folder.parent.key) if folder.parent else None,
+    TAG_CONTENT_COUNT >> 16: lambda folder: len(folder.items), TAG_CONTENT_UNREAD >> 16: lambda folder: folder.unread,
+    TAG_SUBFOLDERS >> 16: lambda folder: bool(folder.children),
+}
+
+
 def _folder_value(folder: Folder, prop_id: int):
-    values: Dict[int, Callable[[], object]] = {
-        TAG_DISPLAY_NAME >> 16: lambda: folder.name, TAG_CONTAINER_CLASS >> 16: lambda: folder.folder_class,
-        TAG_ENTRY_ID >> 16: lambda: ids.folder_entry_id(folder.owner.guid, folder.key),
-        TAG_FOLDER_ID >> 16: lambda: fid(folder.key),
-        TAG_PARENT_FOLDER_ID >> 16: lambda: fid(folder.parent.key) if folder.parent else None,
-        TAG_CONTENT_COUNT >> 16: lambda: len(folder.items), TAG_CONTENT_UNREAD >> 16: lambda: folder.unread,
-        TAG_SUBFOLDERS >> 16: lambda: bool(folder.children),
-    }
-    getter = values.get(prop_id)
+    getter = _FOLDER_VALUES.get(prop_id)
     if getter is not None:
-        return getter()
+        return getter(folder)
     kept = folder.props.get(prop_id)          # (property type, value) a client set
     return kept[1] if kept is not None else None
 

@@ -11,7 +11,6 @@ Bytes in, bytes out, the ``run_*`` shape of rops.py.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import struct
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -77,31 +76,44 @@ def _recipients(row: Any) -> List[dict]:
 SUBOBJECTS = {TAG_MESSAGE_RECIPIENTS: _recipients}
 
 
+def _sort_key(tag: int) -> Callable[[Any], Tuple[bool, Any]]:
+    def key(row: Any) -> Tuple[bool, Any]:
+        value = value_of(row, tag)
+        if value is None:
+            return False, 0                   # no value sorts before any value
+        return True, value.casefold() if isinstance(value, str) else value
+    return key
+
+
+def _sorted(rows: List, orders: List[Tuple[int, int]]) -> List:
+    """Stable sorts from the last order to the first: the first order decides, ties keep the store's order."""
+    for tag, order in reversed(orders):
+        try:
+            rows = sorted(rows, key=_sort_key(tag), reverse=order == TABLE_SORT_DESCEND)
+        except TypeError:                     # values of two kinds under one tag: leave that order out
+            continue
+    return rows
+
+
 def _arrangement(keep: Optional[Callable[[Any], bool]],
                  orders: List[Tuple[int, int]]) -> Optional[Callable[[List], List]]:
+    """The view function: restrict, then sort. The last view is kept while the same rows at the same change numbers
+    come in, so paging through a large restricted or sorted table does not redo the work on every ROP (rows
+    without change numbers, rules, are always worked out afresh)."""
     if keep is None and not orders:
         return None
-
-    def compare(a: Any, b: Any) -> int:
-        for tag, order in orders:
-            x, y = value_of(a, tag), value_of(b, tag)
-            x, y = (x.casefold() if isinstance(x, str) else x), (y.casefold() if isinstance(y, str) else y)
-            if x == y:
-                continue
-            if x is None or y is None:        # no value sorts before any value
-                result = -1 if x is None else 1
-            else:
-                try:
-                    result = -1 if x < y else 1
-                except TypeError:
-                    continue
-            return -result if order == TABLE_SORT_DESCEND else result
-        return 0
+    last: List[Tuple[tuple, List]] = []
 
     def arrange(rows: List) -> List:
-        if keep is not None:
-            rows = [row for row in rows if keep(row)]
-        return sorted(rows, key=functools.cmp_to_key(compare)) if orders else rows
+        stamp = tuple((id(row), getattr(row, "change_number", None)) for row in rows)
+        cacheable = all(number is not None for _, number in stamp)
+        if cacheable and last and last[0][0] == stamp:
+            return list(last[0][1])
+        view = [row for row in rows if keep(row)] if keep is not None else rows
+        view = _sorted(view, orders) if orders else view
+        if cacheable:
+            last[:] = [(stamp, view)]
+        return list(view)
     return arrange
 
 
