@@ -45,7 +45,11 @@ def test_malformed_and_unmodelled_restrictions():
     with pytest.raises(ValueError):
         parse(bytes([0x0C]))                                            # no such restriction type
     with pytest.raises(TooComplex):
-        parse(bytes([0x04, 0x04]) + struct.pack("<LL", 0x0E121003, 0x0E121003) + bytes(4))  # multi-valued value
+        parse(bytes([0x04, 0x04]) + struct.pack("<LL", 0x0E12000D, 0x0E12000D) + bytes(4))  # PtypObject value
+    tree = parse_whole(bytes([0x04, 0x04]) + struct.pack("<LLL", 0x0E121003, 0x0E121003, 2) + struct.pack("<ll", 7, -1))
+    assert tree == ("property", 0x0E121003, 4, [7, -1])                # multi-valued: 32-bit count
+    with pytest.raises(TooComplex):
+        matcher(tree, lambda row, tag: None)
     with pytest.raises(TooComplex):
         parse(bytes([0x02]) * 40 + exist(SUBJECT))                      # nested beyond the limit
     with pytest.raises(TooComplex):
@@ -60,7 +64,9 @@ def _values():
                             max_size=8),
             0x001E: st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=255), max_size=8),
             0x0102: st.binary(max_size=8), 0x0048: st.binary(min_size=16, max_size=16),
-            0x0005: st.floats(allow_nan=False)}
+            0x0005: st.floats(allow_nan=False), 0x1003: st.lists(st.integers(-2**31, 2**31 - 1), max_size=3),
+            0x101F: st.lists(st.text(alphabet="abc", max_size=3), max_size=3),
+            0x1102: st.lists(st.binary(max_size=3), max_size=3)}
     return st.sampled_from(sorted(tags)).flatmap(
         lambda kind: st.tuples(st.integers(0, 0xFFFF).map(lambda pid: pid << 16 | kind), tags[kind]))
 

@@ -20,6 +20,7 @@ FL_FULLSTRING, FL_SUBSTRING, FL_PREFIX = 0, 1, 2
 FL_IGNORECASE = 0x0001 << 16
 PT_SHORT, PT_LONG, PT_BOOLEAN, PT_I8, PT_STRING8, PT_UNICODE, PT_SYSTIME, PT_CLSID, PT_BINARY = (
     0x0002, 0x0003, 0x000B, 0x0014, 0x001E, 0x001F, 0x0040, 0x0048, 0x0102)
+MV_FLAG, MV_INSTANCE = 0x1000, 0x2000
 MAX_DEPTH = 32                       # deeper nesting is refused as too complex, never recursed into
 PT_NULL, PT_FLOAT, PT_DOUBLE, PT_CURRENCY, PT_APPTIME, PT_ERROR = 0x0001, 0x0004, 0x0005, 0x0006, 0x0007, 0x000A
 _FIXED = {PT_SHORT: "<h", PT_LONG: "<l", PT_BOOLEAN: "<B", PT_I8: "<q", PT_SYSTIME: "<Q", PT_FLOAT: "<f",
@@ -41,7 +42,7 @@ def _need(data: bytes, pos: int, size: int) -> None:
 
 def read_tagged(data: bytes, pos: int) -> Tuple[int, Any, int]:
     """(tag, value, next position) of a TaggedPropertyValue. Strings: str; PtypBoolean: bool; PtypInteger64 and
-    PtypTime: int; PtypBinary and PtypGuid: bytes."""
+    PtypTime: int; PtypBinary and PtypGuid: bytes; multi-valued types: a list (32-bit count, as in ROP buffers)."""
     _need(data, pos, 4)
     tag = struct.unpack_from("<L", data, pos)[0]
     value, pos = read_value(tag & 0xFFFF, data, pos + 4)
@@ -49,6 +50,17 @@ def read_tagged(data: bytes, pos: int) -> Tuple[int, Any, int]:
 
 
 def read_value(prop_type: int, data: bytes, pos: int) -> Tuple[Any, int]:
+    if prop_type & MV_INSTANCE:              # one value of a multi-valued property: the base type
+        prop_type &= ~(MV_INSTANCE | MV_FLAG)
+    if prop_type & MV_FLAG and prop_type & ~MV_FLAG not in (PT_NULL, PT_BOOLEAN, PT_ERROR):
+        _need(data, pos, 4)                  # multi-valued: a 32-bit count, then the values of the base type
+        count, pos = struct.unpack_from("<L", data, pos)[0], pos + 4
+        _need(data, pos, count)              # each value takes a byte or more: a count past the data is malformed
+        values = []
+        for _ in range(count):
+            value, pos = read_value(prop_type & ~MV_FLAG, data, pos)
+            values.append(value)
+        return values, pos
     if prop_type == PT_NULL:
         return None, pos
     if prop_type in _FIXED:
@@ -80,18 +92,26 @@ def read_value(prop_type: int, data: bytes, pos: int) -> Tuple[Any, int]:
 
 
 def write_tagged(tag: int, value: Any) -> bytes:
-    prop_type = tag & 0xFFFF
-    head = struct.pack("<L", tag)
+    return struct.pack("<L", tag) + write_value(tag & 0xFFFF, value)
+
+
+def write_value(prop_type: int, value: Any) -> bytes:
+    if prop_type & MV_INSTANCE:
+        prop_type &= ~(MV_INSTANCE | MV_FLAG)
+    if prop_type & MV_FLAG and prop_type & ~MV_FLAG not in (PT_NULL, PT_BOOLEAN, PT_ERROR):
+        return struct.pack("<L", len(value)) + b"".join(write_value(prop_type & ~MV_FLAG, one) for one in value)
     if prop_type in _FIXED:
-        return head + struct.pack(_FIXED[prop_type], value)
+        return struct.pack(_FIXED[prop_type], value)
     if prop_type == PT_UNICODE:
-        return head + str(value).encode("utf-16-le") + b"\x00\x00"
+        return str(value).encode("utf-16-le") + b"\x00\x00"
     if prop_type == PT_STRING8:
-        return head + str(value).encode("latin-1") + b"\x00"
+        return str(value).encode("latin-1") + b"\x00"
     if prop_type == PT_BINARY:
-        return head + struct.pack("<H", len(value)) + bytes(value)
+        return struct.pack("<H", len(value)) + bytes(value)
     if prop_type == PT_CLSID:
-        return head + bytes(value)
+        return bytes(value)
+    if prop_type == PT_NULL:
+        return b""
     raise TooComplex(f"property type 0x{prop_type:04x} in a restriction")
 
 
@@ -222,6 +242,8 @@ def matcher(tree: tuple, value_of: ValueOf,
     if kind == "content":
         return _content(tree[1], tree[2], tree[3], value_of)
     if kind == "property":
+        if isinstance(tree[3], list):
+            raise TooComplex("property restriction on a multi-valued value")
         return _relation(tree[2], lambda row: value_of(row, tree[1]), lambda row: tree[3])
     if kind == "compare":
         return _relation(tree[1], lambda row: value_of(row, tree[2]), lambda row: value_of(row, tree[3]))
