@@ -10,10 +10,14 @@ import struct
 import uuid
 
 import pytest
+from lxml import etree
 
+from harness.mailbox import ids
+from harness.protocols import ews
 from harness.rpc import emsmdb as E
 from harness.rpc.base import CallContext
 from harness.rpc.emsmdb.server import Emsmdb
+from tests.support.ews import envelope
 from tests.support.restrictions import content
 from tests.support.ropclient import TAG_DISPLAY_NAME, TAG_MID, TAG_SUBJECT, RopBuffer, by_rop, parse_answers
 from tests.support.ropsession import (
@@ -116,6 +120,32 @@ def test_folder_properties_get_set_and_all():
     response = session.raw(RopBuffer(slots=2).logon(ALICE_DN).open_folder(fid, 0, 1)
                            .set_props(1, {0x6748001F: "no"}))
     assert response.endswith(bytes.fromhex("0a01" "00000000" "0100" "0000" "1f004867" "1a010480"))  # ecComputed
+
+
+def test_ews_hierarchy_sync_reports_folders_deleted_over_rops():
+    store = new_store()
+    session = in_process_session(store)
+    doomed = create(session, "Doomed")
+    answers, _ = session.run(RopBuffer(slots=3).logon(ALICE_DN).open_folder(doomed, 0, 1).create_folder(1, 2, "Inner"))
+    inner = by_rop(answers, 0x1C).fields["fid"]
+
+    def hierarchy(state: str = ""):
+        body = envelope("<m:SyncFolderHierarchy><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>"
+                        + (f"<m:SyncState>{state}</m:SyncState>" if state else "") + "</m:SyncFolderHierarchy>")
+        message = etree.fromstring(ews.respond_ews(ORG, store, ALICE.email, body).body).find(
+            f".//{{{ews.MESSAGES_NS}}}SyncFolderHierarchyResponseMessage")
+        changes = [(etree.QName(change).localname, change[0].get("Id"))
+                   for change in message.find(f"{{{ews.MESSAGES_NS}}}Changes")]
+        return message.findtext(f"{{{ews.MESSAGES_NS}}}SyncState"), changes
+    state, _ = hierarchy()
+    answers, _ = session.run(RopBuffer(slots=2).logon(ALICE_DN).open_folder(session.fids[IPM_SUBTREE], 0, 1)
+                             .delete_folder(1, doomed, DEL_FOLDERS | DEL_MESSAGES))
+    assert by_rop(answers, 0x1D).fields == {"partial": 0}
+    owner = store.mailbox(ALICE.email)
+    ews_id = lambda fid: ids.folder_id(owner.guid, int.from_bytes(fid[2:], "big"))     # noqa: E731
+    _, changes = hierarchy(state)
+    assert sorted(changes) == sorted([("Delete", ews_id(doomed)), ("Delete", ews_id(inner))])
+    assert hierarchy(hierarchy(state)[0])[1] == []
 
 
 # ---- move and copy messages ----------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from harness.mailbox import events, ids
 from harness.mailbox.folders import FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, WELL_KNOWN
@@ -61,6 +61,15 @@ class Tombstone:
     key: int
     created: int
     removed: int
+
+
+@dataclass(frozen=True)
+class FolderTombstone:
+    """A folder that left the mailbox (hierarchy sync reports it deleted below the folders it was under)."""
+    key: int
+    created: int
+    removed: int
+    ancestors: FrozenSet[int]
 
 
 # Fields a move copies to the new item; the rest (identity and change numbers) are the new item's own.
@@ -128,6 +137,7 @@ class MailboxContent:
         self.events = events.EventLog()   # what notification subscriptions read
         self.oof = OofSettings()
         self.folders: Dict[int, Folder] = {}
+        self.folder_tombstones: List[FolderTombstone] = []    # in removal order
         self.distinguished: Dict[str, Folder] = {}
         self._next_folder, self._next_item, self._next_rule = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, 0
         for distinguished, name, folder_class, parent in WELL_KNOWN:
@@ -154,9 +164,16 @@ class MailboxContent:
         return folder
 
     def remove_folder(self, folder: Folder) -> None:
-        """Take a folder and everything below it out of the mailbox (its parent's change number moves)."""
+        """Take a folder and everything below it out of the mailbox, leaving tombstones for hierarchy sync (its
+        parent's change number moves)."""
         for gone in [folder, *folder.descendants()]:
             self.folders.pop(gone.key, None)
+            ancestors, above = set(), gone.parent
+            while above is not None:
+                ancestors.add(above.key)
+                above = above.parent
+            self.folder_tombstones.append(FolderTombstone(gone.key, gone.created, self.next_change(),
+                                                          frozenset(ancestors)))
         if folder.parent is not None:
             folder.parent.children.remove(folder)
             folder.parent.change_number = self.next_change()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import FrozenSet, List, Optional, Union
 
 from harness.mailbox import ids
-from harness.mailbox.store import Folder, Item, MailboxContent, Tombstone
+from harness.mailbox.store import Folder, FolderTombstone, Item, MailboxContent, Tombstone
 
 STATE_VERSION = 1
 ITEMS, HIERARCHY = 0x49, 0x48       # "I", "H"
@@ -62,7 +62,7 @@ def decode_state(owner: MailboxContent, kind: int, folder: Folder, state: Option
 class Change:
     kind: str                                   # CREATE, UPDATE, DELETE or READ_FLAG
     number: int                                 # the change number it is ordered by
-    subject: Union[Item, Folder, Tombstone]
+    subject: Union[Item, Folder, Tombstone, FolderTombstone]
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,15 @@ def item_changes(folder: Folder, since: int, limit: int, ignore: FrozenSet[int] 
 
 
 def folder_changes(root: Folder, since: int, limit: int) -> SyncPage:
-    """The first `limit` changes of the folders below `root` after change `since`: new folders, and folders whose
-    properties or counts changed."""
+    """The first `limit` changes of the folders below `root` after change `since`: new folders, folders whose
+    properties or counts changed, and folders that were there and went."""
     pending = [Change(CREATE if folder.created > since else UPDATE, folder.change_number, folder)
                for folder in root.descendants() if folder.change_number > since]
+    for tombstone in reversed(root.owner.folder_tombstones):     # newest first, as item tombstones
+        if tombstone.removed <= since:
+            break
+        if tombstone.created <= since and root.key in tombstone.ancestors:
+            pending.append(Change(DELETE, tombstone.removed, tombstone))
     return _page(pending, since, limit, root.owner.change_number)
 
 

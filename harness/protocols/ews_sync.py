@@ -11,7 +11,7 @@ from typing import Callable, Dict, FrozenSet, Tuple
 from lxml import etree
 
 from harness.mailbox import ids, sync
-from harness.mailbox.store import Folder, Item, Tombstone
+from harness.mailbox.store import Folder, FolderTombstone, Item, Tombstone
 from harness.protocols.ews_ops import Call, folder_of
 from harness.protocols.ews_xml import (
     EwsError,
@@ -110,6 +110,9 @@ def sync_folder_hierarchy(call: Call) -> None:
         for change in page.changes:
             if isinstance(change.subject, Folder):
                 folder_element(etree.SubElement(changes, t(change.kind)), change.subject, fields)
+            elif isinstance(change.subject, FolderTombstone):     # a folder that went: its id only
+                etree.SubElement(etree.SubElement(changes, t(change.kind)), t("FolderId"),
+                                 Id=ids.folder_id(call.owner.guid, change.subject.key))
         return sync.encode_state(call.owner, sync.HIERARCHY, root, page.state), page.includes_last
     _respond(call, "IncludesLastFolderInRange", write)
 
