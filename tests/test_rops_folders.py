@@ -212,6 +212,32 @@ def test_move_folder_renames_and_refuses_built_in_folders():
     assert moved.name == "Moved" and moved.parent.name == "Second"
 
 
+def test_copy_folder_copies_messages_and_subfolders():
+    store = new_store()
+    session = in_process_session(store)
+    answers, _ = session.run(RopBuffer(slots=3).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1)
+                             .create_folder(1, 2, "Child"))
+    buffer = (RopBuffer(slots=3).logon(ALICE_DN).open_folder(session.fids[IPM_SUBTREE], 0, 1)
+              .open_folder(session.fids[IPM_SUBTREE], 0, 2)
+              .copy_folder(1, 2, session.fids[INBOX], "Inbox copy").copy_folder(1, 2, session.fids[INBOX], "Flat",
+                                                                               recursive=False)
+              .copy_folder(1, 2, session.fids[INBOX], "inbox copy").copy_folder(1, 0, session.fids[INBOX], "X"))
+    answers, _ = session.run(buffer)
+    assert [(a.code, a.fields) for a in answers if a.rop_id == 0x36] == [
+        (0, {"partial": 0}), (0, {"partial": 0}), (EC_DUPLICATE_NAME, {}),
+        (EC_DST_NULL_OBJECT, {"dest_index": 0, "partial": 0})]
+    folders = folder_rows(session)
+    inbox = contents(session, session.fids[INBOX])
+    copied = contents(session, folders["Inbox copy"])
+    assert [row[0] for row in copied] == [row[0] for row in inbox] and {r[1] for r in copied}.isdisjoint(
+        {r[1] for r in inbox})                                           # the same messages under new MIDs
+    owner = store.mailbox(ALICE.email)
+    by_fid = lambda fid: owner.folders[int.from_bytes(fid[2:], "big")]   # noqa: E731
+    assert [c.name for c in by_fid(folders["Inbox copy"]).children] == ["Child"]
+    assert by_fid(folders["Flat"]).children == [] and len(contents(session, folders["Flat"])) == len(inbox)
+    assert by_fid(folders["Inbox copy"]).folder_class == "IPF.Note"
+
+
 def test_empty_folder_keeps_the_folder_and_built_in_subfolders():
     store = new_store()
     session = in_process_session(store)

@@ -236,6 +236,10 @@ class RopBuffer:
     def move_folder(self, source: int, dest: int, fid: bytes, new_name: str) -> "RopBuffer":
         return self._add(0x35, struct.pack("<BBBBB", 0, source, dest, 0, 1) + fid + _utf16z(new_name))
 
+    def copy_folder(self, source: int, dest: int, fid: bytes, new_name: str, recursive: bool = True) -> "RopBuffer":
+        return self._add(0x36, struct.pack("<BBBBBB", 0, source, dest, 0, int(recursive), 1) + fid
+                         + _utf16z(new_name))
+
     def empty_folder(self, folder: int, hard: bool = False) -> "RopBuffer":
         return self._add(0x92 if hard else 0x58, struct.pack("<BBBB", 0, folder, 0, 0))
 
@@ -434,8 +438,8 @@ def _open_folder(rops: bytes, pos: int, fields: Dict[str, object], need: object)
 # Success-response readers by RopId for the table, folder, rule and logon ROPs: (rops, pos, fields, need) -> pos
 _PARSERS = {0x02: _open_folder, 0x13: _table_status, 0x14: _table_status, 0x16: _table_status, 0x17: _position,
             0x18: _seek, 0x1A: _nothing, 0x4F: _find, 0x37: _tags, 0x09: _tags, 0x81: _nothing,
-            0x1C: _create_folder, 0x1D: _partial, 0x33: _partial, 0x35: _partial, 0x58: _partial, 0x92: _partial,
-            0x41: _nothing, 0x43: _long_term_id, 0x44: _object_id, 0x60: _long_term_ids}
+            0x1C: _create_folder, 0x1D: _partial, 0x33: _partial, 0x35: _partial, 0x36: _partial, 0x58: _partial,
+            0x92: _partial, 0x41: _nothing, 0x43: _long_term_id, 0x44: _object_id, 0x60: _long_term_ids}
 
 
 def by_rop(answers: List[Answer], rop_id: int) -> Answer:

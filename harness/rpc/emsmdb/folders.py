@@ -1,5 +1,5 @@
 """The folder ROPs over the shared mailbox store (MS-OXCROPS 2.2.4, MS-OXCFOLD): RopCreateFolder, RopDeleteFolder,
-RopMoveFolder, RopMoveCopyMessages, RopEmptyFolder, RopHardDeleteMessagesAndSubfolders.
+RopMoveFolder, RopCopyFolder, RopMoveCopyMessages, RopEmptyFolder, RopHardDeleteMessagesAndSubfolders.
 
 Folders made here are the store's folders, so EWS lists them (FindFolder) and the other way round. The folders
 every mailbox is created with cannot be deleted, moved or emptied away (ecAccessDenied; RopEmptyFolder leaves them
@@ -20,7 +20,8 @@ from harness.rpc.emsmdb.messages import EC_ACCESS_DENIED, _counter, _out_index, 
 from harness.rpc.emsmdb.restrictions import PT_STRING8, PT_UNICODE, read_value
 from harness.rpc.emsmdb.rops import EC_INVALID_PARAMETER, EC_NULL_OBJECT, FolderObject, ObjectMap, _fail, _need, fid
 
-ROP_CREATE_FOLDER, ROP_DELETE_FOLDER, ROP_MOVE_COPY_MESSAGES, ROP_MOVE_FOLDER = 0x1C, 0x1D, 0x33, 0x35
+ROP_CREATE_FOLDER, ROP_DELETE_FOLDER, ROP_MOVE_COPY_MESSAGES, ROP_MOVE_FOLDER, ROP_COPY_FOLDER = (0x1C, 0x1D, 0x33,
+                                                                                       0x35, 0x36)
 ROP_EMPTY_FOLDER, ROP_HARD_DELETE_MESSAGES_AND_SUBFOLDERS = 0x58, 0x92
 EC_DUPLICATE_NAME = 0x80040604
 EC_DST_NULL_OBJECT = 0x00000503      # the destination handle index names no folder
@@ -172,6 +173,42 @@ def run_move_folder(rops: bytes, pos: int, handles: List[int], objects: ObjectMa
     return struct.pack("<BBLB", ROP_MOVE_FOLDER, source_index, EC_NONE, 0), end
 
 
+def _copy_tree(store: MailboxStore, content: MailboxContent, folder: Folder, target: Folder, name: str,
+               recursive: bool) -> None:
+    copy = content.add_folder(name, folder.folder_class, target)
+    copy.props = dict(folder.props)
+    for item in list(folder.items.values()):
+        store.copy(item, copy)
+    if recursive:
+        for child in list(folder.children):
+            _copy_tree(store, content, child, copy, child.name, True)
+
+
+def run_copy_folder(rops: bytes, pos: int, handles: List[int], objects: ObjectMap) -> Tuple[bytes, int]:
+    """A new folder under the destination with the folder's class, properties and messages (copies with their own
+    MIDs), and with WantRecursive its subfolders likewise."""
+    _need(rops, pos, 15, "RopCopyFolder")
+    _, _, source_index, dest_index, _asynchronous, recursive, unicode, folder_id = struct.unpack_from(
+        "<BBBBBBB8s", rops, pos)
+    new_name, end = _text(rops, pos + 15, unicode)
+    source = objects.at(handles, source_index)
+    store, content = _store(objects)
+    if not isinstance(source, FolderObject) or store is None or content is None:
+        return _fail(ROP_COPY_FOLDER, source_index, EC_NULL_OBJECT), end
+    target = _destination(objects, handles, dest_index)
+    if target is None:
+        return _dst_null(ROP_COPY_FOLDER, source_index, dest_index), end
+    folder = content.folders.get(_counter(folder_id) or -1)
+    if folder is None or folder.parent is not source.folder:
+        return _fail(ROP_COPY_FOLDER, source_index, EC_NOT_FOUND), end
+    if recursive and (target is folder or target in folder.descendants()):
+        return _fail(ROP_COPY_FOLDER, source_index, EC_ACCESS_DENIED), end
+    if _child(target, new_name or folder.name) is not None:
+        return _fail(ROP_COPY_FOLDER, source_index, EC_DUPLICATE_NAME), end
+    _copy_tree(store, content, folder, target, new_name or folder.name, bool(recursive))
+    return struct.pack("<BBLB", ROP_COPY_FOLDER, source_index, EC_NONE, 0), end
+
+
 def run_empty_folder(rops: bytes, pos: int, handles: List[int], objects: ObjectMap) -> Tuple[bytes, int]:
     """RopEmptyFolder and RopHardDeleteMessagesAndSubfolders (same layout): the folder's messages and subfolders go,
     the folder stays; no associated (FAI) messages are modelled."""
@@ -188,4 +225,5 @@ def run_empty_folder(rops: bytes, pos: int, handles: List[int], objects: ObjectM
 
 HANDLERS = {ROP_CREATE_FOLDER: run_create_folder, ROP_DELETE_FOLDER: run_delete_folder,
             ROP_MOVE_COPY_MESSAGES: run_move_copy_messages, ROP_MOVE_FOLDER: run_move_folder,
+            ROP_COPY_FOLDER: run_copy_folder,
             ROP_EMPTY_FOLDER: run_empty_folder, ROP_HARD_DELETE_MESSAGES_AND_SUBFOLDERS: run_empty_folder}
