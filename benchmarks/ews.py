@@ -4,7 +4,9 @@
 2. FindItem, IndexedPageItemView of 100 (Default shape, newest first) at offsets across that folder: CPU per call;
 3. SyncFolderItems of --sync-items messages in bob's Inbox, 512 changes a call (exchangelib's maximum) from the
    start to the end: CPU per call and for the whole sync;
-4. GetItem with IncludeMimeContent of one generated message: CPU per call.
+4. GetItem with IncludeMimeContent of one generated message: CPU per call;
+5. FindItem with a Restriction (unread And subject contains "invoice", ignoring case: exchangelib's
+   filter(is_read=False, subject__icontains="invoice")), first page of 100: CPU per call (every item is tested).
 CPU is time.process_time of this process. Targets (issue 14): FindItem page <= 5 ms, <= 2 KB of RSS per item.
 Every loop is bounded by a count and by --max-seconds.
 
@@ -45,6 +47,19 @@ def envelope(body: str) -> bytes:
 def find_item(offset: int) -> bytes:
     return envelope('<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>Default</t:BaseShape></m:ItemShape>'
                     f'<m:IndexedPageItemView MaxEntriesReturned="100" Offset="{offset}" BasePoint="Beginning"/>'
+                    '<m:ParentFolderIds><t:DistinguishedFolderId Id="inbox"/></m:ParentFolderIds></m:FindItem>')
+
+
+UNREAD_INVOICES = ('<t:And><t:IsEqualTo><t:FieldURI FieldURI="message:IsRead"/><t:FieldURIOrConstant>'
+                   '<t:Constant Value="false"/></t:FieldURIOrConstant></t:IsEqualTo><t:Contains '
+                   'ContainmentMode="Substring" ContainmentComparison="IgnoreCase">'
+                   '<t:FieldURI FieldURI="item:Subject"/><t:Constant Value="invoice"/></t:Contains></t:And>')
+
+
+def find_restricted() -> bytes:
+    return envelope('<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>Default</t:BaseShape></m:ItemShape>'
+                    '<m:IndexedPageItemView MaxEntriesReturned="100" Offset="0" BasePoint="Beginning"/>'
+                    f'<m:Restriction>{UNREAD_INVOICES}</m:Restriction>'
                     '<m:ParentFolderIds><t:DistinguishedFolderId Id="inbox"/></m:ParentFolderIds></m:FindItem>')
 
 
@@ -129,6 +144,9 @@ def main() -> None:
                       lambda n: call(store, ALICE, get_item_mime(items[(n * 997) % len(items)].id)))
     figures["getitem_mime_ms"] = round(cpu / max(made, 1) * 1000, 3)
     figures["getitem_calls"] = made
+    made, cpu = timed(max(args.calls // 10, 1), deadline, lambda n: call(store, ALICE, find_restricted()))
+    figures["finditem_restricted_ms"] = round(cpu / max(made, 1) * 1000, 2)
+    figures["finditem_restricted_calls"] = made
     figures.update(items=args.items, sync_items=args.sync_items)
     print(json.dumps(figures, indent=1))
 

@@ -179,6 +179,16 @@ _KINDS: List[EventKind] = [
         "mailbox": f("string|null", "the authenticated mailbox"),
         "back_off_ms": optional("integer", "the BackOffMilliseconds a throttling answer asked the client to wait"),
     }),
+    EventKind("ews_stream", "a GetStreamingEvents connection opened, sent a notification or closed", {
+        "conn": CONN,
+        "mailbox": f("string", "the mailbox whose subscriptions it streams"),
+        "state": f("string", "what happened", enum=("open", "notify", "close")),
+        "notifications": f("integer", "notification envelopes sent on it so far"),
+        "keep_alives": f("integer", "ConnectionStatus OK keep-alives sent on it so far"),
+        "timeout_s": optional("number", "open: the ConnectionTimeout, in seconds"),
+        "subscriptions": optional("integer", "open: how many subscriptions it streams"),
+        "reason": optional("string", "close: ConnectionTimeout elapsed, or how the client left"),
+    }),
     EventKind("mapi_http", "a MAPI over HTTP request was answered", {
         "conn": CONN,
         "endpoint": f("string", "the MAPI/HTTP endpoint", enum=("emsmdb", "nspi")),

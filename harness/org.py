@@ -94,6 +94,19 @@ class Mailbox:
         return self.email.split("@", 1)[0]
 
 
+@dataclass(frozen=True)
+class DistributionGroup:
+    """A mail-enabled distribution group (ExpandDL, ResolveNames); kept apart from `mailboxes`, so the GAL over NSPI
+    and every mailbox count stay as they were."""
+    display_name: str
+    email: str
+    members: Tuple[str, ...]     # member addresses, each a mailbox of the org
+
+    @property
+    def alias(self) -> str:
+        return self.email.split("@", 1)[0]
+
+
 @dataclass(eq=False)  # identity: an org is one running organisation (and hashable, for render caches)
 class Org:
     name: str
@@ -109,6 +122,7 @@ class Org:
     cas_server: str
     outlook_anywhere: Dict[str, OutlookAnywhere] = field(default_factory=dict)   # by server name, every CAS
     mapi_http_enabled: bool = False      # Set-OrganizationConfig -MapiHttpEnabled
+    groups: List[DistributionGroup] = field(default_factory=list)
     source: str = ""
     _by_key: Dict[str, Mailbox] = field(default_factory=dict, repr=False)
 
@@ -268,7 +282,7 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
     file = os.path.join(path, "org.yaml") if os.path.isdir(path) else path
     data = load_file(file)
     top = Reader(data, file)
-    top.only(["org", "servers", "outlook_anywhere", "mapi_http", "mailboxes"])
+    top.only(["org", "servers", "outlook_anywhere", "mapi_http", "mailboxes", "distribution_groups"])
     org_r = top.sub("org")
     org_r.only(["name", "domain", "netbios_domain", "ad_domain", "mail_host", "autodiscover_host",
                 "exchange_version", "deployment_id", "cas_server"])
@@ -355,7 +369,23 @@ def load_org(path: str = DEFAULT_ORG_DIR) -> Org:
             if address != "*" and address not in emails:
                 raise mb.error("impersonates", f"{address!r} is not a mailbox of the org", closest(address, emails))
     return Org(servers=servers, mailboxes=mailboxes, cas_server=cas_server, outlook_anywhere=outlook_anywhere,
-               mapi_http_enabled=mapi_http_enabled, source=file, **values)
+               mapi_http_enabled=mapi_http_enabled, groups=_load_groups(top, file, emails), source=file, **values)
+
+
+def _load_groups(top: Reader, file: str, emails: List[str]) -> List[DistributionGroup]:
+    groups: List[DistributionGroup] = []
+    for item, name, line in top.items("distribution_groups", []):
+        group = Reader(item, file, name, line)
+        group.only(["display_name", "email", "members"])
+        email = group.get("email", str).lower()
+        if "@" not in email or email in emails or email in (g.email for g in groups):
+            raise group.error("email", f"{email!r} is not a new e-mail address of the org")
+        members = tuple(str(m).lower() for m in group.get("members", list, []))
+        for member in members:
+            if member not in emails:
+                raise group.error("members", f"{member!r} is not a mailbox of the org", closest(member, emails))
+        groups.append(DistributionGroup(group.get("display_name", str, email.split("@")[0]), email, members))
+    return groups
 
 
 # Set-OutlookAnywhere's parameters per version; a parameter of the other version is named as such.

@@ -10,7 +10,8 @@ Autodiscover is reported as "http-<status>" (e.g. "http-404"), an id family rath
 # makes them come sooner).
 TIMEOUT_REASONS = frozenset({"timeout", "rts-timeout", "connection-timeout", "no-response", "dns-timeout"})
 
-STEPS = ("autodiscover", "dns", "port", "certificate", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon")
+STEPS = ("autodiscover", "dns", "port", "certificate", "http-auth", "rpc-proxy", "nspi", "referral", "mapi-http",
+         "mailbox-logon", "mailbox", "ews-auth", "ews")
 
 _RENEW = ("Renew the certificate and bind it to IIS (New-ExchangeCertificate / Import-ExchangeCertificate, then "
           "Enable-ExchangeCertificate -Services IIS); check the server clock.")
@@ -185,17 +186,69 @@ REASONS = {
     "mailbox-logon-failed": ("mailbox-logon", "Mailbox logon failed with another error: " + _MAILBOX),
     "emsmdb-connect-failed": ("mailbox-logon", "The mail store endpoint (EMSMDB, 6001) refused the connection: "
                                                + _VALID_PORTS),
+    # ews (mockex probe --test ews)
+    "ews-auth-methods": ("ews-auth", "EWS (/EWS/Exchange.asmx) offers no authentication method the client can use: "
+                                     "enable Windows (NTLM/Negotiate) or Basic authentication on the EWS virtual "
+                                     "directory (Set-WebServicesVirtualDirectory -WindowsAuthentication $true, "
+                                     "-BasicAuthentication $true)."),
+    "no-ews-url": ("ews", "Autodiscover gave no https EWS URL: set the EWS virtual directory's ExternalUrl and "
+                          "InternalUrl (Set-WebServicesVirtualDirectory -ExternalUrl https://<host>/EWS/Exchange.asmx)."),
+    "ews-server-busy": ("ews", "EWS throttled the request (ErrorServerBusy, with BackOffMilliseconds): check the "
+                               "server's load and the throttling policy that applies to the user "
+                               "(Get-ThrottlingPolicy: EwsMaxConcurrency, EwsMaxBurst, EwsRechargeRate, "
+                               "EwsCutoffBalance); clients must wait the back-off before retrying."),
+    "ews-mailbox-store-unavailable": ("ews", "The mailbox database is unavailable (ErrorMailboxStoreUnavailable): "
+                                             "check the database is mounted and healthy "
+                                             "(Get-MailboxDatabaseCopyStatus), the Microsoft Exchange Information "
+                                             "Store service runs, and no failover is in progress."),
+    "ews-mailbox-move-in-progress": ("ews", "The mailbox is being moved (ErrorMailboxMoveInProgress): wait for the "
+                                            "move to complete (Get-MoveRequest / Get-MoveRequestStatistics), or "
+                                            "resume a suspended or failed move."),
+    "ews-error": ("ews", "EWS answered with an error response code (named in the message): check the mailbox, the "
+                         "EWS virtual directory and the MSExchangeServicesAppPool, and the Application event log on "
+                         "the server for that code."),
+    "ews-http-error": ("ews", "EWS answered an unexpected HTTP status: check the EWS virtual directory "
+                              "(Get-WebServicesVirtualDirectory), the MSExchangeServicesAppPool and any reverse proxy "
+                              "in front of /EWS."),
+    "ews-malformed-response": ("ews", "The EWS URL did not answer EWS SOAP (often a web page of a reverse proxy or "
+                                      "another site): check the URL Autodiscover gives and what serves /EWS."),
+    # mapi-http (/mapi/emsmdb, when Autodiscover offers MAPI over HTTP or --transport mapi-http asks for it)
+    "mapi-http-disabled": ("mapi-http", "MAPI over HTTP is disabled (X-ResponseCode 16, Endpoint Disabled): "
+                                        "Set-OrganizationConfig -MapiHttpEnabled $true and recycle the "
+                                        "MSExchangeMapiFrontEndAppPool, or let clients use Outlook Anywhere (they do "
+                                        "when Autodiscover gives no mapiHttp block)."),
+    "mapi-http-error": ("mapi-http", "The MAPI over HTTP endpoint answered a transport error (an HTTP status or a "
+                                     "non-zero X-ResponseCode): check the /mapi virtual directory "
+                                     "(Get-MapiVirtualDirectory, its IISAuthenticationMethods), the "
+                                     "MSExchangeMapiFrontEndAppPool and MSExchangeMapiMailboxAppPool, and that a "
+                                     "reverse proxy passes /mapi with its cookies."),
+    # mailbox: the Inbox and a message, by ROPs after the logon
+    "inbox-open-failed": ("mailbox", "RopOpenFolder on the Inbox failed: " + _MAILBOX + " A damaged folder is "
+                                     "repaired with New-MailboxRepairRequest -CorruptionType FolderView."),
+    "inbox-list-failed": ("mailbox", "Listing the Inbox (RopGetContentsTable, RopSetColumns, RopQueryRows) failed: "
+                                     "check the mailbox database's health and the store's event log; "
+                                     "New-MailboxRepairRequest repairs damaged views."),
+    "message-read-failed": ("mailbox", "Reading a message of the Inbox (RopOpenMessage, RopGetPropertiesSpecific) "
+                                       "failed: check the mailbox database's health and the store's event log."),
+    "rop-response-malformed": ("mailbox", "The server's ROP response could not be read as [MS-OXCROPS] defines it: "
+                                          "something between the client and the mailbox server (a proxy, a "
+                                          "filter) altered the RPC or MAPI/HTTP body, or the server is not "
+                                          "Exchange."),
 }
 
-_AFTER_CONNECT = ("autodiscover", "http-auth", "rpc-proxy", "nspi", "referral", "mailbox-logon")
+_AFTER_CONNECT = ("autodiscover", "http-auth", "rpc-proxy", "nspi", "referral", "mapi-http", "mailbox-logon",
+                  "mailbox", "ews-auth", "ews")
 ALSO_AT = {
-    "http-401": ("http-auth", "rpc-proxy"),
-    "rpc-fault": ("referral", "mailbox-logon"),
+    "http-401": ("http-auth", "rpc-proxy", "mapi-http", "ews-auth"),
+    "mapi-http-error": ("mailbox-logon", "mailbox"),
+    "rop-response-malformed": ("mailbox-logon",),
+    "ec-server-busy": ("mailbox",),
+    "rpc-fault": ("referral", "mailbox-logon", "mailbox"),
     "rpc-bind-failed": ("referral", "mailbox-logon"),
     "timeout": _AFTER_CONNECT[1:],
     "connection-reset": _AFTER_CONNECT,
     "connection-closed": _AFTER_CONNECT,
-    "malformed-response": ("http-auth", "rpc-proxy"),
+    "malformed-response": ("http-auth", "rpc-proxy", "mapi-http"),
     "time-limit": tuple(step for step in STEPS if step != "autodiscover"),
 }
 

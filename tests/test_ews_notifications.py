@@ -144,7 +144,7 @@ def streaming(subscription: str, minutes: int = 1) -> bytes:
                     f"</m:SubscriptionIds><m:ConnectionTimeout>{minutes}</m:ConnectionTimeout></m:GetStreamingEvents>")
 
 
-def test_get_streaming_events_answers_one_envelope_a_chunk_ending_with_connection_status_closed():
+def test_get_streaming_events_opens_with_connection_status_ok_and_the_events_already_waiting():
     store = new_store()
     bob = store.mailbox(BOB)
     _, root = answer_of(store, envelope(
@@ -153,19 +153,23 @@ def test_get_streaming_events_answers_one_envelope_a_chunk_ending_with_connectio
     subscription = root.findtext(f".//{M}SubscriptionId")
     assert root.find(f".//{M}Watermark") is None
     _, [delivered] = store.send(bob, subject="hi", body="x", to=[("", ALICE)])
-    answer = ews.respond_ews(ORG, store, ALICE, streaming(subscription))
-    assert answer.status == 200 and answer.body == b"" and len(answer.chunks) == 3
+    answer = ews.respond_ews(ORG, store, ALICE, streaming(subscription, 7))
+    assert answer.status == 200 and answer.body == b"" and len(answer.chunks) == 2
     documents = [etree.fromstring(chunk) for chunk in answer.chunks]
     assert all(etree.QName(d).namespace == SOAP for d in documents)
-    assert [d.findtext(f".//{M}ConnectionStatus") for d in documents] == ["OK", None, "Closed"]
+    assert [d.findtext(f".//{M}ConnectionStatus") for d in documents] == ["OK", None]
     event = documents[1].find(f".//{M}Notifications/{M}Notification/{T}NewMailEvent")
     assert event.find(f"{T}ItemId").get("Id") == delivered.id
+    assert answer.stream.timeout_seconds == 7 * 60       # the edge holds the connection that long
+    closing = [etree.fromstring(c) for c in answer.stream.closing()]
+    assert [d.findtext(f".//{M}ConnectionStatus") for d in closing] == ["Closed"]
     again = ews.respond_ews(ORG, store, ALICE, streaming(subscription))
-    assert [etree.fromstring(c).findtext(f".//{M}ConnectionStatus") for c in again.chunks] == ["OK", "Closed"]
+    assert [etree.fromstring(c).findtext(f".//{M}ConnectionStatus") for c in again.chunks] == ["OK"]
     assert ews.respond_ews(ORG, store, ALICE, streaming(subscription, 31)).error_code == "ErrorSchemaValidation"
     _, root = answer_of(store, pull_subscribe())
     pull = root.findtext(f".//{M}SubscriptionId")
-    assert ews.respond_ews(ORG, store, ALICE, streaming(pull)).error_code == "ErrorInvalidSubscription"
+    refused = ews.respond_ews(ORG, store, ALICE, streaming(pull))
+    assert refused.error_code == "ErrorInvalidSubscription" and refused.stream is None
     assert answer_of(store, get_events(subscription, "x"))[0].error_code == "ErrorInvalidPullSubscriptionId"
 
 

@@ -8,7 +8,13 @@ import json
 from lxml import etree
 
 from harness import conduct
-from harness.faults.ews import MailboxMoveInProgress, MailboxStoreUnavailable, ServerBusy
+from harness.faults.ews import (
+    ConnectionCountExceeded,
+    MailboxMoveInProgress,
+    MailboxStoreUnavailable,
+    ServerBusy,
+    TimeoutExpired,
+)
 from harness.hooks import FaultSet, Scope
 from harness.protocols import ews
 from harness.scenario import load_scenario
@@ -60,6 +66,22 @@ def test_store_failures_are_error_response_messages_and_scoped_by_user():
     assert ask(faults, FIND_INBOX, "carol@contoso.test") is None
 
 
+def test_connection_count_and_timeout_are_error_messages_naming_the_policy():
+    answer = ask(FaultSet([ConnectionCountExceeded(limit=5)]), FIND_INBOX)
+    assert (answer.status, answer.outcome, answer.error_code) == (200, "error", "ErrorExceededConnectionCount")
+    message = etree.fromstring(answer.body).find(f".//{{{ews.MESSAGES_NS}}}FindItemResponseMessage")
+    assert message.get("ResponseClass") == "Error"
+    assert [etree.QName(e).localname for e in message] == ["MessageText", "ResponseCode", "DescriptiveLinkKey",
+                                                           "MessageXml"]
+    values = {v.get("Name"): v.text for v in message.iter(f"{{{ews.TYPES_NS}}}Value")}
+    assert values == {"Policy": "MaxConcurrency", "MaxConcurrencyLimit": "5"}
+    assert message.findtext(f"{{{ews.MESSAGES_NS}}}MessageText").startswith("You have exceeded the available")
+    timeout = FaultSet([TimeoutExpired(operations=["FindItem"])])
+    assert ask(timeout, GET_INBOX) is None
+    answer = ask(timeout, FIND_INBOX)
+    assert (answer.status, answer.outcome, answer.error_code) == (200, "error", "ErrorTimeoutExpired")
+
+
 def test_an_unfaulted_request_still_runs():
     assert ews.respond_ews(ORG, new_store(), ALICE, FIND_INBOX).outcome == "success"
 
@@ -67,7 +89,9 @@ def test_an_unfaulted_request_still_runs():
 def test_the_builtin_scenarios_load():
     for name, fault in (("ews-throttled", "ews.server-busy"),
                         ("ews-mailbox-store-unavailable", "ews.mailbox-store-unavailable"),
-                        ("ews-mailbox-move-in-progress", "ews.mailbox-move-in-progress")):
+                        ("ews-mailbox-move-in-progress", "ews.mailbox-move-in-progress"),
+                        ("ews-connection-count-exceeded", "ews.connection-count-exceeded"),
+                        ("ews-timeout-expired", "ews.timeout-expired")):
         scenario = load_scenario(f"{REPO}/scenarios/{name}.yaml")
         assert [f.name for f in scenario.faults] == [fault] and scenario.expect["analyzer"] == {"passes": True}
 
@@ -124,3 +148,23 @@ def test_exchangelib_observes_each_ews_fault(tmp_path):
 
     assert results_of(out["alice"].output)["raised"]["error"] == "ErrorMailboxStoreUnavailable"
     assert results_of(out["bob"].output)["raised"]["error"] == "ErrorMailboxMoveInProgress"
+
+
+@needs_netns
+def test_exchangelib_observes_connection_count_and_timeout_faults(tmp_path):
+    """The shipped scenarios: exchangelib (one session) cannot shrink its pool further and raises each error; the
+    transcript records the refused FindItem. Once the one-shot fault is spent, the next listing works."""
+    once = scenario_file(tmp_path, "once", "  - ews.timeout-expired: {operations: [FindItem], times: 1}\n")
+    client = f'"$PY" {CLIENT} 127.0.0.1 53 {ALICE} P@ssw0rd-alice throttled failfast'
+    out = run_in_netns(str(tmp_path), [
+        (["--scenario", "ews-connection-count-exceeded"], [Check("count", client)]),
+        (["--scenario", "ews-timeout-expired"], [Check("timeout", client)]),
+        (["--scenario", once], [Check("once", client), Check("again", client)]),
+    ])
+    assert results_of(out["count"].output)["raised"]["error"] == "ErrorExceededConnectionCount", out["count"].output
+    assert results_of(out["timeout"].output)["raised"]["error"] == "ErrorTimeoutExpired", out["timeout"].output
+    refused = [e for e in out["count"].kind("ews") if e["error_code"] == "ErrorExceededConnectionCount"]
+    assert refused and all(e["outcome"] == "error" for e in refused)
+    assert results_of(out["once"].output)["raised"]["error"] == "ErrorTimeoutExpired"
+    assert results_of(out["again"].output)["listed"]["subjects"] == ["Lunch on Thursday?", "Quarterly planning",
+                                                                     "Welcome to Contoso"]

@@ -58,7 +58,7 @@ def test_clean_org_passes_every_step(server):
                     "autodiscover.root-domain.certificate", "autodiscover.root-domain.post",
                     "outlook-anywhere.dns", "outlook-anywhere.port", "outlook-anywhere.certificate",
                     "outlook-anywhere.http-auth", "outlook-anywhere.rpc-proxy", "outlook-anywhere.nspi",
-                    "outlook-anywhere.referral", "outlook-anywhere.mailbox-logon"):
+                    "outlook-anywhere.referral", "outlook-anywhere.mailbox-logon", "outlook-anywhere.mailbox"):
         assert statuses.get(step_id) == "pass", step_id
     assert "autodiscover.autodiscover-domain" not in statuses   # Outlook stops at the first successful POST
     tail.wait_for(lambda e: e["kind"] == "rpc_call" and e["op"] == "EcDoDisconnect")
@@ -66,7 +66,10 @@ def test_clean_org_passes_every_step(server):
     assert calls == [("nspi", "NspiBind", "0x00000000"), ("nspi", "NspiResolveNamesW", "0x00000000"),
                      ("nspi", "NspiUnbind", "0x00000001"), ("rfr", "RfrGetNewDSA", "0x00000000"),
                      ("rfr", "RfrGetFQDNFromServerDN", "0x00000000"), ("emsmdb", "EcDoConnectEx", "0x00000000"),
-                     ("emsmdb", "EcDoRpcExt2", "0x00000000"), ("emsmdb", "EcDoDisconnect", "0x00000000")]
+                     ("emsmdb", "EcDoRpcExt2", "0x00000000"),   # RopLogon
+                     ("emsmdb", "EcDoRpcExt2", "0x00000000"),   # the Inbox: open, contents table, columns, rows
+                     ("emsmdb", "EcDoRpcExt2", "0x00000000"),   # its first message: open, subject and body
+                     ("emsmdb", "EcDoDisconnect", "0x00000000")]
     binds = tail.events("rpc_bind")
     assert [(b["interface"], b["auth_level"], b["result"]) for b in binds] == [
         ("nspi", 6, "accepted"), ("rfr", 6, "accepted"), ("emsmdb", 6, "accepted")]

@@ -159,6 +159,22 @@ def test_redirects_html_and_missing_expr(org):
     assert failure.value.reason == "no-expr"
 
 
+def test_the_mapi_http_block_gives_the_mailstore_url_and_stands_in_for_a_missing_expr(org):
+    alice = org.find("alice")
+    urls = autodiscover.SiteUrls.for_org(org, 443)
+    body = autodiscover.respond_pox(org, pox.request_body(alice.email), alice, urls, mapi_http=True).body
+    settings = pox.parse_response(body, alice.email)
+    assert settings.mapi_mailstore_url == f"https://mail.contoso.test/mapi/emsmdb/?MailboxId={org.personal_server(alice)}"
+    without_expr = re.sub(rb"<Protocol><Type>EXPR</Type>.*?</Protocol>", b"", body, flags=re.S)
+    assert without_expr != body
+    assert pox.parse_response(without_expr, alice.email).proxy_host == ""
+    without_either = re.sub(rb'<Protocol Type="mapiHttp".*?</Protocol>', b"", without_expr, flags=re.S)
+    assert without_either != without_expr
+    with pytest.raises(Exception) as failure:
+        pox.parse_response(without_either, alice.email)
+    assert failure.value.reason == "no-expr"
+
+
 # ---- HTTP helpers --------------------------------------------------------------------------------------------
 def test_credentials_forms():
     assert Credentials.parse("CONTOSO\\alice", "pw") == Credentials("alice", "CONTOSO", "pw")

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from harness.mailbox.attachments import Attachment
 from harness.mailbox.seed import WELCOME
 from tests.support.ropclient import TAG_BODY, TAG_SUBJECT, RopBuffer, by_rop
 from tests.support.ropsession import (
@@ -15,6 +16,7 @@ from tests.support.ropsession import (
     ALICE_DN,
     BOB,
     INBOX,
+    NOW,
     exchangelib_accounts,
     https_session,
     in_process_session,
@@ -42,6 +44,20 @@ def test_a_seeded_message_reads_by_properties_and_by_stream():
     assert by_rop(answers, 0x08).fields["values"][TAG_BODY] == WELCOME[0][1]
     reads = [answer.fields["data"] for answer in answers if answer.rop_id == 0x2C]
     assert len(reads[0]) == 10 and (reads[0] + reads[1])[:-2].decode("utf-16-le") == WELCOME[0][1]
+
+
+def test_pr_hasattach_and_the_message_flag_follow_the_stores_attachments():
+    store = new_store()
+    bob = store.mailbox(BOB.email)
+    report = Attachment(key=0, name="report.csv", last_modified=NOW, content=b"a,b\n")
+    store.send(bob, subject="With a file", body="attached", to=[("", ALICE.email)], attachments=[report])
+    session = in_process_session(store)
+    columns = [TAG_SUBJECT, 0x0E1B000B, 0x0E070003]     # PR_HASATTACH, PR_MESSAGE_FLAGS
+    buffer = (RopBuffer(slots=3).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1).contents_table(1, 2)
+              .set_columns(2, columns).query_rows(2, columns))
+    rows = {row[0]: row[1:] for row in by_rop(session.run(buffer)[0], 0x15).fields["rows"]}
+    assert rows["With a file"][0] is True and rows["With a file"][1] & 0x10
+    assert rows[WELCOME[0][0]][0] is False and not rows[WELCOME[0][0]][1] & 0x10
 
 
 def test_open_message_answers_not_found_and_null_object():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from harness.faults.base import Fault, FaultParamError, HostScoped, Param, register
 from harness.protocols.http import AUTODISCOVER_HEADERS, DEFAULT_AUTH_METHODS, IIS_401, AuthOffer, HttpAnswer
 from harness.protocols.httpauth import AuthOutcome
+from harness.protocols.logon import AV_ACTIONS, AV_IDS, TEXT_AVS, AvEdit, ChallengeEdit
 
 PATH_HELP = "apply only to request paths starting with this prefix (e.g. /rpc/ or /autodiscover/); default: all"
 
@@ -186,3 +187,71 @@ class Challenge(_PathScoped):
         if request.path.lower().startswith("/autodiscover"):
             headers += AUTODISCOVER_HEADERS   # as the site's own 401 there
         return HttpAnswer(401, IIS_401, headers=tuple(headers))
+
+
+_HEX_DIGITS = set("0123456789abcdefABCDEF")
+
+
+@register
+class NtlmChallenge(Fault):
+    name = "auth.ntlm-challenge"
+    summary = ("The NTLM CHALLENGE goes out changed: negotiate flags set or cleared, TargetInfo AV pairs dropped, "
+               "doubled, reordered or given odd values, another target name, version or timestamp.")
+    description = ("The CHALLENGE of a server other than the CAS (a Samba or appliance front end, a reverse proxy "
+                   "doing its own NTLM, an older Windows) or a corrupted one: MsvAvEOL missing, a name twice or "
+                   "very long, a timestamp of 0, flags the client did not ask for. It stays a well-formed NTLM "
+                   "message (MS-NLMP 2.2.1.2), so it reaches the client's parser. `where` picks the HTTP 401 "
+                   "handshake or the DCE/RPC bind (RPC over HTTP's inner NTLM); the `mockex fuzz --layer ntlm` "
+                   "strategy draws these. The server still checks the AUTHENTICATE against what it sent.")
+    symptoms = {"impacket": "parses TargetInfo with AV_PAIRS, which stops at MsvAvEOL or the end; a pair without "
+                            "its value may raise struct.error or KeyError in getNTLMSSPType3",
+                "requests-ntlm / ntlm-auth": "ValueError or struct.error on an AV pair it cannot read"}
+    params = {"flags_set": Param(int, 0, "NEGOTIATE_* flags set in the CHALLENGE (a u32)", minimum=0, below=1 << 32),
+              "flags_clear": Param(int, 0, "NEGOTIATE_* flags cleared (a u32)", minimum=0, below=1 << 32),
+              "av_pairs": Param(list, None, "TargetInfo edits in order, each {action: drop|duplicate|first|set|add, "
+                                            "av: MsvAvDnsComputerName..., value: text (names) or hex (others)}",
+                                items=dict),
+              "target_name": Param(str, None, "the TargetName instead of the NetBIOS domain"),
+              "version": Param(str, None, "the 8-byte Version field, as 16 hex digits (e.g. 0a00614a0000000f)"),
+              "timestamp": Param(int, None, "MsvAvTimestamp's FILETIME instead of now (0: 1601)", minimum=0,
+                                 below=1 << 64),
+              "where": Param(str, None, "only the HTTP 401 handshake (http) or the DCE/RPC bind (rpc); default both",
+                             ("http", "rpc"))}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        version = result["version"]
+        if version is not None and (len(version) != 16 or not set(version) <= _HEX_DIGITS):
+            raise FaultParamError("version", f"{version!r} is not 16 hex digits", "e.g. 0603802500000000f")
+        for edit in result["av_pairs"] or ():
+            _check_av_edit(edit)
+        return result
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        v = self.values
+        self.edit = ChallengeEdit(
+            v["flags_set"], v["flags_clear"],
+            tuple(AvEdit(e["action"], e["av"], e.get("value")) for e in v["av_pairs"] or ()), v["target_name"],
+            bytes.fromhex(v["version"]) if v["version"] is not None else None, v["timestamp"])
+
+    def on_ntlm_challenge(self, scope, where):
+        return self.edit if self.values["where"] in (None, where) else None
+
+
+def _check_av_edit(edit: dict) -> None:
+    unknown = set(edit) - {"action", "av", "value"}
+    if unknown:
+        raise FaultParamError("av_pairs", f"unknown key {sorted(unknown)[0]!r}", "keys: action, av, value")
+    if edit.get("action") not in AV_ACTIONS:
+        raise FaultParamError("av_pairs", f"action {edit.get('action')!r} is not allowed", ", ".join(AV_ACTIONS))
+    if edit.get("av") not in AV_IDS:
+        raise FaultParamError("av_pairs", f"av {edit.get('av')!r} is not an AV pair name", ", ".join(AV_IDS))
+    value = edit.get("value")
+    if value is not None and not isinstance(value, str):
+        raise FaultParamError("av_pairs", f"value {value!r} is not text")
+    if value and AV_IDS[edit["av"]] not in TEXT_AVS and (len(value) % 2 or not set(value) <= _HEX_DIGITS):
+        raise FaultParamError("av_pairs", f"value {value!r} of {edit['av']} is not hex bytes")
+    if value is not None and len(AvEdit(edit["action"], edit["av"], value).encoded()) > 0xFFFF:
+        raise FaultParamError("av_pairs", f"the value of {edit['av']} is longer than an AV pair holds")

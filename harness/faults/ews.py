@@ -78,3 +78,43 @@ class MailboxMoveInProgress(_EwsFault):
 
     def answer(self, request: EwsRequest) -> EwsAnswer:
         return request.error("ErrorMailboxMoveInProgress", "Mailbox move in progress. Try again later.")
+
+
+# Exchange's MessageText (as clients report it, two spaces included).
+EXCEEDED_CONNECTION_COUNT = ("You have exceeded the available concurrent connections for your account.  Try again "
+                             "once your other requests have completed.")
+TIMEOUT_EXPIRED = "The operation has timed out."     # guess: no Exchange capture of this text seen
+
+
+@register
+class ConnectionCountExceeded(_EwsFault):
+    name = "ews.connection-count-exceeded"
+    summary = "EWS answers ErrorExceededConnectionCount: more concurrent requests than the user's policy allows."
+    description = ("The user's throttling policy caps concurrent EWS connections (EwsMaxConcurrency, 27 by default "
+                   "in Exchange 2013; HangingConnectionLimit for streaming notifications): a request beyond the cap "
+                   "is refused with HTTP 200 and a ResponseClass Error message ErrorExceededConnectionCount whose "
+                   "MessageXml names the policy (Policy MaxConcurrency, MaxConcurrencyLimit). Nothing runs; clients "
+                   "should use fewer connections.")
+    symptoms = {"exchangelib": "shrinks its session pool and retries at once; with one session left it raises "
+                               "ErrorExceededConnectionCount"}
+    params = {**_EwsFault.params,
+              "limit": Param(int, 27, "MaxConcurrencyLimit: the concurrency the policy allows", minimum=0)}
+
+    def answer(self, request: EwsRequest) -> EwsAnswer:
+        return request.error("ErrorExceededConnectionCount", EXCEEDED_CONNECTION_COUNT,
+                             {"Policy": "MaxConcurrency", "MaxConcurrencyLimit": str(self.values["limit"])})
+
+
+@register
+class TimeoutExpired(_EwsFault):
+    name = "ews.timeout-expired"
+    summary = "EWS answers ErrorTimeoutExpired: the mailbox server did not finish the operation in time."
+    description = ("A busy mailbox server, or a request too large for it (a big FindItem page, a long search), "
+                   "runs past the CAS's time limit: the response message is ResponseClass Error, ErrorTimeoutExpired, "
+                   "and nothing is returned. Smaller batches and later retries succeed. The answer comes at once "
+                   "(the time a real timeout takes is not waited).")
+    symptoms = {"exchangelib": "with more than one session, backs off and retries with fewer; with one session it "
+                               "raises ErrorTimeoutExpired"}
+
+    def answer(self, request: EwsRequest) -> EwsAnswer:
+        return request.error("ErrorTimeoutExpired", TIMEOUT_EXPIRED)

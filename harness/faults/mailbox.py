@@ -20,6 +20,7 @@ from harness.rpc.emsmdb import (
     version_text,
 )
 from harness.rpc.nspi import NOT_FOUND
+from harness.rpc.nspi.values import CELL_ACTIONS, RETYPED, ROW_ACTIONS, CellEdit, RowsEdit
 
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
@@ -157,3 +158,59 @@ class NameNotFound(RpcScopedFault):
         if operation != "resolve" or mailbox is None:
             return None
         return MailboxError(NOT_FOUND) if entry is None or entry.lower() == mailbox.email.lower() else None
+
+
+@register
+class NspiRows(RpcScopedFault):
+    name = "mailbox.nspi-rows"
+    summary = ("NspiQueryRows / NspiGetMatches / NspiResolveNames rows come back odd: a column missing or twice, a "
+               "PT_ERROR, another property type, a string empty, long or non-ASCII; no rows, each row twice, a row "
+               "of errors added.")
+    description = ("What another address book server (a Samba or OpenChange NSPI, a GAL sync appliance) or a "
+                   "directory with odd data may answer: a row that lacks a column the client asked for, "
+                   "PtypErrorCode where a value was expected (MAPI_E_NOT_FOUND 0x8004010F, or another code), a "
+                   "property in a type the client did not ask for, a display name of 64 KiB or of characters outside "
+                   "the BMP. The answer stays valid NDR (MS-OXNSPI 2.2.3), so it reaches the client's row parser; "
+                   "the `mockex fuzz --layer nspi` strategy draws these. `cells` edits apply to every row in "
+                   "order, by column index in the columns asked for.")
+    symptoms = {"exchanger.py": "prints rows by column position; a missing or retyped column may print an error "
+                                "value or raise KeyError/IndexError in its printer"}
+    params = {"cells": Param(list, None, "edits of every row, in order: {action: drop|error|text|type|duplicate, "
+                                         "column: index, value: error code (int), text, or a type: "
+                                         + ", ".join(RETYPED) + "}", items=dict),
+              "rows": Param(str, None, "then the row set: none, duplicate, error-row", ROW_ACTIONS),
+              "operation": Param(str, None, "only query-rows, get-matches or resolve-names (default: all)",
+                                 ("query-rows", "get-matches", "resolve-names"))}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        for edit in result["cells"] or ():
+            _check_cell_edit(edit)
+        return result
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        self.edit = RowsEdit(tuple(CellEdit(e["action"], e["column"], e.get("value"))
+                                   for e in self.values["cells"] or ()), self.values["rows"])
+
+    def on_nspi_rows(self, scope, operation):
+        return self.edit if self.values["operation"] in (None, operation) else None
+
+
+def _check_cell_edit(edit: dict) -> None:
+    unknown = set(edit) - {"action", "column", "value"}
+    if unknown:
+        raise FaultParamError("cells", f"unknown key {sorted(unknown)[0]!r}", "keys: action, column, value")
+    action, column, value = edit.get("action"), edit.get("column"), edit.get("value")
+    if action not in CELL_ACTIONS:
+        raise FaultParamError("cells", f"action {action!r} is not allowed", ", ".join(CELL_ACTIONS))
+    if isinstance(column, bool) or not isinstance(column, int) or column < 0:
+        raise FaultParamError("cells", f"column {column!r} is not an index", "0 for the first column asked for")
+    if action == "error" and value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                                    or not 0 <= value < 1 << 32):
+        raise FaultParamError("cells", f"error code {value!r} is not a u32")
+    if action == "text" and value is not None and (not isinstance(value, str) or len(value) > 65535):
+        raise FaultParamError("cells", f"text {value!r:.40} is not text of at most 65535 characters")
+    if action == "type" and value not in RETYPED:
+        raise FaultParamError("cells", f"type {value!r} is not one of " + ", ".join(RETYPED))

@@ -7,13 +7,27 @@ mailbox's address.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Dict, List, Optional
 
 from harness.faults.base import Fault, FaultParamError, Param, register
 from harness.protocols import rts
 from harness.protocols.dcerpc import NAK_NAMES, NAK_NOT_SPECIFIED, BindNak, CallFault
-from harness.protocols.rpcproxy import IN, LEGACY, METHODS, OUT, ChannelCut, HttpError, OutFraming, RtsAction
+from harness.protocols.dcerpc.binding import BindAckEdit
+from harness.protocols.dcerpc.pdus import REASON_NAMES
+from harness.protocols.rpcproxy import (
+    CONNECTION_TIMEOUT_MS,
+    IN,
+    IN_RECEIVE_WINDOW,
+    LEGACY,
+    METHODS,
+    OUT,
+    ChannelCut,
+    HttpError,
+    OutFraming,
+    RtsAction,
+)
 
 INTERFACES = ("nspi", "rfr", "emsmdb")
 RPC_S_SERVER_UNAVAILABLE = 0x000006BA
@@ -247,6 +261,75 @@ class ChannelRecycle(RpcScopedFault):
         return self.action if pdu_name == "CONN/C2" else None
 
 
+U32_LIMIT = 1 << 32
+# Commands an RTS answer may carry beyond its own (MS-RPCH 2.2.3.5), each with a plausible value; a client must skip
+# or refuse what it does not expect there.
+EXTRA_COMMANDS = {
+    "Empty": rts.Empty(), "Padding": rts.Padding(8), "Version": rts.Version(1),
+    "ConnectionTimeout": rts.ConnectionTimeout(CONNECTION_TIMEOUT_MS), "ReceiveWindowSize": rts.ReceiveWindowSize(
+        IN_RECEIVE_WINDOW), "Cookie": rts.Cookie(bytes(range(16))), "ChannelLifetime": rts.ChannelLifetime(
+        0x40000000), "ClientKeepalive": rts.ClientKeepalive(300000), "NegativeANCE": rts.NegativeANCE(),
+    "ANCE": rts.ANCE(), "ClientAddress": rts.ClientAddress(ipaddress.IPv4Address("127.0.0.1")),
+    "AssociationGroupId": rts.AssociationGroupId(bytes(range(16, 32))), "Destination": rts.Destination(rts.FD_CLIENT),
+    "PingTrafficSentNotify": rts.PingTrafficSentNotify(0)}
+MUTABLE_RTS = ("CONN/A3", "CONN/C2")
+
+
+@register
+class RtsMutate(RpcScopedFault):
+    name = "rpc.rts-mutate"
+    summary = "CONN/A3 or CONN/C2 goes out with other field values, flags or commands (dropped, added, reordered)."
+    description = ("An RTS answer as a proxy from another vendor, an older IIS rpcproxy or a buggy load balancer "
+                   "could send it: another Version, a receive window of 0 or 4 GiB, a connection timeout of 0, "
+                   "unexpected flags, a command missing or one more (Padding, Empty, a Cookie...), the commands in "
+                   "reverse order. The PDU stays well-formed RTS (MS-RPCH 2.2.3), so it reaches the client's "
+                   "parser; the `mockex fuzz --layer rts` strategy draws these.")
+    symptoms = {"impacket": "reads CONN/A3 and CONN/C2 by position and size: a missing or extra command may give "
+                            "struct.error or an IndexError, a renamed PDU is accepted as long as the sizes fit"}
+    params = {"pdu": Param(str, "CONN/C2", "the RTS PDU changed", MUTABLE_RTS),
+              "flags": Param(int, None, "the RTS flags sent instead of 0 (a u16)", minimum=0, below=1 << 16),
+              "version": Param(int, None, "CONN/C2's Version value instead of 1", minimum=0, below=U32_LIMIT),
+              "receive_window": Param(int, None, "CONN/C2's ReceiveWindowSize instead of 65536", minimum=0,
+                                      below=U32_LIMIT),
+              "connection_timeout": Param(int, None, "the ConnectionTimeout in ms instead of 120000", minimum=0,
+                                          below=U32_LIMIT),
+              "drop": Param(list, None, "commands left out, by name (Version, ReceiveWindowSize, "
+                                        "ConnectionTimeout)", items=str),
+              "extra": Param(list, None, "commands appended, by name: " + ", ".join(EXTRA_COMMANDS), items=str),
+              "reverse": Param(bool, False, "send the commands in reverse order")}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        unknown = [name for name in result["extra"] or () if name not in EXTRA_COMMANDS]
+        if unknown:
+            raise FaultParamError("extra", f"unknown RTS command {unknown[0]!r}", "one of " + ", ".join(EXTRA_COMMANDS))
+        return result
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        self.action = RtsAction("replace", then=(self.build(),))
+
+    def build(self) -> rts.RtsPdu:
+        v = self.values
+        timeout = CONNECTION_TIMEOUT_MS if v["connection_timeout"] is None else v["connection_timeout"]
+        if v["pdu"] == "CONN/A3":
+            commands: List[rts.Command] = [rts.ConnectionTimeout(timeout)]
+        else:
+            window = IN_RECEIVE_WINDOW if v["receive_window"] is None else v["receive_window"]
+            commands = [rts.Version(1 if v["version"] is None else v["version"]), rts.ReceiveWindowSize(window),
+                        rts.ConnectionTimeout(timeout)]
+        dropped = set(v["drop"] or ())
+        commands = [c for c in commands if type(c).__name__ not in dropped]
+        commands += [EXTRA_COMMANDS[name] for name in v["extra"] or ()]
+        if v["reverse"]:
+            commands.reverse()
+        return rts.RtsPdu(rts.FLAG_NONE if v["flags"] is None else v["flags"], tuple(commands))
+
+    def on_rts(self, scope, direction, pdu_name):
+        return self.action if pdu_name == self.values["pdu"] else None
+
+
 class _BindFault(RpcScopedFault):
     """Refuses binds to ``interface`` (every interface when not given)."""
 
@@ -311,3 +394,48 @@ class CallFails(RpcScopedFault):
         if self.values["interface"] in (None, interface) and self.values["opnum"] in (None, opnum):
             return CallFault(self.values["status"])
         return None
+
+
+@register
+class BindAckShape(_BindFault):
+    name = "rpc.bind-ack"
+    summary = ("The bind is accepted with an odd bind_ack (fragment sizes, secondary address, more results), and "
+               "its responses come in small fragments or end in a fault PDU mid-call.")
+    description = ("What another RPC server or a middlebox may send while still accepting the bind: a max_xmit_frag "
+                   "or max_recv_frag below the 2048 of Windows or at 65535, a secondary address that is empty or "
+                   "not the port asked for, provider_rejection results the bind did not ask for (after the "
+                   "acceptance, or before it); then responses split into fragments of a few bytes, or cut after "
+                   "some fragments by a fault PDU (status: nca_s_fault_unspec 0x1C000012 by default). The "
+                   "`mockex fuzz --layer dcerpc` strategy draws these.")
+    symptoms = {"impacket": "reassembles fragments by PFC_LAST_FRAG; a fault after some fragments surfaces as "
+                            "DCERPCException from dce.request()"}
+    params = {"interface": Param(str, None, "the interface whose bind_ack changes (default: every interface)",
+                                 INTERFACES),
+              "max_xmit": Param(int, None, "max_xmit_frag announced", minimum=0, below=1 << 16),
+              "max_recv": Param(int, None, "max_recv_frag announced", minimum=0, below=1 << 16),
+              "secondary_address": Param(str, None, "the secondary address announced instead of the port"),
+              "extra_results": Param(list, None, "provider_rejection reasons of results added: "
+                                     + ", ".join(f"{k} {v}" for k, v in REASON_NAMES.items()), items=int),
+              "results_first": Param(bool, False, "the added results come before the real ones"),
+              "fragment_size": Param(int, None, "responses in fragments of at most this many stub bytes", minimum=8,
+                                     below=1 << 16),
+              "fault_after": Param(int, None, "responses cut by a fault PDU after this many fragments", minimum=0),
+              "fault_status": Param(int, 0x1C000012, "the status of that fault PDU", minimum=0, below=1 << 32)}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        if any(not 0 <= reason <= 0xFFFF for reason in result["extra_results"] or ()):
+            raise FaultParamError("extra_results", "a reason is a u16")
+        if len((result["secondary_address"] or "").encode("utf-8")) > 0xFFFE:
+            raise FaultParamError("secondary_address", "longer than a bind_ack holds")
+        return result
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        v = self.values
+        self.edit = BindAckEdit(v["max_xmit"], v["max_recv"], v["secondary_address"], tuple(v["extra_results"] or ()),
+                                v["results_first"], v["fragment_size"], v["fault_after"], v["fault_status"])
+
+    def on_rpc_bind_ack(self, scope, interface):
+        return self.edit if self.applies(interface) else None

@@ -24,6 +24,10 @@ Placeholders are those of `mockex run` ({email} {password} {autodiscover_url} {h
 {ca_file} ...). Guide: docs/fuzzing.md."""
 
 
+# The layers harness/fuzz/strategies.py draws for (named here so that building the parser loads no Hypothesis).
+FUZZ_LAYERS = ("autodiscover", "tls", "http", "auth", "ntlm", "rts", "dcerpc", "nspi")
+
+
 def add_fuzz_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "fuzz", help="fuzz a client from the server side: Hypothesis draws what the mock answers, failures shrink "
@@ -33,8 +37,8 @@ def add_fuzz_parser(subparsers) -> argparse.ArgumentParser:
                     "each failure to the smallest misbehaviour and save it as a scenario file.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--client", required=True, metavar="COMMAND", help="the command, with {placeholders}")
-    parser.add_argument("--layer", action="append", default=[], choices=("autodiscover", "tls", "http", "auth"),
-                        help="what to mutate: autodiscover, tls, http, auth (repeatable; default autodiscover)")
+    parser.add_argument("--layer", action="append", default=[], choices=FUZZ_LAYERS,
+                        help="what to mutate: " + ", ".join(FUZZ_LAYERS) + " (repeatable; default autodiscover)")
     parser.add_argument("--max-examples", type=int, default=200, metavar="N",
                         help="examples in all, shrinking included (default 200)")
     parser.add_argument("--seed", type=int, help="seed (default: Hypothesis' derandomized run, the same each time)")
@@ -45,6 +49,11 @@ def add_fuzz_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-findings", type=int, default=5, metavar="N", help="stop after N distinct findings")
     parser.add_argument("--ca-env", action="store_true", help="point SSL_CERT_FILE etc. at the mock's CA file")
     parser.add_argument("--org", metavar="DIR", help="org fixture directory (default contoso.test)")
+    parser.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+                        help="the mock's loopback address (default 127.0.0.1)")
+    parser.add_argument("--https-port", type=int, default=0, metavar="PORT",
+                        help="the mock's HTTPS port (default: ephemeral; 443 for clients such as exchanger.py that "
+                             "know no other, with -j 1 or one --listen address per job)")
     parser.add_argument("--replay", metavar="FILE", help="serve this saved finding once and judge the client")
     parser.add_argument("--seeds", type=_positive, default=None, metavar="M",
                         help="seeds per layer: --seed .. --seed+M-1 (default: -j's N, else 1)")
@@ -78,10 +87,14 @@ def fuzz_command(args) -> int:
     if problem:
         print(f"mockex fuzz: --client: {problem}", file=sys.stderr)
         return 2
+    if args.https_port and args.jobs > 1:
+        print("mockex fuzz: --https-port with -j: every job's mock would bind the same port; use -j 1",
+              file=sys.stderr)
+        return 2
     options = FuzzOptions(layers=tuple(args.layer or ["autodiscover"]), max_examples=args.max_examples,
                           seed=args.seed, timeout=args.timeout, save_failures=args.save_failures,
                           database=args.database, max_findings=args.max_findings, export_ca=args.ca_env,
-                          org=args.org)
+                          org=args.org, listen=args.listen, https_port=args.https_port)
     if args.replay:
         verdict, run = replay(args.replay, args.client, options)
         if verdict is None:

@@ -20,7 +20,15 @@ import yaml
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from harness.fuzz.oracles import CRASH_PATTERNS, Verdict, conduct_verdict, crash_verdict, first_verdict, hang_verdict
+from harness.fuzz.oracles import (
+    CRASH_PATTERNS,
+    Verdict,
+    backoff_verdict,
+    conduct_verdict,
+    crash_verdict,
+    first_verdict,
+    hang_verdict,
+)
 from harness.fuzz.server import FuzzServer, scenario_document
 from harness.fuzz.strategies import Example, examples
 from harness.runner.client import ClientProcess, ClientRun, environment, fill, parse_command, values
@@ -63,6 +71,7 @@ class FuzzOptions:
     predicate: Optional[Predicate] = None
     org: Optional[str] = None
     listen: str = "127.0.0.1"
+    https_port: int = 0                  # 0: an ephemeral port (443 for clients that know no other, exchanger.py)
     export_ca: bool = False
     user: Optional[str] = None           # the user whose placeholders the client gets (default: the first)
 
@@ -124,6 +133,7 @@ class Judge:
         verdict = first_verdict([
             crash_verdict(run, self.options.crash_patterns), hang_verdict(run),
             conduct_verdict(events, self.server.endpoints["hostnames"]),
+            backoff_verdict(events, self.server.endpoints["domain"], self.server.endpoints["hostnames"]),
             Verdict("predicate", f"predicate:{complaint}", complaint) if complaint else None])
         return verdict, run
 
@@ -161,7 +171,7 @@ def fuzz(client: Union[str, ClientCallable], options: FuzzOptions,
          progress: Optional[Callable[[FuzzReport], None]] = None) -> FuzzReport:
     """Fuzz ``client`` (a command with placeholders, or a callable taking a ``Served``); the findings, shrunk."""
     report = FuzzReport()
-    with FuzzServer(options.org, options.listen, options.seed or 0) as server:
+    with FuzzServer(options.org, options.listen, options.seed or 0, https_port=options.https_port) as server:
         started = time.monotonic()   # the rate is of examples: the mock's start is not counted
         judge = Judge(server, client, options)
         known: set = set()
@@ -262,6 +272,6 @@ def save_finding(finding: Finding, directory: str, layers: Sequence[str]) -> str
 
 def replay(path: str, client: Union[str, ClientCallable], options: FuzzOptions) -> Tuple[Optional[Verdict], ClientRun]:
     """Serve the scenario file ``path`` and run the client once: the verdict (None: no finding) and the run."""
-    with FuzzServer(options.org, options.listen, options.seed or 0) as server:
+    with FuzzServer(options.org, options.listen, options.seed or 0, https_port=options.https_port) as server:
         server.apply_file(path)
         return Judge(server, client, options).run_once()

@@ -3,8 +3,9 @@
 crash: the client died of a signal (not ours), or exited non-zero with a runtime-error pattern on stderr (a Python
 traceback, a Go panic, an unhandled .NET/Node exception...); an in-process client raised something other than its
 documented errors. hang: it outlived the timeout. conduct: it sent credentials where it must not
-(harness/transcript.py ``credential_violations``: plain HTTP, or TLS it could not have trusted). predicate: the
-user's own check returned a complaint.
+(harness/transcript.py ``credential_violations``: plain HTTP, or TLS it could not have trusted), or it came back
+before a busy answer's wait was over (harness/conduct.py rule ``backoff``: HTTP 429/503 with Retry-After,
+ecServerBusy with RopBackoff, EWS ErrorServerBusy). predicate: the user's own check returned a complaint.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import signal
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
 
+from harness.conduct import backoff, namespace
 from harness.runner.client import ClientRun
 from harness.transcript import credential_violations
 
@@ -77,6 +79,16 @@ def conduct_verdict(events: Iterable[dict], hostnames: Iterable[str]) -> Optiona
     scheme = first.get("scheme") or "its"
     return Verdict("conduct", f"conduct:{scheme}:{where}",
                    f"the client sent {scheme} credentials {where} ({first.get('path', '')})")
+
+
+def backoff_verdict(events: Iterable[dict], domain: str, hostnames: Iterable[str]) -> Optional[Verdict]:
+    """A retry before the Retry-After (or RopBackoff, BackOffMilliseconds) of a busy answer was over."""
+    violations = backoff(list(events), namespace(domain, hostnames))
+    if not violations:
+        return None
+    what = violations[0].message.split(" after ", 1)[-1].split(", before", 1)[0]
+    kind = what.split(" Retry-After", 1)[0].split(" (", 1)[0]    # "HTTP 503", "ecServerBusy", "EWS ErrorServerBusy"
+    return Verdict("conduct", f"conduct:backoff:{kind}", f"the client {violations[0].message}")
 
 
 def first_verdict(candidates: List[Optional[Verdict]]) -> Optional[Verdict]:

@@ -28,8 +28,8 @@ class FuzzServer:
     """Start with ``start()``, stop with ``stop()`` (or use as a context manager)."""
 
     def __init__(self, org: Optional[str] = None, listen: str = "127.0.0.1", seed: int = 0,
-                 state_dir: Optional[str] = None):
-        self.org, self.listen, self.seed = org, listen, seed
+                 state_dir: Optional[str] = None, https_port: int = 0):
+        self.org, self.listen, self.seed, self.https_port = org, listen, seed, https_port
         self._own_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="mockex-fuzz-")
         self.process: Optional[subprocess.Popen] = None
@@ -52,7 +52,7 @@ class FuzzServer:
 
     def start(self) -> Dict[str, Any]:
         argv = [sys.executable, "-m", "harness", "serve", "--control", "--quiet", "--state-dir", self.state_dir,
-                "--listen", self.listen, "--https-port", "0", "--http-port", "0", "--dns-port", "0",
+                "--listen", self.listen, "--https-port", str(self.https_port), "--http-port", "0", "--dns-port", "0",
                 "--seed", str(self.seed)]
         if self.org:
             argv += ["--org", self.org]

@@ -15,7 +15,7 @@ import datetime as dt
 import struct
 import uuid
 from dataclasses import dataclass, field
-from typing import Deque, Dict, FrozenSet, List, Optional, Tuple
+from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
 MAX_EVENTS = 2000                  # per mailbox
 MAX_SUBSCRIPTIONS = 20             # per mailbox: Exchange's default EwsMaxSubscriptions
@@ -44,11 +44,26 @@ class InvalidWatermark(ValueError):
 
 
 class EventLog:
-    """One mailbox's recent events, oldest first; numbers start at 1."""
+    """One mailbox's recent events, oldest first; numbers start at 1. Listeners (an open streaming connection) are
+    told of each event as it is recorded."""
 
     def __init__(self, limit: int = MAX_EVENTS):
         self.events: Deque[Event] = collections.deque(maxlen=limit)
         self.last = 0
+        self.listeners: List[Callable[[Event], None]] = []
+
+    def listen(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` for every event recorded from now on; returns what stops that."""
+        self.listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self.listeners:
+                self.listeners.remove(listener)
+        return stop
+
+    def since(self, number: int) -> List[Event]:
+        """Events after `number` that the log still holds (a listener's catch-up: never InvalidWatermark)."""
+        return [event for event in self.events if event.number > number]
 
     def record(self, kind: str, timestamp: dt.datetime, item, *, old_item=None) -> Event:
         """`item` (and `old_item`) are store Items: their id, change key and folder are taken now."""
@@ -60,6 +75,8 @@ class EventLog:
                           (old_item.id, old_item.change_key), (old_item.folder.id, old_item.folder.change_key),
                           old_item.folder.key)
         self.events.append(event)
+        for listener in tuple(self.listeners):
+            listener(event)
         return event
 
     def after(self, number: int) -> List[Event]:

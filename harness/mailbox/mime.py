@@ -6,6 +6,8 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from typing import TYPE_CHECKING
 
+from harness.mailbox.attachments import add_mime_parts
+
 if TYPE_CHECKING:
     from harness.mailbox.store import Item
 
@@ -21,4 +23,6 @@ def render_mime(item: "Item") -> bytes:
     message["Date"] = format_datetime(item.sent)
     message["Message-ID"] = item.message_id
     message.set_content(item.body, subtype="html" if item.body_type == "HTML" else "plain")
+    if item.attachments:
+        add_mime_parts(message, item.attachments)
     return message.as_bytes()

@@ -7,7 +7,9 @@ import random
 from typing import Callable, Mapping
 
 from harness.mailbox.calendar import FREE, OOF, TENTATIVE, WeeklyRecurrence, add_event, invite
+from harness.mailbox.contacts import add_contact
 from harness.mailbox.store import MailboxContent, MailboxStore, Seeder
+from harness.mailbox.tasks import IN_PROGRESS, add_task
 
 SEED_TIME = dt.datetime(2024, 3, 4, 9, 0, tzinfo=dt.timezone.utc)
 WELCOME = (
@@ -73,6 +75,30 @@ def seed_calendar(store: MailboxStore) -> None:
               recurrence=WeeklyRecurrence(days=(0, 2), start=dt.date(2024, 1, 1)))
 
 
+# A contact outside the org: ResolveNames finds it in alice's Contacts only.
+PARTNER = ("Pat", "Partner", "pat.partner@fabrikam.test", "Fabrikam", "Account Manager", "+1 555 0199")
+
+
+def seed_contacts_and_tasks(store: MailboxStore) -> None:
+    """The first mailbox's Contacts: its next three colleagues (name split at the first space, the org's company)
+    and one partner outside the org; its Tasks: one not started, one half done."""
+    mailboxes = list(store.mailboxes.values())
+    if not mailboxes:
+        return
+    owner = mailboxes[0]
+    for colleague in mailboxes[1:4]:
+        given, _, surname = colleague.display_name.partition(" ")
+        add_contact(owner, given_name=given, surname=surname, emails=[colleague.email], company_name="Contoso",
+                    when=SEED_TIME - dt.timedelta(days=30))
+    given, surname, email, company, title, phone = PARTNER
+    add_contact(owner, given_name=given, surname=surname, emails=[email], company_name=company, job_title=title,
+                phones=(("BusinessPhone", phone),), when=SEED_TIME - dt.timedelta(days=20))
+    add_task(owner, subject="Submit expense report", when=SEED_TIME - dt.timedelta(days=2),
+             due_date=_at(4, 0))
+    add_task(owner, subject="Review storage design", when=SEED_TIME - dt.timedelta(days=7),
+             start_date=_at(-7, 0), due_date=_at(1, 0), status=IN_PROGRESS, percent_complete=50.0)
+
+
 def default_seeder(sizes: Mapping[str, int], seed: int = 0) -> Seeder:
     """Welcome messages everywhere, plus `sizes[email]` generated Inbox messages (emails lower-cased)."""
     def seeder(store: MailboxStore) -> None:
@@ -81,6 +107,7 @@ def default_seeder(sizes: Mapping[str, int], seed: int = 0) -> Seeder:
                 generate(store, owner, sizes[email], seed)
             add_welcome(store, owner)
         seed_calendar(store)
+        seed_contacts_and_tasks(store)
     return seeder
 
 

@@ -3,14 +3,31 @@ delivery and a reset to the seeded state. Protocol cores (EWS today, ROPs later)
 the clock and hand it in, so tests drive time."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from harness.mailbox import events, ids
 from harness.mailbox.folders import FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, WELL_KNOWN
 from harness.mailbox.mime import render_mime
 from harness.mailbox.oof import OofSettings
+
+if TYPE_CHECKING:
+    from harness.mailbox.attachments import Attachment
 
 Address = Tuple[str, str]          # (display name, SMTP address)
 Clock = Callable[[], dt.datetime]  # aware UTC datetimes
@@ -37,6 +54,13 @@ class Item:
     item_class: str = "IPM.Note"
     is_draft: bool = False
     mime: Optional[bytes] = None
+    importance: str = "Normal"     # Low / Normal / High
+    sensitivity: str = "Normal"    # Normal / Personal / Private / Confidential
+    categories: Tuple[str, ...] = ()
+    # The change number of each field's last change, by EWS field URI (UpdateItem's AutoResolve reads it); made
+    # on the first update, so a large unchanged folder pays nothing for it.
+    field_changes: Optional[Dict[str, int]] = None
+    attachments: Tuple["Attachment", ...] = ()     # a tuple: most items have none, and () costs nothing
 
     @property
     def id(self) -> str:
@@ -50,8 +74,14 @@ class Item:
         return self.mime if self.mime is not None else render_mime(self)
 
     @property
+    def has_attachments(self) -> bool:
+        """PR_HASATTACH / EWS HasAttachments: an attachment that is not inline (inline images alone do not count)."""
+        return any(not a.is_inline for a in self.attachments)
+
+    @property
     def size(self) -> int:
-        return len(self.subject) + len(self.body) + 512    # Exchange's Size counts properties too; close enough
+        attached = sum(a.size for a in self.attachments) if self.attachments else 0
+        return len(self.subject) + len(self.body) + 512 + attached   # Exchange's Size counts properties too
 
 
 @dataclass(frozen=True)
@@ -65,7 +95,8 @@ class Tombstone:
 
 @dataclass(frozen=True)
 class FolderTombstone:
-    """A folder that left the mailbox (hierarchy sync reports it deleted below the folders it was under)."""
+    """A folder that was deleted: its key, when it was made and deleted, and the keys of the folders it was below
+    then (a hierarchy sync of any of them reports the delete)."""
     key: int
     created: int
     removed: int
@@ -73,7 +104,7 @@ class FolderTombstone:
 
 
 # Fields a move copies to the new item; the rest (identity and change numbers) are the new item's own.
-_OWN_FIELDS = ("key", "folder", "change_number", "created", "content_change")
+_OWN_FIELDS = ("key", "folder", "change_number", "created", "content_change", "field_changes")
 
 
 @dataclass(eq=False)
@@ -127,6 +158,12 @@ class Folder:
             yield child
             yield from child.descendants()
 
+    def ancestors(self) -> Iterator["Folder"]:
+        parent = self.parent
+        while parent is not None:
+            yield parent
+            parent = parent.parent
+
 
 class MailboxContent:
     """One mailbox's folders and items and its change counter."""
@@ -137,8 +174,8 @@ class MailboxContent:
         self.events = events.EventLog()   # what notification subscriptions read
         self.oof = OofSettings()
         self.folders: Dict[int, Folder] = {}
-        self.folder_tombstones: List[FolderTombstone] = []    # in removal order
         self.distinguished: Dict[str, Folder] = {}
+        self.folder_tombstones: List[FolderTombstone] = []     # in removal order
         self._next_folder, self._next_item, self._next_rule = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, 0
         for distinguished, name, folder_class, parent in WELL_KNOWN:
             self.add_folder(name, folder_class, self.distinguished[parent] if parent else None, distinguished)
@@ -163,25 +200,6 @@ class MailboxContent:
             parent.children.append(folder)
         return folder
 
-    def remove_folder(self, folder: Folder) -> None:
-        """Take a folder and everything below it out of the mailbox, leaving tombstones for hierarchy sync (its
-        parent's change number moves)."""
-        for gone in [folder, *folder.descendants()]:
-            self.folders.pop(gone.key, None)
-            ancestors, above = set(), gone.parent
-            while above is not None:
-                ancestors.add(above.key)
-                above = above.parent
-            self.folder_tombstones.append(FolderTombstone(gone.key, gone.created, self.next_change(),
-                                                          frozenset(ancestors)))
-        if folder.parent is not None:
-            folder.parent.children.remove(folder)
-            folder.parent.change_number = self.next_change()
-
-    def next_rule_id(self) -> int:
-        self._next_rule += 1
-        return self._next_rule
-
     def add_item(self, folder: Folder, kind: type = Item, **fields) -> Item:
         """A new item of `kind` (Item, or a subclass such as calendar.CalendarItem) in `folder`."""
         change = self.next_change()
@@ -202,6 +220,36 @@ class MailboxContent:
         folder.tombstones.append(tombstone)
         folder.change_number = self.next_change()
         return tombstone
+
+    def remove_folder(self, folder: Folder) -> None:
+        """Take a folder, its subfolders and their items out of the mailbox, leaving folder tombstones for sync
+        (subfolders first); the parent's ChildFolderCount changes."""
+        for child in list(folder.children):
+            self.remove_folder(child)
+        for item in list(folder.items.values()):
+            self.remove_item(item)
+        ancestors = frozenset(f.key for f in folder.ancestors())
+        self.folder_tombstones.append(FolderTombstone(folder.key, folder.created, self.next_change(), ancestors))
+        del self.folders[folder.key]
+        if folder.parent is not None:
+            folder.parent.children.remove(folder)
+            folder.parent.change_number = self.next_change()
+
+    def next_rule_id(self) -> int:
+        self._next_rule += 1
+        return self._next_rule
+
+    def move_folder(self, folder: Folder, target: Folder) -> Folder:
+        """Re-parent a folder (its id stays): both parents' ChildFolderCount and the folder's ParentFolderId
+        change."""
+        assert folder.parent is not None
+        folder.parent.children.remove(folder)
+        folder.parent.change_number = self.next_change()
+        folder.parent = target
+        target.children.append(folder)
+        target.change_number = self.next_change()
+        folder.change_number = self.next_change()
+        return folder
 
     def touch(self, item: Item, *, read_flag_only: bool = False) -> Item:
         """Record a change of `item` (read flag only, or any other field) and of its folder (its counts)."""
@@ -250,25 +298,29 @@ class MailboxStore:
     # ---- changes ----------------------------------------------------------------------------------------------
     def save(self, owner: MailboxContent, folder: Folder, *, subject: str, body: str, to: Sequence[Address] = (),
              cc: Sequence[Address] = (), body_type: str = "Text", is_read: bool = True,
-             mime: Optional[bytes] = None) -> Item:
+             mime: Optional[bytes] = None, attachments: Sequence["Attachment"] = ()) -> Item:
         """SaveOnly: a draft from the owner in `folder`."""
         now = self.clock()
         item = owner.add_item(folder, subject=subject, body=body, body_type=body_type, sender=owner.address,
                               to=tuple(to), cc=tuple(cc), received=now, sent=now, is_read=is_read, is_draft=True,
-                              message_id=self._message_id(owner), mime=mime)
+                              message_id=self._message_id(owner), mime=mime,
+                              attachments=_keyed(owner, attachments))
         owner.events.record(events.CREATED, now, item)
         return item
 
     def send(self, owner: MailboxContent, *, subject: str, body: str, to: Sequence[Address] = (),
              cc: Sequence[Address] = (), body_type: str = "Text", save_copy_in: Optional[Folder] = None,
-             mime: Optional[bytes] = None) -> Tuple[Optional[Item], List[Item]]:
+             mime: Optional[bytes] = None,
+             attachments: Sequence["Attachment"] = ()) -> Tuple[Optional[Item], List[Item]]:
         """SendOnly / SendAndSaveCopy: deliver to every in-org recipient's Inbox (once each), keep a read copy in
         `save_copy_in`. Returns (the copy, the delivered items); recipients outside the org are dropped."""
         now = self.clock()
         message_id = self._message_id(owner)
-        fields = dict(subject=subject, body=body, body_type=body_type, sender=owner.address, to=tuple(to),
-                      cc=tuple(cc), received=now, sent=now, message_id=message_id, mime=mime)
-        copy = owner.add_item(save_copy_in, is_read=True, **fields) if save_copy_in is not None else None
+        fields: Dict[str, Any] = dict(subject=subject, body=body, body_type=body_type, sender=owner.address,
+                                         to=tuple(to), cc=tuple(cc), received=now, sent=now, message_id=message_id,
+                                         mime=mime)
+        copy = owner.add_item(save_copy_in, is_read=True, attachments=_keyed(owner, attachments),
+                              **fields) if save_copy_in is not None else None
         if copy is not None:
             owner.events.record(events.CREATED, now, copy)
         delivered, seen = [], set()
@@ -276,17 +328,41 @@ class MailboxStore:
             recipient = self.mailbox(address)
             if recipient is not None and recipient.email.lower() not in seen:
                 seen.add(recipient.email.lower())
-                delivered.append(recipient.add_item(recipient.distinguished["inbox"], is_read=False, **fields))
+                delivered.append(recipient.add_item(recipient.distinguished["inbox"], is_read=False,
+                                                    attachments=_keyed(recipient, attachments), **fields))
                 recipient.events.record(events.NEW_MAIL, now, delivered[-1])
                 recipient.events.record(events.CREATED, now, delivered[-1])
         return copy, delivered
 
     def set_read(self, item: Item, is_read: bool) -> Item:
-        item.is_read = is_read
-        return self._modified(item.folder.owner.touch(item, read_flag_only=True))
+        return self.update(item, {"is_read": is_read}, ["message:IsRead"])
 
     def set_subject(self, item: Item, subject: str) -> Item:
-        item.subject = subject
+        return self.update(item, {"subject": subject}, ["item:Subject"])
+
+    def update(self, item: Item, changes: Mapping[str, object], uris: Sequence[str]) -> Item:
+        """Set item attributes (`changes`, attribute name to value) as one change, recording it against each EWS
+        field URI in `uris`; a change of the read flag alone is a read-flag change for sync."""
+        for name, value in changes.items():
+            setattr(item, name, value)
+        owner = item.folder.owner
+        owner.touch(item, read_flag_only=set(changes) <= {"is_read"})
+        if item.field_changes is None:
+            item.field_changes = {}
+        for uri in uris:
+            item.field_changes[uri] = item.change_number
+        return self._modified(item)
+
+    def copy(self, item: Item, target: Folder) -> Item:
+        """A new item in `target` with the same content (and a CopiedEvent)."""
+        owner = target.owner
+        fields = {name: getattr(item, name) for name in type(item).__dataclass_fields__ if name not in _OWN_FIELDS}
+        copied = owner.add_item(target, kind=type(item), **fields)
+        owner.events.record(events.COPIED, self.clock(), copied, old_item=item)
+        return copied
+
+    def changed(self, item: Item) -> Item:
+        """Record a change of `item` made in place (its attachments, a contact's or task's fields)."""
         return self._modified(item.folder.owner.touch(item))
 
     def _modified(self, item: Item) -> Item:
@@ -302,14 +378,6 @@ class MailboxStore:
         owner.events.record(events.MOVED, self.clock(), moved, old_item=item)
         return moved
 
-    def copy(self, item: Item, target: Folder) -> Item:
-        """A copy of the item in `target`, with its own id; the original stays."""
-        owner = target.owner
-        fields = {name: getattr(item, name) for name in type(item).__dataclass_fields__ if name not in _OWN_FIELDS}
-        copied = owner.add_item(target, kind=type(item), **fields)
-        owner.events.record(events.COPIED, self.clock(), copied, old_item=item)
-        return copied
-
     def delete(self, item: Item, *, hard: bool) -> Optional[Item]:
         """HardDelete removes the item; otherwise it moves to Deleted Items (already there: removed)."""
         deleted_items = item.folder.owner.distinguished["deleteditems"]
@@ -322,6 +390,11 @@ class MailboxStore:
     def _message_id(self, owner: MailboxContent) -> str:
         domain = owner.email.rpartition("@")[2]
         return f"<{owner.guid[:8]}{owner.change_number:08x}@{domain}>"
+
+
+def _keyed(owner: MailboxContent, attachments: Sequence["Attachment"]) -> Tuple["Attachment", ...]:
+    """Copies of `attachments` with keys of `owner`'s (each mailbox numbers its own)."""
+    return tuple(dataclasses.replace(a, key=owner.next_change()) for a in attachments)
 
 
 def accounts_of(mailboxes: Sequence) -> List[Tuple[str, str, str]]:

@@ -94,10 +94,10 @@ def item_changes(folder: Folder, since: int, limit: int, ignore: FrozenSet[int] 
 
 def folder_changes(root: Folder, since: int, limit: int) -> SyncPage:
     """The first `limit` changes of the folders below `root` after change `since`: new folders, folders whose
-    properties or counts changed, and folders that were there and went."""
+    properties or counts changed, and folders made up to `since` and deleted after it."""
     pending = [Change(CREATE if folder.created > since else UPDATE, folder.change_number, folder)
                for folder in root.descendants() if folder.change_number > since]
-    for tombstone in reversed(root.owner.folder_tombstones):     # newest first, as item tombstones
+    for tombstone in reversed(root.owner.folder_tombstones):
         if tombstone.removed <= since:
             break
         if tombstone.created <= since and root.key in tombstone.ancestors:

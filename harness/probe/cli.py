@@ -15,8 +15,12 @@ Autodiscover in Outlook's order (https://<domain>, https://autodiscover.<domain>
 _autodiscover._tcp SRV record; redirects followed, https only, at most 10), then for the Outlook Anywhere host:
 DNS, TCP port, certificate (name, dates, chain trust, missing intermediate, key size, signature, TLS version),
 the HTTP authentication methods on /rpc/rpcproxy.dll against the AuthPackage, an RPC proxy ping, an address book
-bind and Check Name (6004), a referral (6002) and a mailbox logon (6001). Every failure names the step, a reason
-id and what to do.
+bind and Check Name (6004), a referral (6002), a mailbox logon (6001) and the Inbox (list it, read a message).
+When Autodiscover offers MAPI over HTTP (the probe says it can, as Outlook 2013 SP1 does), the MailStore URL's
+DNS, port and certificate, Connect, the mailbox logon and the Inbox over /mapi/emsmdb instead. With --test ews, as
+the analyzer's Exchange Web Services test instead: the EWS URL from Autodiscover, its DNS, port and certificate, the
+HTTP authentication methods of /EWS/Exchange.asmx, GetFolder on the Inbox and a FindItem of a few items. Every
+failure names the step, a reason id and what to do.
 
 Credentials are sent only over TLS connections whose certificate passed validation, never over plain HTTP."""
 
@@ -29,6 +33,7 @@ examples:
   mockex probe alice@contoso.test --proxy mail.contoso.test --skip-autodiscover --json
   {PASSWORD_ENV}=secret mockex probe alice@contoso.test --user 'CONTOSO\\alice'
   mockex probe alice@contoso.test --endpoints state/endpoints.json   # a running mock: ports, DNS, CA, password
+  mockex probe alice@contoso.test --endpoints state/endpoints.json --test ews
 
 The password comes from --password, else ${PASSWORD_ENV}, else the --endpoints file, else a prompt (on a terminal).
 Reason ids, their steps and remedies: docs/probe.md. JSON schema: docs/probe.schema.json."""
@@ -57,7 +62,8 @@ def _dns_server(text: str):
 
 
 def add_probe_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("probe", help="test Autodiscover and Outlook Anywhere for a mailbox, step by step",
+    parser = subparsers.add_parser("probe",
+                                   help="test Autodiscover and Outlook Anywhere (or EWS) for a mailbox, step by step",
                                    description=DESCRIPTION, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("email", help="the mailbox's e-mail address (what Outlook is given)")
@@ -79,17 +85,24 @@ def add_probe_parser(subparsers) -> argparse.ArgumentParser:
                      help="port standing in for 80 in the HTTP redirect step (default 80)")
     manual = parser.add_argument_group("without Autodiscover")
     manual.add_argument("--skip-autodiscover", action="store_true", help="use --proxy and friends instead")
-    manual.add_argument("--proxy", metavar="HOST", help="Outlook Anywhere (RPC proxy) host name")
+    manual.add_argument("--proxy", metavar="HOST", help="Outlook Anywhere (RPC proxy) host name; with --test ews, the "
+                                                        "host of https://HOST/EWS/Exchange.asmx")
     manual.add_argument("--rpc-server", metavar="NAME",
                         help="RPC server name behind the proxy (default: learnt from the NTLM challenge)")
     manual.add_argument("--auth-package", choices=("Basic", "Ntlm", "Negotiate"), default="Ntlm",
                         help="Outlook Anywhere authentication, as EXPR AuthPackage would say (default Ntlm)")
     run = parser.add_argument_group("run")
+    run.add_argument("--test", choices=("outlook-anywhere", "ews"), default="outlook-anywhere",
+                     help="what to test after Autodiscover: Outlook Anywhere (default) or Exchange Web Services")
     run.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS",
                      help="per-step timeout: DNS query, connect, each HTTP/RPC answer (default 10)")
     run.add_argument("--total-timeout", type=_positive, default=120.0, metavar="SECONDS",
                      help="bound on the whole run (default 120)")
     run.add_argument("--seed", type=int, help="seed for the RPC cookies, to replay a run")
+    run.add_argument("--transport", choices=("auto", "rpc-http", "mapi-http"), default="auto",
+                     help="auto (default): MAPI over HTTP when Autodiscover offers it (the request says the client "
+                          "can), else Outlook Anywhere; rpc-http: Outlook Anywhere only (MAPI over HTTP not "
+                          "announced); mapi-http: MAPI over HTTP even when Autodiscover does not offer it")
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the JSON report (docs/probe.schema.json) instead "
                                                          "(same as --format json)")
@@ -153,6 +166,9 @@ def run_probe(args) -> int:
         return _usage_error("--skip-autodiscover needs --proxy HOST")
     if args.proxy and not args.skip_autodiscover:
         return _usage_error("--proxy is used only with --skip-autodiscover")
+    if args.skip_autodiscover and args.transport == "mapi-http":
+        return _usage_error("--transport mapi-http needs Autodiscover (the legacy DN and the MailStore URL come "
+                            "from it)")
     mock: dict = {}
     if args.endpoints:
         try:
@@ -174,7 +190,7 @@ def run_probe(args) -> int:
                            http_port=args.http_port or mock.get("http_port", 80), step_timeout=args.timeout,
                            total_timeout=args.total_timeout, skip_autodiscover=args.skip_autodiscover,
                            proxy=args.proxy, rpc_server=args.rpc_server, auth_package=args.auth_package,
-                           auth=args.auth, seed=args.seed)
+                           auth=args.auth, seed=args.seed, test=args.test, transport=args.transport)
     output = "json" if args.json else (args.format or "text")
     if args.json and args.format not in (None, "json"):
         return _usage_error(f"--json and --format {args.format} name two outputs; give one")

@@ -37,9 +37,10 @@ ABSENT = {
 
 
 class Discovery:
-    def __init__(self, context: ProbeContext, preferred_scheme: Optional[str] = None):
+    def __init__(self, context: ProbeContext, preferred_scheme: Optional[str] = None, mapi_http: bool = False):
         self.context = context
         self.preferred_scheme = preferred_scheme
+        self.mapi_http = mapi_http      # send X-MapiHttpCapability, as Outlook 2013 SP1+ does
         self.phase = Step("autodiscover", "Autodiscover", "autodiscover", context.email.rsplit("@", 1)[-1])
         self.hops = 0
         self._posted: set = set()
@@ -53,8 +54,7 @@ class Discovery:
         with Timed(self.phase):
             settings = self._discover()
             if settings is not None:
-                self.phase.passed(f"EXPR {settings.proxy_host}, AuthPackage {settings.auth_package}",
-                                  **settings.evidence())
+                self.phase.passed(_summary(settings), **settings.evidence())
             elif self._failures:
                 _, _, best = max(self._failures, key=lambda f: (f[0], -f[1]))
                 self.phase.fail(best.reason, best.message)
@@ -204,7 +204,7 @@ class Discovery:
                 raise StepFailed(http_status_reason(response.status), f"HTTP {response.status} {response.reason}")
             answer = pox.parse_response(response.body, address)
             if isinstance(answer, OutlookSettings):
-                post.passed(f"settings: EXPR {answer.proxy_host}, AuthPackage {answer.auth_package}")
+                post.passed(f"settings: {_summary(answer)}")
             else:
                 post.passed(_describe(answer))
         if post.status == "fail":
@@ -217,7 +217,8 @@ class Discovery:
     def _send(self, connector, path: str, address: str):
         """Anonymous POST first, as Outlook does, to learn the schemes; then authenticated on the same connection."""
         body = pox.request_body(address)
-        headers = pox.REQUEST_HEADERS + [("X-AnchorMailbox", address)]
+        headers = pox.REQUEST_HEADERS + [("X-AnchorMailbox", address)] + (
+            [pox.MAPI_HTTP_CAPABILITY] if self.mapi_http else [])
         conn = connector.open()
         try:
             first = conn.request("POST", path, headers, body)
@@ -263,6 +264,12 @@ class Discovery:
         if failing is not None:
             node.fail(failing.reason, failing.message)
             node.cause = failing.id
+
+
+def _summary(settings: OutlookSettings) -> str:
+    outlook_anywhere = (f"EXPR {settings.proxy_host}, AuthPackage {settings.auth_package}" if settings.proxy_host
+                        else "no EXPR")
+    return outlook_anywhere + ("; MAPI over HTTP offered" if settings.mapi_mailstore_url else "")
 
 
 def _target(answer) -> str:

@@ -17,6 +17,21 @@ EXCHANGE_SCENARIOS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("NSPI::GetProfileDetails", "Bind to the address book and resolve the mailbox.", ("nspi",)),
     ("RFRI::GetReferral", "Get the address book server referral.", ("referral",)),
     ("Mailbox::Logon", "Connect to the mailbox and log on.", ("mailbox-logon",)),
+    ("Mailbox::Inbox", "Open the Inbox, list its contents and read a message.", ("mailbox",)),
+)
+# The same over MAPI over HTTP (Test-OutlookConnectivity's MAPI/HTTP probe): no RPC proxy, address book or referral.
+MAPI_HTTP_SCENARIOS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
+    EXCHANGE_SCENARIOS[0],
+    ("MapiHttp::Connect", "Connect to the MAPI over HTTP endpoint (/mapi/emsmdb) and authenticate.",
+     ("dns", "port", "certificate", "mapi-http")),
+    *EXCHANGE_SCENARIOS[-2:],
+)
+# Test-WebServicesConnectivity's scenarios for `--test ews` (the same table: its Source column is the CAS too).
+EWS_SCENARIOS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
+    ("Autodiscover: Outlook Provider", "Autodiscover: Outlook Provider request for the mailbox's settings.",
+     ("autodiscover",)),
+    ("EWS: GetFolder", "Connect to Exchange Web Services, authenticate and get the Inbox.",
+     ("dns", "port", "certificate", "ews-auth", "ews")),
 )
 COLUMNS = ("ClientAccessServer", "Scenario", "ScenarioDescription", "Result", "Latency(MS)", "Error")
 RESULTS = {"pass": "Success", "warn": "Success", "info": "Success", "fail": "Failure", "skip": "Skipped"}
@@ -43,7 +58,10 @@ def exchange_rows(data: Dict[str, Any]) -> List[Dict[str, str]]:
     rows: List[Dict[str, str]] = []
     failed = False
     outermost = [node for phase in data["steps"] for node in _outermost(phase)]
-    for scenario, description, steps in EXCHANGE_SCENARIOS:
+    over_mapi = any(phase["id"] == "mapi-http" for phase in data["steps"])
+    table = (EWS_SCENARIOS if (data.get("options") or {}).get("test") == "ews"
+             else MAPI_HTTP_SCENARIOS if over_mapi else EXCHANGE_SCENARIOS)
+    for scenario, description, steps in table:
         nodes = [node for node in outermost if node["step"] in steps]
         ran = [n for n in nodes if n["status"] != "skip"]
         if not verdict["passed"] and any(n["id"] == verdict["step_id"] for node in nodes for n in _walk(node)):
@@ -91,6 +109,11 @@ summary{cursor:pointer} .pass>summary .icon{color:#2a7d2a} .fail>summary .icon{c
 """
 
 
+def _test_title(data: Dict[str, Any]) -> str:
+    return ("Exchange Web Services Connectivity" if (data.get("options") or {}).get("test") == "ews"
+            else "Outlook Connectivity")
+
+
 def render_html(data: Dict[str, Any]) -> str:
     """The step tree as nested <details>: failures and warnings open, each with its remedy; evidence under
     "Additional Details"."""
@@ -101,7 +124,7 @@ def render_html(data: Dict[str, Any]) -> str:
                + (f" on {verdict['host']}" if verdict.get("host") else "") + f": {verdict['reason']}")
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>Connectivity Test Results for {esc(data['email'])}</title>", f"<style>{STYLE}</style>",
-             "</head><body>", f"<h1>Outlook Connectivity: {esc(data['email'])}</h1>",
+             "</head><body>", f"<h1>{esc(_test_title(data))}: {esc(data['email'])}</h1>",
              f'<p class="overall {"pass" if verdict["passed"] else "fail"}" id="verdict">{esc(overall)}</p>',
              f"<p>Test started {esc(data['started'])}; elapsed {data['elapsed_ms'] / 1000:.1f} s.</p>"]
 

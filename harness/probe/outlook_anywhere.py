@@ -1,7 +1,8 @@
 """The Outlook Anywhere phase, as ExRCA runs it: DNS, port and certificate of the RPC proxy host, the HTTP auth
 methods on /rpc/rpcproxy.dll against the AuthPackage, the RPC proxy ping (RTS establishment), NSPI bind + Check
-Name (6004), RFR referral (6002), EMSMDB connect + mailbox logon (6001). After the first failure the rest is
-skipped."""
+Name (6004), RFR referral (6002), EMSMDB connect + mailbox logon (6001), then on the same session the Inbox and a
+message (harness.probe.mailbox, EcDoRpcExt2 carrying the probe's own ROP buffers). After the first failure the rest
+is skipped."""
 from __future__ import annotations
 
 import random
@@ -13,7 +14,7 @@ from impacket.dcerpc.v5 import nspi, oxabref
 from impacket.dcerpc.v5.rpcrt import RPC_C_AUTHN_LEVEL_PKT_PRIVACY, DCERPC_v5, DCERPCException
 from impacket.uuid import uuidtup_to_bin
 
-from harness.probe import pox, tls
+from harness.probe import mailbox, pox, rops, tls
 from harness.probe.hosts import Connector, ProbeContext, check_host
 from harness.probe.http import authenticated, offered_schemes
 from harness.probe.pox import OutlookSettings
@@ -37,7 +38,7 @@ STORE_ERRORS = {
     emsmdb.EC_SERVER_BUSY: "ec-server-busy",   # RopBackoff after RopLogon (clients newer than 12.0.4228)
 }
 LATER_STEPS = (("http-auth", "HTTP authentication"), ("rpc-proxy", "RPC proxy"), ("nspi", "Address book (NSPI)"),
-               ("referral", "Referral (RFR)"), ("mailbox-logon", "Mailbox logon"))
+               ("referral", "Referral (RFR)"), ("mailbox-logon", "Mailbox logon"), ("mailbox", "Inbox"))
 
 
 def manual_settings(email: str, proxy_host: str, auth_package: str, rpc_server: str = "") -> OutlookSettings:
@@ -76,14 +77,19 @@ class OutlookAnywhere:
         self.phase = Step("outlook-anywhere", f"Outlook Anywhere on {host}", None, host)
         self._connector: Optional[Connector] = None
         self._nspi_transport: Optional[RpcOverHttp] = None
+        self._emsmdb: Optional[RpcOverHttp] = None      # the mail store session, open from the logon to the Inbox
+        self._dce: Optional[DCERPC_v5] = None
+        self._cxh = b""
+        self._logon = None
 
     def run(self) -> Step:
         with Timed(self.phase):
             try:
                 self._run()
             finally:
-                if self._nspi_transport is not None:
-                    self._nspi_transport.disconnect()
+                for transport in (self._nspi_transport, self._emsmdb):
+                    if transport is not None:
+                        transport.disconnect()
                 self._name_coexistence_failure()
             failing = next((c for c in self.phase.children if c.status == "fail"), None)
             if failing is not None:
@@ -103,7 +109,7 @@ class OutlookAnywhere:
             self._skip_from(0)
             return
         checks: List[Callable[[Step], None]] = [self._http_auth, self._rpc_proxy, self._nspi, self._referral,
-                                                 self._mailbox_logon]
+                                                 self._mailbox_logon, self._mailbox]
         for index, ((step_id, title), check) in enumerate(zip(LATER_STEPS, checks)):
             step = self.phase.add(Step(f"outlook-anywhere.{step_id}", title, step_id, host))
             with Timed(step):
@@ -246,22 +252,18 @@ class OutlookAnywhere:
         user_dn = self.settings.legacy_dn
         if not user_dn:
             raise StepFailed("ec-unknown-user", "no legacy DN for the mailbox (neither Autodiscover nor NSPI gave one)")
-        transport = self._transport(EMSMDB_PORT)
-        try:
-            transport.connect()
-            dce = self._rpc(transport, EMSMDB_UUID)
-            with rpc_failures("emsmdb-connect-failed"):
-                dce.call(EC_DO_CONNECT_EX, emsmdb.build_connect_request(user_dn))
-                connected = emsmdb.parse_connect_response(dce.recv())
-            if connected.status:
-                raise _store_failure(connected.status, "EcDoConnectEx", "emsmdb-connect-failed")
-            with rpc_failures("mailbox-logon-failed"):
-                dce.call(EC_DO_RPC_EXT2, emsmdb.build_logon_request(connected.cxh, user_dn))
-                logon = emsmdb.parse_logon_response(dce.recv())
-                dce.call(EC_DO_DISCONNECT, emsmdb.build_disconnect_request(logon.cxh))
-                dce.recv()
-        finally:
-            transport.disconnect()
+        transport = self._emsmdb = self._transport(EMSMDB_PORT)
+        transport.connect()
+        dce = self._dce = self._rpc(transport, EMSMDB_UUID)
+        with rpc_failures("emsmdb-connect-failed"):
+            dce.call(EC_DO_CONNECT_EX, emsmdb.build_connect_request(user_dn))
+            connected = emsmdb.parse_connect_response(dce.recv())
+        if connected.status:
+            raise _store_failure(connected.status, "EcDoConnectEx", "emsmdb-connect-failed")
+        with rpc_failures("mailbox-logon-failed"):
+            dce.call(EC_DO_RPC_EXT2, emsmdb.build_logon_request(connected.cxh, user_dn))
+            logon = emsmdb.parse_logon_response(dce.recv())
+        self._cxh = logon.cxh
         if logon.status:
             raise _store_failure(logon.status, "EcDoRpcExt2", "mailbox-logon-failed")
         if logon.rop_status is None:
@@ -271,10 +273,33 @@ class OutlookAnywhere:
             if logon.server_dn:
                 failure.evidence["server_dn"] = logon.server_dn
             raise failure
+        self._logon = logon
         step.passed(f"connected as {connected.display_name or user_dn} (server "
                     f"{emsmdb.version_text(connected.server_version)}); logon succeeded, mailbox "
                     f"{logon.mailbox_guid}", mailbox_guid=str(logon.mailbox_guid),
                     server_version=emsmdb.version_text(connected.server_version))
+
+    def _execute(self, payload: bytes) -> bytes:
+        """One ROP buffer through EcDoRpcExt2 on the logon's session (the stub built by the probe)."""
+        with rpc_failures("rpc-fault"):
+            self._dce.call(EC_DO_RPC_EXT2, rops.ec_do_rpc_ext2_request(self._cxh, rops.wrap(payload)))
+            stub = self._dce.recv()
+        code, self._cxh, rgb_out = rops.ec_do_rpc_ext2_response(stub)
+        if code:
+            raise rops.CallFailed("EcDoRpcExt2", code)
+        return rops.unwrap(rgb_out)[0]
+
+    def _mailbox(self, step: Step) -> None:
+        try:
+            message, evidence = mailbox.read_inbox(self._execute, self._logon.logon_handle,
+                                                   self._logon.folders["Inbox"])
+            with rpc_failures("rpc-fault"):
+                self._dce.call(EC_DO_DISCONNECT, emsmdb.build_disconnect_request(self._cxh))
+                self._dce.recv()
+        finally:
+            self._emsmdb.disconnect()
+            self._emsmdb = None
+        step.passed(message, transport="rpc-http", **evidence)
 
 
 def _store_failure(code: int, operation: str, default_reason: str) -> StepFailed:

@@ -16,6 +16,8 @@ from harness.protocols.autodiscover import (
 from harness.verdicts import REASONS
 
 REQUEST_HEADERS = [("Content-Type", "text/xml; charset=utf-8"), ("X-ClientCanHandle", "Negotiate, ExHttpInfo")]
+# Outlook 2013 SP1 and later say they speak MAPI over HTTP; Exchange then adds the mapiHttp block (when enabled)
+MAPI_HTTP_CAPABILITY = ("X-MapiHttpCapability", "1")
 
 
 def request_body(email: str) -> bytes:
@@ -39,6 +41,8 @@ class OutlookSettings:
     auth_package: str         # Basic | Ntlm | Negotiate
     cert_principal_name: str
     server_version: str = ""  # EXCH ServerVersion (hex): the mailbox's home server build
+    ews_url: str = ""         # EXPR EwsUrl (else EXCH's): where the EWS test goes
+    mapi_mailstore_url: str = ""  # mapiHttp MailStore ExternalUrl (https://<host>/mapi/emsmdb/?MailboxId=...)
 
     @property
     def home_major(self) -> Optional[int]:
@@ -97,7 +101,12 @@ def parse_response(body: bytes, email: str) -> Answer:
     protocols = {child_text(p, OUTLOOK_RESPONSE_NS, "Type"): p
                  for p in account.findall(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol")}
     expr, exch = protocols.get("EXPR"), protocols.get("EXCH")
-    if expr is None or not child_text(expr, OUTLOOK_RESPONSE_NS, "Server"):
+    mapi = next((p for p in account.findall(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol") if p.get("Type") == "mapiHttp"),
+                None)
+    store = mapi.find(f"{{{OUTLOOK_RESPONSE_NS}}}MailStore") if mapi is not None else None
+    # a client that speaks MAPI over HTTP needs no Outlook Anywhere provider when the MailStore URL is there
+    if (expr is None or not child_text(expr, OUTLOOK_RESPONSE_NS, "Server")) and (
+            store is None or not child_text(store, OUTLOOK_RESPONSE_NS, "ExternalUrl")):
         raise StepFailed("no-expr", "the settings have no EXPR (Outlook Anywhere) provider",
                          protocols=sorted(p for p in protocols if p))
     user = response.find(f"{{{OUTLOOK_RESPONSE_NS}}}User")
@@ -110,7 +119,8 @@ def parse_response(body: bytes, email: str) -> Answer:
         legacy_dn=text(user, "LegacyDN"), rpc_server=text(exch, "Server"), server_dn=text(exch, "ServerDN"),
         mdb_dn=text(exch, "MdbDN"), proxy_host=text(expr, "Server"), ssl=text(expr, "SSL").lower() != "off",
         auth_package=text(expr, "AuthPackage") or "Basic", cert_principal_name=text(expr, "CertPrincipalName"),
-        server_version=text(exch, "ServerVersion"))
+        server_version=text(exch, "ServerVersion"), ews_url=text(expr, "EwsUrl") or text(exch, "EwsUrl"),
+        mapi_mailstore_url=text(store, "ExternalUrl") or text(store, "InternalUrl"))
 
 
 def _required(account, tag: str) -> str:

@@ -1,4 +1,6 @@
-"""One probe run: Autodiscover (or the given settings), then Outlook Anywhere, inside the total time limit."""
+"""One probe run: Autodiscover (or the given settings), then the test - Outlook Anywhere (over MAPI over HTTP when
+Autodiscover offers it or --transport mapi-http asks, else RPC over HTTP), or Exchange Web Services - inside the
+total time limit."""
 from __future__ import annotations
 
 import random
@@ -7,8 +9,10 @@ from dataclasses import asdict, dataclass
 from typing import List, Optional, Tuple
 
 from harness.probe.discovery import Discovery
+from harness.probe.ews import EwsTest
 from harness.probe.hosts import ProbeContext
 from harness.probe.http import Credentials
+from harness.probe.mapi_over_http import MapiOverHttp
 from harness.probe.net import Budget, Resolver
 from harness.probe.outlook_anywhere import OutlookAnywhere, manual_settings
 from harness.probe.report import TIME_SPENT, Report, Step, TimeLimit
@@ -31,11 +35,16 @@ class ProbeOptions:
     auth_package: str = "Ntlm"
     auth: Optional[str] = None                # the Autodiscover scheme to prefer (NTLM, Negotiate, Basic)
     seed: Optional[int] = None
+    test: str = "outlook-anywhere"            # or "ews": what follows Autodiscover (TESTS)
+    transport: str = "auto"                   # auto (what Autodiscover offers), rpc-http or mapi-http
 
     def public(self) -> dict:
         shown = {k: v for k, v in asdict(self).items() if k != "password"}
         shown["dns"] = f"{self.dns[0]}:{self.dns[1]}" if self.dns else None
         return shown
+
+
+TESTS = {"outlook-anywhere": ("outlook-anywhere", "Outlook Anywhere"), "ews": ("ews", "Exchange Web Services")}
 
 
 def probe(options: ProbeOptions) -> Report:
@@ -53,12 +62,20 @@ def probe(options: ProbeOptions) -> Report:
             phases.append(Step("autodiscover", "Autodiscover", "autodiscover", status="skip",
                                message=f"skipped: using {options.proxy} (AuthPackage {options.auth_package})"))
         else:
-            discovery = Discovery(context, options.auth)
+            discovery = Discovery(context, options.auth, mapi_http=options.transport != "rpc-http")
             phases.append(discovery.phase)
             settings = discovery.run()
         if settings is None:
-            phases.append(Step("outlook-anywhere", "Outlook Anywhere", status="skip",
-                               message="skipped: Autodiscover gave no settings"))
+            phase_id, title = TESTS[options.test]
+            phases.append(Step(phase_id, title, status="skip", message="skipped: Autodiscover gave no settings"))
+        elif options.test == "ews":
+            ews = EwsTest(context, settings, options.auth)
+            phases.append(ews.phase)
+            ews.run()
+        elif options.transport == "mapi-http" or (options.transport == "auto" and settings.mapi_mailstore_url):
+            mapi = MapiOverHttp(context, settings, rng, options.auth)
+            phases.append(mapi.phase)
+            mapi.run()
         else:
             oa = OutlookAnywhere(context, settings, rng)
             phases.append(oa.phase)

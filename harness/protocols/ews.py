@@ -1,5 +1,6 @@
 """Exchange Web Services at /EWS/Exchange.asmx, sans-IO: the SOAP envelope, RequestServerVersion, dispatch to the
-operations (harness.protocols.ews_ops) and request-level SOAP faults, answering as Exchange 2013 SP1.
+operations (harness.protocols.ews_ops and the ews_* modules beside it, each with an OPERATIONS table) and
+request-level SOAP faults, answering as Exchange 2013 SP1.
 
 exchangelib probes EWS before anything else: an unauthenticated POST of a dummy ConvertId (answered 401 by the
 HTTP layer) and, when Autodiscover gave no schema, an authenticated ConvertId whose reply must carry a
@@ -13,7 +14,7 @@ sent instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 from lxml import etree
 
@@ -52,6 +53,7 @@ class EwsAnswer:
     content_type: str = XML_CONTENT_TYPE
     back_off_ms: Optional[int] = None   # ErrorServerBusy's BackOffMilliseconds, for the transcript
     chunks: Tuple[bytes, ...] = ()      # non-empty: sent chunked, one envelope a chunk (body unused)
+    stream: Any = None                  # GetStreamingEvents: the ews_notify.NotificationStream the chunks open
 
 
 def schema_version(build: int) -> str:
@@ -108,13 +110,6 @@ def _requested_version(root: etree._Element) -> Optional[str]:
     return None if element is None else element.get("Version", "")
 
 
-def _convert_id(request: etree._Element, response_messages: etree._Element) -> None:
-    for _ in request.iterfind(f"{m('SourceIds')}/*") if len(request) else []:
-        error_message(response_messages, "ConvertId", EwsError("ErrorInvalidIdMalformed", "Id is malformed."))
-    if len(response_messages) == 0:
-        error_message(response_messages, "ConvertId", EwsError("ErrorInvalidIdMalformed", "Id is malformed."))
-
-
 @dataclass(frozen=True)
 class EwsRequest:
     """A parsed EWS request: what the ``ews`` hook sees, and what ``execute_ews`` runs."""
@@ -129,10 +124,16 @@ class EwsRequest:
     def fault(self, code: str, message: str) -> EwsAnswer:
         return fault(self.org, code, message, detail=f"EWS {self.operation}")
 
-    def error(self, code: str, text: str) -> EwsAnswer:
-        """HTTP 200 with one error response message for the whole request (ResponseClass Error)."""
+    def error(self, code: str, text: str, values: Optional[Mapping[str, str]] = None) -> EwsAnswer:
+        """HTTP 200 with one error response message for the whole request (ResponseClass Error); `values` become
+        its MessageXml (t:Value Name=...), as Exchange's throttling errors name their policy."""
         envelope, messages = _response(self.org, self.operation)
-        _request_error(messages, self.operation, EwsError(code, text))
+        message = _request_error(messages, self.operation, EwsError(code, text))
+        if values:
+            message_xml = etree.Element(m("MessageXml"))
+            for name, value in values.items():
+                etree.SubElement(message_xml, f"{{{TYPES_NS}}}Value", Name=name).text = value
+            message.find(m("DescriptiveLinkKey")).addnext(message_xml)
         return EwsAnswer(200, serialize(envelope), "error", code, f"EWS {self.operation}")
 
 
@@ -142,11 +143,12 @@ def _response(org: Org, operation: str) -> Tuple[etree._Element, etree._Element]
     return envelope, etree.SubElement(response, m("ResponseMessages"))
 
 
-def _request_error(messages: etree._Element, operation: str, error: EwsError) -> None:
+def _request_error(messages: etree._Element, operation: str, error: EwsError) -> etree._Element:
     message = error_message(messages, operation, error)
     if operation in SYNC_LAST_IN_RANGE:   # exchangelib reads these before the ResponseCode; Exchange sends them
         etree.SubElement(message, m("SyncState"))
         etree.SubElement(message, m(SYNC_LAST_IN_RANGE[operation])).text = "true"
+    return message
 
 
 @hookspec(fires_in="services/site.py", means="the EWS answer sent instead of running the operation (before the "
@@ -154,9 +156,29 @@ def _request_error(messages: etree._Element, operation: str, error: EwsError) ->
 def ews_hook(request: EwsRequest) -> EwsAnswer: ...
 
 
+def _handler(operation: str) -> Optional[Callable[..., None]]:
+    """The function running `operation`, from the operation modules (loaded with the first request)."""
+    from harness.protocols import (
+        ews_attachments,
+        ews_availability,
+        ews_copy_send,
+        ews_folders,
+        ews_names,
+        ews_notify,
+        ews_ops,
+        ews_sync,
+        ews_update,
+    )
+    for module in (ews_ops, ews_sync, ews_notify, ews_availability, ews_folders, ews_update, ews_copy_send,
+                   ews_attachments, ews_names):
+        handler: Optional[Callable[..., None]] = module.OPERATIONS.get(operation)
+        if handler is not None:
+            return handler
+    return None
+
+
 def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     """The request, or the SOAP fault Exchange answers a body that is no EWS request it serves."""
-    from harness.protocols import ews_availability, ews_notify, ews_ops, ews_sync  # loaded with the first request
     root = parse_untrusted_xml(body)
     if root is None or etree.QName(root).namespace != SOAP_NS:
         return invalid_request(org)
@@ -167,20 +189,18 @@ def parse_ews(org: Org, body: bytes) -> Union[EwsRequest, EwsAnswer]:
     if version is not None and version not in SERVER_VERSIONS:
         return fault(org, "ErrorInvalidServerVersion", "The specified server version is invalid.")
     operation = etree.QName(request).localname
-    modules = (ews_ops, ews_sync, ews_notify, ews_availability)
-    if operation != "ConvertId" and not any(operation in module.OPERATIONS for module in modules):
+    if operation != "ConvertId" and _handler(operation) is None:
         return invalid_request(org)
     return EwsRequest(org, operation, root)
 
 
 def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Optional[str]) -> EwsAnswer:
     """Run one parsed request for the authenticated mailbox `email` against `store`."""
-    from harness.protocols import ews_availability, ews_impersonation, ews_notify, ews_ops, ews_sync
+    from harness.protocols import ews_convert, ews_impersonation, ews_notify, ews_ops
     org, operation = parsed.org, parsed.operation
     request = _operation(parsed.root)
     assert request is not None    # parse_ews checked
-    handler = (ews_ops.OPERATIONS.get(operation) or ews_sync.OPERATIONS.get(operation)
-               or ews_notify.OPERATIONS.get(operation) or ews_availability.OPERATIONS.get(operation))
+    handler = _handler(operation)
     try:
         email = ews_impersonation.acting_mailbox(org, parsed.root, email)
     except EwsFault as error:
@@ -188,13 +208,16 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
     owner: Optional[MailboxContent] = store.mailbox(email) if store is not None and email else None
     envelope, messages = _response(org, operation)
     call: Optional[ews_ops.Call] = None
-    if handler is None:
-        _convert_id(request, messages)
+    if handler is None:       # ConvertId: needs no mailbox (exchangelib's version probe sends a dummy id)
+        try:
+            ews_convert.convert_id(request, messages)
+        except EwsFault as error:
+            return fault(org, error.code, error.text, detail=f"EWS {operation}")
     elif owner is None or store is None:
         _request_error(messages, operation, EwsError("ErrorMailboxStoreUnavailable",
                                                      "The mailbox database is temporarily unavailable."))
     else:
-        call = ews_ops.Call(store, owner, request, messages, operation)
+        call = ews_ops.Call(store, owner, request, messages, operation, org=org)
         try:
             handler(call)
         except EwsFault as error:
@@ -202,13 +225,16 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
         except EwsError as error:    # a request-wide error: one error message for the whole request
             del messages[:]
             _request_error(messages, operation, error)
-            call.follow_ups.clear()
+            call.stream = None
     # The whole envelope: availability and OOF answers keep their ResponseMessage outside ResponseMessages.
     codes = [c.text or "" for c in envelope.iter(m("ResponseCode")) if c.text != "NoError"]
     outcome, code, detail = "error" if codes else "success", codes[0] if codes else "", f"EWS {operation}"
-    if call is not None and call.follow_ups:
-        return EwsAnswer(200, b"", outcome, code, detail, chunks=(serialize(envelope), *(
-            serialize(_envelope_of(org, operation, more)) for more in call.follow_ups)))
+    if call is not None and call.stream is not None:
+        stream = ews_notify.NotificationStream(call.store, call.owner, call.stream, lambda more: serialize(
+            _envelope_of(org, operation, more)))
+        pending = stream.notifications()   # the events already waiting go out at once, after ConnectionStatus OK
+        return EwsAnswer(200, b"", outcome, code, detail, chunks=(serialize(envelope), *([pending] if pending else [])),
+                         stream=stream)
     return EwsAnswer(200, serialize(envelope), outcome, code, detail)
 
 

@@ -2,24 +2,31 @@
 GetEvents, GetStreamingEvents and Unsubscribe, answering as Exchange 2013 SP1.
 
 A pull subscription reads with GetEvents from a watermark: up to MAX_EVENTS_PER_GET events with MoreEvents, or a
-StatusEvent carrying the current watermark when nothing happened. GetStreamingEvents is answered as Exchange streams
-it, each notification a SOAP envelope of its own in a chunked response, but all at once: a ConnectionStatus OK
-envelope, one envelope with the events available at request time, and the final ConnectionStatus Closed envelope
-(the connection ends well within ConnectionTimeout; events after the request wait for the next GetStreamingEvents).
+StatusEvent carrying the current watermark when nothing happened. GetStreamingEvents holds its connection open for the
+requested ConnectionTimeout, as Exchange does: the answer is chunked, one SOAP envelope a chunk - ConnectionStatus OK
+at once (with the events already waiting in a second envelope), then a notification envelope as events happen in the
+subscribed folders, a ConnectionStatus OK keep-alive after KEEP_ALIVE_SECONDS without any other envelope, and
+ConnectionStatus Closed when the timeout elapses. NotificationStream says what to send; the I/O edge
+(harness.services.ews_stream) says when.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from lxml import etree
 
 from harness.mailbox import events
+from harness.mailbox.store import MailboxContent, MailboxStore
 from harness.protocols.ews_ops import Call, folder_of
 from harness.protocols.ews_xml import EwsError, EwsFault, m, success_message, t, timestamp
 
 MAX_EVENTS_PER_GET = 50
 PULL_TIMEOUT_MINUTES = (1, 1440)       # the schema's SubscriptionTimeoutType
 STREAMING_TIMEOUT_MINUTES = (1, 30)    # GetStreamingEvents' ConnectionTimeout
+# The keep-alive rhythm: the spec names none; the EWS Managed API expects a heartbeat within 45 s
+# (GetStreamingEventsRequest.HeartbeatFrequencyDefault) and gives up after twice that, so Exchange's comes within it.
+KEEP_ALIVE_SECONDS = 45.0
 
 NOT_FOUND = ("ErrorSubscriptionNotFound", "The specified subscription was not found.")
 ACCESS_DENIED = ("ErrorSubscriptionAccessDenied", "You don't have permission to access this subscription.")
@@ -156,28 +163,74 @@ def get_events(call: Call) -> None:
     subscription.position = page[-1].number if more else call.owner.events.last
 
 
+@dataclass(frozen=True)
+class StreamRequest:
+    """A GetStreamingEvents request found valid: what the stream watches and for how long."""
+    subscriptions: Tuple[events.Subscription, ...]
+    minutes: int
+
+
 def get_streaming_events(call: Call) -> None:
     ids = [(e.text or "").strip() for e in call.request.iterfind(f"{m('SubscriptionIds')}/{t('SubscriptionId')}")]
     if not ids:
         raise _schema_error("SubscriptionIds")
-    _minutes(call.request.findtext(m("ConnectionTimeout")), "ConnectionTimeout", STREAMING_TIMEOUT_MINUTES)
+    minutes = _minutes(call.request.findtext(m("ConnectionTimeout")), "ConnectionTimeout", STREAMING_TIMEOUT_MINUTES)
     subscriptions = [_subscription(call, subscription_id) for subscription_id in ids]
     if not all(s.streaming for s in subscriptions):
         raise EwsError(*NOT_STREAMING)
     _connection_status(call.messages, call.operation, "OK")
-    notified = etree.Element(m("ResponseMessages"))
-    notifications = etree.SubElement(success_message(notified, call.operation), m("Notifications"))
-    for subscription in subscriptions:
-        pending = _pending(call, subscription)
-        subscription.position = call.owner.events.last
-        if pending:
-            notification = etree.SubElement(notifications, m("Notification"))
-            etree.SubElement(notification, t("SubscriptionId")).text = subscription.id
-            for event in pending:
-                event_element(notification, event, None)
-    closed = etree.Element(m("ResponseMessages"))
-    _connection_status(closed, call.operation, "Closed")
-    call.follow_ups.extend([notified, closed] if len(notifications) else [closed])
+    call.stream = StreamRequest(tuple(subscriptions), minutes)
+
+
+class NotificationStream:
+    """What one open GetStreamingEvents connection sends, sans-IO: the edge asks for the opening envelopes, then for
+    notifications when the owner's log records an event this stream ``wants``, for a keep-alive when the line was
+    quiet, and for the closing envelopes when the timeout elapses. ``envelope`` wraps m:ResponseMessages in the SOAP
+    envelope of a GetStreamingEventsResponse (harness.protocols.ews builds it)."""
+    OPERATION = "GetStreamingEvents"
+
+    def __init__(self, store: MailboxStore, owner: MailboxContent, request: StreamRequest,
+                 envelope: Callable[[etree._Element], bytes]):
+        self.store, self.owner, self._envelope = store, owner, envelope
+        self.subscriptions = request.subscriptions
+        self.timeout_seconds = request.minutes * 60.0
+        self.keep_alive_seconds = KEEP_ALIVE_SECONDS
+
+    @property
+    def log(self) -> events.EventLog:
+        return self.owner.events
+
+    def wants(self, event: events.Event) -> bool:
+        return any(s.wants(event) for s in self._live())
+
+    def _live(self) -> List[events.Subscription]:
+        """The stream's subscriptions not unsubscribed meanwhile."""
+        return [s for s in self.subscriptions if self.store.subscriptions.by_id.get(s.id) is s]
+
+    def notifications(self) -> Optional[bytes]:
+        """The events each subscription has not been sent yet, in one envelope (None: there are none)."""
+        messages = etree.Element(m("ResponseMessages"))
+        notifications = etree.SubElement(success_message(messages, self.OPERATION), m("Notifications"))
+        for subscription in self._live():
+            pending = [e for e in self.log.since(subscription.position) if subscription.wants(e)]
+            subscription.position = self.log.last
+            if pending:
+                notification = etree.SubElement(notifications, m("Notification"))
+                etree.SubElement(notification, t("SubscriptionId")).text = subscription.id
+                for event in pending:
+                    event_element(notification, event, None)
+        return self._envelope(messages) if len(notifications) else None
+
+    def status(self, status: str) -> bytes:
+        """ConnectionStatus OK (the keep-alive) or Closed (the last envelope)."""
+        messages = etree.Element(m("ResponseMessages"))
+        _connection_status(messages, self.OPERATION, status)
+        return self._envelope(messages)
+
+    def closing(self) -> List[bytes]:
+        """What goes out when the timeout elapses: events not sent yet, then ConnectionStatus Closed."""
+        pending = self.notifications()
+        return ([pending] if pending else []) + [self.status("Closed")]
 
 
 def _connection_status(messages: etree._Element, operation: str, status: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.utils import getaddresses
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
@@ -13,7 +13,8 @@ from lxml import etree
 
 from harness.mailbox import ids
 from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore
-from harness.protocols import ews_calendar
+from harness.org import Org
+from harness.protocols import ews_attachments, ews_calendar, ews_contacts, ews_restrict
 from harness.protocols.ews_xml import (
     ACCESS_DENIED,
     FOLDER_NOT_FOUND,
@@ -22,7 +23,7 @@ from harness.protocols.ews_xml import (
     SORTABLE,
     EwsError,
     addresses,
-    error_message,
+    each_response,
     folder_element,
     folder_fields,
     item_element,
@@ -30,8 +31,6 @@ from harness.protocols.ews_xml import (
     item_id_only,
     items_element,
     m,
-    parse_flag,
-    success_message,
     t,
 )
 
@@ -43,8 +42,9 @@ class Call:
     request: etree._Element
     messages: etree._Element      # m:ResponseMessages of the answer
     operation: str
-    # More m:ResponseMessages, each sent as an envelope of its own after the first (GetStreamingEvents' stream)
-    follow_ups: List[etree._Element] = field(default_factory=list)
+    # GetStreamingEvents: the stream to hold open (an ews_notify.StreamRequest) once the first envelope is out
+    stream: Any = None
+    org: Optional[Org] = None     # the directory (ResolveNames, ExpandDL)
 
 
 def folder_of(call: Call, element: etree._Element) -> Folder:
@@ -97,17 +97,7 @@ def _one_folder(call: Call, container: str) -> Folder:
 def _each(call: Call, children: Iterator[etree._Element], empty: str,
           answer: Callable[[etree._Element, etree._Element], None]) -> None:
     """One response message per requested id: answer(id element, message) or an error message."""
-    for element in children:
-        if not isinstance(element.tag, str):
-            continue
-        try:
-            probe = etree.Element("probe")
-            answer(element, probe)
-        except EwsError as error:
-            error_message(call.messages, call.operation, error, empty)
-            continue
-        message = success_message(call.messages, call.operation)
-        message.extend(list(probe))
+    each_response(call.messages, call.operation, children, empty, answer)
 
 
 # ---- folders ----------------------------------------------------------------------------------------------------
@@ -188,11 +178,13 @@ def _is_newest_first(orders: List[etree._Element]) -> bool:
 
 def find_item(call: Call) -> None:
     fields, _ = item_fields(call.request.find(m("ItemShape")), find=True)
-    if call.request.find(m("Restriction")) is not None or call.request.find(m("GroupBy")) is not None:
-        raise EwsError("ErrorUnsupportedQueryFilter", "The restriction or sort order is too complex for this "
-                                                      "operation.")
+    restriction = call.request.find(m("Restriction"))
     view = call.request.find(m("IndexedPageItemView"))
     calendar_view = call.request.find(m("CalendarView"))
+    if call.request.find(m("GroupBy")) is not None or (restriction is not None and calendar_view is not None):
+        raise EwsError("ErrorUnsupportedQueryFilter", "The restriction or sort order is too complex for this "
+                                                      "operation.")
+    matches = ews_restrict.compile_restriction(restriction) if restriction is not None else None
 
     def answer(element: etree._Element, message: etree._Element) -> None:
         folder = folder_of(call, element)
@@ -200,6 +192,8 @@ def find_item(call: Call) -> None:
             ews_calendar.write_calendar_view(calendar_view, folder, fields, message)
             return
         found = _sorted(call, folder)
+        if matches is not None:
+            found = [item for item in found if matches(item)]
         page, next_offset, last = _paged(call, view, found)
         items_element(_root_folder(message, len(found), next_offset, last), page, fields)
     _each(call, call.request.iterfind(f"{m('ParentFolderIds')}/*"), "", answer)
@@ -241,15 +235,20 @@ def create_item(call: Call) -> None:
             ews_calendar.create_calendar_item(call, element, etree.SubElement(message, m("Items")),
                                               _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
             return
+        if etree.QName(element).localname in ews_contacts.CREATES:
+            ews_contacts.create(call, element, etree.SubElement(message, m("Items")),
+                                _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
+            return
         if etree.QName(element).localname != "Message":
             raise EwsError("ErrorInvalidItemForOperationCreateItem", "CreateItem operation does not support this "
                                                                       "item type.")
         fields = _message_fields(element)
+        fields["attachments"] = ews_attachments.inline(call, element, fields.get("mime"))
         items = etree.SubElement(message, m("Items"))
         if disposition == "SaveOnly":
             folder = _one_folder(call, "SavedItemFolderId") if saved_in is not None else \
                 call.owner.distinguished["drafts"]
-            item_id_only(items, call.store.save(call.owner, folder, **fields))
+            ews_attachments.created(items, call.store.save(call.owner, folder, **fields))
             return
         if not fields["to"] and not fields["cc"]:
             raise EwsError("ErrorInvalidRecipients", "At least one recipient isn't valid.")
@@ -259,28 +258,6 @@ def create_item(call: Call) -> None:
                 call.owner.distinguished["sentitems"]
         call.store.send(call.owner, save_copy_in=copy_in, **fields)
     _each(call, call.request.iterfind(f"{m('Items')}/*"), "Items", answer)
-
-
-def update_item(call: Call) -> None:
-    def answer(change: etree._Element, message: etree._Element) -> None:
-        item_id = change.find(t("ItemId"))
-        if item_id is None:
-            raise EwsError(*ITEM_NOT_FOUND)
-        item = _item_of(call, item_id)
-        for update in change.iterfind(f"{t('Updates')}/*"):
-            uri = update.find(t("FieldURI"))
-            name = uri.get("FieldURI", "") if uri is not None else ""
-            value = update.find(f"{t('Message')}/*")
-            if name == "message:IsRead":
-                is_read = parse_flag(value.text if value is not None else None)
-                call.store.set_read(item, bool(is_read) if etree.QName(update).localname == "SetItemField" else False)
-            elif name == "item:Subject" and etree.QName(update).localname == "SetItemField" and value is not None:
-                call.store.set_subject(item, value.text or "")
-            else:
-                raise EwsError("ErrorInvalidPropertySet", "The property set is invalid.")
-        item_id_only(etree.SubElement(message, m("Items")), item)
-        etree.SubElement(etree.SubElement(message, m("ConflictResults")), t("Count")).text = "0"
-    _each(call, call.request.iterfind(f"{m('ItemChanges')}/{t('ItemChange')}"), "Items", answer)
 
 
 def delete_item(call: Call) -> None:
@@ -307,5 +284,5 @@ def move_item(call: Call) -> None:
 
 OPERATIONS: Dict[str, Callable[[Call], None]] = {
     "GetFolder": get_folder, "FindFolder": find_folder, "FindItem": find_item, "GetItem": get_item,
-    "CreateItem": create_item, "UpdateItem": update_item, "DeleteItem": delete_item, "MoveItem": move_item,
+    "CreateItem": create_item, "DeleteItem": delete_item, "MoveItem": move_item,
 }

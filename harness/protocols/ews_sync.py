@@ -110,7 +110,7 @@ def sync_folder_hierarchy(call: Call) -> None:
         for change in page.changes:
             if isinstance(change.subject, Folder):
                 folder_element(etree.SubElement(changes, t(change.kind)), change.subject, fields)
-            elif isinstance(change.subject, FolderTombstone):     # a folder that went: its id only
+            elif isinstance(change.subject, FolderTombstone):
                 etree.SubElement(etree.SubElement(changes, t(change.kind)), t("FolderId"),
                                  Id=ids.folder_id(call.owner.guid, change.subject.key))
         return sync.encode_state(call.owner, sync.HIERARCHY, root, page.state), page.includes_last

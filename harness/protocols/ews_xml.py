@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
 
 from lxml import etree
 
+from harness.mailbox.attachments import Attachment
 from harness.mailbox.calendar import END_DATE, MEETING_REQUEST, NUMBERED, WEEKDAYS, CalendarItem
 from harness.mailbox.store import Address, Folder, Item
 
@@ -36,6 +37,12 @@ class EwsFault(EwsError):
     """A request-wide failure Exchange answers with a SOAP fault (HTTP 500), e.g. a schema validation error."""
 
 
+def schema_error(name: str) -> EwsFault:
+    """A value the types schema refuses (a bad base64 Content, an unknown enumeration value)."""
+    return EwsFault("ErrorSchemaValidation", f"The request failed schema validation: The '{name}' element is invalid "
+                                             "- The value is invalid according to its datatype.")
+
+
 # The sync operations' "last in range" element: their response messages carry it (and a SyncState) even on errors.
 SYNC_LAST_IN_RANGE = {"SyncFolderItems": "IncludesLastItemInRange",
                       "SyncFolderHierarchy": "IncludesLastFolderInRange"}
@@ -61,6 +68,25 @@ def success_message(parent: etree._Element, operation: str) -> etree._Element:
     message = etree.SubElement(parent, m(f"{operation}ResponseMessage"), ResponseClass="Success")
     etree.SubElement(message, m("ResponseCode")).text = "NoError"
     return message
+
+
+def each_response(messages: etree._Element, operation: str, children: Iterable[etree._Element], empty: str,
+                  answer: Callable[[etree._Element, etree._Element], None]) -> None:
+    """One response message per requested id: answer(id element, message) fills a Success message, or its
+    EwsError becomes an Error message (with the empty `empty` container when given); an EwsFault ends the request."""
+    for element in children:
+        if not isinstance(element.tag, str):
+            continue
+        try:
+            probe = etree.Element("probe")
+            answer(element, probe)
+        except EwsFault:
+            raise               # request-wide: the whole answer is a SOAP fault
+        except EwsError as error:
+            error_message(messages, operation, error, empty)
+            continue
+        message = success_message(messages, operation)
+        message.extend(list(probe))
 
 
 def timestamp(value: dt.datetime) -> str:
@@ -131,6 +157,15 @@ def _recipients(parent: Parent, name: str, addresses: Sequence[Address]) -> None
         _close(element, name)
 
 
+def _strings(parent: Parent, name: str, values: Sequence[str]) -> None:
+    """An ArrayOfStringsType (Categories): left out when empty, as Exchange does."""
+    if values:
+        element = _open(parent, name)
+        for value in values:
+            _text(element, "String", value)
+        _close(element, name)
+
+
 def _single(parent: Parent, name: str, address: Address) -> None:
     element = _open(parent, name)
     _mailbox(element, address)
@@ -174,10 +209,17 @@ def folder_fields(shape: Optional[etree._Element]) -> FrozenSet[str]:
     return chosen | extra
 
 
+# An IndexedFieldURI (one entry of a dictionary) asks for the dictionary: written whole.
+INDEXED_COLLECTIONS = {"contacts:EmailAddress": "contacts:EmailAddresses",
+                       "contacts:PhoneNumber": "contacts:PhoneNumbers"}
+
+
 def _shape(shape: Optional[etree._Element]) -> Tuple[str, FrozenSet[str]]:
     if shape is None:
         return "Default", frozenset()
     extra = frozenset(f.get("FieldURI", "") for f in shape.iterfind(f"{t('AdditionalProperties')}/{t('FieldURI')}"))
+    indexed = shape.iterfind(f"{t('AdditionalProperties')}/{t('IndexedFieldURI')}")
+    extra |= frozenset(INDEXED_COLLECTIONS.get(f.get("FieldURI", ""), "") for f in indexed) - {""}
     return shape.findtext(t("BaseShape")) or "Default", extra
 
 
@@ -198,11 +240,13 @@ ITEM_FIELDS: List[Tuple[str, ItemWriter]] = [   # ItemType then MessageType, in 
     ("item:ParentFolderId", lambda e, i: _id(e, "ParentFolderId", i.folder.id, i.folder.change_key)),
     ("item:ItemClass", lambda e, i: _text(e, "ItemClass", i.item_class)),
     ("item:Subject", lambda e, i: _text(e, "Subject", i.subject)),
-    ("item:Sensitivity", lambda e, i: _text(e, "Sensitivity", "Normal")),
+    ("item:Sensitivity", lambda e, i: _text(e, "Sensitivity", i.sensitivity)),
     ("item:Body", _body),
+    ("item:Attachments", lambda e, i: _attachments(e, i)),
     ("item:DateTimeReceived", lambda e, i: _text(e, "DateTimeReceived", timestamp(i.received))),
     ("item:Size", lambda e, i: _text(e, "Size", i.size)),
-    ("item:Importance", lambda e, i: _text(e, "Importance", "Normal")),
+    ("item:Categories", lambda e, i: _strings(e, "Categories", i.categories)),
+    ("item:Importance", lambda e, i: _text(e, "Importance", i.importance)),
     ("item:IsSubmitted", lambda e, i: _text(e, "IsSubmitted", False)),
     ("item:IsDraft", lambda e, i: _text(e, "IsDraft", i.is_draft)),
     ("item:IsFromMe", lambda e, i: _text(e, "IsFromMe", i.sender[1].lower() == i.folder.owner.email.lower())),
@@ -212,7 +256,7 @@ ITEM_FIELDS: List[Tuple[str, ItemWriter]] = [   # ItemType then MessageType, in 
     ("item:DateTimeCreated", lambda e, i: _text(e, "DateTimeCreated", timestamp(i.received))),
     ("item:DisplayCc", lambda e, i: _text(e, "DisplayCc", "; ".join(a[0] or a[1] for a in i.cc))),
     ("item:DisplayTo", lambda e, i: _text(e, "DisplayTo", "; ".join(a[0] or a[1] for a in i.to))),
-    ("item:HasAttachments", lambda e, i: _text(e, "HasAttachments", False)),
+    ("item:HasAttachments", lambda e, i: _text(e, "HasAttachments", i.has_attachments)),
     ("item:Culture", lambda e, i: _text(e, "Culture", "en-US")),
     ("item:LastModifiedTime", lambda e, i: _text(e, "LastModifiedTime", timestamp(i.received))),
     ("message:Sender", lambda e, i: _single(e, "Sender", i.sender)),
@@ -227,8 +271,61 @@ ITEM_FIELDS: List[Tuple[str, ItemWriter]] = [   # ItemType then MessageType, in 
 ]
 ALL_ITEM_FIELDS = frozenset(uri for uri, _ in ITEM_FIELDS)
 # FindItem never returns these (Exchange refuses them in a FindItem shape); GetItem does.
-NOT_IN_FIND = frozenset({"item:Body", "message:ToRecipients", "message:CcRecipients", "item:MimeContent"})
+NOT_IN_FIND = frozenset({"item:Body", "message:ToRecipients", "message:CcRecipients", "item:MimeContent",
+                         "item:Attachments"})
 ITEM_DEFAULT = ALL_ITEM_FIELDS - {"item:Culture", "item:LastModifiedTime", "message:IsDeliveryReceiptRequested"}
+
+
+# ---- attachments (AttachmentType's fields, then FileAttachmentType's or ItemAttachmentType's) -------------------
+def _attachments(parent: Parent, item: Item) -> None:
+    if item.attachments:
+        element = _open(parent, "Attachments")
+        for attachment in item.attachments:
+            attachment_element(element, item, attachment)
+        _close(element, "Attachments")
+
+
+def attachment_element(parent: Parent, item: Item, attachment: Attachment, *, content: bool = False,
+                       root: bool = False) -> None:
+    """A t:FileAttachment or t:ItemAttachment; `content` adds the bytes (GetAttachment), `root` names the parent
+    item in the AttachmentId (CreateAttachment's answer)."""
+    name = "ItemAttachment" if attachment.embedded is not None else "FileAttachment"
+    element = _open(parent, name)
+    if root:
+        etree.SubElement(element, t("AttachmentId"), Id=attachment.id_in(item), RootItemId=item.id,
+                         RootItemChangeKey=item.change_key)
+    else:
+        _attachment_id(element, attachment, item)
+    _text(element, "Name", attachment.name)
+    if attachment.embedded is None:      # an item attachment has no content type of its own
+        _text(element, "ContentType", attachment.content_type)
+    if attachment.content_id:
+        _text(element, "ContentId", attachment.content_id)
+    _text(element, "Size", attachment.size)
+    _text(element, "LastModifiedTime", timestamp(attachment.last_modified).rstrip("Z"))
+    _text(element, "IsInline", attachment.is_inline)
+    if attachment.embedded is None:
+        _text(element, "IsContactPhoto", False)
+        if content:
+            _text(element, "Content", base64.b64encode(attachment.content).decode("ascii"))
+    elif content:
+        embedded = _open(element, "Message")
+        _text(embedded, "ItemClass", "IPM.Note")
+        _text(embedded, "Subject", attachment.embedded.subject)
+        body = _text(embedded, "Body", attachment.embedded.body)
+        if body is not None:
+            body.set("BodyType", attachment.embedded.body_type)
+        _text(embedded, "HasAttachments", False)
+        _single(embedded, "From", attachment.embedded.sender)
+        _close(embedded, "Message")
+    _close(element, name)
+
+
+def _attachment_id(parent: Parent, attachment: Attachment, item: Item) -> None:
+    if type(parent) is _Fragment:
+        parent.parts.append(f"<t:AttachmentId Id={_attribute(attachment.id_in(item))}/>")
+    else:
+        etree.SubElement(parent, t("AttachmentId"), Id=attachment.id_in(item))
 
 
 # ---- calendar items (CalendarItemType: ItemType's fields, then these, in schema order) ------------------------
@@ -297,8 +394,9 @@ CALENDAR_NOT_IN_FIND = frozenset({"calendar:RequiredAttendees", "calendar:Option
 def item_fields(shape: Optional[etree._Element], *, find: bool) -> Tuple[FrozenSet[str], bool]:
     """(field URIs to write, whether to include MimeContent) for an ItemShape."""
     base, extra = _shape(shape)
-    chosen = {"IdOnly": frozenset(), "Default": ITEM_DEFAULT | ALL_CALENDAR_FIELDS}.get(
-        base, ALL_ITEM_FIELDS | ALL_CALENDAR_FIELDS) | extra
+    kinds = _kind_fields()
+    chosen = {"IdOnly": frozenset(), "Default": ITEM_DEFAULT | ALL_CALENDAR_FIELDS | kinds}.get(
+        base, ALL_ITEM_FIELDS | ALL_CALENDAR_FIELDS | kinds) | extra
     mime = shape is not None and (shape.findtext(t("IncludeMimeContent")) or "").lower() == "true"
     mime = mime or "item:MimeContent" in extra
     if find:
@@ -306,7 +404,20 @@ def item_fields(shape: Optional[etree._Element], *, find: bool) -> Tuple[FrozenS
     return chosen, mime
 
 
+# Item kinds whose XML another module writes (ews_contacts): class -> (element name, its fields in schema order,
+# written after ItemType's). Registered when that module is imported (ews_ops imports it).
+ItemKind = Tuple[str, Sequence[Tuple[str, ItemWriter]]]
+KINDS: Dict[type, ItemKind] = {}
+
+
+def _kind_fields() -> FrozenSet[str]:
+    return frozenset(uri for _, fields in KINDS.values() for uri, _ in fields)
+
+
 def element_name(item: Item) -> str:
+    kind = KINDS.get(type(item))
+    if kind is not None:
+        return kind[0]
     if isinstance(item, CalendarItem):
         return "CalendarItem"
     return "MeetingRequest" if item.item_class == MEETING_REQUEST else "Message"
@@ -318,10 +429,15 @@ def item_element(parent: etree._Element, item: Item, fields: FrozenSet[str], mim
         _text(element, "MimeContent", base64.b64encode(item.mime_content()).decode("ascii")).set("CharacterSet",
                                                                                                "UTF-8")
     _id(element, "ItemId", item.id, item.change_key)
-    calendar = isinstance(item, CalendarItem)
+    kind = KINDS.get(type(item))
+    not_message = kind is not None or isinstance(item, CalendarItem)
     for uri, write in ITEM_FIELDS:
-        if uri in fields and not (calendar and uri.startswith("message:")):
+        if uri in fields and not (not_message and uri.startswith("message:")):
             write(element, item)
+    if kind is not None:
+        for uri, write in kind[1]:
+            if uri in fields:
+                write(element, item)
     if isinstance(item, CalendarItem):
         for uri, write_calendar in CALENDAR_FIELDS:
             if uri in fields:
@@ -334,7 +450,7 @@ _FRAGMENT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 def items_element(parent: etree._Element, items: Sequence[Item], fields: FrozenSet[str]) -> None:
     """t:Items with `items` under `parent` (a FindItem page). Messages are written as text and parsed once; a page
     with a calendar item, or with text XML cannot carry, takes the element path (which raises as before)."""
-    if not any(isinstance(item, CalendarItem) for item in items):
+    if not any(isinstance(item, CalendarItem) or type(item) in KINDS for item in items):
         fragment = _Fragment()
         for item in items:
             name = element_name(item)

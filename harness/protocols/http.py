@@ -78,6 +78,9 @@ class HttpResponse:
     body: bytes = b""
     close: bool = False       # close the connection after sending
     chunks: Tuple[bytes, ...] = ()   # non-empty: sent Transfer-Encoding: chunked, one chunk each (body unused)
+    # An open-ended chunked body (GetStreamingEvents): the head and ``chunks`` go out, then the edge starts this
+    # object with a StreamIO (harness.services.web) that writes further chunks and ends the body.
+    stream: Any = None
 
     def describe(self) -> str:
         return f"HTTP {self.status} {self.reason}, {len(self.body)} bytes" + (", then close" if self.close else "")

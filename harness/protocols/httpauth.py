@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 from harness.hooks import hookspec
 from harness.org import Mailbox, Org
 from harness.protocols.http import HttpRequest
-from harness.protocols.logon import SIGNATURE, ServerIdentity, logon_refusal, org_lookup
+from harness.protocols.logon import SIGNATURE, ChallengeEdit, ServerIdentity, logon_refusal, org_lookup
 from harness.transcript import KNOWN_SCHEMES
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class HttpAuthenticator:
         self._clock = clock
         self._accept_ntlmv1 = accept_ntlmv1
         self._handshake: Optional[Tuple[str, NegotiateAcceptor]] = None
+        # asked when an NTLM handshake starts: the ntlm_challenge fault hook, set by the site per request
+        self.challenge_edit: Callable[[], Optional[ChallengeEdit]] = _no_edit
         self._connection_user: Optional[AuthOutcome] = None
 
     def challenge_headers(self) -> List[Header]:
@@ -127,7 +129,7 @@ class HttpAuthenticator:
             from harness.protocols.ntlm import NTLMAcceptor
             from harness.protocols.spnego import NegotiateAcceptor
             ntlm = NTLMAcceptor(self._identity, self._lookup, self._rng, clock=self._clock,
-                                accept_ntlmv1=self._accept_ntlmv1)
+                                accept_ntlmv1=self._accept_ntlmv1, challenge_edit=self.challenge_edit())
             self._handshake = (scheme, NegotiateAcceptor(ntlm))
         step = self._handshake[1].step(token)
         if step.state == "continue":
@@ -147,6 +149,10 @@ class HttpAuthenticator:
         self._connection_user = None
         return AuthOutcome("failure", self.challenge_headers(), scheme=scheme, reason=reason, user=user,
                            domain=domain, mailbox=mailbox)
+
+
+def _no_edit() -> Optional[ChallengeEdit]:
+    return None
 
 
 def split_authorization(authorization: str) -> Tuple[str, str]:

@@ -5,9 +5,9 @@ table, in the style of h11's ``_state.py``), keep-alive and pipelining, ``100 Co
 the error answers (through h11's own events), and the hand-off of an RPC over HTTP request to a tunnel.
 
 It is driven by calls - ``start``, ``receive(bytes)``, ``timer_expired(name)``, the app's answers (``respond``,
-``tunnel_opened``), ``output_pending(unsent, stalled)`` (the output backlog, see below), ``close``, ``abort``,
-``connection_lost`` - and answers each with a list of actions that the I/O layer (harness.services.web) carries out
-in order:
+``tunnel_opened``), ``stream_data`` / ``stream_end`` (an open-ended answer's later chunks),
+``output_pending(unsent, stalled)`` (the output backlog, see below), ``close``, ``abort``, ``connection_lost`` - and
+answers each with a list of actions that the I/O layer (harness.services.web) carries out in order:
 
   Send(data)                        write these bytes; one whole response is one Send (write faults judge writes)
   Close(reason, limit)              close once the output so far has gone out (FIN); ``limit`` names the rule
@@ -23,6 +23,10 @@ in order:
                                     or refuses it with a response (``respond``)
   TunnelBytes(data)                 body bytes, and past the declared body every byte, for the open channel
   PauseReading() / ResumeReading()  stop / go on reading the socket (backpressure)
+
+An answer with a ``stream`` is open-ended: ``respond`` sends its head and first chunks and the connection stays in
+SENDING (pipelined requests wait in h11's buffer) until ``stream_end``; ``stream_data`` frames each later chunk.
+Backpressure and the send timer work as for any output.
 
 An action that needs the app's answer (Deliver, RefuseTooLarge, RefuseMalformed, HandOffTunnel) is always the last
 of its list: the connection parses nothing further until it is answered, which keeps pipelined answers in order
@@ -165,6 +169,7 @@ class HttpConnection:
         self._over = False             # held output went over the high water and is not down to the low water yet
         self._reading_paused = False   # a PauseReading is in force
         self._send_counting = False    # the send timer counts (from the stall)
+        self._stream_close: Optional[bool] = None   # an open-ended answer is going out: close after it?
 
     # ---- calls from the I/O layer ---------------------------------------------------------------------------
     def start(self) -> List[Action]:
@@ -194,12 +199,37 @@ class HttpConnection:
         if answer.silent:
             return self._transition(ANSWERED_CLOSE) + [Close("protocol error")]
         close = response.close or answer.close
+        open_ended = response.stream is not None and not answer.head_only
         try:
-            data = self._encode(response, close, answer.head_only)
+            data = self._encode(response, close, answer.head_only, open_ended)
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             # the app's response cannot be framed (a header with CR/LF, or beyond Latin-1): say so, send nothing
             return self.abort(f"unsendable response: {exc}", limit="unsendable_response")
-        actions: List[Action] = [Send(data)]
+        if open_ended:
+            self._stream_close = close
+            return [Send(data)]
+        return self._answered([Send(data)], close)
+
+    @property
+    def streaming(self) -> bool:
+        """An open-ended answer is going out (``stream_data`` and ``stream_end`` apply)."""
+        return self._stream_close is not None and self.state is SENDING
+
+    def stream_data(self, data: bytes) -> List[Action]:
+        """One more chunk of the open-ended answer (nothing once the connection ended)."""
+        if not self.streaming or not data:
+            return []
+        return [Send(self._h11.send(h11.Data(data=data)))]
+
+    def stream_end(self) -> List[Action]:
+        """The open-ended answer is complete: its last chunk, then on as after any answer."""
+        if not self.streaming:
+            return []
+        close, self._stream_close = bool(self._stream_close), None
+        return self._answered([Send(self._h11.send(h11.EndOfMessage()))], close)
+
+    def _answered(self, actions: List[Action], close: bool) -> List[Action]:
+        """The answer went out: close, or on to the next request (which may be buffered already)."""
         if close or self._h11.our_state is h11.MUST_CLOSE:
             return actions + self._transition(ANSWERED_CLOSE) + [Close("answered")]
         if self._h11.their_state is h11.DONE:
@@ -249,7 +279,7 @@ class HttpConnection:
         return self._transition(CLOSE_REQUESTED) + [Abort(reason, limit)]
 
     def connection_lost(self) -> List[Action]:
-        self._request, self._answer, self._body = None, None, []
+        self._request, self._answer, self._body, self._stream_close = None, None, [], None
         return self._transition(CONNECTION_LOST)
 
     def output_pending(self, unsent: int, stalled: bool) -> List[Action]:
@@ -434,7 +464,7 @@ class HttpConnection:
             scheme=self.scheme, conn=self.conn)
 
     # ---- bytes out --------------------------------------------------------------------------------------------
-    def _encode(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
+    def _encode(self, response: HttpResponse, close: bool, head_only: bool, open_ended: bool = False) -> bytes:
         """The whole response in one piece: the app's headers with IIS's framing (always Content-Length).
 
         The bytes are exactly h11's, but h11 re-validates every header of every answer (twice: its clean-up builds a
@@ -450,11 +480,11 @@ class HttpConnection:
             if line is None:
                 line = _header_line(name, value)
                 if line is None:
-                    return self._encode_through_h11(response, close, head_only)
+                    return self._encode_through_h11(response, close, head_only, open_ended)
             if line:   # b"": a framing header, which the core sets itself
                 lines.append(line)
         if type(status) is not int or not 200 <= status < 1000:
-            return self._encode_through_h11(response, close, head_only)
+            return self._encode_through_h11(response, close, head_only, open_ended)
         reason = response.reason.encode("latin-1")
         framing = _framing(response)
         if close:
@@ -462,16 +492,17 @@ class HttpConnection:
         sent = self._h11.send(h11.Response(status_code=status, reason=reason, headers=framing))
         status_line = len(b"HTTP/1.1 %d %s\r\n" % (status, reason))
         data = b"".join([sent[:status_line], *lines, sent[status_line:]])
-        return data + self._send_body(response, head_only)
+        return data + self._send_body(response, head_only, open_ended)
 
-    def _send_body(self, response: HttpResponse, head_only: bool) -> bytes:
+    def _send_body(self, response: HttpResponse, head_only: bool, open_ended: bool = False) -> bytes:
         data = b""
         if not head_only:
             for part in response.chunks or ((response.body,) if response.body else ()):
                 data += self._h11.send(h11.Data(data=part))
-        return data + self._h11.send(h11.EndOfMessage())
+        return data if open_ended else data + self._h11.send(h11.EndOfMessage())
 
-    def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool) -> bytes:
+    def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool,
+                            open_ended: bool = False) -> bytes:
         """The same bytes, every header through h11 (its validation errors are the answer to an unsendable one)."""
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
                    if k.lower() not in _FRAMING_HEADERS]
@@ -480,12 +511,12 @@ class HttpConnection:
             headers.append((b"Connection", b"close"))
         data = self._h11.send(h11.Response(status_code=response.status, reason=response.reason.encode("latin-1"),
                                            headers=headers))
-        return data + self._send_body(response, head_only)
+        return data + self._send_body(response, head_only, open_ended)
 
 
 def _framing(response: HttpResponse) -> List[Tuple[bytes, bytes]]:
-    """Content-Length, or chunked for a response made of chunks (MAPI/HTTP's PROCESSING ... DONE)."""
-    if response.chunks:
+    """Content-Length, or chunked for a response made of chunks (MAPI/HTTP's PROCESSING ... DONE) or open-ended."""
+    if response.chunks or response.stream is not None:
         return [(b"Transfer-Encoding", b"chunked")]
     return [(b"Content-Length", b"%d" % len(response.body))]
 

@@ -22,14 +22,14 @@ import random
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from Cryptodome.Cipher import ARC4
 from Cryptodome.Hash import MD4
 from impacket import ntlm
 
 from harness.org import Mailbox
-from harness.protocols.logon import SIGNATURE, Lookup, ServerIdentity, logon_refusal, org_lookup
+from harness.protocols.logon import SIGNATURE, AvPair, ChallengeEdit, Lookup, ServerIdentity, logon_refusal, org_lookup
 
 NEGOTIATE, CHALLENGE, AUTHENTICATE = 1, 2, 3
 
@@ -148,13 +148,26 @@ def _target_names(identity: ServerIdentity) -> bytes:
                     for av_id, value in ((av_id, name.encode("utf-16-le")) for av_id, name in pairs))
 
 
+def _av_pairs(target_info: bytes) -> List[AvPair]:
+    """The server's own TargetInfo as (id, value) pairs, MsvAvEOL last."""
+    pairs: List[AvPair] = []
+    offset = 0
+    while offset + 4 <= len(target_info):
+        av_id, length = struct.unpack_from("<HH", target_info, offset)
+        pairs.append((av_id, target_info[offset + 4:offset + 4 + length]))
+        offset += 4 + length
+    return pairs
+
+
 class NTLMAcceptor:
     """One NTLM authentication (per HTTP connection, or per DCE/RPC security context): NEGOTIATE in, CHALLENGE out,
     AUTHENTICATE in, NTLMResult out."""
 
     def __init__(self, identity: ServerIdentity, lookup: Lookup, rng: random.Random, *,
-                 clock: Callable[[], float] = time.time, accept_ntlmv1: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, accept_ntlmv1: bool = True,
+                 challenge_edit: Optional[ChallengeEdit] = None) -> None:
         self.identity = identity
+        self._edit = challenge_edit
         self._lookup = lookup
         self._rng = rng
         self._clock = clock
@@ -180,12 +193,20 @@ class NTLMAcceptor:
         unicode = client_flags & ntlm.NTLMSSP_NEGOTIATE_UNICODE or not client_flags & ntlm.NTLM_NEGOTIATE_OEM
         flags |= ntlm.NTLMSSP_NEGOTIATE_UNICODE if unicode else ntlm.NTLM_NEGOTIATE_OEM
         self._server_challenge = self._rng.getrandbits(64).to_bytes(8, "little")
-        target_name = self.identity.netbios_domain.encode("utf-16-le" if unicode else "cp437")
+        codec = "utf-16-le" if unicode else "cp437"
+        target_name = self.identity.netbios_domain.encode(codec)
         target_info = _target_names(self.identity) + _AV_TIME + _filetime(self._clock()) + _AV_EOL
+        version = _VERSION
+        if self._edit is not None:    # a fault's CHALLENGE (harness/faults/auth.py auth.ntlm-challenge)
+            flags = self._edit.flags(flags)
+            if self._edit.target_name is not None:
+                target_name = self._edit.target_name.encode(codec, "replace")
+            target_info = self._edit.target_info(_av_pairs(target_info))
+            version = self._edit.version if self._edit.version is not None else version
         message = (_CHALLENGE_HEAD.pack(SIGNATURE, CHALLENGE, len(target_name), len(target_name), _CHALLENGE_SIZE,
                                         flags, self._server_challenge, bytes(8), len(target_info), len(target_info),
                                         _CHALLENGE_SIZE + len(target_name))
-                   + _VERSION + target_name + target_info)
+                   + version + target_name + target_info)
 
         self._negotiate = negotiate
         self._challenge_flags = flags

@@ -109,7 +109,8 @@ class RtsAction:
     drop    - it is not sent (the OUT channel's 200 header still goes out before a dropped CONN/A3);
     refuse  - ``data`` (an HTTP status line) goes out in its place, and in place of the 200 before CONN/A3,
               then the virtual connection closes;
-    follow  - it is sent, then the RTS PDUs in ``then`` (pings, a recycling request)."""
+    follow  - it is sent, then the RTS PDUs in ``then`` (pings, a recycling request);
+    replace - the RTS PDUs in ``then`` go out in its place (a CONN/A3 or CONN/C2 with other fields or commands)."""
     kind: str
     data: bytes = b""
     then: Tuple[rts.RtsPdu, ...] = ()
@@ -118,8 +119,8 @@ class RtsAction:
         if self.kind == "refuse":
             status_line = self.data.split(b"\r\n", 1)[0].decode("latin-1")
             return f"refuse with {status_line!r}"
-        if self.kind == "follow":
-            return "follow with " + ", ".join(pdu.name for pdu in self.then)
+        if self.kind in ("follow", "replace"):
+            return f"{self.kind} with " + ", ".join(pdu.name for pdu in self.then)
         return self.kind
 
 
@@ -444,11 +445,14 @@ class RpcProxy:
         if action is not None and action.kind == "drop":
             return [Send(channel, head)] if head else []
         actions: List[Action] = []
-        for pdu in (message,) + (action.then if action is not None else ()):
+        pdus = (message,) + (action.then if action is not None else ())
+        if action is not None and action.kind == "replace":
+            pdus = action.then
+        for index, pdu in enumerate(pdus):
             if channel.closed:
                 break
             self.record("rts", channel=OUT, sent=True, pdu=pdu.name, conn=channel.conn, vc=vc.label)
-            actions += self._write(vc, channel, rts.encode(pdu), head if pdu is message else b"")
+            actions += self._write(vc, channel, rts.encode(pdu), b"" if index else head)
         return actions
 
     def _write(self, vc: VirtualConnection, channel: Channel, data: bytes, head: bytes = b"") -> List[Action]:

@@ -54,7 +54,7 @@ from harness.protocols.http import (
     moved_page,
 )
 from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook, basic_password_check, split_authorization
-from harness.protocols.logon import ServerIdentity
+from harness.protocols.logon import ServerIdentity, ntlm_challenge_hook
 from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
@@ -224,6 +224,8 @@ class ExchangeSite:
         if auth is None:
             auth = state["auth"] = HttpAuthenticator(self.org, self.identity, self.rng, methods=self.auth_methods,
                                                      realm=request.host or self.org.mail_host)
+        if self.faults.has(ntlm_challenge_hook):
+            auth.challenge_edit = lambda: self._fault(ntlm_challenge_hook, request, None, "http")
         offer = self._fault(auth_methods_hook, request, None, request) or self._directory_offer(request.path)
         auth.methods = tuple(offer.methods)
         header = request.header("authorization")
@@ -314,6 +316,10 @@ class ExchangeSite:
                                detail=answer.detail, mailbox=mailbox.email, **extra)
         response = self._response(answer.status, answer.content_type, answer.body)
         response.chunks = answer.chunks    # GetStreamingEvents: one envelope a chunk
+        if answer.stream is not None:      # ... and more as events happen, until ConnectionTimeout
+            from harness.services.ews_stream import EwsStreamRunner
+            response.stream = EwsStreamRunner(answer.stream, self.transcript.record, request.conn.conn_id,
+                                              mailbox.email)
         return response
 
     def _mapi_emsmdb(self, request: HttpRequest) -> HttpResponse:

@@ -7,7 +7,9 @@ writes the connection itself. It also keeps the TLS bookkeeping (SNI, version, f
 
 The app interface (harness.services.site implements it): ``connection_made(info)``, ``tls_handshake(info, ok,
 reason)``, ``connection_lost(info, reason)``, ``handle(request) -> HttpResponse`` (or a Deferred firing with
-one: a long poll), ``open_tunnel(request, io) -> HttpResponse | channel`` (a channel has ``data_received(bytes)``
+one: a long poll; a response with a ``stream`` is open-ended: once its head is out the stream is started with a
+StreamIO, writes later chunks and ends the body, and is told ``connection_lost(reason)`` if the client goes first),
+``open_tunnel(request, io) -> HttpResponse | channel`` (a channel has ``data_received(bytes)``
 and ``connection_lost(reason)``; ``io`` is a ChannelIO), ``too_large(request, size) -> HttpResponse``,
 ``bad_request(info, status, message) -> HttpResponse``, ``response_sent(request, response, elapsed)``; optionally
 ``batch()``, a context manager around the handling of each chunk of received bytes (the sites make it their
@@ -61,7 +63,8 @@ from harness.protocols.httpconn import (
 )
 from harness.services.pacing import PacedTransport
 
-__all__ = ["ChannelIO", "HttpFactory", "HttpServerProtocol", "MAX_BODY", "MAX_HEADER_BYTES", "TUNNEL_METHODS"]
+__all__ = ["ChannelIO", "StreamIO", "HttpFactory", "HttpServerProtocol", "MAX_BODY", "MAX_HEADER_BYTES",
+           "TUNNEL_METHODS"]
 _ENDED = (ConnState.CLOSING, ConnState.CLOSED)
 
 
@@ -86,6 +89,25 @@ class ChannelIO:
         return self._proto.clock.callLater(seconds, fn, *args)
 
 
+class StreamIO:
+    """What an open-ended answer's stream gets: chunks out, the end of the body, and the connection's clock."""
+
+    def __init__(self, proto: "HttpServerProtocol"):
+        self._proto = proto
+
+    def write(self, data: bytes) -> None:
+        """One chunk of the body (dropped once the connection ended)."""
+        self._proto._execute(self._proto.core.stream_data(data))
+
+    def end(self) -> None:
+        """The body is complete; the connection goes on to its next request (or closes)."""
+        self._proto.stream = None
+        self._proto._execute(self._proto.core.stream_end())
+
+    def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._proto.clock.callLater(seconds, fn, *args)
+
+
 @implementer(IHandshakeListener)
 class HttpServerProtocol(protocol.Protocol):
     def __init__(self, factory: "HttpFactory"):
@@ -96,6 +118,7 @@ class HttpServerProtocol(protocol.Protocol):
         self.info: ConnectionInfo      # from connectionMade on
         self.output: PacedTransport    # from connectionMade on
         self.channel: Any = None
+        self.stream: Any = None             # the open-ended answer going out, if any (see StreamIO)
         self._timers: Dict[str, Any] = {}   # the core's pending timers by name: DelayedCalls
         self._handshake_done = False
         self._handshake_timer: Any = None
@@ -177,6 +200,9 @@ class HttpServerProtocol(protocol.Protocol):
         if self.channel is not None:
             self.channel.connection_lost(_failure_text(reason))
             self.channel = None
+        if self.stream is not None:   # the client left mid-stream: its timers and listeners must go
+            stream, self.stream = self.stream, None
+            stream.connection_lost(_failure_text(reason))
         self.app.connection_lost(self.info, _failure_text(reason))
 
     def close(self) -> None:
@@ -218,7 +244,7 @@ class HttpServerProtocol(protocol.Protocol):
                 response.addCallback(self._answer_later, request, started)
                 return []
             self.app.response_sent(request, response, time.perf_counter() - started)
-            return self.core.respond(response)
+            return self._respond(response)
         elif isinstance(action, StartTimer):
             # A pending timer of that name is re-armed: cheaper for the reactor than a cancel and a new call.
             timer = self._timers.get(action.name)
@@ -258,7 +284,16 @@ class HttpServerProtocol(protocol.Protocol):
     def _answer_later(self, response: HttpResponse, request: Any, started: float) -> None:
         """An app's Deferred answer arrived; the core drops it when the connection ended meanwhile."""
         self.app.response_sent(request, response, time.perf_counter() - started)
-        self._execute(self.core.respond(response))
+        self._execute(self._respond(response))
+
+    def _respond(self, response: HttpResponse) -> List[Action]:
+        """Hand the app's answer to the core; an open-ended one's stream starts once its head is on its way (it
+        only schedules: its first write comes after the head's Send, which the caller carries out next)."""
+        actions = self.core.respond(response)
+        if response.stream is not None and self.core.streaming:
+            self.stream = response.stream
+            response.stream.start(StreamIO(self))
+        return actions
 
     def _hand_off(self, action: HandOffTunnel) -> List[Action]:
         outcome = self.app.open_tunnel(action.request, ChannelIO(self))

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from harness.hooks import FaultSet, Scope, hookspec
 from harness.org import Mailbox, Org
-from harness.protocols.dcerpc.binding import Binding, BindNak, rpc_bind_hook
+from harness.protocols.dcerpc.binding import BindAckEdit, Binding, BindNak, rpc_bind_ack_hook, rpc_bind_hook
 from harness.protocols.dcerpc.interface import (
     FAULT_NAMES,
     NCA_S_FAULT_UNSPEC,
@@ -64,6 +64,7 @@ from harness.protocols.dcerpc.pdus import (
     split_auth,
 )
 from harness.protocols.dcerpc.security import SecurityContext, SecurityContexts
+from harness.protocols.logon import ntlm_challenge_hook
 from harness.protocols.ntlm import ServerIdentity
 
 
@@ -145,7 +146,9 @@ class DceRpcAssociation:
         self.state: Dict[str, Any] = {}           # CallContext.association: context handles and the like
         self._framer = PduFramer()
         self._security = SecurityContexts(org, self.identity, rng, record)
-        self._binding = Binding(self.interfaces, self._security, record, self._bind_verdict,
+        self._security.challenge_edit = lambda: self.faults.first(ntlm_challenge_hook, self._scope(self.http_mailbox),
+                                                                  "rpc")
+        self._binding = Binding(self.interfaces, self._security, record, self._bind_verdict, ack_editor=self._ack_edit,
                                 association_group=self.association_group, secondary_address=secondary_address)
         self._reassembly = Reassembly()
 
@@ -224,13 +227,20 @@ class DceRpcAssociation:
         nak: Optional[BindNak] = self.faults.first(rpc_bind_hook, self._scope(self.http_mailbox), interface, level)
         return nak
 
+    def _ack_edit(self, interface: str) -> Optional[BindAckEdit]:
+        """The ``rpc_bind_ack`` hook: an odd bind_ack for ``interface``, and the shape of its responses."""
+        if not self.faults.has(rpc_bind_ack_hook):
+            return None
+        edit: Optional[BindAckEdit] = self.faults.first(rpc_bind_ack_hook, self._scope(self.http_mailbox), interface)
+        return edit
+
     # ---- request --------------------------------------------------------------------------------------------
     def _on_request(self, pdu: bytes, header: Header) -> List[bytes]:
         if not self._binding.bound:
             raise ProtocolFault("request before bind")
-        if header.frag_length > self._binding.max_fragment:
+        if header.frag_length > self._binding.max_read:
             raise ProtocolFault(f"fragment of {header.frag_length} bytes exceeds max_recv_frag "
-                                f"{self._binding.max_fragment}")
+                                f"{self._binding.max_read}")
         body_start = REQUEST_HEADER_SIZE + (16 if header.flags & PFC_OBJECT_UUID else 0)
         if len(pdu) < body_start:
             raise ProtocolFault("request shorter than its header")
@@ -277,11 +287,25 @@ class DceRpcAssociation:
         """The response, fragmented to the client's max_recv_frag; each fragment signed/sealed on its own."""
         protected = security is not None and security.verifies
         overhead = REQUEST_HEADER_SIZE + (SEC_TRAILER.size + VERIFIER_SIZE if protected else 0)
+        edit = self._binding.edit
         chunk = (self._binding.max_fragment - overhead) & ~7
+        if edit is not None and edit.fragment_size is not None:
+            chunk = max(8, min(chunk, edit.fragment_size & ~7))
         pieces = [stub[offset:offset + chunk] for offset in range(0, len(stub), chunk)] or [b""]
+        if edit is not None and edit.fault_after is not None and edit.fault_after < len(pieces):
+            cut = self._response_fragments(call_id, context_id, stub, security, pieces[:edit.fault_after], False)
+            return cut + [self._fault(call_id, context_id, edit.fault_status, "injected by a fault mid-response",
+                                      did_not_execute=False, close=False)]
+        return self._response_fragments(call_id, context_id, stub, security, pieces, True)
+
+    def _response_fragments(self, call_id: int, context_id: int, stub: bytes, security: Optional[SecurityContext],
+                            pieces: List[bytes], complete: bool) -> List[bytes]:
+        """The response PDUs carrying ``pieces``, the last flagged last unless the response is cut short."""
+        protected = security is not None and security.verifies
         pdus, remaining = [], len(stub)
         for index, piece in enumerate(pieces):
-            flags = (PFC_FIRST_FRAG if index == 0 else 0) | (PFC_LAST_FRAG if index == len(pieces) - 1 else 0)
+            last = complete and index == len(pieces) - 1
+            flags = (PFC_FIRST_FRAG if index == 0 else 0) | (PFC_LAST_FRAG if last else 0)
             fields = RESPONSE_FIELDS.pack(remaining, context_id, 0, 0)
             remaining -= len(piece)
             if security is None or not protected:

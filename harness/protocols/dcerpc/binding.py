@@ -76,7 +76,33 @@ class BindNak:
 def rpc_bind_hook(interface: str, auth_level: int) -> BindNak: ...
 
 
+@dataclass(frozen=True)
+class BindAckEdit:
+    """The ``rpc_bind_ack`` hook's answer: an odd bind_ack, and the shape of the responses on the association.
+    max_xmit/max_recv: the fragment sizes announced (the server still reads fragments up to the larger of its own and
+    these); secondary_address: the port text announced; extra_results: provider_rejection results with these reasons
+    added after (or, ``results_first``, before) the real ones; fragment_size: responses split into fragments of at
+    most this many bytes; fault_after: responses cut after this many fragments by a fault PDU with fault_status."""
+    max_xmit: Optional[int] = None
+    max_recv: Optional[int] = None
+    secondary_address: Optional[str] = None
+    extra_results: Tuple[int, ...] = ()
+    results_first: bool = False
+    fragment_size: Optional[int] = None
+    fault_after: Optional[int] = None
+    fault_status: int = 0x1C000012
+
+    def describe(self) -> str:
+        return "bind_ack and response fragments changed"
+
+
+@hookspec(fires_in="protocols/dcerpc/association.py",
+          means="an odd bind_ack (fragment sizes, secondary address, extra results), responses fragmented or faulted")
+def rpc_bind_ack_hook(interface: str) -> BindAckEdit: ...
+
+
 BindVerdict = Callable[[str, int], Optional[BindNak]]   # (interface name, auth level) -> refusal or None
+AckEditor = Callable[[str], Optional[BindAckEdit]]      # (interface name) -> the bind_ack's edit or None
 
 
 class BindRefusal(Exception):
@@ -98,7 +124,7 @@ class Binding:
 
     def __init__(self, interfaces: Sequence[RpcInterface], security: SecurityContexts,
                  record: Callable[..., object], verdict: BindVerdict, *, association_group: int,
-                 secondary_address: str) -> None:
+                 secondary_address: str, ack_editor: Optional[AckEditor] = None) -> None:
         self._interfaces = interfaces
         self._security = security
         self._record = record
@@ -109,6 +135,9 @@ class Binding:
         self.bound = False
         self.max_fragment = TRANSPORT_MAX_FRAGMENT   # max_xmit_frag and max_recv_frag alike
         self.header_signing = False
+        self._ack_editor = ack_editor
+        self.edit: Optional[BindAckEdit] = None      # the bind's edit (a fault's), which shapes responses too
+        self.max_read = self.max_fragment            # the largest fragment read: max_fragment, or an edit's larger
 
     def interface(self, context_id: int) -> Optional[RpcInterface]:
         """The interface a bound presentation context calls, None if it is not bound."""
@@ -164,9 +193,28 @@ class Binding:
             outcome = REASON_NAMES.get(reason, reason) if result == PROVIDER_REJECTION else RESULT_NAMES[result]
             self._record("rpc_bind", pdu=PDU_NAMES[header.ptype], call_id=header.call_id, context_id=item.context_id,
                          interface=self._interface_label(item), auth_level=level, result=outcome)
-        return [bind_ack_pdu(header.call_id, alter, results, max_fragment=self.max_fragment,
-                             group=self._association_group, secondary_address=self._secondary_address,
+        edit = self._edit(accepted) if not alter else None
+        if edit is None:
+            self.max_read = self.max_fragment
+            return [bind_ack_pdu(header.call_id, alter, results, max_fragment=self.max_fragment,
+                                 group=self._association_group, secondary_address=self._secondary_address,
+                                 header_signing=self.header_signing, trailer=trailer, challenge=challenge)]
+        self.edit = edit
+        xmit = self.max_fragment if edit.max_xmit is None else edit.max_xmit
+        recv = self.max_fragment if edit.max_recv is None else edit.max_recv
+        self.max_read = max(self.max_fragment, xmit, recv)
+        extra = [(PROVIDER_REJECTION, reason, bytes(20)) for reason in edit.extra_results]
+        results = extra + results if edit.results_first else results + extra
+        address = self._secondary_address if edit.secondary_address is None else edit.secondary_address
+        return [bind_ack_pdu(header.call_id, alter, results, max_fragment=xmit, max_recv=recv,
+                             group=self._association_group, secondary_address=address,
                              header_signing=self.header_signing, trailer=trailer, challenge=challenge)]
+
+    def _edit(self, accepted: Dict[int, Presentation]) -> Optional[BindAckEdit]:
+        interface = next((p.interface.name for p in accepted.values()), None)
+        if interface is None or self._ack_editor is None:
+            return None
+        return self._ack_editor(interface)
 
     def _negotiate(self, items: Sequence[ContextItem]) -> Tuple[List[BindResult], Dict[int, Presentation]]:
         """(result, reason, transfer syntax) per presentation context, and the contexts to bind, as Samba and

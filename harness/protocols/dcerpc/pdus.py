@@ -210,11 +210,14 @@ def bind_nak_pdu(call_id: int, reason: int) -> bytes:
 
 
 def bind_ack_pdu(call_id: int, alter: bool, results: Sequence[BindResult], *, max_fragment: int, group: int,
-                 secondary_address: str, header_signing: bool, trailer: Optional[Trailer], challenge: bytes) -> bytes:
+                 secondary_address: str, header_signing: bool, trailer: Optional[Trailer], challenge: bytes,
+                 max_recv: Optional[int] = None) -> bytes:
     """bind_ack / alter_context_resp, laid out by hand (C706 12.6.4.4): the secondary address length counts
-    its NUL, padding to 4 is relative to the PDU start, and the sec_trailer lands 4-aligned."""
-    address = b"" if alter else secondary_address.encode("ascii") + b"\x00"
-    body = struct.pack("<HHLH", max_fragment, max_fragment, group, len(address)) + address
+    its NUL, padding to 4 is relative to the PDU start, and the sec_trailer lands 4-aligned. ``max_recv``: another
+    max_recv_frag than ``max_fragment`` (a fault's)."""
+    address = b"" if alter else secondary_address.encode("utf-8") + b"\x00"
+    recv = max_fragment if max_recv is None else max_recv
+    body = struct.pack("<HHLH", max_fragment, recv, group, len(address)) + address
     body += bytes(-(COMMON_SIZE + len(body)) % 4)
     body += struct.pack("<BBH", len(results), 0, 0)
     body += b"".join(struct.pack("<HH", result, reason) + syntax for result, reason, syntax in results)

@@ -33,6 +33,7 @@ from harness.protocols.dcerpc.pdus import (
     Trailer,
     split_auth,
 )
+from harness.protocols.logon import ChallengeEdit
 from harness.protocols.ntlm import NTLMAcceptor, NTLMError, NTLMResult, NTLMSecurity, ServerIdentity, org_lookup
 
 
@@ -96,13 +97,15 @@ class SecurityContexts:
         self._record = record
         self._contexts: Dict[int, SecurityContext] = {}
         self.default: Optional[SecurityContext] = None    # the bind's context (None: the bind had no auth)
+        # asked for each new context: the ntlm_challenge fault hook, set by the association
+        self.challenge_edit: Callable[[], Optional[ChallengeEdit]] = lambda: None
 
     def __contains__(self, context_id: int) -> bool:
         return context_id in self._contexts
 
     def start(self, context_id: int, level: int, token: bytes) -> Tuple[SecurityContext, bytes]:
         """A new context answering NTLM NEGOTIATE ``token``, and the CHALLENGE to send back; raises NTLMError."""
-        acceptor = NTLMAcceptor(self._identity, org_lookup(self._org), self._rng)
+        acceptor = NTLMAcceptor(self._identity, org_lookup(self._org), self._rng, challenge_edit=self.challenge_edit())
         challenge = acceptor.challenge(token)
         context = SecurityContext(context_id, level, acceptor)
         self._contexts[context_id] = context

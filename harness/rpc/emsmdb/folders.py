@@ -165,11 +165,8 @@ def run_move_folder(rops: bytes, pos: int, handles: List[int], objects: ObjectMa
     clash = _child(target, new_name or folder.name)
     if clash is not None and clash is not folder:
         return _fail(ROP_MOVE_FOLDER, source_index, EC_DUPLICATE_NAME), end
-    source.folder.children.remove(folder)
-    target.children.append(folder)
-    folder.parent, folder.name = target, new_name or folder.name
-    folder.change_number = source.folder.change_number = content.next_change()
-    target.change_number = content.next_change()
+    folder.name = new_name or folder.name
+    content.move_folder(folder, target)
     return struct.pack("<BBLB", ROP_MOVE_FOLDER, source_index, EC_NONE, 0), end
 
 

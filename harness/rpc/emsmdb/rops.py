@@ -48,7 +48,7 @@ TAG_CONTENT_COUNT, TAG_CONTENT_UNREAD, TAG_SUBFOLDERS, TAG_CONTAINER_CLASS = (0x
                                                                               0x3613001F)
 TAG_MESSAGE_FLAGS, TAG_DELIVERY_TIME, TAG_SUBMIT_TIME, TAG_SENDER_NAME = 0x0E070003, 0x0E060040, 0x00390040, 0x0C1A001F
 TAG_MESSAGE_SIZE, TAG_HAS_ATTACHMENTS, TAG_IMPORTANCE = 0x0E080003, 0x0E1B000B, 0x00170003
-MSGFLAG_READ, MSGFLAG_UNSENT = 0x01, 0x08
+MSGFLAG_READ, MSGFLAG_UNSENT, MSGFLAG_HASATTACH = 0x01, 0x08, 0x10
 _FILETIME_EPOCH = dt.datetime(1601, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -140,11 +140,12 @@ _ITEM_VALUES: Dict[int, Callable[[Item], object]] = {
     TAG_SUBJECT >> 16: lambda item: item.subject, TAG_MESSAGE_CLASS >> 16: lambda item: item.item_class,
     TAG_ENTRY_ID >> 16: lambda item: ids.item_entry_id(item.folder.owner.guid, item.folder.key, item.key),
     TAG_FOLDER_ID >> 16: lambda item: fid(item.folder.key), TAG_MID >> 16: lambda item: fid(item.key),
-    TAG_MESSAGE_FLAGS >> 16: lambda item: (MSGFLAG_READ if item.is_read else 0) | (MSGFLAG_UNSENT if item.is_draft
-                                                                                     else 0),
+    TAG_MESSAGE_FLAGS >> 16: lambda item: ((MSGFLAG_READ if item.is_read else 0)
+                                           | (MSGFLAG_UNSENT if item.is_draft else 0)
+                                           | (MSGFLAG_HASATTACH if item.has_attachments else 0)),
     TAG_DELIVERY_TIME >> 16: lambda item: item.received, TAG_SUBMIT_TIME >> 16: lambda item: item.sent,
     TAG_SENDER_NAME >> 16: lambda item: item.sender[0], TAG_MESSAGE_SIZE >> 16: lambda item: item.size,
-    TAG_HAS_ATTACHMENTS >> 16: lambda item: False, TAG_IMPORTANCE >> 16: lambda item: 1,
+    TAG_HAS_ATTACHMENTS >> 16: lambda item: item.has_attachments, TAG_IMPORTANCE >> 16: lambda item: 1,
 }
 
 

@@ -68,9 +68,12 @@ from harness.rpc.nspi.values import (
     STRING_TYPES,
     Cell,
     RowEncoder,
+    RowsEdit,
     client_tag,
     columns_or_default,
     ndr_row,
+    ndr_rowset,
+    nspi_rows_hook,
 )
 
 SORT_TYPES = (ndr.SortTypeDisplayName, ndr.SortTypePhoneticDisplayName, ndr.SortTypeDisplayName_RO,
@@ -173,8 +176,20 @@ class Nspi(RpcInterface):
             return wire.query_rows_response(stat, None, error.code)
         key = tuple(columns)
         known = self.book.get
+        edit = self._rows_edit(ctx, "query-rows")
+        if edit is not None:
+            table = self.rows.table((known(mid) for mid in mids), key, stat.CodePage, ephemeral)
+            return wire.query_rows_response(stat, [wire.pack_row(cells) for cells in edit.apply(table)], SUCCESS)
         rows = [self._packed_row(mid if known(mid) else None, key, stat.CodePage, ephemeral) for mid in mids]
         return wire.query_rows_response(stat, rows, SUCCESS)
+
+    @staticmethod
+    def _rows_edit(ctx: CallContext, operation: str) -> Optional[RowsEdit]:
+        """The ``nspi_rows`` hook's edit of this call's rows (scope: the RPC server name, the caller's mailbox)."""
+        if ctx.faults is None or not ctx.faults.has(nspi_rows_hook):
+            return None
+        edit: Optional[RowsEdit] = ctx.faults.first(nspi_rows_hook, ctx.scope(), operation)
+        return edit
 
     def select_rows(self, stat: Stat, explicit: Optional[List[int]], count: int) -> List[int]:
         """The MIds NspiQueryRows answers (the explicit table, or ``count`` rows of the STAT's table from its
@@ -248,7 +263,9 @@ class Nspi(RpcInterface):
             if tags is None:
                 response["ppRows"] = NULL
             else:
-                response["ppRows"] = self.rows.rowset((self.book.get(mid) for mid in found), tags, stat.CodePage)
+                table = self.rows.table((self.book.get(mid) for mid in found), tags, stat.CodePage)
+                edit = self._rows_edit(ctx, "get-matches")
+                response["ppRows"] = ndr_rowset(edit.apply(table) if edit is not None else table)
             return SUCCESS
 
         return answer_with_stat(response, stat, build, ["ppOutMIds", "ppRows"])
@@ -433,6 +450,10 @@ class Nspi(RpcInterface):
         self._session(ctx, stub)
         mids, resolved = self.resolve_names(stat, names, ctx)
         columns = tuple(columns_or_default(tags, stat.CodePage))
+        edit = self._rows_edit(ctx, "resolve-names")
+        if edit is not None:
+            table = self.rows.table(resolved, columns, stat.CodePage)
+            return wire.resolve_names_response(mids, [wire.pack_row(cells) for cells in edit.apply(table)], SUCCESS)
         rows = [self._packed_row(obj.mid, columns, stat.CodePage, False) for obj in resolved]
         return wire.resolve_names_response(mids, rows, SUCCESS)
 

@@ -15,6 +15,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 from impacket.dcerpc.v5 import nspi as ndr
 from impacket.dcerpc.v5.dtypes import LPSTR, LPWSTR
 
+from harness.hooks import hookspec
 from harness.rpc.addressbook import (
     PR_CONTAINER_FLAGS,
     PR_DEPTH,
@@ -222,3 +223,72 @@ def ndr_rowset(rows: Sequence[Sequence[Cell]]) -> ndr.PropertyRowSet_r:
         rowset["aRow"].append(ndr_row(cells))
     rowset["cRows"] = len(rows)
     return rowset
+
+
+# ---- the nspi_rows fault hook ------------------------------------------------------------------------------------
+CELL_ACTIONS = ("drop", "error", "text", "type", "duplicate")
+ROW_ACTIONS = ("none", "duplicate", "error-row")
+RETYPED = {"long": (PT_LONG, 0x7FFFFFFF), "boolean": (PT_BOOLEAN, True), "binary": (PT_BINARY, b""),
+           "systime": (PT_SYSTIME, 0), "unicode": (PT_UNICODE, ""), "string8": (PT_STRING8, b"\x00"),
+           "mv-unicode": (PT_MV_UNICODE, []), "unspecified-error": (PT_ERROR, 0x80004005)}
+
+
+@dataclass(frozen=True)
+class CellEdit:
+    """One change to every row's cell ``column`` (an index into the columns asked for; past the end: nothing):
+    drop it (a missing column), make it PT_ERROR ``value`` (an int), give a string cell another text (``value``: a
+    str; a non-string cell becomes PT_UNICODE), another type (``value``: a RETYPED key), or send it twice."""
+    action: str
+    column: int
+    value: Any = None
+
+    def apply(self, cells: List[Cell]) -> List[Cell]:
+        if not 0 <= self.column < len(cells):
+            return cells
+        tag, value = cells[self.column]
+        if self.action == "drop":
+            return cells[:self.column] + cells[self.column + 1:]
+        if self.action == "duplicate":
+            return cells[:self.column + 1] + cells[self.column:]
+        if self.action == "error":
+            changed = ((tag & 0xFFFF0000) | PT_ERROR, int(self.value or NOT_FOUND))
+        elif self.action == "text":
+            text = str(self.value or "")
+            changed = (tag, _string8(text, 1252)) if tag & 0xFFFF == PT_STRING8 else \
+                ((tag & 0xFFFF0000) | PT_UNICODE, text)
+        else:
+            ptype, new = RETYPED[self.value]
+            changed = ((tag & 0xFFFF0000) | ptype, new)
+        return cells[:self.column] + [changed] + cells[self.column + 1:]
+
+
+@dataclass(frozen=True)
+class RowsEdit:
+    """The ``nspi_rows`` hook's answer: every row of NspiQueryRows, NspiGetMatches or NspiResolveNames(W) changed
+    by ``cells`` (in order), then the row set by ``rows``: none (no rows), duplicate (each twice), error-row (one
+    more row, of errors)."""
+    cells: Tuple[CellEdit, ...] = ()
+    rows: Optional[str] = None
+
+    def apply(self, table: List[List[Cell]]) -> List[List[Cell]]:
+        edited = []
+        for cells in table:
+            for edit in self.cells:
+                cells = edit.apply(cells)
+            edited.append(cells)
+        if self.rows == "none":
+            return []
+        if self.rows == "duplicate":
+            return [row for row in edited for _ in (0, 1)]
+        if self.rows == "error-row" and table:
+            return edited + [[error_cell(tag) for tag, _value in table[0]]]
+        return edited
+
+    def describe(self) -> str:
+        return "NSPI rows changed"
+
+
+@hookspec(fires_in="rpc/nspi/server.py", means="the rows of NspiQueryRows, NspiGetMatches or NspiResolveNames "
+          "(\"query-rows\", \"get-matches\", \"resolve-names\") changed: cells dropped, made errors, retyped, "
+          "odd strings; no rows, more rows")
+def nspi_rows_hook(operation: str) -> RowsEdit: ...

@@ -1,0 +1,113 @@
+"""The MAPI over HTTP phase, as Test-OutlookConnectivity's MAPI/HTTP probe runs it, when Autodiscover offers the
+mapiHttp block (or --transport mapi-http asks for it): DNS, port and certificate of the MailStore URL's host,
+Connect to /mapi/emsmdb (authentication, X-ResponseCode), the mailbox logon (Connect's ErrorCode, then Execute
+carrying RopLogon), the Inbox and a message (harness.probe.mailbox, the same ROP buffers as over RPC/HTTP), then
+Disconnect. After the first failure the rest is skipped."""
+from __future__ import annotations
+
+import random
+from typing import Callable, List, Optional
+from urllib.parse import urlsplit
+
+from harness.probe import mailbox
+from harness.probe.hosts import ProbeContext, check_host
+from harness.probe.mapihttp import Connected, MapiHttpSession
+from harness.probe.pox import OutlookSettings
+from harness.probe.report import Step, StepFailed, Timed
+
+LATER_STEPS = (("connect", "mapi-http", "MAPI/HTTP Connect"), ("mailbox-logon", "mailbox-logon", "Mailbox logon"),
+               ("mailbox", "mailbox", "Inbox"))
+
+
+def mailstore_url(settings: OutlookSettings) -> str:
+    """The MailStore URL Autodiscover gave, else the one Exchange 2013 SP1 would give: the Outlook Anywhere host,
+    /mapi/emsmdb/, the EXCH Server (mailbox GUID@domain) as MailboxId."""
+    if settings.mapi_mailstore_url:
+        return settings.mapi_mailstore_url
+    return f"https://{settings.proxy_host}/mapi/emsmdb/?MailboxId={settings.rpc_server}"
+
+
+class MapiOverHttp:
+    def __init__(self, context: ProbeContext, settings: OutlookSettings, rng: random.Random,
+                 preferred_scheme: Optional[str] = None):
+        self.context, self.settings, self.rng, self.preferred_scheme = context, settings, rng, preferred_scheme
+        self.url = mailstore_url(settings)
+        parts = urlsplit(self.url)
+        self.host = parts.hostname or settings.proxy_host
+        self.port = parts.port or context.https_port
+        self.target = (parts.path or "/mapi/emsmdb/") + (f"?{parts.query}" if parts.query else "")
+        self.phase = Step("mapi-http", f"MAPI over HTTP on {self.host}", None, self.host)
+        self.session: Optional[MapiHttpSession] = None
+        self._connected: Optional[Connected] = None
+        self._logon: Optional[mailbox.Logon] = None
+
+    def run(self) -> Step:
+        with Timed(self.phase):
+            try:
+                self._run()
+            finally:
+                if self.session is not None:
+                    try:
+                        self.session.disconnect()
+                    except StepFailed:
+                        pass      # the verdict is already made; a failed goodbye changes nothing
+            failing = next((c for c in self.phase.children if c.status == "fail"), None)
+            if failing is not None and failing.reason:
+                self.phase.fail(failing.reason, failing.message)
+                self.phase.cause = failing.id
+            else:
+                self.phase.passed(f"mailbox {self.settings.email} reachable through {self.url}")
+        return self.phase
+
+    def _run(self) -> None:
+        connector = check_host(self.context, self.phase, self.host, self.port, secure=True)
+        if connector is None:
+            self._skip_from(0)
+            return
+        self.session = MapiHttpSession(connector, self.target, self.context.credentials, self.preferred_scheme,
+                                       random.Random(self.rng.getrandbits(64)))
+        checks: List[Callable[[Step], None]] = [self._connect, self._mailbox_logon, self._mailbox]
+        for index, ((name, step_name, title), check) in enumerate(zip(LATER_STEPS, checks)):
+            step = self.phase.add(Step(f"mapi-http.{name}", title, step_name, self.host))
+            with Timed(step):
+                check(step)
+            if step.status == "fail":
+                self._skip_from(index + 1)
+                return
+
+    def _skip_from(self, index: int) -> None:
+        for name, step_name, title in LATER_STEPS[index:]:
+            self.phase.add(Step(f"mapi-http.{name}", title, step_name, self.host, status="skip",
+                                message="skipped (previous step failed)"))
+
+    # ---- the checks ---------------------------------------------------------------------------------------
+    def _connect(self, step: Step) -> None:
+        if not self.settings.legacy_dn:
+            raise StepFailed("ec-unknown-user", "no legacy DN for the mailbox (Autodiscover gave none)")
+        session = self.session
+        assert session is not None
+        step.evidence.update(url=self.url, offered_by_autodiscover=bool(self.settings.mapi_mailstore_url))
+        try:
+            self._connected = session.connect(self.settings.legacy_dn)
+        finally:
+            step.evidence.update(offered=session.offered, scheme=session.scheme,
+                                 server_application=session.server_application)
+        step.passed(f"Connect to {self.target.split('?', 1)[0]} answered X-ResponseCode 0 "
+                    f"({session.server_application or 'no X-ServerApplication'}; "
+                    f"{session.scheme or 'anonymous'})")
+
+    def _mailbox_logon(self, step: Step) -> None:
+        connected, session = self._connected, self.session
+        assert connected is not None and session is not None
+        if connected.error_code:
+            raise mailbox.store_failure(connected.error_code, "Connect", "mailbox-logon-failed")
+        self._logon = mailbox.logon(session.execute, self.settings.legacy_dn)
+        step.passed(f"connected as {connected.display_name or self.settings.legacy_dn}; logon succeeded, mailbox "
+                    f"{self._logon.mailbox_guid}", mailbox_guid=self._logon.mailbox_guid,
+                    server_application=connected.server_application)
+
+    def _mailbox(self, step: Step) -> None:
+        session, logged_on = self.session, self._logon
+        assert session is not None and logged_on is not None
+        message, evidence = mailbox.read_inbox(session.execute, logged_on.handle, logged_on.folders["Inbox"])
+        step.passed(message, transport="mapi-http", **evidence)

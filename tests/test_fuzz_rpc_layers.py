@@ -1,0 +1,184 @@
+"""The Outlook Anywhere fuzz layers (ntlm, rts, dcerpc, nspi): their faults change exactly what they say in the
+messages the protocol cores build, refuse parameters that could not be sent, every drawn example loads as a
+scenario; and a fragile NTLM client is found, shrunk to the one AV pair it cannot do without and reproduced from the
+saved scenario."""
+from __future__ import annotations
+
+import base64
+import http.client
+import random
+import socket
+import ssl
+import struct
+
+import pytest
+from hypothesis import given, settings
+from impacket import ntlm
+
+from harness.faults.base import FaultParamError, catalog
+from harness.fuzz import fuzz_client
+from harness.fuzz.cli import FUZZ_LAYERS
+from harness.fuzz.engine import FuzzOptions, replay
+from harness.fuzz.server import scenario_document
+from harness.fuzz.strategies import LAYERS, examples
+from harness.org import load_org
+from harness.protocols import rts
+from harness.protocols.ntlm import NTLMAcceptor, ServerIdentity
+from harness.rpc.nspi.values import PT_ERROR, PT_LONG, PT_UNICODE, error_cell
+from harness.scenario import inline_scenario
+
+ORG = load_org()
+IDENTITY = ServerIdentity.for_org(ORG)
+CATALOG = catalog()
+NEGOTIATE = ntlm.getNTLMSSPType1("", "", signingRequired=True).getData()
+DNS_COMPUTER = 3
+
+
+def challenge(**params) -> bytes:
+    edit = CATALOG["auth.ntlm-challenge"](**params).edit
+    return NTLMAcceptor(IDENTITY, lambda user, domain: None, random.Random(1), clock=lambda: 0.0,
+                        challenge_edit=edit).challenge(NEGOTIATE)
+
+
+def av_ids(message: bytes) -> list:
+    """The AV pair ids of a CHALLENGE's TargetInfo, in order, up to the end (MsvAvEOL included when there)."""
+    length, _max, offset = struct.unpack_from("<HHI", message, 40)
+    info, ids, at = message[offset:offset + length], [], 0
+    while at + 4 <= len(info):
+        av_id, size = struct.unpack_from("<HH", info, at)
+        ids.append(av_id)
+        at += 4 + size
+    return ids
+
+
+def test_the_layers_the_cli_offers_are_the_layers_with_strategies() -> None:
+    assert set(FUZZ_LAYERS) == set(LAYERS)
+
+
+def test_the_ntlm_challenge_fault_edits_flags_av_pairs_target_name_version_and_timestamp() -> None:
+    plain = challenge()
+    assert av_ids(plain) == [2, 1, 4, 3, 5, 7, 0]
+    edited = challenge(flags_set=ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH, flags_clear=ntlm.NTLMSSP_NEGOTIATE_VERSION,
+                       av_pairs=[{"action": "drop", "av": "MsvAvEOL"}, {"action": "first", "av": "MsvAvTimestamp"},
+                                 {"action": "duplicate", "av": "MsvAvDnsTreeName"},
+                                 {"action": "add", "av": "MsvAvFlags", "value": "02000000"}],
+                       target_name="ünï", version="ffffffffffffffff", timestamp=0)
+    assert av_ids(edited) == [7, 2, 1, 4, 3, 5, 5, 6]        # no MsvAvEOL: the add goes after the last pair
+    parsed = ntlm.NTLMAuthChallenge(edited)
+    assert parsed["flags"] & ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH and not parsed["flags"] & ntlm.NTLMSSP_NEGOTIATE_VERSION
+    assert parsed["domain_name"] == "ünï".encode("utf-16-le") and edited[48:56] == b"\xff" * 8   # the Version field
+    length, _max, offset = struct.unpack_from("<HHI", edited, 40)
+    assert edited[offset + 4:offset + 12] == bytes(8)          # MsvAvTimestamp, moved first, is FILETIME 0
+    long_name = challenge(av_pairs=[{"action": "set", "av": "MsvAvDnsComputerName", "value": "a" * 300}])
+    assert "a" * 300 in ntlm.AV_PAIRS(ntlm.NTLMAuthChallenge(long_name)["TargetInfoFields"])[DNS_COMPUTER][1].decode(
+        "utf-16-le")
+
+
+@pytest.mark.parametrize("name, values, param", [
+    ("auth.ntlm-challenge", {"av_pairs": [{"action": "rename", "av": "MsvAvEOL"}]}, "av_pairs"),
+    ("auth.ntlm-challenge", {"av_pairs": [{"action": "set", "av": "MsvAvFlags", "value": "xyz"}]}, "av_pairs"),
+    ("auth.ntlm-challenge", {"av_pairs": [{"action": "drop", "av": "MsvAvNope"}]}, "av_pairs"),
+    ("auth.ntlm-challenge", {"version": "0102"}, "version"),
+    ("auth.ntlm-challenge", {"flags_set": 1 << 32}, "flags_set"),
+    ("rpc.rts-mutate", {"extra": ["Bogus"]}, "extra"),
+    ("rpc.rts-mutate", {"pdu": "CONN/B1"}, "pdu"),
+    ("rpc.rts-mutate", {"receive_window": 1 << 32}, "receive_window"),
+    ("rpc.bind-ack", {"fragment_size": 4}, "fragment_size"),
+    ("rpc.bind-ack", {"extra_results": [70000]}, "extra_results"),
+    ("mailbox.nspi-rows", {"cells": [{"action": "type", "column": 0, "value": "float"}]}, "cells"),
+    ("mailbox.nspi-rows", {"cells": [{"action": "drop", "column": -1}]}, "cells"),
+    ("mailbox.nspi-rows", {"rows": "many"}, "rows"),
+])
+def test_bad_parameters_are_refused(name, values, param) -> None:
+    with pytest.raises(FaultParamError) as refused:
+        CATALOG[name](**values)
+    assert refused.value.param == param
+
+
+def test_the_rts_mutation_replaces_conn_c2_with_a_well_formed_pdu() -> None:
+    fault = CATALOG["rpc.rts-mutate"](pdu="CONN/C2", drop=["Version"], extra=["Padding", "Cookie"], reverse=True,
+                                      receive_window=0, flags=rts.FLAG_ECHO)
+    action = fault.on_rts(None, "out", "CONN/C2")
+    assert action.kind == "replace" and fault.on_rts(None, "out", "CONN/A3") is None
+    [pdu] = action.then
+    assert rts.decode(rts.encode(pdu)) == pdu
+    assert pdu.flags == rts.FLAG_ECHO and [type(c).__name__ for c in pdu.commands] == [
+        "Cookie", "Padding", "ConnectionTimeout", "ReceiveWindowSize"]
+    assert pdu.first(rts.ReceiveWindowSize).size == 0
+
+
+def test_the_nspi_rows_edit_drops_retypes_errors_and_multiplies_rows() -> None:
+    name_tag, id_tag = 0x3001001F, 0x0FFE0003
+    table = [[(name_tag, "Alice"), (id_tag, 6)], [(name_tag, "Bob"), (id_tag, 6)]]
+    edit = CATALOG["mailbox.nspi-rows"](cells=[{"action": "type", "column": 1, "value": "long"},
+                                               {"action": "error", "column": 0},
+                                               {"action": "drop", "column": 5}], rows="error-row").edit
+    edited = edit.apply(table)
+    assert edited[0] == [error_cell(name_tag), (id_tag & 0xFFFF0000 | PT_LONG, 0x7FFFFFFF)]
+    assert len(edited) == 3 and all(tag & 0xFFFF == PT_ERROR for tag, _value in edited[2])
+    text = CATALOG["mailbox.nspi-rows"](cells=[{"action": "text", "column": 1, "value": "\U0001F600"}]).edit
+    assert text.apply(table)[1][1] == (id_tag & 0xFFFF0000 | PT_UNICODE, "\U0001F600")
+    assert CATALOG["mailbox.nspi-rows"](rows="none").edit.apply(table) == []
+
+
+@pytest.mark.parametrize("layer", ["ntlm", "rts", "dcerpc", "nspi"])
+def test_every_drawn_example_loads_as_a_scenario(layer) -> None:
+    @settings(max_examples=60, deadline=None, derandomize=True)
+    @given(examples([layer]))
+    def loads(faults) -> None:
+        inline_scenario("fuzz-example", scenario_document("fuzz-example", faults)["faults"], "<fuzz>")
+        for served in faults:
+            CATALOG[served["fault"]](**served["params"])
+    loads()
+
+
+# ---- a fragile NTLM client ---------------------------------------------------------------------------------------
+def fragile_ntlm(served) -> None:
+    """Starts an NTLM logon on the EWS URL and reads the server's DNS name from the CHALLENGE's TargetInfo as if
+    MsvAvDnsComputerName were always there (MS-NLMP lets a server leave it out): a KeyError when it is not."""
+    context = ssl.create_default_context(cafile=served.ca_file)
+    host = f"mail.{served.domain}"
+    connection = http.client.HTTPSConnection(host, int(served.https_port), context=context, timeout=5)
+    connection.sock = context.wrap_socket(socket.create_connection((served.host, int(served.https_port)), 5),
+                                          server_hostname=host)
+    connection.request("POST", "/EWS/Exchange.asmx", b"", {
+        "Authorization": "NTLM " + base64.b64encode(NEGOTIATE).decode(), "Content-Type": "text/xml"})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    token = next((v.split(" ", 1)[1] for v in response.headers.get_all("WWW-Authenticate") or []
+                  if v.startswith("NTLM ")), None)
+    if token is None:
+        raise ValueError(f"no NTLM challenge ({response.status})")
+    message = base64.b64decode(token)
+    length, _max, offset = struct.unpack_from("<HHI", message, 40)
+    info, pairs, at = message[offset:offset + length], {}, 0
+    while at + 4 <= len(info):
+        av_id, size = struct.unpack_from("<HH", info, at)
+        if av_id == 0:
+            break
+        pairs[av_id] = info[at + 4:at + 4 + size]
+        at += 4 + size
+    pairs[DNS_COMPUTER].decode("utf-16-le", "replace")    # BUG: an optional pair taken for granted
+
+
+def test_a_fragile_ntlm_client_is_found_shrunk_to_the_missing_pair_and_reproduced(tmp_path) -> None:
+    expected = {"fault": "auth.ntlm-challenge", "params": {"av_pairs": [{"action": "drop",
+                                                                         "av": "MsvAvDnsComputerName"}]}}
+    clean = (OSError, http.client.HTTPException, ValueError, struct.error)
+    report = fuzz_client(fragile_ntlm, layers=["ntlm"], max_examples=80, seed=1, timeout=10, max_findings=1,
+                         expected_errors=clean, save_failures=str(tmp_path))
+    assert len(report.findings) == 1, [f.describe() for f in report.findings]
+    finding = report.findings[0]
+    assert finding.verdict.oracle == "crash" and "KeyError" in finding.verdict.signature
+    assert finding.faults == [expected]
+    verdict, _run = replay(finding.path, fragile_ntlm, FuzzOptions(expected_errors=clean))
+    assert verdict is not None and verdict.signature == finding.verdict.signature
+
+
+def test_the_cli_offers_the_new_layers_and_refuses_a_fixed_port_for_several_jobs() -> None:
+    from tests.support.clients import run_mockex
+    helped = run_mockex("fuzz", "--help", timeout=60)
+    assert all(layer in helped.stdout for layer in ("ntlm", "rts", "dcerpc", "nspi", "--https-port", "--listen"))
+    refused = run_mockex("fuzz", "--client", "true", "--layer", "rts", "--https-port", "443", "-j", "2", timeout=60)
+    assert refused.returncode == 2 and "--https-port with -j" in refused.stderr, refused.stderr

@@ -1,0 +1,122 @@
+"""The probe over MAPI over HTTP and its mailbox step on both transports, against a real `mockex serve`: with the
+org's MAPI/HTTP switch on, Autodiscover offers the mapiHttp block to the probe's X-MapiHttpCapability and the probe
+connects, logs on, opens the Inbox, lists it and reads a message over /mapi/emsmdb; forced to RPC over HTTP it does
+the same through EcDoRpcExt2, and the ROP answers are the same. Failures: the endpoint disabled while MAPI/HTTP is
+forced, and a store that refuses the logon."""
+from __future__ import annotations
+
+import json
+import os
+
+import jsonschema
+import pytest
+
+from harness.probe.formats import exchange_rows, render_html
+from harness.probe.report import render_text
+from harness.probe.runner import probe
+from tests.support import REPO
+from tests.support.clients import probe_options
+from tests.support.servers import scenario_servers
+from tests.support.transcript import TranscriptTail, credential_violations
+
+SCHEMA = json.load(open(os.path.join(REPO, "docs", "probe.schema.json"), encoding="utf-8"))
+MAPI_ON = "name: {name}\nconfig:\n  mapi_http: {{Enabled: true}}\n{faults}expect:\n  analyzer: {expect}\n"
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    scenarios = {
+        "mapi-on": MAPI_ON.format(name="mapi-on", faults="", expect="{passes: true}"),
+        "mapi-login-failure": MAPI_ON.format(name="mapi-login-failure",
+                                             faults="faults:\n  - mailbox.login-failure: {}\n",
+                                             expect="{fails_at: mailbox-logon, reason: ec-login-failure}"),
+    }
+    with scenario_servers(tmp_path_factory.mktemp("mapi-probe"), scenarios) as started:
+        yield started
+
+
+def nodes(report):
+    return {node.id: node for phase in report.phases for node in phase.walk()}
+
+
+def test_both_transports_log_on_list_the_inbox_and_read_a_message_with_the_same_rop_answers(servers):
+    served = servers["mapi-on"]
+    tail = TranscriptTail(served)
+    over_mapi = probe(probe_options(served))
+    assert over_mapi.verdict.passed, render_text(over_mapi, verbose=True)
+    assert [phase.id for phase in over_mapi.phases] == ["autodiscover", "mapi-http"]
+    mapi = nodes(over_mapi)
+    assert mapi["autodiscover"].evidence["mapi_mailstore_url"].endswith(
+        f"/mapi/emsmdb/?MailboxId={served.user('alice')['rpc_server']}")
+    for step_id in ("dns", "port", "certificate", "connect", "mailbox-logon", "mailbox"):
+        assert mapi[f"mapi-http.{step_id}"].status == "pass", step_id
+    assert mapi["mapi-http.connect"].evidence["scheme"] in ("NTLM", "Negotiate")
+    tail.wait_for(lambda e: e["kind"] == "mapi_http" and e["request_type"] == "Disconnect")
+    assert [(e["endpoint"], e["request_type"], e["response_code"]) for e in tail.events("mapi_http")
+            if e["response_code"] == 0] == [("emsmdb", "Connect", 0)] + [("emsmdb", "Execute", 0)] * 3 + [
+        ("emsmdb", "Disconnect", 0)]
+    assert not tail.events("rpc_call")            # nothing went over RPC over HTTP
+
+    over_rpc = probe(probe_options(served, transport="rpc-http"))
+    assert over_rpc.verdict.passed, render_text(over_rpc, verbose=True)
+    assert [phase.id for phase in over_rpc.phases] == ["autodiscover", "outlook-anywhere"]
+    rpc = nodes(over_rpc)
+    # without X-MapiHttpCapability Autodiscover leaves the mapiHttp block out, as Exchange does for older Outlooks
+    assert rpc["autodiscover"].evidence["mapi_mailstore_url"] == ""
+    assert rpc["outlook-anywhere.mailbox"].status == "pass"
+    tail.wait_for(lambda e: e["kind"] == "rpc_call" and e["op"] == "EcDoDisconnect")
+    assert [(c["op"], c["status"]) for c in tail.events("rpc_call") if c["interface"] == "emsmdb"] == [
+        ("EcDoConnectEx", "0x00000000")] + [("EcDoRpcExt2", "0x00000000")] * 3 + [("EcDoDisconnect", "0x00000000")]
+
+    trace = mapi["mapi-http.mailbox"].evidence["rops"]
+    assert trace == rpc["outlook-anywhere.mailbox"].evidence["rops"]
+    assert [entry["rop"] for entry in trace] == ["RopOpenFolder", "RopGetContentsTable", "RopSetColumns",
+                                                 "RopQueryRows", "RopOpenMessage", "RopGetPropertiesSpecific"]
+    assert {entry["return_value"] for entry in trace} == {"0x00000000"}
+    rows = trace[3]["rows"]
+    assert len(rows) == trace[1]["row_count"] >= 1
+    assert all(row["subject"] and row["message_class"] == "IPM.Note" and len(row["mid"]) == 16 for row in rows)
+    assert trace[4]["normalized_subject"] == trace[5]["subject"] == rows[0]["subject"]
+    assert trace[5]["body"] and trace[5]["body_length"] >= len(trace[5]["body"])
+    assert not credential_violations(tail.events())
+    for report in (over_mapi, over_rpc):
+        jsonschema.validate(report.to_json(), SCHEMA)
+
+
+def test_exchange_table_and_html_name_the_mapi_http_scenarios(servers):
+    data = probe(probe_options(servers["mapi-on"])).to_json()
+    rows = exchange_rows(data)
+    assert [(row["Scenario"], row["Result"]) for row in rows] == [
+        ("Autodiscover: Outlook Provider", "Success"), ("MapiHttp::Connect", "Success"),
+        ("Mailbox::Logon", "Success"), ("Mailbox::Inbox", "Success")]
+    page = render_html(data)
+    assert 'id="step-mapi-http.mailbox"' in page and "RopGetPropertiesSpecific" in page
+
+
+def test_a_store_refusing_the_logon_fails_the_mailbox_logon_over_mapi_http(servers):
+    report = probe(probe_options(servers["mapi-login-failure"]))
+    verdict = report.verdict
+    assert (verdict.fails_at, verdict.reason) == ("mailbox-logon", "ec-login-failure"), render_text(report)
+    found = nodes(report)
+    assert found["mapi-http.connect"].status == "pass"
+    assert found["mapi-http.mailbox-logon"].evidence["status"] == "0x80040111"
+    assert found["mapi-http.mailbox"].status == "skip"
+    jsonschema.validate(report.to_json(), SCHEMA)
+
+
+def test_forcing_mapi_http_where_it_is_disabled_fails_at_the_endpoint(server):
+    """The default org has MAPI over HTTP off: Autodiscover gives no mapiHttp block despite X-MapiHttpCapability,
+    and /mapi/emsmdb answers X-ResponseCode 16; the probe built the URL from EXPR and EXCH as Exchange would."""
+    tail = TranscriptTail(server)
+    report = probe(probe_options(server, transport="mapi-http"))
+    verdict = report.verdict
+    assert (verdict.fails_at, verdict.reason, verdict.host) == ("mapi-http", "mapi-http-disabled",
+                                                                "mail.contoso.test"), render_text(report)
+    found = nodes(report)
+    assert found["autodiscover"].evidence["mapi_mailstore_url"] == ""
+    assert found["mapi-http.connect"].evidence["url"].startswith("https://mail.contoso.test/mapi/emsmdb/?MailboxId=")
+    assert [found[f"mapi-http.{s}"].status for s in ("mailbox-logon", "mailbox")] == ["skip", "skip"]
+    assert "Set-OrganizationConfig -MapiHttpEnabled $true" in report.to_json()["verdict"]["remedy"]
+    tail.wait_for(lambda e: e["kind"] == "mapi_http")
+    assert [e["response_code"] for e in tail.events("mapi_http")] == [16]
+    jsonschema.validate(report.to_json(), SCHEMA)
