@@ -120,6 +120,9 @@ def test_folder_properties_get_set_and_all():
     response = session.raw(RopBuffer(slots=2).logon(ALICE_DN).open_folder(fid, 0, 1)
                            .set_props(1, {0x6748001F: "no"}))
     assert response.endswith(bytes.fromhex("0a01" "00000000" "0100" "0000" "1f004867" "1a010480"))  # ecComputed
+    answers, _ = session.run(RopBuffer(slots=2).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1)
+                             .set_props(1, {0x3001001F: "Not the Inbox"}))
+    assert by_rop(answers, 0x0A).fields["problems"] == 1 and "Inbox" in folder_rows(session)
 
 
 def test_ews_hierarchy_sync_reports_folders_deleted_over_rops():

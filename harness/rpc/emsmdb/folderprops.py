@@ -2,9 +2,10 @@
 message they are messages.py's, which these hand over to.
 
 A folder answers the properties rops.py gives folder rows plus those a client set (kept with the folder in the
-store). Setting PidTagDisplayName renames it (a sibling of that name: a PropertyProblem with ecDuplicateName),
-PidTagContainerClass is the folder class EWS reports; the computed properties (ids, counts) answer ecComputed
-problems. The logon answers its display name and owner name.
+store). Setting PidTagDisplayName renames it (a PropertyProblem instead: ecDuplicateName for a sibling's name,
+ecAccessDenied for a folder every mailbox has, as EWS's UpdateFolder refuses); PidTagContainerClass is the folder
+class EWS reports; the computed properties (ids, counts) answer ecComputed problems. The logon answers its display
+name and owner name.
 
 Bytes in, bytes out, the ``run_*`` shape of rops.py.
 """
@@ -14,8 +15,9 @@ import datetime as dt
 import struct
 from typing import Dict, List, Optional, Tuple
 
-from harness.rpc.emsmdb.folders import EC_DUPLICATE_NAME, _child
+from harness.rpc.emsmdb.folders import EC_DUPLICATE_NAME, _child, _is_built_in
 from harness.rpc.emsmdb.idl import EC_NONE, EC_NOT_FOUND, EC_NOT_SUPPORTED
+from harness.rpc.emsmdb.messages import EC_ACCESS_DENIED
 from harness.rpc.emsmdb.messages import run_get_props_all as message_props_all
 from harness.rpc.emsmdb.messages import run_get_props_specific as message_props_specific
 from harness.rpc.emsmdb.messages import run_set_props as message_set_props
@@ -122,7 +124,9 @@ def run_set_props(rops: bytes, pos: int, handles: List[int], objects: ObjectMap)
             problems[index] = (tag, EC_COMPUTED)
         elif prop_id == TAG_DISPLAY_NAME >> 16 and isinstance(value, str):
             clash = _child(folder.parent, value) if folder.parent is not None else None
-            if clash is not None and clash is not folder:
+            if _is_built_in(folder):        # as EWS's UpdateFolder: the default folders keep their names
+                problems[index] = (tag, EC_ACCESS_DENIED)
+            elif clash is not None and clash is not folder:
                 problems[index] = (tag, EC_DUPLICATE_NAME)
             else:
                 folder.name = value
