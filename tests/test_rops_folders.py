@@ -294,6 +294,16 @@ def test_modify_rules_adds_modifies_removes_and_the_rules_table_lists_them():
             (ROW_REMOVE, [struct.pack("<L", TAG_RULE_ID) + rows[1][0]])])
     assert by_rop(session.run(modify)[0], 0x41).code == 0
     assert [(row[0], row[3]) for row in rules(session)[1]] == [(rule_id, "Renamed")]
+    # Outlook finds its own rules by provider: a restriction on the rules table
+    add = RopBuffer(slots=2).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1).modify_rules(
+        1, [(ROW_ADD, rule_values("Foreign", condition, provider="Other client"))])
+    assert by_rop(session.run(add)[0], 0x41).code == 0
+    buffer = (RopBuffer(slots=3).logon(ALICE_DN).open_folder(session.fids[INBOX], 0, 1).rules_table(1, 2)
+              .set_columns(2, [TAG_RULE_NAME]).restrict(2, content(TAG_RULE_PROVIDER, "ruleorganizer", low=0))
+              .query_rows(2, [TAG_RULE_NAME]).query_columns_all(2))
+    answers, _ = session.run(buffer)
+    assert by_rop(answers, 0x15).fields["rows"] == [["Renamed"]]
+    assert TAG_RULE_CONDITION in by_rop(answers, 0x37).fields["tags"]
 
 
 def test_modify_rules_replace_and_refusals():
