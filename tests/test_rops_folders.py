@@ -386,3 +386,28 @@ def test_a_folder_created_over_rops_is_found_by_exchangelib(served):
         found = {folder.name: folder for folder in account("alice").msg_folder_root.children}
     assert "Made over MAPI" in found
     assert type(found["Made over MAPI"]).__name__ == "Tasks" and found["Made over MAPI"].folder_class == "IPF.Task"
+
+
+def test_folder_and_table_rops_over_rpc_over_http(served):
+    if served.https_port != 443:
+        pytest.skip("impacket's ncacn_http reaches the proxy on :443 only (run as root or in `unshare -rn`)")
+    from impacket.uuid import uuidtup_to_bin
+
+    from tests.support.clients import bind_over_http, ncacn_http
+    dce = bind_over_http(ncacn_http(served.host, ORG.personal_server(ALICE), 6001),
+                         uuidtup_to_bin((E.Emsmdb.uuid, "0.81")), "alice", served.user("alice")["password"])
+    dce.call(10, E.build_connect_request(ALICE_DN))
+    cxh = E.parse_connect_response(dce.recv()).cxh
+
+    def run(buffer: RopBuffer):
+        dce.call(11, E.build_rpc_request(cxh, buffer.payload()))
+        status, _, payloads = E.parse_rpc_response(dce.recv())
+        assert status == 0
+        return parse_answers(buffer, payloads[0])[0]
+    fids = by_rop(run(RopBuffer().logon(ALICE_DN)), 0xFE).fields["fids"]
+    answers = run(RopBuffer(slots=3).logon(ALICE_DN).open_folder(fids[IPM_SUBTREE], 0, 1)
+                  .create_folder(1, 2, "Over RPC/HTTP").hierarchy_table(1, 2).set_columns(2, [TAG_DISPLAY_NAME])
+                  .restrict(2, content(TAG_DISPLAY_NAME, "over rpc", low=2)).query_rows(2, [TAG_DISPLAY_NAME]))
+    dce.get_rpc_transport().disconnect()
+    assert [a.code for a in answers] == [0] * len(answers)
+    assert by_rop(answers, 0x15).fields["rows"] == [["Over RPC/HTTP"]]
