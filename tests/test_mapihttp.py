@@ -144,11 +144,11 @@ def test_unknown_handles_and_unmodelled_rops():
     endpoint = Endpoint()
     endpoint.post("Connect", connect_body(ALICE_DN))
     logon_then_inbox(endpoint)
-    # RopQueryRows on an empty slot; then RopSortTable (0x13), which this model does not implement
-    rops = struct.pack("<BBBBBH", 0x15, 0, 0, 0, 1, 10) + struct.pack("<BBBBHHH", 0x13, 0, 0, 0, 0, 0, 0)
+    # RopQueryRows on an empty slot; then RopGetAttachmentTable (0x21), which this model does not implement
+    rops = struct.pack("<BBBBBH", 0x15, 0, 0, 0, 1, 10) + struct.pack("<BBBBB", 0x21, 0, 0, 0, 0)
     payload = struct.pack("<H", 2 + len(rops)) + rops + b"\xff\xff\xff\xff"
     answer = execute_rops(done_body(endpoint.post("Execute", execute_body(payload))))[1]
-    assert answer[2:14] == struct.pack("<BBL", 0x15, 0, 0x4B9) + struct.pack("<BBL", 0x13, 0, emsmdb.EC_NOT_SUPPORTED)
+    assert answer[2:14] == struct.pack("<BBL", 0x15, 0, 0x4B9) + struct.pack("<BBL", 0x21, 0, emsmdb.EC_NOT_SUPPORTED)
 
 
 # ---- against a real server ----------------------------------------------------------------------------------

@@ -4,94 +4,25 @@ an empty rules table; in-process on a fixed clock, then against a real `mockex s
 side of the shared store."""
 from __future__ import annotations
 
-import datetime as dt
-import random
 import struct
-import warnings
 
 import pytest
 
 from harness.mailbox.attachments import Attachment
-from harness.mailbox.seed import WELCOME, default_seeder
-from harness.mailbox.store import MailboxStore, accounts_of
-from harness.org import load_org, with_config
-from harness.rpc.mapihttp import MapiHttpEmsmdb, MapiRequest
-from tests.support.mapihttp import MapiHttpClient, connect_body, execute_body, execute_rops
-from tests.support.ropclient import (
-    TAG_BODY,
-    TAG_MESSAGE_CLASS,
-    TAG_MID,
-    TAG_SUBJECT,
-    RopBuffer,
-    by_rop,
-    parse_answers,
+from harness.mailbox.seed import WELCOME
+from tests.support.ropclient import TAG_BODY, TAG_SUBJECT, RopBuffer, by_rop
+from tests.support.ropsession import (
+    ALICE,
+    ALICE_DN,
+    BOB,
+    INBOX,
+    NOW,
+    exchangelib_accounts,
+    https_session,
+    in_process_session,
+    new_store,
 )
 from tests.support.servers import start_mapi_http_server
-
-ORG = with_config(load_org(), {"mapi_http": {"Enabled": True}}, "test")
-ALICE, BOB = ORG.find("alice"), ORG.find("bob")
-ALICE_DN = ORG.legacy_dn(ALICE)
-NOW = dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc)
-INBOX, SENT, DRAFTS = 4, 6, None         # RopLogon special folder slots (MS-OXCSTOR 2.2.1.1.3)
-ROWS = [TAG_SUBJECT, TAG_MID]
-
-
-class Session:
-    """Connect, then one Execute per ROP buffer; ``post`` is the transport (in-process or HTTPS)."""
-
-    def __init__(self, post):
-        self.post = post
-        assert post("Connect", connect_body(ALICE_DN)) is not None
-        answers, _ = self.run(RopBuffer().logon(ALICE_DN))
-        self.fids = by_rop(answers, 0xFE).fields["fids"]
-
-    def run(self, buffer: RopBuffer):
-        code, payload = execute_rops(self.post("Execute", execute_body(buffer.payload())))
-        assert code == 0
-        return parse_answers(buffer, payload)
-
-    def inbox_rows(self, fid_slot: int = INBOX):
-        buffer = (RopBuffer(slots=3).logon(ALICE_DN).open_folder(self.fids[fid_slot], 0, 1).contents_table(1, 2)
-                  .set_columns(2, ROWS).query_rows(2, ROWS))
-        return by_rop(self.run(buffer)[0], 0x15).fields["rows"]
-
-    def read_message(self, mid: bytes, fid_slot: int = INBOX):
-        buffer = (RopBuffer(slots=4).logon(ALICE_DN).open_folder(self.fids[fid_slot], 0, 1)
-                  .open_message(1, 2, self.fids[fid_slot], mid).get_props(2, [TAG_SUBJECT, TAG_MESSAGE_CLASS])
-                  .open_stream(2, 3, TAG_BODY).stream_size(3).read_stream(3))
-        answers, _ = self.run(buffer)
-        body = by_rop(answers, 0x2C).fields["data"]
-        assert body.endswith(b"\x00\x00") and len(body) == by_rop(answers, 0x5E).fields["size"]
-        return answers, body[:-2].decode("utf-16-le")
-
-    def send(self, to, subject: str, body: str, *, submit: bool = True):
-        buffer = (RopBuffer(slots=3).logon(ALICE_DN).open_folder(self.fids[INBOX], 0, 1)
-                  .create_message(1, 2, self.fids[INBOX]).modify_recipients(2, to)
-                  .set_props(2, {TAG_SUBJECT: subject, TAG_BODY: body}).save(2))
-        if submit:
-            buffer.submit(2)
-        return self.run(buffer)
-
-
-def in_process_session(store: MailboxStore) -> Session:
-    mapi = MapiHttpEmsmdb(ORG, store, random.Random(1), lambda: 1700000000.0, lambda kind, **f: None)
-    cookies: dict = {}
-
-    def post(request_type, body):
-        headers = {"x-requesttype": request_type, "x-requestid": "{A}:1", "x-clientinfo": "{B}",
-                   "cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
-        answer = mapi.handle(MapiRequest("POST", headers.get, body, ALICE))
-        for name, value in answer.headers:
-            if name == "Set-Cookie":
-                key, _, rest = value.partition("=")
-                cookies[key] = rest.split(";", 1)[0]
-        assert answer.response_code == 0
-        return answer.chunks[1].partition(b"\r\n\r\n")[2]
-    return Session(post)
-
-
-def new_store() -> MailboxStore:
-    return MailboxStore(accounts_of(ORG.mailboxes), lambda: NOW, default_seeder({}))
 
 
 def test_a_seeded_message_reads_by_properties_and_by_stream():
@@ -184,36 +115,10 @@ def served(tmp_path_factory):
     server.stop()
 
 
-def https_session(served) -> Session:
-    client = MapiHttpClient(served.host, served.https_port, served.ca_file, f"{ALICE.guid}@contoso.test", "alice",
-                            served.user("alice")["password"])
-
-    def post(request_type, body):
-        answer = client.post(request_type, body)
-        assert answer.status == 200 and answer.response_code == 0
-        return answer.body
-    return Session(post)
-
-
 @pytest.fixture
 def exchangelib_account(served):
-    """An exchangelib Account on the served EWS URL (no Autodiscover: the address is a loopback one), Basic auth;
-    exchangelib's adapter without certificate checks (the name in the URL is an address)."""
-    from exchangelib import BASIC, Account, Configuration, Credentials
-    from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter
-    from exchangelib.version import EXCHANGE_2013_SP1, Version
-    saved, BaseProtocol.HTTP_ADAPTER_CLS = BaseProtocol.HTTP_ADAPTER_CLS, NoVerifyHTTPAdapter
-    url = f"https://{served.host}:{served.https_port}/EWS/Exchange.asmx"
-
-    def account(name: str):
-        who = served.user(name)
-        config = Configuration(service_endpoint=url, credentials=Credentials(who["upn"], who["password"]),
-                               auth_type=BASIC, version=Version(EXCHANGE_2013_SP1))
-        return Account(f"{name}@contoso.test", config=config, autodiscover=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with exchangelib_accounts(served) as account:
         yield account
-    BaseProtocol.HTTP_ADAPTER_CLS = saved
 
 
 def test_a_message_submitted_over_rops_is_in_bobs_inbox_for_exchangelib(served, exchangelib_account):

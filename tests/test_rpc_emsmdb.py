@@ -156,12 +156,12 @@ def test_compressed_and_obfuscated_rop_input_is_decoded():
 def test_unsupported_rops_malformed_buffers_and_small_output_buffers():
     ctx = make_ctx()
     cxh = connect(ctx, dn("alice")).cxh
-    sort_table = bytes([0x13, 0x00, 0x00, 0x00])   # RopSortTable: not implemented
+    attachment_table = bytes([0x21, 0x00, 0x00, 0x01, 0x00])   # RopGetAttachmentTable: not implemented
     status, _, payloads = E.parse_rpc_response(SERVER.call(11, E.build_rpc_request(
-        cxh, E.join_rop_payload(sort_table, [1])), ctx))
+        cxh, E.join_rop_payload(attachment_table, [1, 0xFFFFFFFF])), ctx))
     assert status == E.EC_NONE
     rops, handles = E.split_rop_payload(payloads[0])
-    assert rops == struct.pack("<BBL", 0x13, 0, E.EC_NOT_SUPPORTED) and handles == [1]
+    assert rops == struct.pack("<BBL", 0x21, 0, E.EC_NOT_SUPPORTED) and handles == [1, 0xFFFFFFFF]
     status, _, payloads = E.parse_rpc_response(SERVER.call(11, E.build_rpc_request(cxh, b"\x09\x00\xfe"), ctx))
     assert (status, payloads) == (E.EC_RPC_FORMAT, [])
     small = E.build_rpc_request(cxh, E.join_rop_payload(E.build_rop_logon(dn("alice")), [0xFFFFFFFF]), max_out=40)

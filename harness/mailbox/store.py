@@ -108,6 +108,14 @@ _OWN_FIELDS = ("key", "folder", "change_number", "created", "content_change", "f
 
 
 @dataclass(eq=False)
+class Rule:
+    """A server-side rule in a folder's rules table (MS-OXORULE): its properties by property id as a client set them
+    (conditions and actions kept as their ROP bytes), and the id the store gave it."""
+    rule_id: int
+    props: Dict[int, object] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
 class Folder:
     key: int
     owner: "MailboxContent"
@@ -120,6 +128,9 @@ class Folder:
     items: Dict[int, Item] = field(default_factory=dict)
     children: List["Folder"] = field(default_factory=list)
     tombstones: List[Tombstone] = field(default_factory=list)   # in removal order, so in change-number order
+    rules: List[Rule] = field(default_factory=list)             # in the order they were added
+    props: Dict[int, Tuple[int, object]] = field(default_factory=dict)   # other properties a client set:
+    #                                                                        property id -> (type, value)
     # Exchange's default view order (newest received first), kept until an item arrives or leaves: paging a large
     # folder then costs a slice per page, not a sort of the whole folder.
     _newest_first: Optional[List[Item]] = field(default=None, repr=False)
@@ -165,7 +176,7 @@ class MailboxContent:
         self.folders: Dict[int, Folder] = {}
         self.distinguished: Dict[str, Folder] = {}
         self.folder_tombstones: List[FolderTombstone] = []     # in removal order
-        self._next_folder, self._next_item = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER
+        self._next_folder, self._next_item, self._next_rule = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, 0
         for distinguished, name, folder_class, parent in WELL_KNOWN:
             self.add_folder(name, folder_class, self.distinguished[parent] if parent else None, distinguished)
 
@@ -223,6 +234,10 @@ class MailboxContent:
         if folder.parent is not None:
             folder.parent.children.remove(folder)
             folder.parent.change_number = self.next_change()
+
+    def next_rule_id(self) -> int:
+        self._next_rule += 1
+        return self._next_rule
 
     def move_folder(self, folder: Folder, target: Folder) -> Folder:
         """Re-parent a folder (its id stays): both parents' ChildFolderCount and the folder's ParentFolderId

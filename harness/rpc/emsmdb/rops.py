@@ -14,10 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from harness.mailbox import ids
-from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore
+from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore, Rule
 from harness.rpc.emsmdb.codec import REPL_ID, SPECIAL_FOLDERS
 from harness.rpc.emsmdb.idl import EC_NONE, EC_NOT_FOUND
 
@@ -40,6 +40,8 @@ UNMODELLED_FOLDER_BASE = 0x7F0000
 # ---- property tags (MS-OXPROPS) and types (MS-OXCDATA 2.11.1) -------------------------------------------------
 PT_LONG, PT_ERROR, PT_BOOLEAN, PT_I8, PT_STRING8, PT_UNICODE, PT_SYSTIME, PT_BINARY = (
     0x0003, 0x000A, 0x000B, 0x0014, 0x001E, 0x001F, 0x0040, 0x0102)
+PT_RESTRICTION, PT_RULE_ACTION = 0x00FD, 0x00FE
+TAG_RULE_ID = 0x66740014
 TAG_SUBJECT, TAG_MESSAGE_CLASS, TAG_DISPLAY_NAME, TAG_ENTRY_ID = 0x0037001F, 0x001A001F, 0x3001001F, 0x0FFF0102
 TAG_FOLDER_ID, TAG_PARENT_FOLDER_ID, TAG_MID = 0x67480014, 0x67490014, 0x674A0014
 TAG_CONTENT_COUNT, TAG_CONTENT_UNREAD, TAG_SUBFOLDERS, TAG_CONTAINER_CLASS = (0x36020003, 0x36030003, 0x360A000B,
@@ -84,17 +86,25 @@ class FolderObject:
 @dataclass
 class TableObject:
     folder: Folder
-    kind: str                             # "contents", "hierarchy" or "rules" (no rules stored: empty)
+    kind: str                             # "contents", "hierarchy" or "rules"
     depth: bool = False
     columns: Optional[List[int]] = None   # None until RopSetColumns
     position: int = 0
+    # RopRestrict's predicate and RopSortTable's (tag, order) list, and the view they make of the rows (tables.py):
+    # None shows them all in the store's order
+    keep: Optional[Callable[[object], bool]] = None
+    sort: List[Tuple[int, int]] = field(default_factory=list)
+    arrange: Optional[Callable[[List], List]] = None
 
-    def rows(self) -> List[Union[Folder, Item]]:
+    def rows(self) -> List[Union[Folder, Item, Rule]]:
+        rows: List[Union[Folder, Item, Rule]]
         if self.kind == "contents":
-            return list(self.folder.items.values())    # the store's order: delivery order
-        if self.kind == "rules":
-            return []
-        return list(self.folder.descendants()) if self.depth else list(self.folder.children)
+            rows = list(self.folder.items.values())    # the store's order: delivery order
+        elif self.kind == "rules":
+            rows = list(self.folder.rules)
+        else:
+            rows = list(self.folder.descendants()) if self.depth else list(self.folder.children)
+        return self.arrange(rows) if self.arrange is not None else rows
 
 
 ServerObject = object      # StoreObject, FolderObject, TableObject, or messages.py's MessageObject, StreamObject
@@ -126,34 +136,45 @@ def _filetime(moment: dt.datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
 
 
+# Getters by property id, made once: a restriction or sort reads a value of every row of a folder.
+_ITEM_VALUES: Dict[int, Callable[[Item], object]] = {
+    TAG_SUBJECT >> 16: lambda item: item.subject, TAG_MESSAGE_CLASS >> 16: lambda item: item.item_class,
+    TAG_ENTRY_ID >> 16: lambda item: ids.item_entry_id(item.folder.owner.guid, item.folder.key, item.key),
+    TAG_FOLDER_ID >> 16: lambda item: fid(item.folder.key), TAG_MID >> 16: lambda item: fid(item.key),
+    TAG_MESSAGE_FLAGS >> 16: lambda item: ((MSGFLAG_READ if item.is_read else 0)
+                                           | (MSGFLAG_UNSENT if item.is_draft else 0)
+                                           | (MSGFLAG_HASATTACH if item.has_attachments else 0)),
+    TAG_DELIVERY_TIME >> 16: lambda item: item.received, TAG_SUBMIT_TIME >> 16: lambda item: item.sent,
+    TAG_SENDER_NAME >> 16: lambda item: item.sender[0], TAG_MESSAGE_SIZE >> 16: lambda item: item.size,
+    TAG_HAS_ATTACHMENTS >> 16: lambda item: item.has_attachments, TAG_IMPORTANCE >> 16: lambda item: 1,
+}
+
+
 def _item_value(item: Item, prop_id: int):
-    owner = item.folder.owner
-    values: Dict[int, Callable[[], object]] = {
-        TAG_SUBJECT >> 16: lambda: item.subject, TAG_MESSAGE_CLASS >> 16: lambda: item.item_class,
-        TAG_ENTRY_ID >> 16: lambda: ids.item_entry_id(owner.guid, item.folder.key, item.key),
-        TAG_FOLDER_ID >> 16: lambda: fid(item.folder.key), TAG_MID >> 16: lambda: fid(item.key),
-        TAG_MESSAGE_FLAGS >> 16: lambda: ((MSGFLAG_READ if item.is_read else 0) | (MSGFLAG_UNSENT if item.is_draft
-                                                                                      else 0)
-                                          | (MSGFLAG_HASATTACH if item.has_attachments else 0)),
-        TAG_DELIVERY_TIME >> 16: lambda: item.received, TAG_SUBMIT_TIME >> 16: lambda: item.sent,
-        TAG_SENDER_NAME >> 16: lambda: item.sender[0], TAG_MESSAGE_SIZE >> 16: lambda: item.size,
-        TAG_HAS_ATTACHMENTS >> 16: lambda: item.has_attachments, TAG_IMPORTANCE >> 16: lambda: 1,
-    }
-    getter = values.get(prop_id)
-    return getter() if getter is not None else None
+    getter = _ITEM_VALUES.get(prop_id)
+    return getter(item) if getter is not None else None
+
+
+FOLDER_COMPUTED = (TAG_ENTRY_ID >> 16, TAG_FOLDER_ID >> 16, TAG_PARENT_FOLDER_ID >> 16, TAG_CONTENT_COUNT >> 16,
+                   TAG_CONTENT_UNREAD >> 16, TAG_SUBFOLDERS >> 16)     # what RopSetProperties cannot change
+
+
+_FOLDER_VALUES: Dict[int, Callable[[Folder], object]] = {
+    TAG_DISPLAY_NAME >> 16: lambda folder: folder.name, TAG_CONTAINER_CLASS >> 16: lambda folder: folder.folder_class,
+    TAG_ENTRY_ID >> 16: lambda folder: ids.folder_entry_id(folder.owner.guid, folder.key),
+    TAG_FOLDER_ID >> 16: lambda folder: fid(folder.key),
+    TAG_PARENT_FOLDER_ID >> 16: lambda folder: fid(folder.parent.key) if folder.parent else None,
+    TAG_CONTENT_COUNT >> 16: lambda folder: len(folder.items), TAG_CONTENT_UNREAD >> 16: lambda folder: folder.unread,
+    TAG_SUBFOLDERS >> 16: lambda folder: bool(folder.children),
+}
 
 
 def _folder_value(folder: Folder, prop_id: int):
-    values: Dict[int, Callable[[], object]] = {
-        TAG_DISPLAY_NAME >> 16: lambda: folder.name, TAG_CONTAINER_CLASS >> 16: lambda: folder.folder_class,
-        TAG_ENTRY_ID >> 16: lambda: ids.folder_entry_id(folder.owner.guid, folder.key),
-        TAG_FOLDER_ID >> 16: lambda: fid(folder.key),
-        TAG_PARENT_FOLDER_ID >> 16: lambda: fid(folder.parent.key) if folder.parent else None,
-        TAG_CONTENT_COUNT >> 16: lambda: len(folder.items), TAG_CONTENT_UNREAD >> 16: lambda: folder.unread,
-        TAG_SUBFOLDERS >> 16: lambda: bool(folder.children),
-    }
-    getter = values.get(prop_id)
-    return getter() if getter is not None else None
+    getter = _FOLDER_VALUES.get(prop_id)
+    if getter is not None:
+        return getter(folder)
+    kept = folder.props.get(prop_id)          # (property type, value) a client set
+    return kept[1] if kept is not None else None
 
 
 def encode_value(prop_type: int, value) -> Optional[bytes]:
@@ -172,13 +193,24 @@ def encode_value(prop_type: int, value) -> Optional[bytes]:
         return struct.pack("<Q", _filetime(value))
     if prop_type == PT_BINARY and isinstance(value, bytes):
         return struct.pack("<H", len(value)) + value
+    if prop_type in (PT_RESTRICTION, PT_RULE_ACTION) and isinstance(value, bytes):
+        return value                       # kept as the ROP bytes a client sent
     return None
 
 
-def property_row(obj: Union[Folder, Item], columns: List[int]) -> bytes:
+def _rule_value(rule: Rule, prop_id: int):
+    return fid(rule.rule_id) if prop_id == TAG_RULE_ID >> 16 else rule.props.get(prop_id)
+
+
+def row_lookup(obj: Union[Folder, Item, Rule]) -> Callable[[Any, int], Any]:
+    """The value getter (row, property id) for a table row."""
+    return _item_value if isinstance(obj, Item) else _rule_value if isinstance(obj, Rule) else _folder_value
+
+
+def property_row(obj: Union[Folder, Item, Rule], columns: List[int]) -> bytes:
     """A StandardPropertyRow when every column has a value, else a FlaggedPropertyRow with ecNotFound errors
     (MS-OXCDATA 2.8.1)."""
-    lookup = _item_value if isinstance(obj, Item) else _folder_value
+    lookup = row_lookup(obj)
     encoded = []
     for tag in columns:
         value = lookup(obj, tag >> 16)  # type: ignore[arg-type]
@@ -222,7 +254,7 @@ def run_open_folder(rops: bytes, pos: int, handles: List[int], objects: ObjectMa
     if folder is None:
         return _fail(ROP_OPEN_FOLDER, out_index, EC_NOT_FOUND), end
     handles[out_index] = objects.add(FolderObject(folder))
-    return struct.pack("<BBLBB", ROP_OPEN_FOLDER, out_index, EC_NONE, 0, 0), end   # HasRules, IsGhosted
+    return struct.pack("<BBLBB", ROP_OPEN_FOLDER, out_index, EC_NONE, bool(folder.rules), 0), end  # HasRules, IsGhosted
 
 
 def run_get_table(rops: bytes, pos: int, handles: List[int], objects: ObjectMap) -> Tuple[bytes, int]:

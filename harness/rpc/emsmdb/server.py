@@ -61,6 +61,8 @@ from harness.rpc.emsmdb.codec import (
     unwrap_rop_buffers,
     wrap_rop_buffers,
 )
+from harness.rpc.emsmdb.folderprops import HANDLERS as FOLDER_PROPERTY_HANDLERS
+from harness.rpc.emsmdb.folders import HANDLERS as FOLDER_HANDLERS
 from harness.rpc.emsmdb.idl import (
     DEFAULT_MIN_CLIENT_VERSION,
     EC_BUFFER_TOO_SMALL,
@@ -91,13 +93,18 @@ from harness.rpc.emsmdb.idl import (
     version_text,
     write_version_words,
 )
+from harness.rpc.emsmdb.logon import HANDLERS as LOGON_HANDLERS
 from harness.rpc.emsmdb.messages import HANDLERS as MESSAGE_HANDLERS
 from harness.rpc.emsmdb.notify import HANDLERS as NOTIFY_HANDLERS
 from harness.rpc.emsmdb.notify import notify_rops
 from harness.rpc.emsmdb.rops import HANDLERS as TABLE_HANDLERS
 from harness.rpc.emsmdb.rops import ObjectMap, StoreObject, special_folder_counters
+from harness.rpc.emsmdb.rules import HANDLERS as RULE_HANDLERS
+from harness.rpc.emsmdb.tables import HANDLERS as VIEW_HANDLERS
 
-HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS, **NOTIFY_HANDLERS}
+# FOLDER_PROPERTY_HANDLERS last: the property ROPs on a folder; they hand a message's back to messages.py.
+HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS, **NOTIFY_HANDLERS, **VIEW_HANDLERS, **FOLDER_HANDLERS,
+            **RULE_HANDLERS, **LOGON_HANDLERS, **FOLDER_PROPERTY_HANDLERS}
 
 
 # ---- server -------------------------------------------------------------------------------------------------
