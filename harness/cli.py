@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--epm-port", type=_port, default=None,
                        help="serve the RPC endpoint mapper on this TCP port (135 where the mock has an address of its "
                             "own; 0 = any; default off): it registers no Exchange interface, as Exchange 2013")
+    serve.add_argument("--ews-schema-dir", metavar="DIR", default=os.environ.get("MOCKEX_EWS_SCHEMA_DIR") or None,
+                       help="serve Microsoft's EWS schema from DIR (Services.wsdl, messages.xsd, types.xsd, fetched "
+                            "from an Exchange server: docs/ews.md) at /EWS/ as Exchange does (default: "
+                            "$MOCKEX_EWS_SCHEMA_DIR when set, else not served)")
     _add_org_options(serve)
     serve.add_argument("--quiet", action="store_true", help="print only the endpoints.json path")
     control = serve.add_argument_group("control plane (see docs/control.md and `mockex ctl`)")
@@ -383,6 +387,7 @@ def _serve(args) -> int:
         from harness.scenario import configured_org
         configured_org(org, scenarios)   # a setting the org cannot take fails here, before anything listens
     seed = args.seed if args.seed is not None else next((s.seed for s in scenarios if s.seed is not None), None)
+    schema_dir = os.path.abspath(args.ews_schema_dir) if args.ews_schema_dir else None
     if seed is None:  # a fixed default would repeat the NTLM server challenge, letting a captured logon replay
         seed = random.SystemRandom().randrange(1 << 31)
     server = MockExchange(org, ServeOptions(state_dir=os.path.abspath(args.state_dir), listen=args.listen,
@@ -392,7 +397,8 @@ def _serve(args) -> int:
                                             keylog=args.keylog, rpc_capture=args.rpc_capture,
                                             transcript_max_bytes=max_bytes, transcript_keep=keep,
                                             mailbox_sizes=dict(args.mailbox_size),
-                                            rpc_out_framing=args.rpc_out_framing, epm_port=args.epm_port),
+                                            rpc_out_framing=args.rpc_out_framing, epm_port=args.epm_port,
+                                            ews_schema_dir=schema_dir),
                            scenarios=scenarios, control=control)
     # endpoints.json tells a supervisor the server is up, before reactor.run() installs Twisted's handlers: a
     # SIGTERM/SIGINT/SIGHUP in that window must still end cleanly (or reset), not kill the process mid-write.

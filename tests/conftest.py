@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 import pytest
 
 from harness.testing import Served, start_server
-from tests.support import fuzz, fuzz_budget, transcript_schema
+from tests.support import ews_schema_check, fuzz, fuzz_budget, transcript_schema
 from tests.support.clients import default_socket_timeout
 from tests.support.servers import worker_address
 
@@ -16,6 +16,7 @@ def pytest_configure(config: pytest.Config) -> None:
     fuzz.load_profile()   # before any test module is imported: their @settings build on the loaded profile
     if transcript_schema.enabled():
         transcript_schema.watch_records()
+    ews_schema_check.start(config)   # before xdist starts its workers: they and their servers inherit it
 
 
 @pytest.hookimpl(tryfirst=True)   # before the temp dirs may be cleaned up and the summary is printed
@@ -24,6 +25,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     docs/transcript.schema.json (off with MOCKEX_VALIDATE_TRANSCRIPTS=0). Under xdist each worker saves what it saw
     recorded and the controller checks once, after the workers: their base temp dirs are inside its own."""
     config = session.config
+    ews_schema_check.finish(session)   # every EWS answer must validate, when the schema is found
     factory = getattr(config, "_tmp_path_factory", None)
     if not transcript_schema.enabled() or exitstatus == pytest.ExitCode.INTERRUPTED or factory is None:
         return
@@ -40,6 +42,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     fuzz_budget.summarize(terminalreporter)
+    ews_schema_check.summarize(terminalreporter, config)
     problems = config.stash.get(transcript_schema.PROBLEMS, [])
     if problems:
         terminalreporter.section("transcript lines that break docs/transcript.schema.json", red=True)

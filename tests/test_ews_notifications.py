@@ -158,7 +158,7 @@ def test_get_streaming_events_opens_with_connection_status_ok_and_the_events_alr
     documents = [etree.fromstring(chunk) for chunk in answer.chunks]
     assert all(etree.QName(d).namespace == SOAP for d in documents)
     assert [d.findtext(f".//{M}ConnectionStatus") for d in documents] == ["OK", None]
-    event = documents[1].find(f".//{M}Notifications/{M}Notification/{T}NewMailEvent")
+    event = documents[1].find(f".//{M}Notifications/{T}Notification/{T}NewMailEvent")
     assert event.find(f"{T}ItemId").get("Id") == delivered.id
     assert answer.stream.timeout_seconds == 7 * 60       # the edge holds the connection that long
     closing = [etree.fromstring(c) for c in answer.stream.closing()]

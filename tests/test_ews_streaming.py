@@ -134,7 +134,7 @@ def status(document: etree._Element) -> str:
 
 
 def new_mail(document: etree._Element) -> List[str]:
-    return [e.find(f"{T}ItemId").get("Id") for e in document.iterfind(f".//{M}Notification/{T}NewMailEvent")]
+    return [e.find(f"{T}ItemId").get("Id") for e in document.iterfind(f".//{T}Notification/{T}NewMailEvent")]
 
 
 def test_a_stream_sends_each_event_as_it_happens_keeps_alive_and_closes_at_its_timeout():

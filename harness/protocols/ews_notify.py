@@ -215,7 +215,8 @@ class NotificationStream:
             pending = [e for e in self.log.since(subscription.position) if subscription.wants(e)]
             subscription.position = self.log.last
             if pending:
-                notification = etree.SubElement(notifications, m("Notification"))
+                # NonEmptyArrayOfNotificationsType: t:Notification (GetEvents' single one is m:Notification)
+                notification = etree.SubElement(notifications, t("Notification"))
                 etree.SubElement(notification, t("SubscriptionId")).text = subscription.id
                 for event in pending:
                     event_element(notification, event, None)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 from harness.mailbox.events import Event
 from harness.protocols.ews_notify import NotificationStream
+from harness.services import ews_check
 
 
 class EwsStreamRunner:
@@ -53,7 +54,7 @@ class EwsStreamRunner:
         if envelope is None:
             return
         self.notifications += 1
-        self.io.write(envelope)
+        self._send(envelope)
         if self._keep_alive is not None:   # the keep-alive counts from the last envelope sent
             self._keep_alive.reset(self.stream.keep_alive_seconds)
         self._event("notify")
@@ -61,15 +62,19 @@ class EwsStreamRunner:
     def _send_keep_alive(self) -> None:
         self.keep_alives += 1
         self._keep_alive = self.io.call_later(self.stream.keep_alive_seconds, self._send_keep_alive)
-        self.io.write(self.stream.status("OK"))
+        self._send(self.stream.status("OK"))
 
     def _expire(self) -> None:
         self._deadline = None
         self._stop()
         for envelope in self.stream.closing():
-            self.io.write(envelope)
+            self._send(envelope)
         self._event("close", reason="ConnectionTimeout elapsed")
         self.io.end()
+
+    def _send(self, envelope: bytes) -> None:
+        ews_check.check_envelope(envelope, "EWS GetStreamingEvents", 200)   # the test suite's schema check
+        self.io.write(envelope)
 
     def connection_lost(self, reason: str) -> None:
         """The client left before the timeout: forget the timers and the listener."""

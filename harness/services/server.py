@@ -17,6 +17,7 @@ from harness.faults.base import Fault
 from harness.hooks import FaultSet
 from harness.mailbox.seed import default_seeder, utc_now
 from harness.mailbox.store import MailboxStore, accounts_of, sizes_by_email
+from harness.protocols import ews_schema
 from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.httpconn import ConnectionLimits
 from harness.scenario import configured_org
@@ -82,6 +83,7 @@ class ServeOptions:
     # 2007/2010: Content-Length 1073741824, raw PDUs). Belongs per server in the org model (Outlook Anywhere).
     rpc_out_framing: str = "exchange2013"
     epm_port: Optional[int] = None   # the endpoint mapper's TCP port (135 where the mock has an address); None: off
+    ews_schema_dir: Optional[str] = None   # serve Microsoft's EWS schema files from here at /EWS/; None: not served
 
 
 def own_address_hosts(faults: Iterable[Fault], scenarios: list) -> Set[str]:
@@ -110,6 +112,8 @@ class MockExchange:
         self.org = configured_org(self.org, self.scenarios)
         if not is_loopback(opts.listen) and not opts.allow_remote:
             raise ValueError(f"--listen {opts.listen} is not a loopback address; add --allow-remote to serve it")
+        # read before anything is created or listens: a directory lacking a file fails the start
+        schema_files = ews_schema.SchemaFiles(opts.ews_schema_dir) if opts.ews_schema_dir else None
         created = not os.path.isdir(opts.state_dir)
         os.makedirs(opts.state_dir, exist_ok=True)
         endpoints_path = os.path.join(opts.state_dir, "endpoints.json")
@@ -154,7 +158,7 @@ class MockExchange:
                                 tap=self.rpc_capture, interfaces=InterfacesOnDemand(self.org, store),
                                 out_framing=opts.rpc_out_framing)
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
-                            faults=self.faults, store=store)
+                            faults=self.faults, store=store, ews_schema_files=schema_files)
         https_app.app = site
         http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults, rpc_site=site)
         try:

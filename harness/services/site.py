@@ -6,6 +6,7 @@ Routes (case-insensitive, as IIS):
   /autodiscover/<any>/autodiscover.xml|svc   the same, as Exchange Online's per-mailbox paths and redirect targets
   /autodiscover/autodiscover.json  Autodiscover v2 (anonymous)
   /EWS/Exchange.asmx               Exchange Web Services over the mailbox store (authenticated)
+  /EWS/Services.wsdl, messages.xsd, types.xsd   the EWS schema files (authenticated, static), when configured
   /rpc/rpcproxy.dll                RPC over HTTP channels (authenticated), handed to the RPC proxy service
   /owa, /ecp                       forms-based auth: 302 to /owa/auth/logon.aspx, which renders (protocols/owa.py)
   /Microsoft-Server-ActiveSync     EAS (Basic): OPTIONS lists versions and commands
@@ -29,7 +30,7 @@ from urllib.parse import parse_qs, quote
 from harness.hooks import FaultSet, Scope
 from harness.mailbox.store import MailboxStore
 from harness.org import Mailbox, Org
-from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews, owa
+from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews, ews_schema, owa
 from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
 from harness.protocols.autodiscover_answer import autodiscover_hook
 from harness.protocols.http import (
@@ -55,6 +56,7 @@ from harness.protocols.http import (
 )
 from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook, basic_password_check, split_authorization
 from harness.protocols.logon import ServerIdentity, ntlm_challenge_hook
+from harness.services import ews_check
 from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
@@ -87,8 +89,10 @@ class ExchangeSite:
 
     def __init__(self, org, transcript: Transcript, rng: random.Random, urls: SiteUrls, *,
                  rpc_proxy=None, auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
-                 faults: Optional[FaultSet] = None, store: Optional[MailboxStore] = None):
+                 faults: Optional[FaultSet] = None, store: Optional[MailboxStore] = None,
+                 ews_schema_files: Optional[ews_schema.SchemaFiles] = None):
         self.org, self.transcript, self.rng, self.urls = org, transcript, rng, urls
+        self.ews_schema_files = ews_schema_files   # None: /EWS/ has no schema files (404, as a bare IIS path)
         self.store = store   # the mailboxes' content behind EWS (None: every EWS mailbox answers as unavailable)
         self.faults = faults if faults is not None else FaultSet()
         self.rpc_proxy = rpc_proxy
@@ -114,6 +118,8 @@ class ExchangeSite:
             ("/mapi/emsmdb", self._mapi_emsmdb),
             ("/mapi/nspi", self._mapi_nspi),
         ]
+        if ews_schema_files is not None:
+            self.routes.append(("/ews", self._ews_files))
         self._mapi = None        # the MAPI/HTTP EMSMDB endpoint (harness.rpc.mapihttp), built on its first request
         self._mapi_ab = None     # the MAPI/HTTP address book endpoint (harness.rpc.mapihttp_nspi), likewise
 
@@ -314,6 +320,7 @@ class ExchangeSite:
         extra = {"back_off_ms": answer.back_off_ms} if answer.back_off_ms is not None else {}
         self.transcript.record("ews", conn=request.conn.conn_id, outcome=answer.outcome, error_code=answer.error_code,
                                detail=answer.detail, mailbox=mailbox.email, **extra)
+        ews_check.check(answer)   # the test suite's schema check; off unless MOCKEX_VALIDATE_EWS names a directory
         response = self._response(answer.status, answer.content_type, answer.body)
         response.chunks = answer.chunks    # GetStreamingEvents: one envelope a chunk
         if answer.stream is not None:      # ... and more as events happen, until ConnectionTimeout
@@ -321,6 +328,21 @@ class ExchangeSite:
             response.stream = EwsStreamRunner(answer.stream, self.transcript.record, request.conn.conn_id,
                                               mailbox.email)
         return response
+
+    def _ews_files(self, request: HttpRequest) -> HttpResponse:
+        """/EWS/Services.wsdl, messages.xsd and types.xsd: static files of the (authenticated) EWS directory."""
+        name = request.path[len("/ews/"):]
+        files = self.ews_schema_files
+        content = files.file(name, self.urls.ews_url) if files is not None and "/" not in name else None
+        if content is None:
+            return self._response(404, HTML, iis_error_page(404, "File or directory not found."))
+        mailbox, challenge = self.authenticate(request)
+        if challenge:
+            return challenge
+        if request.method not in ("GET", "HEAD"):
+            return self._response(405, HTML, iis_error_page(405, "HTTP verb used to access this page is not "
+                                                                 "allowed."))
+        return self._response(200, ews_schema.STATIC_CONTENT_TYPE, content, headers=[("Accept-Ranges", "bytes")])
 
     def _mapi_emsmdb(self, request: HttpRequest) -> HttpResponse:
         if self._mapi is None:

@@ -10,6 +10,8 @@
 - ``autodiscover``: Autodiscover request bodies and answer readers.
 - ``ews``: the built-in org's mailbox store on a fixed clock and EWS envelopes; ``exchangelib_ews.py`` is the
   exchangelib script the EWS tests run (browse, page, sync, throttled).
+- ``ews_schema_check``: the session-wide check of every EWS answer against Microsoft's schema, when found;
+  ``ews_schema_minimal/`` a small EWS-shaped schema written for the check's own tests.
 - ``fuzz``: the hypothesis profiles and the strategies and settings several fuzz tests use.
 - ``echo``: a small RPC interface that shows what the DCE/RPC layers did with a call.
 - ``rpchttp``: a raw RPC-over-HTTP client on plain sockets (channels, CONN/A1, CONN/B1, virtual connections); also
