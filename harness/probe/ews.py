@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 from harness.probe.hosts import Connector, ProbeContext, check_host
 from harness.probe.http import HttpConnection, Response, authenticated, choose_scheme, offered_schemes
 from harness.probe.pox import OutlookSettings
-from harness.probe.report import Step, StepFailed, Timed
+from harness.probe.report import Step, StepFailed, Timed, run_in_order, skip_steps
 from harness.protocols.autodiscover_answer import parse_untrusted_xml
 from harness.protocols.ews_xml import ERRORS_NS, MESSAGES_NS, TYPES_NS
 
@@ -24,8 +24,8 @@ HEADERS = [("Content-Type", "text/xml; charset=utf-8")]
 # Exchange response codes with a cause of their own; any other error code is "ews-error", with the code as evidence.
 EWS_REASONS = {"ErrorServerBusy": "ews-server-busy", "ErrorMailboxStoreUnavailable": "ews-mailbox-store-unavailable",
                "ErrorMailboxMoveInProgress": "ews-mailbox-move-in-progress"}
-LATER_STEPS = (("ews-auth", "auth", "HTTP authentication"), ("ews", "get-folder", "GetFolder (Inbox)"),
-               ("ews", "find-item", f"FindItem (first {FIND_ITEMS} items of the Inbox)"))
+LATER_STEPS = (("ews.auth", "ews-auth", "HTTP authentication"), ("ews.get-folder", "ews", "GetFolder (Inbox)"),
+               ("ews.find-item", "ews", f"FindItem (first {FIND_ITEMS} items of the Inbox)"))
 
 
 def envelope(body: str) -> bytes:
@@ -125,25 +125,14 @@ class EwsTest:
         if urlsplit(self.url).scheme != "https" or not self.host:
             step = self.phase.add(Step("ews.url", "EWS URL", "ews", self.host or None))
             step.fail("no-ews-url", f"no usable https EWS URL from Autodiscover ({self.url!r})", ews_url=self.url)
-            self._skip_from(0)
+            skip_steps(self.phase, self.host or None, LATER_STEPS)
             return
         self._connector = check_host(self.context, self.phase, self.host, self.port, secure=True)
         if self._connector is None:
-            self._skip_from(0)
+            skip_steps(self.phase, self.host or None, LATER_STEPS)
             return
         checks = [self._authenticate, self._get_folder, self._find_item]
-        for index, ((step_name, suffix, title), check) in enumerate(zip(LATER_STEPS, checks)):
-            step = self.phase.add(Step(f"ews.{suffix}", title, step_name, self.host))
-            with Timed(step):
-                check(step)
-            if step.status == "fail":
-                self._skip_from(index + 1)
-                return
-
-    def _skip_from(self, index: int) -> None:
-        for step_name, suffix, title in LATER_STEPS[index:]:
-            self.phase.add(Step(f"ews.{suffix}", title, step_name, self.host or None, status="skip",
-                                message="skipped (previous step failed)"))
+        run_in_order(self.phase, self.host or None, LATER_STEPS, checks)
 
     # ---- the checks ---------------------------------------------------------------------------------------
     def _authenticate(self, step: Step) -> None:

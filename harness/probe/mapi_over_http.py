@@ -13,10 +13,10 @@ from harness.probe import mailbox
 from harness.probe.hosts import ProbeContext, check_host
 from harness.probe.mapihttp import Connected, MapiHttpSession
 from harness.probe.pox import OutlookSettings
-from harness.probe.report import Step, StepFailed, Timed
+from harness.probe.report import Step, StepFailed, Timed, run_in_order, skip_steps
 
-LATER_STEPS = (("connect", "mapi-http", "MAPI/HTTP Connect"), ("mailbox-logon", "mailbox-logon", "Mailbox logon"),
-               ("mailbox", "mailbox", "Inbox"))
+LATER_STEPS = (("mapi-http.connect", "mapi-http", "MAPI/HTTP Connect"),
+               ("mapi-http.mailbox-logon", "mailbox-logon", "Mailbox logon"), ("mapi-http.mailbox", "mailbox", "Inbox"))
 
 
 def mailstore_url(settings: OutlookSettings) -> str:
@@ -62,23 +62,12 @@ class MapiOverHttp:
     def _run(self) -> None:
         connector = check_host(self.context, self.phase, self.host, self.port, secure=True)
         if connector is None:
-            self._skip_from(0)
+            skip_steps(self.phase, self.host, LATER_STEPS)
             return
         self.session = MapiHttpSession(connector, self.target, self.context.credentials, self.preferred_scheme,
                                        random.Random(self.rng.getrandbits(64)))
         checks: List[Callable[[Step], None]] = [self._connect, self._mailbox_logon, self._mailbox]
-        for index, ((name, step_name, title), check) in enumerate(zip(LATER_STEPS, checks)):
-            step = self.phase.add(Step(f"mapi-http.{name}", title, step_name, self.host))
-            with Timed(step):
-                check(step)
-            if step.status == "fail":
-                self._skip_from(index + 1)
-                return
-
-    def _skip_from(self, index: int) -> None:
-        for name, step_name, title in LATER_STEPS[index:]:
-            self.phase.add(Step(f"mapi-http.{name}", title, step_name, self.host, status="skip",
-                                message="skipped (previous step failed)"))
+        run_in_order(self.phase, self.host, LATER_STEPS, checks)
 
     # ---- the checks ---------------------------------------------------------------------------------------
     def _connect(self, step: Step) -> None:

@@ -18,7 +18,7 @@ from harness.probe import mailbox, pox, rops, tls
 from harness.probe.hosts import Connector, ProbeContext, check_host
 from harness.probe.http import authenticated, offered_schemes
 from harness.probe.pox import OutlookSettings
-from harness.probe.report import Step, StepFailed, Timed, TimeLimit
+from harness.probe.report import Step, StepFailed, Timed, TimeLimit, run_in_order, skip_steps
 from harness.probe.rpchttp import CHANNEL_HEADERS, PROXY_PATH, RpcOverHttp, classify_refusal
 from harness.rpc import emsmdb
 
@@ -37,8 +37,9 @@ STORE_ERRORS = {
     RPC_S_SERVER_TOO_BUSY: "ec-server-busy",
     emsmdb.EC_SERVER_BUSY: "ec-server-busy",   # RopBackoff after RopLogon (clients newer than 12.0.4228)
 }
-LATER_STEPS = (("http-auth", "HTTP authentication"), ("rpc-proxy", "RPC proxy"), ("nspi", "Address book (NSPI)"),
-               ("referral", "Referral (RFR)"), ("mailbox-logon", "Mailbox logon"), ("mailbox", "Inbox"))
+LATER_STEPS = tuple((f"outlook-anywhere.{step}", step, title) for step, title in (
+    ("http-auth", "HTTP authentication"), ("rpc-proxy", "RPC proxy"), ("nspi", "Address book (NSPI)"),
+    ("referral", "Referral (RFR)"), ("mailbox-logon", "Mailbox logon"), ("mailbox", "Inbox")))
 
 
 def manual_settings(email: str, proxy_host: str, auth_package: str, rpc_server: str = "") -> OutlookSettings:
@@ -103,20 +104,14 @@ class OutlookAnywhere:
         host = self.settings.proxy_host
         self._connector = check_host(self.context, self.phase, host, self.context.https_port, secure=True)
         if self._connector is None:
-            self._skip_from(0)
+            skip_steps(self.phase, host, LATER_STEPS)
             return
         if not self._principal_name_matches():
-            self._skip_from(0)
+            skip_steps(self.phase, host, LATER_STEPS)
             return
         checks: List[Callable[[Step], None]] = [self._http_auth, self._rpc_proxy, self._nspi, self._referral,
                                                  self._mailbox_logon, self._mailbox]
-        for index, ((step_id, title), check) in enumerate(zip(LATER_STEPS, checks)):
-            step = self.phase.add(Step(f"outlook-anywhere.{step_id}", title, step_id, host))
-            with Timed(step):
-                check(step)
-            if step.status == "fail":
-                self._skip_from(index + 1)
-                return
+        run_in_order(self.phase, host, LATER_STEPS, checks)
 
     def _name_coexistence_failure(self) -> None:
         """For an Exchange 2007/2010 mailbox, the failures each documented coexistence requirement produces are
@@ -139,11 +134,6 @@ class OutlookAnywhere:
                 "legacy-iis-without-ntlm": f"the {release} Client Access server's /rpc does not accept NTLM"}[renamed]
         failing.fail(renamed, f"{failing.message} ({what})", generic_reason=failing.reason,
                      home_server_version=self.settings.server_version)
-
-    def _skip_from(self, index: int) -> None:
-        for step_id, title in LATER_STEPS[index:]:
-            self.phase.add(Step(f"outlook-anywhere.{step_id}", title, step_id, self.settings.proxy_host,
-                                status="skip", message="skipped (previous step failed)"))
 
     def _principal_name_matches(self) -> bool:
         """EXPR CertPrincipalName (msstd:<name>) must name the proxy's certificate, or Outlook refuses it."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from harness.verdicts import STEPS, remedy_for
 
@@ -112,6 +112,27 @@ class Timed:
         if isinstance(exc, TimeLimit) and self.step.status != "fail":
             self.step.fail("time-limit", "the probe's total time limit ran out here")
         return False
+
+
+# A phase's later steps: (node id, step name, title) each, in the order they run.
+LaterSteps = Sequence[Tuple[str, str, str]]
+
+
+def run_in_order(phase: Step, host: Optional[str], steps: LaterSteps,
+                 checks: Sequence[Callable[[Step], None]]) -> None:
+    """Each step run by its check, in order, timed; once one fails, the rest are added as skipped."""
+    for index, ((node_id, step_name, title), check) in enumerate(zip(steps, checks)):
+        step = phase.add(Step(node_id, title, step_name, host))
+        with Timed(step):
+            check(step)
+        if step.status == "fail":
+            skip_steps(phase, host, steps[index + 1:])
+            return
+
+
+def skip_steps(phase: Step, host: Optional[str], steps: LaterSteps) -> None:
+    for node_id, step_name, title in steps:
+        phase.add(Step(node_id, title, step_name, host, status="skip", message="skipped (previous step failed)"))
 
 
 @dataclass
