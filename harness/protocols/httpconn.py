@@ -1,8 +1,9 @@
 """One HTTP/1.1 server connection as an Exchange 2013 CAS (IIS 8.5 on http.sys) runs it, sans-IO.
 
-h11 parses and frames the messages; this module is the connection around it: the state it is in (an explicit
-table, in the style of h11's ``_state.py``), keep-alive and pipelining, ``100 Continue``, the connection limits,
-the error answers (through h11's own events), and the hand-off of an RPC over HTTP request to a tunnel.
+h11 parses and frames the messages (the response bytes: harness.protocols.httpencode); this module is the connection
+around it: the state it is in (an explicit table, in the style of h11's ``_state.py``), keep-alive and pipelining,
+``100 Continue``, the connection limits, the error answers (through h11's own events), and the hand-off of an RPC
+over HTTP request to a tunnel.
 
 It is driven by calls - ``start``, ``receive(bytes)``, ``timer_expired(name)``, the app's answers (``respond``,
 ``tunnel_opened``), ``stream_data`` / ``stream_end`` (an open-ended answer's later chunks),
@@ -42,7 +43,6 @@ nothing for ``send_timeout`` is reset (http.sys drops a client that does not rec
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple, cast
 from urllib.parse import unquote
@@ -75,6 +75,7 @@ from harness.protocols.httpactions import (  # noqa: F401  (re-exported: the cor
     StartTimer,
     TunnelBytes,
 )
+from harness.protocols.httpencode import encode
 
 
 # ---- the state table ----------------------------------------------------------------------------------------------
@@ -129,7 +130,6 @@ TRANSITIONS: Dict[ConnState, Dict[ConnEvent, ConnState]] = {
 STATE_TIMERS = {IDLE: IDLE_TIMER, READING_HEADERS: HEADER_TIMER}
 _PARSING = (READING_HEADERS, READING_BODY, TUNNELLED)
 _PAUSABLE = (IDLE, READING_HEADERS, READING_BODY, SENDING)   # where the backlog stops reading
-_FRAMING_HEADERS = ("content-length", "transfer-encoding")   # the core frames every response itself
 
 
 class ConnectionStateError(RuntimeError):
@@ -201,7 +201,7 @@ class HttpConnection:
         close = response.close or answer.close
         open_ended = response.stream is not None and not answer.head_only
         try:
-            data = self._encode(response, close, answer.head_only, open_ended)
+            data = encode(self._h11, response, close, answer.head_only, open_ended)
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             # the app's response cannot be framed (a header with CR/LF, or beyond Latin-1): say so, send nothing
             return self.abort(f"unsendable response: {exc}", limit="unsendable_response")
@@ -462,101 +462,6 @@ class HttpConnection:
             method=event.method.decode("latin-1"), target=target, path=unquote(raw_path), query=query,
             headers=headers,
             scheme=self.scheme, conn=self.conn)
-
-    # ---- bytes out --------------------------------------------------------------------------------------------
-    def _encode(self, response: HttpResponse, close: bool, head_only: bool, open_ended: bool = False) -> bytes:
-        """The whole response in one piece: the app's headers with IIS's framing (always Content-Length).
-
-        The bytes are exactly h11's, but h11 re-validates every header of every answer (twice: its clean-up builds a
-        second Response). So the app's header lines are validated and encoded here, once per distinct (name, value)
-        (see ``_header_line``), and h11 frames a Response of the framing headers alone: it keeps its state machine
-        (keep-alive, HEAD, its own Connection: close) and its lines go after the app's, where it would put them.
-        Anything out of the ordinary - a header h11 would move or rewrite, or one it would refuse - goes the whole
-        way through h11 (``_encode_through_h11``), which raises exactly as before."""
-        status = response.status
-        lines = []
-        for name, value in response.headers:
-            line = _HEADER_LINES.get((name, value))
-            if line is None:
-                line = _header_line(name, value)
-                if line is None:
-                    return self._encode_through_h11(response, close, head_only, open_ended)
-            if line:   # b"": a framing header, which the core sets itself
-                lines.append(line)
-        if type(status) is not int or not 200 <= status < 1000:
-            return self._encode_through_h11(response, close, head_only, open_ended)
-        reason = response.reason.encode("latin-1")
-        framing = _framing(response)
-        if close:
-            framing.append((b"Connection", b"close"))
-        sent = self._h11.send(h11.Response(status_code=status, reason=reason, headers=framing))
-        status_line = len(b"HTTP/1.1 %d %s\r\n" % (status, reason))
-        data = b"".join([sent[:status_line], *lines, sent[status_line:]])
-        return data + self._send_body(response, head_only, open_ended)
-
-    def _send_body(self, response: HttpResponse, head_only: bool, open_ended: bool = False) -> bytes:
-        data = b""
-        if not head_only:
-            for part in response.chunks or ((response.body,) if response.body else ()):
-                data += self._h11.send(h11.Data(data=part))
-        return data if open_ended else data + self._h11.send(h11.EndOfMessage())
-
-    def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool,
-                            open_ended: bool = False) -> bytes:
-        """The same bytes, every header through h11 (its validation errors are the answer to an unsendable one)."""
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
-                   if k.lower() not in _FRAMING_HEADERS]
-        headers.extend(_framing(response))
-        if close:
-            headers.append((b"Connection", b"close"))
-        data = self._h11.send(h11.Response(status_code=response.status, reason=response.reason.encode("latin-1"),
-                                           headers=headers))
-        return data + self._send_body(response, head_only, open_ended)
-
-
-def _framing(response: HttpResponse) -> List[Tuple[bytes, bytes]]:
-    """Content-Length, or chunked for a response made of chunks (MAPI/HTTP's PROCESSING ... DONE) or open-ended."""
-    if response.chunks or response.stream is not None:
-        return [(b"Transfer-Encoding", b"chunked")]
-    return [(b"Content-Length", b"%d" % len(response.body))]
-
-
-# Header lines as h11 writes them, by (name, value); bounded: unique values (request-id, Date) would grow it forever,
-# so it is emptied when full (one re-validation per distinct header every _HEADER_LINES_MAX answers). Pure values:
-# shared by every connection of the process.
-_HEADER_LINES: Dict[Tuple[Any, Any], bytes] = {}
-_HEADER_LINES_MAX = 512
-_HEADER_LINE_CACHED = 1024   # longer lines (a fault's huge header) are checked every time, not kept
-# h11's own grammar for what it sends (h11/_abnf.py: token, field_value): a name or value outside it is refused.
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
-_H11_REWRITES = ("connection", "host")   # h11 moves (Host first) or rewrites (Connection: close) these
-
-
-def _header_line(name: Any, value: Any) -> Optional[bytes]:
-    """``name: value`` CRLF as h11 writes it, b"" for a framing header the core sets itself, None when h11 must judge
-    it (a header it would refuse, move or rewrite, or not a str pair). Remembered in _HEADER_LINES."""
-    if type(name) is not str or type(value) is not str:
-        return None
-    lowered = name.lower()
-    if lowered in _FRAMING_HEADERS:
-        line = b""
-    elif lowered in _H11_REWRITES:
-        return None
-    else:
-        try:
-            raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
-        except UnicodeEncodeError:
-            return None
-        if _TOKEN.fullmatch(raw_name) is None or _FIELD_VALUE.fullmatch(raw_value) is None:
-            return None
-        line = b"%s: %s\r\n" % (raw_name, raw_value)
-    if len(line) <= _HEADER_LINE_CACHED:
-        if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
-            _HEADER_LINES.clear()
-        _HEADER_LINES[(name, value)] = line
-    return line
-
 
 def _decoded_headers(event: h11.Request) -> Tuple[List[Tuple[str, str]], int]:
     """The header fields as str, and the size of the request line and header lines as sent, give or take optional
