@@ -5,6 +5,10 @@ chunks or open-ended. The bytes are exactly h11's (h11 frames them, keeping its 
 its own Connection: close), but h11 re-validates every header of every answer, twice; so the app's header lines
 are validated and encoded here, once per distinct (name, value) (``header_line``), and h11 frames a Response of
 the framing headers alone. Anything out of the ordinary goes the whole way through h11 (``encode_through_h11``).
+
+A connection whose requests were read without h11 (harness.protocols.httphead) has no h11 to frame with: ``frame``
+writes what h11 would, to an HTTP/1.1 request that h11 accepted as it stands, for the ordinary answer, and says
+None for anything else (the core then hands the connection to h11 and uses ``encode``).
 """
 from __future__ import annotations
 
@@ -45,6 +49,53 @@ def encode(conn: h11.Connection, response: HttpResponse, close: bool, head_only:
     status_line = len(b"HTTP/1.1 %d %s\r\n" % (status, reason))
     data = b"".join([sent[:status_line], *lines, sent[status_line:]])
     return data + _send_body(conn, response, head_only, open_ended)
+
+
+def frame(response: HttpResponse, close: bool, head_only: bool, open_ended: bool, client_close: bool
+          ) -> Optional[bytes]:
+    """The response as h11 sends it to an HTTP/1.1 request (``client_close``: that request said Connection: close),
+    an open-ended one without its end; None when only h11 may frame it (a status it treats apart, a header it would
+    move, rewrite or refuse)."""
+    status = response.status
+    if type(status) is not int or not 200 <= status < 1000 or status == 204 or status == 304:
+        return None   # h11 frames 204 and 304 without a body whatever the headers say
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, response.reason.encode("latin-1"))]
+    for name, value in response.headers:
+        line = _HEADER_LINES.get((name, value))
+        if line is None:
+            line = header_line(name, value)
+            if line is None:
+                return None
+        if line:
+            lines.append(line)
+    chunked = bool(response.chunks) or response.stream is not None
+    if not chunked:
+        lines.append(b"Content-Length: %d\r\n" % len(response.body))
+        if close or client_close:
+            lines.append(b"Connection: close\r\n")
+    elif close and not client_close:   # h11's clean-up moves Transfer-Encoding last, then a Connection it rewrites
+        lines.append(b"Connection: close\r\nTransfer-Encoding: chunked\r\n")
+    else:
+        lines.append(b"Transfer-Encoding: chunked\r\nConnection: close\r\n" if close or client_close
+                     else b"Transfer-Encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    if head_only:
+        pass
+    elif not chunked:
+        lines.append(response.body)
+    else:
+        lines.extend(chunk(part) for part in response.chunks if part)
+        if not open_ended:
+            lines.append(LAST_CHUNK)
+    return b"".join(lines)
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body, as h11 writes it."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 def encode_through_h11(conn: h11.Connection, response: HttpResponse, close: bool, head_only: bool,
