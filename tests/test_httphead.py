@@ -37,7 +37,8 @@ _header_lines = st.sampled_from([
     b"Transfer-Encoding: chunked\r\n", b"Transfer-Encoding: gzip\r\n", b"Expect: 100-continue\r\n",
     b"Upgrade: websocket\r\n", b"Content-Length: 3\r\n", b"Content-Length: 3, 3\r\n", b"Content-Length: \xb2\r\n",
     b"Content-Length: 999\r\n", b"X-Long: " + b"x" * 300 + b"\r\n", b" folded continuation\r\n",
-    b"Bad Name: v\r\n", b"X-Bare-LF: v\n", b"X-Big: " + b"y" * 120 + b"\r\n"])
+    b"Bad Name: v\r\n", b"X-Bare-LF: v\n", b"X-Big: " + b"y" * 120 + b"\r\n", b"X-Nbsp: \xa0a \x85\r\n",
+    b"X-Tabs:\t\ta\t \r\n", b"X-Ff: a\x0c\r\n", b"X-Cr: a\rb\r\n", b"Host: other.contoso.test\r\n", b"HOST: a\r\n"])
 _request_lines = st.sampled_from([
     b"POST /autodiscover/autodiscover.xml HTTP/1.1\r\n", b"GET /owa/?a=%20b HTTP/1.1\r\n", b"HEAD / HTTP/1.1\r\n",
     b"GET https://mail.contoso.test/EWS/Exchange.asmx HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n", b"GET / HTTP/2.0\r\n",

@@ -32,7 +32,7 @@ nothing for ``send_timeout`` is reset (http.sys drops a client that does not rec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Set, cast
+from typing import Any, List, Optional, Set, Union, cast
 
 import h11
 
@@ -81,7 +81,6 @@ from harness.protocols.httpstates import (  # noqa: F401  (re-exported: the tabl
     REQUEST_RECEIVED,
     REQUEST_STARTED,
     SENDING,
-    STATE_TIMERS,
     TIMED_OUT,
     TOO_LARGE,
     TRANSITIONS,
@@ -95,8 +94,6 @@ from harness.protocols.httpstates import (  # noqa: F401  (re-exported: the tabl
 
 _PARSING = (READING_HEADERS, READING_BODY, TUNNELLED)
 _PAUSABLE = (IDLE, READING_HEADERS, READING_BODY, SENDING)   # where the backlog stops reading
-
-
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,9 @@ class HttpConnection:
         # Requests of the common shape are read without h11 (harness.protocols.httphead) and answered with
         # httpencode.frame; at the first thing out of the ordinary h11 takes the connection over (``_to_h11``).
         self._h11: Optional[h11.Connection] = None if fast_path else self._new_h11()
-        self._buffer = b""                       # bytes read and not yet parsed (while h11 has not taken over)
+        # bytes read and not yet parsed while h11 has not taken over: the read itself, or a bytearray that grows
+        self._buffer: Union[bytes, bytearray] = b""
+        self._searched = 0                       # how much of an incomplete head was searched for its end
         self._head: Optional[Head] = None        # the head whose body is being read (fast path)
         self._raw = b""                          # the request being answered, as it came (fast path)
         self._client_close = False               # that request said Connection: close (fast path)
@@ -156,7 +155,12 @@ class HttpConnection:
         if state is CLOSING or state is CLOSED or not data:
             return []
         if self._h11 is None:
-            self._buffer = self._buffer + data if self._buffer else data
+            if not self._buffer:
+                self._buffer = data
+            elif type(self._buffer) is bytes:   # a message in several reads: grown in place, not copied each time
+                self._buffer = bytearray(self._buffer) + data
+            else:
+                cast(bytearray, self._buffer).extend(data)
         else:
             self._h11.receive_data(data)
         if state is SENDING:
@@ -303,7 +307,7 @@ class HttpConnection:
 
     # ---- the table ------------------------------------------------------------------------------------------------
     def _transition(self, event: ConnEvent) -> List[Action]:
-        """Move along the table. A state's timer stops counting when it is left (see STATE_TIMERS)."""
+        """Move along the table. A state's timer stops counting when it is left (httpstates.STATE_TIMERS)."""
         new_state = self._moves.get(event)
         if new_state is None:
             raise ConnectionStateError(f"{event.value!r} is not allowed in state {self.state.value!r}")
@@ -373,8 +377,9 @@ class HttpConnection:
         actions: List[Action] = []
         while not self._over:   # backpressure: the next request waits in the buffer until the output drains
             if self.state is READING_HEADERS:
-                head = read_head(self._buffer, self.limits.max_header_bytes, self.limits.max_body_bytes)
+                head = read_head(self._buffer, self.limits.max_header_bytes, self.limits.max_body_bytes, self._searched)
                 if head is None:
+                    self._searched = max(0, len(self._buffer) - 2)   # as h11: a blank line may end in the next read
                     break
                 if head is FALL_BACK:
                     self._to_h11()
@@ -389,9 +394,8 @@ class HttpConnection:
                 head, buffer = cast(Head, self._head), self._buffer
                 if len(buffer) < head.end:
                     break
-                self._raw, self._buffer = (buffer, b"") if len(buffer) == head.end else (buffer[:head.end],
-                                                                                        buffer[head.end:])
-                self._head = None
+                self._raw, self._buffer = bytes(buffer[:head.end]), buffer[head.end:]
+                self._head, self._searched = None, 0
                 return actions + self._deliver(self._raw[head.head_size:])
             else:
                 break
@@ -411,10 +415,9 @@ class HttpConnection:
             conn.receive_data(self._raw)
             while type(conn.next_event()) is not h11.EndOfMessage:
                 pass
-        self._raw = b""
-        if self._buffer:
-            conn.receive_data(self._buffer)
-            self._buffer = b""
+        if self._buffer:   # the bytes waiting (never b"": to h11 that is the peer's close)
+            conn.receive_data(bytes(self._buffer))
+        self._raw, self._buffer = b"", b""
         return conn
 
     def _new_h11(self) -> h11.Connection:

@@ -18,13 +18,11 @@ import h11
 from harness.protocols.http import HttpRequest
 from harness.protocols.httpactions import TUNNEL_METHODS
 
-# h11's grammar (h11/_abnf.py), as str patterns over the latin-1 decoded head; its ``[^\x00\s]`` spelled out, since
-# \s of a str pattern is wider than of a bytes one.
+# h11's grammar (h11/_abnf.py) as a str pattern over the latin-1 decoded head. A header line is ``token ":" OWS
+# field-value OWS``, a field value runs of [^\x00\s] parted by spaces and tabs: so after the colon any run of bytes
+# but NUL, CR, LF, VT and FF is a header's value with optional whitespace around it, which is what h11 strips.
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-_VCHAR_OR_OBS = r"[^\x00\t\n\x0b\x0c\r ]"
-_FIELD_VALUE = rf"(?:{_VCHAR_OR_OBS}+(?:[ \t]+{_VCHAR_OR_OBS}+)*)?"
-_HEAD = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/1\.1\r\n((?:{_TOKEN}:[ \t]*{_FIELD_VALUE}[ \t]*\r\n)*)\r\n")
-_FIELD = re.compile(rf"({_TOKEN}):[ \t]*({_FIELD_VALUE})[ \t]*\r\n")
+_HEAD = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/1\.1\r\n((?:{_TOKEN}:[^\x00\n\r\x0b\x0c]*\r\n)*)\r\n")
 _BLANK_LINE = re.compile(rb"\n\r?\n")   # where h11 finds the end of a head (it takes a bare LF too)
 _CONTENT_LENGTH_MAX_DIGITS = 20         # h11's bound
 # Headers h11 acts on, which send the connection to h11 (Host and Content-Length are checked here)
@@ -53,10 +51,12 @@ class Head:
         self.close = close              # the client said Connection: close
 
 
-def read_head(data: bytes, max_header_bytes: int, max_body_bytes: int) -> Union[Head, None, _FallBack]:
+def read_head(data: Union[bytes, bytearray], max_header_bytes: int, max_body_bytes: int, searched: int = 0
+              ) -> Union[Head, None, _FallBack]:
     """The head at the start of ``data``: a Head, None while it is incomplete (and h11 would wait too), or FALL_BACK
-    when h11 must read it (it may refuse it, or it is of a shape only h11 handles)."""
-    found = _BLANK_LINE.search(data)
+    when h11 must read it (it may refuse it, or it is of a shape only h11 handles). ``searched``: where the search
+    for its end goes on (the bytes before were searched already)."""
+    found = _BLANK_LINE.search(data, searched)
     if found is None:
         if not data:
             return None
@@ -71,9 +71,12 @@ def read_head(data: bytes, max_header_bytes: int, max_body_bytes: int) -> Union[
     method, target, fields = head.groups()
     if method in TUNNEL_METHODS or method == "CONNECT":
         return FALL_BACK
-    headers = _FIELD.findall(fields)
+    headers = []
     hosts, length, close = 0, None, False
-    for name, value in headers:
+    for line in fields.split("\r\n")[:-1]:
+        name, value = line.split(":", 1)   # a token holds no colon
+        value = value.strip(" \t")
+        headers.append((name, value))
         lowered = name.lower()
         if lowered == "host":
             hosts += 1
