@@ -1,5 +1,23 @@
 """The words the HTTP connection core (harness.protocols.httpconn) and its I/O edge share: the limits one connection
-enforces and the actions the core answers with. Sans-IO; kept apart so the core module holds only behaviour."""
+enforces and the actions the core answers with. Sans-IO; kept apart so the core module holds only behaviour.
+
+The actions, which the I/O layer carries out in order:
+
+  Send(data)                        write these bytes; one whole response is one Send (write faults judge writes)
+  Close(reason, limit)              close once the output so far has gone out (FIN); ``limit`` names the rule
+  Abort(reason, limit)              reset the connection now (RST); ``limit`` as for Close
+  StartTimer(name, seconds)         call ``timer_expired(name)`` after that long (re-arming a pending timer of
+                                    that name); a timer whose state was left is not cancelled, its tick is ignored
+  CancelTimer(name)                 forget that timer (the connection is ending)
+  Deliver(request)                  the app answers a whole request: give its HttpResponse to ``respond``
+  RefuseTooLarge(request, size)     the app words a 413: give it to ``respond``
+  RefuseMalformed(status, message)  the app words a 400 (431 for an oversized head): give it to ``respond``; it
+                                    goes out when the wire still allows a response (not mid-tunnel)
+  HandOffTunnel(request)            RPC_IN_DATA / RPC_OUT_DATA: the app opens a channel (then ``tunnel_opened``)
+                                    or refuses it with a response (``respond``)
+  TunnelBytes(data)                 body bytes, and past the declared body every byte, for the open channel
+  PauseReading() / ResumeReading()  stop / go on reading the socket (backpressure)
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

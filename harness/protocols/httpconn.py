@@ -1,36 +1,26 @@
 """One HTTP/1.1 server connection as an Exchange 2013 CAS (IIS 8.5 on http.sys) runs it, sans-IO.
 
-h11 parses and frames the messages; this module is the connection around it: the state it is in (an explicit
-table, in the style of h11's ``_state.py``), keep-alive and pipelining, ``100 Continue``, the connection limits,
-the error answers (through h11's own events), and the hand-off of an RPC over HTTP request to a tunnel.
+This module is the connection: the state it is in (an explicit table, in the style of h11's ``_state.py``),
+keep-alive and pipelining, ``100 Continue``, the connection limits, the error answers, and the hand-off of an RPC
+over HTTP request to a tunnel. Requests of the common shape are read by harness.protocols.httphead and answered
+with httpencode.frame, without h11; at the first request out of the ordinary (or an answer h11 must frame) h11
+takes the connection over for good, from where it stands, and parses and frames as it always did (malformed input
+is h11's RemoteProtocolError; the response bytes: harness.protocols.httpencode). Both ways act the same, byte for
+byte (tests/test_httphead.py).
 
 It is driven by calls - ``start``, ``receive(bytes)``, ``timer_expired(name)``, the app's answers (``respond``,
 ``tunnel_opened``), ``stream_data`` / ``stream_end`` (an open-ended answer's later chunks),
 ``output_pending(unsent, stalled)`` (the output backlog, see below), ``close``, ``abort``, ``connection_lost`` - and
-answers each with a list of actions that the I/O layer (harness.services.web) carries out in order:
-
-  Send(data)                        write these bytes; one whole response is one Send (write faults judge writes)
-  Close(reason, limit)              close once the output so far has gone out (FIN); ``limit`` names the rule
-  Abort(reason, limit)              reset the connection now (RST); ``limit`` as for Close
-  StartTimer(name, seconds)         call ``timer_expired(name)`` after that long (re-arming a pending timer of
-                                    that name); a timer whose state was left is not cancelled, its tick is ignored
-  CancelTimer(name)                 forget that timer (the connection is ending)
-  Deliver(request)                  the app answers a whole request: give its HttpResponse to ``respond``
-  RefuseTooLarge(request, size)     the app words a 413: give it to ``respond``
-  RefuseMalformed(status, message)  the app words a 400 (431 for an oversized head): give it to ``respond``; it
-                                    goes out when the wire still allows a response (not mid-tunnel)
-  HandOffTunnel(request)            RPC_IN_DATA / RPC_OUT_DATA: the app opens a channel (then ``tunnel_opened``)
-                                    or refuses it with a response (``respond``)
-  TunnelBytes(data)                 body bytes, and past the declared body every byte, for the open channel
-  PauseReading() / ResumeReading()  stop / go on reading the socket (backpressure)
+answers each with a list of actions (harness.protocols.httpactions) that the I/O layer (harness.services.web)
+carries out in order.
 
 An answer with a ``stream`` is open-ended: ``respond`` sends its head and first chunks and the connection stays in
-SENDING (pipelined requests wait in h11's buffer) until ``stream_end``; ``stream_data`` frames each later chunk.
+SENDING (pipelined requests wait in the buffer) until ``stream_end``; ``stream_data`` frames each later chunk.
 Backpressure and the send timer work as for any output.
 
 An action that needs the app's answer (Deliver, RefuseTooLarge, RefuseMalformed, HandOffTunnel) is always the last
 of its list: the connection parses nothing further until it is answered, which keeps pipelined answers in order
-(later bytes wait in h11's buffer). A tunnelled connection's own output is written by its channel, not here.
+(later bytes wait in the buffer). A tunnelled connection's own output is written by its channel, not here.
 
 Backpressure: the edge reports its output backlog - the bytes it holds unsent, and whether the transport is
 *stalled* (its own buffer full: the client is not reading). Over ``output_high_water`` held bytes the connection
@@ -41,11 +31,8 @@ nothing for ``send_timeout`` is reset (http.sys drops a client that does not rec
 """
 from __future__ import annotations
 
-import enum
-import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Tuple, cast
-from urllib.parse import unquote
+from typing import Any, List, Optional, Set, Union, cast
 
 import h11
 
@@ -75,65 +62,38 @@ from harness.protocols.httpactions import (  # noqa: F401  (re-exported: the cor
     StartTimer,
     TunnelBytes,
 )
+from harness.protocols.httpencode import LAST_CHUNK, chunk, encode, frame
+from harness.protocols.httphead import FALL_BACK, Head, decoded_headers, read_head, request_from
+from harness.protocols.httpstates import (  # noqa: F401  (re-exported: the table is the core's)
+    ANSWERED,
+    ANSWERED_CLOSE,
+    ANSWERED_EARLY,
+    BODY_DRAINED,
+    CLOSE_REQUESTED,
+    CLOSED,
+    CLOSING,
+    CONNECTION_LOST,
+    HEAD_RECEIVED,
+    IDLE,
+    MALFORMED,
+    READING_BODY,
+    READING_HEADERS,
+    REQUEST_RECEIVED,
+    REQUEST_STARTED,
+    SENDING,
+    TIMED_OUT,
+    TOO_LARGE,
+    TRANSITIONS,
+    TUNNEL_OPENED,
+    TUNNEL_REQUESTED,
+    TUNNELLED,
+    ConnectionStateError,
+    ConnEvent,
+    ConnState,
+)
 
-
-# ---- the state table ----------------------------------------------------------------------------------------------
-class ConnState(enum.Enum):
-    __hash__ = object.__hash__   # members are singletons: identity hashing spares Enum's Python-level __hash__
-    IDLE = "idle"                          # between requests: nothing of the next one has arrived
-    READING_HEADERS = "reading headers"    # part of a request head is here
-    READING_BODY = "reading body"          # the head is whole; also: draining the body of a request answered early
-    SENDING = "sending"                    # the app has the request; its answer goes out next
-    TUNNELLED = "tunnelled"                # the body is a channel's byte stream, and the channel writes
-    CLOSING = "closing"                    # nothing more is read; the close follows the output
-    CLOSED = "closed"                      # the transport is gone
-
-
-class ConnEvent(enum.Enum):
-    __hash__ = object.__hash__
-    REQUEST_STARTED = "request started"      # bytes of a request arrived
-    HEAD_RECEIVED = "head received"          # an ordinary request's head is whole
-    REQUEST_RECEIVED = "request received"    # and its body too
-    TUNNEL_REQUESTED = "tunnel requested"    # the head of RPC_IN_DATA / RPC_OUT_DATA
-    TOO_LARGE = "too large"                  # a body over its limit
-    MALFORMED = "malformed"                  # h11 rejected the input
-    ANSWERED = "answered"                    # the answer went out; the request was fully read; keep-alive
-    ANSWERED_EARLY = "answered early"        # the answer went out before the request body ended (keep-alive)
-    BODY_DRAINED = "body drained"            # that body ended
-    ANSWERED_CLOSE = "answered, closing"     # the answer went out and ends the connection
-    TUNNEL_OPENED = "tunnel opened"
-    TIMED_OUT = "timed out"
-    CLOSE_REQUESTED = "close requested"      # the app, a channel or the edge ends the connection (also abort)
-    CONNECTION_LOST = "connection lost"
-
-
-IDLE, READING_HEADERS, READING_BODY, SENDING, TUNNELLED, CLOSING, CLOSED = ConnState
-(REQUEST_STARTED, HEAD_RECEIVED, REQUEST_RECEIVED, TUNNEL_REQUESTED, TOO_LARGE, MALFORMED, ANSWERED, ANSWERED_EARLY,
- BODY_DRAINED, ANSWERED_CLOSE, TUNNEL_OPENED, TIMED_OUT, CLOSE_REQUESTED, CONNECTION_LOST) = ConnEvent
-_ALWAYS = {CLOSE_REQUESTED: CLOSING, CONNECTION_LOST: CLOSED}
-TRANSITIONS: Dict[ConnState, Dict[ConnEvent, ConnState]] = {
-    IDLE: {REQUEST_STARTED: READING_HEADERS, TIMED_OUT: CLOSING, **_ALWAYS},
-    READING_HEADERS: {HEAD_RECEIVED: READING_BODY, TUNNEL_REQUESTED: SENDING, TOO_LARGE: SENDING,
-                      MALFORMED: SENDING, TIMED_OUT: CLOSING, **_ALWAYS},
-    READING_BODY: {REQUEST_RECEIVED: SENDING, BODY_DRAINED: IDLE, TOO_LARGE: SENDING, MALFORMED: SENDING,
-                   **_ALWAYS},
-    SENDING: {ANSWERED: IDLE, ANSWERED_EARLY: READING_BODY, ANSWERED_CLOSE: CLOSING, TUNNEL_OPENED: TUNNELLED,
-              **_ALWAYS},
-    TUNNELLED: {MALFORMED: SENDING, **_ALWAYS},
-    CLOSING: dict(_ALWAYS),
-    CLOSED: {CLOSE_REQUESTED: CLOSED, CONNECTION_LOST: CLOSED},
-}
-# The timer that counts in a state. It is started (or re-armed) on entering the state and simply stops counting when
-# the state is left: its tick is then ignored, and the next StartTimer of that name re-arms the same timer. That
-# spares the reactor a cancel and a new call per keep-alive request; CLOSING and CLOSED cancel what is left.
-STATE_TIMERS = {IDLE: IDLE_TIMER, READING_HEADERS: HEADER_TIMER}
 _PARSING = (READING_HEADERS, READING_BODY, TUNNELLED)
 _PAUSABLE = (IDLE, READING_HEADERS, READING_BODY, SENDING)   # where the backlog stops reading
-_FRAMING_HEADERS = ("content-length", "transfer-encoding")   # the core frames every response itself
-
-
-class ConnectionStateError(RuntimeError):
-    """An event the table does not allow in the current state: a bug in the caller or in this core."""
 
 
 @dataclass(frozen=True)
@@ -150,14 +110,24 @@ _ANSWER, _ANSWER_HEAD = _Answer(), _Answer(head_only=True)   # the common answer
 class HttpConnection:
     """The server side of one HTTP connection; see the module docstring for the calls and the actions."""
 
-    def __init__(self, conn: Any = None, *, tls: bool = True, limits: Optional[ConnectionLimits] = None) -> None:
+    def __init__(self, conn: Any = None, *, tls: bool = True, limits: Optional[ConnectionLimits] = None,
+                 fast_path: bool = True) -> None:
         self.conn = conn                    # stamped on each HttpRequest (the edge's ConnectionInfo)
         self.scheme = "https" if tls else "http"
         self.limits = limits = limits if limits is not None else ConnectionLimits()
         self.state = IDLE
         self._moves = TRANSITIONS[IDLE]        # the events allowed in this state
         self.last_host: Optional[str] = None   # the Host of the latest request that named one
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        # Requests of the common shape are read without h11 (harness.protocols.httphead) and answered with
+        # httpencode.frame; at the first thing out of the ordinary h11 takes the connection over (``_to_h11``).
+        self._h11: Optional[h11.Connection] = None if fast_path else self._new_h11()
+        # bytes read and not yet parsed while h11 has not taken over: the read itself, or a bytearray that grows
+        self._buffer: Union[bytes, bytearray] = b""
+        self._searched = 0                       # how much of an incomplete head was searched for its end
+        self._head: Optional[Head] = None        # the head whose body is being read (fast path)
+        self._raw = b""                          # the request being answered, as it came (fast path)
+        self._client_close = False               # that request said Connection: close (fast path)
+        self._served = False                     # a request was answered without h11 on this connection
         self._scheduled: Set[str] = set()      # timers the I/O layer has pending (started, not cancelled or fired)
         self._counting: Optional[str] = None   # the one that counts for the current state, if started
         self._request: Optional[HttpRequest] = None   # the ordinary request whose body is being read
@@ -178,15 +148,23 @@ class HttpConnection:
 
     def receive(self, data: bytes) -> List[Action]:
         state = self.state
-        if state is TUNNELLED and self._h11.their_state is h11.DONE:
+        if state is TUNNELLED and self._h11 is not None and self._h11.their_state is h11.DONE:
             # Past the declared body (the OUT channel's 76-byte CONN/A1) the connection belongs to the channel:
             # it judges the bytes, instead of h11 buffering them without limit.
             return [TunnelBytes(data)] if data else []
         if state is CLOSING or state is CLOSED or not data:
             return []
-        self._h11.receive_data(data)
+        if self._h11 is None:
+            if not self._buffer:
+                self._buffer = data
+            elif type(self._buffer) is bytes:   # a message in several reads: grown in place, not copied each time
+                self._buffer = bytearray(self._buffer) + data
+            else:
+                cast(bytearray, self._buffer).extend(data)
+        else:
+            self._h11.receive_data(data)
         if state is SENDING:
-            return []   # the app still has a request: this waits in h11's buffer (pipelining)
+            return []   # the app still has a request: this waits in the buffer (pipelining)
         actions = self._transition(REQUEST_STARTED) if state is IDLE else []
         actions += self._pump()
         return actions
@@ -201,7 +179,11 @@ class HttpConnection:
         close = response.close or answer.close
         open_ended = response.stream is not None and not answer.head_only
         try:
-            data = self._encode(response, close, answer.head_only, open_ended)
+            data = None
+            if self._h11 is None:
+                data = frame(response, close, answer.head_only, open_ended, self._client_close)
+            if data is None:   # h11 frames it: the request goes to h11 as it came, which then reads on
+                data = encode(self._to_h11(), response, close, answer.head_only, open_ended)
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             # the app's response cannot be framed (a header with CR/LF, or beyond Latin-1): say so, send nothing
             return self.abort(f"unsendable response: {exc}", limit="unsendable_response")
@@ -219,20 +201,21 @@ class HttpConnection:
         """One more chunk of the open-ended answer (nothing once the connection ended)."""
         if not self.streaming or not data:
             return []
-        return [Send(self._h11.send(h11.Data(data=data)))]
+        return [Send(chunk(data) if self._h11 is None else self._h11.send(h11.Data(data=data)))]
 
     def stream_end(self) -> List[Action]:
         """The open-ended answer is complete: its last chunk, then on as after any answer."""
         if not self.streaming:
             return []
         close, self._stream_close = bool(self._stream_close), None
-        return self._answered([Send(self._h11.send(h11.EndOfMessage()))], close)
+        return self._answered([Send(LAST_CHUNK if self._h11 is None else self._h11.send(h11.EndOfMessage()))], close)
 
     def _answered(self, actions: List[Action], close: bool) -> List[Action]:
         """The answer went out: close, or on to the next request (which may be buffered already)."""
-        if close or self._h11.our_state is h11.MUST_CLOSE:
+        conn = self._h11
+        if close or (self._client_close if conn is None else conn.our_state is h11.MUST_CLOSE):
             return actions + self._transition(ANSWERED_CLOSE) + [Close("answered")]
-        if self._h11.their_state is h11.DONE:
+        if conn is None or conn.their_state is h11.DONE:   # the fast path answers only requests read whole
             actions += self._next_cycle(ANSWERED)
         else:   # an empty-bodied tunnel refused before its end arrived: read that, then the next request
             actions += self._transition(ANSWERED_EARLY)
@@ -315,7 +298,7 @@ class HttpConnection:
         return actions
 
     def _go_on(self) -> List[Action]:
-        """The backlog cleared: the state's timer counts afresh, and requests waiting in h11's buffer are read."""
+        """The backlog cleared: the state's timer counts afresh, and requests waiting in the buffer are read."""
         if self.state is IDLE:
             return self._start_timer(IDLE_TIMER, self.limits.idle_timeout)
         if self.state is READING_HEADERS or self.state is READING_BODY:
@@ -324,7 +307,7 @@ class HttpConnection:
 
     # ---- the table ------------------------------------------------------------------------------------------------
     def _transition(self, event: ConnEvent) -> List[Action]:
-        """Move along the table. A state's timer stops counting when it is left (see STATE_TIMERS)."""
+        """Move along the table. A state's timer stops counting when it is left (httpstates.STATE_TIMERS)."""
         new_state = self._moves.get(event)
         if new_state is None:
             raise ConnectionStateError(f"{event.value!r} is not allowed in state {self.state.value!r}")
@@ -362,12 +345,15 @@ class HttpConnection:
 
     # ---- bytes in ---------------------------------------------------------------------------------------------
     def _pump(self) -> List[Action]:
+        if self._h11 is None:
+            return self._pump_fast()
+        conn = self._h11
         actions: List[Action] = []
         while self.state in _PARSING:
             if self._over and self.state is not TUNNELLED:
-                break   # backpressure: the next request waits in h11's buffer until the output drains
+                break   # backpressure: the next request waits in the buffer until the output drains
             try:
-                event = self._h11.next_event()
+                event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 actions += self._refuse_malformed(exc.error_status_hint or 400, str(exc))
                 break
@@ -377,7 +363,7 @@ class HttpConnection:
             if kind is h11.Data:
                 actions += self._on_body(cast(h11.Data, event).data)
             elif kind is h11.Request:
-                actions += self._on_head(cast(h11.Request, event))
+                actions += self._on_head(conn, cast(h11.Request, event))
             elif kind is h11.EndOfMessage:
                 actions += self._on_end()
             else:   # ConnectionClosed: the peer ended its side
@@ -386,12 +372,64 @@ class HttpConnection:
             actions += self._start_timer(HEADER_TIMER, self.limits.header_wait_timeout)
         return actions
 
-    def _on_head(self, event: h11.Request) -> List[Action]:
+    def _pump_fast(self) -> List[Action]:
+        """``_pump`` without h11: whole requests of the common shape (httphead.read_head), or h11 takes over."""
+        actions: List[Action] = []
+        while not self._over:   # backpressure: the next request waits in the buffer until the output drains
+            if self.state is READING_HEADERS:
+                head = read_head(self._buffer, self.limits.max_header_bytes, self.limits.max_body_bytes, self._searched)
+                if head is None:
+                    self._searched = max(0, len(self._buffer) - 2)   # as h11: a blank line may end in the next read
+                    break
+                if head is FALL_BACK:
+                    self._to_h11()
+                    return actions + self._pump()
+                head = cast(Head, head)
+                request = request_from(head.method, head.target, head.headers, self.scheme, self.conn)
+                self._method = request.method
+                self.last_host = request.host or self.last_host
+                actions += self._transition(HEAD_RECEIVED)
+                self._request, self._head, self._client_close = request, head, head.close
+            elif self.state is READING_BODY:
+                head, buffer = cast(Head, self._head), self._buffer
+                if len(buffer) < head.end:
+                    break
+                self._raw, self._buffer = bytes(buffer[:head.end]), buffer[head.end:]
+                self._head, self._searched = None, 0
+                return actions + self._deliver(self._raw[head.head_size:])
+            else:
+                break
+        if self.state is READING_HEADERS and self._counting is None:
+            actions += self._start_timer(HEADER_TIMER, self.limits.header_wait_timeout)
+        return actions
+
+    def _to_h11(self) -> h11.Connection:
+        """h11 takes the connection over (or has it already): what the fast path read of the request being answered,
+        then the bytes waiting, go to h11 as they came, and h11 goes on from where the fast path was."""
+        if self._h11 is not None:
+            return self._h11
+        self._h11 = conn = self._new_h11()
+        if self._served:
+            conn.their_http_version = b"1.1"   # as h11 keeps it from the request before
+        if self._raw:   # the request being answered: h11 reads it again, to the same events
+            conn.receive_data(self._raw)
+            while type(conn.next_event()) is not h11.EndOfMessage:
+                pass
+        if self._buffer:   # the bytes waiting (never b"": to h11 that is the peer's close)
+            conn.receive_data(bytes(self._buffer))
+        self._raw, self._buffer = b"", b""
+        return conn
+
+    def _new_h11(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+
+    def _on_head(self, conn: h11.Connection, event: h11.Request) -> List[Action]:
         # h11 bounds only a head still incomplete: one that arrived whole in a single read must be measured.
-        headers, size = _decoded_headers(event)
+        headers, size = decoded_headers(event)
         if size > self.limits.max_header_bytes:
             return self._refuse_malformed(431, f"request head of {size} bytes exceeds {self.limits.max_header_bytes}")
-        request = self._request_from(event, headers)
+        request = request_from(event.method.decode("latin-1"), event.target.decode("latin-1"), headers, self.scheme,
+                               self.conn)
         self._method = request.method
         self.last_host = request.host or self.last_host
         if request.method in TUNNEL_METHODS:
@@ -404,9 +442,9 @@ class HttpConnection:
             return self._too_large(request, int(length))
         actions = self._transition(HEAD_RECEIVED)
         self._request, self._body, self._body_size = request, [], 0
-        if self._h11.client_is_waiting_for_100_continue:
+        if conn.client_is_waiting_for_100_continue:
             interim = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
-            actions.append(Send(self._h11.send(interim)))
+            actions.append(Send(conn.send(interim)))
         return actions
 
     def _on_body(self, data: bytes) -> List[Action]:
@@ -423,13 +461,16 @@ class HttpConnection:
 
     def _on_end(self) -> List[Action]:
         if self.state is TUNNELLED:
-            leftover = self._h11.trailing_data[0]
+            leftover = cast(h11.Connection, self._h11).trailing_data[0]
             return [TunnelBytes(leftover)] if leftover else []
         if self._request is None:
             return self._next_cycle(BODY_DRAINED)
-        request, self._request = self._request, None
-        request.body = b"".join(self._body)
-        self._body = []
+        body, self._body = b"".join(self._body), []
+        return self._deliver(body)
+
+    def _deliver(self, body: bytes) -> List[Action]:
+        request, self._request = cast(HttpRequest, self._request), None
+        request.body = body
         self._answer = _ANSWER_HEAD if request.method == "HEAD" else _ANSWER
         return self._transition(REQUEST_RECEIVED) + [Deliver(request)]
 
@@ -438,132 +479,22 @@ class HttpConnection:
         return self._transition(TOO_LARGE) + [RefuseTooLarge(request, size)]
 
     def _refuse_malformed(self, status: int, message: str) -> List[Action]:
-        silent = self.state is TUNNELLED or self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE)
+        silent = self.state is TUNNELLED or cast(h11.Connection, self._h11).our_state not in (h11.IDLE,
+                                                                                             h11.SEND_RESPONSE)
         self._request, self._body = None, []
         self._answer = _Answer(head_only=self._method == "HEAD", close=True, silent=silent)
         return self._transition(MALFORMED) + [RefuseMalformed(status, message)]
 
     def _next_cycle(self, event: ConnEvent) -> List[Action]:
         """Both sides are done and the connection stays: on to the next request, which may be buffered already."""
-        pipelined = self._h11.next_event() is h11.PAUSED   # in DONE, h11 pauses exactly when bytes wait
-        self._h11.start_next_cycle()
+        conn = self._h11
+        if conn is None:
+            pipelined, self._raw, self._served = bool(self._buffer), b"", True
+        else:
+            pipelined = conn.next_event() is h11.PAUSED   # in DONE, h11 pauses exactly when bytes wait
+            conn.start_next_cycle()
         self._method = None
         actions = self._transition(event)
         if pipelined:
             return actions + self._transition(REQUEST_STARTED)
         return actions + self._start_timer(IDLE_TIMER, self.limits.idle_timeout)
-
-    def _request_from(self, event: h11.Request, headers: List[Tuple[str, str]]) -> HttpRequest:
-        target = event.target.decode("latin-1")
-        raw_path, _, query = target.partition("?")
-        if raw_path.startswith(("http://", "https://")):  # absolute-form target (proxies)
-            raw_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
-        return HttpRequest(
-            method=event.method.decode("latin-1"), target=target, path=unquote(raw_path), query=query,
-            headers=headers,
-            scheme=self.scheme, conn=self.conn)
-
-    # ---- bytes out --------------------------------------------------------------------------------------------
-    def _encode(self, response: HttpResponse, close: bool, head_only: bool, open_ended: bool = False) -> bytes:
-        """The whole response in one piece: the app's headers with IIS's framing (always Content-Length).
-
-        The bytes are exactly h11's, but h11 re-validates every header of every answer (twice: its clean-up builds a
-        second Response). So the app's header lines are validated and encoded here, once per distinct (name, value)
-        (see ``_header_line``), and h11 frames a Response of the framing headers alone: it keeps its state machine
-        (keep-alive, HEAD, its own Connection: close) and its lines go after the app's, where it would put them.
-        Anything out of the ordinary - a header h11 would move or rewrite, or one it would refuse - goes the whole
-        way through h11 (``_encode_through_h11``), which raises exactly as before."""
-        status = response.status
-        lines = []
-        for name, value in response.headers:
-            line = _HEADER_LINES.get((name, value))
-            if line is None:
-                line = _header_line(name, value)
-                if line is None:
-                    return self._encode_through_h11(response, close, head_only, open_ended)
-            if line:   # b"": a framing header, which the core sets itself
-                lines.append(line)
-        if type(status) is not int or not 200 <= status < 1000:
-            return self._encode_through_h11(response, close, head_only, open_ended)
-        reason = response.reason.encode("latin-1")
-        framing = _framing(response)
-        if close:
-            framing.append((b"Connection", b"close"))
-        sent = self._h11.send(h11.Response(status_code=status, reason=reason, headers=framing))
-        status_line = len(b"HTTP/1.1 %d %s\r\n" % (status, reason))
-        data = b"".join([sent[:status_line], *lines, sent[status_line:]])
-        return data + self._send_body(response, head_only, open_ended)
-
-    def _send_body(self, response: HttpResponse, head_only: bool, open_ended: bool = False) -> bytes:
-        data = b""
-        if not head_only:
-            for part in response.chunks or ((response.body,) if response.body else ()):
-                data += self._h11.send(h11.Data(data=part))
-        return data if open_ended else data + self._h11.send(h11.EndOfMessage())
-
-    def _encode_through_h11(self, response: HttpResponse, close: bool, head_only: bool,
-                            open_ended: bool = False) -> bytes:
-        """The same bytes, every header through h11 (its validation errors are the answer to an unsendable one)."""
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
-                   if k.lower() not in _FRAMING_HEADERS]
-        headers.extend(_framing(response))
-        if close:
-            headers.append((b"Connection", b"close"))
-        data = self._h11.send(h11.Response(status_code=response.status, reason=response.reason.encode("latin-1"),
-                                           headers=headers))
-        return data + self._send_body(response, head_only, open_ended)
-
-
-def _framing(response: HttpResponse) -> List[Tuple[bytes, bytes]]:
-    """Content-Length, or chunked for a response made of chunks (MAPI/HTTP's PROCESSING ... DONE) or open-ended."""
-    if response.chunks or response.stream is not None:
-        return [(b"Transfer-Encoding", b"chunked")]
-    return [(b"Content-Length", b"%d" % len(response.body))]
-
-
-# Header lines as h11 writes them, by (name, value); bounded: unique values (request-id, Date) would grow it forever,
-# so it is emptied when full (one re-validation per distinct header every _HEADER_LINES_MAX answers). Pure values:
-# shared by every connection of the process.
-_HEADER_LINES: Dict[Tuple[Any, Any], bytes] = {}
-_HEADER_LINES_MAX = 512
-_HEADER_LINE_CACHED = 1024   # longer lines (a fault's huge header) are checked every time, not kept
-# h11's own grammar for what it sends (h11/_abnf.py: token, field_value): a name or value outside it is refused.
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
-_H11_REWRITES = ("connection", "host")   # h11 moves (Host first) or rewrites (Connection: close) these
-
-
-def _header_line(name: Any, value: Any) -> Optional[bytes]:
-    """``name: value`` CRLF as h11 writes it, b"" for a framing header the core sets itself, None when h11 must judge
-    it (a header it would refuse, move or rewrite, or not a str pair). Remembered in _HEADER_LINES."""
-    if type(name) is not str or type(value) is not str:
-        return None
-    lowered = name.lower()
-    if lowered in _FRAMING_HEADERS:
-        line = b""
-    elif lowered in _H11_REWRITES:
-        return None
-    else:
-        try:
-            raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
-        except UnicodeEncodeError:
-            return None
-        if _TOKEN.fullmatch(raw_name) is None or _FIELD_VALUE.fullmatch(raw_value) is None:
-            return None
-        line = b"%s: %s\r\n" % (raw_name, raw_value)
-    if len(line) <= _HEADER_LINE_CACHED:
-        if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
-            _HEADER_LINES.clear()
-        _HEADER_LINES[(name, value)] = line
-    return line
-
-
-def _decoded_headers(event: h11.Request) -> Tuple[List[Tuple[str, str]], int]:
-    """The header fields as str, and the size of the request line and header lines as sent, give or take optional
-    whitespace around header values (one pass: both are wanted for every request)."""
-    headers = []
-    size = len(event.method) + len(event.target) + len(b"  HTTP/1.1\r\n\r\n")
-    for name, value in event.headers.raw_items():
-        size += len(name) + len(value) + 4   # ": " and CRLF
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
-    return headers, size
