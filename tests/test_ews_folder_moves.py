@@ -3,6 +3,7 @@ in-process on a fixed clock, then exchangelib (unmodified, its own Autodiscover)
 from __future__ import annotations
 
 import json
+import struct
 
 from lxml import etree
 
@@ -267,3 +268,19 @@ def test_exchangelib_moves_and_copies_folders_sees_folder_events_and_sends_an_up
     assert results["update-sent"] == {"drafts": [], "sent": ["Final words"], "delivered": ["Final words"]}
     details = {e["detail"] for e in out["moves"].kind("ews")}
     assert {"EWS MoveFolder", "EWS CopyFolder", "EWS GetEvents", "EWS UpdateItem"} <= details
+
+
+def test_rop_notifications_of_folder_events_have_no_message_bit_and_name_the_parents():
+    from harness.rpc.emsmdb import notify
+    from harness.rpc.emsmdb.rops import fid
+    store = new_store()
+    alice = store.mailbox(ALICE)
+    inbox, junk = alice.distinguished["inbox"], alice.distinguished["junkemail"]
+    start = alice.events.last
+    made = alice.add_folder("Made", None, inbox)
+    alice.move_folder(made, junk)
+    created, moved = alice.events.after(start)
+    assert notify.notification_data(alice, created) == struct.pack("<H", 0x0004) + fid(made.key) + fid(
+        inbox.key) + struct.pack("<H", 0)
+    assert notify.notification_data(alice, moved) == struct.pack("<H", 0x0020) + fid(made.key) + fid(
+        junk.key) + fid(made.key) + fid(inbox.key)
