@@ -1,10 +1,11 @@
 """Notification events of a mailbox and the subscriptions that read them, sans-IO.
 
-Every mailbox keeps a bounded log of what happened to its items (new mail, created, modified, moved, deleted), each
-event numbered in order. A subscription (pull or streaming) names the folders and event types it wants and how far
-it has read; a watermark is that position, opaque to clients: base64 of a version byte, four bytes of the mailbox
-GUID and the 8-byte event number. The log keeps the last MAX_EVENTS events: a watermark older than that can no
-longer be answered (EWS: ErrorInvalidWatermark), as a watermark of another mailbox or one that does not decode.
+Every mailbox keeps a bounded log of what happened to its items (new mail, created, modified, moved, copied,
+deleted) and folders (created, modified, moved, copied, deleted), each event numbered in order. A subscription
+(pull or streaming) names the folders and event types it wants and how far it has read; a watermark is that
+position, opaque to clients: base64 of a version byte, four bytes of the mailbox GUID and the 8-byte event number.
+The log keeps the last MAX_EVENTS events: a watermark older than that can no longer be answered (EWS:
+ErrorInvalidWatermark), as a watermark of another mailbox or one that does not decode.
 """
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ class Event:
     number: int
     kind: str
     timestamp: dt.datetime
-    item: Tuple[str, str]                       # (ItemId, ChangeKey) after the event
+    item: Tuple[str, str]                       # (ItemId, ChangeKey) after the event; a folder's (FolderId, ...)
     folder: Tuple[str, str]                     # (FolderId, ChangeKey) of the folder it is in now
     folder_key: int
     old_item: Optional[Tuple[str, str]] = None  # MovedEvent / CopiedEvent: where it was
     old_folder: Optional[Tuple[str, str]] = None
     old_folder_key: Optional[int] = None
+    is_folder: bool = False                     # the event is about a folder (EWS: FolderId, not ItemId)
 
 
 class InvalidWatermark(ValueError):
@@ -74,6 +76,20 @@ class EventLog:
             event = Event(self.last, kind, timestamp, event.item, event.folder, event.folder_key,
                           (old_item.id, old_item.change_key), (old_item.folder.id, old_item.folder.change_key),
                           old_item.folder.key)
+        return self._append(event)
+
+    def record_folder(self, kind: str, timestamp: dt.datetime, folder, parent, *, old_folder=None,
+                      old_parent=None) -> Event:
+        """A folder event: `folder` as it is now under `parent` (store Folders); a move or copy names the folder it
+        was (the same one for a move) and its parent then."""
+        self.last += 1
+        old = (old_folder.id, old_folder.change_key) if old_folder is not None else None
+        old_in = (old_parent.id, old_parent.change_key) if old_parent is not None else None
+        event = Event(self.last, kind, timestamp, (folder.id, folder.change_key), (parent.id, parent.change_key),
+                      parent.key, old, old_in, old_parent.key if old_parent is not None else None, is_folder=True)
+        return self._append(event)
+
+    def _append(self, event: Event) -> Event:
         self.events.append(event)
         for listener in tuple(self.listeners):
             listener(event)

@@ -176,6 +176,9 @@ class MailboxContent:
         self.folders: Dict[int, Folder] = {}
         self.distinguished: Dict[str, Folder] = {}
         self.folder_tombstones: List[FolderTombstone] = []     # in removal order
+        # The store's clock, set once the mailbox is seeded: from then on folder changes are notification events
+        # (the folders every mailbox starts with, and seeded ones, are no events).
+        self.clock: Optional[Clock] = None
         self._next_folder, self._next_item, self._next_rule = FIRST_FOLDER_COUNTER, FIRST_ITEM_COUNTER, 0
         for distinguished, name, folder_class, parent in WELL_KNOWN:
             self.add_folder(name, folder_class, self.distinguished[parent] if parent else None, distinguished)
@@ -189,7 +192,8 @@ class MailboxContent:
         return self.change_number
 
     def add_folder(self, name: str, folder_class: Optional[str], parent: Optional[Folder],
-                   distinguished: Optional[str] = None) -> Folder:
+                   distinguished: Optional[str] = None, *, copied_from: Optional[Folder] = None) -> Folder:
+        """A new folder under `parent` (a CreatedEvent; a CopiedEvent naming `copied_from` for a copy)."""
         change = self.next_change()
         folder = Folder(self._next_folder, self, name, folder_class, parent, distinguished, change, created=change)
         self._next_folder += 1
@@ -198,6 +202,22 @@ class MailboxContent:
             self.distinguished[distinguished] = folder
         if parent is not None:
             parent.children.append(folder)
+            if copied_from is not None:
+                self._folder_event(events.COPIED, folder, parent, old_folder=copied_from,
+                                   old_parent=copied_from.parent)
+            else:
+                self._folder_event(events.CREATED, folder, parent)
+        return folder
+
+    def _folder_event(self, kind: str, folder: Folder, parent: Folder, **old: Optional[Folder]) -> None:
+        if self.clock is not None:
+            self.events.record_folder(kind, self.clock(), folder, parent, **old)
+
+    def folder_changed(self, folder: Folder) -> Folder:
+        """Record a change of a folder's own properties (its name, class): a hierarchy Update, a ModifiedEvent."""
+        folder.change_number = self.next_change()
+        if folder.parent is not None:
+            self._folder_event(events.MODIFIED, folder, folder.parent)
         return folder
 
     def add_item(self, folder: Folder, kind: type = Item, **fields) -> Item:
@@ -232,6 +252,7 @@ class MailboxContent:
         self.folder_tombstones.append(FolderTombstone(folder.key, folder.created, self.next_change(), ancestors))
         del self.folders[folder.key]
         if folder.parent is not None:
+            self._folder_event(events.DELETED, folder, folder.parent)
             folder.parent.children.remove(folder)
             folder.parent.change_number = self.next_change()
 
@@ -243,12 +264,14 @@ class MailboxContent:
         """Re-parent a folder (its id stays): both parents' ChildFolderCount and the folder's ParentFolderId
         change."""
         assert folder.parent is not None
-        folder.parent.children.remove(folder)
-        folder.parent.change_number = self.next_change()
+        old_parent = folder.parent
+        old_parent.children.remove(folder)
+        old_parent.change_number = self.next_change()
         folder.parent = target
         target.children.append(folder)
         target.change_number = self.next_change()
         folder.change_number = self.next_change()
+        self._folder_event(events.MOVED, folder, target, old_folder=folder, old_parent=old_parent)
         return folder
 
     def touch(self, item: Item, *, read_flag_only: bool = False) -> Item:
@@ -291,6 +314,8 @@ class MailboxStore:
         self.subscriptions = events.Subscriptions()
         if self.seeder is not None:
             self.seeder(self)
+        for content in self.mailboxes.values():
+            content.clock = self.clock
 
     def mailbox(self, email: str) -> Optional[MailboxContent]:
         return self.mailboxes.get(email.lower())
@@ -345,6 +370,8 @@ class MailboxStore:
         field URI in `uris`; a change of the read flag alone is a read-flag change for sync."""
         for name, value in changes.items():
             setattr(item, name, value)
+        if set(changes) - {"is_read"}:
+            item.mime = None        # a client's MIME no longer says what the item holds: rendered from now on
         owner = item.folder.owner
         owner.touch(item, read_flag_only=set(changes) <= {"is_read"})
         if item.field_changes is None:
@@ -360,6 +387,23 @@ class MailboxStore:
         copied = owner.add_item(target, kind=type(item), **fields)
         owner.events.record(events.COPIED, self.clock(), copied, old_item=item)
         return copied
+
+    def copy_folder(self, folder: Folder, target: Folder, name: Optional[str] = None, *,
+                    recursive: bool = True) -> Folder:
+        """A new folder under `target` (of the same mailbox) with `folder`'s class, properties and items (copies with
+        new ids), and when `recursive` its subfolders likewise; a copy is never distinguished. `target` must not be
+        `folder` or below it."""
+        owner = target.owner
+        children, contents = list(folder.children), list(folder.items.values())
+        copy = owner.add_folder(name or folder.name, folder.folder_class, target, copied_from=folder)
+        target.change_number = owner.next_change()      # its ChildFolderCount changed
+        copy.props = dict(folder.props)
+        for item in contents:
+            self.copy(item, copy)
+        if recursive:
+            for child in children:
+                self.copy_folder(child, copy)
+        return copy
 
     def changed(self, item: Item) -> Item:
         """Record a change of `item` made in place (its attachments, a contact's or task's fields)."""

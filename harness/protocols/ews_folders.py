@@ -1,8 +1,10 @@
-"""EWS CreateFolder, UpdateFolder, DeleteFolder and EmptyFolder over the store's folder tree, sans-IO.
+"""EWS CreateFolder, UpdateFolder, DeleteFolder, EmptyFolder, MoveFolder and CopyFolder over the store's folder
+tree, sans-IO.
 
-Every change takes change numbers of the mailbox, so SyncFolderHierarchy reports a new folder (Create), a renamed
-one or a parent whose ChildFolderCount changed (Update) and a deleted one (Delete). Distinguished folders cannot be
-deleted; a second folder of the same name under one parent is ErrorFolderExists, as Exchange answers.
+Every change takes change numbers of the mailbox, so SyncFolderHierarchy reports a new or copied folder (Create), a
+renamed or moved one or a parent whose ChildFolderCount changed (Update) and a deleted one (Delete); the store
+records each as a notification event. Distinguished folders cannot be deleted or moved; a second folder of the same
+name under one parent is ErrorFolderExists, as Exchange answers.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Callable, Dict, Optional
 from lxml import etree
 
 from harness.mailbox.store import Folder
-from harness.protocols.ews_ops import Call, _each, folder_of
+from harness.protocols.ews_ops import Call, _each, _one_folder, folder_of
 from harness.protocols.ews_xml import ACCESS_DENIED, FOLDER_ELEMENTS, EwsError, m, parse_flag, t
 
 # The folder element a client creates names its class; a t:Folder without a FolderClass gets none (its answers then
@@ -20,6 +22,9 @@ CLASS_OF_ELEMENT: Dict[str, Optional[str]] = {element: kind for kind, element in
 CLASS_OF_ELEMENT["Folder"] = None
 FOLDER_EXISTS = ("ErrorFolderExists", "A folder with the specified name already exists.")
 DELETE_DISTINGUISHED = ("ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted.")
+MOVE_DISTINGUISHED = ("ErrorMoveDistinguishedFolder", "Distinguished folders cannot be moved.")   # text guessed
+# A folder moved or copied into itself or below itself; code and text guessed (the schema's code for a failed move)
+MOVE_COPY_FAILED = ("ErrorMoveCopyFailed", "The move or copy operation failed.")
 INVALID_REQUEST = ("ErrorInvalidRequest", "The request is invalid.")
 # UpdateFolder fields a client may send and Exchange accepts; only DisplayName and FolderClass are kept.
 IGNORED_FOLDER_FIELDS = frozenset({"folder:PermissionSet", "folder:ManagedFolderInformation"})
@@ -66,6 +71,7 @@ def update_folder(call: Call) -> None:
         if id_element is None:
             raise EwsError(*INVALID_REQUEST)
         folder = folder_of(call, id_element)
+        changed = False
         for update in change.iterfind(f"{t('Updates')}/*"):
             uri_element = update.find(t("FieldURI"))
             uri = uri_element.get("FieldURI", "") if uri_element is not None else ""
@@ -85,7 +91,9 @@ def update_folder(call: Call) -> None:
                 folder.folder_class = value.text or None
             else:
                 raise EwsError("ErrorInvalidPropertySet", "The property set is invalid.")
-            folder.change_number = call.owner.next_change()
+            changed = True
+        if changed:     # one change (one ModifiedEvent) for all updates of one FolderChange
+            call.owner.folder_changed(folder)
         _folder_id(message, folder)
     _each(call, call.request.iterfind(f"{m('FolderChanges')}/{t('FolderChange')}"), "Folders", answer)
 
@@ -132,7 +140,34 @@ def empty_folder(call: Call) -> None:
     _each(call, call.request.iterfind(f"{m('FolderIds')}/*"), "", answer)
 
 
+def _move_or_copy(call: Call, copying: bool) -> None:
+    target = _one_folder(call, "ToFolderId")
+
+    def answer(element: etree._Element, message: etree._Element) -> None:
+        folder = folder_of(call, element)
+        if not copying and (folder.distinguished or folder.parent is None):
+            raise EwsError(*MOVE_DISTINGUISHED)
+        if target is folder or folder in target.ancestors():
+            raise EwsError(*MOVE_COPY_FAILED)
+        if copying or target is not folder.parent:
+            _check_name(target, folder.name)    # guess: what a name clash in the new parent answers
+        if copying:
+            folder = call.store.copy_folder(folder, target)
+        elif target is not folder.parent:
+            call.owner.move_folder(folder, target)
+        _folder_id(message, folder)
+    _each(call, call.request.iterfind(f"{m('FolderIds')}/*"), "Folders", answer)
+
+
+def move_folder(call: Call) -> None:
+    _move_or_copy(call, copying=False)
+
+
+def copy_folder(call: Call) -> None:
+    _move_or_copy(call, copying=True)
+
+
 OPERATIONS: Dict[str, Callable[[Call], None]] = {
     "CreateFolder": create_folder, "UpdateFolder": update_folder, "DeleteFolder": delete_folder,
-    "EmptyFolder": empty_folder,
+    "EmptyFolder": empty_folder, "MoveFolder": move_folder, "CopyFolder": copy_folder,
 }

@@ -123,10 +123,11 @@ def event_element(parent: etree._Element, event: events.Event, watermark: Option
     if watermark is not None:
         etree.SubElement(element, t("Watermark")).text = watermark
     etree.SubElement(element, t("TimeStamp")).text = timestamp(event.timestamp)
-    _id(element, "ItemId", event.item)
+    kind = "Folder" if event.is_folder else "Item"       # a folder's event names it by t:FolderId
+    _id(element, f"{kind}Id", event.item)
     _id(element, "ParentFolderId", event.folder)
     if event.old_item is not None and event.old_folder is not None:
-        _id(element, "OldItemId", event.old_item)
+        _id(element, f"Old{kind}Id", event.old_item)
         _id(element, "OldParentFolderId", event.old_folder)
 
 

@@ -5,6 +5,10 @@ A ChangeKey names the change number the client last saw. NeverOverwrite refuses 
 AutoResolve refuses only when a field the request sets was itself changed after it (each item keeps its fields' last
 change numbers), as the store cannot merge two values of one property; AlwaysOverwrite applies the request. A refused
 update is ErrorIrresolvableConflict and changes nothing; all updates of one ItemChange apply as one change.
+
+MessageDisposition SendOnly / SendAndSaveCopy then sends the updated message as SendItem does (delivered in the org,
+a copy in SavedItemFolderId or Sent Items for SendAndSaveCopy, the draft leaves its folder); the answer's m:Items is
+then empty, as for a sent CreateItem. Calendar items, contacts and tasks are saved whatever the disposition.
 """
 from __future__ import annotations
 
@@ -16,17 +20,16 @@ from harness.mailbox import ids
 from harness.mailbox.calendar import CalendarItem
 from harness.mailbox.store import Item
 from harness.protocols import ews_calendar, ews_contacts
+from harness.protocols.ews_copy_send import IRRESOLVABLE, saved_copy_folder, submit
 from harness.protocols.ews_ops import Call, _each, _item_of
 from harness.protocols.ews_xml import ITEM_NOT_FOUND, EwsError, EwsFault, addresses, item_id_only, m, parse_flag, t
 
-IRRESOLVABLE = ("ErrorIrresolvableConflict", "The send or update operation could not be performed because the change "
-                                             "key passed in the request does not match the current change key for the "
-                                             "item.")
 INVALID_CHANGE_KEY = ("ErrorInvalidChangeKey", "The change key is invalid.")                      # guess
 INVALID_SET = ("ErrorInvalidPropertySet", "The property set is invalid.")
 NO_APPEND = ("ErrorInvalidPropertyAppend", "This property does not support append.")            # guess
 NO_DELETE = ("ErrorInvalidPropertyDelete", "This property can not be deleted.")                # guess
 RESOLUTIONS = ("NeverOverwrite", "AutoResolve", "AlwaysOverwrite")
+DISPOSITIONS = ("SaveOnly", "SendOnly", "SendAndSaveCopy")
 IMPORTANCE = ("Low", "Normal", "High")
 SENSITIVITY = ("Normal", "Personal", "Private", "Confidential")
 # Accepted and left as they are: times are UTC in this store.
@@ -147,6 +150,10 @@ def _check_conflict(call: Call, item: Item, change_key: Optional[str], uris: Lis
 
 def update_item(call: Call) -> None:
     faults: List[EwsFault] = []       # a schema error fails the whole request, not one response message
+    disposition = call.request.get("MessageDisposition", "SaveOnly")
+    if disposition not in DISPOSITIONS:
+        raise _schema_error("MessageDisposition")
+    copy_in = saved_copy_folder(call, disposition == "SendAndSaveCopy")
 
     def answer(change: etree._Element, message: etree._Element) -> None:
         try:
@@ -173,7 +180,11 @@ def update_item(call: Call) -> None:
             raise EwsError("ErrorCalendarEndDateIsEarlierThanStartDate", "EndDate is earlier than StartDate")
         if changes:
             call.store.update(item, changes, uris)
-        item_id_only(etree.SubElement(message, m("Items")), item)
+        items = etree.SubElement(message, m("Items"))
+        if disposition != "SaveOnly" and not isinstance(item, CalendarItem):
+            submit(call, item, copy_in)      # sent: no item to name (the draft is gone)
+        else:
+            item_id_only(items, item)
         etree.SubElement(etree.SubElement(message, m("ConflictResults")), t("Count")).text = "0"
     _each(call, call.request.iterfind(f"{m('ItemChanges')}/{t('ItemChange')}"), "Items", answer)
     if faults:

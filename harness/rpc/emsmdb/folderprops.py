@@ -134,7 +134,7 @@ def run_set_props(rops: bytes, pos: int, handles: List[int], objects: ObjectMap)
             folder.folder_class = value
         else:
             folder.props[prop_id] = (prop_type, _as_stored(prop_type, value))
-    folder.change_number = folder.owner.next_change()
+    folder.owner.folder_changed(folder)     # a hierarchy Update and a ModifiedEvent
     return (struct.pack("<BBLH", ROP_SET_PROPS, in_index, EC_NONE, len(problems))
             + b"".join(struct.pack("<HLL", index, tag, code) for index, (tag, code) in problems.items())), end
 

@@ -170,17 +170,6 @@ def run_move_folder(rops: bytes, pos: int, handles: List[int], objects: ObjectMa
     return struct.pack("<BBLB", ROP_MOVE_FOLDER, source_index, EC_NONE, 0), end
 
 
-def _copy_tree(store: MailboxStore, content: MailboxContent, folder: Folder, target: Folder, name: str,
-               recursive: bool) -> None:
-    copy = content.add_folder(name, folder.folder_class, target)
-    copy.props = dict(folder.props)
-    for item in list(folder.items.values()):
-        store.copy(item, copy)
-    if recursive:
-        for child in list(folder.children):
-            _copy_tree(store, content, child, copy, child.name, True)
-
-
 def run_copy_folder(rops: bytes, pos: int, handles: List[int], objects: ObjectMap) -> Tuple[bytes, int]:
     """A new folder under the destination with the folder's class, properties and messages (copies with their own
     MIDs), and with WantRecursive its subfolders likewise."""
@@ -202,7 +191,7 @@ def run_copy_folder(rops: bytes, pos: int, handles: List[int], objects: ObjectMa
         return _fail(ROP_COPY_FOLDER, source_index, EC_ACCESS_DENIED), end
     if _child(target, new_name or folder.name) is not None:
         return _fail(ROP_COPY_FOLDER, source_index, EC_DUPLICATE_NAME), end
-    _copy_tree(store, content, folder, target, new_name or folder.name, bool(recursive))
+    store.copy_folder(folder, target, new_name or folder.name, recursive=bool(recursive))
     return struct.pack("<BBLB", ROP_COPY_FOLDER, source_index, EC_NONE, 0), end
 
 

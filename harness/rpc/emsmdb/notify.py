@@ -131,8 +131,10 @@ def notify_rops(objects: ObjectMap, session_index: int = 0) -> bytes:
 def notification_data(content: MailboxContent, event: Event) -> bytes:
     """NotificationData ([MS-OXCNOTIF] 2.2.1.4.1.2) for a message event: NotificationFlags with the M bit, FolderId,
     MessageId, then the fields of its type (old ids for moves and copies, an empty tag list for created/modified,
-    MessageFlags / UnicodeFlag / MessageClass for new mail)."""
+    MessageFlags / UnicodeFlag / MessageClass for new mail); a folder event's is _folder_notification's."""
     bit = TYPE_BITS[event.kind]
+    if event.is_folder:
+        return _folder_notification(event, bit)
     item_key = _item_key(event.item[0]) or 0
     out = struct.pack("<H", bit | FLAG_MESSAGE) + fid(event.folder_key) + fid(item_key)
     if event.kind in (events.MOVED, events.COPIED):
@@ -147,5 +149,23 @@ def notification_data(content: MailboxContent, event: Event) -> bytes:
         flags = 0 if item is None or not item.is_read else 0x01
         out += struct.pack("<LB", flags, 1) + message_class.encode("utf-16-le") + b"\x00\x00"
     return out
+
+def _folder_key(ews_id: Optional[str]) -> int:
+    decoded = ids.decode(ews_id) if ews_id else None
+    return decoded[1] if decoded is not None else 0
+
+
+def _folder_notification(event: Event, bit: int) -> bytes:
+    """A folder event (no M bit): FolderId, ParentFolderId (created, deleted, moved, copied), OldFolderId and
+    OldParentFolderId (moved, copied), an empty tag list (created, modified), in [MS-OXCNOTIF]'s field order."""
+    out = struct.pack("<H", bit) + fid(_folder_key(event.item[0]))
+    if event.kind in (events.CREATED, events.DELETED, events.MOVED, events.COPIED):
+        out += fid(event.folder_key)
+    if event.kind in (events.MOVED, events.COPIED):
+        out += fid(_folder_key(event.old_item[0] if event.old_item else None)) + fid(event.old_folder_key or 0)
+    if event.kind in (events.CREATED, events.MODIFIED):
+        out += struct.pack("<H", 0)                      # TagCount: no changed tags listed
+    return out
+
 
 HANDLERS = {ROP_REGISTER_NOTIFICATION: run_register_notification}
