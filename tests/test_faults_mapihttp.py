@@ -132,10 +132,16 @@ def test_slow_pending_holds_the_done_for_its_periods():
 
 
 def test_every_built_in_mapihttp_scenario_loads_with_an_expectation():
+    """Over RPC/HTTP (MAPI/HTTP off in the built-in org) the analyzer passes; a scenario that turns MAPI/HTTP on
+    expects the MAPI/HTTP probe to fail at the step its fault breaks."""
+    found = {}
     for path in sorted(Path(REPO, "scenarios").glob("mapihttp-*.yaml")):
         scenario = load_scenario(str(path))
         assert scenario.faults and all(f.name.startswith("mapihttp.") for f in scenario.faults)
-        assert scenario.expect["analyzer"] == {"passes": True}
+        mapi_on = ((scenario.config or {}).get("mapi_http") or {}).get("Enabled") is True
+        found[scenario.name] = mapi_on
+        assert (scenario.expect["analyzer"] == {"passes": True}) is not mapi_on, scenario.name
+    assert found["mapihttp-address-book-unavailable"] is True
 
 
 # ---- observed by a client against real servers ----------------------------------------------------------------
