@@ -125,7 +125,7 @@ def test_an_address_book_refusing_the_bind_fails_the_nspi_step_and_skips_the_mai
     assert found["mapi-http.connect"].status == "pass"
     book = found["mapi-http.address-book"]
     assert (book.evidence["response_code"], book.evidence["request_type"]) == (1, "Bind")
-    assert "Bind answered X-ResponseCode 1 (Unknown Failure)" == book.message
+    assert book.message == "Bind to /mapi/nspi/ answered X-ResponseCode 1 (Unknown Failure)"
     assert [found[f"mapi-http.{s}"].status for s in ("mailbox-logon", "mailbox")] == ["skip", "skip"]
     data = report.to_json()
     assert "MSExchangeMapiAddressBookAppPool" in data["verdict"]["remedy"]

@@ -157,23 +157,24 @@ class MapiHttpSession:
         if response.status == 401:
             raise StepFailed("http-401", f"401 Unauthorized with {self.scheme}: {self.path} rejected the "
                                          f"credentials", status=401, offered=self.offered)
+        sent = f"{request_type} to {self.path}"
         if response.status != 200:
-            raise StepFailed("mapi-http-error", f"{request_type} answered HTTP {response.status} {response.reason}",
+            raise StepFailed("mapi-http-error", f"{sent} answered HTTP {response.status} {response.reason}",
                              status=response.status)
         code_text = response.header("X-ResponseCode")
         if code_text is None or not code_text.strip().isdigit():
-            raise StepFailed("mapi-http-error", f"{request_type} answered without an X-ResponseCode",
+            raise StepFailed("mapi-http-error", f"{sent} answered without an X-ResponseCode",
                              content_type=response.header("Content-Type"))
         code = int(code_text)
         if code:
             what = RESPONSE_CODES.get(code, "unknown")
             raise StepFailed("mapi-http-disabled" if code == ENDPOINT_DISABLED else "mapi-http-error",
-                             f"{request_type} answered X-ResponseCode {code} ({what})", response_code=code,
+                             f"{sent} answered X-ResponseCode {code} ({what})", response_code=code,
                              request_type=request_type)
         try:
             _done, body = split_meta_tags(response.body)
         except RopMalformed as exc:
-            raise StepFailed("mapi-http-error", f"{request_type}: {exc}")
+            raise StepFailed("mapi-http-error", f"{sent}: {exc}")
         return body
 
     # ---- the request types ----------------------------------------------------------------------------------
