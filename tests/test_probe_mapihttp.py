@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import json
 import os
+import random
+from dataclasses import replace
 
 import jsonschema
 import pytest
 
+from harness.probe.discovery import Discovery
 from harness.probe.formats import exchange_rows, render_html
-from harness.probe.report import render_text
+from harness.probe.hosts import ProbeContext
+from harness.probe.http import Credentials
+from harness.probe.mapi_over_http import MapiOverHttp
+from harness.probe.net import Budget, Resolver
+from harness.probe.report import render_text, verdict_of
 from harness.probe.runner import probe
 from tests.support import REPO
 from tests.support.clients import probe_options
@@ -184,3 +191,33 @@ def test_forcing_mapi_http_where_it_is_disabled_fails_at_the_endpoint(server):
     tail.wait_for(lambda e: e["kind"] == "mapi_http")
     assert [e["response_code"] for e in tail.events("mapi_http")] == [16]
     jsonschema.validate(report.to_json(), SCHEMA)
+
+
+def address_book_elsewhere(served, host):
+    """The MAPI/HTTP phase with Autodiscover's settings but an AddressBook URL on ``host``."""
+    options = probe_options(served)
+    context = ProbeContext(email=options.email, credentials=Credentials.parse(options.email, options.password),
+                           resolver=Resolver(options.dns), budget=Budget(options.step_timeout, options.total_timeout),
+                           ca_file=options.ca_file, https_port=options.https_port, http_port=options.http_port)
+    settings = Discovery(context, None, mapi_http=True).run()
+    assert settings is not None and settings.mapi_addressbook_url
+    moved = settings.mapi_addressbook_url.replace("//mail.contoso.test", f"//{host}", 1)
+    phase = MapiOverHttp(context, replace(settings, mapi_addressbook_url=moved), random.Random(1)).run()
+    return {node.id: node for node in phase.walk()}, phase
+
+
+def test_an_address_book_on_another_host_gets_that_hosts_checks_under_its_step(servers):
+    """Exchange gives one host for both URLs; when the AddressBook URL names another, its DNS, port and certificate
+    are checked under the address book step: a name that resolves and is on the certificate passes, an unknown name
+    fails there (nxdomain) and the mailbox steps are skipped."""
+    served = servers["mapi-on"]
+    found, phase = address_book_elsewhere(served, "autodiscover.contoso.test")
+    assert phase.status == "pass", [(n.id, n.status, n.message) for n in found.values()]
+    assert [c.id for c in found["mapi-http.address-book"].children] == [
+        f"mapi-http.address-book.{s}" for s in ("dns", "port", "certificate")]
+    assert found["mapi-http.address-book"].evidence["url"].startswith("https://autodiscover.contoso.test:")
+    found, phase = address_book_elsewhere(served, "ab.contoso.test")
+    assert (phase.status, phase.reason, phase.cause) == ("fail", "nxdomain", "mapi-http.address-book")
+    assert found["mapi-http.address-book.dns"].reason == "nxdomain"
+    assert verdict_of([phase]).step_id == "mapi-http.address-book.dns"
+    assert [found[f"mapi-http.{s}"].status for s in ("mailbox-logon", "mailbox")] == ["skip", "skip"]
