@@ -169,6 +169,14 @@ REASONS = {
                           "the application event log."),
     "rpc-bind-failed": ("nspi", "The DCE/RPC bind was rejected: check the RPC authentication settings "
                                 "(Outlook Anywhere requires NTLM/Negotiate at packet privacy) and " + _VALID_PORTS),
+    "nspi-error": ("nspi", "The address book answered Check Name with an error (the ErrorCode is in the message): "
+                           "check the Microsoft Exchange Address Book service (over MAPI over HTTP also the "
+                           "MSExchangeMapiAddressBookAppPool), global catalog reachability and the application event "
+                           "log."),
+    "nspi-response-malformed": ("nspi", "The address book's answer could not be read as [MS-OXNSPI] / "
+                                        "[MS-OXCMAPIHTTP] define it: something between the client and the Client "
+                                        "Access server (a proxy, a filter) altered the body, or the server is not "
+                                        "Exchange."),
     "referral-failed": ("referral", "The referral service (RFR) did not return an address book server: check the "
                                     "Microsoft Exchange RPC Client Access and Address Book services."),
     # mailbox-logon
@@ -220,8 +228,9 @@ REASONS = {
     "mapi-http-error": ("mapi-http", "The MAPI over HTTP endpoint answered a transport error (an HTTP status or a "
                                      "non-zero X-ResponseCode): check the /mapi virtual directory "
                                      "(Get-MapiVirtualDirectory, its IISAuthenticationMethods), the "
-                                     "MSExchangeMapiFrontEndAppPool and MSExchangeMapiMailboxAppPool, and that a "
-                                     "reverse proxy passes /mapi with its cookies."),
+                                     "MSExchangeMapiFrontEndAppPool, MSExchangeMapiMailboxAppPool and (for "
+                                     "/mapi/nspi) MSExchangeMapiAddressBookAppPool, and that a reverse proxy passes "
+                                     "/mapi with its cookies."),
     # mailbox: the Inbox and a message, by ROPs after the logon
     "inbox-open-failed": ("mailbox", "RopOpenFolder on the Inbox failed: " + _MAILBOX + " A damaged folder is "
                                      "repaired with New-MailboxRepairRequest -CorruptionType FolderView."),
@@ -239,8 +248,9 @@ REASONS = {
 _AFTER_CONNECT = ("autodiscover", "http-auth", "rpc-proxy", "nspi", "referral", "mapi-http", "mailbox-logon",
                   "mailbox", "ews-auth", "ews")
 ALSO_AT = {
-    "http-401": ("http-auth", "rpc-proxy", "mapi-http", "ews-auth"),
-    "mapi-http-error": ("mailbox-logon", "mailbox"),
+    "http-401": ("http-auth", "rpc-proxy", "mapi-http", "nspi", "ews-auth"),
+    "mapi-http-disabled": ("nspi",),
+    "mapi-http-error": ("nspi", "mailbox-logon", "mailbox"),
     "rop-response-malformed": ("mailbox-logon",),
     "ec-server-busy": ("mailbox",),
     "rpc-fault": ("referral", "mailbox-logon", "mailbox"),

@@ -1,6 +1,6 @@
-"""MAPI/HTTP faults: their answers on the sans-IO endpoint (a lost context, an X-ResponseCode of choice, a 401, a DONE
-held for N PENDING periods; scoping by request type and count), then the spec-built client of tests/support/mapihttp.py
-observing each built-in scenario against a real `mockex serve` with MAPI/HTTP enabled."""
+"""MAPI/HTTP faults: their answers on the sans-IO endpoints (a lost context, an X-ResponseCode of choice, a 401, a DONE
+held for N PENDING periods; scoping by endpoint, request type and count), then the spec-built client of
+tests/support/mapihttp.py observing each built-in scenario against a real `mockex serve` with MAPI/HTTP enabled."""
 from __future__ import annotations
 
 import datetime as dt
@@ -17,9 +17,11 @@ from harness.mailbox.seed import default_seeder
 from harness.mailbox.store import MailboxStore, accounts_of
 from harness.org import load_org, with_config
 from harness.rpc.mapihttp import MapiHttpEmsmdb, MapiRequest
+from harness.rpc.mapihttp_nspi import MapiHttpNspi
 from harness.scenario import load_scenario
 from tests.support import REPO
 from tests.support.mapihttp import MapiHttpClient, connect_body, execute_body, execute_rops, inbox_rop_buffer
+from tests.support.mapihttp_nspi import bind_body, parse_response, resolve_names_body, unbind_body
 from tests.support.servers import mapi_http_org_dir, servers_running
 
 ORG = with_config(load_org(), {"mapi_http": {"Enabled": True}}, "test")
@@ -31,11 +33,13 @@ LOGON = execute_body(inbox_rop_buffer(ALICE_DN, None, []))
 class Endpoint:
     """The sans-IO endpoint with ``faults`` active; the site's cookie keeping done by hand."""
 
-    def __init__(self, *faults) -> None:
+    def __init__(self, *faults, address_book: bool = False) -> None:
         store = MailboxStore(accounts_of(ORG.mailboxes), lambda: dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc),
                              default_seeder({}))
-        self.mapi = MapiHttpEmsmdb(ORG, store, random.Random(1), lambda: 1700000000.0, lambda kind, **f: None,
-                                   FaultSet(faults))
+        self.mapi = (MapiHttpNspi(ORG, "https://mail.contoso.test/mapi/", random.Random(1), lambda: 1700000000.0,
+                                  lambda kind, **f: None, FaultSet(faults)) if address_book else
+                     MapiHttpEmsmdb(ORG, store, random.Random(1), lambda: 1700000000.0, lambda kind, **f: None,
+                                    FaultSet(faults)))
         self.cookies: dict = {}
 
     def post(self, request_type: str, body: bytes = b""):
@@ -80,6 +84,34 @@ def test_request_types_and_codes_are_checked_when_the_fault_is_made():
     assert only_pings.post("PING").response_code == 1
 
 
+def test_at_the_address_book_endpoint_the_faults_answer_its_request_types():
+    """`endpoint: nspi` moves a fault to /mapi/nspi/: by default every request type there but PING, and never an
+    EMSMDB request; an EMSMDB fault leaves the address book alone."""
+    with pytest.raises(FaultParamError, match="request_types"):
+        ResponseCode(endpoint="nspi", request_types=["Execute"])
+    with pytest.raises(FaultParamError, match="endpoint"):
+        ResponseCode(endpoint="emsmdb2")
+    refused_bind = Endpoint(ResponseCode(code=1, endpoint="nspi", request_types=["Bind"], times=1),
+                            address_book=True)
+    answer = refused_bind.post("Bind", bind_body())
+    assert answer.response_code == 1 and b"Unknown failure." in answer.body and not refused_bind.cookies
+    assert parse_response("Bind", refused_bind.post("Bind", bind_body()).chunks[1].partition(b"\r\n\r\n")[2]
+                          ).code == 0                                            # times: 1
+    lost = Endpoint(ContextLost(endpoint="nspi"), address_book=True)
+    assert lost.post("Bind", bind_body()).response_code == 0                     # no context to lose yet
+    assert lost.post("ResolveNames", resolve_names_body(["bob"], [0x39FE001F])).response_code == 10
+    assert lost.post("Unbind", unbind_body()).response_code == 10                # the session is gone
+    assert lost.post("PING").response_code == 10                                 # not a fault: no such context
+    slow = Endpoint(SlowPending(periods=2, period_ms=100, endpoint="nspi"), address_book=True)
+    held = slow.post("Bind", bind_body())
+    assert held.chunks == (b"PROCESSING\r\n",) and held.held.periods == 2
+    assert parse_response("Bind", held.held.finish().partition(b"\r\n\r\n")[2]).code == 0
+    untouched = Endpoint(ResponseCode(code=1, request_types=["Connect", "Execute", "Disconnect", "PING"]),
+                         address_book=True)
+    assert [untouched.post(kind, body).response_code for kind, body in
+            (("Bind", bind_body()), ("PING", b""), ("Unbind", unbind_body()))] == [0, 0, 0]
+
+
 def test_unauthorized_is_a_401_for_the_site_to_challenge():
     endpoint = Endpoint(Unauthorized(skip=1, times=1))
     endpoint.post("Connect", connect_body(ALICE_DN))
@@ -100,10 +132,16 @@ def test_slow_pending_holds_the_done_for_its_periods():
 
 
 def test_every_built_in_mapihttp_scenario_loads_with_an_expectation():
+    """Over RPC/HTTP (MAPI/HTTP off in the built-in org) the analyzer passes; a scenario that turns MAPI/HTTP on
+    expects the MAPI/HTTP probe to fail at the step its fault breaks."""
+    found = {}
     for path in sorted(Path(REPO, "scenarios").glob("mapihttp-*.yaml")):
         scenario = load_scenario(str(path))
         assert scenario.faults and all(f.name.startswith("mapihttp.") for f in scenario.faults)
-        assert scenario.expect["analyzer"] == {"passes": True}
+        mapi_on = ((scenario.config or {}).get("mapi_http") or {}).get("Enabled") is True
+        found[scenario.name] = mapi_on
+        assert (scenario.expect["analyzer"] == {"passes": True}) is not mapi_on, scenario.name
+    assert found["mapihttp-address-book-unavailable"] is True
 
 
 # ---- observed by a client against real servers ----------------------------------------------------------------

@@ -158,8 +158,9 @@ MAPI_HTTP_ON = "name: mapi-http-on\nconfig:\n  mapi_http: {Enabled: true}\nexpec
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian: apt-get install tshark)")
 def test_tshark_decrypts_a_capture_of_a_mapi_http_session(tmp_path):
-    """The probe's MAPI over HTTP session (Connect, Execute x3, Disconnect on /mapi/emsmdb/, chunked
-    PROCESSING/DONE answers): with the key log tshark's HTTP dissector reads every request and answer, and
+    """The probe's MAPI over HTTP session (Connect, Execute x3, Disconnect on /mapi/emsmdb/; Bind, ResolveNames,
+    Unbind on /mapi/nspi/ after the Connect; chunked PROCESSING/DONE answers): with the key log tshark's HTTP
+    dissector reads every request and answer, and
     nothing is malformed. (Wireshark 4.0 has no MAPI/HTTP body dissector: its "MAPI" is the Exchange 5.5 EMSMDB
     over DCE/RPC, so the judge is the HTTP layer.)"""
     from harness.probe.runner import probe
@@ -186,13 +187,20 @@ def test_tshark_decrypts_a_capture_of_a_mapi_http_session(tmp_path):
     authenticated = [kind for kind, line in zip(kinds, lines) if "Cookie: MapiContext=" in line]
     assert kinds[0] == "Connect" and "Connect" not in authenticated   # Connect opens the session: no cookie yet
     assert authenticated == ["Execute"] * 3 + ["Disconnect"]
+    book = subprocess.run(read + ["-Y", 'http.request.uri contains "/mapi/nspi/"', "-T", "fields",
+                                  "-e", "http.request.method", "-e", "http.request.line"],
+                          capture_output=True, text=True, timeout=120).stdout.splitlines()
+    book_kinds = [request_type(line) for line in book]
+    assert book_kinds[0] == "Bind" and [kind for kind, line in zip(book_kinds, book)
+                                        if "Cookie: MapiContext=" in line] == ["ResolveNames", "Unbind"]
     answers = subprocess.run(read + ["-Y", 'http.response and http.content_type == "application/mapi-http"',
                                      "-T", "fields", "-e", "http.response.code", "-e", "http.response.line"],
                              capture_output=True, text=True, timeout=120)
     answered = answers.stdout.splitlines()
-    assert len(answered) == 5 and all(line.startswith("200\t") and "X-ResponseCode: 0" in line
+    assert len(answered) == 8 and all(line.startswith("200\t") and "X-ResponseCode: 0" in line
                                       and "Transfer-Encoding: chunked" in line for line in answered), answers.stdout
-    assert [request_type(line) for line in answered] == ["Connect", "Execute", "Execute", "Execute", "Disconnect"]
+    assert [request_type(line) for line in answered] == ["Connect", "Bind", "ResolveNames", "Unbind", "Execute",
+                                                         "Execute", "Execute", "Disconnect"]
     # the bodies too: the Connect request names the mailbox's legacy DN, each chunked answer is PROCESSING ... DONE
     bodies = subprocess.run(read + ["-Y", 'http.request.line contains "X-RequestType: Connect" and '
                                           'http.file_data contains "/o=Contoso"'], capture_output=True, text=True,
@@ -200,7 +208,7 @@ def test_tshark_decrypts_a_capture_of_a_mapi_http_session(tmp_path):
     assert bodies.stdout.strip(), bodies.stderr
     done = subprocess.run(read + ["-Y", 'http.response and http.file_data contains "PROCESSING\r\nDONE\r\n"'],
                           capture_output=True, text=True, timeout=120)
-    assert len(done.stdout.splitlines()) == 5, done.stdout
+    assert len(done.stdout.splitlines()) == 8, done.stdout
     malformed = subprocess.run(read + ["-Y", "_ws.malformed"], capture_output=True, text=True, timeout=120)
     assert malformed.stdout.strip() == ""
     count = subprocess.run(read + ["-Y", "tls.app_data"], capture_output=True, text=True, timeout=120)

@@ -1,8 +1,10 @@
-"""MAPI over HTTP faults at /mapi/emsmdb/: what an Outlook session meets between its Connect and its Disconnect.
+"""MAPI over HTTP faults: what an Outlook session meets between its Connect and its Disconnect at /mapi/emsmdb/, or
+between its Bind and its Unbind at the address book, /mapi/nspi/ (`endpoint: nspi`).
 
 Scope: `host` is the Host the request came to, `user` the authenticated mailbox's address. `request_types` limits a
-fault to some X-RequestTypes (default Execute); `skip` lets the first N matching requests through, `times` then
-limits it to the next N (default: every one after the skipped).
+fault to some X-RequestTypes of its endpoint (default: Execute at emsmdb, every request type but PING at nspi);
+`skip` lets the first N matching requests through, `times` then limits it to the next N (default: every one after
+the skipped).
 """
 from __future__ import annotations
 
@@ -10,14 +12,22 @@ from typing import Optional
 
 from harness.faults.base import Fault, FaultParamError, Param, register
 from harness.rpc.mapihttp import ERROR_CODES, PENDING_PERIOD_MS, REQUEST_TYPES, MapiHttpFault
+from harness.rpc.mapihttp_nspi import NSPI_REQUEST_TYPES
+
+# each endpoint's request types, and the ones a fault applies to when `request_types` is not given
+ENDPOINT_TYPES = {"emsmdb": REQUEST_TYPES, "nspi": NSPI_REQUEST_TYPES}
+DEFAULT_TYPES = {"emsmdb": ("Execute",), "nspi": tuple(t for t in NSPI_REQUEST_TYPES if t != "PING")}
 
 
 class _MapiHttpFault(Fault):
-    """Answers matching MAPI/HTTP EMSMDB requests with ``answer()``."""
-    default_types = ("Execute",)
+    """Answers matching MAPI/HTTP requests of its endpoint with ``answer()``."""
     params = {
-        "request_types": Param(list, None, "only these X-RequestTypes (Connect, Execute, Disconnect, "
-                                           "NotificationWait, PING); default: Execute", items=str),
+        "endpoint": Param(str, "emsmdb", "the endpoint: emsmdb (/mapi/emsmdb/, the mailbox) or nspi (/mapi/nspi/, "
+                                         "the address book)", choices=tuple(ENDPOINT_TYPES)),
+        "request_types": Param(list, None, "only these X-RequestTypes of the endpoint (emsmdb: Connect, Execute, "
+                                           "Disconnect, NotificationWait, PING; nspi: Bind, Unbind, ResolveNames, "
+                                           "DNToMId, GetProps, QueryRows, ... PING); default: Execute at emsmdb, "
+                                           "every one but PING at nspi", items=str),
         "skip": Param(int, 0, "let the first N matching requests through", minimum=0),
         "times": Param(int, None, "then only the next N matching requests (default: every one)", minimum=1),
     }
@@ -25,23 +35,26 @@ class _MapiHttpFault(Fault):
     @classmethod
     def validate(cls, values):
         result = super().validate(values)
-        unknown = [t for t in result["request_types"] or () if t not in REQUEST_TYPES]
+        endpoint = result["endpoint"]
+        allowed = ENDPOINT_TYPES[endpoint]
+        unknown = [t for t in result["request_types"] or () if t not in allowed]
         if unknown:
-            raise FaultParamError("request_types", f"{unknown[0]!r} is not a MAPI/HTTP EMSMDB request type",
-                                  "allowed: " + ", ".join(REQUEST_TYPES))
+            raise FaultParamError("request_types", f"{unknown[0]!r} is not a MAPI/HTTP {endpoint} request type",
+                                  "allowed: " + ", ".join(allowed))
         return result
 
     def __init__(self, rng=None, **values):
         super().__init__(rng, **values)
-        self.request_types = frozenset(self.values["request_types"] or self.default_types)
+        self.endpoint = self.values["endpoint"]
+        self.request_types = frozenset(self.values["request_types"] or DEFAULT_TYPES[self.endpoint])
         self.skipped = 0
         self.remaining: Optional[int] = self.values["times"]
 
     def answer(self) -> MapiHttpFault:
         raise NotImplementedError
 
-    def on_mapi_http(self, scope, request_type, mailbox):
-        if request_type not in self.request_types:
+    def on_mapi_http(self, scope, endpoint, request_type, mailbox):
+        if endpoint != self.endpoint or request_type not in self.request_types:
             return None
         if self.skipped < self.values["skip"]:
             self.skipped += 1

@@ -19,11 +19,13 @@ EXCHANGE_SCENARIOS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("Mailbox::Logon", "Connect to the mailbox and log on.", ("mailbox-logon",)),
     ("Mailbox::Inbox", "Open the Inbox, list its contents and read a message.", ("mailbox",)),
 )
-# The same over MAPI over HTTP (Test-OutlookConnectivity's MAPI/HTTP probe): no RPC proxy, address book or referral.
+# The same over MAPI over HTTP (Test-OutlookConnectivity's MAPI/HTTP probe): no RPC proxy or referral; the address
+# book is /mapi/nspi, bound right after the Connect.
 MAPI_HTTP_SCENARIOS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     EXCHANGE_SCENARIOS[0],
     ("MapiHttp::Connect", "Connect to the MAPI over HTTP endpoint (/mapi/emsmdb) and authenticate.",
      ("dns", "port", "certificate", "mapi-http")),
+    ("NSPI::GetProfileDetails", "Bind to the address book (/mapi/nspi) and resolve the mailbox.", ("nspi",)),
     *EXCHANGE_SCENARIOS[-2:],
 )
 # Test-WebServicesConnectivity's scenarios for `--test ews` (the same table: its Source column is the CAS too).

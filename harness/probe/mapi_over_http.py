@@ -1,21 +1,23 @@
 """The MAPI over HTTP phase, as Test-OutlookConnectivity's MAPI/HTTP probe runs it, when Autodiscover offers the
 mapiHttp block (or --transport mapi-http asks for it): DNS, port and certificate of the MailStore URL's host,
-Connect to /mapi/emsmdb (authentication, X-ResponseCode), the mailbox logon (Connect's ErrorCode, then Execute
-carrying RopLogon), the Inbox and a message (harness.probe.mailbox, the same ROP buffers as over RPC/HTTP), then
-Disconnect. After the first failure the rest is skipped."""
+Connect to /mapi/emsmdb (authentication, X-ResponseCode), then, as Outlook right after its Connect, the address book
+at the AddressBook URL (/mapi/nspi: Bind, Check Name, Unbind; harness.probe.nspihttp), the mailbox logon (Connect's
+ErrorCode, then Execute carrying RopLogon), the Inbox and a message (harness.probe.mailbox, the same ROP buffers as
+over RPC/HTTP), then Disconnect. After the first failure the rest is skipped."""
 from __future__ import annotations
 
 import random
 from typing import Callable, List, Optional
 from urllib.parse import urlsplit
 
-from harness.probe import mailbox
-from harness.probe.hosts import ProbeContext, check_host
+from harness.probe import mailbox, nspihttp
+from harness.probe.hosts import Connector, ProbeContext, check_host
 from harness.probe.mapihttp import Connected, MapiHttpSession
 from harness.probe.pox import OutlookSettings
 from harness.probe.report import Step, StepFailed, Timed, run_in_order, skip_steps
 
 LATER_STEPS = (("mapi-http.connect", "mapi-http", "MAPI/HTTP Connect"),
+               ("mapi-http.address-book", "nspi", "Address book (NSPI)"),
                ("mapi-http.mailbox-logon", "mailbox-logon", "Mailbox logon"), ("mapi-http.mailbox", "mailbox", "Inbox"))
 
 
@@ -38,6 +40,8 @@ class MapiOverHttp:
         self.target = (parts.path or "/mapi/emsmdb/") + (f"?{parts.query}" if parts.query else "")
         self.phase = Step("mapi-http", f"MAPI over HTTP on {self.host}", None, self.host)
         self.session: Optional[MapiHttpSession] = None
+        self.connector: Optional[Connector] = None
+        self.address_book: Optional[MapiHttpSession] = None
         self._connected: Optional[Connected] = None
         self._logon: Optional[mailbox.Logon] = None
 
@@ -46,11 +50,12 @@ class MapiOverHttp:
             try:
                 self._run()
             finally:
-                if self.session is not None:
-                    try:
-                        self.session.disconnect()
-                    except StepFailed:
-                        pass      # the verdict is already made; a failed goodbye changes nothing
+                for session, goodbye in ((self.address_book, "Unbind"), (self.session, "Disconnect")):
+                    if session is not None:
+                        try:
+                            session.disconnect(goodbye)
+                        except StepFailed:
+                            pass      # the verdict is already made; a failed goodbye changes nothing
             failing = next((c for c in self.phase.children if c.status == "fail"), None)
             if failing is not None and failing.reason:
                 self.phase.fail(failing.reason, failing.message)
@@ -60,13 +65,14 @@ class MapiOverHttp:
         return self.phase
 
     def _run(self) -> None:
-        connector = check_host(self.context, self.phase, self.host, self.port, secure=True)
+        connector = self.connector = check_host(self.context, self.phase, self.host, self.port, secure=True)
         if connector is None:
             skip_steps(self.phase, self.host, LATER_STEPS)
             return
         self.session = MapiHttpSession(connector, self.target, self.context.credentials, self.preferred_scheme,
                                        random.Random(self.rng.getrandbits(64)))
-        checks: List[Callable[[Step], None]] = [self._connect, self._mailbox_logon, self._mailbox]
+        checks: List[Callable[[Step], None]] = [self._connect, self._address_book, self._mailbox_logon,
+                                                 self._mailbox]
         run_in_order(self.phase, self.host, LATER_STEPS, checks)
 
     # ---- the checks ---------------------------------------------------------------------------------------
@@ -84,6 +90,28 @@ class MapiOverHttp:
         step.passed(f"Connect to {self.target.split('?', 1)[0]} answered X-ResponseCode 0 "
                     f"({session.server_application or 'no X-ServerApplication'}; "
                     f"{session.scheme or 'anonymous'})")
+
+    def _address_book(self, step: Step) -> None:
+        """Bind to /mapi/nspi, Check Name (ResolveNames) of the user's own address, Unbind; on its own session (the
+        address book's cookies are its own), over a connection to the AddressBook URL's host."""
+        url = nspihttp.address_book_url(self.url, self.settings.mapi_addressbook_url)
+        parts = urlsplit(url)
+        host, port = parts.hostname or self.host, parts.port or self.context.https_port
+        step.evidence.update(url=url, offered_by_autodiscover=bool(self.settings.mapi_addressbook_url))
+        connector = self.connector
+        if (host.lower(), port) != (self.host.lower(), self.port):
+            connector = check_host(self.context, step, host, port, secure=True)
+            if connector is None:
+                return
+        assert connector is not None
+        target = (parts.path or "/mapi/nspi/") + (f"?{parts.query}" if parts.query else "")
+        book = self.address_book = MapiHttpSession(connector, target, self.context.credentials,
+                                                   self.preferred_scheme, random.Random(self.rng.getrandbits(64)))
+        found = nspihttp.check_name(book, self.settings.email)
+        step.passed(f"bound to the address book; Check Name resolved {self.settings.email} → "
+                    f"{found.display_name or 'an entry'}", display_name=found.display_name,
+                    legacy_dn=found.legacy_dn, smtp_address=found.smtp_address, mid=found.mid,
+                    server_guid=found.server_guid, scheme=book.scheme)
 
     def _mailbox_logon(self, step: Step) -> None:
         connected, session = self._connected, self.session

@@ -1,6 +1,7 @@
 """MAPI over HTTP for the probe ([MS-OXCMAPIHTTP] alone, nothing of the server): POSTs to the MailStore URL
 Autodiscover's mapiHttp block gives, over the probe's own verified connection, with the request types Connect,
-Execute and Disconnect, the MapiContext/MapiSequence cookies, and the chunked PROCESSING/PENDING/DONE answer.
+Execute and Disconnect, the MapiContext/MapiSequence cookies, and the chunked PROCESSING/PENDING/DONE answer. The
+same session class carries the address book's requests to the AddressBook URL (harness.probe.nspihttp).
 A transport failure (HTTP status, X-ResponseCode) becomes a StepFailed; the bodies' ErrorCodes go to the caller."""
 from __future__ import annotations
 
@@ -34,9 +35,14 @@ RESPONSE_CODES = {1: "Unknown Failure", 2: "Invalid Verb", 3: "Invalid Path", 4:
                   16: "Endpoint Disabled", 17: "Invalid Response", 18: "Endpoint Shutting Down"}
 
 
-class _Body:
+class ResponseBody:
+    """Reads a binary response body; RopMalformed when it ends early."""
+
     def __init__(self, data: bytes):
         self.data, self.pos = data, 0
+
+    def u8(self) -> int:
+        return self.take(1)[0]
 
     def u32(self) -> int:
         if self.pos + 4 > len(self.data):
@@ -91,8 +97,8 @@ def split_meta_tags(data: bytes) -> Tuple[Dict[str, str], bytes]:
 
 
 class MapiHttpSession:
-    """One EMSMDB session on one keep-alive connection: NTLM/Negotiate authenticate it on the first request
-    (Connect), Basic goes with every request."""
+    """One session (EMSMDB, or the address book's) on one keep-alive connection: NTLM/Negotiate authenticate it on
+    the first request (Connect, Bind), Basic goes with every request."""
 
     def __init__(self, connector: Connector, target: str, credentials: Credentials, preferred: Optional[str],
                  rng: random.Random):
@@ -105,6 +111,11 @@ class MapiHttpSession:
         self.server_application = ""
         self.requests = 0
         self._conn: Optional[HttpConnection] = None
+
+    @property
+    def path(self) -> str:
+        """The endpoint's path, as failures name it (/mapi/emsmdb/, /mapi/nspi/)."""
+        return self.target.split("?", 1)[0]
 
     def _headers(self, request_type: str) -> List[Tuple[str, str]]:
         self.requests += 1
@@ -125,7 +136,7 @@ class MapiHttpSession:
             if anonymous.status == 401:
                 self.scheme = choose_scheme(self.offered, self.preferred)
                 if self.scheme is None:
-                    raise StepFailed("http-401", f"/mapi/emsmdb offers no scheme the client speaks "
+                    raise StepFailed("http-401", f"{self.path} offers no scheme the client speaks "
                                                  f"({', '.join(self.offered) or 'none'})", offered=self.offered)
                 response = authenticated(self._conn, "POST", self.target, headers, body, self.credentials,
                                          self.scheme)
@@ -144,31 +155,32 @@ class MapiHttpSession:
             name, _, rest = value.partition("=")
             self.cookies[name.strip()] = rest.split(";", 1)[0]
         if response.status == 401:
-            raise StepFailed("http-401", f"401 Unauthorized with {self.scheme}: /mapi/emsmdb rejected the "
+            raise StepFailed("http-401", f"401 Unauthorized with {self.scheme}: {self.path} rejected the "
                                          f"credentials", status=401, offered=self.offered)
+        sent = f"{request_type} to {self.path}"
         if response.status != 200:
-            raise StepFailed("mapi-http-error", f"{request_type} answered HTTP {response.status} {response.reason}",
+            raise StepFailed("mapi-http-error", f"{sent} answered HTTP {response.status} {response.reason}",
                              status=response.status)
         code_text = response.header("X-ResponseCode")
         if code_text is None or not code_text.strip().isdigit():
-            raise StepFailed("mapi-http-error", f"{request_type} answered without an X-ResponseCode",
+            raise StepFailed("mapi-http-error", f"{sent} answered without an X-ResponseCode",
                              content_type=response.header("Content-Type"))
         code = int(code_text)
         if code:
             what = RESPONSE_CODES.get(code, "unknown")
             raise StepFailed("mapi-http-disabled" if code == ENDPOINT_DISABLED else "mapi-http-error",
-                             f"{request_type} answered X-ResponseCode {code} ({what})", response_code=code,
+                             f"{sent} answered X-ResponseCode {code} ({what})", response_code=code,
                              request_type=request_type)
         try:
             _done, body = split_meta_tags(response.body)
         except RopMalformed as exc:
-            raise StepFailed("mapi-http-error", f"{request_type}: {exc}")
+            raise StepFailed("mapi-http-error", f"{sent}: {exc}")
         return body
 
     # ---- the request types ----------------------------------------------------------------------------------
     def connect(self, user_dn: str) -> Connected:
         body = user_dn.encode("ascii") + b"\x00" + struct.pack("<LLLLL", 0, 1252, 0x409, 0x409, 0)
-        reader = _Body(self.post("Connect", body))
+        reader = ResponseBody(self.post("Connect", body))
         try:
             _status, error_code = reader.u32(), reader.u32()
             if error_code:
@@ -185,19 +197,27 @@ class MapiHttpSession:
         rgb_in = wrap(payload)
         body = (struct.pack("<LL", NO_COMPRESSION | NO_XOR_MAGIC, len(rgb_in)) + rgb_in
                 + struct.pack("<LL", MAX_OUT, 0))
-        reader = _Body(self.post("Execute", body))
+        reader = ResponseBody(self.post("Execute", body))
         _status, error_code, _flags = reader.u32(), reader.u32(), reader.u32()
         if error_code:
             raise CallFailed("Execute", error_code)
         payloads = unwrap(reader.take(reader.u32()))
         return payloads[0]
 
-    def disconnect(self) -> None:
+    @property
+    def has_context(self) -> bool:
+        """A session context is open (the MapiContext cookie is set and not yet expired)."""
+        return self._conn is not None and bool(self.cookies.get("MapiContext"))
+
+    def disconnect(self, request_type: str = "Disconnect") -> None:
+        """End the session with ``request_type`` (Disconnect, the address book's Unbind) when it has a context;
+        the connection is closed in any case."""
         if self._conn is None:
             return
         try:
-            if "MapiContext" in self.cookies and self.cookies["MapiContext"]:
-                self.post("Disconnect", struct.pack("<L", 0))
+            if self.has_context:
+                self.post(request_type, struct.pack("<LL", 0, 0) if request_type == "Unbind"
+                          else struct.pack("<L", 0))
         finally:
             self._conn.close()
             self._conn = None

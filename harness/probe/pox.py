@@ -43,6 +43,7 @@ class OutlookSettings:
     server_version: str = ""  # EXCH ServerVersion (hex): the mailbox's home server build
     ews_url: str = ""         # EXPR EwsUrl (else EXCH's): where the EWS test goes
     mapi_mailstore_url: str = ""  # mapiHttp MailStore ExternalUrl (https://<host>/mapi/emsmdb/?MailboxId=...)
+    mapi_addressbook_url: str = ""  # mapiHttp AddressBook ExternalUrl (https://<host>/mapi/nspi/?MailboxId=...)
 
     @property
     def home_major(self) -> Optional[int]:
@@ -104,6 +105,7 @@ def parse_response(body: bytes, email: str) -> Answer:
     mapi = next((p for p in account.findall(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol") if p.get("Type") == "mapiHttp"),
                 None)
     store = mapi.find(f"{{{OUTLOOK_RESPONSE_NS}}}MailStore") if mapi is not None else None
+    book = mapi.find(f"{{{OUTLOOK_RESPONSE_NS}}}AddressBook") if mapi is not None else None
     # a client that speaks MAPI over HTTP needs no Outlook Anywhere provider when the MailStore URL is there
     if (expr is None or not child_text(expr, OUTLOOK_RESPONSE_NS, "Server")) and (
             store is None or not child_text(store, OUTLOOK_RESPONSE_NS, "ExternalUrl")):
@@ -120,7 +122,8 @@ def parse_response(body: bytes, email: str) -> Answer:
         mdb_dn=text(exch, "MdbDN"), proxy_host=text(expr, "Server"), ssl=text(expr, "SSL").lower() != "off",
         auth_package=text(expr, "AuthPackage") or "Basic", cert_principal_name=text(expr, "CertPrincipalName"),
         server_version=text(exch, "ServerVersion"), ews_url=text(expr, "EwsUrl") or text(exch, "EwsUrl"),
-        mapi_mailstore_url=text(store, "ExternalUrl") or text(store, "InternalUrl"))
+        mapi_mailstore_url=text(store, "ExternalUrl") or text(store, "InternalUrl"),
+        mapi_addressbook_url=text(book, "ExternalUrl") or text(book, "InternalUrl"))
 
 
 def _required(account, tag: str) -> str:

@@ -91,8 +91,9 @@ class MapiHttpFault:
 
 
 @hookspec(fires_in="rpc/mapihttp.py",
-          means="a MAPI/HTTP request answered otherwise: an X-ResponseCode, a lost context, a 401, a slow DONE")
-def mapi_http_hook(request_type: str, mailbox: Mailbox) -> MapiHttpFault: ...
+          means="a MAPI/HTTP request (endpoint emsmdb or nspi) answered otherwise: an X-ResponseCode, a lost "
+                "context, a 401, a slow DONE")
+def mapi_http_hook(endpoint: str, request_type: str, mailbox: Mailbox) -> MapiHttpFault: ...
 
 
 @dataclass
@@ -172,10 +173,12 @@ class BodyReader:
 
 
 class MapiHttpEndpoint:
-    """What both endpoints share: the request checks, the session context and sequence cookies, the chunked
-    PROCESSING/DONE success and the HTML error page. ``path`` scopes the cookies; ``request_types`` are the
-    endpoint's own; ``opening`` is the request type that creates a session (Connect, Bind)."""
+    """What both endpoints share: the request checks, the ``mapi_http`` faults, the session context and sequence
+    cookies, the chunked PROCESSING/DONE success and the HTML error page. ``path`` scopes the cookies; ``name`` is
+    the endpoint as faults name it; ``request_types`` are the endpoint's own; ``opening`` is the request type that
+    creates a session (Connect, Bind). A subclass answers a request in ``_answer``."""
     path = ""
+    name = ""
     request_types: Tuple[str, ...] = ()
     opening = ""
 
@@ -183,6 +186,24 @@ class MapiHttpEndpoint:
                  faults: Optional[FaultSet] = None):
         self.org, self.rng, self.clock, self.record, self.faults = org, rng, clock, record, faults
         self.sessions: Dict[str, MapiSession] = {}
+
+    def handle(self, request: MapiRequest) -> MapiHttpAnswer:
+        start = self.clock()
+        refused, kind = self._precheck(request)
+        if refused is not None:
+            return refused
+        fault = self._fault(request, kind)
+        if fault is not None and fault.unauthorized:
+            return MapiHttpAnswer(0, kind, [], http_status=401)
+        if fault is not None and fault.response_code:
+            return self._error(request, fault.response_code)
+        try:
+            return self._slowed(request, start, self._answer(request, kind, start, fault), fault)
+        except BadBody:
+            return self._error(request, INVALID_REQUEST_BODY)
+
+    def _answer(self, request: MapiRequest, kind: str, start: float, fault: Optional[MapiHttpFault]) -> MapiHttpAnswer:
+        raise NotImplementedError
 
     def _ctx(self, request: MapiRequest, association: Dict) -> CallContext:
         # MAPI/HTTP runs over TLS only: the connection is as private as RPC at packet privacy
@@ -265,7 +286,14 @@ class MapiHttpEndpoint:
         if self.faults is None or not self.faults.has(mapi_http_hook):
             return None
         host = (request.header("host") or "").rsplit(":", 1)[0].lower() or None
-        return self.faults.first(mapi_http_hook, Scope(host=host, user=request.mailbox.email), kind, request.mailbox)
+        return self.faults.first(mapi_http_hook, Scope(host=host, user=request.mailbox.email), self.name, kind,
+                                 request.mailbox)
+
+    def _forget(self, request: MapiRequest, context: str) -> MapiHttpAnswer:
+        """A ``forget_context`` fault: the session goes, as in an application pool recycle (every later request
+        with that MapiContext gets 10 too)."""
+        del self.sessions[context]
+        return self._error(request, CONTEXT_NOT_FOUND)
 
     def _slowed(self, request: MapiRequest, start: float, answer: MapiHttpAnswer,
                 fault: Optional[MapiHttpFault]) -> MapiHttpAnswer:
@@ -288,6 +316,7 @@ class MapiHttpEndpoint:
 class MapiHttpEmsmdb(MapiHttpEndpoint):
     """The /mapi/emsmdb/ endpoint: sessions by MapiContext, each with its EMSMDB session."""
     path = "/mapi/emsmdb"
+    name = "emsmdb"
     request_types = REQUEST_TYPES
     opening = "Connect"
 
@@ -296,21 +325,6 @@ class MapiHttpEmsmdb(MapiHttpEndpoint):
         super().__init__(org, rng, clock, record, faults)
         self.emsmdb = Emsmdb(org, store=store, clock=clock)
 
-    def handle(self, request: MapiRequest) -> MapiHttpAnswer:
-        start = self.clock()
-        refused, kind = self._precheck(request)
-        if refused is not None:
-            return refused
-        fault = self._fault(request, kind)
-        if fault is not None and fault.unauthorized:
-            return MapiHttpAnswer(0, kind, [], http_status=401)
-        if fault is not None and fault.response_code:
-            return self._error(request, fault.response_code)
-        try:
-            return self._slowed(request, start, self._answer(request, kind, start, fault), fault)
-        except BadBody:
-            return self._error(request, INVALID_REQUEST_BODY)
-
     def _answer(self, request: MapiRequest, kind: str, start: float, fault: Optional[MapiHttpFault]) -> MapiHttpAnswer:
         if kind == "Connect":
             return self._connect(request, start)
@@ -318,8 +332,7 @@ class MapiHttpEmsmdb(MapiHttpEndpoint):
         if refused is not None or session is None:
             return refused  # type: ignore[return-value]
         if fault is not None and fault.forget_context:
-            del self.sessions[context]     # as an application pool recycle: every later request gets 10 too
-            return self._error(request, CONTEXT_NOT_FOUND)
+            return self._forget(request, context)
         if kind == "Execute":
             return self._execute(request, session, start)
         if kind == "Disconnect":

@@ -7,8 +7,8 @@ QueryRows, ResolveNames, DNToMId, GetProps, GetMatches, GetPropList, QueryColumn
 UpdateStat, GetMailboxUrl, GetAddressBookUrl, PING (SeekEntries, GetTemplateInfo, ModLinkAtt and the named-property
 requests are not served yet: X-ResponseCode 5). Every request after Bind but
 PING must present the latest MapiSequence (else X-ResponseCode 15) and gets a new one. The shared plumbing
-(headers, cookies, PROCESSING/DONE, error pages) is harness.rpc.mapihttp.MapiHttpEndpoint; the bodies are
-harness.rpc.nspi.httpwire.
+(headers, cookies, PROCESSING/DONE, error pages, the ``mapi_http`` faults, asked with endpoint "nspi") is
+harness.rpc.mapihttp.MapiHttpEndpoint; the bodies are harness.rpc.nspi.httpwire.
 """
 from __future__ import annotations
 
@@ -21,14 +21,7 @@ import harness.rpc.nspi.httpwire as httpwire
 from harness.hooks import FaultSet
 from harness.org import Mailbox, Org
 from harness.rpc.base import CallContext
-from harness.rpc.mapihttp import (
-    INVALID_REQUEST_BODY,
-    BadBody,
-    MapiHttpAnswer,
-    MapiHttpEndpoint,
-    MapiRequest,
-    MapiSession,
-)
+from harness.rpc.mapihttp import MapiHttpAnswer, MapiHttpEndpoint, MapiHttpFault, MapiRequest, MapiSession
 from harness.rpc.nspi.errors import NOT_FOUND, SUCCESS, UNBIND_SUCCESS, NspiError
 from harness.rpc.nspi.server import Nspi, NspiSession
 from harness.rpc.nspi.stat import Stat
@@ -43,6 +36,7 @@ class MapiHttpNspi(MapiHttpEndpoint):
     """The /mapi/nspi/ endpoint: sessions by MapiContext, each with its NSPI session (the Bind's code page).
     ``mapi_url`` is the site's MAPI base (https://<host>/mapi/), as Autodiscover's mapiHttp block gives it."""
     path = "/mapi/nspi"
+    name = "nspi"
     request_types = NSPI_REQUEST_TYPES
     opening = "Bind"
 
@@ -52,27 +46,21 @@ class MapiHttpNspi(MapiHttpEndpoint):
         self.mapi_url = mapi_url
         self.nspi = nspi or Nspi(org)
 
-    def handle(self, request: MapiRequest) -> MapiHttpAnswer:
-        start = self.clock()
-        refused, kind = self._precheck(request)
-        if refused is not None:
-            return refused
-        try:
-            parsed = httpwire.parse_request(kind, request.body) if kind != "PING" else None
-            if kind == "Bind":
-                return self._bind(request, parsed, start)  # type: ignore[arg-type]
-            refused, context, session = self._find_session(request, check_sequence=kind != "PING")
-            if refused is not None or session is None:
-                return refused  # type: ignore[return-value]
-            if kind == "PING":
-                return self._done(request, start, b"", [])
-            if kind == "Unbind":
-                return self._done(request, start, httpwire.code_response(UNBIND_SUCCESS),
-                                  self._close_cookies(context))
-            body, code = self._call(kind, parsed, session, self._ctx(request, session.association))  # type: ignore
-            return self._done(request, start, body, self._next_sequence(session), code)
-        except BadBody:
-            return self._error(request, INVALID_REQUEST_BODY)
+    def _answer(self, request: MapiRequest, kind: str, start: float, fault: Optional[MapiHttpFault]) -> MapiHttpAnswer:
+        parsed = httpwire.parse_request(kind, request.body) if kind != "PING" else None
+        if kind == "Bind":
+            return self._bind(request, parsed, start)  # type: ignore[arg-type]
+        refused, context, session = self._find_session(request, check_sequence=kind != "PING")
+        if refused is not None or session is None:
+            return refused  # type: ignore[return-value]
+        if fault is not None and fault.forget_context:
+            return self._forget(request, context)
+        if kind == "PING":
+            return self._done(request, start, b"", [])
+        if kind == "Unbind":
+            return self._done(request, start, httpwire.code_response(UNBIND_SUCCESS), self._close_cookies(context))
+        body, code = self._call(kind, parsed, session, self._ctx(request, session.association))  # type: ignore
+        return self._done(request, start, body, self._next_sequence(session), code)
 
     def _bind(self, request: MapiRequest, parsed: httpwire.AbRequest, start: float) -> MapiHttpAnswer:
         codepage = parsed.stat.CodePage if parsed.stat is not None else ndr.CP_TELETEX
