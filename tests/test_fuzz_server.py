@@ -1,6 +1,6 @@
 """The fuzz run's link to its mock (harness/fuzz/server.py), against canned peers: the kept-alive control connection
-(reused, opened again when the server closes it, errors told apart) and the transcript reader (skipping what came
-before a run without parsing it, never losing a line being written)."""
+(reused, opened again when the server closes it, errors told apart), the transcript reader (skipping what came
+before a run without parsing it, never losing a line being written), and the thread an in-process client runs on."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from typing import List
 import pytest
 
 from harness.control.ctl import CtlError
+from harness.fuzz.engine import ClientThread
 from harness.fuzz.server import FuzzServer, KeptAlive
 
 
@@ -111,3 +112,22 @@ def test_events_before_a_run_are_skipped_and_a_line_being_written_waits_for_its_
         assert [e["kind"] for e in server.new_events()] == ["tls"]
     finally:
         server._transcript.close()
+
+
+def test_an_in_process_client_runs_on_one_thread_until_it_hangs_then_on_a_new_one() -> None:
+    runner, threads, release = ClientThread(), {}, threading.Event()
+
+    def on(label: str, then=lambda: None):
+        return lambda: threads.__setitem__(label, threading.current_thread()) or then()
+    try:
+        assert runner.run(on("first"), 10) and runner.run(on("second"), 10)
+        assert threads["first"] is threads["second"] is not threading.current_thread()
+        assert not runner.run(on("hung", lambda: release.wait(30)), 0.05), "a call that has not returned is a hang"
+        assert runner.run(on("after"), 10), "the call after a hang does not wait behind it"
+        assert threads["after"] is not threads["first"]
+    finally:
+        release.set()
+        runner.close()
+    for label in ("first", "after"):
+        threads[label].join(10)
+        assert not threads[label].is_alive(), "the hung thread ends once its call returns; close ends the other"
