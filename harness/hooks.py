@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
+import weakref
 from dataclasses import dataclass
 from typing import (
     Any,
@@ -129,8 +130,16 @@ class Provider(Protocol):
 
 
 def provided_hooks(cls: type) -> List[str]:
-    """The hook names ``cls`` answers, from its ``on_<name>`` methods."""
-    return [attr[len(PREFIX):] for attr in dir(cls) if attr.startswith(PREFIX) and callable(getattr(cls, attr))]
+    """The hook names ``cls`` answers, from its ``on_<name>`` methods (read once per class: a fuzz run builds its
+    faults anew for every example, and ``dir`` lists every attribute)."""
+    found = _PROVIDED.get(cls)
+    if found is None:
+        found = _PROVIDED[cls] = tuple(attr[len(PREFIX):] for attr in dir(cls)
+                                       if attr.startswith(PREFIX) and callable(getattr(cls, attr)))
+    return list(found)
+
+
+_PROVIDED: "weakref.WeakKeyDictionary[type, Tuple[str, ...]]" = weakref.WeakKeyDictionary()
 
 
 def check_provider(cls: type, known: Optional[Dict[str, Hook[Any, Any]]] = None) -> None:

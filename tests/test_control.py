@@ -214,3 +214,28 @@ def test_an_inline_scenario_applies_replaces_by_name_and_is_checked_as_a_file_is
     assert len(server.faults) == 1, "a refused apply changes nothing"
     mixed = call(api, "POST", "/apply", json.dumps({"scenario": "x", "faults": []}).encode())
     assert mixed.status == 400
+
+
+def test_inline_faults_are_checked_once_but_built_anew_and_a_wrong_one_is_refused_every_time(monkeypatch):
+    import harness.scenario as scenario_module
+    checked = []
+    real_check = scenario_module._fault_spec
+    monkeypatch.setattr(scenario_module, "_fault_spec", lambda item, *rest: checked.append(item) or
+                        real_check(item, *rest))
+    server = fake_server()
+    api = ControlApi(server, "t0ken", Clock())
+    busy = {"mailbox.server-busy": {"backoff_ms": 10}}
+    assert call(api, "POST", "/apply", json.dumps({"name": "example", "faults": [busy]}).encode()).status == 200
+    first = list(server.faults)
+    assert call(api, "POST", "/apply", json.dumps({"name": "example", "faults": [busy]}).encode()).status == 200
+    assert checked == [busy], "the second apply of the same fault is not checked again"
+    assert [f.describe() for f in server.faults] == ["mailbox.server-busy(backoff_ms=10)"]
+    assert server.faults._providers[0] is not first[0], "each apply builds its own fault (a fault keeps state)"
+    for body, field in (({"name": "", "faults": [busy]}, "name"),
+                        ({"name": "example", "faults": [busy, {"mailbox.server-busy": {"backoff_ms": -1}}]},
+                         "faults[1].mailbox.server-busy.backoff_ms")):
+        for _ in range(2):
+            refused = call(api, "POST", "/apply", json.dumps(body).encode())
+            assert refused.status == 400 and json.loads(refused.body)["errors"][0]["field"] == field
+    info = json.loads(call(api, "GET", "/info").body)
+    assert info["faults"] == ["mailbox.server-busy(backoff_ms=10)"] == info["applied"][0]["faults"]

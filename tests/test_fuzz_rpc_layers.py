@@ -1,7 +1,7 @@
 """The Outlook Anywhere fuzz layers (ntlm, rts, dcerpc, nspi): their faults change exactly what they say in the
 messages the protocol cores build, refuse parameters that could not be sent, every drawn example loads as a
-scenario; and a fragile NTLM client is found, shrunk to the one AV pair it cannot do without and reproduced from the
-saved scenario."""
+scenario; a fragile NTLM client is found, shrunk to the one AV pair it cannot do without and reproduced from the
+saved scenario, and so is a fragile RPC over HTTP client, shrunk to the CONN/C2 receive window it divides by."""
 from __future__ import annotations
 
 import base64
@@ -26,6 +26,7 @@ from harness.protocols import rts
 from harness.protocols.ntlm import NTLMAcceptor, ServerIdentity
 from harness.rpc.nspi.values import PT_ERROR, PT_LONG, PT_UNICODE, error_cell
 from harness.scenario import inline_scenario
+from tests.support.rpchttp import RawChannel, conn_a1, conn_b1
 
 ORG = load_org()
 IDENTITY = ServerIdentity.for_org(ORG)
@@ -173,6 +174,55 @@ def test_a_fragile_ntlm_client_is_found_shrunk_to_the_missing_pair_and_reproduce
     assert finding.verdict.oracle == "crash" and "KeyError" in finding.verdict.signature
     assert finding.faults == [expected]
     verdict, _run = replay(finding.path, fragile_ntlm, FuzzOptions(expected_errors=clean))
+    assert verdict is not None and verdict.signature == finding.verdict.signature
+
+
+# ---- a fragile RPC over HTTP client (the rts layer) ---------------------------------------------------------------
+STUB_SIZE = 4096   # the request the fragile client means to send, split by the IN channel's window
+
+
+def fragile_rts(served) -> None:
+    """Opens a virtual connection as impacket orders it (OUT channel and CONN/A1, IN channel and CONN/B1, CONN/A3 and
+    CONN/C2 back on OUT), reads CONN/C2's commands by type (so a missing, extra or reordered one is a clean error),
+    then splits its first request into fragments of a quarter of the IN channel's receive window as if the window
+    were never below 4 bytes (MS-RPCH sets no lower bound): a ZeroDivisionError when it is."""
+    vc, out_cookie, in_cookie, group = (random.Random(1).randbytes(16) for _ in range(4))
+    channels: list = []
+    try:
+        login = (served.host, served.ca_file)
+        out = RawChannel(*login, "RPC_OUT_DATA", served.username, served.password, port=int(served.https_port))
+        channels.append(out)
+        out.send(conn_a1(vc, out_cookie))
+        head = out.head()
+        if not head.startswith(b"HTTP/1.1 200 "):
+            raise ValueError(f"the OUT channel was refused: {head[:40]!r}")
+        rts.decode(out.read_pdu())   # CONN/A3: nothing in it is needed
+        inbound = RawChannel(*login, "RPC_IN_DATA", served.username, served.password, port=int(served.https_port))
+        channels.append(inbound)
+        inbound.send(conn_b1(vc, in_cookie, group))
+        c2 = rts.decode(out.read_pdu())
+    except AssertionError as exc:   # RawChannel's word for a connection that ended or answered otherwise
+        raise ValueError(str(exc)) from None
+    finally:
+        for channel in channels:
+            channel.close()
+    window = c2.first(rts.ReceiveWindowSize)
+    if window is None:
+        raise ValueError(f"{c2.name} without a ReceiveWindowSize")
+    fragments = -(-STUB_SIZE // (window.size // 4))   # BUG: a window under 4 bytes divides by zero
+    assert fragments >= 1
+
+
+def test_a_fragile_rts_client_is_found_shrunk_to_the_receive_window_and_reproduced(tmp_path) -> None:
+    expected = {"fault": "rpc.rts-mutate", "params": {"pdu": "CONN/C2", "receive_window": 0}}
+    clean = (OSError, ValueError)
+    report = fuzz_client(fragile_rts, layers=["rts"], max_examples=60, seed=1, timeout=10, max_findings=1,
+                         expected_errors=clean, save_failures=str(tmp_path))
+    assert len(report.findings) == 1, [f.describe() for f in report.findings]
+    finding = report.findings[0]
+    assert finding.verdict.oracle == "crash" and "ZeroDivisionError" in finding.verdict.signature
+    assert finding.faults == [expected]
+    verdict, _run = replay(finding.path, fragile_rts, FuzzOptions(expected_errors=clean))
     assert verdict is not None and verdict.signature == finding.verdict.signature
 
 

@@ -19,13 +19,15 @@ from urllib.parse import parse_qsl
 from twisted.internet import defer
 
 from harness.protocols.http import HttpRequest, HttpResponse
-from harness.scenario import builtin_scenarios, inline_scenario, parse_fault, resolve
+from harness.scenario import FaultSpec, Scenario, builtin_scenarios, inline_scenario, parse_fault, resolve
 from harness.yamlfile import SpecError, SpecErrors
 
 WAIT_DEFAULT = 30.0     # seconds a /events/wait holds when the client names no timeout
 WAIT_MAX = 300.0        # and at most
 MAX_WAITERS = 64        # long polls held at once; more get 503
 EVENTS_LIMIT = 1000     # events one /events answer carries at most (page on with ``after``)
+CHECKED_FAULTS = 1024   # inline faults remembered as checked (by their canonical JSON)
+CHECKED_SIZE = 4096     # a fault longer than this as JSON is checked each time (its key would cost as much)
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,13 @@ class Applied:
     kind: str
     name: str
     faults: list
+    texts: List[str] = field(init=False)   # the faults' describe(), said once (the transcript, the answer, /info)
+
+    def __post_init__(self) -> None:
+        self.texts = [f.describe() for f in self.faults]
 
     def describe(self) -> Dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "name": self.name, "faults": [f.describe() for f in self.faults]}
+        return {"id": self.id, "kind": self.kind, "name": self.name, "faults": list(self.texts)}
 
 
 @dataclass
@@ -151,6 +157,7 @@ class ControlApi:
         self.applied: List[Applied] = []
         self._waiters: List[Tuple[Filter, defer.Deferred, Any]] = []
         self._routes = {(r.method, r.path): r for r in ROUTES}
+        self._checked: Dict[str, FaultSpec] = {}   # canonical JSON of an inline fault -> its checked spec
         server.transcript.listeners.append(self._on_event)
 
     def close(self) -> None:
@@ -219,8 +226,8 @@ class ControlApi:
         replaced = [a for a in self.applied if a.id == entry.id]
         self._set_faults(self._without(replaced) + entry.faults)
         self.applied = kept + [entry]
-        self.server.transcript.record("control", action="apply", id=entry.id, applied=entry.describe()["faults"],
-                                      removed=[f.describe() for a in replaced for f in a.faults])
+        self.server.transcript.record("control", action="apply", id=entry.id, applied=list(entry.texts),
+                                      removed=[text for a in replaced for text in a.texts])
         return {"applied": entry.describe(), "faults": self._active()}
 
     def clear(self, query: list, body: dict) -> Dict[str, Any]:
@@ -235,7 +242,7 @@ class ControlApi:
         self._set_faults(self._without(gone))
         self.applied = [a for a in self.applied if a not in gone]
         self.server.transcript.record("control", action="clear", ids=[a.id for a in gone],
-                                      removed=[f.describe() for a in gone for f in a.faults])
+                                      removed=[text for a in gone for text in a.texts])
         return {"cleared": [a.id for a in gone], "faults": self._active()}
 
     def reset(self, query: list, body: dict) -> Dict[str, Any]:
@@ -271,7 +278,7 @@ class ControlApi:
                                 '{"fault": NAME, "params": {...}}')
         try:
             if "faults" in body:   # a scenario file's content, without the file (no steps, no expect)
-                scenario = inline_scenario(body["name"], body["faults"], "faults")
+                scenario = self._inline(body["name"], body["faults"])
                 entry = Applied(f"scenario:{scenario.name}", "scenario", scenario.name,
                                 scenario.build_faults(seed))
             elif "scenario" in body:
@@ -299,6 +306,24 @@ class ControlApi:
                                     "its own in this run; give it at start (`mockex serve --scenario`)")
         return entry
 
+    def _inline(self, name: Any, faults: Any) -> Scenario:
+        """inline_scenario, each fault checked once: a fuzz run applies an example every few milliseconds, and the
+        same faults come again and again (Hypothesis shrinks by sending them again). Only faults that passed are
+        remembered, so a wrong one gets its messages every time."""
+        keys = [_canonical(item) for item in faults] if isinstance(faults, list) else []
+        known = [self._checked.get(key) for key in keys if key is not None]
+        if not keys or len(known) < len(keys) or None in known:
+            scenario = inline_scenario(name, faults, "faults")
+            for key, spec in zip(keys, scenario.faults):
+                if key is not None and key not in self._checked:
+                    if len(self._checked) >= CHECKED_FAULTS:
+                        self._checked.pop(next(iter(self._checked)))   # the oldest
+                    self._checked[key] = spec
+            return scenario
+        scenario = inline_scenario(name, [], "faults")   # the name checked as ever
+        scenario.faults = [spec for spec in known if spec is not None]
+        return scenario
+
     def _without(self, entries: List[Applied]) -> list:
         gone = {id(f) for a in entries for f in a.faults}
         return [f for f in self.server.faults if id(f) not in gone]
@@ -307,7 +332,8 @@ class ControlApi:
         self.server.faults.replace(faults)
 
     def _active(self) -> List[str]:
-        return [f.describe() for f in self.server.faults]
+        said = {id(f): text for a in self.applied for f, text in zip(a.faults, a.texts)}
+        return [said.get(id(f)) or f.describe() for f in self.server.faults]
 
     @staticmethod
     def _filter(query: List[Tuple[str, str]]) -> Filter:
@@ -347,6 +373,15 @@ class ControlApi:
 
     def _waited(self, event: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         return {"event": event, "last_seq": self.server.transcript.last_seq}
+
+
+def _canonical(item: Any) -> Optional[str]:
+    """A fault as written in an inline scenario, as one string (None: too long to be worth remembering)."""
+    try:
+        text = json.dumps(item, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+    return text if len(text) <= CHECKED_SIZE else None
 
 
 def _number(query: List[Tuple[str, str]], name: str, kind: Callable[[str], Any], default: Any) -> Any:

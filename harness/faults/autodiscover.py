@@ -375,6 +375,9 @@ class SettingError(_SettingsEdit):
 
 
 
+_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")   # all below 32 but tab, LF, CR
+
+
 @register
 class Mutate(_SettingsEdit):
     name = "autodiscover.mutate"
@@ -397,7 +400,7 @@ class Mutate(_SettingsEdit):
             parse_path(result["path"])
         except PathError as exc:
             raise FaultParamError("path", str(exc), "e.g. Account/Protocol[Type=EXPR]/Server") from None
-        if any(ord(c) < 32 and c not in "\t\n\r" for c in result["value"]):
+        if _CONTROL_CHARACTERS.search(result["value"]):
             raise FaultParamError("value", "control characters cannot be sent in XML text")
         return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import threading
 import time
 import traceback
@@ -121,10 +122,14 @@ class Judge:
         self.values = values(endpoints, user, "fuzz", server.state_dir, server.endpoints_path)
         self.words = parse_command(client) if isinstance(client, str) else None
         self.process = ClientProcess()
+        self.thread = ClientThread()
         self.secrets = [u["password"] for u in endpoints["users"]]
 
+    def close(self) -> None:
+        self.thread.close()
+
     def run_once(self) -> Tuple[Optional[Verdict], ClientRun]:
-        self.server.new_events()   # what came before this run is not this run's
+        self.server.skip_events()   # what came before this run is not this run's
         run = self._run_command() if self.words is not None else self._run_callable()
         if run.start_error:
             raise RuntimeError(f"the client could not be started: {run.start_error}")
@@ -142,8 +147,8 @@ class Judge:
         return self.process.run(argv, environment(self.values, self.options.export_ca), self.options.timeout)
 
     def _run_callable(self) -> ClientRun:
-        """The callable in a thread: an exception outside ``expected_errors`` is a crash (its traceback the
-        stderr), a thread still running at the timeout a hang (it is left behind, as a daemon)."""
+        """The callable in the client thread: an exception outside ``expected_errors`` is a crash (its traceback
+        the stderr), a call still running at the timeout a hang (it is left behind, with its thread)."""
         box: Dict[str, Any] = {}
         served = Served(self.values, self.server.endpoints)
 
@@ -156,15 +161,51 @@ class Judge:
                 box["crash"] = traceback.format_exc()
 
         started = time.monotonic()
-        thread = threading.Thread(target=call, daemon=True, name="fuzzed-client")
-        thread.start()
-        thread.join(self.options.timeout)
+        finished = self.thread.run(call, self.options.timeout)
         seconds = time.monotonic() - started
-        if thread.is_alive():
+        if not finished:
             return ClientRun(["<callable>"], None, None, True, "", "", seconds)
         if "crash" in box:
             return ClientRun(["<callable>"], 1, None, False, "", box["crash"], seconds)
         return ClientRun(["<callable>"], 1 if "expected" in box else 0, None, False, "", "", seconds)
+
+
+class ClientThread:
+    """Runs an in-process client example after example in one daemon thread: a new thread per example would cost
+    more than a short client's request (Python's and OpenSSL's per-thread state, made anew). A call still running at
+    its timeout (a hang) is left behind with its thread, and the next call gets a new one."""
+
+    def __init__(self) -> None:
+        self._jobs: Optional["queue.SimpleQueue[Optional[Tuple[Callable[[], None], threading.Event]]]"] = None
+
+    def run(self, call: Callable[[], None], timeout: float) -> bool:
+        """Whether ``call`` (which must not raise) returned within ``timeout`` seconds."""
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=_serve_calls, args=(self._jobs,), daemon=True, name="fuzzed-client").start()
+        done = threading.Event()
+        self._jobs.put((call, done))
+        if done.wait(timeout):
+            return True
+        self.close()   # the hung thread ends when (if ever) its call returns
+        return False
+
+    def close(self) -> None:
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
+
+def _serve_calls(jobs: "queue.SimpleQueue[Optional[Tuple[Callable[[], None], threading.Event]]]") -> None:
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        call, done = job
+        try:
+            call()
+        finally:
+            done.set()
 
 
 def fuzz(client: Union[str, ClientCallable], options: FuzzOptions,
@@ -175,17 +216,20 @@ def fuzz(client: Union[str, ClientCallable], options: FuzzOptions,
         started = time.monotonic()   # the rate is of examples: the mock's start is not counted
         judge = Judge(server, client, options)
         known: set = set()
-        for round_index in range(options.max_findings):
-            budget = options.max_examples - report.examples
-            if budget <= 0:
-                break
-            finding = _one_round(server, judge, options, report, known, budget, round_index, progress)
-            if finding is None:
-                break
-            known.add(finding.verdict.signature)
-            if options.save_failures:
-                finding.path = save_finding(finding, options.save_failures, finding.layers)
-            report.findings.append(finding)
+        try:
+            for round_index in range(options.max_findings):
+                budget = options.max_examples - report.examples
+                if budget <= 0:
+                    break
+                finding = _one_round(server, judge, options, report, known, budget, round_index, progress)
+                if finding is None:
+                    break
+                known.add(finding.verdict.signature)
+                if options.save_failures:
+                    finding.path = save_finding(finding, options.save_failures, finding.layers)
+                report.findings.append(finding)
+        finally:
+            judge.close()
         server.clear()
         report.seconds = time.monotonic() - started
     return report
@@ -195,9 +239,12 @@ def _one_round(server: FuzzServer, judge: Judge, options: FuzzOptions, report: F
                round_index: int, progress: Optional[Callable[[FuzzReport], None]]) -> Optional[Finding]:
     last: Dict[str, _Found] = {}
 
+    # No deadline: a client run takes what it takes (a hang has its own timeout). Of the health checks only too_slow
+    # is off: drawing is slow on a loaded machine (the fuzzer shares it with the mock and the client); the others
+    # catch a strategy that draws badly, which a run should report rather than fuzz with.
     @settings(max_examples=budget, derandomize=options.seed is None, deadline=None, print_blob=False,
               database=DirectoryBasedExampleDatabase(options.database) if options.database else None,
-              suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet, report_multiple_bugs=False,
+              suppress_health_check=[HealthCheck.too_slow], verbosity=Verbosity.quiet, report_multiple_bugs=False,
               phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
     @given(examples(list(options.layers), options.max_faults, server.endpoints["hostnames"]))
     def check(faults: Example) -> None:
@@ -274,4 +321,8 @@ def replay(path: str, client: Union[str, ClientCallable], options: FuzzOptions) 
     """Serve the scenario file ``path`` and run the client once: the verdict (None: no finding) and the run."""
     with FuzzServer(options.org, options.listen, options.seed or 0, https_port=options.https_port) as server:
         server.apply_file(path)
-        return Judge(server, client, options).run_once()
+        judge = Judge(server, client, options)
+        try:
+            return judge.run_once()
+        finally:
+            judge.close()

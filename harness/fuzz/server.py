@@ -2,15 +2,15 @@
 two cores), examples applied to it through the control plane, and the transcript read where it grows."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from harness.control.ctl import Client, CtlError
@@ -37,6 +37,7 @@ class FuzzServer:
         self.control: Optional[Client] = None
         self._transcript: Any = None
         self._partial = b""
+        self._skip_line = False   # the line being written at skip_events() is not the run's either
         self._kept: Optional[KeptAlive] = None
 
     @property
@@ -104,11 +105,21 @@ class FuzzServer:
         assert self.control is not None, "start() first"
         self.control.call("POST", "/clear", {})
 
+    def skip_events(self) -> None:
+        """Pass over the transcript as it is now, without parsing it (what came before a run is not the run's), and
+        over the line being written now when it is done."""
+        data = self._partial + self._transcript.read()
+        self._partial = data[data.rfind(b"\n") + 1:]
+        self._skip_line = bool(self._partial)
+
     def new_events(self) -> List[Dict[str, Any]]:
         """Transcript events recorded since the last call (the file is written unbuffered, one line per event)."""
         data = self._partial + self._transcript.read()
         lines = data.split(b"\n")
         self._partial = lines.pop()
+        if self._skip_line and lines:
+            self._skip_line = False
+            lines.pop(0)
         events = []
         for line in lines:
             try:
@@ -145,44 +156,74 @@ class FuzzServer:
 
 class KeptAlive:
     """One HTTP/1.1 connection to the control API, reused request after request (opened again if the server closed
-    it): a fuzz run applies an example every few milliseconds. A request is sent again once on a connection found
-    closed; that is safe for /apply and /clear, which replace by name."""
+    it): a fuzz run applies an example every few milliseconds. The control API always answers with a Content-Length,
+    so the exchange is written and read here directly (http.client's header parsing would cost more than the
+    request). A request is sent again once on a connection found closed; that is safe for /apply and /clear, which
+    replace by name."""
 
-    def __init__(self, url: str, token: str):
+    def __init__(self, url: str, token: str, timeout: float = 30.0):
         parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        self.connection: Optional[http.client.HTTPConnection] = None
+        self.host, self.port, self.timeout = parts.hostname or "127.0.0.1", parts.port or 80, timeout
+        self.head = (f"Host: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
+                     "Content-Type: application/json\r\n").encode()
+        self.socket: Optional[socket.socket] = None
+        self.reader: Any = None
 
     def post(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
         data = json.dumps(body).encode()
+        request = b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (path.encode(), self.head, len(data), data)
         for attempt in (1, 2):
-            if self.connection is None:
-                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
             try:
-                self.connection.request("POST", path, data, self.headers)
-                response = self.connection.getresponse()
-                answer = response.read()
-            except (OSError, http.client.HTTPException) as exc:
+                if self.socket is None:
+                    self.socket = socket.create_connection((self.host, self.port), self.timeout)
+                    self.reader = self.socket.makefile("rb")
+                self.socket.sendall(request)
+                status, closes, answer = self._answer()
+            except (OSError, ValueError) as exc:
                 self.close()
                 if attempt == 2:
                     raise CtlError(3, f"cannot reach the control API: {exc}") from None
                 continue
-            if response.will_close:
+            if closes:
                 self.close()
-            if response.status != 200:
+            if status != 200:
                 try:
                     detail = json.loads(answer).get("error", "")
                 except ValueError:
                     detail = answer[:200].decode("utf-8", "replace")
-                raise CtlError(2, f"{response.status}: {detail}")
+                raise CtlError(2, f"{status}: {detail}")
             return json.loads(answer)
         raise AssertionError("unreachable")
 
+    def _answer(self) -> Tuple[int, bool, bytes]:
+        """(status, whether the server closes the connection after it, body) of the next answer."""
+        line = self.reader.readline(65537)
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            raise ConnectionError(f"no HTTP answer: {line[:80]!r}")
+        status, length, closes = int(parts[1]), None, parts[0] == b"HTTP/1.0"
+        while True:
+            header = self.reader.readline(65537)
+            if header in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = header.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                closes = b"close" in value.lower()
+        if not header or length is None:
+            raise ConnectionError("the answer ended early, or has no Content-Length")
+        answer = self.reader.read(length)
+        if len(answer) != length:
+            raise ConnectionError("the answer ended early")
+        return status, closes, answer
+
     def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+        if self.socket is not None:
+            self.reader.close()
+            self.socket.close()
+            self.socket = self.reader = None
 
 
 def scenario_document(name: str, faults: List[Dict[str, Any]], **extra: Any) -> Dict[str, Any]:

@@ -57,9 +57,9 @@ def dechunk(body: bytes) -> bytes:
     return b"".join(body[start:end] for start, end, _ in chunk_spans(body))
 
 
-def tls_connect(host: str, ca_file: str, timeout: float = IO_TIMEOUT) -> ssl.SSLSocket:
+def tls_connect(host: str, ca_file: str, timeout: float = IO_TIMEOUT, port: int = 443) -> ssl.SSLSocket:
     context = ssl.create_default_context(cafile=ca_file)
-    raw = socket.create_connection((host, 443), timeout=timeout)
+    raw = socket.create_connection((host, port), timeout=timeout)
     return context.wrap_socket(raw, server_hostname=ORG.mail_host)
 
 
@@ -68,8 +68,9 @@ class RawChannel:
     Basic (one request) or NTLM (401 with a challenge, then the authenticated request), up to `100 Continue`."""
 
     def __init__(self, host: str, ca_file: str, method: str, username: str, password: str, *, auth: str = "basic",
-                 query: str = "EX01:6004", length: Optional[int] = None, timeout: float = IO_TIMEOUT):
-        self.sock = tls_connect(host, ca_file, timeout)
+                 query: str = "EX01:6004", length: Optional[int] = None, timeout: float = IO_TIMEOUT,
+                 port: int = 443):
+        self.sock = tls_connect(host, ca_file, timeout, port)
         self.port = self.sock.getsockname()[1]            # how the transcript's "peer" names this connection
         self.buffer = bytearray()
         self.chunked = False       # the 200 announced a chunked body: read_* de-chunk it
