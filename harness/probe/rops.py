@@ -236,6 +236,8 @@ def parse_response(buffer: RopBuffer, payload: bytes) -> Tuple[List[RopAnswer], 
     if rop_size < 2 or rop_size > len(payload) or (len(payload) - rop_size) % 4:
         raise RopMalformed(f"RopSize {rop_size} does not fit a response of {len(payload)} bytes")
     handles = list(struct.unpack_from(f"<{(len(payload) - rop_size) // 4}L", payload, rop_size))
+    if len(handles) != len(buffer.handles):             # [MS-OXCROPS] 2.2.1: the request's table, slots filled in
+        raise RopMalformed(f"the handle table came back with {len(handles)} handles for {len(buffer.handles)} sent")
     reader = _Reader(payload[2:rop_size])
     answers: List[RopAnswer] = []
     for rop_id, columns in buffer.asked:
