@@ -92,6 +92,10 @@ def test_query_rows_row_count_rows_and_cells() -> None:
     assert [(row["subject"], row["message_class"]) for row in cells["rops"][3]["rows"]] == [(None, "\U0001F600")] * 3
     no_mid = inbox_failure(rop="RopQueryRows", cells=[{"action": "absent", "column": 2}])
     assert no_mid.reason == "inbox-list-failed" and "PidTagMid" in no_mid.message
+    # rows that no longer fit the buffer's u16 RopSize are left out, RowCount following (6 rows of 32 KB asked for)
+    big = [{"action": "text", "column": column, "value": "x" * 8000} for column in (0, 1)]
+    _message, fitting = InProcessSession(RopAnswer(rop="RopQueryRows", rows="duplicate", cells=big)).read_inbox()
+    assert len(fitting["rops"][3]["rows"]) == 1 and fitting["rops"][3]["rows"][0]["subject"] == "x" * 8000
 
 
 def test_handles_truncation_appended_rops_and_header_flags() -> None:
@@ -116,6 +120,7 @@ def test_handles_truncation_appended_rops_and_header_flags() -> None:
 
 def test_parameters_that_could_not_be_sent_are_refused() -> None:
     for params in ({"return_value": 5}, {"rop": "RopNothing"}, {"flags_set": ["zipped"]},
+                   {"rop": "RopQueryRows", "cells": [{"action": "text", "column": 0, "value": "x" * 8001}]},
                    {"rop": "RopQueryRows", "cells": [{"action": "drop", "column": 0}]},
                    {"rop": "RopQueryRows", "row_count": 1 << 16}):
         with pytest.raises(FaultParamError):

@@ -23,6 +23,7 @@ from harness.rpc.emsmdb.ropedit import (
     APPENDED,
     CELL_ACTIONS,
     HEADER_FLAGS,
+    MAX_TEXT,
     REST,
     ROP_IDS,
     ROW_ACTIONS,
@@ -283,8 +284,15 @@ class RopAnswer(RpcScopedFault):
             unknown = set(edit) - {"action", "column", "value"}
             if unknown or edit.get("action") not in CELL_ACTIONS or isinstance(edit.get("column"), bool) \
                     or not isinstance(edit.get("column"), int) or edit["column"] < 0:
-                raise FaultParamError("cells", f"{edit!r} is not a cell edit",
+                raise FaultParamError("cells", f"{edit!r:.60} is not a cell edit",
                                       "{action: " + "|".join(CELL_ACTIONS) + ", column: index, value: ...}")
+            value = edit.get("value")
+            if edit["action"] == "text" and value is not None and (not isinstance(value, str)
+                                                                    or len(value) > MAX_TEXT):
+                raise FaultParamError("cells", f"text {value!r:.40} is not text of at most {MAX_TEXT} characters")
+            if edit["action"] == "error" and value is not None and (isinstance(value, bool) or not isinstance(
+                    value, int) or not 0 <= value < 1 << 32):
+                raise FaultParamError("cells", f"error code {value!r} is not a u32")
         per_rop = ("return_value", "backoff_ms", "output_index", "row_count", "rows", "cells", "truncate")
         if result["rop"] is None and any(result[key] for key in per_rop if result[key] is not None):
             raise FaultParamError("rop", "the ROP whose response is edited is missing", ", ".join(ROP_IDS))

@@ -45,6 +45,9 @@ HEADER_FLAGS = {"compressed": FLAG_COMPRESSED, "xor-magic": FLAG_XOR_MAGIC, "las
 FIXED_SIZES = {0x0002: 2, 0x0003: 4, 0x0004: 4, 0x0005: 8, 0x0006: 8, 0x0007: 8, 0x000A: 4, 0x000B: 1, 0x0014: 8,
                0x0040: 8, 0x0048: 16}
 PT_STRING8, PT_UNICODE, PT_BINARY = 0x001E, 0x001F, 0x0102
+# Bytes of edited RopQueryRows rows at most, so that RopSize (a u16) still covers the buffer with the other ROPs.
+ROWS_BUDGET = 0x8000
+MAX_TEXT = 8000          # characters of a cell's text (16 KB in UTF-16, a row still fits the budget)
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,8 @@ class RopAnswerEdit:
                 rows = [edit_cells(row, columns or [], self.cells) for row in rows] if self.cells else rows
                 rows = {"none": [], "duplicate": [r for r in rows for _ in (0, 1)],
                         "drop-last": rows[:-1]}.get(self.rows or "", rows)
-                count, body = len(rows), b"".join(encode_row(row) for row in rows)
+                encoded = fitting([encode_row(row) for row in rows], ROWS_BUDGET)
+                count, body = len(encoded), b"".join(encoded)
         if self.row_count is not None:
             count = self.row_count
         return head + struct.pack("<H", count & 0xFFFF) + body
@@ -236,6 +240,17 @@ def edit_cells(row: List[Cell], columns: List[int], changes: Tuple[CellChange, .
                 prop_type, b"\x00" * FIXED_SIZES.get(prop_type, 0))
             row[change.column] = (0, empty)
     return row
+
+
+def fitting(rows: List[bytes], budget: int) -> List[bytes]:
+    """The first rows that fit in ``budget`` bytes: a store sends fewer rows than asked when they do not fit."""
+    kept, size = [], 0
+    for row in rows:
+        size += len(row)
+        if size > budget:
+            break
+        kept.append(row)
+    return kept
 
 
 def encode_row(row: List[Cell]) -> bytes:
