@@ -26,7 +26,7 @@ EXPECTED = {
     "rpc_bind_ack": "protocols/dcerpc/association.py",
     "ntlm_challenge": "protocols/httpauth.py, protocols/dcerpc/security.py", "nspi_rows": "rpc/nspi/server.py",
     "rpc_call": "protocols/dcerpc/association.py", "mailbox": "rpc/emsmdb, rpc/nspi",
-    "ews": "services/site.py", "mapi_http": "rpc/mapihttp.py",
+    "ews": "services/site.py", "mapi_http": "rpc/mapihttp.py", "rop_answer": "rpc/emsmdb/server.py",
 }
 
 

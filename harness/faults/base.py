@@ -159,7 +159,8 @@ HOOK_MODULES = ("harness.protocols.tls", "harness.protocols.connection", "harnes
                 "harness.protocols.http", "harness.protocols.httpauth", "harness.protocols.logon",
                 "harness.protocols.autodiscover_answer",
                 "harness.protocols.rpcproxy", "harness.protocols.dcerpc", "harness.rpc.base",
-                "harness.rpc.nspi.values", "harness.protocols.ews", "harness.rpc.mapihttp")
+                "harness.rpc.nspi.values", "harness.protocols.ews", "harness.rpc.mapihttp",
+                "harness.rpc.emsmdb.ropedit")
 
 
 def declared_hooks() -> Dict[str, Hook[Any, Any]]:

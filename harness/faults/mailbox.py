@@ -19,8 +19,21 @@ from harness.rpc.emsmdb import (
     EC_WRONG_SERVER,
     version_text,
 )
+from harness.rpc.emsmdb.ropedit import (
+    APPENDED,
+    CELL_ACTIONS,
+    HEADER_FLAGS,
+    MAX_TEXT,
+    REST,
+    ROP_IDS,
+    ROW_ACTIONS,
+    CellChange,
+    RopAnswerEdit,
+)
 from harness.rpc.nspi import NOT_FOUND
-from harness.rpc.nspi.values import CELL_ACTIONS, RETYPED, ROW_ACTIONS, CellEdit, RowsEdit
+from harness.rpc.nspi.values import CELL_ACTIONS as NSPI_CELL_ACTIONS
+from harness.rpc.nspi.values import RETYPED, CellEdit, RowsEdit
+from harness.rpc.nspi.values import ROW_ACTIONS as NSPI_ROW_ACTIONS
 
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
@@ -178,7 +191,7 @@ class NspiRows(RpcScopedFault):
     params = {"cells": Param(list, None, "edits of every row, in order: {action: drop|error|text|type|duplicate, "
                                          "column: index, value: error code (int), text, or a type: "
                                          + ", ".join(RETYPED) + "}", items=dict),
-              "rows": Param(str, None, "then the row set: none, duplicate, error-row", ROW_ACTIONS),
+              "rows": Param(str, None, "then the row set: none, duplicate, error-row", NSPI_ROW_ACTIONS),
               "operation": Param(str, None, "only query-rows, get-matches or resolve-names (default: all)",
                                  ("query-rows", "get-matches", "resolve-names"))}
 
@@ -203,8 +216,8 @@ def _check_cell_edit(edit: dict) -> None:
     if unknown:
         raise FaultParamError("cells", f"unknown key {sorted(unknown)[0]!r}", "keys: action, column, value")
     action, column, value = edit.get("action"), edit.get("column"), edit.get("value")
-    if action not in CELL_ACTIONS:
-        raise FaultParamError("cells", f"action {action!r} is not allowed", ", ".join(CELL_ACTIONS))
+    if action not in NSPI_CELL_ACTIONS:
+        raise FaultParamError("cells", f"action {action!r} is not allowed", ", ".join(NSPI_CELL_ACTIONS))
     if isinstance(column, bool) or not isinstance(column, int) or column < 0:
         raise FaultParamError("cells", f"column {column!r} is not an index", "0 for the first column asked for")
     if action == "error" and value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -214,3 +227,88 @@ def _check_cell_edit(edit: dict) -> None:
         raise FaultParamError("cells", f"text {value!r:.40} is not text of at most 65535 characters")
     if action == "type" and value not in RETYPED:
         raise FaultParamError("cells", f"type {value!r} is not one of " + ", ".join(RETYPED))
+
+
+@register
+class RopAnswer(RpcScopedFault):
+    name = "mailbox.rop-answer"
+    summary = ("A ROP response buffer comes back odd: one ROP's ReturnValue (or a RopBackoff), a handle index or "
+               "the handle table changed, RopQueryRows' RowCount or rows edited, a response cut, a RopPending or "
+               "RopNotify appended, RPC_HEADER_EXT flags that do not match the payload.")
+    description = ("What a store under load, a proxy in between or another EMSMDB server (OpenChange, gromox) may "
+                   "answer: RopOpenFolder failing with ecNotFound, ecAccessDenied or ecServerBusy and a RopBackoff, "
+                   "an OutputHandleIndex or handle the request did not ask for, a handle table shorter than the "
+                   "request's, a RowCount that does not match the rows, PtypErrorCode or absent values in rows, a "
+                   "notification nobody registered for, the Compressed or XorMagic flag on a plain payload. The edit "
+                   "is made on the ROP buffer both EcDoRpcExt2 (RPC over HTTP) and Execute (MAPI over HTTP) carry "
+                   "(MS-OXCROPS 2.2.1, MS-OXCRPC 2.2.2.1), so the buffer still reaches the client's ROP parser unless "
+                   "the edit is about the framing (`truncate`, `flags_set`, `flags_clear`). The per-ROP edits change "
+                   "the first response to `rop` in a buffer; without `rop` the buffer edits apply to every buffer. "
+                   "The `mockex fuzz --layer emsmdb` strategy draws these.")
+    symptoms = {"mockex probe": "the mailbox step fails (inbox-open-failed, inbox-list-failed, ec-server-busy, "
+                                "rop-response-malformed) naming the ROP",
+                "outlook": "a folder that will not open, an empty or cut view, a retry after the back-off"}
+    params = {
+        "rop": Param(str, None, "the ROP whose response is edited: " + ", ".join(ROP_IDS), tuple(ROP_IDS)),
+        "return_value": Param(int, None, "that ROP's ReturnValue instead (its error form: RopId, handle index, "
+                                         "ReturnValue), e.g. 0x8004010F ecNotFound, 0x80070005 ecAccessDenied",
+                              minimum=1, below=1 << 32),
+        "backoff_ms": Param(int, None, "a RopBackoff with this duration in place of that ROP's response; nothing "
+                                       "after it is answered (MS-OXCROPS 2.2.15.2)", minimum=0, below=1 << 32),
+        "rest": Param(str, "drop", "after a ReturnValue: drop the later responses (the server stopped) or keep "
+                                   "them", REST),
+        "output_index": Param(int, None, "the handle index byte written into that ROP's response", minimum=0,
+                              below=256),
+        "handle_index": Param(int, None, "the handle table slot set to `handle_value`", minimum=0, below=256),
+        "handle_value": Param(int, 0xFFFFFFFF, "the handle written there", minimum=0, below=1 << 32),
+        "handles_dropped": Param(int, 0, "handles removed from the end of the handle table", minimum=0),
+        "row_count": Param(int, None, "RopQueryRows: the RowCount sent, whatever rows follow", minimum=0,
+                           below=1 << 16),
+        "rows": Param(str, None, "RopQueryRows: the rows: none, duplicate (each twice), drop-last", ROW_ACTIONS),
+        "cells": Param(list, None, "RopQueryRows: edits of every row: {action: " + "|".join(CELL_ACTIONS)
+                                   + ", column: index, value: error code or text}", items=dict),
+        "truncate": Param(int, None, "bytes of that ROP's response kept (RopSize follows)", minimum=0),
+        "append": Param(str, None, "a ROP response appended: " + ", ".join(APPENDED), APPENDED),
+        "flags_set": Param(list, None, "RPC_HEADER_EXT flags set without doing what they say: "
+                                       + ", ".join(HEADER_FLAGS), items=str),
+        "flags_clear": Param(list, None, "RPC_HEADER_EXT flags cleared: " + ", ".join(HEADER_FLAGS), items=str)}
+
+    @classmethod
+    def validate(cls, values):
+        result = super().validate(values)
+        for key in ("flags_set", "flags_clear"):
+            for flag in result[key] or ():
+                if flag not in HEADER_FLAGS:
+                    raise FaultParamError(key, f"{flag!r} is not a flag", ", ".join(HEADER_FLAGS))
+        for edit in result["cells"] or ():
+            unknown = set(edit) - {"action", "column", "value"}
+            if unknown or edit.get("action") not in CELL_ACTIONS or isinstance(edit.get("column"), bool) \
+                    or not isinstance(edit.get("column"), int) or edit["column"] < 0:
+                raise FaultParamError("cells", f"{edit!r:.60} is not a cell edit",
+                                      "{action: " + "|".join(CELL_ACTIONS) + ", column: index, value: ...}")
+            value = edit.get("value")
+            if edit["action"] == "text" and value is not None and (not isinstance(value, str)
+                                                                    or len(value) > MAX_TEXT):
+                raise FaultParamError("cells", f"text {value!r:.40} is not text of at most {MAX_TEXT} characters")
+            if edit["action"] == "error" and value is not None and (isinstance(value, bool) or not isinstance(
+                    value, int) or not 0 <= value < 1 << 32):
+                raise FaultParamError("cells", f"error code {value!r} is not a u32")
+        per_rop = ("return_value", "backoff_ms", "output_index", "row_count", "rows", "cells", "truncate")
+        if result["rop"] is None and any(result[key] for key in per_rop if result[key] is not None):
+            raise FaultParamError("rop", "the ROP whose response is edited is missing", ", ".join(ROP_IDS))
+        return result
+
+    def __init__(self, rng=None, **values):
+        super().__init__(rng, **values)
+        v = self.values
+        cells = tuple(CellChange(e["action"], e["column"], e.get("value")) for e in v["cells"] or ())
+
+        def flags(names):
+            return sum(HEADER_FLAGS[name] for name in set(names or ()))
+        self.edit = RopAnswerEdit(ROP_IDS.get(v["rop"]) if v["rop"] else None, v["return_value"], v["backoff_ms"],
+                                  v["rest"], v["output_index"], v["handle_index"], v["handle_value"],
+                                  v["handles_dropped"], v["row_count"], v["rows"], cells, v["truncate"], v["append"],
+                                  flags(v["flags_set"]), flags(v["flags_clear"]))
+
+    def on_rop_answer(self, scope, rop_ids):
+        return self.edit if self.edit.applies(rop_ids) else None

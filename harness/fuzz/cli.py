@@ -25,7 +25,7 @@ Placeholders are those of `mockex run` ({email} {password} {autodiscover_url} {h
 
 
 # The layers harness/fuzz/strategies.py draws for (named here so that building the parser loads no Hypothesis).
-FUZZ_LAYERS = ("autodiscover", "tls", "http", "auth", "ntlm", "rts", "dcerpc", "nspi")
+FUZZ_LAYERS = ("autodiscover", "tls", "http", "auth", "ntlm", "rts", "dcerpc", "nspi", "emsmdb")
 
 
 def add_fuzz_parser(subparsers) -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 from hypothesis import strategies as st
 
 from harness.faults.autodiscover import SETTING_ERROR_CODES
+from harness.fuzz.rop_strategies import ROP_LAYERS
 from harness.fuzz.rpc_strategies import RPC_LAYERS
 from harness.protocols.autodiscover import POX_ERROR_MESSAGES
 from harness.protocols.autodiscover_pages import ERROR_PAGES
@@ -209,7 +210,7 @@ def http_examples(max_faults: int = 3, hostnames: Sequence[str] = TLS_HOSTS) -> 
 
 
 LAYERS = {"autodiscover": autodiscover_examples, "tls": tls_examples, "http": http_examples, "auth": auth_examples,
-          **RPC_LAYERS}
+          **RPC_LAYERS, **ROP_LAYERS}
 
 
 def examples(layers: List[str], max_faults: int = 3,

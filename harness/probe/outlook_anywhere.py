@@ -250,28 +250,17 @@ class OutlookAnywhere:
             connected = emsmdb.parse_connect_response(dce.recv())
         if connected.status:
             raise _store_failure(connected.status, "EcDoConnectEx", "emsmdb-connect-failed")
-        with rpc_failures("mailbox-logon-failed"):
-            dce.call(EC_DO_RPC_EXT2, emsmdb.build_logon_request(connected.cxh, user_dn))
-            logon = emsmdb.parse_logon_response(dce.recv())
-        self._cxh = logon.cxh
-        if logon.status:
-            raise _store_failure(logon.status, "EcDoRpcExt2", "mailbox-logon-failed")
-        if logon.rop_status is None:
-            raise StepFailed("mailbox-logon-failed", "no RopLogon response came back")
-        if logon.rop_status:
-            failure = _store_failure(logon.rop_status, "RopLogon", "mailbox-logon-failed")
-            if logon.server_dn:
-                failure.evidence["server_dn"] = logon.server_dn
-            raise failure
-        self._logon = logon
+        # RopLogon with the probe's own ROP client, as over MAPI/HTTP: the same parser reads both transports' answers
+        self._cxh = connected.cxh
+        logon = self._logon = mailbox.logon(lambda payload: self._execute(payload, "mailbox-logon-failed"), user_dn)
         step.passed(f"connected as {connected.display_name or user_dn} (server "
                     f"{emsmdb.version_text(connected.server_version)}); logon succeeded, mailbox "
                     f"{logon.mailbox_guid}", mailbox_guid=str(logon.mailbox_guid),
                     server_version=emsmdb.version_text(connected.server_version))
 
-    def _execute(self, payload: bytes) -> bytes:
+    def _execute(self, payload: bytes, reason: str = "rpc-fault") -> bytes:
         """One ROP buffer through EcDoRpcExt2 on the logon's session (the stub built by the probe)."""
-        with rpc_failures("rpc-fault"):
+        with rpc_failures(reason):
             self._dce.call(EC_DO_RPC_EXT2, rops.ec_do_rpc_ext2_request(self._cxh, rops.wrap(payload)))
             stub = self._dce.recv()
         code, self._cxh, rgb_out = rops.ec_do_rpc_ext2_response(stub)
@@ -281,8 +270,7 @@ class OutlookAnywhere:
 
     def _mailbox(self, step: Step) -> None:
         try:
-            message, evidence = mailbox.read_inbox(self._execute, self._logon.logon_handle,
-                                                   self._logon.folders["Inbox"])
+            message, evidence = mailbox.read_inbox(self._execute, self._logon.handle, self._logon.folders["Inbox"])
             with rpc_failures("rpc-fault"):
                 self._dce.call(EC_DO_DISCONNECT, emsmdb.build_disconnect_request(self._cxh))
                 self._dce.recv()

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 NAMES = {0xFE: "RopLogon", 0x02: "RopOpenFolder", 0x05: "RopGetContentsTable", 0x12: "RopSetColumns",
          0x15: "RopQueryRows", 0x03: "RopOpenMessage", 0x07: "RopGetPropertiesSpecific", 0xF9: "RopBackoff"}
-ROP_LOGON, ROP_BACKOFF = 0xFE, 0xF9
+ROP_LOGON, ROP_BACKOFF, ROP_PENDING = 0xFE, 0xF9, 0x6E
 LOGON_PRIVATE = 0x01
 OPEN_FLAGS = 0x01000000 | 0x00000004 | 0x00000008    # USE_PER_MDB_REPLID_MAPPING | HOME_LOGON | TAKE_OWNERSHIP
 SPECIAL_FOLDERS = ("Root", "DeferredAction", "SpoolerQueue", "IpmSubtree", "Inbox", "Outbox", "SentItems",
@@ -236,10 +236,12 @@ def parse_response(buffer: RopBuffer, payload: bytes) -> Tuple[List[RopAnswer], 
     if rop_size < 2 or rop_size > len(payload) or (len(payload) - rop_size) % 4:
         raise RopMalformed(f"RopSize {rop_size} does not fit a response of {len(payload)} bytes")
     handles = list(struct.unpack_from(f"<{(len(payload) - rop_size) // 4}L", payload, rop_size))
+    if len(handles) != len(buffer.handles):             # [MS-OXCROPS] 2.2.1: the request's table, slots filled in
+        raise RopMalformed(f"the handle table came back with {len(handles)} handles for {len(buffer.handles)} sent")
     reader = _Reader(payload[2:rop_size])
     answers: List[RopAnswer] = []
     for rop_id, columns in buffer.asked:
-        if reader.pos == len(reader.data):
+        if reader.pos == len(reader.data) or reader.data[reader.pos] == ROP_PENDING:
             break                                        # the server stopped after a failed ROP
         got = reader.u8()
         if got == ROP_BACKOFF:                           # [MS-OXCROPS] 2.2.15.2: the server is busy, nothing else
@@ -275,6 +277,8 @@ def parse_response(buffer: RopBuffer, payload: bytes) -> Tuple[List[RopAnswer], 
             _open_message(reader, answer)
         elif rop_id == 0x07:
             answer.fields["values"] = _row(reader, columns)
+    while reader.data[reader.pos:reader.pos + 1] == bytes([ROP_PENDING]) and reader.pos + 3 <= len(reader.data):
+        reader.take(3)                                   # [MS-OXCROPS] 2.2.14.3: notifications wait (SessionIndex)
     if reader.pos != len(reader.data):
         raise RopMalformed(f"{len(reader.data) - reader.pos} bytes left over in the ROP response")
     return answers, handles

@@ -48,6 +48,7 @@ from harness.rpc.emsmdb.codec import (
     RESPONSE_OWNER_RIGHT,
     RESPONSE_RESERVED,
     RESPONSE_SEND_AS_RIGHT,
+    ROP_BACKOFF,
     ROP_LOGON,
     LogonRequest,
     join_rop_payload,
@@ -97,8 +98,9 @@ from harness.rpc.emsmdb.logon import HANDLERS as LOGON_HANDLERS
 from harness.rpc.emsmdb.messages import HANDLERS as MESSAGE_HANDLERS
 from harness.rpc.emsmdb.notify import HANDLERS as NOTIFY_HANDLERS
 from harness.rpc.emsmdb.notify import notify_rops
+from harness.rpc.emsmdb.ropedit import RopAnswerEdit, RopResponse, rop_answer_hook
 from harness.rpc.emsmdb.rops import HANDLERS as TABLE_HANDLERS
-from harness.rpc.emsmdb.rops import ObjectMap, StoreObject, special_folder_counters
+from harness.rpc.emsmdb.rops import ObjectMap, StoreObject, TableObject, special_folder_counters
 from harness.rpc.emsmdb.rules import HANDLERS as RULE_HANDLERS
 from harness.rpc.emsmdb.tables import HANDLERS as VIEW_HANDLERS
 
@@ -108,6 +110,12 @@ HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS, **NOTIFY_HANDLERS, **VIEW_HAND
 
 
 # ---- server -------------------------------------------------------------------------------------------------
+def _columns(session: "EmsmdbSession", handles: List[int], index: int) -> Optional[List[int]]:
+    """The columns RopSetColumns set on the table at this handle table index (None: no such table)."""
+    table = session.objects.at(handles, index)
+    return table.columns if isinstance(table, TableObject) else None
+
+
 @dataclass
 class EmsmdbSession:
     mailbox: Mailbox                 # the connected user
@@ -232,32 +240,38 @@ class Emsmdb(RpcInterface):
 
     def execute(self, session: EmsmdbSession, rgb_in: bytes, max_out: int, ctx: CallContext) -> Tuple[int, bytes]:
         """The transport-neutral half of EcDoRpcExt2 / MAPI/HTTP Execute: (return value, rgbOut)."""
+        edits: List[RopAnswerEdit] = []
         try:
             payloads = unwrap_rop_buffers(rgb_in)
-            answers = [self._run_rops(payload, session, ctx) for payload in payloads]
+            answers = [self._run_rops(payload, session, ctx, edits) for payload in payloads]
         except ValueError as error:
             ctx.record("emsmdb_rop_format", error=str(error))
             answers, code = [], EC_RPC_FORMAT
         else:
             code = EC_NONE
         rgb_out = wrap_rop_buffers(answers)
+        for edit in edits:
+            rgb_out = edit.edit_framing(rgb_out)
         if len(rgb_out) > max_out:
             rgb_out, code = b"", EC_BUFFER_TOO_SMALL
         return code, rgb_out
 
-    def _run_rops(self, payload: bytes, session: EmsmdbSession, ctx: CallContext) -> bytes:
+    def _run_rops(self, payload: bytes, session: EmsmdbSession, ctx: CallContext,
+                  edits: Optional[List[RopAnswerEdit]] = None) -> bytes:
         rops, handles = split_rop_payload(payload)
-        answer = b""
+        responses: List[RopResponse] = []
         pos = 0
         while pos < len(rops):
-            handler = HANDLERS.get(rops[pos])
+            rop_id, logon_id = rops[pos], rops[pos + 1] if pos + 1 < len(rops) else 0
+            handler = HANDLERS.get(rop_id)
             if handler is not None:
                 response, pos = handler(rops, pos, handles, session.objects)
-                answer += response
+                if response:             # RopRelease answers nothing
+                    responses.append(RopResponse(rop_id, logon_id, response))
                 continue
-            if rops[pos] != ROP_LOGON:   # its request size is not modelled: nothing after it can be read
+            if rop_id != ROP_LOGON:   # its request size is not modelled: nothing after it can be read
                 input_index = rops[pos + 2] if pos + 2 < len(rops) else 0
-                answer += rop_not_supported(rops[pos], input_index)
+                responses.append(RopResponse(rop_id, logon_id, rop_not_supported(rop_id, input_index)))
                 break
             logon, pos = parse_rop_logon(rops, pos)
             if logon.output_handle_index >= len(handles):
@@ -266,11 +280,26 @@ class Emsmdb(RpcInterface):
             refusal = mailbox_fault(ctx, "logon", target, MailboxCall(logon.essdn, session.client_version,
                                                                      ctx.auth_level))
             if refusal is not None and refusal.code == EC_SERVER_BUSY:
-                answer += self._backoff(logon, refusal.backoff_ms, session, ctx)
+                responses.append(RopResponse(ROP_BACKOFF, logon.logon_id,
+                                             self._backoff(logon, refusal.backoff_ms, session, ctx)))
                 break                    # the delayed ROP and all after it get no response
-            answer += self._logon(logon, target, handles, session, ctx, refusal)
+            responses.append(RopResponse(ROP_LOGON, logon.logon_id,
+                                         self._logon(logon, target, handles, session, ctx, refusal)))
+        edit = self._rop_answer_edit(responses, ctx)
+        if edit is not None:
+            responses, handles = edit.edit_rops(responses, handles, lambda index: _columns(session, handles, index))
+            if edits is not None:
+                edits.append(edit)
+        answer = b"".join(response.data for response in responses)
         # what the session's registrations have pending rides on the response (RopNotify, RopPending)
         return join_rop_payload(answer + notify_rops(session.objects), handles)
+
+    @staticmethod
+    def _rop_answer_edit(responses: List[RopResponse], ctx: CallContext) -> Optional[RopAnswerEdit]:
+        """The ``rop_answer`` hook's edit of this buffer (scope: the RPC server name, the caller's mailbox)."""
+        if ctx.faults is None or not ctx.faults.has(rop_answer_hook):
+            return None
+        return ctx.faults.first(rop_answer_hook, ctx.scope(), tuple(r.rop_id for r in responses))
 
     @staticmethod
     def _backoff(logon: LogonRequest, duration_ms: int, session: EmsmdbSession, ctx: CallContext) -> bytes:
