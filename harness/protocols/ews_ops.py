@@ -11,10 +11,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from lxml import etree
 
-from harness.mailbox import ids
+from harness.mailbox import calendar, ids
 from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore
 from harness.org import Org
-from harness.protocols import ews_attachments, ews_calendar, ews_contacts, ews_restrict
+from harness.protocols import ews_attachments, ews_calendar, ews_contacts, ews_meetings, ews_restrict
 from harness.protocols.ews_xml import (
     ACCESS_DENIED,
     FOLDER_NOT_FOUND,
@@ -235,6 +235,13 @@ def create_item(call: Call) -> None:
             ews_calendar.create_calendar_item(call, element, etree.SubElement(message, m("Items")),
                                               _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
             return
+        if etree.QName(element).localname in ews_meetings.CREATES:
+            reference = element.find(t("ReferenceItemId"))
+            if reference is None:
+                raise EwsError(*ews_meetings.INVALID_REFERENCE)
+            ews_meetings.create(call, element, _item_of(call, reference), etree.SubElement(message, m("Items")),
+                                _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
+            return
         if etree.QName(element).localname in ews_contacts.CREATES:
             ews_contacts.create(call, element, etree.SubElement(message, m("Items")),
                                 _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
@@ -267,7 +274,11 @@ def delete_item(call: Call) -> None:
 
     def answer(element: etree._Element, message: etree._Element) -> None:
         item = _item_of(call, element)
-        if delete_type == "SoftDelete":   # kept in Recoverable Items, out of the client's view
+        if isinstance(item, calendar.CalendarItem) and item.instance is not None:   # one occurrence of a series
+            master = item.folder.items[item.key]
+            assert isinstance(master, calendar.CalendarItem)
+            calendar.delete_occurrence(call.store, master, item.instance)
+        elif delete_type == "SoftDelete":   # kept in Recoverable Items, out of the client's view
             call.store.move(item, call.owner.distinguished["recoverableitemsdeletions"])
         else:
             call.store.delete(item, hard=delete_type == "HardDelete")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lxml import etree
 
-from harness.mailbox import ids
+from harness.mailbox import calendar, ids
 from harness.mailbox.calendar import CalendarItem
 from harness.mailbox.store import Item
 from harness.protocols import ews_calendar, ews_contacts
@@ -167,8 +167,9 @@ def update_item(call: Call) -> None:
         if item_id is None:
             raise EwsError(*ITEM_NOT_FOUND)
         item = _item_of(call, item_id)
-        if isinstance(item, CalendarItem) and item.instance is not None:   # would need a modified occurrence
-            raise EwsError("ErrorInvalidOperation", "The operation is not valid for an occurrence.")   # guess
+        if isinstance(item, CalendarItem) and item.instance is not None:
+            _update_occurrence(item, item_id.get("ChangeKey"), list(change.iterfind(f"{t('Updates')}/*")), message)
+            return
         if ews_contacts.handles(item):   # a contact or a task: its own fields
             ews_contacts.update(call, item, list(change.iterfind(f"{t('Updates')}/*")))
             item_id_only(etree.SubElement(message, m("Items")), item)
@@ -185,6 +186,23 @@ def update_item(call: Call) -> None:
             submit(call, item, copy_in)      # sent: no item to name (the draft is gone)
         else:
             item_id_only(items, item)
+        etree.SubElement(etree.SubElement(message, m("ConflictResults")), t("Count")).text = "0"
+    def _update_occurrence(occurrence: CalendarItem, change_key: Optional[str], updates: List[etree._Element],
+                           message: etree._Element) -> None:
+        """Modify one occurrence: an exception of its series (the master keeps it), answered by the occurrence's
+        id with the series' new ChangeKey."""
+        master = occurrence.folder.items[occurrence.key]
+        assert isinstance(master, CalendarItem) and occurrence.instance is not None
+        changes, uris = _changes(occurrence, updates)
+        _check_conflict(call, master, change_key, uris)
+        if changes.get("end", occurrence.end) < changes.get("start", occurrence.start):
+            raise EwsError("ErrorCalendarEndDateIsEarlierThanStartDate", "EndDate is earlier than StartDate")
+        try:
+            updated = calendar.modify_occurrence(call.store, master, occurrence.instance, changes, uris)
+        except calendar.OccurrenceCrossing:
+            raise EwsError("ErrorOccurrenceCrossingBoundary", "Modified occurrence is crossing or overlapping "
+                                                              "adjacent occurrence.") from None   # text guessed
+        item_id_only(etree.SubElement(message, m("Items")), updated)
         etree.SubElement(etree.SubElement(message, m("ConflictResults")), t("Count")).text = "0"
     _each(call, call.request.iterfind(f"{m('ItemChanges')}/{t('ItemChange')}"), "Items", answer)
     if faults:
