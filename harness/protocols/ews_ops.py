@@ -80,6 +80,17 @@ def _item_of(call: Call, element: etree._Element) -> Item:
     occurrence = ews_calendar.find_occurrence(call, element.get("Id", ""))
     if occurrence is not None:
         return occurrence
+    named = ids.decode_occurrence(element.get("Id", ""))
+    if named is not None:     # an occurrence id naming no occurrence (now)
+        if named[0] != call.owner.guid:
+            raise EwsError(*ACCESS_DENIED) if any(o.guid == named[0] for o in call.store.mailboxes.values()) \
+                else EwsError(*ITEM_NOT_FOUND)
+        folder = call.owner.folders.get(named[1])
+        master = folder.items.get(named[2]) if folder is not None else None
+        if isinstance(master, calendar.CalendarItem) and named[3] in master.deleted:
+            raise EwsError("ErrorCalendarOccurrenceIsDeletedFromRecurrence", "Occurrence has been deleted from the "
+                                                                             "recurrence.")     # text guessed
+        raise EwsError(*ITEM_NOT_FOUND)
     found = _lookup(call, element.get("Id", ""))
     if not isinstance(found, Item):
         raise EwsError(*ITEM_NOT_FOUND)
