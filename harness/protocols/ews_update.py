@@ -32,8 +32,14 @@ RESOLUTIONS = ("NeverOverwrite", "AutoResolve", "AlwaysOverwrite")
 DISPOSITIONS = ("SaveOnly", "SendOnly", "SendAndSaveCopy")
 IMPORTANCE = ("Low", "Normal", "High")
 SENSITIVITY = ("Normal", "Personal", "Private", "Confidential")
-# Accepted and left as they are: times are UTC in this store.
-IGNORED = frozenset({"calendar:StartTimeZone", "calendar:EndTimeZone", "calendar:MeetingTimeZone"})
+LEGACY_STATUSES = ("Free", "Tentative", "Busy", "OOF", "WorkingElsewhere", "NoData")
+# Accepted and left as they are: times are UTC in this store, and the rest are properties it does not keep (a client
+# saving a whole calendar item, as exchangelib's save() without update_fields does, sends them all).
+IGNORED = frozenset({"calendar:StartTimeZone", "calendar:EndTimeZone", "calendar:MeetingTimeZone",
+                     "item:InReplyTo", "item:ReminderDueBy", "item:ReminderIsSet", "item:ReminderMinutesBeforeStart",
+                     "item:Culture", "calendar:When", "calendar:IsResponseRequested", "calendar:Resources",
+                     "calendar:ConferenceType", "calendar:AllowNewTimeProposal", "calendar:MeetingWorkspaceUrl",
+                     "calendar:NetShowUrl"})
 
 
 def _schema_error(name: str) -> EwsFault:
@@ -55,6 +61,12 @@ def _strings(value: etree._Element) -> Tuple[str, ...]:
 
 def _body(value: etree._Element) -> Dict[str, Any]:
     return {"body": value.text or "", "body_type": value.get("BodyType", "Text")}
+
+
+def _free_busy(value: etree._Element) -> str:
+    """A LegacyFreeBusyStatus; WorkingElsewhere and NoData (which the store does not keep) as Busy."""
+    status = _enum("LegacyFreeBusyStatus", LEGACY_STATUSES)(value)
+    return status if status in calendar.FREE_BUSY else calendar.BUSY
 
 
 class Field:
@@ -87,6 +99,13 @@ FIELDS: Dict[str, Field] = {
     "calendar:Start": Field(_one("start", lambda v: ews_calendar.parse_time(v.text)), None, calendar=True),
     "calendar:End": Field(_one("end", lambda v: ews_calendar.parse_time(v.text)), None, calendar=True),
     "calendar:Location": Field(_one("location", lambda v: v.text or ""), {"location": ""}, calendar=True),
+    "calendar:IsAllDayEvent": Field(_one("is_all_day", lambda v: bool(parse_flag(v.text))), {"is_all_day": False},
+                                    calendar=True),
+    "calendar:LegacyFreeBusyStatus": Field(_one("free_busy", _free_busy), None, calendar=True),
+    "calendar:RequiredAttendees": Field(_one("to", lambda v: tuple(ews_calendar.attendees(v))), {"to": ()},
+                                        _appended("to"), calendar=True),
+    "calendar:OptionalAttendees": Field(_one("cc", lambda v: tuple(ews_calendar.attendees(v))), {"cc": ()},
+                                        _appended("cc"), calendar=True),
 }
 
 
