@@ -62,7 +62,8 @@ def _minutes(text: Optional[str], name: str, bounds: Tuple[int, int]) -> int:
 def subscribe(call: Call) -> None:
     request = next((c for c in call.request if isinstance(c.tag, str)), None)
     kind = etree.QName(request).localname if request is not None else ""
-    if request is None or kind not in ("PullSubscriptionRequest", "StreamingSubscriptionRequest"):
+    if request is None or kind not in ("PullSubscriptionRequest", "StreamingSubscriptionRequest",
+                                       "PushSubscriptionRequest"):
         raise EwsError("ErrorInvalidSubscriptionRequest", "The subscription request is invalid.")
     types_element = _child(request, "EventTypes")
     kinds = [(e.text or "").strip() for e in types_element] if types_element is not None else []
@@ -76,19 +77,26 @@ def subscribe(call: Call) -> None:
         folder_of(call, e).key for e in folders_element if isinstance(e.tag, str))
     log = call.owner.events
     streaming = kind == "StreamingSubscriptionRequest"
-    position, timeout = log.last, 0
-    if not streaming:
+    position, timeout, push = log.last, 0, None
+    if kind == "PullSubscriptionRequest":
         timeout_element = _child(request, "Timeout")
         timeout = _minutes(timeout_element.text if timeout_element is not None else None, "Timeout",
                            PULL_TIMEOUT_MINUTES)
+    elif kind == "PushSubscriptionRequest":
+        from harness.protocols import ews_push  # it imports this module
+        push = ews_push.push_target(request)
+    if not streaming:
         watermark = _child(request, "Watermark")
         if watermark is not None:
             position = _position(call, watermark.text)
     subscription = call.store.subscriptions.add(call.owner.email, call.owner.guid, folders=folders,
                                                 event_types=frozenset(kinds), position=position, streaming=streaming,
-                                                timeout_minutes=timeout, last_read=call.store.clock())
+                                                timeout_minutes=timeout, last_read=call.store.clock(),
+                                                push_url=push.url if push else None,
+                                                status_frequency=push.status_frequency if push else 0)
     if subscription is None:
         raise EwsError(*TOO_MANY)
+    call.push = subscription if push else None
     message = success_message(call.messages, call.operation)
     etree.SubElement(message, m("SubscriptionId")).text = subscription.id
     if not streaming:
@@ -140,7 +148,7 @@ def _pending(call: Call, subscription: events.Subscription) -> List[events.Event
 
 def get_events(call: Call) -> None:
     subscription = _subscription(call, call.request.findtext(m("SubscriptionId")))
-    if subscription.streaming:
+    if subscription.streaming or subscription.push_url is not None:
         raise EwsError(*NOT_PULL)
     now = call.store.clock()
     if subscription.expired(now):

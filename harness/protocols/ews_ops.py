@@ -45,6 +45,7 @@ class Call:
     # GetStreamingEvents: the stream to hold open (an ews_notify.StreamRequest) once the first envelope is out
     stream: Any = None
     org: Optional[Org] = None     # the directory (ResolveNames, ExpandDL)
+    push: Any = None              # Subscribe: the push subscription (an events.Subscription) the edge serves
 
 
 def folder_of(call: Call, element: etree._Element) -> Folder:
