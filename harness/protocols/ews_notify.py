@@ -1,4 +1,5 @@
-"""EWS notifications over the store's event log (harness.mailbox.events), sans-IO: Subscribe (pull and streaming),
+"""EWS notifications over the store's event log (harness.mailbox.events), sans-IO: Subscribe (pull, streaming and
+push: harness.protocols.ews_push has push's notifications; Subscribe only takes loopback push URLs),
 GetEvents, GetStreamingEvents and Unsubscribe, answering as Exchange 2013 SP1.
 
 A pull subscription reads with GetEvents from a watermark: up to MAX_EVENTS_PER_GET events with MoreEvents, or a
@@ -11,6 +12,8 @@ ConnectionStatus Closed when the timeout elapses. NotificationStream says what t
 """
 from __future__ import annotations
 
+import ipaddress
+import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -19,7 +22,7 @@ from lxml import etree
 from harness.mailbox import events
 from harness.mailbox.store import MailboxContent, MailboxStore
 from harness.protocols.ews_ops import Call, folder_of
-from harness.protocols.ews_xml import EwsError, EwsFault, m, success_message, t, timestamp
+from harness.protocols.ews_xml import EwsError, EwsFault, m, schema_error, success_message, t, timestamp
 
 MAX_EVENTS_PER_GET = 50
 PULL_TIMEOUT_MINUTES = (1, 1440)       # the schema's SubscriptionTimeoutType
@@ -28,6 +31,9 @@ STREAMING_TIMEOUT_MINUTES = (1, 30)    # GetStreamingEvents' ConnectionTimeout
 # (GetStreamingEventsRequest.HeartbeatFrequencyDefault) and gives up after twice that, so Exchange's comes within it.
 KEEP_ALIVE_SECONDS = 45.0
 
+STATUS_FREQUENCY_MINUTES = (1, 1440)   # push: the schema's SubscriptionStatusFrequencyType
+DEFAULT_STATUS_FREQUENCY = 30
+INVALID_URL = ("ErrorInvalidPushSubscriptionUrl", "The push subscription URL is invalid.")     # text guessed
 NOT_FOUND = ("ErrorSubscriptionNotFound", "The specified subscription was not found.")
 ACCESS_DENIED = ("ErrorSubscriptionAccessDenied", "You don't have permission to access this subscription.")
 EXPIRED = ("ErrorExpiredSubscription", "The subscription has expired.")
@@ -46,6 +52,40 @@ def _schema_error(name: str) -> EwsFault:
 def _child(parent: etree._Element, name: str) -> Optional[etree._Element]:
     """A child by local name: Exchange takes these in either namespace (exchangelib sends m:Watermark)."""
     return next((c for c in parent if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    url: str
+    host: str
+    port: int
+    status_frequency: int    # minutes
+
+
+def push_target(request: etree._Element) -> PushTarget:
+    """The URL and StatusFrequency of a t:PushSubscriptionRequest, or the error Exchange answers."""
+    frequency_text = child_text(request, "StatusFrequency")
+    try:
+        frequency = int(frequency_text.strip()) if frequency_text is not None else DEFAULT_STATUS_FREQUENCY
+    except ValueError:
+        raise schema_error("StatusFrequency") from None
+    if not STATUS_FREQUENCY_MINUTES[0] <= frequency <= STATUS_FREQUENCY_MINUTES[1]:
+        raise schema_error("StatusFrequency")
+    url = (child_text(request, "URL") or "").strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        address = ipaddress.ip_address(parts.hostname or "")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise EwsError(*INVALID_URL) from None
+    if parts.scheme not in ("http", "https") or not address.is_loopback:
+        raise EwsError(*INVALID_URL)
+    return PushTarget(url, str(address), port, frequency)
+
+
+def child_text(parent: etree._Element, name: str) -> Optional[str]:
+    found = _child(parent, name)
+    return None if found is None else (found.text or "")
 
 
 def _minutes(text: Optional[str], name: str, bounds: Tuple[int, int]) -> int:
@@ -83,8 +123,7 @@ def subscribe(call: Call) -> None:
         timeout = _minutes(timeout_element.text if timeout_element is not None else None, "Timeout",
                            PULL_TIMEOUT_MINUTES)
     elif kind == "PushSubscriptionRequest":
-        from harness.protocols import ews_push  # it imports this module
-        push = ews_push.push_target(request)
+        push = push_target(request)
     if not streaming:
         watermark = _child(request, "Watermark")
         if watermark is not None:

@@ -10,14 +10,11 @@ retry at twice the time of the last) while that is within StatusFrequency; then 
 subscription ends, as the retry table in Exchange's documentation of StatusFrequency shows.
 
 mockex only connects to loopback: a URL that is not http(s) to a literal loopback address (127.0.0.0/8 or ::1) is
-refused at Subscribe with ErrorInvalidPushSubscriptionUrl. The edge (harness.services.ews_push) does the POSTs and
-keeps the timers.
+refused at Subscribe with ErrorInvalidPushSubscriptionUrl (ews_notify.push_target reads the request's URL and
+StatusFrequency). The edge (harness.services.ews_push) does the POSTs and keeps the timers.
 """
 from __future__ import annotations
 
-import ipaddress
-import urllib.parse
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from lxml import etree
@@ -26,48 +23,11 @@ from harness.mailbox import events
 from harness.mailbox.store import MailboxContent
 from harness.protocols.autodiscover_answer import parse_untrusted_xml, serialize
 from harness.protocols.autodiscover_soap import SOAP_NS
-from harness.protocols.ews_notify import event_element
-from harness.protocols.ews_xml import MESSAGES_NS, TYPES_NS, EwsError, m, schema_error, success_message, t
+from harness.protocols.ews_notify import child_text, event_element
+from harness.protocols.ews_xml import MESSAGES_NS, TYPES_NS, m, success_message, t
 
-STATUS_FREQUENCY_MINUTES = (1, 1440)    # the schema's SubscriptionStatusFrequencyType
-DEFAULT_STATUS_FREQUENCY = 30
 FIRST_RETRY_SECONDS = 30.0
-INVALID_URL = ("ErrorInvalidPushSubscriptionUrl", "The push subscription URL is invalid.")     # text guessed
 OK, UNSUBSCRIBE = "OK", "Unsubscribe"
-
-
-@dataclass(frozen=True)
-class PushTarget:
-    url: str
-    host: str
-    port: int
-    status_frequency: int    # minutes
-
-
-def push_target(request: etree._Element) -> PushTarget:
-    """The URL and StatusFrequency of a t:PushSubscriptionRequest, or the error Exchange answers."""
-    frequency_text = _child_text(request, "StatusFrequency")
-    try:
-        frequency = int(frequency_text.strip()) if frequency_text is not None else DEFAULT_STATUS_FREQUENCY
-    except ValueError:
-        raise schema_error("StatusFrequency") from None
-    if not STATUS_FREQUENCY_MINUTES[0] <= frequency <= STATUS_FREQUENCY_MINUTES[1]:
-        raise schema_error("StatusFrequency")
-    url = (_child_text(request, "URL") or "").strip()
-    try:
-        parts = urllib.parse.urlsplit(url)
-        address = ipaddress.ip_address(parts.hostname or "")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise EwsError(*INVALID_URL) from None
-    if parts.scheme not in ("http", "https") or not address.is_loopback:
-        raise EwsError(*INVALID_URL)
-    return PushTarget(url, str(address), port, frequency)
-
-
-def _child_text(parent: etree._Element, name: str) -> Optional[str]:
-    found = next((c for c in parent if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
-    return None if found is None else (found.text or "")
 
 
 def notification_request(owner: MailboxContent, subscription: events.Subscription) -> Tuple[bytes, int, int]:
@@ -101,7 +61,7 @@ def subscription_status(status: int, body: bytes) -> Optional[str]:
     if root is None:
         return None
     result = root.find(f".//{m('SendNotificationResult')}")
-    value = (_child_text(result, "SubscriptionStatus") or "").strip() if result is not None else ""
+    value = (child_text(result, "SubscriptionStatus") or "").strip() if result is not None else ""
     return value if value in (OK, UNSUBSCRIBE) else None
 
 

@@ -33,13 +33,15 @@ DISPOSITIONS = ("SaveOnly", "SendOnly", "SendAndSaveCopy")
 IMPORTANCE = ("Low", "Normal", "High")
 SENSITIVITY = ("Normal", "Personal", "Private", "Confidential")
 LEGACY_STATUSES = ("Free", "Tentative", "Busy", "OOF", "WorkingElsewhere", "NoData")
-# Accepted and left as they are: times are UTC in this store, and the rest are properties it does not keep (a client
-# saving a whole calendar item, as exchangelib's save() without update_fields does, sends them all).
-IGNORED = frozenset({"calendar:StartTimeZone", "calendar:EndTimeZone", "calendar:MeetingTimeZone",
-                     "item:InReplyTo", "item:ReminderDueBy", "item:ReminderIsSet", "item:ReminderMinutesBeforeStart",
-                     "item:Culture", "calendar:When", "calendar:IsResponseRequested", "calendar:Resources",
-                     "calendar:ConferenceType", "calendar:AllowNewTimeProposal", "calendar:MeetingWorkspaceUrl",
-                     "calendar:NetShowUrl"})
+# Accepted and left as they are: times are UTC in this store.
+IGNORED = frozenset({"calendar:StartTimeZone", "calendar:EndTimeZone", "calendar:MeetingTimeZone"})
+# On a calendar item, also properties the store does not keep: a client saving a whole calendar item, as
+# exchangelib's save() without update_fields does, sends them all.
+CALENDAR_IGNORED = frozenset({"item:InReplyTo", "item:ReminderDueBy", "item:ReminderIsSet",
+                              "item:ReminderMinutesBeforeStart",
+                              "item:Culture", "calendar:When", "calendar:IsResponseRequested", "calendar:Resources",
+                              "calendar:ConferenceType", "calendar:AllowNewTimeProposal",
+                              "calendar:MeetingWorkspaceUrl", "calendar:NetShowUrl"})
 
 
 def _schema_error(name: str) -> EwsFault:
@@ -117,7 +119,7 @@ def _changes(item: Item, updates: List[etree._Element]) -> Tuple[Dict[str, Any],
         kind = etree.QName(update).localname
         uri_element = update.find(t("FieldURI"))
         uri = uri_element.get("FieldURI", "") if uri_element is not None else ""
-        if uri in IGNORED:
+        if uri in IGNORED or (uri in CALENDAR_IGNORED and isinstance(item, CalendarItem)):
             continue
         spec = FIELDS.get(uri)
         if spec is None or (spec.calendar and not isinstance(item, CalendarItem)):
