@@ -12,7 +12,7 @@ calendar item is marked cancelled ("Canceled: " subject, free); the organizer's 
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from harness.mailbox import events
 from harness.mailbox.calendar import BUSY, FREE, TENTATIVE, CalendarItem, MeetingMessage, add_event
@@ -146,6 +146,3 @@ def _draft(store: MailboxStore, owner: MailboxContent, folder: Folder, body: str
     owner.events.record(events.CREATED, now, draft)
     return draft
 
-
-__all__: List[str] = ["respond", "cancel", "NotAMeeting", "IsOrganizer", "NotOrganizer", "ACCEPT", "TENTATIVE_ACCEPT",
-                      "DECLINE", "RESPONSE_CLASSES", "CANCELED"]
