@@ -189,6 +189,17 @@ _KINDS: List[EventKind] = [
         "subscriptions": optional("integer", "open: how many subscriptions it streams"),
         "reason": optional("string", "close: ConnectionTimeout elapsed, or how the client left"),
     }),
+    EventKind("ews_push", "an EWS push subscription began serving, POSTed a notification, will retry one, or "
+                          "ended", {
+        "mailbox": f("string", "the mailbox the subscription watches"),
+        "url": f("string", "where its notifications are POSTed (a loopback URL)"),
+        "state": f("string", "what happened", enum=("subscribe", "notify", "retry", "end")),
+        "posts": f("integer", "SendNotification POSTs made for it so far"),
+        "events": optional("integer", "notify: the events the POST carried (0: a StatusEvent)"),
+        "status": optional("string", "notify: the client's SubscriptionStatus", enum=("OK", "Unsubscribe")),
+        "delay_s": optional("number", "retry: seconds until the next attempt"),
+        "reason": optional("string", "retry: why the POST failed; end: why the subscription ended"),
+    }),
     EventKind("mapi_http", "a MAPI over HTTP request was answered", {
         "conn": CONN,
         "endpoint": f("string", "the MAPI/HTTP endpoint", enum=("emsmdb", "nspi")),

@@ -2,14 +2,15 @@
 RecurrenceRange expanded into occurrences, and meeting requests delivered to in-org attendees.
 
 An occurrence is not stored: it is the series master seen at one of its dates (`CalendarItem.instance` set), with
-an id of its own that names the master and the occurrence's original start (ids.occurrence_id). Times are UTC; a
-series repeats at the master's UTC time of day (no daylight saving shift).
+an id of its own that names the master and the occurrence's original start (ids.occurrence_id). A modified occurrence
+(an exception) is the master's overrides for that original start; a deleted one is its original start in the
+master's deleted list. Times are UTC; a series repeats at the master's UTC time of day (no daylight saving shift).
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, replace
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from harness.mailbox import ids
 from harness.mailbox.store import Address, Folder, Item, MailboxContent, MailboxStore
@@ -20,6 +21,12 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 NO_END, END_DATE, NUMBERED = "NoEndRecurrence", "EndDateRecurrence", "NumberedRecurrence"
 MAX_OCCURRENCES = 999       # Exchange's limit on a numbered series; bounds every expansion too
 MEETING_REQUEST = "IPM.Schedule.Meeting.Request"
+EPOCH = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+Overrides = Tuple[Tuple[str, Any], ...]          # an exception's changed attributes, as (name, value) pairs
+
+
+class OccurrenceCrossing(ValueError):
+    """A modified occurrence would move onto or past the day of a neighbouring occurrence."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,8 @@ class CalendarItem(Item):
     """An appointment (no attendees) or meeting. `sender` is the organizer, `to`/`cc` the required/optional
     attendees. A master of a series has `recurrence`; an occurrence view also has `instance` (its original
     start)."""
-    start: dt.datetime = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-    end: dt.datetime = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    start: dt.datetime = EPOCH
+    end: dt.datetime = EPOCH
     location: str = ""
     is_all_day: bool = False
     free_busy: str = BUSY
@@ -71,6 +78,13 @@ class CalendarItem(Item):
     instance: Optional[dt.datetime] = None
     my_response: str = "Organizer"
     uid: str = ""
+    # The attendees' responses the organizer received: (lower-cased address, ResponseType) pairs.
+    responses: Tuple[Tuple[str, str], ...] = ()
+    is_cancelled: bool = False
+    # A master's exceptions, by original start, and the original starts of its deleted occurrences. Tuples: a copy
+    # of the item shares them safely.
+    modified: Tuple[Tuple[dt.datetime, Overrides], ...] = ()
+    deleted: Tuple[dt.datetime, ...] = ()
 
     @property
     def id(self) -> str:
@@ -82,7 +96,20 @@ class CalendarItem(Item):
     def calendar_type(self) -> str:
         if self.recurrence is None:
             return "Single"
-        return "Occurrence" if self.instance is not None else "RecurringMaster"
+        if self.instance is None:
+            return "RecurringMaster"
+        return "Exception" if self.overrides(self.instance) is not None else "Occurrence"
+
+    def overrides(self, original_start: dt.datetime) -> Optional[Dict[str, Any]]:
+        """The attributes the exception at `original_start` changed (None: not modified)."""
+        for start, changed in self.modified:
+            if start == original_start:
+                return dict(changed)
+        return None
+
+    def response_of(self, address: str) -> str:
+        """An attendee's ResponseType as the organizer knows it (Unknown until they answer)."""
+        return dict(self.responses).get(address.lower(), "Unknown")
 
     @property
     def is_meeting(self) -> bool:
@@ -100,7 +127,42 @@ class CalendarItem(Item):
                 yield start
 
     def occurrence(self, start: dt.datetime) -> "CalendarItem":
-        return replace(self, start=start, end=start + (self.end - self.start), instance=start)
+        """The occurrence originally starting at `start`, with its exception's changes when it has one."""
+        seen = replace(self, start=start, end=start + (self.end - self.start), instance=start)
+        changed = self.overrides(start)
+        return replace(seen, **changed) if changed else seen
+
+    def occurrences(self, window_start: dt.datetime, window_end: dt.datetime) -> List["CalendarItem"]:
+        """The series' occurrences overlapping the window: deleted ones left out, exceptions where they are now
+        (a moved one may have left or entered the window)."""
+        skipped = set(self.deleted) | {start for start, _ in self.modified}
+        found = [self.occurrence(start) for start in self.occurrence_starts(window_start, window_end)
+                 if start not in skipped]
+        for start, _ in self.modified:
+            exception = self.occurrence(start)
+            if exception.start < window_end and exception.end > window_start:
+                found.append(exception)
+        return found
+
+    def is_occurrence_start(self, original_start: dt.datetime) -> bool:
+        """Whether the series has an occurrence originally starting then (deleted ones do not count)."""
+        if original_start in self.deleted:
+            return False
+        if self.overrides(original_start) is not None:
+            return True
+        window_end = original_start + dt.timedelta(seconds=1)
+        return any(start == original_start for start in self.occurrence_starts(original_start, window_end))
+
+
+@dataclass(eq=False)
+class MeetingMessage(Item):
+    """A meeting request, response or cancellation (by item class) naming its meeting by UID, with its time and
+    place; a response's `response` is the attendee's ResponseType (Accept, Tentative, Decline)."""
+    uid: str = ""
+    start: dt.datetime = EPOCH
+    end: dt.datetime = EPOCH
+    location: str = ""
+    response: str = "NoResponseReceived"
 
 
 def calendar_view(folder: Folder, window_start: dt.datetime, window_end: dt.datetime) -> List[CalendarItem]:
@@ -110,7 +172,7 @@ def calendar_view(folder: Folder, window_start: dt.datetime, window_end: dt.date
         if not isinstance(item, CalendarItem):
             continue
         if item.recurrence is not None:
-            found.extend(item.occurrence(start) for start in item.occurrence_starts(window_start, window_end))
+            found.extend(item.occurrences(window_start, window_end))
         elif item.start < window_end and item.end > window_start:
             found.append(item)
     return sorted(found, key=lambda i: (i.start, i.end, i.key))
@@ -125,11 +187,48 @@ def find_occurrence(owner: MailboxContent, ews_id: str) -> Optional[CalendarItem
     master = folder.items.get(decoded[2]) if folder is not None else None
     if not isinstance(master, CalendarItem) or master.recurrence is None:
         return None
-    when = decoded[3]
-    for start in master.occurrence_starts(when, when + dt.timedelta(seconds=1)):
-        if start == when:
-            return master.occurrence(start)
-    return None
+    return master.occurrence(decoded[3]) if master.is_occurrence_start(decoded[3]) else None
+
+
+def _neighbours(master: CalendarItem, original_start: dt.datetime) -> Tuple[Optional[dt.date], Optional[dt.date]]:
+    """The days of the occurrences just before and after the one originally at `original_start` (where they are
+    now, for exceptions; deleted ones left out)."""
+    assert master.recurrence is not None
+    period = dt.timedelta(days=7 * master.recurrence.interval + 7)    # reaches back past the previous occurrence
+    earlier: Optional[dt.date] = None
+    for date in master.recurrence.dates(not_before=(original_start - period).date()):
+        start = dt.datetime.combine(date, master.start.timetz())
+        if start == original_start or start in master.deleted:
+            continue
+        day = master.occurrence(start).start.date()
+        if start > original_start:
+            return earlier, day
+        earlier = day
+    return earlier, None
+
+
+def modify_occurrence(store: MailboxStore, master: CalendarItem, original_start: dt.datetime,
+                      changes: Mapping[str, Any], uris: Sequence[str]) -> CalendarItem:
+    """Make (or change) the exception at `original_start`: `changes` on top of its earlier ones, as one change of the
+    master. A new day must stay strictly between the neighbouring occurrences' days (OccurrenceCrossing)."""
+    merged = dict(master.overrides(original_start) or {})
+    merged.update(changes)
+    start = merged.get("start", original_start)
+    if "start" in changes or "end" in changes:
+        earlier, later = _neighbours(master, original_start)
+        if (earlier is not None and start.date() <= earlier) or (later is not None and start.date() >= later):
+            raise OccurrenceCrossing(original_start.isoformat())
+    kept = tuple((s, o) for s, o in master.modified if s != original_start)
+    store.update(master, {"modified": kept + ((original_start, tuple(sorted(merged.items()))),)},
+                 list(uris) + ["calendar:ModifiedOccurrences"])
+    return master.occurrence(original_start)
+
+
+def delete_occurrence(store: MailboxStore, master: CalendarItem, original_start: dt.datetime) -> None:
+    """Delete one occurrence of the series (an exception too): a change of the master."""
+    store.update(master, {"deleted": tuple(sorted(set(master.deleted) | {original_start})),
+                          "modified": tuple((s, o) for s, o in master.modified if s != original_start)},
+                 ["calendar:DeletedOccurrences", "calendar:ModifiedOccurrences"])
 
 
 def add_event(owner: MailboxContent, *, subject: str, start: dt.datetime, end: dt.datetime,
@@ -164,8 +263,10 @@ def invite(store: MailboxStore, meeting: CalendarItem, *, deliver_requests: bool
         seen.add(attendee.email.lower())
         if deliver_requests:
             delivered.append(attendee.add_item(
-                attendee.distinguished["inbox"], subject=meeting.subject, body=meeting.body, sender=organizer.address,
-                to=meeting.to, cc=meeting.cc, received=now, sent=now, is_read=False, item_class=MEETING_REQUEST,
+                attendee.distinguished["inbox"], kind=MeetingMessage, subject=meeting.subject, body=meeting.body,
+                sender=organizer.address, to=meeting.to, cc=meeting.cc, received=now, sent=now, is_read=False,
+                item_class=MEETING_REQUEST, uid=meeting.uid, start=meeting.start, end=meeting.end,
+                location=meeting.location,
                 message_id=f"<{organizer.guid[:8]}{organizer.change_number:08x}@{organizer.email.rpartition('@')[2]}>"))
         delivered.append(add_event(
             attendee, subject=meeting.subject, start=meeting.start, end=meeting.end, organizer=organizer.address,

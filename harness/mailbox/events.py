@@ -131,6 +131,8 @@ class Subscription:
     streaming: bool
     timeout_minutes: int = 0            # pull: expires when not read for this long
     last_read: Optional[dt.datetime] = None
+    push_url: Optional[str] = None      # push: where the server POSTs its notifications
+    status_frequency: int = 0           # push: minutes (status pings; how long failed POSTs are retried)
 
     def wants(self, event: Event) -> bool:
         if event.kind not in self.event_types:
@@ -138,7 +140,7 @@ class Subscription:
         return self.folders is None or event.folder_key in self.folders or event.old_folder_key in self.folders
 
     def expired(self, now: dt.datetime) -> bool:
-        return (not self.streaming and self.last_read is not None
+        return (not self.streaming and self.push_url is None and self.last_read is not None
                 and now - self.last_read > dt.timedelta(minutes=self.timeout_minutes))
 
 

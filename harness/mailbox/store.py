@@ -335,15 +335,16 @@ class MailboxStore:
 
     def send(self, owner: MailboxContent, *, subject: str, body: str, to: Sequence[Address] = (),
              cc: Sequence[Address] = (), body_type: str = "Text", save_copy_in: Optional[Folder] = None,
-             mime: Optional[bytes] = None,
-             attachments: Sequence["Attachment"] = ()) -> Tuple[Optional[Item], List[Item]]:
+             mime: Optional[bytes] = None, attachments: Sequence["Attachment"] = (), kind: type = Item,
+             **extra: Any) -> Tuple[Optional[Item], List[Item]]:
         """SendOnly / SendAndSaveCopy: deliver to every in-org recipient's Inbox (once each), keep a read copy in
-        `save_copy_in`. Returns (the copy, the delivered items); recipients outside the org are dropped."""
+        `save_copy_in`. Returns (the copy, the delivered items); recipients outside the org are dropped. `kind` and
+        `extra` make another kind of message (a meeting response: calendar.MeetingMessage and its fields)."""
         now = self.clock()
         message_id = self._message_id(owner)
         fields: Dict[str, Any] = dict(subject=subject, body=body, body_type=body_type, sender=owner.address,
                                          to=tuple(to), cc=tuple(cc), received=now, sent=now, message_id=message_id,
-                                         mime=mime)
+                                         mime=mime, kind=kind, **extra)
         copy = owner.add_item(save_copy_in, is_read=True, attachments=_keyed(owner, attachments),
                               **fields) if save_copy_in is not None else None
         if copy is not None:

@@ -54,6 +54,7 @@ class EwsAnswer:
     back_off_ms: Optional[int] = None   # ErrorServerBusy's BackOffMilliseconds, for the transcript
     chunks: Tuple[bytes, ...] = ()      # non-empty: sent chunked, one envelope a chunk (body unused)
     stream: Any = None                  # GetStreamingEvents: the ews_notify.NotificationStream the chunks open
+    push: Any = None                    # Subscribe: a new push subscription (events.Subscription) to serve
 
 
 def schema_version(build: int) -> str:
@@ -225,7 +226,7 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
         except EwsError as error:    # a request-wide error: one error message for the whole request
             del messages[:]
             _request_error(messages, operation, error)
-            call.stream = None
+            call.stream = call.push = None
     # The whole envelope: availability and OOF answers keep their ResponseMessage outside ResponseMessages.
     codes = [c.text or "" for c in envelope.iter(m("ResponseCode")) if c.text != "NoError"]
     outcome, code, detail = "error" if codes else "success", codes[0] if codes else "", f"EWS {operation}"
@@ -235,7 +236,7 @@ def execute_ews(parsed: EwsRequest, store: Optional[MailboxStore], email: Option
         pending = stream.notifications()   # the events already waiting go out at once, after ConnectionStatus OK
         return EwsAnswer(200, b"", outcome, code, detail, chunks=(serialize(envelope), *([pending] if pending else [])),
                          stream=stream)
-    return EwsAnswer(200, serialize(envelope), outcome, code, detail)
+    return EwsAnswer(200, serialize(envelope), outcome, code, detail, push=call.push if call is not None else None)
 
 
 def _envelope_of(org: Org, operation: str, messages: etree._Element) -> etree._Element:

@@ -108,8 +108,8 @@ def create_calendar_item(call: "Call", element: etree._Element, items: etree._El
     if status not in calendar.FREE_BUSY:
         status = calendar.BUSY
     body = element.find(t("Body"))
-    required = _attendees(element.find(t("RequiredAttendees")))
-    optional = _attendees(element.find(t("OptionalAttendees")))
+    required = attendees(element.find(t("RequiredAttendees")))
+    optional = attendees(element.find(t("OptionalAttendees")))
     meeting = calendar.add_event(
         call.owner, subject=element.findtext(t("Subject")) or "", start=start, end=end,
         required=required, optional=optional, location=element.findtext(t("Location")) or "",
@@ -121,7 +121,7 @@ def create_calendar_item(call: "Call", element: etree._Element, items: etree._El
     item_id_only(items, meeting)
 
 
-def _attendees(element: Optional[etree._Element]) -> List[Address]:
+def attendees(element: Optional[etree._Element]) -> List[Address]:
     """(name, address) of each t:Attendee/t:Mailbox."""
     if element is None:
         return []

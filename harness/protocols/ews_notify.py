@@ -1,4 +1,5 @@
-"""EWS notifications over the store's event log (harness.mailbox.events), sans-IO: Subscribe (pull and streaming),
+"""EWS notifications over the store's event log (harness.mailbox.events), sans-IO: Subscribe (pull, streaming and
+push: harness.protocols.ews_push has push's notifications; Subscribe only takes loopback push URLs),
 GetEvents, GetStreamingEvents and Unsubscribe, answering as Exchange 2013 SP1.
 
 A pull subscription reads with GetEvents from a watermark: up to MAX_EVENTS_PER_GET events with MoreEvents, or a
@@ -11,6 +12,8 @@ ConnectionStatus Closed when the timeout elapses. NotificationStream says what t
 """
 from __future__ import annotations
 
+import ipaddress
+import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -19,7 +22,7 @@ from lxml import etree
 from harness.mailbox import events
 from harness.mailbox.store import MailboxContent, MailboxStore
 from harness.protocols.ews_ops import Call, folder_of
-from harness.protocols.ews_xml import EwsError, EwsFault, m, success_message, t, timestamp
+from harness.protocols.ews_xml import EwsError, EwsFault, m, schema_error, success_message, t, timestamp
 
 MAX_EVENTS_PER_GET = 50
 PULL_TIMEOUT_MINUTES = (1, 1440)       # the schema's SubscriptionTimeoutType
@@ -28,6 +31,9 @@ STREAMING_TIMEOUT_MINUTES = (1, 30)    # GetStreamingEvents' ConnectionTimeout
 # (GetStreamingEventsRequest.HeartbeatFrequencyDefault) and gives up after twice that, so Exchange's comes within it.
 KEEP_ALIVE_SECONDS = 45.0
 
+STATUS_FREQUENCY_MINUTES = (1, 1440)   # push: the schema's SubscriptionStatusFrequencyType
+DEFAULT_STATUS_FREQUENCY = 30
+INVALID_URL = ("ErrorInvalidPushSubscriptionUrl", "The push subscription URL is invalid.")     # text guessed
 NOT_FOUND = ("ErrorSubscriptionNotFound", "The specified subscription was not found.")
 ACCESS_DENIED = ("ErrorSubscriptionAccessDenied", "You don't have permission to access this subscription.")
 EXPIRED = ("ErrorExpiredSubscription", "The subscription has expired.")
@@ -48,6 +54,40 @@ def _child(parent: etree._Element, name: str) -> Optional[etree._Element]:
     return next((c for c in parent if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
 
 
+@dataclass(frozen=True)
+class PushTarget:
+    url: str
+    host: str
+    port: int
+    status_frequency: int    # minutes
+
+
+def push_target(request: etree._Element) -> PushTarget:
+    """The URL and StatusFrequency of a t:PushSubscriptionRequest, or the error Exchange answers."""
+    frequency_text = child_text(request, "StatusFrequency")
+    try:
+        frequency = int(frequency_text.strip()) if frequency_text is not None else DEFAULT_STATUS_FREQUENCY
+    except ValueError:
+        raise schema_error("StatusFrequency") from None
+    if not STATUS_FREQUENCY_MINUTES[0] <= frequency <= STATUS_FREQUENCY_MINUTES[1]:
+        raise schema_error("StatusFrequency")
+    url = (child_text(request, "URL") or "").strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        address = ipaddress.ip_address(parts.hostname or "")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise EwsError(*INVALID_URL) from None
+    if parts.scheme not in ("http", "https") or not address.is_loopback:
+        raise EwsError(*INVALID_URL)
+    return PushTarget(url, str(address), port, frequency)
+
+
+def child_text(parent: etree._Element, name: str) -> Optional[str]:
+    found = _child(parent, name)
+    return None if found is None else (found.text or "")
+
+
 def _minutes(text: Optional[str], name: str, bounds: Tuple[int, int]) -> int:
     try:
         value = int((text or "").strip())
@@ -62,7 +102,8 @@ def _minutes(text: Optional[str], name: str, bounds: Tuple[int, int]) -> int:
 def subscribe(call: Call) -> None:
     request = next((c for c in call.request if isinstance(c.tag, str)), None)
     kind = etree.QName(request).localname if request is not None else ""
-    if request is None or kind not in ("PullSubscriptionRequest", "StreamingSubscriptionRequest"):
+    if request is None or kind not in ("PullSubscriptionRequest", "StreamingSubscriptionRequest",
+                                       "PushSubscriptionRequest"):
         raise EwsError("ErrorInvalidSubscriptionRequest", "The subscription request is invalid.")
     types_element = _child(request, "EventTypes")
     kinds = [(e.text or "").strip() for e in types_element] if types_element is not None else []
@@ -76,19 +117,25 @@ def subscribe(call: Call) -> None:
         folder_of(call, e).key for e in folders_element if isinstance(e.tag, str))
     log = call.owner.events
     streaming = kind == "StreamingSubscriptionRequest"
-    position, timeout = log.last, 0
-    if not streaming:
+    position, timeout, push = log.last, 0, None
+    if kind == "PullSubscriptionRequest":
         timeout_element = _child(request, "Timeout")
         timeout = _minutes(timeout_element.text if timeout_element is not None else None, "Timeout",
                            PULL_TIMEOUT_MINUTES)
+    elif kind == "PushSubscriptionRequest":
+        push = push_target(request)
+    if not streaming:
         watermark = _child(request, "Watermark")
         if watermark is not None:
             position = _position(call, watermark.text)
     subscription = call.store.subscriptions.add(call.owner.email, call.owner.guid, folders=folders,
                                                 event_types=frozenset(kinds), position=position, streaming=streaming,
-                                                timeout_minutes=timeout, last_read=call.store.clock())
+                                                timeout_minutes=timeout, last_read=call.store.clock(),
+                                                push_url=push.url if push else None,
+                                                status_frequency=push.status_frequency if push else 0)
     if subscription is None:
         raise EwsError(*TOO_MANY)
+    call.push = subscription if push else None
     message = success_message(call.messages, call.operation)
     etree.SubElement(message, m("SubscriptionId")).text = subscription.id
     if not streaming:
@@ -140,7 +187,7 @@ def _pending(call: Call, subscription: events.Subscription) -> List[events.Event
 
 def get_events(call: Call) -> None:
     subscription = _subscription(call, call.request.findtext(m("SubscriptionId")))
-    if subscription.streaming:
+    if subscription.streaming or subscription.push_url is not None:
         raise EwsError(*NOT_PULL)
     now = call.store.clock()
     if subscription.expired(now):

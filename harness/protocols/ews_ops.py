@@ -11,10 +11,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from lxml import etree
 
-from harness.mailbox import ids
+from harness.mailbox import calendar, ids
 from harness.mailbox.store import Folder, Item, MailboxContent, MailboxStore
 from harness.org import Org
-from harness.protocols import ews_attachments, ews_calendar, ews_contacts, ews_restrict
+from harness.protocols import ews_attachments, ews_calendar, ews_contacts, ews_meetings, ews_restrict
 from harness.protocols.ews_xml import (
     ACCESS_DENIED,
     FOLDER_NOT_FOUND,
@@ -45,6 +45,7 @@ class Call:
     # GetStreamingEvents: the stream to hold open (an ews_notify.StreamRequest) once the first envelope is out
     stream: Any = None
     org: Optional[Org] = None     # the directory (ResolveNames, ExpandDL)
+    push: Any = None              # Subscribe: the push subscription (an events.Subscription) the edge serves
 
 
 def folder_of(call: Call, element: etree._Element) -> Folder:
@@ -80,6 +81,17 @@ def _item_of(call: Call, element: etree._Element) -> Item:
     occurrence = ews_calendar.find_occurrence(call, element.get("Id", ""))
     if occurrence is not None:
         return occurrence
+    named = ids.decode_occurrence(element.get("Id", ""))
+    if named is not None:     # an occurrence id naming no occurrence (now)
+        if named[0] != call.owner.guid:
+            raise EwsError(*ACCESS_DENIED) if any(o.guid == named[0] for o in call.store.mailboxes.values()) \
+                else EwsError(*ITEM_NOT_FOUND)
+        folder = call.owner.folders.get(named[1])
+        master = folder.items.get(named[2]) if folder is not None else None
+        if isinstance(master, calendar.CalendarItem) and named[3] in master.deleted:
+            raise EwsError("ErrorCalendarOccurrenceIsDeletedFromRecurrence", "Occurrence has been deleted from the "
+                                                                             "recurrence.")     # text guessed
+        raise EwsError(*ITEM_NOT_FOUND)
     found = _lookup(call, element.get("Id", ""))
     if not isinstance(found, Item):
         raise EwsError(*ITEM_NOT_FOUND)
@@ -235,6 +247,13 @@ def create_item(call: Call) -> None:
             ews_calendar.create_calendar_item(call, element, etree.SubElement(message, m("Items")),
                                               _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
             return
+        if etree.QName(element).localname in ews_meetings.CREATES:
+            reference = element.find(t("ReferenceItemId"))
+            if reference is None:
+                raise EwsError(*ews_meetings.INVALID_REFERENCE)
+            ews_meetings.create(call, element, _item_of(call, reference), etree.SubElement(message, m("Items")),
+                                _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
+            return
         if etree.QName(element).localname in ews_contacts.CREATES:
             ews_contacts.create(call, element, etree.SubElement(message, m("Items")),
                                 _one_folder(call, "SavedItemFolderId") if saved_in is not None else None)
@@ -267,7 +286,11 @@ def delete_item(call: Call) -> None:
 
     def answer(element: etree._Element, message: etree._Element) -> None:
         item = _item_of(call, element)
-        if delete_type == "SoftDelete":   # kept in Recoverable Items, out of the client's view
+        if isinstance(item, calendar.CalendarItem) and item.instance is not None:   # one occurrence of a series
+            master = item.folder.items[item.key]
+            assert isinstance(master, calendar.CalendarItem)
+            calendar.delete_occurrence(call.store, master, item.instance)
+        elif delete_type == "SoftDelete":   # kept in Recoverable Items, out of the client's view
             call.store.move(item, call.owner.distinguished["recoverableitemsdeletions"])
         else:
             call.store.delete(item, hard=delete_type == "HardDelete")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lxml import etree
 
-from harness.mailbox import ids
+from harness.mailbox import calendar, ids
 from harness.mailbox.calendar import CalendarItem
 from harness.mailbox.store import Item
 from harness.protocols import ews_calendar, ews_contacts
@@ -32,8 +32,16 @@ RESOLUTIONS = ("NeverOverwrite", "AutoResolve", "AlwaysOverwrite")
 DISPOSITIONS = ("SaveOnly", "SendOnly", "SendAndSaveCopy")
 IMPORTANCE = ("Low", "Normal", "High")
 SENSITIVITY = ("Normal", "Personal", "Private", "Confidential")
+LEGACY_STATUSES = ("Free", "Tentative", "Busy", "OOF", "WorkingElsewhere", "NoData")
 # Accepted and left as they are: times are UTC in this store.
 IGNORED = frozenset({"calendar:StartTimeZone", "calendar:EndTimeZone", "calendar:MeetingTimeZone"})
+# On a calendar item, also properties the store does not keep: a client saving a whole calendar item, as
+# exchangelib's save() without update_fields does, sends them all.
+CALENDAR_IGNORED = frozenset({"item:InReplyTo", "item:ReminderDueBy", "item:ReminderIsSet",
+                              "item:ReminderMinutesBeforeStart",
+                              "item:Culture", "calendar:When", "calendar:IsResponseRequested", "calendar:Resources",
+                              "calendar:ConferenceType", "calendar:AllowNewTimeProposal",
+                              "calendar:MeetingWorkspaceUrl", "calendar:NetShowUrl"})
 
 
 def _schema_error(name: str) -> EwsFault:
@@ -55,6 +63,12 @@ def _strings(value: etree._Element) -> Tuple[str, ...]:
 
 def _body(value: etree._Element) -> Dict[str, Any]:
     return {"body": value.text or "", "body_type": value.get("BodyType", "Text")}
+
+
+def _free_busy(value: etree._Element) -> str:
+    """A LegacyFreeBusyStatus; WorkingElsewhere and NoData (which the store does not keep) as Busy."""
+    status = _enum("LegacyFreeBusyStatus", LEGACY_STATUSES)(value)
+    return status if status in calendar.FREE_BUSY else calendar.BUSY
 
 
 class Field:
@@ -87,6 +101,13 @@ FIELDS: Dict[str, Field] = {
     "calendar:Start": Field(_one("start", lambda v: ews_calendar.parse_time(v.text)), None, calendar=True),
     "calendar:End": Field(_one("end", lambda v: ews_calendar.parse_time(v.text)), None, calendar=True),
     "calendar:Location": Field(_one("location", lambda v: v.text or ""), {"location": ""}, calendar=True),
+    "calendar:IsAllDayEvent": Field(_one("is_all_day", lambda v: bool(parse_flag(v.text))), {"is_all_day": False},
+                                    calendar=True),
+    "calendar:LegacyFreeBusyStatus": Field(_one("free_busy", _free_busy), None, calendar=True),
+    "calendar:RequiredAttendees": Field(_one("to", lambda v: tuple(ews_calendar.attendees(v))), {"to": ()},
+                                        _appended("to"), calendar=True),
+    "calendar:OptionalAttendees": Field(_one("cc", lambda v: tuple(ews_calendar.attendees(v))), {"cc": ()},
+                                        _appended("cc"), calendar=True),
 }
 
 
@@ -98,7 +119,7 @@ def _changes(item: Item, updates: List[etree._Element]) -> Tuple[Dict[str, Any],
         kind = etree.QName(update).localname
         uri_element = update.find(t("FieldURI"))
         uri = uri_element.get("FieldURI", "") if uri_element is not None else ""
-        if uri in IGNORED:
+        if uri in IGNORED or (uri in CALENDAR_IGNORED and isinstance(item, CalendarItem)):
             continue
         spec = FIELDS.get(uri)
         if spec is None or (spec.calendar and not isinstance(item, CalendarItem)):
@@ -167,8 +188,9 @@ def update_item(call: Call) -> None:
         if item_id is None:
             raise EwsError(*ITEM_NOT_FOUND)
         item = _item_of(call, item_id)
-        if isinstance(item, CalendarItem) and item.instance is not None:   # would need a modified occurrence
-            raise EwsError("ErrorInvalidOperation", "The operation is not valid for an occurrence.")   # guess
+        if isinstance(item, CalendarItem) and item.instance is not None:
+            _update_occurrence(item, item_id.get("ChangeKey"), list(change.iterfind(f"{t('Updates')}/*")), message)
+            return
         if ews_contacts.handles(item):   # a contact or a task: its own fields
             ews_contacts.update(call, item, list(change.iterfind(f"{t('Updates')}/*")))
             item_id_only(etree.SubElement(message, m("Items")), item)
@@ -185,6 +207,23 @@ def update_item(call: Call) -> None:
             submit(call, item, copy_in)      # sent: no item to name (the draft is gone)
         else:
             item_id_only(items, item)
+        etree.SubElement(etree.SubElement(message, m("ConflictResults")), t("Count")).text = "0"
+    def _update_occurrence(occurrence: CalendarItem, change_key: Optional[str], updates: List[etree._Element],
+                           message: etree._Element) -> None:
+        """Modify one occurrence: an exception of its series (the master keeps it), answered by the occurrence's
+        id with the series' new ChangeKey."""
+        master = occurrence.folder.items[occurrence.key]
+        assert isinstance(master, CalendarItem) and occurrence.instance is not None
+        changes, uris = _changes(occurrence, updates)
+        _check_conflict(call, master, change_key, uris)
+        if changes.get("end", occurrence.end) < changes.get("start", occurrence.start):
+            raise EwsError("ErrorCalendarEndDateIsEarlierThanStartDate", "EndDate is earlier than StartDate")
+        try:
+            updated = calendar.modify_occurrence(call.store, master, occurrence.instance, changes, uris)
+        except calendar.OccurrenceCrossing:
+            raise EwsError("ErrorOccurrenceCrossingBoundary", "Modified occurrence is crossing or overlapping "
+                                                              "adjacent occurrence.") from None   # text guessed
+        item_id_only(etree.SubElement(message, m("Items")), updated)
         etree.SubElement(etree.SubElement(message, m("ConflictResults")), t("Count")).text = "0"
     _each(call, call.request.iterfind(f"{m('ItemChanges')}/{t('ItemChange')}"), "Items", answer)
     if faults:

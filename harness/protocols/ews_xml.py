@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Seq
 from lxml import etree
 
 from harness.mailbox.attachments import Attachment
-from harness.mailbox.calendar import END_DATE, MEETING_REQUEST, NUMBERED, WEEKDAYS, CalendarItem
+from harness.mailbox.calendar import END_DATE, MEETING_REQUEST, NUMBERED, WEEKDAYS, CalendarItem, MeetingMessage
 from harness.mailbox.store import Address, Folder, Item
 
 MESSAGES_NS = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -335,13 +335,13 @@ def _duration(value: dt.timedelta) -> str:
     return "P" + (f"{days}D" if days else "") + (f"T{rest // 60}H{rest % 60}M" if rest or not days else "")
 
 
-def _attendees(parent: etree._Element, name: str, attendees: Sequence[Address]) -> None:
+def _attendees(parent: etree._Element, name: str, item: CalendarItem, attendees: Sequence[Address]) -> None:
     if attendees:
         element = etree.SubElement(parent, t(name))
         for address in attendees:
             attendee = etree.SubElement(element, t("Attendee"))
             _mailbox(attendee, address)
-            _text(attendee, "ResponseType", "Unknown")
+            _text(attendee, "ResponseType", item.response_of(address[1]))
 
 
 def _recurrence(parent: etree._Element, item: CalendarItem) -> None:
@@ -372,23 +372,44 @@ CALENDAR_FIELDS: List[Tuple[str, CalendarWriter]] = [
     ("calendar:LegacyFreeBusyStatus", lambda e, i: _text(e, "LegacyFreeBusyStatus", i.free_busy)),
     ("calendar:Location", lambda e, i: _text(e, "Location", i.location)),
     ("calendar:IsMeeting", lambda e, i: _text(e, "IsMeeting", i.is_meeting)),
-    ("calendar:IsCancelled", lambda e, i: _text(e, "IsCancelled", False)),
+    ("calendar:IsCancelled", lambda e, i: _text(e, "IsCancelled", i.is_cancelled)),
     ("calendar:IsRecurring", lambda e, i: _text(e, "IsRecurring", i.recurrence is not None)),
     ("calendar:MeetingRequestWasSent", lambda e, i: _text(e, "MeetingRequestWasSent", i.is_meeting)),
     ("calendar:IsResponseRequested", lambda e, i: _text(e, "IsResponseRequested", i.is_meeting)),
     ("calendar:CalendarItemType", lambda e, i: _text(e, "CalendarItemType", i.calendar_type)),
     ("calendar:MyResponseType", lambda e, i: _text(e, "MyResponseType", i.my_response)),
     ("calendar:Organizer", lambda e, i: _single(e, "Organizer", i.sender)),
-    ("calendar:RequiredAttendees", lambda e, i: _attendees(e, "RequiredAttendees", i.to)),
-    ("calendar:OptionalAttendees", lambda e, i: _attendees(e, "OptionalAttendees", i.cc)),
+    ("calendar:RequiredAttendees", lambda e, i: _attendees(e, "RequiredAttendees", i, i.to)),
+    ("calendar:OptionalAttendees", lambda e, i: _attendees(e, "OptionalAttendees", i, i.cc)),
     ("calendar:Duration", lambda e, i: _text(e, "Duration", _duration(i.end - i.start))),
     ("calendar:AppointmentState", lambda e, i: _text(e, "AppointmentState", 0 if not i.is_meeting else (
         1 if i.my_response == "Organizer" else 3))),
     ("calendar:Recurrence", _recurrence),
+    ("calendar:ModifiedOccurrences", lambda e, i: _exceptions(e, i)),
+    ("calendar:DeletedOccurrences", lambda e, i: _deleted(e, i)),
 ]
 ALL_CALENDAR_FIELDS = frozenset(uri for uri, _ in CALENDAR_FIELDS)
 CALENDAR_NOT_IN_FIND = frozenset({"calendar:RequiredAttendees", "calendar:OptionalAttendees",
-                                  "calendar:Recurrence"})
+                                  "calendar:Recurrence", "calendar:ModifiedOccurrences", "calendar:DeletedOccurrences"})
+
+
+def _exceptions(parent: etree._Element, item: CalendarItem) -> None:
+    """A master's t:ModifiedOccurrences: each exception's id and its times now and originally."""
+    if item.instance is None and item.modified:
+        element = etree.SubElement(parent, t("ModifiedOccurrences"))
+        for original, _ in sorted(item.modified, key=lambda entry: entry[0]):
+            exception = item.occurrence(original)
+            occurrence = etree.SubElement(element, t("Occurrence"))
+            _id(occurrence, "ItemId", exception.id, exception.change_key)
+            for name, value in (("Start", exception.start), ("End", exception.end), ("OriginalStart", original)):
+                _text(occurrence, name, timestamp(value))
+
+
+def _deleted(parent: etree._Element, item: CalendarItem) -> None:
+    if item.instance is None and item.deleted:
+        element = etree.SubElement(parent, t("DeletedOccurrences"))
+        for original in item.deleted:
+            _text(etree.SubElement(element, t("DeletedOccurrence")), "Start", timestamp(original))
 
 
 def item_fields(shape: Optional[etree._Element], *, find: bool) -> Tuple[FrozenSet[str], bool]:
@@ -410,8 +431,13 @@ ItemKind = Tuple[str, Sequence[Tuple[str, ItemWriter]]]
 KINDS: Dict[type, ItemKind] = {}
 
 
+# Meeting messages: MessageType's fields, then these (ews_meetings registers them): their element by item class.
+MEETING_FIELDS: List[Tuple[str, ItemWriter]] = []
+MEETING_ELEMENTS = {MEETING_REQUEST: "MeetingRequest", "IPM.Schedule.Meeting.Canceled": "MeetingCancellation"}
+
+
 def _kind_fields() -> FrozenSet[str]:
-    return frozenset(uri for _, fields in KINDS.values() for uri, _ in fields)
+    return frozenset(uri for _, fields in KINDS.values() for uri, _ in fields) | {u for u, _ in MEETING_FIELDS}
 
 
 def element_name(item: Item) -> str:
@@ -420,7 +446,9 @@ def element_name(item: Item) -> str:
         return kind[0]
     if isinstance(item, CalendarItem):
         return "CalendarItem"
-    return "MeetingRequest" if item.item_class == MEETING_REQUEST else "Message"
+    if item.item_class.startswith("IPM.Schedule.Meeting.Resp."):
+        return "MeetingResponse"
+    return MEETING_ELEMENTS.get(item.item_class, "MeetingMessage" if isinstance(item, MeetingMessage) else "Message")
 
 
 def item_element(parent: etree._Element, item: Item, fields: FrozenSet[str], mime: bool = False) -> None:
@@ -434,6 +462,10 @@ def item_element(parent: etree._Element, item: Item, fields: FrozenSet[str], mim
     for uri, write in ITEM_FIELDS:
         if uri in fields and not (not_message and uri.startswith("message:")):
             write(element, item)
+    if isinstance(item, MeetingMessage):
+        for uri, write in MEETING_FIELDS:
+            if uri in fields:
+                write(element, item)
     if kind is not None:
         for uri, write in kind[1]:
             if uri in fields:
@@ -450,7 +482,7 @@ _FRAGMENT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 def items_element(parent: etree._Element, items: Sequence[Item], fields: FrozenSet[str]) -> None:
     """t:Items with `items` under `parent` (a FindItem page). Messages are written as text and parsed once; a page
     with a calendar item, or with text XML cannot carry, takes the element path (which raises as before)."""
-    if not any(isinstance(item, CalendarItem) or type(item) in KINDS for item in items):
+    if not any(isinstance(item, (CalendarItem, MeetingMessage)) or type(item) in KINDS for item in items):
         fragment = _Fragment()
         for item in items:
             name = element_name(item)

@@ -23,6 +23,7 @@ from harness.protocols.httpconn import ConnectionLimits
 from harness.scenario import configured_org
 from harness.services.dns import listen_dns
 from harness.services.epm import listen_epm
+from harness.services.ews_push import PushNotifier
 from harness.services.listeners import AddressPlan, ListenError, Listeners
 from harness.services.rpccapture import RpcCapture
 from harness.services.rpcproxy import RpcProxyService
@@ -157,8 +158,9 @@ class MockExchange:
         proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults,
                                 tap=self.rpc_capture, interfaces=InterfacesOnDemand(self.org, store),
                                 out_framing=opts.rpc_out_framing)
+        self.push = PushNotifier(reactor, store, self.transcript.record, self.org.exchange_version)
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
-                            faults=self.faults, store=store, ews_schema_files=schema_files)
+                            faults=self.faults, store=store, ews_schema_files=schema_files, push=self.push)
         https_app.app = site
         http_app.app = RedirectSite(self.org, self.transcript, https_port, faults=self.faults, rpc_site=site)
         try:
@@ -257,6 +259,8 @@ class MockExchange:
         from twisted.internet import defer
         # Nothing may move the listeners once they are closing: no pending step, no reconcile on a late event.
         self.steps.stop()
+        if getattr(self, "push", None) is not None:
+            self.push.stop()
         if self.control is not None:
             self.control.stop()  # type: ignore[attr-defined]
         if self._on_event in self.transcript.listeners:

@@ -24,7 +24,7 @@ import random
 import re
 import time
 from email.utils import formatdate
-from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, quote
 
 from harness.hooks import FaultSet, Scope
@@ -90,10 +90,11 @@ class ExchangeSite:
     def __init__(self, org, transcript: Transcript, rng: random.Random, urls: SiteUrls, *,
                  rpc_proxy=None, auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
                  faults: Optional[FaultSet] = None, store: Optional[MailboxStore] = None,
-                 ews_schema_files: Optional[ews_schema.SchemaFiles] = None):
+                 ews_schema_files: Optional[ews_schema.SchemaFiles] = None, push: Any = None):
         self.org, self.transcript, self.rng, self.urls = org, transcript, rng, urls
         self.ews_schema_files = ews_schema_files   # None: /EWS/ has no schema files (404, as a bare IIS path)
         self.store = store   # the mailboxes' content behind EWS (None: every EWS mailbox answers as unavailable)
+        self.push = push     # the ews_push.PushNotifier serving push subscriptions (None: nothing is POSTed)
         self.faults = faults if faults is not None else FaultSet()
         self.rpc_proxy = rpc_proxy
         self.auth_methods = tuple(auth_methods)
@@ -321,6 +322,8 @@ class ExchangeSite:
         self.transcript.record("ews", conn=request.conn.conn_id, outcome=answer.outcome, error_code=answer.error_code,
                                detail=answer.detail, mailbox=mailbox.email, **extra)
         ews_check.check(answer)   # the test suite's schema check; off unless MOCKEX_VALIDATE_EWS names a directory
+        if answer.push is not None and self.push is not None:    # a new push subscription: its POSTs begin
+            self.push.start(answer.push)
         response = self._response(answer.status, answer.content_type, answer.body)
         response.chunks = answer.chunks    # GetStreamingEvents: one envelope a chunk
         if answer.stream is not None:      # ... and more as events happen, until ConnectionTimeout
