@@ -14,7 +14,7 @@ from lxml import etree
 from harness.mailbox import meetings
 from harness.mailbox.calendar import CalendarItem, MeetingMessage
 from harness.mailbox.store import Folder, Item
-from harness.protocols import ews_xml
+from harness.protocols import ews_writer, ews_xml
 from harness.protocols.ews_xml import EwsError, item_id_only, t, timestamp
 
 if TYPE_CHECKING:
@@ -70,9 +70,9 @@ def _meeting(write: Callable[[Any, Any], object]) -> ews_xml.ItemWriter:
 
 
 ews_xml.MEETING_FIELDS[:] = [   # MeetingMessageType's fields, then the subtypes' Start, End, Location
-    ("meeting:ResponseType", _meeting(lambda e, i: ews_xml._text(e, "ResponseType", i.response))),
-    ("calendar:UID", _meeting(lambda e, i: ews_xml._text(e, "UID", i.uid))),
-    ("calendar:Start", _meeting(lambda e, i: ews_xml._text(e, "Start", timestamp(i.start)))),
-    ("calendar:End", _meeting(lambda e, i: ews_xml._text(e, "End", timestamp(i.end)))),
-    ("calendar:Location", _meeting(lambda e, i: ews_xml._text(e, "Location", i.location))),
+    ("meeting:ResponseType", _meeting(lambda e, i: ews_writer.text(e, "ResponseType", i.response))),
+    ("calendar:UID", _meeting(lambda e, i: ews_writer.text(e, "UID", i.uid))),
+    ("calendar:Start", _meeting(lambda e, i: ews_writer.text(e, "Start", timestamp(i.start)))),
+    ("calendar:End", _meeting(lambda e, i: ews_writer.text(e, "End", timestamp(i.end)))),
+    ("calendar:Location", _meeting(lambda e, i: ews_writer.text(e, "Location", i.location))),
 ]

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from lxml import etree
 
 from harness.mailbox.attachments import Attachment
 from harness.mailbox.calendar import END_DATE, MEETING_REQUEST, NUMBERED, WEEKDAYS, CalendarItem, MeetingMessage
 from harness.mailbox.store import Address, Folder, Item
-
-MESSAGES_NS = "http://schemas.microsoft.com/exchange/services/2006/messages"
-TYPES_NS = "http://schemas.microsoft.com/exchange/services/2006/types"
-ERRORS_NS = "http://schemas.microsoft.com/exchange/services/2006/errors"
-
-
-def m(name: str) -> str:
-    return f"{{{MESSAGES_NS}}}{name}"
-
-
-def t(name: str) -> str:
-    return f"{{{TYPES_NS}}}{name}"
+from harness.protocols.ews_writer import ERRORS_NS as ERRORS_NS  # re-exported: the EWS modules import them here
+from harness.protocols.ews_writer import MESSAGES_NS as MESSAGES_NS
+from harness.protocols.ews_writer import TYPES_NS as TYPES_NS
+from harness.protocols.ews_writer import Fragment as _Fragment
+from harness.protocols.ews_writer import Parent as Parent
+from harness.protocols.ews_writer import attribute as _attribute
+from harness.protocols.ews_writer import close_element as _close
+from harness.protocols.ews_writer import escape as _escape
+from harness.protocols.ews_writer import m as m
+from harness.protocols.ews_writer import mailbox as _mailbox
+from harness.protocols.ews_writer import open_element as _open
+from harness.protocols.ews_writer import recipients as _recipients
+from harness.protocols.ews_writer import single as _single
+from harness.protocols.ews_writer import strings as _strings
+from harness.protocols.ews_writer import t as t
+from harness.protocols.ews_writer import text as _text
+from harness.protocols.ews_writer import timestamp as timestamp
 
 
 class EwsError(Exception):
@@ -87,89 +92,6 @@ def each_response(messages: etree._Element, operation: str, children: Iterable[e
             continue
         message = success_message(messages, operation)
         message.extend(list(probe))
-
-
-def timestamp(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class _Fragment:
-    """Item XML written as text: a FindItem page is parsed once instead of costing an lxml call per element (the
-    writers below take either this or an element)."""
-    __slots__ = ("parts",)
-
-    def __init__(self) -> None:
-        self.parts: List[str] = []
-
-
-Parent = Union[etree._Element, _Fragment]
-
-
-def _escape(text: str) -> str:
-    """XML character data (a carriage return as lxml writes it, so parsing keeps it). Most text needs nothing."""
-    if "&" in text or "<" in text or ">" in text or "\r" in text:
-        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
-    return text
-
-
-def _attribute(value: str) -> str:
-    escaped = _escape(value)
-    return '"' + (escaped.replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
-                  if '"' in escaped or "\n" in escaped or "\t" in escaped else escaped) + '"'
-
-
-def _text(parent: Parent, name: str, value: object) -> etree._Element:
-    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    if type(parent) is _Fragment:
-        parent.parts.append(f"<t:{name}>{_escape(text)}</t:{name}>")
-        return None  # only element writers use the result (Body, MimeContent)
-    element = etree.SubElement(parent, t(name))
-    element.text = text
-    return element
-
-
-def _open(parent: Parent, name: str) -> Parent:
-    if type(parent) is _Fragment:
-        parent.parts.append(f"<t:{name}>")
-        return parent
-    return etree.SubElement(parent, t(name))
-
-
-def _close(parent: Parent, name: str) -> None:
-    if type(parent) is _Fragment:
-        parent.parts.append(f"</t:{name}>")
-
-
-def _mailbox(parent: Parent, address: Address) -> None:
-    mailbox = _open(parent, "Mailbox")
-    _text(mailbox, "Name", address[0] or address[1])
-    _text(mailbox, "EmailAddress", address[1])
-    _text(mailbox, "RoutingType", "SMTP")
-    _text(mailbox, "MailboxType", "Mailbox")
-    _close(mailbox, "Mailbox")
-
-
-def _recipients(parent: Parent, name: str, addresses: Sequence[Address]) -> None:
-    if addresses:
-        element = _open(parent, name)
-        for address in addresses:
-            _mailbox(element, address)
-        _close(element, name)
-
-
-def _strings(parent: Parent, name: str, values: Sequence[str]) -> None:
-    """An ArrayOfStringsType (Categories): left out when empty, as Exchange does."""
-    if values:
-        element = _open(parent, name)
-        for value in values:
-            _text(element, "String", value)
-        _close(element, name)
-
-
-def _single(parent: Parent, name: str, address: Address) -> None:
-    element = _open(parent, name)
-    _mailbox(element, address)
-    _close(element, name)
 
 
 # ---- folders ----------------------------------------------------------------------------------------------------
