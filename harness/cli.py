@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import re
@@ -266,6 +267,11 @@ def mock_arguments(args: argparse.Namespace) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # Start-up only makes objects that live as long as the process (modules, classes, the parser, the org): the
+    # cyclic collector would walk them again and again (about a tenth of `serve`'s start) and free nothing. It is
+    # off until the command is under way (_collect_again); `python -m harness` turns it off before these imports.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         code = _main(argv)
         sys.stdout.flush()   # a pipe closed by the reader fails here, inside the handler, not at interpreter exit
@@ -277,6 +283,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _collect_again(freeze: bool = False) -> None:
+    """The cyclic collector back on for the command's own work; with ``freeze``, what start-up made is moved where
+    no later collection walks it again (a server's full collections then scan only what requests make)."""
+    if freeze:
+        gc.freeze()
+    gc.enable()
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
@@ -285,6 +302,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command != "serve":   # it turns the collector on itself, once its listeners are up
+        _collect_again()
     try:
         if args.command == "serve":
             return _serve(args)
@@ -374,12 +393,13 @@ def _serve(args) -> int:
             print(f"mockex: --control-listen: {exc}", file=sys.stderr)
             return 2
     org = load_org(args.org)
-    from harness.mailbox.store import sizes_by_email
-    try:
-        sizes_by_email(dict(args.mailbox_size), org.mailboxes)
-    except ValueError as exc:
-        print(f"mockex: --mailbox-size: {exc}", file=sys.stderr)
-        return 2
+    if args.mailbox_size:   # the mailbox code loads only when asked for (or at a first request needing it)
+        from harness.mailbox.store import sizes_by_email
+        try:
+            sizes_by_email(dict(args.mailbox_size), org.mailboxes)
+        except ValueError as exc:
+            print(f"mockex: --mailbox-size: {exc}", file=sys.stderr)
+            return 2
     scenarios = []
     if args.scenario:
         from harness.scenario import resolve
@@ -414,6 +434,7 @@ def _serve(args) -> int:
         print(f"mockex: cannot start: {exc}", file=sys.stderr)
         return 1
     print(summary(endpoints, os.path.join(server.options.state_dir, "endpoints.json"), quiet=args.quiet), flush=True)
+    _collect_again(freeze=True)
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly
     server.transcript.record("stop")
     server.transcript.close()
