@@ -34,7 +34,7 @@ runpy.run_module("harness", run_name="__main__", alter_sys=True)
 
 DEFERRED = ("impacket", "Cryptodome", "lxml", "harness.rpc", "harness.protocols.dcerpc", "harness.protocols.ntlm",
             "harness.services.epm", "harness.mailbox.store", "harness.protocols.autodiscover", "harness.protocols.ews",
-            "harness.scenario")
+            "harness.scenario", "harness.protocols.ews_schema")
 
 
 def at_ready(state_dir: str, *serve_args: str) -> dict:
