@@ -101,7 +101,9 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The `mockex` parser; with ``only="serve"``, the top level with that command alone: what `mockex serve`
+    parses, without building (and importing the modules of) every other command's parser on each start."""
     parser = argparse.ArgumentParser(prog="mockex", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     from harness import __version__
@@ -150,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--control-listen", default="127.0.0.1", metavar="ADDR",
                          help="its address: loopback only, whatever --allow-remote says (default 127.0.0.1)")
     control.add_argument("--control-port", type=_port, default=0, help="its port (default 0: any free port)")
+    if only == "serve":
+        return parser
 
     sandbox = sub.add_parser("sandbox", help="run one command against the org on the real ports 443/80/53, without "
                                              "root, in a private network namespace",
@@ -296,8 +300,13 @@ def _collect_again(freeze: bool = False) -> None:
     gc.enable()
 
 
+def _command_of(argv: List[str]) -> Optional[str]:
+    """The command word of a command line (the top level's own options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def _main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    parser = build_parser(only="serve" if _command_of(sys.argv[1:] if argv is None else argv) == "serve" else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

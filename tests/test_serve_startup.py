@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from harness.cli import build_parser
 from harness.services.server import StoreOnDemand
 from tests.support.ews import ALICE, ORG, new_store
 
@@ -34,7 +35,8 @@ runpy.run_module("harness", run_name="__main__", alter_sys=True)
 
 DEFERRED = ("impacket", "Cryptodome", "lxml", "harness.rpc", "harness.protocols.dcerpc", "harness.protocols.ntlm",
             "harness.services.epm", "harness.mailbox.store", "harness.protocols.autodiscover", "harness.protocols.ews",
-            "harness.scenario", "harness.protocols.ews_schema")
+            "harness.scenario", "harness.protocols.ews_schema", "harness.probe", "harness.runner", "harness.fuzz",
+            "harness.control")
 
 
 def at_ready(state_dir: str, *serve_args: str) -> dict:
@@ -76,3 +78,11 @@ def test_the_store_made_on_demand_is_the_seeded_store(sizes):
     assert lazy.get() is made and lazy.mailboxes is made.mailboxes
     expected = new_store(**sizes).mailbox(ALICE).distinguished["inbox"]
     assert [(i.id, i.subject) for i in inbox.items.values()] == [(i.id, i.subject) for i in expected.items.values()]
+
+
+def test_serve_parses_the_same_without_the_other_commands():
+    argv = ["serve", "--state-dir", "/tmp/x", "--https-port", "0", "--mailbox-size", "alice=2", "--scenario", "a",
+            "--scenario", "b", "--control", "--idle-timeout", "5", "--rpc-out-framing", "legacy", "--quiet"]
+    assert vars(build_parser(only="serve").parse_args(argv)) == vars(build_parser().parse_args(argv))
+    assert "serve" in build_parser(only="serve").format_help() and "sandbox" not in \
+        build_parser(only="serve").format_help()
