@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import re
@@ -100,7 +101,9 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The `mockex` parser; with ``only="serve"``, the top level with that command alone: what `mockex serve`
+    parses, without building (and importing the modules of) every other command's parser on each start."""
     parser = argparse.ArgumentParser(prog="mockex", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     from harness import __version__
@@ -149,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--control-listen", default="127.0.0.1", metavar="ADDR",
                          help="its address: loopback only, whatever --allow-remote says (default 127.0.0.1)")
     control.add_argument("--control-port", type=_port, default=0, help="its port (default 0: any free port)")
+    if only == "serve":
+        return parser
 
     sandbox = sub.add_parser("sandbox", help="run one command against the org on the real ports 443/80/53, without "
                                              "root, in a private network namespace",
@@ -266,6 +271,11 @@ def mock_arguments(args: argparse.Namespace) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # Start-up only makes objects that live as long as the process (modules, classes, the parser, the org): the
+    # cyclic collector would walk them again and again (about a tenth of `serve`'s start) and free nothing. It is
+    # off until the command is under way (_collect_again); `python -m harness` turns it off before these imports.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         code = _main(argv)
         sys.stdout.flush()   # a pipe closed by the reader fails here, inside the handler, not at interpreter exit
@@ -277,14 +287,32 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _collect_again(freeze: bool = False) -> None:
+    """The cyclic collector back on for the command's own work; with ``freeze``, what start-up made is moved where
+    no later collection walks it again (a server's full collections then scan only what requests make)."""
+    if freeze:
+        gc.freeze()
+    gc.enable()
+
+
+def _command_of(argv: List[str]) -> Optional[str]:
+    """The command word of a command line (the top level's own options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    parser = build_parser(only="serve" if _command_of(sys.argv[1:] if argv is None else argv) == "serve" else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command != "serve":   # it turns the collector on itself, once its listeners are up
+        _collect_again()
     try:
         if args.command == "serve":
             return _serve(args)
@@ -374,12 +402,13 @@ def _serve(args) -> int:
             print(f"mockex: --control-listen: {exc}", file=sys.stderr)
             return 2
     org = load_org(args.org)
-    from harness.mailbox.store import sizes_by_email
-    try:
-        sizes_by_email(dict(args.mailbox_size), org.mailboxes)
-    except ValueError as exc:
-        print(f"mockex: --mailbox-size: {exc}", file=sys.stderr)
-        return 2
+    if args.mailbox_size:   # the mailbox code loads only when asked for (or at a first request needing it)
+        from harness.mailbox.store import sizes_by_email
+        try:
+            sizes_by_email(dict(args.mailbox_size), org.mailboxes)
+        except ValueError as exc:
+            print(f"mockex: --mailbox-size: {exc}", file=sys.stderr)
+            return 2
     scenarios = []
     if args.scenario:
         from harness.scenario import resolve
@@ -414,6 +443,7 @@ def _serve(args) -> int:
         print(f"mockex: cannot start: {exc}", file=sys.stderr)
         return 1
     print(summary(endpoints, os.path.join(server.options.state_dir, "endpoints.json"), quiet=args.quiet), flush=True)
+    _collect_again(freeze=True)
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly
     server.transcript.record("stop")
     server.transcript.close()

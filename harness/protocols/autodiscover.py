@@ -1,7 +1,8 @@
 """POX Autodiscover (MS-OXDSCLI / MS-OXDISCO), sans-IO: the Outlook 2006a and the EAS mobilesync answers.
 
-It also holds what the SOAP and JSON flavours share: the site URLs and ``MailboxSettings``, the one description of a
-mailbox that POX and SOAP both render, so that EXCH/EXPR and GetUserSettings name the same servers, DNs and URLs.
+It also holds what the SOAP and JSON flavours share: ``MailboxSettings``, the one description of a mailbox that POX
+and SOAP both render, so that EXCH/EXPR and GetUserSettings name the same servers, DNs and URLs (the site URLs live in
+``siteurls``, re-exported here).
 The answer type and the XML plumbing live in ``autodiscover_answer`` (re-exported here); ``POX`` is this flavour.
 """
 from __future__ import annotations
@@ -9,11 +10,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import uuid
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
-from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -31,6 +30,7 @@ from harness.protocols.autodiscover_answer import (
     serialize,
 )
 from harness.protocols.autodiscover_paths import mutate
+from harness.protocols.siteurls import SiteUrls as SiteUrls  # re-exported: the probe and tests import it here
 
 RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 OUTLOOK_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
@@ -70,39 +70,6 @@ ECP_FRAGMENTS: Tuple[Tuple[str, str, str], ...] = (
 INTERNAL_OWA_AUTH = "Basic, Fba"
 EXTERNAL_OWA_AUTH = "Fba"
 DEFAULT_CAS_NAME = "EX01"
-
-
-@dataclass(frozen=True)
-class SiteUrls:
-    """Where the CAS services live; ports vary because tests run on ephemeral ports."""
-    ews_url: str
-    ecp_url: str
-    oab_url: str
-    owa_url: str
-    mapi_url: str          # base of /mapi/emsmdb and /mapi/nspi
-    autodiscover_url: str  # the POX endpoint
-
-    @classmethod
-    def for_org(cls, org: Org, https_port: int = 443) -> "SiteUrls":
-        port = "" if https_port == 443 else f":{https_port}"
-        site = f"https://{org.mail_host}{port}"
-        oab_guid = uuid.uuid5(uuid.NAMESPACE_URL, f"oab:{org.domain}")
-        return cls(ews_url=f"{site}/EWS/Exchange.asmx", ecp_url=f"{site}/ecp/", oab_url=f"{site}/OAB/{oab_guid}/",
-                   owa_url=f"{site}/owa/", mapi_url=f"{site}/mapi/",
-                   autodiscover_url=f"https://{org.autodiscover_host}{port}/autodiscover/autodiscover.xml")
-
-    @property
-    def site_root(self) -> str:
-        parts = urlsplit(self.ews_url)
-        return f"{parts.scheme}://{parts.netloc}"
-
-    @property
-    def um_url(self) -> str:
-        return self.ews_url.rsplit("/", 1)[0] + "/UM2007Legacy.asmx"
-
-    @property
-    def activesync_url(self) -> str:
-        return f"{self.site_root}/Microsoft-Server-ActiveSync"
 
 
 @dataclass(frozen=True)

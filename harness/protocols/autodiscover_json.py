@@ -13,8 +13,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
 from harness.org import Org
-from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.autodiscover_answer import AutodiscoverAnswer, Flavour
+from harness.protocols.siteurls import SiteUrls
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 ENDPOINT = "/autodiscover/autodiscover.json"

@@ -20,7 +20,6 @@ from harness.protocols.autodiscover import (
     INTERNAL_OWA_AUTH,
     POX_ERROR_MESSAGES,
     MailboxSettings,
-    SiteUrls,
     served_domains,
 )
 from harness.protocols.autodiscover_answer import (
@@ -33,6 +32,7 @@ from harness.protocols.autodiscover_answer import (
     parse_untrusted_xml,
     serialize,
 )
+from harness.protocols.siteurls import SiteUrls
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 WSA_NS = "http://www.w3.org/2005/08/addressing"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
-from harness.protocols import ews_schema
-from harness.protocols.ews import EwsAnswer
+if TYPE_CHECKING:   # the schema code (lxml) loads only when the check is on: `mockex serve` starts without it
+    from harness.protocols.ews import EwsAnswer
 
 ENABLE_VARIABLE = "MOCKEX_VALIDATE_EWS"           # where invalid answers are recorded; "0": off
 SCHEMA_VARIABLE = "MOCKEX_VALIDATE_EWS_SCHEMA"    # the schema directory they are checked against
@@ -40,6 +40,7 @@ def check_envelope(envelope: bytes, detail: str, status: int) -> None:
     if found is None:
         return
     where, schema = found
+    from harness.protocols import ews_schema
     problems = ews_schema.problems(envelope, schema)
     if problems:
         line = json.dumps({"detail": detail, "status": status, "problems": problems,

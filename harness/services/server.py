@@ -15,15 +15,9 @@ from twisted.internet.error import CannotListenError
 from harness import pki as pkimod
 from harness.faults.base import Fault
 from harness.hooks import FaultSet
-from harness.mailbox.seed import default_seeder, utc_now
-from harness.mailbox.store import MailboxStore, accounts_of, sizes_by_email
-from harness.protocols import ews_schema
-from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.httpconn import ConnectionLimits
-from harness.scenario import configured_org
+from harness.protocols.siteurls import SiteUrls
 from harness.services.dns import listen_dns
-from harness.services.epm import listen_epm
-from harness.services.ews_push import PushNotifier
 from harness.services.listeners import AddressPlan, ListenError, Listeners
 from harness.services.rpccapture import RpcCapture
 from harness.services.rpcproxy import RpcProxyService
@@ -34,6 +28,7 @@ from harness.services.web import HttpFactory
 from harness.transcript import DEFAULT_KEEP, Transcript
 
 if TYPE_CHECKING:
+    from harness.mailbox.store import MailboxStore
     from harness.protocols.dcerpc.interface import RpcInterface
 
 
@@ -45,18 +40,59 @@ def is_loopback(address: str) -> bool:
 
 
 
+class StoreOnDemand:
+    """The mailbox store, made and seeded when a request first reads it (EWS, MAPI, Outlook Anywhere): a server
+    answering only Autodiscover never loads the mailbox code. It stands in for the store (attributes pass through).
+    The seeded content is fixed (harness.mailbox.seed), so it is the same whenever it is made."""
+
+    def __init__(self, org, mailbox_sizes: Dict[str, int], seed: int) -> None:
+        self._org, self._sizes, self._seed = org, mailbox_sizes, seed
+        self._store: Optional["MailboxStore"] = None
+
+    def get(self) -> "MailboxStore":
+        if self._store is None:
+            from harness.mailbox.seed import default_seeder, utc_now
+            from harness.mailbox.store import MailboxStore, accounts_of, sizes_by_email
+            mailboxes = self._org.mailboxes
+            self._store = MailboxStore(accounts_of(mailboxes), utc_now(),
+                                       default_seeder(sizes_by_email(self._sizes, mailboxes), self._seed))
+        return self._store
+
+    def __getattr__(self, name: str):
+        return getattr(self.get(), name)
+
+
+class PushOnDemand:
+    """The EWS push notifier, made with the first push subscription (its module loads the mailbox event code and,
+    for its POSTs, twisted.web's client): a server nobody subscribes to never loads them."""
+
+    def __init__(self, reactor, store: StoreOnDemand, record, exchange_version: str) -> None:
+        self._args = (reactor, store, record, exchange_version)
+        self._notifier = None
+
+    def start(self, subscription) -> None:
+        if self._notifier is None:
+            from harness.services.ews_push import PushNotifier
+            self._notifier = PushNotifier(*self._args)
+        self._notifier.start(subscription)
+
+    def stop(self) -> None:
+        if self._notifier is not None:
+            self._notifier.stop()
+
+
 class InterfacesOnDemand(Sequence):
     """The RPC interfaces (EMSMDB's ROPs over the server's store), built when the RPC proxy first reads them: a
     server nobody asks for Outlook Anywhere never imports impacket."""
 
-    def __init__(self, org, store: MailboxStore) -> None:
+    def __init__(self, org, store: StoreOnDemand) -> None:
         self._org, self._store = org, store
         self._built: Optional[List["RpcInterface"]] = None
 
     def _interfaces(self) -> List["RpcInterface"]:
         if self._built is None:
             from harness.rpc import interfaces_for
-            self._built = interfaces_for(self._org, self._store)
+            self._built = interfaces_for(self._org, self._store.get())
         return self._built
 
     def __getitem__(self, index):
@@ -109,12 +145,16 @@ class MockExchange:
 
     def start(self, reactor) -> dict:
         opts = self.options
-        # a scenario's `config:` changes the org's settings for the whole run (what the site and proxy are built on)
-        self.org = configured_org(self.org, self.scenarios)
+        if self.scenarios:   # a scenario's `config:` changes the org's settings for the whole run (site and proxy)
+            from harness.scenario import configured_org
+            self.org = configured_org(self.org, self.scenarios)
         if not is_loopback(opts.listen) and not opts.allow_remote:
             raise ValueError(f"--listen {opts.listen} is not a loopback address; add --allow-remote to serve it")
         # read before anything is created or listens: a directory lacking a file fails the start
-        schema_files = ews_schema.SchemaFiles(opts.ews_schema_dir) if opts.ews_schema_dir else None
+        schema_files = None
+        if opts.ews_schema_dir:
+            from harness.protocols import ews_schema  # lxml and the EWS code: only with --ews-schema-dir
+            schema_files = ews_schema.SchemaFiles(opts.ews_schema_dir)
         created = not os.path.isdir(opts.state_dir)
         os.makedirs(opts.state_dir, exist_ok=True)
         endpoints_path = os.path.join(opts.state_dir, "endpoints.json")
@@ -153,12 +193,13 @@ class MockExchange:
         https_port = self.listeners.port("https")
         urls = SiteUrls.for_org(self.org, https_port)
         self.rpc_capture = RpcCapture(opts.state_dir) if opts.rpc_capture else None
-        store = MailboxStore(accounts_of(self.org.mailboxes), utc_now(),
-                             default_seeder(sizes_by_email(opts.mailbox_sizes, self.org.mailboxes), opts.seed))
+        store = StoreOnDemand(self.org, opts.mailbox_sizes, opts.seed)
+        if opts.mailbox_sizes:   # generating them is what --mailbox-size asks for: at start, not in a first request
+            store.get()
         proxy = RpcProxyService(self.org, self.transcript, random.Random(rng.getrandbits(64)), faults=self.faults,
                                 tap=self.rpc_capture, interfaces=InterfacesOnDemand(self.org, store),
                                 out_framing=opts.rpc_out_framing)
-        self.push = PushNotifier(reactor, store, self.transcript.record, self.org.exchange_version)
+        self.push = PushOnDemand(reactor, store, self.transcript.record, self.org.exchange_version)
         site = ExchangeSite(self.org, self.transcript, random.Random(rng.getrandbits(64)), urls, rpc_proxy=proxy,
                             faults=self.faults, store=store, ews_schema_files=schema_files, push=self.push)
         https_app.app = site
@@ -176,6 +217,7 @@ class MockExchange:
             raise failure from exc
         self._epm = None
         if opts.epm_port is not None:
+            from harness.services.epm import listen_epm  # only then: it loads the DCE/RPC code and impacket
             try:
                 self._epm = listen_epm(reactor, self.org, opts.listen, opts.epm_port, self.transcript,
                                        random.Random(rng.getrandbits(64)))

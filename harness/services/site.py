@@ -24,15 +24,12 @@ import random
 import re
 import time
 from email.utils import formatdate
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, quote
 
 from harness.hooks import FaultSet, Scope
-from harness.mailbox.store import MailboxStore
 from harness.org import Mailbox, Org
-from harness.protocols import autodiscover, autodiscover_json, autodiscover_soap, ews, ews_schema, owa
-from harness.protocols.autodiscover import AutodiscoverAnswer, SiteUrls
-from harness.protocols.autodiscover_answer import autodiscover_hook
+from harness.protocols import owa
 from harness.protocols.http import (
     AUTODISCOVER_HEADERS,
     DEFAULT_AUTH_METHODS,
@@ -58,6 +55,12 @@ from harness.protocols.httpauth import HttpAuthenticator, auth_result_hook, basi
 from harness.protocols.logon import ServerIdentity, ntlm_challenge_hook
 from harness.services import ews_check
 from harness.transcript import KNOWN_SCHEMES, Transcript, mask_headers
+
+if TYPE_CHECKING:   # the Autodiscover, EWS and mailbox code loads with the first request that needs it, not at start
+    from harness.mailbox.store import MailboxStore
+    from harness.protocols import ews_schema
+    from harness.protocols.autodiscover import AutodiscoverAnswer
+    from harness.protocols.siteurls import SiteUrls
 
 # /autodiscover/<anything>/autodiscover.xml|svc: Exchange Online's per-mailbox form and redirect-hop targets.
 AUTODISCOVER_VARIANT = re.compile(r"^/autodiscover/(?:[^/]+/)+autodiscover\.(xml|svc)$")
@@ -290,6 +293,7 @@ class ExchangeSite:
         mailbox, challenge = self.authenticate(request)
         if challenge:
             return challenge
+        from harness.protocols import autodiscover
         answer = autodiscover.respond_pox(self.org, request.body, mailbox, self.urls,
                                           mapi_http=self.org.mapi_http_enabled
                                           and request.header("x-mapihttpcapability") is not None,
@@ -302,10 +306,12 @@ class ExchangeSite:
             return challenge
         if request.method in ("GET", "HEAD"):
             return self._response(200, HTML, b"<html><body>You have created a service.</body></html>")
+        from harness.protocols import autodiscover_soap
         answer = autodiscover_soap.respond_soap(self.org, request.body, mailbox, self.urls)
         return self._autodiscover_response(request, answer)
 
     def _json(self, request: HttpRequest) -> HttpResponse:
+        from harness.protocols import autodiscover_json
         answer = autodiscover_json.respond_json(self.org, request.path, parse_qs(request.query), self.urls)
         return self._autodiscover_response(request, answer)
 
@@ -315,6 +321,7 @@ class ExchangeSite:
             return challenge
         if request.method in ("GET", "HEAD"):
             return self._response(200, HTML, b"<html><body>You have created a service.</body></html>")
+        from harness.protocols import ews
         parsed = ews.parse_ews(self.org, request.body)
         answer = parsed if isinstance(parsed, ews.EwsAnswer) else (
             self._fault(ews.ews_hook, request, mailbox, parsed) or ews.execute_ews(parsed, self.store, mailbox.email))
@@ -345,6 +352,7 @@ class ExchangeSite:
         if request.method not in ("GET", "HEAD"):
             return self._response(405, HTML, iis_error_page(405, "HTTP verb used to access this page is not "
                                                                  "allowed."))
+        from harness.protocols import ews_schema  # loaded already: the files were read through it
         return self._response(200, ews_schema.STATIC_CONTENT_TYPE, content, headers=[("Accept-Ranges", "bytes")])
 
     def _mapi_emsmdb(self, request: HttpRequest) -> HttpResponse:
@@ -393,6 +401,7 @@ class ExchangeSite:
         return HeldMapiResponse(answer.held, ended)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
+        from harness.protocols.autodiscover_answer import autodiscover_hook
         replaced = self._fault(autodiscover_hook, request, answer.mailbox, request, answer)
         if isinstance(replaced, HttpAnswer):
             self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path,

@@ -17,7 +17,8 @@ from OpenSSL import SSL
 from twisted.internet import protocol
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-from zope.interface import implementer
+from zope.interface import implementer, providedBy
+from zope.interface.declarations import Provides, _normalizeargs
 
 from harness import pki as pkimod
 from harness.hooks import FaultSet, Scope
@@ -127,12 +128,27 @@ def _server_name(hello: bytes) -> Optional[str]:
     return None
 
 
+# zope's declarations of "this protocol provides interface X" for every interface a transport has: zope caches them
+# only weakly, and TLSMemoryBIOProtocol.makeConnection makes one per interface of the transport, each replacing the
+# last, so all but one die at once and every connection built them again (resolution orders and all). Held here, they
+# are made once. Keyed by the transport's interface set: a few entries.
+_TRANSPORT_DECLARATIONS: Dict[object, list] = {}
+
+
 class ProfiledTLSProtocol(TLSMemoryBIOProtocol):
     """TLS whose context may be chosen before it starts. Unbuffered: the HTTP edge writes whole responses, and a
     write plan's pieces must each become their own TLS record at the time they are due."""
     tls_context: Optional[SSL.Context] = None
     tls_profile: str = DEFAULT_PROFILE.describe()
     server_name: Optional[str] = None   # the SNI read off the ClientHello, when it was read first
+
+    def makeConnection(self, transport) -> None:
+        provided = providedBy(transport)
+        if provided not in _TRANSPORT_DECLARATIONS:
+            cls = type(self)
+            _TRANSPORT_DECLARATIONS[provided] = [Provides(cls, interface) for interface in provided] + [
+                Provides(cls, *_normalizeargs((provided,)))]   # ProtocolWrapper.makeConnection's: the one in force
+        super().makeConnection(transport)
 
     # The wrapped protocol's transcript batch around each chunk of socket bytes and the connection's end: the
     # handshake's event and the events of a request read in the same chunk go to the transcript in one write.
