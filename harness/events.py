@@ -326,6 +326,20 @@ _KINDS: List[EventKind] = [
         "where": optional("string", "the end of the traceback (an internal error)"),
         "close": f("boolean", "whether the association is closed after it"),
     })),
+    EventKind("rpc_call_held", "a call whose answer waits (EcDoAsyncWaitEx): no response PDU yet", _rpc({
+        "call_id": f("integer", "the call"),
+        "interface": f("string", "the interface"),
+        "opnum": f("integer", "the operation number"),
+        "until": f("string", "what ends the wait"),
+    })),
+    EventKind("rpc_call_completed", "a held call was answered, or dropped with its connection", _rpc({
+        "call_id": f("integer", "the call"),
+        "interface": f("string", "the interface"),
+        "opnum": f("integer", "the operation number"),
+        "how": f("string", "what ended the wait: event, max-wait, or dropped (no answer sent)"),
+        "status": f("string|null", "the operation's return value, as 0x%08x (None: dropped)"),
+        "reason": optional("string", "why it was dropped"),
+    })),
     EventKind("rpc_close", "the association closed", _rpc({"reason": f("string", "why")})),
     EventKind("rpc_internal_error", "a bug in the server's DCE/RPC code; the association closed", _rpc({
         "error": f("string", "the exception"), "where": f("string", "the end of the traceback"),

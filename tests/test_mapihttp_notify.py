@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import http.client
 import random
-import ssl
 import struct
 import threading
 import time
@@ -31,7 +29,7 @@ from harness.rpc.mapihttp import MapiHttpEmsmdb, MapiRequest
 from harness.services.site import ExchangeSite
 from harness.services.web import HttpFactory
 from harness.transcript import Transcript
-from tests.support.ews import envelope
+from tests.support.ews import ews_send_as_bob
 from tests.support.mapihttp import (
     MESSAGE_BIT,
     NEW_MAIL,
@@ -274,22 +272,6 @@ def test_a_client_that_goes_away_ends_the_wait(tmp_path):
 
 
 # ---- a real server --------------------------------------------------------------------------------------------
-def ews_send_as_bob(served, subject: str) -> int:
-    context = ssl.create_default_context(cafile=served.ca_file)
-    context.check_hostname = False
-    conn = http.client.HTTPSConnection(served.host, served.https_port, context=context, timeout=20)
-    token = base64.b64encode(f"bob:{served.user('bob')['password']}".encode()).decode()
-    body = envelope('<m:CreateItem MessageDisposition="SendAndSaveCopy"><m:Items><t:Message>'
-                    f'<t:Subject>{subject}</t:Subject><t:Body BodyType="Text">hi</t:Body><t:ToRecipients>'
-                    f'<t:Mailbox><t:EmailAddress>{ALICE.email}</t:EmailAddress></t:Mailbox></t:ToRecipients>'
-                    '</t:Message></m:Items></m:CreateItem>')
-    conn.request("POST", "/EWS/Exchange.asmx", body=body, headers={"Authorization": f"Basic {token}",
-                                                                    "Content-Type": "text/xml; charset=utf-8"})
-    response = conn.getresponse()
-    assert b'ResponseClass="Success"' in response.read()
-    return response.status
-
-
 def test_mail_bob_sends_through_ews_wakes_alices_waiting_notification_wait(tmp_path_factory):
     served = start_mapi_http_server(tmp_path_factory, "notify")
     try:

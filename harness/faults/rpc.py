@@ -29,7 +29,7 @@ from harness.protocols.rpcproxy import (
     RtsAction,
 )
 
-INTERFACES = ("nspi", "rfr", "emsmdb")
+INTERFACES = ("nspi", "rfr", "emsmdb", "asyncemsmdb")
 RPC_S_SERVER_UNAVAILABLE = 0x000006BA
 RPC_C_AUTHN_LEVEL_PKT_PRIVACY = 6
 _HEX_CODE = re.compile(r"^[0-9A-Fa-f]{1,8}$")

@@ -8,7 +8,9 @@ owns one DCE/RPC association.
 The core is driven by calls (``open_channel``, ``data_received``, ``connection_lost``, ``timer_expired``, ``ping``)
 and answers with actions for the I/O layer: ``Send(channel, bytes)``, ``Close(channel, reason, reset)`` and
 ``StartTimer(channel, seconds)``. All bytes for a channel leave through ``Send`` in the order returned, which keeps
-the OUT stream serialised.
+the OUT stream serialised. A call the association holds (EcDoAsyncWaitEx) becomes ``HoldCall(channel, held)``: the
+I/O layer waits on it (timer, wake-ups) and calls ``complete_held(held, how)``, whose response PDUs go out on OUT like
+any other; ``DropHold(channel, held)`` (the virtual connection went) tells it to stop waiting.
 
 OUT framing: the 200 of RPC_OUT_DATA and its body follow the channel's persona (``OUT_FRAMINGS``): exchange2013
 (chunked, one PDU per chunk; the default) or legacy (``Content-Length: 1073741824``, raw PDUs); the
@@ -44,6 +46,7 @@ from harness.hooks import FaultSet, Scope, hookspec
 from harness.org import Mailbox, Org
 from harness.protocols import rts
 from harness.protocols.dcerpc import DceRpcAssociation, FramingError, PduFramer
+from harness.protocols.dcerpc.association import HeldCall
 from harness.protocols.dcerpc.interface import RpcInterface
 from harness.protocols.http import HttpRequest
 
@@ -190,7 +193,19 @@ class StartTimer:
     seconds: float
 
 
-Action = Union[Send, Close, StartTimer]
+@dataclass(frozen=True)
+class HoldCall:
+    channel: "Channel"           # the IN channel the call came on (its connection's clock runs the timers)
+    held: HeldCall
+
+
+@dataclass(frozen=True)
+class DropHold:
+    channel: "Channel"
+    held: HeldCall
+
+
+Action = Union[Send, Close, StartTimer, HoldCall, DropHold]
 Tap = Callable[[bytes, bool, bytes], None]    # (virtual connection cookie, from the client, PDU)
 
 
@@ -265,6 +280,7 @@ class RpcProxy:
         self.connection_timeout_ms = connection_timeout_ms
         self.in_receive_window = in_receive_window
         self.connections: Dict[bytes, VirtualConnection] = {}
+        self._held: Dict[HeldCall, VirtualConnection] = {}    # held calls by their virtual connection
 
     # ---- channel lifecycle ----------------------------------------------------------------------------------
     def open_channel(self, method: str, query: str, mailbox: Optional[Mailbox], peer: Tuple[str, int],
@@ -333,6 +349,14 @@ class RpcProxy:
             if vc.opened and cookie in (None, vc.cookie):
                 actions += self._send_rts(vc, rts.ping())
         return actions
+
+    def complete_held(self, held: HeldCall, how: str) -> List[Action]:
+        """A held call's wait ended (``how``: "event", "max-wait"): its response, on OUT after what is queued."""
+        vc = self._held.pop(held, None)
+        if vc is None:
+            return []
+        vc.held.extend(vc.association.complete(held, how))
+        return self._release(vc)
 
     # ---- PDUs -----------------------------------------------------------------------------------------------
     def _on_pdu(self, channel: Channel, pdu: bytes) -> List[Action]:
@@ -428,6 +452,10 @@ class RpcProxy:
         for reply in vc.association.handle_pdu(pdu):
             vc.held.append(reply)
         actions += self._release(vc)
+        for held in vc.association.take_holds():
+            if vc.in_channel is not None:
+                self._held[held] = vc
+                actions.append(HoldCall(vc.in_channel, held))
         if vc.association.closed:
             actions += self._tear_down(vc, "the DCE/RPC association closed")
         return actions
@@ -520,6 +548,9 @@ class RpcProxy:
         if self.connections.pop(vc.cookie, None) is not None:
             self.record("rpc_vc_closed", vc=vc.label, reason=reason, calls_held=len(vc.held))
         actions: List[Action] = []
+        for held in vc.association.drop_holds(reason):
+            if self._held.pop(held, None) is not None and vc.in_channel is not None:
+                actions.append(DropHold(vc.in_channel, held))
         for channel in (vc.in_channel, vc.out_channel):
             if channel is not None and not channel.closed:
                 channel.closed = True

@@ -7,11 +7,13 @@ from harness.mailbox.store import MailboxStore
 from harness.org import Org
 from harness.protocols.dcerpc.interface import RpcInterface
 from harness.rpc.emsmdb import Emsmdb
+from harness.rpc.emsmdb.asyncwait import AsyncEmsmdb
 from harness.rpc.nspi import Nspi
 from harness.rpc.rfr import Rfr
 
 
 def interfaces_for(org: Org, store: Optional[MailboxStore] = None) -> List[RpcInterface]:
-    """NSPI, RFR and EMSMDB instances over ``org`` (EMSMDB's ROPs over ``store``): the registry the DCE/RPC
-    server uses."""
-    return [Nspi(org), Rfr(org), Emsmdb(org, store=store)]
+    """NSPI, RFR, EMSMDB (its ROPs over ``store``) and AsyncEMSMDB (waiting on that EMSMDB's sessions) instances
+    over ``org``: the registry the DCE/RPC server uses."""
+    emsmdb = Emsmdb(org, store=store)
+    return [Nspi(org), Rfr(org), emsmdb, AsyncEmsmdb(emsmdb)]

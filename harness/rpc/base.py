@@ -24,13 +24,15 @@ from harness.protocols.dcerpc.interface import (
     NCA_S_OP_RNG_ERROR,
     RPC_X_BAD_STUB_DATA,
     CallContext,
+    HeldResponse,
     RpcFault,
     RpcInterface,
 )
 
 __all__ = ["NCA_S_FAULT_CONTEXT_MISMATCH", "NCA_S_OP_RNG_ERROR", "RPC_X_BAD_STUB_DATA", "RPC_C_AUTHN_LEVEL_PKT_PRIVACY",
-           "CallContext", "RpcFault", "RpcInterface", "Version", "MailboxCall", "MailboxError", "decoding", "marshal",
-           "is_null", "ndr_text", "new_context_handle", "InProcessDce", "mailbox_fault", "mailbox_hook"]
+           "CallContext", "HeldResponse", "RpcFault", "RpcInterface", "Version", "MailboxCall", "MailboxError",
+           "decoding", "marshal", "is_null", "ndr_text", "new_context_handle", "InProcessDce", "mailbox_fault",
+           "mailbox_hook"]
 
 RPC_C_AUTHN_LEVEL_PKT_PRIVACY = 6
 
@@ -137,20 +139,24 @@ def new_context_handle(ctx: CallContext) -> bytes:
 class InProcessDce(DCERPC):
     """An impacket DCE/RPC client whose calls run in-process against one RpcInterface, so impacket's own client
     code (``dce.request``, the ``hNspi*``/``hRfr*`` helpers, exchanger's NSPIAttacks) drives a handler without
-    sockets. Faults surface as impacket's DCERPCException, as from a fault PDU."""
+    sockets. Faults surface as impacket's DCERPCException, as from a fault PDU. A held answer (EcDoAsyncWaitEx) is
+    kept in ``held`` and answered at once, as if its wait were over."""
 
     def __init__(self, interface: RpcInterface, ctx: CallContext):
         super().__init__(None)
         self.interface = interface
         self.ctx = ctx
         self._answer = b""
+        self.held: Optional[HeldResponse] = None
 
     def call(self, function, body, uuid=None):
         stub = body if isinstance(body, bytes) else body.getData()
         try:
-            self._answer = self.interface.call(function, stub, self.ctx)
+            answer = self.interface.call(function, stub, self.ctx)
         except RpcFault as fault:
             raise DCERPCException(error_code=fault.status) from fault
+        self.held = answer if isinstance(answer, HeldResponse) else None
+        self._answer = answer.answer() if isinstance(answer, HeldResponse) else answer
 
     def recv(self):
         return self._answer

@@ -5,17 +5,22 @@ Before a channel opens, the ``rpc_channel`` fault hook (scope: the RPC server na
 may refuse it with an ``HttpError`` or give the proxy a ``ChannelCut``.
 
 The proxy core, the DCE/RPC layer and the RPC interfaces (NSPI, RFR, EMSMDB on impacket's NDR) are imported and
-built when the first channel opens: a server nobody asks for Outlook Anywhere starts without them."""
+built when the first channel opens: a server nobody asks for Outlook Anywhere starts without them.
+
+A held call (``HoldCall``: EcDoAsyncWaitEx) waits on the clock of the IN channel's connection: its maximum wait, and
+a check (once the store's operation is over, as for MAPI/HTTP's NotificationWait) each time its wake-up fires; either
+ends it with the proxy's ``complete_held``. ``DropHold`` (the virtual connection went) stops both."""
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 from harness.hooks import FaultSet, Scope
 from harness.org import Mailbox, Org
 from harness.transcript import Transcript
 
 if TYPE_CHECKING:
+    from harness.protocols.dcerpc.association import HeldCall
     from harness.protocols.dcerpc.interface import RpcInterface
     from harness.protocols.rpcproxy import Action, Channel, HttpError, RpcProxy, Tap
 
@@ -48,6 +53,7 @@ class RpcProxyService:
         self._proxy: Optional[RpcProxy] = None
         self._io: Dict[Channel, object] = {}
         self._timers: Dict[Channel, object] = {}
+        self._waits: Dict["HeldCall", "HeldWait"] = {}
 
     @property
     def proxy(self) -> RpcProxy:
@@ -93,8 +99,13 @@ class RpcProxyService:
         self.run(self.proxy.ping(cookie))
 
     def run(self, actions: List[Action]) -> None:
-        from harness.protocols.rpcproxy import Close, Send, StartTimer  # loaded with the proxy
+        from harness.protocols.rpcproxy import Close, DropHold, HoldCall, Send, StartTimer  # loaded with the proxy
         for action in actions:
+            if isinstance(action, DropHold):
+                wait = self._waits.pop(action.held, None)
+                if wait is not None:
+                    wait.stop()
+                continue
             io = self._io.get(action.channel)
             if io is None:
                 continue
@@ -108,6 +119,8 @@ class RpcProxyService:
                     io.close()
             elif isinstance(action, StartTimer):
                 self._timers[action.channel] = io.call_later(action.seconds, self._expire, action.channel)
+            elif isinstance(action, HoldCall):
+                self._waits[action.held] = HeldWait(io, action.held, self._end_wait)
 
     def forget(self, channel: Channel) -> None:
         self._io.pop(channel, None)
@@ -118,3 +131,38 @@ class RpcProxyService:
     def _expire(self, channel: Channel) -> None:
         self._timers.pop(channel, None)
         self.run(self.proxy.timer_expired(channel))
+
+    def _end_wait(self, held: "HeldCall", how: str) -> None:
+        wait = self._waits.pop(held, None)
+        if wait is not None:
+            wait.stop()
+            self.run(self.proxy.complete_held(held, how))
+
+
+class HeldWait:
+    """The timers and wake-up of one held call, on its connection's clock."""
+
+    def __init__(self, io: Any, held: "HeldCall", end: Callable[["HeldCall", str], None]):
+        self.io, self.held, self.end = io, held, end
+        response = held.response
+        self._calls: List[Any] = [io.call_later(response.max_wait_ms / 1000, end, held, "max-wait")]
+        self._unsubscribe = response.subscribe(self._wake)
+        self._stopped = False
+
+    def _wake(self) -> None:
+        # told in the middle of the store's operation (a delivery records more than one event): ask once it is over
+        if not self._stopped:
+            self._calls = [call for call in self._calls if call.active()]
+            self._calls.append(self.io.call_later(0, self._check))
+
+    def _check(self) -> None:
+        if not self._stopped and self.held.response.ready():
+            self.end(self.held, "event")
+
+    def stop(self) -> None:
+        self._stopped = True
+        for call in self._calls:
+            if call.active():
+                call.cancel()
+        self._calls = []
+        self._unsubscribe()

@@ -2,8 +2,11 @@
 script (exchangelib_ews.py beside this module)."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import http.client
 import os
+import ssl
 
 from harness.mailbox.seed import default_seeder
 from harness.mailbox.store import MailboxStore, accounts_of
@@ -27,3 +30,20 @@ def new_store(**sizes: int) -> MailboxStore:
 def envelope(body: str, version: str = "Exchange2013_SP1") -> bytes:
     return (f'<s:Envelope xmlns:s="{SOAP}" xmlns:m="{ews.MESSAGES_NS}" xmlns:t="{ews.TYPES_NS}"><s:Header>'
             f'<t:RequestServerVersion Version="{version}"/></s:Header><s:Body>{body}</s:Body></s:Envelope>').encode()
+
+
+def ews_send_as_bob(served, subject: str) -> int:
+    """bob sends alice a message through the served EWS (CreateItem, SendAndSaveCopy): the HTTP status."""
+    context = ssl.create_default_context(cafile=served.ca_file)
+    context.check_hostname = False
+    conn = http.client.HTTPSConnection(served.host, served.https_port, context=context, timeout=20)
+    token = base64.b64encode(f"bob:{served.user('bob')['password']}".encode()).decode()
+    body = envelope('<m:CreateItem MessageDisposition="SendAndSaveCopy"><m:Items><t:Message>'
+                    f'<t:Subject>{subject}</t:Subject><t:Body BodyType="Text">hi</t:Body><t:ToRecipients>'
+                    f'<t:Mailbox><t:EmailAddress>{ALICE}</t:EmailAddress></t:Mailbox></t:ToRecipients>'
+                    '</t:Message></m:Items></m:CreateItem>')
+    conn.request("POST", "/EWS/Exchange.asmx", body=body, headers={"Authorization": f"Basic {token}",
+                                                                    "Content-Type": "text/xml; charset=utf-8"})
+    response = conn.getresponse()
+    assert b'ResponseClass="Success"' in response.read()
+    return response.status

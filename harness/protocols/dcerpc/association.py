@@ -6,6 +6,11 @@ events go to ``record(kind, **fields)``. ``handle_pdu`` takes one whole PDU for 
 themselves (the RPC proxy does, to route RTS PDUs). After ``closed`` becomes true the caller sends what it was
 given and closes the connection; nothing more is accepted.
 
+A call whose interface answers later (a ``HeldResponse``: EcDoAsyncWaitEx) sends nothing yet: the association keeps
+a ``HeldCall`` token, which the edge collects with ``take_holds()``, waits on with its timers, and turns into the
+response PDUs (signed or sealed then, in the order they are sent) with ``complete(token, how)``. Other calls go on
+meanwhile. ``drop_holds(reason)`` forgets them all when the connection goes (the edge stops their timers).
+
 Binding is binding.py's, authentication security.py's; this module routes PDUs, reassembles request fragments,
 runs the call on its interface and fragments (and signs or seals) the response.
 - Faults never carry an auth verifier: impacket raises on a fault before it decrypts, so a sealed fault would
@@ -18,6 +23,7 @@ runs the call on its interface and fragments (and signs or seals) the response.
 from __future__ import annotations
 
 import random
+import struct
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -30,6 +36,7 @@ from harness.protocols.dcerpc.interface import (
     NCA_S_FAULT_UNSPEC,
     NCA_S_UNK_IF,
     CallContext,
+    HeldResponse,
     RpcFault,
     RpcInterface,
 )
@@ -97,6 +104,18 @@ class PartialCall:
         return self.security.level if self.security else LEVEL_NONE
 
 
+@dataclass(eq=False)
+class HeldCall:
+    """A call whose response waits (``HeldResponse``); the edge completes it with ``DceRpcAssociation.complete``."""
+    call_id: int
+    context_id: int
+    security: Optional[SecurityContext]
+    interface: str
+    opnum: int
+    response: HeldResponse
+    done: bool = False
+
+
 class Reassembly:
     """Request fragments gathered per call_id, from PFC_FIRST_FRAG to PFC_LAST_FRAG, up to MAX_CALL_SIZE."""
 
@@ -151,6 +170,8 @@ class DceRpcAssociation:
         self._binding = Binding(self.interfaces, self._security, record, self._bind_verdict, ack_editor=self._ack_edit,
                                 association_group=self.association_group, secondary_address=secondary_address)
         self._reassembly = Reassembly()
+        self._holds: List[HeldCall] = []          # held calls not answered yet
+        self._new_holds: List[HeldCall] = []      # ... of which the edge has not been told
 
     # ---- entry points ---------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> List[bytes]:
@@ -279,7 +300,41 @@ class DceRpcAssociation:
         except Exception as exc:  # noqa: BLE001 - an interface bug becomes a fault, as a server stub exception would
             return [self._fault(call_id, call.context_id, NCA_S_FAULT_UNSPEC, repr(exc), call=named,
                                 where=traceback.format_exc(limit=-3), did_not_execute=False, close=False)]
+        if isinstance(response, HeldResponse):
+            held = HeldCall(call_id, call.context_id, security, interface.name, call.opnum, response)
+            self._holds.append(held)
+            self._new_holds.append(held)
+            self.record("rpc_call_held", call_id=call_id, **named, until=response.describe())
+            return []
         return self._response_pdus(call_id, call.context_id, response, security)
+
+    # ---- held calls -----------------------------------------------------------------------------------------
+    def take_holds(self) -> List[HeldCall]:
+        """The calls held since the last time the edge asked: it starts their timers."""
+        new, self._new_holds = self._new_holds, []
+        return new
+
+    def complete(self, held: HeldCall, how: str) -> List[bytes]:
+        """The response PDUs of a held call whose wait ended (``how``: "event", "max-wait"...); nothing if it was
+        answered or dropped already or the association is closed."""
+        if held.done or self.closed:
+            return []
+        held.done = True
+        self._holds.remove(held)
+        stub = held.response.answer()
+        (status,) = struct.unpack_from("<L", stub, len(stub) - 4)
+        self.record("rpc_call_completed", call_id=held.call_id, interface=held.interface, opnum=held.opnum,
+                    how=how, status=f"0x{status:08x}")
+        return self._response_pdus(held.call_id, held.context_id, stub, held.security)
+
+    def drop_holds(self, reason: str) -> List[HeldCall]:
+        """Forget every held call (the connection is gone): the ones the edge must stop waiting for."""
+        dropped, self._holds, self._new_holds = self._holds, [], []
+        for held in dropped:
+            held.done = True
+            self.record("rpc_call_completed", call_id=held.call_id, interface=held.interface, opnum=held.opnum,
+                        how="dropped", status=None, reason=reason)
+        return dropped
 
     # ---- responses ------------------------------------------------------------------------------------------
     def _response_pdus(self, call_id: int, context_id: int, stub: bytes,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from harness.hooks import FaultSet, Scope
 from harness.org import Mailbox, Org
@@ -60,28 +60,49 @@ class CallContext:
         return Scope(self.host, self.mailbox.email if self.mailbox else None)
 
 
+@dataclass(frozen=True)
+class HeldResponse:
+    """What an operation returns instead of its response stub when the answer must wait (EcDoAsyncWaitEx): the
+    association sends no response PDU yet and hands the edge a held call, which completes it when ``ready()`` (asked
+    again each time a ``subscribe``d wake-up fires) or after ``max_wait_ms``, with the stub ``answer()`` builds then."""
+    ready: Callable[[], bool]
+    answer: Callable[[], bytes]
+    max_wait_ms: int
+    subscribe: Callable[[Callable[[], None]], Callable[[], None]] = lambda wake: lambda: None   # returns: stop
+    what: str = ""                      # for the transcript: what the call waits for
+
+    def describe(self) -> str:
+        return f"{self.what or 'an answer'} or {self.max_wait_ms} ms"
+
+
+Answer = Union[bytes, HeldResponse]
+
+
 class RpcInterface:
     """Base class; subclasses set the class attributes and define one method per name in ``opnums``.
 
     Each method takes ``(stub, ctx)`` and returns the NDR response stub, whose last 4 bytes are the operation's
-    return value (true of every NSPI, RFR and EMSMDB operation); that value is recorded as the call's status.
+    return value (true of every NSPI, RFR and EMSMDB operation); that value is recorded as the call's status. A
+    method may return a ``HeldResponse`` instead: the association records the call when it is answered.
     """
     name: str
     uuid: str
     version: Tuple[int, int]
     opnums: Dict[int, str]
 
-    def call(self, opnum: int, stub: bytes, ctx: CallContext) -> bytes:
+    def call(self, opnum: int, stub: bytes, ctx: CallContext) -> Answer:
         op = self.opnums.get(opnum)
         if op is None:
             ctx.record("rpc_call", interface=self.name, opnum=opnum, op=None, status=f"0x{NCA_S_OP_RNG_ERROR:08x}")
             raise RpcFault(NCA_S_OP_RNG_ERROR, f"{self.name} has no opnum {opnum}")
         try:
-            response: bytes = getattr(self, op)(stub, ctx)
+            response: Answer = getattr(self, op)(stub, ctx)
         except RpcFault as fault:
             ctx.record("rpc_call", interface=self.name, opnum=opnum, op=op, status=f"0x{fault.status:08x}",
                        fault=fault.message)
             raise
+        if isinstance(response, HeldResponse):
+            return response
         (status,) = struct.unpack_from("<L", response, len(response) - 4)
         ctx.record("rpc_call", interface=self.name, opnum=opnum, op=op, status=f"0x{status:08x}")
         return response

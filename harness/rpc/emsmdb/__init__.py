@@ -4,6 +4,7 @@
 - ``codec``: ROP buffers (RPC_HEADER_EXT framing, XorMagic, LZ77) and RopLogon/RopBackoff encoding;
 - ``wire``: EcDoRpcExt2's request and response marshalled by hand (impacket's bytes, without its per-byte cost);
 - ``server``: the ``Emsmdb`` RpcInterface;
+- ``asyncwait``: the ``AsyncEmsmdb`` RpcInterface (EcDoAsyncWaitEx on the sessions of an ``Emsmdb``);
 - ``client``: the ``build_*_request`` / ``parse_*_response`` halves used by the probe and the tests.
 
 This package re-exports the names the rest of the harness and the tests import from ``harness.rpc.emsmdb``.

@@ -113,6 +113,25 @@ class EcDummyRpcResponse(NDRCALL):
     structure = (("ErrorCode", ULONG),)
 
 
+class EcDoAsyncConnectEx(NDRCALL):
+    opnum = 14
+    structure = (("cxh", handle_t),)
+
+
+class EcDoAsyncConnectExResponse(NDRCALL):
+    structure = (("pacxh", handle_t), ("ErrorCode", ULONG))
+
+
+class EcDoAsyncWaitEx(NDRCALL):
+    """AsyncEMSMDB opnum 0 (MS-OXCRPC 3.3.4.1)."""
+    opnum = 0
+    structure = (("acxh", handle_t), ("ulFlagsIn", ULONG))
+
+
+class EcDoAsyncWaitExResponse(NDRCALL):
+    structure = (("pulFlagsOut", ULONG), ("ErrorCode", ULONG))
+
+
 # ---- versions -----------------------------------------------------------------------------------------------
 def pack_version(version: Tuple[int, int, int, int]) -> Tuple[int, int, int]:
     """Major.minor.build.revision in the 3-word form with the 'new format' bit (MS-OXCRPC 3.1.4.1.3)."""

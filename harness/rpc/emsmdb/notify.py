@@ -6,8 +6,7 @@ store's event log (harness.mailbox.events) from the position it was registered a
 (NotificationTypes), in the whole store or in one folder (or one message). Both transports tell the client the same
 way Exchange does without an asynchronous channel: each ROP response buffer (EcDoRpcExt2 over RPC/HTTP, Execute over
 MAPI/HTTP) ends with a RopNotify per pending event, up to MAX_NOTIFY_PER_RESPONSE, then a RopPending when more wait.
-MAPI/HTTP's NotificationWait asks ``pending`` whether to answer; EcDoAsyncWaitEx (the asyncemsmdb interface) is not
-served, so over RPC/HTTP the client learns of events in its next EcDoRpcExt2 response.
+MAPI/HTTP's NotificationWait and RPC/HTTP's EcDoAsyncWaitEx (asyncwait.py) ask ``pending`` whether to answer.
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 It answers what a connectivity check needs: EcDoConnectEx with version and encryption gates, EcDoRpcExt2 carrying
 RopLogon (private mailboxes: 13 special folder IDs; a mailbox homed on another back end: ecWrongServer with that
-server's legacy DN), EcDoDisconnect, EcDummyRpc; EcRRegisterPushNotification returns ecNotSupported as Exchange
-2010 and later do (no UDP push). Other ROPs get an ecNotSupported ROP response and end the ROP buffer (their
-request sizes are not modelled).
+server's legacy DN), EcDoDisconnect, EcDummyRpc, EcDoAsyncConnectEx (the ACXH asyncwait.py's EcDoAsyncWaitEx
+waits on); EcRRegisterPushNotification returns ecNotSupported as Exchange 2010 and later do (no UDP push). Other ROPs
+get an ecNotSupported ROP response and end the ROP buffer (their request sizes are not modelled).
 
 The ecWrongServer ServerName is the legacy DN of the back-end server (``org.backend_server_dn``), which
 RfrGetFQDNFromServerDN resolves to that server's FQDN: the Exchange 2013 per-mailbox server DN would name the
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, MutableMapping, Optional, Tuple
 
 from impacket.dcerpc.v5.dtypes import NULL
 
@@ -81,6 +82,8 @@ from harness.rpc.emsmdb.idl import (
     MAX_AUX_OUT,
     MAX_OUT,
     RPC_S_SERVER_TOO_BUSY,
+    EcDoAsyncConnectEx,
+    EcDoAsyncConnectExResponse,
     EcDoConnectEx,
     EcDoConnectExResponse,
     EcDoDisconnect,
@@ -121,6 +124,7 @@ class EmsmdbSession:
     mailbox: Mailbox                 # the connected user
     client_version: Version          # what EcDoConnectEx announced
     objects: ObjectMap = field(default_factory=ObjectMap)   # server objects by handle (rops.py)
+    async_handle: Optional[bytes] = None                     # its ACXH once EcDoAsyncConnectEx gave one
 
 
 class Emsmdb(RpcInterface):
@@ -128,7 +132,7 @@ class Emsmdb(RpcInterface):
     uuid = "a4f1db00-ca47-1067-b31f-00dd010662da"
     version = (0, 81)
     opnums = {1: "EcDoDisconnect", 4: "EcRRegisterPushNotification", 6: "EcDummyRpc", 10: "EcDoConnectEx",
-              11: "EcDoRpcExt2"}
+              11: "EcDoRpcExt2", 14: "EcDoAsyncConnectEx"}
 
     POLLS_MAX_MS = 60000
     RETRY_COUNT = 6
@@ -144,6 +148,9 @@ class Emsmdb(RpcInterface):
         self.serving_server = serving_server or org.cas
         self.clock = clock
         self.server_version = pack_version(org.version_parts)
+        # ACXH -> session, for every association: Outlook waits on AsyncEMSMDB over a connection of its own. Weak: a
+        # session goes with its association (or EcDoDisconnect), its ACXH with it.
+        self.async_sessions: MutableMapping[bytes, EmsmdbSession] = weakref.WeakValueDictionary()
 
     def _session(self, ctx: CallContext, handle: bytes) -> EmsmdbSession:
         session = ctx.association.get(("emsmdb", handle))
@@ -350,12 +357,31 @@ class Emsmdb(RpcInterface):
             return next((s for s in self.org.servers if s != self.serving_server), self.serving_server)
         return next((s for s in self.org.servers if s.name.lower() == name.lower()), Server(name, name))
 
+    # ---- EcDoAsyncConnectEx (MS-OXCRPC 3.1.4.1): the ACXH that AsyncEMSMDB's EcDoAsyncWaitEx waits on -------
+    def EcDoAsyncConnectEx(self, stub: bytes, ctx: CallContext) -> bytes:
+        with decoding("EcDoAsyncConnectEx"):
+            EcDoAsyncConnectEx(stub)
+        session = self._session(ctx, stub[:20])
+        if session.async_handle is None:
+            session.async_handle = new_context_handle(ctx)
+            self.async_sessions[session.async_handle] = session
+        response = EcDoAsyncConnectExResponse()
+        response["pacxh"]["context_handle_uuid"] = session.async_handle[4:]
+        response["ErrorCode"] = EC_NONE
+        return marshal(response)
+
+    def async_session(self, handle: bytes) -> Optional[EmsmdbSession]:
+        """The session an ACXH belongs to (None: unknown, or its session is gone)."""
+        return self.async_sessions.get(handle)
+
     # ---- the rest -------------------------------------------------------------------------------------------
     def EcDoDisconnect(self, stub: bytes, ctx: CallContext) -> bytes:
         with decoding("EcDoDisconnect"):
             EcDoDisconnect(stub)
-        self._session(ctx, stub[:20])
+        session = self._session(ctx, stub[:20])
         del ctx.association[("emsmdb", stub[:20])]
+        if session.async_handle is not None:
+            self.async_sessions.pop(session.async_handle, None)
         response = EcDoDisconnectResponse()
         response["ErrorCode"] = EC_NONE
         return marshal(response)
