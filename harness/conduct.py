@@ -26,6 +26,7 @@ BACKOFF_SLACK = 0.05          # seconds a retry may come early (time stamps are 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 BUSY_STATUSES = {429, 503}
 EC_SERVER_BUSY = "0x00000480"
+ROP_LOGON = 0xFE              # RopLogon's RopId (MS-OXCROPS 2.2.3.1)
 _URL = re.compile(r"https?://\S+", re.I)
 
 
@@ -245,7 +246,8 @@ def _retry_after(request: _Request) -> Optional[float]:
 
 def backoff(events: Sequence[dict], org: Namespace) -> List[Violation]:
     """Busy answers and the wait they asked for: HTTP 429/503 with Retry-After (next request to that host),
-    RopBackoff after ecServerBusy (next mailbox logon), EWS ErrorServerBusy with BackOffMilliseconds (next EWS
+    RopBackoff after any ROP (next ROP buffer of that session, the delayed ROP asked again for that mailbox, and
+    after a delayed RopLogon the next mailbox logon), EWS ErrorServerBusy with BackOffMilliseconds (next EWS
     request)."""
     requests = _requests(events)
     found = []
@@ -256,9 +258,13 @@ def backoff(events: Sequence[dict], org: Namespace) -> List[Violation]:
                                f"{request.host}", [(r.seq, r.time) for r in requests
                                                    if r.seq > request.seq and r.host == request.host])
     logons = [(e["seq"], e["time"]) for e in events if e["kind"] == "emsmdb_logon"]
+    executes = [e for e in events if e["kind"] == "emsmdb_execute"]
+    found += _rop_backoffs(executes, logons)
     for event in events:
         seq, when = event["seq"], event.get("time", 0.0)
-        if event["kind"] == "emsmdb_logon" and event.get("result") == EC_SERVER_BUSY and event.get("backoff_ms"):
+        # a transcript without emsmdb_execute events: RopBackoff is known only from the RopLogon it delayed
+        if not executes and event["kind"] == "emsmdb_logon" and event.get("result") == EC_SERVER_BUSY \
+                and event.get("backoff_ms"):
             found += _too_soon(when, event["backoff_ms"] / 1000, f"ecServerBusy (RopBackoff {event['backoff_ms']} ms)",
                                [logon for logon in logons if logon[0] > seq])
         if event["kind"] == "ews" and event.get("error_code") == "ErrorServerBusy" and event.get("back_off_ms"):
@@ -266,6 +272,25 @@ def backoff(events: Sequence[dict], org: Namespace) -> List[Violation]:
                                f"EWS ErrorServerBusy (BackOffMilliseconds {event['back_off_ms']})",
                                [(r.seq, r.time) for r in requests if r.seq > _answered_at(event, requests)
                                 and r.path.startswith("/ews/")])
+    return found
+
+
+def _rop_backoffs(executes: List[dict], logons: List[Tuple[int, float]]) -> List[Violation]:
+    """Each ROP buffer answered with a RopBackoff, against the first retry after it: the session's next ROP
+    buffer (EcDoRpcExt2 / Execute), a buffer of that mailbox asking a delayed ROP again, or for a delayed RopLogon
+    any later logon."""
+    found = []
+    for busy in executes:
+        delayed = set(busy.get("backoff_rops") or ())
+        if not delayed:
+            continue
+        later = [(e["seq"], e["time"]) for e in executes if e["seq"] > busy["seq"] and (
+            e["session"] == busy["session"] or (e["mailbox"] == busy["mailbox"] and delayed & set(e["rops"])))]
+        if ROP_LOGON in delayed:
+            later += [logon for logon in logons if logon[0] > busy["seq"]]
+        rop_ids = ", ".join(f"0x{rop:02X}" for rop in sorted(delayed))
+        found += _too_soon(busy["time"], busy.get("backoff_ms", 0) / 1000,
+                           f"RopBackoff {busy.get('backoff_ms', 0)} ms (RopId {rop_ids})", sorted(later))
     return found
 
 
@@ -362,14 +387,16 @@ RULES: Dict[str, Rule] = {rule.name: rule for rule in (
          "Judged from redirect answers whose target is http:// and a later request for that target on the "
          "plain-HTTP listener."),
     Rule("backoff", backoff,
-         "Waits as long as the server asks: HTTP Retry-After on 429/503, RopBackoff after ecServerBusy, EWS "
+         "Waits as long as the server asks: HTTP Retry-After on 429/503, RopBackoff (after any ROP), EWS "
          "BackOffMilliseconds with ErrorServerBusy.",
          "Exchange Online throttling: EWS clients that ignored BackOffMilliseconds kept their throttling budget "
          "exhausted and were throttled for longer (Microsoft, \"EWS throttling in Exchange\"); MS-OXCROPS RopBackoff "
          "and RFC 9110 Retry-After say the same for RPC and HTTP.",
          f"Judged from the server's time stamps ({BACKOFF_SLACK:g} s slack): the next request to the same host "
-         "after a 429/503 with Retry-After, the next mailbox logon after ecServerBusy, the next EWS request after "
-         "ErrorServerBusy when the mock records its BackOffMilliseconds."),
+         "after a 429/503 with Retry-After; after a ROP buffer answered with a RopBackoff (whichever ROP it "
+         "delays), the session's next EcDoRpcExt2/Execute, a buffer of that mailbox asking a delayed ROP again, or "
+         "(a delayed RopLogon) the next mailbox logon; the next EWS request after ErrorServerBusy when the mock "
+         "records its BackOffMilliseconds."),
     Rule("logon-retries", logon_retries,
          f"Stops after a refused logon instead of retrying: at most {MAX_REFUSED_LOGONS} refused logons per user "
          "in a run.",

@@ -376,7 +376,17 @@ _KINDS: List[EventKind] = [
         "user_dn": f("string", "the user's legacy DN as sent"),
         "client_version": f("string", "the client's version"),
         "result": RESULT_HEX,
+        "session": optional("string|null", "the session opened, as emsmdb_execute names it (None: refused)"),
     })),
+    EventKind("emsmdb_execute", "EcDoRpcExt2 (RPC over HTTP) or Execute (MAPI over HTTP): a ROP buffer answered",
+              _rpc({
+                  "session": f("string", "the session (rpc-N or mapi-N, as emsmdb_connect named it)"),
+                  "mailbox": f("string", "the session's mailbox (user name)"),
+                  "rops": f("array", "the RopIds run, in order", items="integer"),
+                  "result": RESULT_HEX,
+                  "backoff_ms": optional("integer", "the answer carries a RopBackoff: its Duration (the longest)"),
+                  "backoff_rops": optional("array", "the RopIds a RopBackoff in the answer delays", items="integer"),
+              })),
     EventKind("emsmdb_rop_format", "an EcDoRpcExt2 request buffer that could not be parsed", _rpc({
         "error": f("string", "what was wrong"),
     })),

@@ -161,8 +161,13 @@ REASONS = {
                                              f"Set-OutlookAnywhere -Identity {_LEGACY_RPC} -IISAuthenticationMethods "
                                              "Basic,Ntlm. " + _LEGACY_REQUIREMENTS),
     # nspi / referral
-    "nspi-bind-failed": ("nspi", "The address book (NSPI) bind failed: check the Microsoft Exchange Address Book "
-                                 "service, global catalog reachability and " + _VALID_PORTS),
+    "nspi-bind-failed": ("nspi", "The address book (NSPI) bind over RPC over HTTP failed: check the Microsoft "
+                                 "Exchange Address Book service, global catalog reachability and " + _VALID_PORTS),
+    "mapi-nspi-bind-failed": ("nspi", "The address book Bind over MAPI over HTTP (/mapi/nspi) failed (the ErrorCode "
+                                      "is in the message): check the Microsoft Exchange Address Book service, the "
+                                      "MSExchangeMapiAddressBookAppPool and the /mapi virtual directory "
+                                      "(Get-MapiVirtualDirectory), that the user's account is enabled, and global "
+                                      "catalog reachability from the Client Access server."),
     "name-not-found": ("nspi", "Check Name did not find the user in the address book: check the mailbox is not "
                                "hidden from address lists and the GAL and address list membership is up to date."),
     "rpc-fault": ("nspi", "The RPC call failed with a fault: check the Exchange services on the mailbox server and "

@@ -202,6 +202,20 @@ def test_ec_server_busy_backoff(waited, caught):
     assert (rules(t.events) == ["backoff"]) is caught
 
 
+def test_rop_backoff_on_any_rop_judges_the_sessions_next_buffer_or_the_rop_asked_again():
+    t = Transcript()
+    execute = {"kind": "emsmdb_execute", "mailbox": "alice", "result": "0x00000000"}
+    t.add(**execute, session="mapi-1", rops=[0x02], backoff_ms=3000, backoff_rops=[0x02])
+    t.time += 1
+    t.add(**execute, session="mapi-2", rops=[0x15])               # another session, another ROP: no retry
+    t.time += 1
+    retry = t.add(**execute, session="mapi-2", rops=[0x02])       # the delayed RopOpenFolder again, too soon
+    t.time += 5
+    t.add(**execute, session="mapi-1", rops=[0x02])
+    assert [(v.message, v.seq) for v in conduct.backoff(t.events, ORG)] == [
+        ("it retried 2.00 s after RopBackoff 3000 ms (RopId 0x02), before the wait was over", retry["seq"])]
+
+
 def test_ews_back_off_milliseconds():
     t = Transcript()
     conn = t.connect(sni="mail.contoso.test")

@@ -11,6 +11,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 
+from harness import conduct
 from harness.faults.base import FaultParamError, catalog
 from harness.fuzz import fuzz_client
 from harness.fuzz.engine import FuzzOptions, replay
@@ -38,9 +39,9 @@ EC_ACCESS_DENIED, EC_NULL_OBJECT = 0x80070005, 0x4B9
 class InProcessSession(MapiHttpSession):
     """The probe's MAPI/HTTP session, its requests handled in-process by the MAPI/HTTP core with these faults."""
 
-    def __init__(self, *faults):
+    def __init__(self, *faults, record=lambda kind, **fields: None):
         self.cookies, self.requests, self.server_application, self._conn = {}, 0, "", None
-        self.mapi = MapiHttpEmsmdb(ORG, new_store(), random.Random(1), lambda: 1700000000.0, lambda kind, **f: None,
+        self.mapi = MapiHttpEmsmdb(ORG, new_store(), random.Random(1), lambda: 1700000000.0, record,
                                    faults=FaultSet(faults))
 
     def post(self, request_type: str, body: bytes) -> bytes:
@@ -77,6 +78,36 @@ def test_a_return_value_or_a_back_off_on_one_rop() -> None:
     assert (busy.reason, busy.evidence["backoff_ms"]) == ("ec-server-busy", 30000)
     table = inbox_failure(rop="RopGetContentsTable", return_value=0x8004010F, rest="keep")
     assert table.reason == "inbox-list-failed" and table.evidence["rops"][-1]["return_value"] == "0x8004010f"
+
+
+class Recorder:
+    """Transcript events as the transcript numbers and stamps them, on a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.events, self.time = [], 1700000000.0
+
+    def __call__(self, kind, **fields) -> None:
+        self.events.append({"seq": len(self.events) + 1, "time": self.time, "kind": kind, **fields})
+
+
+@pytest.mark.parametrize("waited, caught", [(0.5, True), (2.5, False)])
+def test_a_retry_inside_a_rop_backoff_on_any_rop_breaks_the_backoff_rule(waited, caught) -> None:
+    recorder = Recorder()
+    session = InProcessSession(RopAnswer(rop="RopOpenFolder", backoff_ms=2000), record=recorder)
+    assert session.connect(ALICE_DN).error_code == 0
+    logged_on = mailbox.logon(session.execute, ALICE_DN)
+    open_inbox = rops.RopBuffer([logged_on.handle, rops.HANDLE_NONE]).open_folder(
+        0, 1, logged_on.folders["Inbox"]).payload()
+    assert session.execute(open_inbox)[2] == 0xF9          # a RopBackoff in place of RopOpenFolder
+    recorder.time += waited
+    session.execute(open_inbox)
+    busy, retry = [e for e in recorder.events if e["kind"] == "emsmdb_execute"][1:]
+    assert (busy["backoff_ms"], busy["backoff_rops"], busy["rops"]) == (2000, [0x02], [0x02])
+    assert retry["session"] == busy["session"] == "mapi-1"
+    found = conduct.backoff(recorder.events, conduct.namespace("contoso.test", []))
+    assert [(v.message, v.seq) for v in found] == ([(
+        f"it retried {waited:.2f} s after RopBackoff 2000 ms (RopId 0x02), before the wait was over",
+        retry["seq"])] if caught else [])
 
 
 def test_query_rows_row_count_rows_and_cells() -> None:

@@ -1,7 +1,8 @@
 """The Outlook Anywhere fuzz layers (ntlm, rts, dcerpc, nspi): their faults change exactly what they say in the
 messages the protocol cores build, refuse parameters that could not be sent, every drawn example loads as a
 scenario; a fragile NTLM client is found, shrunk to the one AV pair it cannot do without and reproduced from the
-saved scenario, and so is a fragile RPC over HTTP client, shrunk to the CONN/C2 receive window it divides by."""
+saved scenario, and so are a fragile RPC over HTTP client, shrunk to the CONN/C2 receive window it divides by, and a
+fragile DCE/RPC client, shrunk to the bind_ack's secondary address it takes for one of Exchange's ports."""
 from __future__ import annotations
 
 import base64
@@ -14,6 +15,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from impacket import ntlm
+from impacket.uuid import uuidtup_to_bin
 
 from harness.faults.base import FaultParamError, catalog
 from harness.fuzz import fuzz_client
@@ -26,7 +28,7 @@ from harness.protocols import rts
 from harness.protocols.ntlm import NTLMAcceptor, ServerIdentity
 from harness.rpc.nspi.values import PT_ERROR, PT_LONG, PT_UNICODE, error_cell
 from harness.scenario import inline_scenario
-from tests.support.rpchttp import RawChannel, conn_a1, conn_b1
+from tests.support.rpchttp import RawChannel, conn_a1, conn_b1, open_virtual_connection
 
 ORG = load_org()
 IDENTITY = ServerIdentity.for_org(ORG)
@@ -223,6 +225,58 @@ def test_a_fragile_rts_client_is_found_shrunk_to_the_receive_window_and_reproduc
     assert finding.verdict.oracle == "crash" and "ZeroDivisionError" in finding.verdict.signature
     assert finding.faults == [expected]
     verdict, _run = replay(finding.path, fragile_rts, FuzzOptions(expected_errors=clean))
+    assert verdict is not None and verdict.signature == finding.verdict.signature
+
+
+# ---- a fragile DCE/RPC client (the dcerpc layer) -------------------------------------------------------------------
+NSPI_SYNTAX = uuidtup_to_bin(("F5CC5A18-4264-101A-8C59-08002B2F8426", "56.0"))
+NDR_SYNTAX = uuidtup_to_bin(("8A885D04-1CEB-11C9-9FE8-08002B104860", "2.0"))
+BIND, BIND_ACK, BIND_NAK = 11, 12, 13
+EXCHANGE_PORTS = {"6001": "emsmdb", "6002": "rfr", "6004": "nspi"}    # where Exchange 2013's RPC services listen
+
+
+def nspi_bind() -> bytes:
+    """A bind of NSPI over NDR 2.0, no auth trailer (C706 12.6.4.3): max_xmit/max_recv 4280, a new association."""
+    body = struct.pack("<HHLBBH", 4280, 4280, 0, 1, 0, 0) + struct.pack("<HBB", 0, 1, 0) + NSPI_SYNTAX + NDR_SYNTAX
+    return struct.pack("<BBBB4sHHL", 5, 0, BIND, 3, b"\x10\0\0\0", 16 + len(body), 0, 1) + body
+
+
+def fragile_dcerpc(served) -> str:
+    """Opens a virtual connection to the NSPI port, binds NSPI and reads the bind_ack (C706 12.6.4.4) with care: a
+    bind_nak, another PDU, a short body or no accepted context is a clean error. Then it names the service it reached
+    by the secondary address as if that were always one of Exchange's ports (a server may announce any port text, or
+    none): a KeyError when it is not."""
+    try:
+        vc = open_virtual_connection(served.host, served.ca_file, served.username, served.password,
+                                     random.Random(1), port=int(served.https_port))
+        try:
+            vc.in_channel.send(nspi_bind())
+            ack = vc.out_channel.read_pdu()
+        finally:
+            vc.close()
+    except AssertionError as exc:   # RawChannel's word for a connection that ended or answered otherwise
+        raise ValueError(str(exc)) from None
+    if ack[2] != BIND_ACK:
+        raise ValueError(f"PDU type {ack[2]} instead of bind_ack" + (" (bind_nak)" if ack[2] == BIND_NAK else ""))
+    (length,) = struct.unpack_from("<H", ack, 24)
+    address = ack[26:26 + length]
+    at = 26 + length + (-(26 + length) % 4)
+    results = [struct.unpack_from("<HH", ack, at + 4 + 24 * index) for index in range(ack[at])]
+    if not any(result == 0 for result, _reason in results):
+        raise ValueError(f"no presentation context accepted: {results}")
+    return EXCHANGE_PORTS[address.rstrip(b"\x00").decode("ascii")]   # BUG: any other port text is possible
+
+
+def test_a_fragile_dcerpc_client_is_found_shrunk_to_the_secondary_address_and_reproduced(tmp_path) -> None:
+    expected = {"fault": "rpc.bind-ack", "params": {"secondary_address": ""}}
+    clean = (OSError, ValueError, struct.error)
+    report = fuzz_client(fragile_dcerpc, layers=["dcerpc"], seed=1, timeout=10, max_findings=1,
+                         expected_errors=clean, save_failures=str(tmp_path))     # the default 100 examples at most
+    assert len(report.findings) == 1, [f.describe() for f in report.findings]
+    finding = report.findings[0]
+    assert finding.verdict.oracle == "crash" and "KeyError" in finding.verdict.signature
+    assert finding.faults == [expected]
+    verdict, _run = replay(finding.path, fragile_dcerpc, FuzzOptions(expected_errors=clean))
     assert verdict is not None and verdict.signature == finding.verdict.signature
 
 

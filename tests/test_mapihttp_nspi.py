@@ -8,6 +8,8 @@ import random
 import pytest
 from impacket.dcerpc.v5 import nspi as ndr
 
+from harness.faults.base import catalog
+from harness.hooks import FaultSet
 from harness.org import load_org, with_config
 from harness.rpc import nspi as nspi_core
 from harness.rpc.base import CallContext, InProcessDce
@@ -50,10 +52,11 @@ MAPI_BASE = "https://mail.contoso.test/mapi/"
 class Endpoint:
     """The sans-IO endpoint with the site's job done by hand: cookies kept, headers given."""
 
-    def __init__(self):
+    def __init__(self, *faults):
         self.events = []
         self.mapi = MapiHttpNspi(ORG, MAPI_BASE, random.Random(1), lambda: NOW,
-                                 lambda kind, **fields: self.events.append({"kind": kind, **fields}))
+                                 lambda kind, **fields: self.events.append({"kind": kind, **fields}),
+                                 faults=FaultSet(faults))
         self.cookies = {}
 
     def post(self, request_type, body=b"", *, mailbox=ALICE, cookies=None):
@@ -176,6 +179,33 @@ def test_get_matches_with_anr_or_content_restriction():
     too_many = endpoint.call("GetMatches", get_matches_body(filter_, 1, [PR_DISPLAY_NAME_W]))
     assert too_many.code == nspi_core.TABLE_TOO_BIG and too_many.mids is None
     assert endpoint.post("GetMatches", get_matches_body(b"\x63", 10, None)).response_code == 12   # no such type
+
+
+def test_the_nspi_rows_fault_edits_the_rows_over_mapi_http_as_over_rpc():
+    rows_fault = catalog()["mailbox.nspi-rows"]
+    plain = Endpoint()
+    plain.call("Bind", bind_body())
+    gal = plain.call("QueryRows", query_rows_body([PR_DISPLAY_NAME_W, PR_SMTP_W, PR_DISPLAY_TYPE])).rows
+    # SMTP dropped, PR_DISPLAY_TYPE retyped (the column then goes as PtypUnspecified), names other text, a row of
+    # errors added: each as the spec-built client reads it
+    edited = Endpoint(rows_fault(cells=[{"action": "drop", "column": 1}, {"action": "type", "column": 1,
+                                                                          "value": "binary"},
+                                        {"action": "text", "column": 0, "value": "\U0001F600"}], rows="error-row"))
+    edited.call("Bind", bind_body())
+    rows = edited.call("QueryRows", query_rows_body([PR_DISPLAY_NAME_W, PR_SMTP_W, PR_DISPLAY_TYPE]))
+    assert rows.code == 0 and rows.columns == [PR_DISPLAY_NAME_W, PR_DISPLAY_TYPE & 0xFFFF0000]
+    assert rows.rows == [["\U0001F600", b""]] * len(gal) + [[("error", nspi_core.NOT_FOUND)] * 2] and len(gal) >= 3
+    # an operation of its own: ResolveNames rows twice, GetMatches cells as errors, QueryRows left alone
+    twice = Endpoint(rows_fault(rows="duplicate", operation="resolve-names"),
+                     rows_fault(cells=[{"action": "error", "column": 0, "value": 0x80004005}],
+                                operation="get-matches"))
+    twice.call("Bind", bind_body())
+    resolved = twice.call("ResolveNames", resolve_names_body(["bob"], [PR_DISPLAY_NAME_W, PR_SMTP_W]))
+    assert resolved.rows == [[BOB.display_name, BOB.email]] * 2
+    matches = twice.call("GetMatches", get_matches_body(property_restriction(4, 0x360C001F, "bo"), 10,
+                                                        [PR_DISPLAY_NAME_W]))
+    assert matches.columns == [PR_DISPLAY_NAME_W] and matches.rows == [[("error", 0x80004005)]]
+    assert twice.call("QueryRows", query_rows_body([PR_DISPLAY_NAME_W, PR_SMTP_W, PR_DISPLAY_TYPE])).rows == gal
 
 
 def test_transport_errors_answer_with_their_x_response_code():

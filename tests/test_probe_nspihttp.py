@@ -8,6 +8,7 @@ from typing import List, Tuple
 
 import pytest
 
+from harness import verdicts
 from harness.probe import nspihttp
 from harness.probe.report import StepFailed
 from harness.probe.rops import RopMalformed
@@ -84,7 +85,8 @@ def test_an_unresolved_or_ambiguous_name_is_name_not_found(mids: List[int], mess
 
 def test_error_codes_name_their_reason():
     bind = failure(Bind=httpwire.bind_response(0x80040111, bytes(16)))
-    assert (bind.reason, bind.evidence["status"]) == ("nspi-bind-failed", "0x80040111")
+    assert (bind.reason, bind.evidence["status"]) == ("mapi-nspi-bind-failed", "0x80040111")
+    assert "ValidPorts" not in verdicts.remedy_for(bind.reason) and "/mapi/nspi" in verdicts.remedy_for(bind.reason)
     assert "MAPI_E_LOGON_FAILED" in bind.message
     assert failure(ResolveNames=httpwire.code_response(0x8004010F)).reason == "nspi-response-malformed"
     not_found = failure(ResolveNames=resolved(code=0x8004010F, mids=(), rows=()))

@@ -183,7 +183,10 @@ class NspiRows(RpcScopedFault):
                    "directory with odd data may answer: a row that lacks a column the client asked for, "
                    "PtypErrorCode where a value was expected (MAPI_E_NOT_FOUND 0x8004010F, or another code), a "
                    "property in a type the client did not ask for, a display name of 64 KiB or of characters outside "
-                   "the BMP. The answer stays valid NDR (MS-OXNSPI 2.2.3), so it reaches the client's row parser; "
+                   "the BMP. Over RPC/HTTP and MAPI/HTTP (/mapi/nspi/) alike: the answer stays valid NDR "
+                   "(MS-OXNSPI 2.2.3) or a valid MAPI/HTTP body (MS-OXCMAPIHTTP 2.2.5: its one column set follows "
+                   "the edit, a column whose type changed goes as PtypUnspecified), so it reaches the client's row "
+                   "parser; "
                    "the `mockex fuzz --layer nspi` strategy draws these. `cells` edits apply to every row in "
                    "order, by column index in the columns asked for.")
     symptoms = {"exchanger.py": "prints rows by column position; a missing or retyped column may print an error "

@@ -182,7 +182,7 @@ def check_name(session: MapiHttpSession, email: str) -> CheckName:
     except RopMalformed as exc:
         raise StepFailed("nspi-response-malformed", f"the Bind response could not be read: {exc}")
     if code:
-        raise StepFailed("nspi-bind-failed", f"Bind answered ErrorCode {error_text(code)}", status=f"0x{code:08x}")
+        raise StepFailed("mapi-nspi-bind-failed", f"Bind answered ErrorCode {error_text(code)}", status=f"0x{code:08x}")
     try:
         resolved = read_resolve_names(session.post("ResolveNames", resolve_names_body([email], CHECK_NAME_TAGS)))
     except RopMalformed as exc:

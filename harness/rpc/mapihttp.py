@@ -323,7 +323,7 @@ class MapiHttpEmsmdb(MapiHttpEndpoint):
     def __init__(self, org: Org, store: Optional[MailboxStore], rng: random.Random, clock: Callable[[], float],
                  record: Callable[..., object], faults: Optional[FaultSet] = None):
         super().__init__(org, rng, clock, record, faults)
-        self.emsmdb = Emsmdb(org, store=store, clock=clock)
+        self.emsmdb = Emsmdb(org, store=store, clock=clock, transport="mapi")
 
     def _answer(self, request: MapiRequest, kind: str, start: float, fault: Optional[MapiHttpFault]) -> MapiHttpAnswer:
         if kind == "Connect":

@@ -8,7 +8,8 @@ UpdateStat, GetMailboxUrl, GetAddressBookUrl, PING (SeekEntries, GetTemplateInfo
 requests are not served yet: X-ResponseCode 5). Every request after Bind but
 PING must present the latest MapiSequence (else X-ResponseCode 15) and gets a new one. The shared plumbing
 (headers, cookies, PROCESSING/DONE, error pages, the ``mapi_http`` faults, asked with endpoint "nspi") is
-harness.rpc.mapihttp.MapiHttpEndpoint; the bodies are harness.rpc.nspi.httpwire.
+harness.rpc.mapihttp.MapiHttpEndpoint; the bodies are harness.rpc.nspi.httpwire. The ``nspi_rows`` fault edits
+QueryRows / ResolveNames / GetMatches rows as over RPC (Nspi.edited_rows).
 """
 from __future__ import annotations
 
@@ -91,11 +92,13 @@ class MapiHttpNspi(MapiHttpEndpoint):
                     return httpwire.query_rows_response(error.code, stat, columns, None), error.code
                 ephemeral = bool(parsed.flags & ndr.fEphID)
                 rows = [nspi.row_cells(mid, columns, codepage, ephemeral) for mid in mids]
+                columns, rows = nspi.edited_rows(ctx, "query-rows", columns, rows)
                 return httpwire.query_rows_response(SUCCESS, stat, columns, rows), SUCCESS
             if kind == "ResolveNames":
                 mids, resolved = nspi.resolve_names(stat, parsed.names or [], ctx)
                 columns = columns_or_default(parsed.tags, codepage)
                 rows = [nspi.row_cells(obj.mid, columns, codepage, False) for obj in resolved]
+                columns, rows = nspi.edited_rows(ctx, "resolve-names", columns, rows)
                 return httpwire.resolve_names_response(SUCCESS, codepage, mids, columns, rows), SUCCESS
             if kind == "DNToMId":
                 return httpwire.dn_to_mid_response(SUCCESS, nspi.dn_to_mids(parsed.names or [], ctx)), SUCCESS
@@ -107,9 +110,11 @@ class MapiHttpNspi(MapiHttpEndpoint):
                     found = nspi.matches(stat, parsed.restriction, parsed.count)
                 except NspiError as error:
                     return httpwire.get_matches_response(error.code, stat, None, [], None), error.code
-                matched = None if parsed.tags is None else \
-                    [nspi.row_cells(mid, parsed.tags, codepage, False) for mid in found]
-                return httpwire.get_matches_response(SUCCESS, stat, found, parsed.tags or [], matched), SUCCESS
+                if parsed.tags is None:
+                    return httpwire.get_matches_response(SUCCESS, stat, found, [], None), SUCCESS
+                matched_columns, matched = nspi.edited_rows(ctx, "get-matches", parsed.tags, [
+                    nspi.row_cells(mid, parsed.tags, codepage, False) for mid in found])
+                return httpwire.get_matches_response(SUCCESS, stat, found, matched_columns, matched), SUCCESS
             if kind == "GetPropList":
                 tags = nspi.prop_list(parsed.mid, parsed.codepage)
                 code = SUCCESS if tags is not None else NOT_FOUND

@@ -189,16 +189,18 @@ class RawVirtualConnection:
 
 def open_virtual_connection(host: str, ca_file: str, username: str, password: str, rng: random.Random, *,
                             auth: str = "basic", query: str = "EX01:6004",
-                            timeout: float = IO_TIMEOUT) -> RawVirtualConnection:
+                            timeout: float = IO_TIMEOUT, port: int = 443) -> RawVirtualConnection:
     """OUT channel + CONN/A1, then IN channel + CONN/B1, as impacket orders them; returns once CONN/A3 and
     CONN/C2 arrived on OUT (the virtual connection is open)."""
     vc, out_cookie, in_cookie, group = (rng.randbytes(16) for _ in range(4))
-    out = RawChannel(host, ca_file, "RPC_OUT_DATA", username, password, auth=auth, query=query, timeout=timeout)
+    out = RawChannel(host, ca_file, "RPC_OUT_DATA", username, password, auth=auth, query=query, timeout=timeout,
+                     port=port)
     out.send(conn_a1(vc, out_cookie))
     status = out.head()
     assert status.startswith(b"HTTP/1.1 200 Success\r\n"), status
     assert rts.decode(out.read_pdu()).name == "CONN/A3"
-    inbound = RawChannel(host, ca_file, "RPC_IN_DATA", username, password, auth=auth, query=query, timeout=timeout)
+    inbound = RawChannel(host, ca_file, "RPC_IN_DATA", username, password, auth=auth, query=query, timeout=timeout,
+                         port=port)
     inbound.send(conn_b1(vc, in_cookie, group))
     assert rts.decode(out.read_pdu()).name == "CONN/C2"
     return RawVirtualConnection(inbound, out, vc)

@@ -9,7 +9,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from harness.rpc.emsmdb.idl import EC_NONE, EC_NOT_SUPPORTED, EC_WRONG_SERVER
 
@@ -193,6 +193,16 @@ def rop_backoff(logon_id: int, duration_ms: int) -> bytes:
     """RopBackoff in place of the RopLogon response: retry that one ROP after ``duration_ms``."""
     return (BACKOFF.pack(ROP_BACKOFF, logon_id, duration_ms, 1) + BACKOFF_ROP.pack(ROP_LOGON, duration_ms)
             + struct.pack("<H", 0))
+
+
+def backoff_of(response: bytes) -> Optional[Tuple[int, List[int]]]:
+    """A RopBackoff response read back: (its Duration in ms, the RopIds it delays), or None when it is cut short."""
+    if len(response) < BACKOFF.size:
+        return None
+    _rop, _logon, duration, count = BACKOFF.unpack_from(response)
+    delayed = [response[BACKOFF.size + i * BACKOFF_ROP.size] for i in range(count)
+               if BACKOFF.size + (i + 1) * BACKOFF_ROP.size <= len(response)]
+    return duration, delayed
 
 
 def _logon_head(output_handle_index: int) -> bytes:

@@ -16,6 +16,7 @@ of the RopLogon response for clients newer than 12.0.4228, the RPC_S_SERVER_TOO_
 """
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 import weakref
@@ -52,6 +53,7 @@ from harness.rpc.emsmdb.codec import (
     ROP_BACKOFF,
     ROP_LOGON,
     LogonRequest,
+    backoff_of,
     join_rop_payload,
     logon_failure,
     logon_redirect,
@@ -113,6 +115,21 @@ HANDLERS = {**TABLE_HANDLERS, **MESSAGE_HANDLERS, **NOTIFY_HANDLERS, **VIEW_HAND
 
 
 # ---- server -------------------------------------------------------------------------------------------------
+@dataclass
+class _Seen:
+    """What one EcDoRpcExt2 / Execute asked and what RopBackoff its answer carries, for the transcript."""
+    rops: List[int] = field(default_factory=list)          # the RopIds run, in order
+    backoff_ms: int = 0                                       # the longest RopBackoff Duration answered
+    backoff_rops: List[int] = field(default_factory=list)   # the RopIds a RopBackoff delays
+
+    def saw_backoffs(self, responses: List[RopResponse]) -> None:
+        for response in responses:
+            found = backoff_of(response.data) if response.rop_id == ROP_BACKOFF else None
+            if found is not None:
+                self.backoff_ms = max(self.backoff_ms, found[0])
+                self.backoff_rops += [rop for rop in found[1] if rop not in self.backoff_rops]
+
+
 def _columns(session: "EmsmdbSession", handles: List[int], index: int) -> Optional[List[int]]:
     """The columns RopSetColumns set on the table at this handle table index (None: no such table)."""
     table = session.objects.at(handles, index)
@@ -125,6 +142,7 @@ class EmsmdbSession:
     client_version: Version          # what EcDoConnectEx announced
     objects: ObjectMap = field(default_factory=ObjectMap)   # server objects by handle (rops.py)
     async_handle: Optional[bytes] = None                     # its ACXH once EcDoAsyncConnectEx gave one
+    label: str = ""                  # names the session in the transcript (emsmdb_execute events)
 
 
 class Emsmdb(RpcInterface):
@@ -140,13 +158,16 @@ class Emsmdb(RpcInterface):
 
     def __init__(self, org: Org, *, min_client_version: Tuple[int, int, int, int] = DEFAULT_MIN_CLIENT_VERSION,
                  encryption_required: bool = True, serving_server: Optional[Server] = None,
-                 clock: Callable[[], float] = time.time, store: Optional[MailboxStore] = None):
+                 clock: Callable[[], float] = time.time, store: Optional[MailboxStore] = None,
+                 transport: str = "rpc"):
         self.org = org
         self.store = store          # the folders and messages behind the ROPs (None: logon only)
         self.min_client_version = min_client_version
         self.encryption_required = encryption_required     # Set-RpcClientAccess -EncryptionRequired (default on)
         self.serving_server = serving_server or org.cas
         self.clock = clock
+        self.transport = transport  # rpc or mapi: the prefix of session labels
+        self._sessions_opened = itertools.count(1)
         self.server_version = pack_version(org.version_parts)
         # ACXH -> session, for every association: Outlook waits on AsyncEMSMDB over a connection of its own. Weak: a
         # session goes with its association (or EcDoDisconnect), its ACXH with it.
@@ -210,9 +231,12 @@ class Emsmdb(RpcInterface):
         """The transport-neutral half of EcDoConnectEx / MAPI/HTTP Connect: (return value, the new session or
         None, rgwBestVersion)."""
         code, mailbox, best = self._admit(user_dn, client_version, ctx)
+        session = None
+        if code == EC_NONE and mailbox:
+            session = EmsmdbSession(mailbox, client_version, label=f"{self.transport}-{next(self._sessions_opened)}")
         ctx.record("emsmdb_connect", user_dn=user_dn, client_version=version_text(client_version),
-                   result=f"0x{code:08x}")
-        return code, EmsmdbSession(mailbox, client_version) if code == EC_NONE and mailbox else None, best
+                   result=f"0x{code:08x}", session=session.label if session else None)
+        return code, session, best
 
     def _admit(self, user_dn: str, client_version: Version,
                ctx: CallContext) -> Tuple[int, Optional[Mailbox], Version]:
@@ -248,14 +272,19 @@ class Emsmdb(RpcInterface):
     def execute(self, session: EmsmdbSession, rgb_in: bytes, max_out: int, ctx: CallContext) -> Tuple[int, bytes]:
         """The transport-neutral half of EcDoRpcExt2 / MAPI/HTTP Execute: (return value, rgbOut)."""
         edits: List[RopAnswerEdit] = []
+        seen = _Seen()
         try:
             payloads = unwrap_rop_buffers(rgb_in)
-            answers = [self._run_rops(payload, session, ctx, edits) for payload in payloads]
+            answers = [self._run_rops(payload, session, ctx, edits, seen) for payload in payloads]
         except ValueError as error:
             ctx.record("emsmdb_rop_format", error=str(error))
             answers, code = [], EC_RPC_FORMAT
         else:
             code = EC_NONE
+        # what the conduct rule ``backoff`` judges a retry by: the session, the ROPs asked, a RopBackoff answered
+        backoff = {"backoff_ms": seen.backoff_ms, "backoff_rops": seen.backoff_rops} if seen.backoff_rops else {}
+        ctx.record("emsmdb_execute", session=session.label, mailbox=session.mailbox.username, rops=seen.rops,
+                   result=f"0x{code:08x}", **backoff)
         rgb_out = wrap_rop_buffers(answers)
         for edit in edits:
             rgb_out = edit.edit_framing(rgb_out)
@@ -264,12 +293,14 @@ class Emsmdb(RpcInterface):
         return code, rgb_out
 
     def _run_rops(self, payload: bytes, session: EmsmdbSession, ctx: CallContext,
-                  edits: Optional[List[RopAnswerEdit]] = None) -> bytes:
+                  edits: Optional[List[RopAnswerEdit]] = None, seen: Optional["_Seen"] = None) -> bytes:
         rops, handles = split_rop_payload(payload)
         responses: List[RopResponse] = []
+        seen = seen if seen is not None else _Seen()
         pos = 0
         while pos < len(rops):
             rop_id, logon_id = rops[pos], rops[pos + 1] if pos + 1 < len(rops) else 0
+            seen.rops.append(rop_id)
             handler = HANDLERS.get(rop_id)
             if handler is not None:
                 response, pos = handler(rops, pos, handles, session.objects)
@@ -297,6 +328,7 @@ class Emsmdb(RpcInterface):
             responses, handles = edit.edit_rops(responses, handles, lambda index: _columns(session, handles, index))
             if edits is not None:
                 edits.append(edit)
+        seen.saw_backoffs(responses)
         answer = b"".join(response.data for response in responses)
         # what the session's registrations have pending rides on the response (RopNotify, RopPending)
         return join_rop_payload(answer + notify_rops(session.objects), handles)

@@ -191,6 +191,12 @@ class Nspi(RpcInterface):
         edit: Optional[RowsEdit] = ctx.faults.first(nspi_rows_hook, ctx.scope(), operation)
         return edit
 
+    def edited_rows(self, ctx: CallContext, operation: str, columns: Sequence[int],
+                    rows: List[List[Cell]]) -> Tuple[Sequence[int], List[List[Cell]]]:
+        """(columns, rows) after the ``nspi_rows`` hook's edit, for MAPI/HTTP's one column set for every row."""
+        edit = self._rows_edit(ctx, operation)
+        return (columns, rows) if edit is None else edit.one_column_set(columns, edit.apply(rows))
+
     def select_rows(self, stat: Stat, explicit: Optional[List[int]], count: int) -> List[int]:
         """The MIds NspiQueryRows answers (the explicit table, or ``count`` rows of the STAT's table from its
         position, which then moves past them); NspiError when the STAT names no table or row."""

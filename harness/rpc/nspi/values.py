@@ -284,6 +284,22 @@ class RowsEdit:
             return edited + [[error_cell(tag) for tag, _value in table[0]]]
         return edited
 
+    def one_column_set(self, columns: Sequence[int], table: List[List[Cell]]) -> Tuple[List[int], List[List[Cell]]]:
+        """The edited ``table`` (from ``apply``) for a wire with one column set for every row (MAPI/HTTP's
+        AddressBookPropertyRow): the columns asked for, dropped and sent twice as the cell edits did; a column its
+        cells' types no longer agree with goes as PtypUnspecified, so each value carries its own type; a row of
+        another width (the error row after a drop) as errors."""
+        kept = list(columns)
+        for edit in self.cells:
+            if 0 <= edit.column < len(kept) and edit.action in ("drop", "duplicate"):
+                kept[edit.column:edit.column + 1] = [] if edit.action == "drop" else [kept[edit.column]] * 2
+        table = [row if len(row) == len(kept) else [error_cell(tag) for tag in kept] for row in table]
+        typed = []
+        for index, tag in enumerate(kept):
+            types = {row[index][0] & 0xFFFF for row in table} - {PT_ERROR}
+            typed.append(tag if types <= {tag & 0xFFFF} else tag & 0xFFFF0000 | PT_UNSPECIFIED)
+        return typed, table
+
     def describe(self) -> str:
         return "NSPI rows changed"
 
