@@ -20,6 +20,7 @@ from harness.mailbox.store import MailboxStore, accounts_of, sizes_by_email
 from harness.protocols import ews_schema
 from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.httpconn import ConnectionLimits
+from harness.protocols.tls import EXCHANGE_2013_MAX_VERSION
 from harness.scenario import configured_org
 from harness.services.dns import listen_dns
 from harness.services.epm import listen_epm
@@ -75,6 +76,7 @@ class ServeOptions:
     allow_remote: bool = False
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)   # timeouts and caps of every HTTP connection
     keylog: Optional[str] = None   # append every TLS session's secrets here (NSS key log format, for Wireshark)
+    tls_max: str = EXCHANGE_2013_MAX_VERSION   # the highest TLS version served where no fault says otherwise
     transcript_max_bytes: Optional[int] = None   # rotate transcript.jsonl before it passes this size (None: never)
     transcript_keep: int = DEFAULT_KEEP          # rotated files kept (transcript.jsonl.1 ... .N)
     rpc_capture: bool = False    # record each RPC virtual connection's inner PDUs in state_dir/rpc (export pcap)
@@ -132,7 +134,8 @@ class MockExchange:
         self.plan = AddressPlan(opts.listen, own_address_hosts(self.faults, self.scenarios))
         hosts = self.plan.hosts_by_address()
         self.keylog = KeyLog(opts.keylog) if opts.keylog else None
-        contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses, keylog=self.keylog)
+        contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses, keylog=self.keylog,
+                              max_version=opts.tls_max)
         conn_ids = itertools.count(1)   # one numbering for both listeners: a transcript's conn id names one connection
         https_app = HttpFactory(None, tls=True, clock=reactor, faults=self.faults, hosts_by_address=hosts,
                                 conn_ids=conn_ids)
