@@ -45,10 +45,10 @@ SHAPE_OFFSET = dt.timedelta(days=30)     # how far "expired" / "not-yet-valid" l
 # A cached CA is replaced when it would expire before a leaf issued now.
 CA_MIN_REMAINING = LEAF_LIFETIME + SHAPE_OFFSET + dt.timedelta(days=1)
 # SChannel's default cipher-suite order on Windows Server 2012 R2 with update 2919355 (Microsoft, "TLS Cipher Suites
-# in Windows 8.1"), kept to the suites an RSA certificate serves that this OpenSSL has: ECDHE (CBC only: SChannel of
-# 2012 R2 has no ECDHE-RSA-GCM), then static RSA. Left out: DHE-RSA (OpenSSL serves DHE only with DH parameters,
-# which the mock does not load), 3DES and RC4 (not in OpenSSL 3's default provider). TLS 1.3 suites, when a profile
-# allows TLS 1.3, are OpenSSL's own (SChannel of 2012 R2 has none).
+# in Windows 8.1", learn.microsoft.com/windows/win32/secauthn/tls-cipher-suites-in-windows-8-1), kept to the suites
+# an RSA certificate serves that this OpenSSL has: ECDHE (CBC only: SChannel of 2012 R2 has no ECDHE-RSA-GCM), then
+# static RSA. Left out: DHE-RSA (OpenSSL serves DHE only with DH parameters, which the mock does not load), 3DES and
+# RC4 (not in this OpenSSL 3). TLS 1.3 suites, where a profile allows TLS 1.3, are OpenSSL's (2012 R2 has none).
 SCHANNEL_2012R2_CIPHERS = (b"ECDHE-RSA-AES256-SHA384:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA:ECDHE-RSA-AES128-SHA:"
                            b"AES256-GCM-SHA384:AES128-GCM-SHA256:AES256-SHA256:AES128-SHA256:AES256-SHA:AES128-SHA")
 # At OpenSSL's default security level a server refuses to even load a 1024-bit key ("ee key too small"), and at
