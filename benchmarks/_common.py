@@ -182,10 +182,15 @@ def leaf_files(state: str) -> Tuple[str, str]:
     return credential.cert_file, credential.key_file
 
 
+# The bare server's TLS is mockex's (harness.pki.configure_server_tls at mockex's default ceiling): same versions,
+# suites in the same order, same ECDHE curve, so a handshake costs both the same and the comparison is of the rest.
 BARE_SERVER = r"""
 import sys, json
 from twisted.internet import reactor, ssl
 from twisted.web import resource, server
+from harness import pki
+from harness.protocols.tls import EXCHANGE_2013_MAX_VERSION
+from harness.services.tls import OPENSSL_VERSIONS
 body = open(sys.argv[1], 'rb').read()
 headers = [(k.encode(), v.encode()) for k, v in json.load(open(sys.argv[2]))
            if k.lower() not in ('content-length', 'connection')]
@@ -197,6 +202,7 @@ class Bare(resource.Resource):
         return body
 ctx = ssl.DefaultOpenSSLContextFactory(sys.argv[3], sys.argv[4])
 ctx.getContext().use_certificate_chain_file(sys.argv[4])  # send the intermediate too, as mockex does
+pki.configure_server_tls(ctx.getContext(), max_version=OPENSSL_VERSIONS[EXCHANGE_2013_MAX_VERSION])
 port = reactor.listenSSL(0, server.Site(Bare()), ctx, interface='127.0.0.1')
 open(sys.argv[5], 'w').write(str(port.getHost().port))
 reactor.run()
@@ -204,7 +210,8 @@ reactor.run()
 
 
 def start_bare(workdir: str, answer: Answer, cert_file: str, key_file: str) -> Tuple[subprocess.Popen, int]:
-    """A bare twisted.web resource answering ``answer`` (body and headers) over TLS: (process, port)."""
+    """A bare twisted.web resource answering ``answer`` (body and headers) over TLS as mockex serves it (versions,
+    suite order, curve): (process, port)."""
     os.makedirs(workdir, exist_ok=True)
     body_file, headers_file = os.path.join(workdir, "body.xml"), os.path.join(workdir, "headers.json")
     port_file = os.path.join(workdir, "port")

@@ -4,13 +4,17 @@ Servers, all on 127.0.0.1 (ephemeral or free ports), all over TLS with mockex's 
 intermediate), all answering the 2006 POX request for alice with mockex's exact answer (body and headers, Date aside):
   mockex            `mockex serve` (and a second one with --scenarios generated fault scenarios loaded, none of
                     which applies to the request: the library of benchmarks/faults.py)
-  bare twisted.web  a resource that returns the captured bytes: the floor of any Twisted server
+  bare twisted.web  a resource that returns the captured bytes: the floor of any Twisted server. Its TLS is
+                    mockex's own (harness.pki.configure_server_tls at mockex's default ceiling: TLS 1.2 at most,
+                    SChannel's 2012 R2 suite order, ECDHE on P-256), so both pay the same handshake and records
   mountebank        an https imposter (key/cert PEM), stub on method + path + Authorization; its response carries
                     `Connection: keep-alive` too, as mountebank otherwise closes every connection
   WireMock          the standalone jar run by java with a PKCS#12 keystore made from the PEM, stub on method + path
                     + Authorization, --no-request-journal --disable-request-logging, no chunked encoding
-mountebank and WireMock come from npm into a cache directory: run `benchmarks/setup.sh` once (it also installs wrk
-with apt-get); an anchor that is not installed is skipped with a line saying so.
+mountebank and WireMock keep their own stacks' TLS defaults (Node's, Java's; TLS 1.3 where offered): the lines
+before the table say what each server negotiated. They come from npm into a cache directory: run
+`benchmarks/setup.sh` once (it also installs wrk with apt-get); an anchor that is not installed is skipped with a
+line saying so.
 
 Method: server CPU per request = utime+stime of the server process (/proc; for WireMock the java process) over a
 bounded run, divided by the answers completed in it; rounds interleave the servers (each round starts one server

@@ -234,6 +234,11 @@ def _add_org_options(parser: argparse.ArgumentParser) -> None:
                         default=os.environ.get("SSLKEYLOGFILE") or None,
                         help="append every TLS session's secrets to FILE (NSS key log format, mode 0600), so "
                              "Wireshark/tshark decrypt a capture (default: $SSLKEYLOGFILE when set)")
+    # harness.protocols.tls's TLS_VERSIONS, spelt out: importing it here would load cryptography for every command
+    parser.add_argument("--tls-max", choices=("1.0", "1.1", "1.2", "1.3"), default=None, metavar="VERSION",
+                        help="the highest TLS version served: 1.0, 1.1, 1.2 or 1.3 (default 1.2, as Exchange 2013 on "
+                             "Windows Server 2012 R2; 1.3 for a newer server). A tls.protocol-version fault's `max` "
+                             "overrides it for its hosts")
     parser.add_argument("--mailbox-size", action="append", default=[], metavar="USER=N", type=_mailbox_size,
                         help="N generated messages in USER's Inbox (a user name or address), for paging at scale; "
                              "repeatable")
@@ -253,7 +258,8 @@ def _add_org_options(parser: argparse.ArgumentParser) -> None:
 
 
 # (option, attribute) of _add_org_options, in the order `sandbox` hands them to `mockex serve`
-MOCK_OPTIONS = [("--org", "org"), ("--seed", "seed"), ("--keylog", "keylog"), ("--idle-timeout", "idle_timeout"),
+MOCK_OPTIONS = [("--org", "org"), ("--seed", "seed"), ("--keylog", "keylog"), ("--tls-max", "tls_max"),
+                ("--idle-timeout", "idle_timeout"),
                 ("--header-wait-timeout", "header_wait_timeout"), ("--tls-handshake-timeout", "tls_handshake_timeout"),
                 ("--send-timeout", "send_timeout"),
                 ("--max-connections-per-address", "max_connections_per_address")]
@@ -387,6 +393,7 @@ def _serve(args) -> int:
     from twisted.internet import reactor
 
     from harness.org import load_org
+    from harness.protocols.tls import EXCHANGE_2013_MAX_VERSION
     from harness.services.server import MockExchange, ServeOptions, is_loopback
 
     if not is_loopback(args.listen) and not args.allow_remote:
@@ -423,7 +430,8 @@ def _serve(args) -> int:
                                             https_port=args.https_port, http_port=args.http_port,
                                             dns_port=args.dns_port, seed=seed,
                                             allow_remote=args.allow_remote, limits=_limits(args),
-                                            keylog=args.keylog, rpc_capture=args.rpc_capture,
+                                            keylog=args.keylog, tls_max=args.tls_max or EXCHANGE_2013_MAX_VERSION,
+                                            rpc_capture=args.rpc_capture,
                                             transcript_max_bytes=max_bytes, transcript_keep=keep,
                                             mailbox_sizes=dict(args.mailbox_size),
                                             rpc_out_framing=args.rpc_out_framing, epm_port=args.epm_port,

@@ -44,9 +44,17 @@ BACKDATE = dt.timedelta(days=1)          # leaves start a day early so small clo
 SHAPE_OFFSET = dt.timedelta(days=30)     # how far "expired" / "not-yet-valid" leaves sit outside now
 # A cached CA is replaced when it would expire before a leaf issued now.
 CA_MIN_REMAINING = LEAF_LIFETIME + SHAPE_OFFSET + dt.timedelta(days=1)
+# SChannel's default cipher-suite order on Windows Server 2012 R2 with update 2919355 (Microsoft, "TLS Cipher Suites
+# in Windows 8.1", learn.microsoft.com/windows/win32/secauthn/tls-cipher-suites-in-windows-8-1), kept to the suites
+# an RSA certificate serves that this OpenSSL has: ECDHE (CBC only: SChannel of 2012 R2 has no ECDHE-RSA-GCM), then
+# static RSA. Left out: DHE-RSA (OpenSSL serves DHE only with DH parameters, which the mock does not load), 3DES and
+# RC4 (not in this OpenSSL 3). TLS 1.3 suites, where a profile allows TLS 1.3, are OpenSSL's (2012 R2 has none).
+SCHANNEL_2012R2_CIPHERS = (b"ECDHE-RSA-AES256-SHA384:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA:ECDHE-RSA-AES128-SHA:"
+                           b"AES256-GCM-SHA384:AES128-GCM-SHA256:AES256-SHA256:AES128-SHA256:AES256-SHA:AES128-SHA")
 # At OpenSSL's default security level a server refuses to even load a 1024-bit key ("ee key too small"), and at
-# level 2 a SHA-1 chain too; the mock serves them anyway so the *client* reports the problem (old TLS stays possible).
-SERVER_CIPHERS = b"DEFAULT:@SECLEVEL=0"
+# level 2 a SHA-1 chain too; the mock serves them anyway so the *client* reports the problem. Level 0 also keeps
+# TLS 1.0 and 1.1 (SChannel's defaults on 2012 R2) open to the clients that still offer them.
+SERVER_CIPHERS = SCHANNEL_2012R2_CIPHERS + b":@SECLEVEL=0"
 SESSION_ID_CONTEXT = b"mockex"
 # DER of the signature AlgorithmIdentifier OIDs sha256WithRSAEncryption and sha1WithRSAEncryption.
 SHA256_WITH_RSA = bytes.fromhex("06092a864886f70d01010b")
@@ -274,11 +282,7 @@ def server_context(credentials_by_name: Dict[str, Credential], default: Credenti
 
     def build(credential: Credential) -> SSL.Context:
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
-        context.set_cipher_list(SERVER_CIPHERS)  # before loading: the security level also gates the certificate
-        if min_version is not None:
-            context.set_min_proto_version(int(min_version))
-        if max_version is not None:
-            context.set_max_proto_version(int(max_version))
+        configure_server_tls(context, min_version=min_version, max_version=max_version)
         context.set_session_id(SESSION_ID_CONTEXT)
         # An idle connection gives its ~34 KiB of record buffers back (as Twisted's CertificateOptions does): a
         # thousand idle Outlook Anywhere connections are two thousand TLS connections.
@@ -305,6 +309,31 @@ def server_context(credentials_by_name: Dict[str, Credential], default: Credenti
     if by_name or on_servername is not None:   # else nothing to choose: no Python call in every handshake
         default_context.set_tlsext_servername_callback(select)
     return default_context
+
+
+def configure_server_tls(context: "SSL.Context", *, min_version: Optional[int] = None,
+                         max_version: Optional[int] = None) -> None:
+    """Versions, cipher suites and ECDHE curve of a server context as SChannel on Windows Server 2012 R2 chooses
+    them (call before loading the certificate: the security level also gates it). Versions are pyOpenSSL
+    ``TLS1_x_VERSION`` values; None leaves OpenSSL's bound (its ceiling is TLS 1.3).
+
+    SChannel picks the suite by its own order, not the client's, and prefers the curve P-256 (then P-384; never
+    X25519, which came with Windows 10). Where TLS 1.3 is off the ECDHE curve is P-256, what every client offering
+    it gets from SChannel (pyOpenSSL sets a single curve, so a client offering P-384 alone finds none). Where
+    TLS 1.3 is on (a newer server) the curves stay OpenSSL's: a TLS 1.3 client's X25519 key share is taken, not
+    answered with a HelloRetryRequest.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from OpenSSL import SSL
+
+    context.set_cipher_list(SERVER_CIPHERS)
+    context.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
+    if min_version is not None:
+        context.set_min_proto_version(int(min_version))
+    if max_version is not None:
+        context.set_max_proto_version(int(max_version))
+    if max_version is not None and int(max_version) <= SSL.TLS1_2_VERSION:
+        context.set_tmp_ecdh(ec.SECP256R1())
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_entries_are_the_exchanges_in_order_with_urls_statuses_and_connections(e
 
 def test_comments_say_tls_sni_and_the_auth_outcome_of_each_request(exported):
     basic, challenge, ntlm, redirect = (e["comment"] for e in exported["har"]["log"]["entries"])
-    assert basic.startswith("TLS TLSv1.") and f"SNI {AUTODISCOVER}" in basic
+    assert basic.startswith("TLS TLSv1.2,") and f"SNI {AUTODISCOVER}" in basic
     assert "auth Basic user alice@contoso.test: success" in basic
     assert "auth NTLM" in challenge and ": continue" in challenge and "success" not in challenge
     assert "auth NTLM user alice@contoso.test: success" in ntlm

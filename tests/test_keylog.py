@@ -44,18 +44,36 @@ def handshake(served, version: ssl.TLSVersion) -> None:
             tls.recv(1)
 
 
+def labels_of(keys) -> list:
+    lines = keys.read_bytes().splitlines()
+    assert all(len(line.split(b" ")) == 3 and len(line.split(b" ")[1]) == 64 for line in lines)
+    return [line.split(b" ")[0] for line in lines]
+
+
 def test_every_session_is_logged_in_nss_format_in_a_private_file(keylogged):
+    """TLS 1.2, as Exchange 2013 speaks it: one CLIENT_RANDOM line (the master secret) per session."""
     served, keys = keylogged
     handshake(served, ssl.TLSVersion.TLSv1_2)
-    handshake(served, ssl.TLSVersion.TLSv1_3)
-    lines = keys.read_bytes().splitlines()
-    labels = [line.split(b" ")[0] for line in lines]
-    assert labels.count(b"CLIENT_RANDOM") == 1                    # the TLS 1.2 session
-    assert labels.count(b"CLIENT_TRAFFIC_SECRET_0") == 1          # the TLS 1.3 one
-    assert set(labels) <= LABELS
-    assert all(len(line.split(b" ")) == 3 and len(line.split(b" ")[1]) == 64 for line in lines)
+    handshake(served, ssl.TLSVersion.TLSv1_2)
+    assert labels_of(keys) == [b"CLIENT_RANDOM"] * 2
     assert stat.S_IMODE(os.stat(keys).st_mode) == 0o600
     assert served.endpoints["keylog"] == str(keys)
+
+
+def test_tls_1_3_sessions_log_their_traffic_secrets(tmp_path):
+    """Served with `--tls-max 1.3` (a newer server): a TLS 1.3 session logs its five secrets, a TLS 1.2 one its
+    CLIENT_RANDOM line."""
+    keys = tmp_path / "keys.log"
+    served = start_server(str(tmp_path / "state"), "--keylog", str(keys), "--tls-max", "1.3")
+    try:
+        handshake(served, ssl.TLSVersion.TLSv1_2)
+        handshake(served, ssl.TLSVersion.TLSv1_3)
+    finally:
+        served.stop()
+    labels = labels_of(keys)
+    assert labels.count(b"CLIENT_RANDOM") == 1                    # the TLS 1.2 session
+    assert labels.count(b"CLIENT_TRAFFIC_SECRET_0") == 1          # the TLS 1.3 one
+    assert set(labels) == LABELS
 
 
 @contextlib.contextmanager
@@ -111,6 +129,7 @@ def test_tshark_decrypts_a_capture_of_a_curl_pox_exchange(keylogged, tmp_path):
                       data=pox_request())
         assert answer.status == 200
         wait_for_all()
+    assert set(labels_of(keys)) == {b"CLIENT_RANDOM"}   # TLS 1.2, as Exchange 2013 speaks it
     read = [TSHARK, "-r", str(capture), *tls_port, "-o", f"tls.keylog_file:{keys}"]
     requests = subprocess.run(read + ["-Y", "http.request", "-T", "fields", "-e", "http.request.method",
                                       "-e", "http.request.uri"], capture_output=True, text=True, timeout=120)

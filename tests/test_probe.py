@@ -95,6 +95,7 @@ def test_text_report_is_plain_without_a_terminal(server):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "\x1b[" not in result.stdout
     assert "✔ Outlook Anywhere on mail.contoso.test" in result.stdout
+    assert "chain trusted, 2048-bit RSA, TLSv1.2" in result.stdout   # the version Exchange 2013 speaks
     assert "All checks passed for alice@contoso.test" in result.stdout
 
 

@@ -441,7 +441,7 @@ def test_every_mock_option_of_sandbox_reaches_the_mock_s_serve_unchanged():
     parser = cli.build_parser()
     given = parser.parse_args(["sandbox", "--org", "/o", "--seed", "7", "--scenario", "a", "--scenario", "./b.yaml",
                                "--idle-timeout", "1.5", "--header-wait-timeout", "0", "--tls-handshake-timeout", "3",
-                               "--max-connections-per-address", "4", "--", "true"])
+                               "--max-connections-per-address", "4", "--tls-max", "1.3", "--", "true"])
     served = parser.parse_args(["serve", *cli.mock_arguments(given)])
     mock_options = argparse.ArgumentParser()
     cli._add_org_options(mock_options)

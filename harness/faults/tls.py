@@ -134,16 +134,20 @@ def _version(name: str, value):
 @register
 class ProtocolVersion(ConnectionLevel):
     name = "tls.protocol-version"
-    summary = "The server speaks only the TLS versions from `min` to `max` (e.g. TLS 1.0 only, or nothing above 1.2)."
+    summary = "The server speaks only the TLS versions from `min` to `max` (e.g. TLS 1.0 only, or TLS 1.3 too)."
     description = ("A server with TLS 1.2 disabled (or never enabled) in SCHANNEL speaks only TLS 1.0: current clients "
-                   "refuse that. A TLS 1.2 ceiling is what Exchange 2013 really has, and correct clients work.")
+                   "refuse that. Without this fault the mock speaks up to TLS 1.2, as Exchange 2013 on Windows "
+                   "Server 2012 R2 does (`serve --tls-max` moves that ceiling); `max: 1.3` gives a host TLS 1.3, as "
+                   "a newer server in front of it would.")
     symptoms = {"python-ssl": "ssl.SSLError: [SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version "
                               "(when no version is acceptable to both)",
                 "curl": "exit 35: a TLS handshake failure (e.g. 'unsupported protocol' or 'legacy sigalg disallowed')",
                 "requests": "requests.exceptions.SSLError: ... TLSV1_ALERT_PROTOCOL_VERSION"}
     analyzer = {"fails_at": "certificate", "reason": "tls-version"}
-    params = {"min": Param((str, float), None, "lowest version served: 1.0, 1.1, 1.2 or 1.3 (default: OpenSSL's)"),
-              "max": Param((str, float), None, "highest version served: 1.0, 1.1, 1.2 or 1.3 (default: OpenSSL's)")}
+    params = {"min": Param((str, float), None, "lowest version served: 1.0, 1.1, 1.2 or 1.3 (default: the server's, "
+                                               "TLS 1.0)"),
+              "max": Param((str, float), None, "highest version served: 1.0, 1.1, 1.2 or 1.3 (default: the server's "
+                                               "ceiling, 1.2 unless `serve --tls-max`, raised to `min`)")}
 
     @classmethod
     def validate(cls, values):
@@ -165,11 +169,13 @@ class ClientCertificateRequired(ConnectionLevel):
     summary = "The server demands a client certificate; a client without one fails the handshake."
     description = ("IIS 'SSL settings: Client certificates = Require' on the Exchange virtual directories, usually "
                    "set for a smart-card pilot and forgotten. Any certificate would do; clients never send one.")
-    symptoms = {"python-ssl": "ssl.SSLError: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate "
-                              "required (on the first read, after a TLS 1.3 handshake)",
-                "curl": "exit 56: OpenSSL SSL_read: ... tlsv13 alert certificate required (TLS 1.3), or exit 35 "
-                        "(TLS 1.2)",
-                "requests": "requests.exceptions.SSLError or ConnectionError: ... certificate required"}
+    symptoms = {"python-ssl": "ssl.SSLError: [SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure "
+                              "(TLS 1.2, the handshake fails); under TLS 1.3 (`serve --tls-max 1.3`) "
+                              "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] on the first read after the handshake",
+                "curl": "exit 35: ... sslv3 alert handshake failure (TLS 1.2), or exit 56: OpenSSL SSL_read: ... "
+                        "tlsv13 alert certificate required (TLS 1.3)",
+                "requests": "requests.exceptions.SSLError: ... SSLV3_ALERT_HANDSHAKE_FAILURE (TLS 1.2), or "
+                            "certificate required (TLS 1.3)"}
     analyzer = {"fails_at": "certificate", "reason": "client-certificate-required"}
 
     def on_tls_profile(self, scope, host):

@@ -17,6 +17,7 @@ from harness.faults.base import Fault
 from harness.hooks import FaultSet
 from harness.protocols.httpconn import ConnectionLimits
 from harness.protocols.siteurls import SiteUrls
+from harness.protocols.tls import EXCHANGE_2013_MAX_VERSION
 from harness.services.dns import listen_dns
 from harness.services.listeners import AddressPlan, ListenError, Listeners
 from harness.services.rpccapture import RpcCapture
@@ -112,6 +113,7 @@ class ServeOptions:
     allow_remote: bool = False
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)   # timeouts and caps of every HTTP connection
     keylog: Optional[str] = None   # append every TLS session's secrets here (NSS key log format, for Wireshark)
+    tls_max: str = EXCHANGE_2013_MAX_VERSION   # the highest TLS version served where no fault says otherwise
     transcript_max_bytes: Optional[int] = None   # rotate transcript.jsonl before it passes this size (None: never)
     transcript_keep: int = DEFAULT_KEEP          # rotated files kept (transcript.jsonl.1 ... .N)
     rpc_capture: bool = False    # record each RPC virtual connection's inner PDUs in state_dir/rpc (export pcap)
@@ -173,7 +175,8 @@ class MockExchange:
         self.plan = AddressPlan(opts.listen, own_address_hosts(self.faults, self.scenarios))
         hosts = self.plan.hosts_by_address()
         self.keylog = KeyLog(opts.keylog) if opts.keylog else None
-        contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses, keylog=self.keylog)
+        contexts = TlsContexts(self.pki, self.org.hostnames, ips=self.plan.addresses, keylog=self.keylog,
+                              max_version=opts.tls_max)
         conn_ids = itertools.count(1)   # one numbering for both listeners: a transcript's conn id names one connection
         https_app = HttpFactory(None, tls=True, clock=reactor, faults=self.faults, hosts_by_address=hosts,
                                 conn_ids=conn_ids)

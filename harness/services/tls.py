@@ -6,6 +6,9 @@ answers a TlsProfile. OpenSSL settles the protocol version before its SNI callba
 that callback cannot limit versions. Instead, while any tls_profile fault is active, the ClientHello is read off the
 wire first, its SNI picks the profile, and OpenSSL starts on that profile's context with those bytes. With no such
 fault, connections go straight to the default context. One SSL.Context per profile, built on first use.
+
+Every context serves at most the server's ceiling (TLS 1.2, as Exchange 2013 on Windows Server 2012 R2; `serve
+--tls-max` changes it) unless its profile says otherwise, with SChannel's cipher-suite order (harness.pki).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from zope.interface.declarations import Provides, _normalizeargs
 
 from harness import pki as pkimod
 from harness.hooks import FaultSet, Scope
-from harness.protocols.tls import TlsProfile, tls_profile_hook
+from harness.protocols.tls import EXCHANGE_2013_MAX_VERSION, TLS_VERSIONS, TlsProfile, tls_profile_hook
 
 HANDSHAKE_RECORD = 0x16
 CLIENT_HELLO = 1
@@ -38,12 +41,15 @@ OPENSSL_VERSIONS = {"1.0": SSL.TLS1_VERSION, "1.1": SSL.TLS1_1_VERSION, "1.2": S
 
 class TlsContexts:
     """One server context per profile: the certificate in the profile's shape for every name the org serves. A
-    certificate without SANs names one host, in its CN: the host the client asked for, so there is one per host."""
+    certificate without SANs names one host, in its CN: the host the client asked for, so there is one per host.
+    ``max_version`` is the server's ceiling, served where a profile names none."""
 
     def __init__(self, pki: pkimod.PKI, hostnames: Iterable[str], ips: Iterable[str],
-                 keylog: Optional["KeyLog"] = None):
+                 keylog: Optional["KeyLog"] = None, max_version: str = EXCHANGE_2013_MAX_VERSION):
+        if max_version not in TLS_VERSIONS:
+            raise ValueError(f"unknown TLS version {max_version!r}; expected one of {', '.join(TLS_VERSIONS)}")
         self._pki, self._hostnames, self._ips = pki, [name.lower() for name in hostnames], list(ips)
-        self._keylog = keylog
+        self._keylog, self.max_version = keylog, max_version
         self._contexts: Dict[Tuple[TlsProfile, str], SSL.Context] = {}
         self.default = self.context(DEFAULT_PROFILE)  # built now, so the first client does not wait for it
 
@@ -53,9 +59,10 @@ class TlsContexts:
         if key not in self._contexts:
             names = [first] + [name for name in self._hostnames if name != first]
             credential = self._pki.issue(names, shape=profile.shape, ips=self._ips)
+            low, high = profile.served_versions(self.max_version)
             self._contexts[key] = pkimod.server_context(
-                {}, credential, min_version=OPENSSL_VERSIONS.get(profile.min_version),
-                max_version=OPENSSL_VERSIONS.get(profile.max_version), require_client_cert=profile.require_client_cert)
+                {}, credential, min_version=OPENSSL_VERSIONS.get(low) if low else None,
+                max_version=OPENSSL_VERSIONS[high], require_client_cert=profile.require_client_cert)
             if self._keylog is not None:
                 self._contexts[key].set_keylog_callback(self._keylog.callback)
         return self._contexts[key]

@@ -115,6 +115,17 @@ def tls_socket(served: Served, host: str, timeout: float = 30.0, context: Option
         raise
 
 
+# ---- openssl s_client ------------------------------------------------------------------------------------------
+def s_client(served: Served, host: str, *args: str) -> Tuple[int, str]:
+    """`openssl s_client -brief` to ``host`` (SNI ``host``, the served CA trusted), stdin closed: (exit status, what
+    it printed: "Protocol version: TLSv1.2", "Ciphersuite: ...", "Server Temp Key: ..." or the error)."""
+    target = f"{address(served, host)}:{served.https_port}"
+    result = subprocess.run(["openssl", "s_client", "-brief", "-connect", target, "-servername", host,
+                             "-CAfile", served.ca_file, *args],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=60)
+    return result.returncode, result.stdout + result.stderr
+
+
 def dns_query(served: Served, name: str, rdtype: str, tcp: bool = False) -> dns.message.Message:
     """One query to the served DNS, over UDP or TCP; the answer whatever its rcode."""
     query = dns.message.make_query(name, rdtype)
