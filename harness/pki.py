@@ -319,7 +319,7 @@ def configure_server_tls(context: "SSL.Context", *, min_version: Optional[int] =
 
     SChannel picks the suite by its own order, not the client's, and prefers the curve P-256 (then P-384; never
     X25519, which came with Windows 10). Where TLS 1.3 is off the ECDHE curve is P-256, what every client offering
-    it gets from SChannel (pyOpenSSL sets a single curve, so a client offering P-384 alone finds none). Where
+    it gets from SChannel, and P-384 for a client offering only that. Where
     TLS 1.3 is on (a newer server) the curves stay OpenSSL's: a TLS 1.3 client's X25519 key share is taken, not
     answered with a HelloRetryRequest.
     """
@@ -332,8 +332,18 @@ def configure_server_tls(context: "SSL.Context", *, min_version: Optional[int] =
         context.set_min_proto_version(int(min_version))
     if max_version is not None:
         context.set_max_proto_version(int(max_version))
-    if max_version is not None and int(max_version) <= SSL.TLS1_2_VERSION:
+    if max_version is not None and int(max_version) <= SSL.TLS1_2_VERSION and not _set_curves(context, b"P-256:P-384"):
         context.set_tmp_ecdh(ec.SECP256R1())
+
+
+def _set_curves(context: "SSL.Context", curves: bytes) -> bool:
+    """The server's ECDHE curves in order. pyOpenSSL's public call sets one curve only, so this is OpenSSL's own
+    SSL_CTX_set1_curves_list through pyOpenSSL's binding; False when that binding is not there."""
+    try:
+        from OpenSSL._util import lib
+        return bool(lib.SSL_CTX_set1_curves_list(context._context, curves) == 1)
+    except (ImportError, AttributeError):
+        return False
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------

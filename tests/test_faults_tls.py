@@ -156,13 +156,18 @@ def test_a_host_without_a_fault_speaks_tls_1_2_at_most_as_exchange_2013(servers)
 
 def test_the_suite_and_curve_are_those_schannel_of_2012_r2_prefers(servers):
     """SChannel's order, not the client's: the first suite of Windows Server 2012 R2's list both sides have
-    (ECDHE-RSA with AES-256-CBC and SHA-384; SChannel there has no ECDHE-RSA-GCM), on P-256, never X25519."""
+    (ECDHE-RSA with AES-256-CBC and SHA-384; SChannel there has no ECDHE-RSA-GCM), on P-256 (P-384 for a client
+    offering only that), never X25519."""
     served = servers["protocol"]
     with tls_socket(served, ROOT) as tls:
         assert tls.cipher()[0] == "ECDHE-RSA-AES256-SHA384"
     status, said = s_client(served, ROOT)
     assert status == 0 and "Ciphersuite: ECDHE-RSA-AES256-SHA384" in said
     assert "Server Temp Key: ECDH, prime256v1" in said
+    status, said = s_client(served, ROOT, "-curves", "P-384")
+    assert status == 0 and "Server Temp Key: ECDH, secp384r1" in said
+    status, said = s_client(served, ROOT, "-curves", "X25519")   # no ECDHE then: SChannel's plain RSA suites
+    assert status == 0 and "Ciphersuite: AES256-GCM-SHA384" in said
     status, said = s_client(served, ROOT, "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")   # not in SChannel's list
     assert status != 0 and "handshake failure" in said
     status, said = s_client(served, ROOT, "-cipher", "AES128-SHA:ECDHE-RSA-AES128-SHA256")   # its order, not ours
