@@ -12,7 +12,8 @@ from lxml import etree
 from harness.org import load_org, with_config
 from harness.probe.runner import probe
 from harness.protocols.autodiscover import OUTLOOK_RESPONSE_NS, SiteUrls, respond_pox
-from harness.protocols.rpcproxy import RpcTarget, legacy_refusal
+from harness.protocols.rpcchannel import RpcTarget
+from harness.protocols.rpcproxy import legacy_refusal
 from harness.rpc import emsmdb as E
 from harness.rpc.base import CallContext
 from tests.support.autodiscover import pox_request

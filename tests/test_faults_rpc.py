@@ -18,15 +18,9 @@ from harness.faults.base import FaultParamError, catalog
 from harness.hooks import FaultSet, Scope
 from harness.org import load_org
 from harness.protocols import rts
-from harness.protocols.rpcproxy import (
-    CONNECTION_TIMEOUT_MS,
-    IN_RECEIVE_WINDOW,
-    OUT_CHANNEL_HEADS,
-    Close,
-    RpcProxy,
-    Send,
-    rpc_channel_hook,
-)
+from harness.protocols.rpcchannel import Close, Send
+from harness.protocols.rpcout import OUT_CHANNEL_HEADS
+from harness.protocols.rpcproxy import CONNECTION_TIMEOUT_MS, IN_RECEIVE_WINDOW, RpcProxy, rpc_channel_hook
 from harness.transcript import Transcript
 from tests.support.clients import (
     PRIVACY,

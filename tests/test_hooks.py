@@ -22,7 +22,7 @@ EXPECTED = {
     "dns_query": "services/dns.py", "http_request": "services/site.py", "auth_methods": "services/site.py",
     "auth_result": "services/site.py", "autodiscover": "services/site.py", "rpc_channel": "services/rpcproxy.py",
     "rpc_out_framing": "services/rpcproxy.py",
-    "rts": "protocols/rpcproxy.py", "rpc_bind": "protocols/dcerpc/association.py",
+    "rts": "protocols/rpcout.py", "rpc_bind": "protocols/dcerpc/association.py",
     "rpc_bind_ack": "protocols/dcerpc/association.py",
     "ntlm_challenge": "protocols/httpauth.py, protocols/dcerpc/security.py", "nspi_rows": "rpc/nspi/server.py",
     "rpc_call": "protocols/dcerpc/association.py", "mailbox": "rpc/emsmdb, rpc/nspi",

@@ -13,7 +13,8 @@ from impacket.dcerpc.v5 import nspi
 from harness.probe.report import render_text
 from harness.probe.runner import probe
 from harness.protocols import rts
-from harness.protocols.rpcproxy import CONNECTION_TIMEOUT_MS, OUT_CHANNEL_HEADS
+from harness.protocols.rpcout import OUT_CHANNEL_HEADS
+from harness.protocols.rpcproxy import CONNECTION_TIMEOUT_MS
 from harness.testing import Served, start_server
 from tests.support.clients import exchanger, needs_exchanger, nspi_handle, probe_options, rpc_bind
 from tests.support.rpchttp import RawChannel, conn_a1

@@ -11,8 +11,9 @@ from impacket.dcerpc.v5 import rpch, rpcrt
 from impacket.dcerpc.v5.transport import HTTPTransport
 
 from harness.org import load_org
-from harness.protocols import rpcproxy, rts
-from harness.protocols.rpcproxy import Close, HttpError, RpcProxy, RpcTarget, Send, StartTimer, parse_target
+from harness.protocols import rpcout, rpcproxy, rts
+from harness.protocols.rpcchannel import Close, RpcTarget, Send, StartTimer
+from harness.protocols.rpcproxy import HttpError, RpcProxy, parse_target
 from harness.services.rpcproxy import RpcProxyService
 from harness.transcript import Transcript
 from tests.support.echo import ECHO, Echo
@@ -171,15 +172,15 @@ def assert_never_recycles(sock):
 
 
 # ---- the handshake and calls through it ----------------------------------------------------------------------
-@pytest.mark.parametrize("framing", rpcproxy.OUT_FRAMINGS)
+@pytest.mark.parametrize("framing", rpcout.OUT_FRAMINGS)
 def test_impacket_builds_the_tunnel_and_reads_a3_and_c2(framing):
     dce, transport, proxy, transcript = tunnel(out_framing=framing)
     assert transport._RPCProxyClient__serverConnectionTimeout == 120000
     assert transport._RPCProxyClient__serverReceiveWindowSize == 65536
-    assert transport._RPCProxyClient__serverChunked == (framing == rpcproxy.EXCHANGE2013)
+    assert transport._RPCProxyClient__serverChunked == (framing == rpcout.EXCHANGE2013)
     out = transport.sockets["RPC_OUT_DATA"]
     head = bytes(out.everything)
-    assert head.startswith(rpcproxy.CONTINUE + rpcproxy.OUT_CHANNEL_HEADS[framing])
+    assert head.startswith(rpcproxy.CONTINUE + rpcout.OUT_CHANNEL_HEADS[framing])
     assert [rts.decode(p).name for p in out_pdus(out)[:2]] == ["CONN/A3", "CONN/C2"]
     assert transport.sockets["RPC_IN_DATA"].everything == bytearray(rpcproxy.CONTINUE)   # IN never gets more
     names = [(e["channel"], e["sent"], e["pdu"]) for e in transcript.of_kind("rts")]
@@ -190,7 +191,7 @@ def test_impacket_builds_the_tunnel_and_reads_a3_and_c2(framing):
         ("in", "EX01", 6004, "alice@contoso.test"), ("out", "EX01", 6004, "alice@contoso.test")]
 
 
-@pytest.mark.parametrize("framing", rpcproxy.OUT_FRAMINGS)
+@pytest.mark.parametrize("framing", rpcout.OUT_FRAMINGS)
 @pytest.mark.parametrize("level", [rpcrt.RPC_C_AUTHN_LEVEL_NONE, rpcrt.RPC_C_AUTHN_LEVEL_CONNECT,
                                    rpcrt.RPC_C_AUTHN_LEVEL_PKT_INTEGRITY, rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY])
 def test_calls_through_the_tunnel(level, framing):
@@ -257,7 +258,7 @@ def test_out_traffic_waits_for_the_clients_window():
     vc = proxy.connections[VC]
     big = [struct.pack("<BBBB4sHHL", 5, 0, 2, 3, b"\x10\0\0\0", 4000, 0, 9) + bytes(3984) for _ in range(5)]
     vc.held.extend(big)
-    wire.run(proxy._release(vc))
+    wire.run(proxy.out.release(vc))
     assert len(out_pdus(out_sock)) == 2 + 2                   # 8000 bytes fit in 10000, the third would not
     assert transcript.of_kind("rpc_flow_control")[-1]["in_flight"] == 8000
     in_sock.send(rpch.hFlowControlAckWithDestination(rpch.FDOutProxy, 8000, 10000, OUT_COOKIE))
@@ -424,7 +425,7 @@ def test_service_writes_the_handshake_and_expires_a_lonely_channel():
     service, channel, io = service_channel("RPC_OUT_DATA")
     assert bytes(io.written) == rpcproxy.CONTINUE and [t.seconds for t in io.timers] == [120.0]
     channel.data_received(rpch.hCONN_A1(VC, OUT_COOKIE, 262144))
-    assert bytes(io.written).startswith(rpcproxy.CONTINUE + rpcproxy.OUT_CHANNEL_HEADS[rpcproxy.EXCHANGE2013])
+    assert bytes(io.written).startswith(rpcproxy.CONTINUE + rpcout.OUT_CHANNEL_HEADS[rpcout.EXCHANGE2013])
     io.timers[0].fire()
     assert io.closed and not service.proxy.connections
 
@@ -481,7 +482,7 @@ def test_a_channel_may_override_the_proxy_framing():
         make_proxy(out_framing="iis6")
 
 
-@pytest.mark.parametrize("framing", rpcproxy.OUT_FRAMINGS)
+@pytest.mark.parametrize("framing", rpcout.OUT_FRAMINGS)
 def test_rpc_pdus_and_pings_are_framed_like_the_handshake(framing):
     dce, transport, proxy, _ = tunnel(out_framing=framing)
     assert call(dce, 0, b"x" * 5000) == b"x" * 5000 + b"\0" * 4
@@ -490,7 +491,7 @@ def test_rpc_pdus_and_pings_are_framed_like_the_handshake(framing):
     body = out[out.index(b"\r\n\r\n", len(rpcproxy.CONTINUE)) + 4:]
     pdus = out_pdus(transport.sockets["RPC_OUT_DATA"])
     assert rts.decode(pdus[-1]).name == "Ping"
-    if framing == rpcproxy.LEGACY:
+    if framing == rpcout.LEGACY:
         assert body == b"".join(pdus)
     else:                                                   # each chunk is exactly one PDU, sized as the PDU
         spans = chunk_spans(body)
@@ -523,5 +524,5 @@ def test_the_legacy_fault_picks_the_framing_per_channel():
         channel = service.open_channel(request, ALICE, io)
         channel.data_received(rpch.hCONN_A1(bytes([len(heads)]) * 16, OUT_COOKIE, 262144))
         heads[query] = bytes(io.written)[len(rpcproxy.CONTINUE):]
-    assert heads["EX01:6004"].startswith(rpcproxy.OUT_CHANNEL_HEADS["legacy"])
-    assert heads["ex01.contoso.test:6004"].startswith(rpcproxy.OUT_CHANNEL_HEADS["exchange2013"])
+    assert heads["EX01:6004"].startswith(rpcout.OUT_CHANNEL_HEADS["legacy"])
+    assert heads["ex01.contoso.test:6004"].startswith(rpcout.OUT_CHANNEL_HEADS["exchange2013"])

@@ -157,8 +157,8 @@ def register(cls: type) -> type:
 # The modules that declare hook points (each beside its answer type); faults may answer any of them.
 HOOK_MODULES = ("harness.protocols.tls", "harness.protocols.connection", "harness.protocols.dns",
                 "harness.protocols.http", "harness.protocols.httpauth", "harness.protocols.logon",
-                "harness.protocols.autodiscover_answer",
-                "harness.protocols.rpcproxy", "harness.protocols.dcerpc", "harness.rpc.base",
+                "harness.protocols.autodiscover_answer", "harness.protocols.rpcproxy", "harness.protocols.rpcout",
+                "harness.protocols.dcerpc", "harness.rpc.base",
                 "harness.rpc.nspi.values", "harness.protocols.ews", "harness.rpc.mapihttp",
                 "harness.rpc.emsmdb.ropedit")
 

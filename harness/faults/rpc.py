@@ -16,18 +16,9 @@ from harness.protocols import rts
 from harness.protocols.dcerpc import NAK_NAMES, NAK_NOT_SPECIFIED, BindNak, CallFault
 from harness.protocols.dcerpc.binding import BindAckEdit
 from harness.protocols.dcerpc.pdus import REASON_NAMES
-from harness.protocols.rpcproxy import (
-    CONNECTION_TIMEOUT_MS,
-    IN,
-    IN_RECEIVE_WINDOW,
-    LEGACY,
-    METHODS,
-    OUT,
-    ChannelCut,
-    HttpError,
-    OutFraming,
-    RtsAction,
-)
+from harness.protocols.rpcchannel import IN, METHODS, OUT, ChannelCut
+from harness.protocols.rpcout import LEGACY, OutFraming, RtsAction
+from harness.protocols.rpcproxy import CONNECTION_TIMEOUT_MS, IN_RECEIVE_WINDOW, HttpError
 
 INTERFACES = ("nspi", "rfr", "emsmdb", "asyncemsmdb")
 RPC_S_SERVER_UNAVAILABLE = 0x000006BA

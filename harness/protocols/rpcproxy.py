@@ -1,35 +1,31 @@
-"""The RPC over HTTP v2 proxy of an Exchange 2013 CAS (MS-RPCH; RpcProxyShim's target rules), sans-IO.
+"""The RPC over HTTP v2 proxy of an Exchange 2013 CAS (MS-RPCH; RpcProxyShim's target rules), sans-IO: the
+virtual-connection state machine.
 
 The mock plays inbound proxy, outbound proxy and RPC server at once, so the proxy-to-server legs (CONN/A2, B2, C1)
 never reach the wire. One HTTP connection carrying RPC_IN_DATA or RPC_OUT_DATA is a ``Channel``; the IN and OUT
 channel that carry the same virtual-connection cookie form a ``VirtualConnection`` (either may come first), which
-owns one DCE/RPC association.
+owns one DCE/RPC association (both in harness.protocols.rpcchannel).
 
 The core is driven by calls (``open_channel``, ``data_received``, ``connection_lost``, ``timer_expired``, ``ping``)
 and answers with actions for the I/O layer: ``Send(channel, bytes)``, ``Close(channel, reason, reset)`` and
-``StartTimer(channel, seconds)``. All bytes for a channel leave through ``Send`` in the order returned, which keeps
-the OUT stream serialised. A call the association holds (EcDoAsyncWaitEx) becomes ``HoldCall(channel, held)``: the
-I/O layer waits on it (timer, wake-ups) and calls ``complete_held(held, how)``, whose response PDUs go out on OUT like
-any other; ``DropHold(channel, held)`` (the virtual connection went) tells it to stop waiting.
-
-OUT framing: the 200 of RPC_OUT_DATA and its body follow the channel's persona (``OUT_FRAMINGS``): exchange2013
-(chunked, one PDU per chunk; the default) or legacy (``Content-Length: 1073741824``, raw PDUs); the
-``rpc_out_framing`` hook may pick one per channel. Flow control, cuts and the tap count PDU bytes, never framing.
+``StartTimer(channel, seconds)``. Whatever goes out on OUT (RTS and RPC PDUs, framed by the channel's persona, under
+the client's receive window) is written by harness.protocols.rpcout. A call the association holds (EcDoAsyncWaitEx)
+becomes ``HoldCall(channel, held)``: the I/O layer waits on it (timer, wake-ups) and calls ``complete_held(held,
+how)``, whose response PDUs go out on OUT like any other; ``DropHold(channel, held)`` (the virtual connection went)
+tells it to stop waiting.
 
 Target rules: the query is ``<RemoteName>:<port>``; RemoteName must be a name ``org.is_rpc_target`` accepts
 (mailbox-GUID@domain, NetBIOS or FQDN of a server), else 404 Not Found (also for a missing query); the port must be
 one of Exchange's ValidPorts 6001-6004, else 503 "Invalid RPC Port". Every interface answers on every valid port.
 
-Flow control (MS-RPCH 3.2.1.1.4): RPC PDUs on OUT are held back when they would overrun the client's receive
-window (CONN/A1, then each FlowControlAckWithDestination); RPC PDUs received on IN are acknowledged to the client
-with a FlowControlAckWithDestination(FDClient) on OUT once half of the advertised window is consumed. Unless a
-fault says otherwise, the proxy never sends RECYCLE_CHANNEL and sends pings only when ``ping`` is called. A channel
-that finds no partner within the connection timeout is closed.
+Flow control (MS-RPCH 3.2.1.1.4): RPC PDUs received on IN are acknowledged to the client with a
+FlowControlAckWithDestination(FDClient) on OUT once half of the advertised window is consumed (OUT's own window:
+harness.protocols.rpcout). Unless a fault says otherwise, the proxy never sends RECYCLE_CHANNEL and sends pings only
+when ``ping`` is called. A channel that finds no partner within the connection timeout is closed.
 
-Fault hooks (harness/faults/rpc.py): every RTS PDU about to leave on OUT passes the ``rts`` hook, whose
-``RtsAction`` may drop it, refuse the channel in its place or send more RTS PDUs after it; a ``ChannelCut`` given to
-``open_channel`` (the ``rpc_channel`` hook's other answer) resets the virtual connection once that channel has
-carried so many body bytes. Scope: host = the RPC server name of the query, user = the HTTP-authenticated mailbox.
+Fault hooks (harness/faults/rpc.py): a ``ChannelCut`` given to ``open_channel`` (the ``rpc_channel`` hook's other
+answer) resets the virtual connection once that channel has carried so many body bytes; the ``rts`` hook fires in
+harness.protocols.rpcout. Scope: host = the RPC server name of the query, user = the HTTP-authenticated mailbox.
 
 Capture: a ``tap(cookie, from_client, pdu)`` given to the proxy sees every PDU of each virtual connection's inner
 byte stream in the order the proxy handled it: the client's as accepted (the IN and OUT channels' alike, RTS and
@@ -38,33 +34,40 @@ RPC), the server's as written to OUT (cut short when a ChannelCut cuts it). ``se
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote
 
-from harness.hooks import FaultSet, Scope, hookspec
+from harness.hooks import FaultSet, hookspec
 from harness.org import Mailbox, Org
 from harness.protocols import rts
-from harness.protocols.dcerpc import DceRpcAssociation, FramingError, PduFramer
+from harness.protocols.dcerpc import DceRpcAssociation, FramingError
 from harness.protocols.dcerpc.association import HeldCall
 from harness.protocols.dcerpc.interface import RpcInterface
 from harness.protocols.http import HttpRequest
+from harness.protocols.rpcchannel import (
+    IN,
+    METHODS,
+    OUT,
+    Action,
+    Channel,
+    ChannelCut,
+    Close,
+    DropHold,
+    HoldCall,
+    RpcTarget,
+    Send,
+    StartTimer,
+    Tap,
+    VirtualConnection,
+    cookie_label,
+)
+from harness.protocols.rpcout import EXCHANGE2013, OUT_CHANNEL_HEADS, OUT_FRAMINGS, OutWriter
 
 VALID_PORTS = range(6001, 6005)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# The OUT channel's 200 and body framing, by persona (docs/rpc-over-http.md, "OUT channel framing"): Exchange 2013's
-# front end streams the body chunked, one PDU per chunk; the IIS rpcproxy of 2007/2010 announces a 1 GiB body
-# (MS-RPCH 2.1.2.1.4) and writes raw PDUs.
-EXCHANGE2013, LEGACY = "exchange2013", "legacy"
-OUT_FRAMINGS = (EXCHANGE2013, LEGACY)
-OUT_CHANNEL_HEADS = {
-    EXCHANGE2013: b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nTransfer-Encoding: chunked\r\n\r\n",
-    LEGACY: b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nContent-Length: 1073741824\r\n\r\n",
-}
 CONNECTION_TIMEOUT_MS = 120000        # CONN/A3 and CONN/C2, as IIS sends it
 IN_RECEIVE_WINDOW = 65536             # the inbound proxy's ReceiveWindowSize in CONN/C2
-IN, OUT = "in", "out"
-METHODS = {"RPC_IN_DATA": IN, "RPC_OUT_DATA": OUT}
 OPENING = {IN: "CONN/B1", OUT: "CONN/A1"}        # the RTS PDU each channel must start with
 
 
@@ -79,64 +82,8 @@ class HttpError:
         return f"HTTP {self.status} {self.reason}"
 
 
-@dataclass(frozen=True)
-class RpcTarget:
-    name: str
-    port: int
-
-
-@dataclass(frozen=True)
-class ChannelCut:
-    """A fault's plan for one channel: both channels of its virtual connection are reset, as a load balancer or a
-    crashing proxy does, once an OUT channel has sent ``after_bytes`` body bytes (the rest of that write is cut
-    off), or when the PDU that would take an IN channel past ``after_bytes`` bytes after CONN/B1 arrives (it is
-    not handled)."""
-    after_bytes: int
-
-    def describe(self) -> str:
-        return f"reset the virtual connection after {self.after_bytes} body bytes on this channel"
-
-
-@dataclass(frozen=True)
-class OutFraming:
-    """The OUT channel persona a fault picks for one channel (one of OUT_FRAMINGS)."""
-    persona: str
-
-    def describe(self) -> str:
-        return f"frame the OUT channel as {self.persona}"
-
-
-@dataclass(frozen=True)
-class RtsAction:
-    """A fault's answer for one RTS PDU about to leave on OUT (the ``rts`` hook):
-    drop    - it is not sent (the OUT channel's 200 header still goes out before a dropped CONN/A3);
-    refuse  - ``data`` (an HTTP status line) goes out in its place, and in place of the 200 before CONN/A3,
-              then the virtual connection closes;
-    follow  - it is sent, then the RTS PDUs in ``then`` (pings, a recycling request);
-    replace - the RTS PDUs in ``then`` go out in its place (a CONN/A3 or CONN/C2 with other fields or commands)."""
-    kind: str
-    data: bytes = b""
-    then: Tuple[rts.RtsPdu, ...] = ()
-
-    def describe(self) -> str:
-        if self.kind == "refuse":
-            status_line = self.data.split(b"\r\n", 1)[0].decode("latin-1")
-            return f"refuse with {status_line!r}"
-        if self.kind in ("follow", "replace"):
-            return f"{self.kind} with " + ", ".join(pdu.name for pdu in self.then)
-        return self.kind
-
-
 @hookspec(fires_in="services/rpcproxy.py", means="refuse the RPC_IN_DATA/RPC_OUT_DATA channel, or plan its cut")
 def rpc_channel_hook(request: HttpRequest, server: str, port: Optional[int]) -> Union[HttpError, ChannelCut]: ...
-
-
-@hookspec(fires_in="services/rpcproxy.py", means="the body framing (OUT_FRAMINGS) of an RPC_OUT_DATA channel's 200")
-def rpc_out_framing_hook(server: str) -> OutFraming: ...
-
-
-@hookspec(fires_in="protocols/rpcproxy.py", means="drop, refuse or follow an RTS PDU about to leave on OUT")
-def rts_hook(direction: str, pdu_name: str) -> RtsAction: ...
 
 
 def split_target(query: str) -> Tuple[str, str]:
@@ -173,97 +120,9 @@ def legacy_refusal(target: RpcTarget, org: Org) -> Optional[HttpError]:
     return None
 
 
-# ---- actions for the I/O layer ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Send:
-    channel: "Channel"
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Close:
-    channel: "Channel"
-    reason: str
-    reset: bool = False          # abort (TCP RST) once what was sent before has left, instead of closing
-
-
-@dataclass(frozen=True)
-class StartTimer:
-    channel: "Channel"
-    seconds: float
-
-
-@dataclass(frozen=True)
-class HoldCall:
-    channel: "Channel"           # the IN channel the call came on (its connection's clock runs the timers)
-    held: HeldCall
-
-
-@dataclass(frozen=True)
-class DropHold:
-    channel: "Channel"
-    held: HeldCall
-
-
-Action = Union[Send, Close, StartTimer, HoldCall, DropHold]
-Tap = Callable[[bytes, bool, bytes], None]    # (virtual connection cookie, from the client, PDU)
-
-
-@dataclass(eq=False)
-class Channel:
-    """One HTTP connection in tunnel mode (IN or OUT)."""
-    direction: str
-    target: RpcTarget
-    mailbox: Optional[Mailbox]
-    peer: Tuple[str, int]
-    conn: Optional[int] = None
-    vc: Optional["VirtualConnection"] = None
-    closed: bool = False
-    framer: PduFramer = field(default_factory=PduFramer)
-    cut: Optional[ChannelCut] = None
-    carried: int = 0              # for ``cut``: PDU bytes sent (OUT), PDU bytes received after CONN/B1 (IN)
-    framing: str = EXCHANGE2013   # OUT only: how the 200's body carries the PDUs (OUT_FRAMINGS)
-
-    @property
-    def scope(self) -> Scope:
-        return Scope(self.target.name, self.mailbox.email if self.mailbox else None)
-
-
-@dataclass(eq=False)
-class VirtualConnection:
-    cookie: bytes
-    association: DceRpcAssociation
-    in_channel: Optional[Channel] = None
-    out_channel: Optional[Channel] = None
-    in_cookie: bytes = b""
-    out_cookie: bytes = b""
-    opened: bool = False                           # CONN/C2 sent: RPC PDUs may flow on OUT
-    held: List[bytes] = field(default_factory=list)  # RPC PDUs waiting for C2 or for window
-    out_bytes_sent: int = 0                        # RPC PDU bytes sent on OUT (flow control counts only those)
-    out_acked: int = 0                             # BytesReceived of the client's last acknowledgement
-    out_window: int = 0                            # AvailableWindow of that acknowledgement (or CONN/A1's)
-    in_bytes_received: int = 0
-    in_bytes_acked: int = 0
-
-    @property
-    def label(self) -> str:
-        return cookie_label(self.cookie)
-
-
-def frame_out(framing: str, data: bytes, pdu_length: int) -> bytes:
-    """``data`` (all or, when a cut stops it, the first bytes of a ``pdu_length``-byte PDU) as the OUT body carries
-    it: raw (legacy) or as one chunk per PDU (exchange2013), whose size line always announces the whole PDU."""
-    if framing == LEGACY:
-        return data
-    return b"%x\r\n" % pdu_length + data + (b"\r\n" if len(data) == pdu_length else b"")
-
-
-def cookie_label(cookie: bytes) -> str:
-    """How the transcript names a virtual connection: the first 8 hex digits of its cookie."""
-    return cookie.hex()[:8]
-
-
 class RpcProxy:
+    """The virtual connections of one server: channels in, actions out (see the module docstring)."""
+
     def __init__(self, org: Org, record: Callable[..., object], rng: random.Random,
                  interfaces: Sequence[RpcInterface], *, connection_timeout_ms: int = CONNECTION_TIMEOUT_MS,
                  in_receive_window: int = IN_RECEIVE_WINDOW, faults: Optional[FaultSet] = None,
@@ -281,6 +140,7 @@ class RpcProxy:
         self.in_receive_window = in_receive_window
         self.connections: Dict[bytes, VirtualConnection] = {}
         self._held: Dict[HeldCall, VirtualConnection] = {}    # held calls by their virtual connection
+        self.out = OutWriter(record, self.faults, tap, self._tear_down, self._cut)
 
     # ---- channel lifecycle ----------------------------------------------------------------------------------
     def open_channel(self, method: str, query: str, mailbox: Optional[Mailbox], peer: Tuple[str, int],
@@ -303,7 +163,7 @@ class RpcProxy:
         framing = framing or self.out_framing
         if framing not in OUT_FRAMINGS:
             raise ValueError(f"unknown OUT channel framing {framing!r}")
-        channel = Channel(direction, target, mailbox, peer, conn, cut=cut, framing=framing)
+        channel = Channel(direction, target, mailbox, peer, framing, conn, cut=cut)
         extra = {"framing": framing} if direction == OUT else {}
         self.record("rpc_channel", channel=direction, conn=conn, target=target.name, port=target.port,
                     user=mailbox.email if mailbox else None, peer=f"{peer[0]}:{peer[1]}", status=100, **extra)
@@ -347,7 +207,7 @@ class RpcProxy:
         actions: List[Action] = []
         for vc in list(self.connections.values()):
             if vc.opened and cookie in (None, vc.cookie):
-                actions += self._send_rts(vc, rts.ping())
+                actions += self.out.send_rts(vc, rts.ping())
         return actions
 
     def complete_held(self, held: HeldCall, how: str) -> List[Action]:
@@ -356,7 +216,7 @@ class RpcProxy:
         if vc is None:
             return []
         vc.held.extend(vc.association.complete(held, how))
-        return self._release(vc)
+        return self.out.release(vc)
 
     # ---- PDUs -----------------------------------------------------------------------------------------------
     def _on_pdu(self, channel: Channel, pdu: bytes) -> List[Action]:
@@ -366,7 +226,7 @@ class RpcProxy:
                                            f"expected")
             if channel.direction == OUT:
                 return self._fail(channel, "DCE/RPC PDU on the OUT channel")
-            self._tapped(channel.vc, True, pdu)
+            self._tapped(channel.vc, pdu)
             return self._on_rpc(channel.vc, pdu)
         try:
             message = rts.decode(pdu)
@@ -379,10 +239,10 @@ class RpcProxy:
             return self._establish(channel, message, pdu)
         if channel.direction == OUT:
             return self._fail(channel, f"{message.name} after CONN/A1 on the OUT channel")
-        self._tapped(channel.vc, True, pdu)
+        self._tapped(channel.vc, pdu)
         ack = rts.as_flow_control_ack_with_destination(message)
         if ack is not None and ack.destination == rts.FD_OUT_PROXY:
-            return self._on_out_ack(channel.vc, ack.ack)
+            return self.out.acknowledge(channel.vc, ack.ack)
         # Pings, keep-alives and other acknowledgements from the client need no answer from a combined proxy.
         return []
 
@@ -395,11 +255,11 @@ class RpcProxy:
         vc = self._join(channel, opening.virtual_connection_cookie)
         if vc is None:
             return self._fail(channel, f"a second {channel.direction.upper()} channel for the virtual connection")
-        self._tapped(vc, True, pdu)
+        self._tapped(vc, pdu)
         actions: List[Action] = []
         if isinstance(opening, rts.ConnA1):      # i.e. the OUT channel
             vc.out_cookie, vc.out_window = opening.out_channel_cookie, opening.receive_window_size
-            actions += self._send_rts(vc, rts.conn_a3(self.connection_timeout_ms),
+            actions += self.out.send_rts(vc, rts.conn_a3(self.connection_timeout_ms),
                                       head=OUT_CHANNEL_HEADS[channel.framing])
             if channel.closed:
                 return actions
@@ -439,19 +299,19 @@ class RpcProxy:
     def _open(self, vc: VirtualConnection) -> List[Action]:
         """Both channels are there: CONN/C2, then whatever RPC traffic was held for it."""
         vc.opened = True
-        actions = self._send_rts(vc, rts.conn_c2(self.in_receive_window, self.connection_timeout_ms))
-        return actions + self._release(vc)
+        actions = self.out.send_rts(vc, rts.conn_c2(self.in_receive_window, self.connection_timeout_ms))
+        return actions + self.out.release(vc)
 
     def _on_rpc(self, vc: VirtualConnection, pdu: bytes) -> List[Action]:
         actions: List[Action] = []
         vc.in_bytes_received += len(pdu)
         if vc.in_bytes_received - vc.in_bytes_acked >= self.in_receive_window // 2:
             vc.in_bytes_acked = vc.in_bytes_received
-            actions += self._send_rts(vc, rts.flow_control_ack_with_destination(
+            actions += self.out.send_rts(vc, rts.flow_control_ack_with_destination(
                 rts.FD_CLIENT, vc.in_bytes_received, self.in_receive_window, vc.in_cookie))
         for reply in vc.association.handle_pdu(pdu):
             vc.held.append(reply)
-        actions += self._release(vc)
+        actions += self.out.release(vc)
         for held in vc.association.take_holds():
             if vc.in_channel is not None:
                 self._held[held] = vc
@@ -460,73 +320,10 @@ class RpcProxy:
             actions += self._tear_down(vc, "the DCE/RPC association closed")
         return actions
 
-    # ---- OUT channel: serialised writes with flow control -----------------------------------------------------
-    def _send_rts(self, vc: VirtualConnection, message: rts.RtsPdu, head: bytes = b"") -> List[Action]:
-        """RTS PDUs are not subject to flow control; ``head`` (the OUT channel's 200) goes out just before.
-        Each passes the ``rts`` fault hook first."""
-        channel = vc.out_channel
-        if channel is None or channel.closed:
-            return []
-        action = self.faults.first(rts_hook, channel.scope, OUT, message.name)
-        if action is not None and action.kind == "refuse":
-            return [Send(channel, action.data)] + self._tear_down(vc, f"{message.name} refused by a fault")
-        if action is not None and action.kind == "drop":
-            return [Send(channel, head)] if head else []
-        actions: List[Action] = []
-        pdus = (message,) + (action.then if action is not None else ())
-        if action is not None and action.kind == "replace":
-            pdus = action.then
-        for index, pdu in enumerate(pdus):
-            if channel.closed:
-                break
-            self.record("rts", channel=OUT, sent=True, pdu=pdu.name, conn=channel.conn, vc=vc.label)
-            actions += self._write(vc, channel, rts.encode(pdu), b"" if index else head)
-        return actions
-
-    def _write(self, vc: VirtualConnection, channel: Channel, data: bytes, head: bytes = b"") -> List[Action]:
-        """One PDU (after ``head``) on ``vc``'s OUT channel, framed as the channel's persona frames it, cut short
-        (and the connection reset) by a ChannelCut: cuts count PDU bytes, whatever the framing."""
-        cut = channel.cut
-        if cut is None or channel.carried + len(data) <= cut.after_bytes:
-            channel.carried += len(data)
-            self._tapped(vc, False, data)
-            return [Send(channel, head + frame_out(channel.framing, data, len(data)))]
-        allowed = data[:cut.after_bytes - channel.carried]
-        channel.carried += len(allowed)
-        if allowed:
-            self._tapped(vc, False, allowed)
-        body = frame_out(channel.framing, allowed, len(data)) if allowed else b""
-        sent: List[Action] = [Send(channel, head + body)] if head or body else []
-        return sent + self._cut(vc, channel)
-
-    def _release(self, vc: VirtualConnection) -> List[Action]:
-        """Send held RPC PDUs as far as the client's receive window allows (one at a time when nothing is in
-        flight, so that a window smaller than a PDU cannot stall the connection)."""
-        channel = vc.out_channel
-        if not vc.opened or channel is None or channel.closed:
-            return []
-        actions: List[Action] = []
-        while vc.held and not channel.closed:
-            in_flight = vc.out_bytes_sent - vc.out_acked
-            if in_flight and in_flight + len(vc.held[0]) > vc.out_window:
-                self.record("rpc_flow_control", vc=vc.label, held=len(vc.held), in_flight=in_flight,
-                            window=vc.out_window)
-                break
-            pdu = vc.held.pop(0)
-            vc.out_bytes_sent += len(pdu)
-            actions += self._write(vc, channel, pdu)
-        return actions
-
-    def _on_out_ack(self, vc: VirtualConnection, ack: rts.FlowControlAck) -> List[Action]:
-        if ack.channel_cookie != vc.out_cookie:
-            self.record("rts_ignored", vc=vc.label, reason="acknowledgement for an unknown channel cookie")
-            return []
-        vc.out_acked, vc.out_window = ack.bytes_received, ack.available_window
-        return self._release(vc)
-
-    def _tapped(self, vc: VirtualConnection, from_client: bool, pdu: bytes) -> None:
+    def _tapped(self, vc: VirtualConnection, pdu: bytes) -> None:
+        """A client PDU as the proxy accepted it (the server's are tapped as written, by ``self.out``)."""
         if self.tap is not None:
-            self.tap(vc.cookie, from_client, pdu)
+            self.tap(vc.cookie, True, pdu)
 
     # ---- ending -------------------------------------------------------------------------------------------------
     def _fail(self, channel: Channel, reason: str) -> List[Action]:

@@ -35,7 +35,7 @@ class RpcCapture:
             os.close(self._open.popitem(last=False)[1])
         path = self._paths.get(cookie)
         if path is None:
-            from harness.protocols.rpcproxy import cookie_label  # loaded with the proxy that calls us
+            from harness.protocols.rpcchannel import cookie_label  # loaded with the proxy that calls us
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             fd, path = self._create(cookie_label(cookie))
             os.write(fd, file_header(cookie))

@@ -22,7 +22,8 @@ from harness.transcript import Transcript
 if TYPE_CHECKING:
     from harness.protocols.dcerpc.association import HeldCall
     from harness.protocols.dcerpc.interface import RpcInterface
-    from harness.protocols.rpcproxy import Action, Channel, HttpError, RpcProxy, Tap
+    from harness.protocols.rpcchannel import Action, Channel, Tap
+    from harness.protocols.rpcproxy import HttpError, RpcProxy
 
 RESET_DELAY = 0.1   # seconds between the last write and a reset, so the bytes before it reach the client
 
@@ -46,7 +47,7 @@ class RpcProxyService:
     def __init__(self, org: Org, transcript: Transcript, rng: random.Random, *,
                  interfaces: Optional[Sequence[RpcInterface]] = None, faults: Optional[FaultSet] = None,
                  tap: Optional[Tap] = None, out_framing: str = "exchange2013") -> None:
-        self._out_framing = out_framing   # the OUT channel persona (harness.protocols.rpcproxy.OUT_FRAMINGS)
+        self._out_framing = out_framing   # the OUT channel persona (harness.protocols.rpcout.OUT_FRAMINGS)
         self._org, self._record, self._rng, self._interfaces = org, transcript.record, rng, interfaces
         self._tap = tap    # sees every inner PDU (serve --rpc-capture)
         self.faults = faults if faults is not None else FaultSet()
@@ -67,13 +68,9 @@ class RpcProxyService:
         return self._proxy
 
     def open_channel(self, request, mailbox: Optional[Mailbox], io) -> Union[RpcChannel, HttpError]:
-        from harness.protocols.rpcproxy import (
-            ChannelCut,
-            HttpError,
-            rpc_channel_hook,
-            rpc_out_framing_hook,
-            split_target,
-        )
+        from harness.protocols.rpcchannel import ChannelCut
+        from harness.protocols.rpcout import rpc_out_framing_hook
+        from harness.protocols.rpcproxy import HttpError, rpc_channel_hook, split_target
         conn = getattr(request.conn, "conn_id", None)
         name, port = split_target(request.query)
         scope = Scope(name or None, mailbox.email if mailbox else None)
@@ -99,7 +96,7 @@ class RpcProxyService:
         self.run(self.proxy.ping(cookie))
 
     def run(self, actions: List[Action]) -> None:
-        from harness.protocols.rpcproxy import Close, DropHold, HoldCall, Send, StartTimer  # loaded with the proxy
+        from harness.protocols.rpcchannel import Close, DropHold, HoldCall, Send, StartTimer  # loaded with the proxy
         for action in actions:
             if isinstance(action, DropHold):
                 wait = self._waits.pop(action.held, None)

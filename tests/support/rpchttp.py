@@ -20,7 +20,7 @@ import spnego
 from harness.org import load_org
 from harness.protocols import rts
 from harness.protocols.dcerpc import COMMON
-from harness.protocols.rpcproxy import cookie_label
+from harness.protocols.rpcchannel import cookie_label
 
 ORG = load_org()
 IO_TIMEOUT = 5.0              # every socket read is bounded by this
