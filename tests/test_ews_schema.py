@@ -166,6 +166,9 @@ def test_the_schema_is_the_named_directory_else_the_shared_one_beside_the_checko
     assert ews_schema.find_directory(str(checkout), {ews_schema.DIRECTORY_VARIABLE: ""}) == str(shared)
     named = {ews_schema.DIRECTORY_VARIABLE: str(tmp_path / "elsewhere")}
     assert ews_schema.find_directory(str(checkout), named) == str(tmp_path / "elsewhere")
+    deeper = tmp_path / "ci" / "clone"   # a clone made further down finds the nearest shared/ above it
+    deeper.mkdir(parents=True)
+    assert ews_schema.find_directory(str(deeper), {}) == str(shared)
     assert ews_schema.missing(str(shared)) == list(ews_schema.FILE_NAMES)
     assert ews_schema.missing(MINIMAL) == ["Services.wsdl"]
 

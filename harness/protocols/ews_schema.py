@@ -24,8 +24,9 @@ __all__ = ["DIRECTORY_VARIABLE", "FILE_NAMES", "STATIC_CONTENT_TYPE", "SchemaFil
 
 DIRECTORY_VARIABLE = "MOCKEX_EWS_SCHEMA_DIR"
 FILE_NAMES = ("Services.wsdl", "messages.xsd", "types.xsd")
-# Where a checkout looks when the variable is unset: the shared/ directory beside it (not for `mockex serve`).
-SHARED_DIRECTORY = os.path.join("..", "shared", "ews-schema")
+# Where a checkout looks when the variable is unset: shared/ews-schema in the nearest of its parent directories
+# that has one - the steering directory beside it, or above a clone made deeper (not for `mockex serve`).
+SHARED_DIRECTORY = os.path.join("shared", "ews-schema")
 STATIC_CONTENT_TYPE = "text/xml"   # IIS's static-file MIME map for .xsd and .wsdl
 # Services.wsdl names the endpoint of the server it was fetched from; the served copy names this site's.
 _WSDL_ADDRESS = re.compile(rb'(<(?:[\w.-]+:)?address\b[^>]*?\blocation=")[^"]*(")')
@@ -56,13 +57,20 @@ def missing(directory: str) -> List[str]:
 
 
 def find_directory(checkout: str, environ: Mapping[str, str]) -> Optional[str]:
-    """Where a checkout's tests find the schema: $MOCKEX_EWS_SCHEMA_DIR when set, else ``<checkout>/../shared/
-    ews-schema`` when that directory exists, else None. The caller reports what a directory found lacks."""
+    """Where a checkout's tests find the schema: $MOCKEX_EWS_SCHEMA_DIR when set, else ``shared/ews-schema`` in the
+    nearest parent directory of the checkout that has one (``<checkout>/../shared/ews-schema`` first), else None.
+    The caller reports what a directory found lacks."""
     named = environ.get(DIRECTORY_VARIABLE, "")
     if named:
         return os.path.abspath(named)
-    shared = os.path.normpath(os.path.join(checkout, SHARED_DIRECTORY))
-    return shared if os.path.isdir(shared) else None
+    parent = os.path.dirname(os.path.abspath(checkout))
+    while True:
+        shared = os.path.join(parent, SHARED_DIRECTORY)
+        if os.path.isdir(shared):
+            return shared
+        if os.path.dirname(parent) == parent:
+            return None
+        parent = os.path.dirname(parent)
 
 
 class SchemaFiles:

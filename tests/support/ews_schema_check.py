@@ -1,6 +1,6 @@
 """The suite-wide EWS schema check (harness/services/ews_check.py): when the session finds Microsoft's EWS schema
-(``$MOCKEX_EWS_SCHEMA_DIR``, else ``../shared/ews-schema`` beside the checkout; mockex does not ship it), it owns a
-directory, named to every server through MOCKEX_VALIDATE_EWS, where servers record each answer that breaks the
+(``$MOCKEX_EWS_SCHEMA_DIR``, else the nearest ``shared/ews-schema`` above the checkout; mockex does not ship it), it
+owns a directory, named to every server through MOCKEX_VALIDATE_EWS, where servers record each answer that breaks the
 schema, and the session fails listing them. No schema: one line in the summary says the check did not run.
 ``MOCKEX_VALIDATE_EWS=0`` turns it off. Under xdist the controller decides and makes the directory before the
 workers start (they inherit it) and reads it once after them."""
