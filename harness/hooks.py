@@ -165,16 +165,23 @@ def check_provider(cls: type, known: Optional[Dict[str, Hook[Any, Any]]] = None)
 
 Record = Callable[..., Any]
 _Bucket = List[Tuple[Provider, Callable[..., Any]]]
+_Asked = Tuple[Tuple[Provider, Callable[..., Any]], ...]
+
+
+MAX_REMEMBERED_SCOPES = 4096   # (hook, host, user) -> providers asked, remembered by a FaultSet (hosts are clients')
 
 
 class FaultSet:
     """Active providers indexed by hook and by scope (host, user): a hook nobody answers costs one dict lookup, and
-    only providers that can apply to the call's host/user are asked. Mutated only on the reactor thread."""
+    only providers that can apply to the call's host/user are asked. Which ones those are is remembered per (hook,
+    host, user) until the set changes: with a thousand scoped faults loaded, a request none of them concerns costs
+    a lookup. Mutated only on the reactor thread."""
 
     def __init__(self, providers: Iterable[Provider] = (), record: Optional[Record] = None):
         self._record: Record = record or (lambda kind, **fields: None)
         self._providers: List[Provider] = []
         self._index: Dict[str, Dict[Tuple[Optional[str], Optional[str]], _Bucket]] = {}
+        self._asked_memo: Dict[Tuple[str, Optional[str], Optional[str]], _Asked] = {}
         for provider in providers:
             self.add(provider)
 
@@ -185,6 +192,7 @@ class FaultSet:
         return len(self._providers)
 
     def add(self, provider: Provider) -> None:
+        self._asked_memo = {}
         self._providers.append(provider)
         for name in provided_hooks(type(provider)):
             bucket = self._index.setdefault(name, {}).setdefault((provider.host, provider.user), [])
@@ -198,14 +206,24 @@ class FaultSet:
         return removed
 
     def replace(self, providers: Iterable[Provider]) -> None:
-        self._providers, self._index = [], {}
+        self._providers, self._index, self._asked_memo = [], {}, {}
         for provider in providers:
             self.add(provider)
 
-    def _asked(self, hook: Hook[Any, Any], scope: Scope) -> _Bucket:
+    def _asked(self, hook: Hook[Any, Any], scope: Scope) -> _Asked:
         buckets = self._index.get(hook.name)
         if not buckets:
-            return []
+            return ()
+        key = (hook.name, scope.host, scope.user)
+        asked = self._asked_memo.get(key)
+        if asked is None:
+            asked = self._find(buckets, scope)
+            if len(self._asked_memo) >= MAX_REMEMBERED_SCOPES:
+                self._asked_memo = {}
+            self._asked_memo[key] = asked
+        return asked
+
+    def _find(self, buckets: Dict[Tuple[Optional[str], Optional[str]], _Bucket], scope: Scope) -> _Asked:
         host = scope.host.lower() if scope.host else None
         user = scope.user.lower() if scope.user else None
         found: _Bucket = []
@@ -215,7 +233,7 @@ class FaultSet:
         if len(found) > 1:
             order = {id(p): i for i, p in enumerate(self._providers)}
             found.sort(key=lambda entry: order[id(entry[0])])
-        return found
+        return tuple(found)
 
     def candidates(self, hook: Hook[Any, Any], scope: Scope) -> List[Provider]:
         """The providers of ``hook`` that can apply to ``scope``, in the order they were added."""
