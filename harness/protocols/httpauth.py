@@ -91,9 +91,9 @@ class HttpAuthenticator:
             if self._connection_user is not None:
                 return _copy(self._connection_user)
             return AuthOutcome("anonymous", self.challenge_headers())
-        known = self._basic_success
-        if known is not None and known[0] == authorization and known[1] == self.methods:
-            return _copy(known[2])
+        remembered = self._basic_success
+        if remembered is not None and remembered[0] == authorization and remembered[1] == self.methods:
+            return _copy(remembered[2])
         name, credentials = split_authorization(authorization)
         scheme = next((s for s in self.methods if s.lower() == name.lower()), None)
         if scheme is None:   # name it only if it is a scheme: a scheme-less header's first word may be the secret
