@@ -211,21 +211,25 @@ class FaultSet:
             self.add(provider)
 
     def _asked(self, hook: Hook[Any, Any], scope: Scope) -> _Asked:
-        buckets = self._index.get(hook.name)
+        return self._asked_about(hook.name, scope.host, scope.user)
+
+    def _asked_about(self, name: str, host: Optional[str], user: Optional[str]) -> _Asked:
+        buckets = self._index.get(name)
         if not buckets:
             return ()
-        key = (hook.name, scope.host, scope.user)
+        key = (name, host, user)
         asked = self._asked_memo.get(key)
         if asked is None:
-            asked = self._find(buckets, scope)
+            asked = self._find(buckets, host, user)
             if len(self._asked_memo) >= MAX_REMEMBERED_SCOPES:
                 self._asked_memo = {}
             self._asked_memo[key] = asked
         return asked
 
-    def _find(self, buckets: Dict[Tuple[Optional[str], Optional[str]], _Bucket], scope: Scope) -> _Asked:
-        host = scope.host.lower() if scope.host else None
-        user = scope.user.lower() if scope.user else None
+    def _find(self, buckets: Dict[Tuple[Optional[str], Optional[str]], _Bucket], host: Optional[str],
+              user: Optional[str]) -> _Asked:
+        host = host.lower() if host else None
+        user = user.lower() if user else None
         found: _Bucket = []
         for key in {(None, None), (host, None), (None, user), (host, user)}:
             if key in buckets and (key[0] is None or host) and (key[1] is None or user):
@@ -252,6 +256,11 @@ class FaultSet:
 
     def has(self, hook: Hook[Any, Any]) -> bool:
         return bool(self._index.get(hook.name))
+
+    def concern(self, hook: Hook[Any, Any], host: Optional[str] = None, user: Optional[str] = None) -> bool:
+        """Whether some provider of ``hook`` may apply to a call about this host and user: when none does, a caller
+        need not build the Scope and the hook's arguments (``first`` would answer None)."""
+        return bool(self._asked_about(hook.name, host, user))
 
 
 def describe_answer(answer: object) -> str:

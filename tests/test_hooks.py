@@ -130,7 +130,10 @@ def test_the_providers_a_scope_meets_are_remembered_until_the_set_changes() -> N
     assert faults.first(dns_query_hook, other, "x", "A") is None
     assert faults.first(dns_query_hook, other, "x", "A") is None and for_mail.asked == 0
     assert faults.first(dns_query_hook, mail, "x", "A") == DnsAnswer("REFUSED")
+    assert faults.concern(dns_query_hook, "MAIL.contoso.test") and not faults.concern(dns_query_hook, "other.x")
+    assert not faults.concern(accept_hook, "mail.contoso.test")
     faults.add(Provider("everyone", DnsAnswer("SERVFAIL")))           # added after "other" met nobody
+    assert faults.concern(dns_query_hook, "other.x", "anyone@contoso.test")
     assert faults.first(dns_query_hook, other, "x", "A") == DnsAnswer("SERVFAIL")
     assert [p.name for p in faults.candidates(dns_query_hook, mail)] == ["for-mail", "everyone"]
     faults.remove("for-mail")

@@ -182,9 +182,13 @@ class ExchangeSite:
     def _fault(self, hook, request: HttpRequest, mailbox, *args):
         """``faults.first`` for a request: the Scope is built only when some fault provides the hook (most
         requests meet none, four hooks each)."""
-        if not self.faults.has(hook):
+        faults = self.faults
+        if not faults.has(hook):
             return None
-        return self.faults.first(hook, self.scope(request, mailbox), *args)
+        host, user = request.host or request.conn.sni, mailbox.email if mailbox else None
+        if not faults.concern(hook, host, user):   # a thousand faults for other hosts and users: no Scope either
+            return None
+        return faults.first(hook, Scope(host=host, user=user), *args)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         answer = self._fault(http_request_hook, request, None, request)
