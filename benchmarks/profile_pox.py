@@ -43,6 +43,8 @@ def summarise(raw_file: str, top: int) -> Tuple[int, List[Tuple[str, int]], Dict
     with open(raw_file, encoding="utf-8") as lines:
         for line in lines:
             stack, _, count_text = line.rstrip().rpartition(" ")
+            if not count_text.isdigit():   # py-spy now and then writes a stack without its count: left out
+                continue
             count = int(count_text)
             frames = stack.split(";")
             samples += count
