@@ -89,6 +89,19 @@ def request_id(rng: random.Random) -> str:
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
+_POX_CORE: List[Any] = []   # (harness.protocols.autodiscover, autodiscover_hook) once the first request loaded them
+
+
+def _pox_core() -> Tuple[Any, Any]:
+    """The POX core and the Autodiscover hook, imported with the first Autodiscover request, as start-up leaves them;
+    later requests get them from here (an import statement costs about a microsecond on every request)."""
+    if not _POX_CORE:
+        from harness.protocols import autodiscover
+        from harness.protocols.autodiscover_answer import autodiscover_hook
+        _POX_CORE[:] = [autodiscover, autodiscover_hook]
+    return _POX_CORE[0], _POX_CORE[1]
+
+
 class ExchangeSite:
     """The app behind the HTTPS listener (see harness.services.web for the app interface)."""
 
@@ -307,8 +320,7 @@ class ExchangeSite:
         mailbox, challenge = self.authenticate(request)
         if challenge:
             return challenge
-        from harness.protocols import autodiscover
-        answer = autodiscover.respond_pox(self.org, request.body, mailbox, self.urls,
+        answer = _pox_core()[0].respond_pox(self.org, request.body, mailbox, self.urls,
                                           mapi_http=self.org.mapi_http_enabled
                                           and request.header("x-mapihttpcapability") is not None,
                                           method=request.method)
@@ -415,8 +427,7 @@ class ExchangeSite:
         return HeldMapiResponse(answer.held, ended)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
-        from harness.protocols.autodiscover_answer import autodiscover_hook
-        replaced = self._fault(autodiscover_hook, request, answer.mailbox, request, answer)
+        replaced = self._fault(_pox_core()[1], request, answer.mailbox, request, answer)
         if isinstance(replaced, HttpAnswer):
             self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path,
                                    outcome=f"http-{replaced.status}", error_code="", detail=replaced.describe(),
