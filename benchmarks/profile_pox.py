@@ -3,7 +3,9 @@ benchmarks/anchors.py runs (wrk -t1 -c32 keep-alive, or with --handshake a new T
 the built-in generator), then prints the frames with the most own time and the share of samples that pass through
 each part of mockex (inclusive).
 
-    python benchmarks/profile_pox.py [--seconds 20] [--handshake] [--top 10] [--raw FILE]
+    python benchmarks/profile_pox.py [--seconds 20] [--handshake] [--scenarios N] [--top 10] [--raw FILE]
+
+--scenarios N loads the N generated fault scenarios of anchors.py's loaded row (none applies to the request).
 
 Needs py-spy (pip install py-spy) and, for keep-alive, wrk (benchmarks/setup.sh); both load and sampling are bounded
 by --seconds. py-spy attaches to a child process, which needs ptrace rights (root, or kernel.yama.ptrace_scope 0).
@@ -20,7 +22,7 @@ import tempfile
 from typing import Counter, Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import POX_HOST, POX_PATH, POX_REQUEST, basic_auth, start_mockex  # noqa: E402
+from _common import POX_HOST, POX_PATH, POX_REQUEST, basic_auth, start_mockex, write_library  # noqa: E402
 from _load import request_bytes, run_builtin, run_wrk, wrk_path  # noqa: E402
 
 # The parts of the server whose inclusive share is printed: a frame's file path contains the key.
@@ -41,6 +43,8 @@ def summarise(raw_file: str, top: int) -> Tuple[int, List[Tuple[str, int]], Dict
     with open(raw_file, encoding="utf-8") as lines:
         for line in lines:
             stack, _, count_text = line.rstrip().rpartition(" ")
+            if not count_text.isdigit():   # py-spy now and then writes a stack without its count: left out
+                continue
             count = int(count_text)
             frames = stack.split(";")
             samples += count
@@ -55,6 +59,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds sampled under load (bounded)")
     parser.add_argument("--handshake", action="store_true", help="a new TLS connection per request")
+    parser.add_argument("--scenarios", type=int, default=0,
+                        help="generated fault scenarios loaded, none of which applies to the request (0: none)")
     parser.add_argument("--top", type=int, default=10, help="how many frames by own time")
     parser.add_argument("--raw", help="keep py-spy's collapsed stacks in this file")
     args = parser.parse_args()
@@ -64,7 +70,8 @@ def main() -> int:
     if not args.handshake and not wrk_path():
         raise SystemExit("wrk is not installed: run benchmarks/setup.sh (or use --handshake)")
     with tempfile.TemporaryDirectory(prefix="mockex-profile-") as workdir:
-        process, endpoints = start_mockex(os.path.join(workdir, "state"))
+        library = write_library(os.path.join(workdir, "library"), args.scenarios) if args.scenarios > 0 else []
+        process, endpoints = start_mockex(os.path.join(workdir, "state"), library)
         raw = args.raw or os.path.join(workdir, "stacks.txt")
         try:
             port = endpoints["https"]["port"]
@@ -90,7 +97,8 @@ def main() -> int:
             process.wait(timeout=30)
         samples, frames, parts = summarise(raw, args.top)
     mode = "new TLS connection per request (built-in load)" if args.handshake else "wrk -t1 -c32 keep-alive"
-    print(f"mockex serve, POX, {mode}: {result.requests} answers in {result.seconds:.1f} s, {samples} samples")
+    loaded = f", {args.scenarios:,} scenarios loaded" if args.scenarios > 0 else ""
+    print(f"mockex serve{loaded}, POX, {mode}: {result.requests} answers in {result.seconds:.1f} s, {samples} samples")
     print(f"top {args.top} frames by own time (native code counts in the Python frame that called it):")
     for frame, count in frames:
         print(f"  {100 * count / samples:5.1f}%  {frame}")

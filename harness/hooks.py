@@ -165,16 +165,23 @@ def check_provider(cls: type, known: Optional[Dict[str, Hook[Any, Any]]] = None)
 
 Record = Callable[..., Any]
 _Bucket = List[Tuple[Provider, Callable[..., Any]]]
+_Asked = Tuple[Tuple[Provider, Callable[..., Any]], ...]
+
+
+MAX_REMEMBERED_SCOPES = 4096   # (hook, host, user) -> providers asked, remembered by a FaultSet (hosts are clients')
 
 
 class FaultSet:
     """Active providers indexed by hook and by scope (host, user): a hook nobody answers costs one dict lookup, and
-    only providers that can apply to the call's host/user are asked. Mutated only on the reactor thread."""
+    only providers that can apply to the call's host/user are asked. Which ones those are is remembered per (hook,
+    host, user) until the set changes: with a thousand scoped faults loaded, a request none of them concerns costs
+    a lookup. Mutated only on the reactor thread."""
 
     def __init__(self, providers: Iterable[Provider] = (), record: Optional[Record] = None):
         self._record: Record = record or (lambda kind, **fields: None)
         self._providers: List[Provider] = []
         self._index: Dict[str, Dict[Tuple[Optional[str], Optional[str]], _Bucket]] = {}
+        self._asked_memo: Dict[Tuple[str, Optional[str], Optional[str]], _Asked] = {}
         for provider in providers:
             self.add(provider)
 
@@ -185,6 +192,7 @@ class FaultSet:
         return len(self._providers)
 
     def add(self, provider: Provider) -> None:
+        self._asked_memo = {}
         self._providers.append(provider)
         for name in provided_hooks(type(provider)):
             bucket = self._index.setdefault(name, {}).setdefault((provider.host, provider.user), [])
@@ -198,16 +206,30 @@ class FaultSet:
         return removed
 
     def replace(self, providers: Iterable[Provider]) -> None:
-        self._providers, self._index = [], {}
+        self._providers, self._index, self._asked_memo = [], {}, {}
         for provider in providers:
             self.add(provider)
 
-    def _asked(self, hook: Hook[Any, Any], scope: Scope) -> _Bucket:
-        buckets = self._index.get(hook.name)
+    def _asked(self, hook: Hook[Any, Any], scope: Scope) -> _Asked:
+        return self._asked_about(hook.name, scope.host, scope.user)
+
+    def _asked_about(self, name: str, host: Optional[str], user: Optional[str]) -> _Asked:
+        buckets = self._index.get(name)
         if not buckets:
-            return []
-        host = scope.host.lower() if scope.host else None
-        user = scope.user.lower() if scope.user else None
+            return ()
+        key = (name, host, user)
+        asked = self._asked_memo.get(key)
+        if asked is None:
+            asked = self._find(buckets, host, user)
+            if len(self._asked_memo) >= MAX_REMEMBERED_SCOPES:
+                self._asked_memo = {}
+            self._asked_memo[key] = asked
+        return asked
+
+    def _find(self, buckets: Dict[Tuple[Optional[str], Optional[str]], _Bucket], host: Optional[str],
+              user: Optional[str]) -> _Asked:
+        host = host.lower() if host else None
+        user = user.lower() if user else None
         found: _Bucket = []
         for key in {(None, None), (host, None), (None, user), (host, user)}:
             if key in buckets and (key[0] is None or host) and (key[1] is None or user):
@@ -215,7 +237,7 @@ class FaultSet:
         if len(found) > 1:
             order = {id(p): i for i, p in enumerate(self._providers)}
             found.sort(key=lambda entry: order[id(entry[0])])
-        return found
+        return tuple(found)
 
     def candidates(self, hook: Hook[Any, Any], scope: Scope) -> List[Provider]:
         """The providers of ``hook`` that can apply to ``scope``, in the order they were added."""
@@ -234,6 +256,11 @@ class FaultSet:
 
     def has(self, hook: Hook[Any, Any]) -> bool:
         return bool(self._index.get(hook.name))
+
+    def concern(self, hook: Hook[Any, Any], host: Optional[str] = None, user: Optional[str] = None) -> bool:
+        """Whether some provider of ``hook`` may apply to a call about this host and user: when none does, a caller
+        need not build the Scope and the hook's arguments (``first`` would answer None)."""
+        return bool(self._asked_about(hook.name, host, user))
 
 
 def describe_answer(answer: object) -> str:

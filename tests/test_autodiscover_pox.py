@@ -266,3 +266,42 @@ def test_arbitrary_bytes_never_raise(body, method):
     mapi_http=st.booleans())
 def test_mutated_requests_get_documented_answers(body, mapi_http):
     assert_documented(respond_pox(ORG, body, ORG.find("alice"), URLS, mapi_http=mapi_http))
+
+
+# ---- remembered request bodies and settings documents ---------------------------------------------------------
+def test_a_remembered_request_answers_as_a_fresh_one_for_every_caller():
+    body = pox_request("bob@contoso.test")
+    alice, bob = ORG.find("alice"), ORG.find("bob")
+    first = respond_pox(ORG, body, alice, URLS)
+    again = respond_pox(ORG, bytes(bytearray(body)), bob, URLS)   # equal bytes, another object
+    assert first.body == again.body and first.mailbox is again.mailbox is bob
+    assert first.detail == "settings for bob@contoso.test (asked by alice@contoso.test)"
+    assert again.detail == "settings for bob@contoso.test"
+    assert respond_pox(ORG, body, alice, URLS, mapi_http=True).body != first.body   # mapiHttp is part of the key
+    refused = pox_request("not-an-address")
+    assert [respond_pox(ORG, refused, alice, URLS).error_code for _ in range(2)] == ["600", "600"]
+
+
+def test_remembered_requests_are_bounded_and_equal_to_a_fresh_reading(monkeypatch):
+    monkeypatch.setattr(autodiscover, "_REQUESTS", {})
+    bodies = [pox_request(f"user{index}@contoso.test") for index in range(autodiscover.MAX_REMEMBERED_REQUESTS + 5)]
+    for body in bodies:
+        assert autodiscover.read_pox_request(body) == autodiscover._read_pox_request(body)
+    assert len(autodiscover._REQUESTS) == autodiscover.MAX_REMEMBERED_REQUESTS
+    assert bodies[0] not in autodiscover._REQUESTS and bodies[-1] in autodiscover._REQUESTS   # the oldest went
+    padding = b" " * autodiscover.MAX_REMEMBERED_BODY
+    big = pox_request("alice@contoso.test").replace(b"<Request>", b"<Request>" + padding)
+    assert isinstance(autodiscover.read_pox_request(big), autodiscover.PoxRequest)
+    assert big not in autodiscover._REQUESTS
+    assert autodiscover.read_pox_request(bytearray(bodies[0])) == autodiscover._read_pox_request(bodies[0])
+
+
+def test_a_remembered_settings_document_is_the_one_rendering_would_give(monkeypatch):
+    monkeypatch.setattr(autodiscover, "_SETTINGS", {})
+    alice = ORG.find("alice")
+    remembered = respond_pox(ORG, pox_request(), alice, URLS).body
+    monkeypatch.setattr(autodiscover, "_SETTINGS", {})
+    assert respond_pox(ORG, pox_request(), alice, URLS).body == remembered
+    assert len(autodiscover._SETTINGS) == 1
+    other = SiteUrls.for_org(ORG, 8443)
+    assert b":8443/" in respond_pox(ORG, pox_request(), alice, other).body   # the URLs are part of the key

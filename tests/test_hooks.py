@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import pytest
 
-from harness import catalog_docs
+from harness import catalog_docs, hooks
 from harness.faults.base import Fault, catalog, declared_hooks, register
 from harness.hooks import FaultSet, HookError, Scope, check_provider, hookspec
 from harness.protocols.connection import ConnectAction, accept_hook
@@ -121,6 +121,26 @@ def test_remove_and_replace_reindex() -> None:
     assert faults.first(dns_query_hook, Scope(), "x", "A") == DnsAnswer("SERVFAIL")
     faults.replace([])
     assert not faults.has(dns_query_hook)
+
+
+def test_the_providers_a_scope_meets_are_remembered_until_the_set_changes() -> None:
+    for_mail = Provider("for-mail", DnsAnswer("REFUSED"), host="mail.contoso.test")
+    faults = FaultSet([for_mail])
+    mail, other = Scope(host="mail.contoso.test"), Scope(host="other.contoso.test")
+    assert faults.first(dns_query_hook, other, "x", "A") is None
+    assert faults.first(dns_query_hook, other, "x", "A") is None and for_mail.asked == 0
+    assert faults.first(dns_query_hook, mail, "x", "A") == DnsAnswer("REFUSED")
+    assert faults.concern(dns_query_hook, "MAIL.contoso.test") and not faults.concern(dns_query_hook, "other.x")
+    assert not faults.concern(accept_hook, "mail.contoso.test")
+    faults.add(Provider("everyone", DnsAnswer("SERVFAIL")))           # added after "other" met nobody
+    assert faults.concern(dns_query_hook, "other.x", "anyone@contoso.test")
+    assert faults.first(dns_query_hook, other, "x", "A") == DnsAnswer("SERVFAIL")
+    assert [p.name for p in faults.candidates(dns_query_hook, mail)] == ["for-mail", "everyone"]
+    faults.remove("for-mail")
+    assert faults.first(dns_query_hook, mail, "x", "A") == DnsAnswer("SERVFAIL")
+    for index in range(5000):   # client-chosen hosts: the memory of scopes stays bounded
+        faults.first(dns_query_hook, Scope(host=f"h{index}.contoso.test"), "x", "A")
+    assert len(faults._asked_memo) <= hooks.MAX_REMEMBERED_SCOPES
 
 
 def test_a_firing_never_writes_the_repr_of_an_answer() -> None:

@@ -203,6 +203,23 @@ def test_basic_forms_succeed_per_request(login):
     assert auth.process(None).state == "anonymous"                   # Basic does not bind the connection
 
 
+def test_the_same_basic_credentials_again_on_a_connection_succeed_alike_and_others_are_judged_afresh():
+    auth = authenticator()
+    header = basic("CONTOSO\\alice", PASSWORD)
+    first = auth.process(header)
+    again = auth.process(header)
+    assert again == first and again is not first and again.headers is not first.headers
+    again.headers.append(("X-Changed", "by the caller"))           # a caller's change stays its own
+    assert auth.process(header).headers == []
+    assert auth.process(basic("alice", "wrong")).reason == "wrong password"
+    assert auth.process(header).state == "success"
+    auth.methods = ("Negotiate", "NTLM")                              # Basic no longer offered
+    assert (auth.process(header).state, auth.process(header).reason) == ("failure", "scheme not offered")
+    auth.methods = SCHEMES
+    assert ntlm_login(auth)[1].state == "success"                     # the connection's NTLM user is kept
+    assert auth.process(header).user == "alice" and auth.process(None).scheme == "NTLM"
+
+
 @pytest.mark.parametrize("header, reason", [
     (basic("alice", "wrong"), "wrong password"),
     (basic("alice", PASSWORD.upper()), "wrong password"),

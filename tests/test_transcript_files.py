@@ -13,6 +13,8 @@ import stat
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -25,6 +27,7 @@ from harness.services.site import ExchangeSite
 from harness.services.web import HttpFactory
 from harness.transcript import Transcript
 from tests.support import transcript_schema
+from tests.support.fuzz import scaled
 
 MARKERS = ("transcript_rotated", "transcript_gap")
 
@@ -349,3 +352,47 @@ def test_header_masking_stays_whatever_names_were_seen_before() -> None:
         assert all(masked[name] == "Basic ***(20 chars)" for name in ("Authorization", " authorization"))
         assert masked["Cookie"] == "Basic ***(20 chars)"   # a known scheme word is kept, whatever the header
     assert len(transcript_module._PLAIN_NAMES) <= transcript_module._MAX_PLAIN_NAMES
+
+
+# A credential header name with each letter as it is, upper-cased or swapped for a non-ASCII case partner the
+# pattern also matches (Kelvin sign for k, dotless i and dotted capital I for i, long s for s), then a separator.
+PARTNERS = {"k": "\u212a", "i": "\u0131\u0130", "s": "\u017f"}
+
+
+@st.composite
+def credential_text(draw: Callable[..., Any]) -> str:
+    name = draw(st.sampled_from(["authorization", "proxy-authorization", "cookie", "set-cookie", "cookies", "auth"]))
+    letters = [draw(st.sampled_from([c, c.upper(), *PARTNERS.get(c, "")])) for c in name]
+    separator = draw(st.sampled_from(["", ":", " :", "\t: ", "\\r:", "\r\n:"]))
+    return "".join(letters) + separator + draw(st.text(max_size=6))
+
+
+def pattern_only_redaction(text: str) -> str:
+    """What header values were redacted to before the ASCII shortcut: the pattern run on every value with a colon."""
+    if ":" in text and transcript_module._SECRET_TEXT.search(text):
+        text = transcript_module._SECRET_TEXT.sub(lambda m: f"{m.group(1)}: ***", text)
+    if "illegal " in text:
+        text = transcript_module._REFUSED_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)} ***{m.group(2)}"
+                                                   + (")" if "(" in m.group(1) else ""), text)
+    return text
+
+
+@settings(max_examples=scaled(400), deadline=None)
+@given(before=st.text(max_size=8), middle=credential_text(), after=st.text(max_size=8))
+def test_the_cheap_credential_check_agrees_with_the_pattern(before: str, middle: str, after: str) -> None:
+    """The ASCII shortcut of ``_quotes_credentials`` never rules out text the pattern would find (case-insensitive
+    matching also pairs the Kelvin sign with k, a dotless i with i, a long s with s)."""
+    text = before + middle + after
+    assert transcript_module._quotes_credentials(text) == bool(transcript_module._SECRET_TEXT.search(text))
+    for header in ("Date", "X-Whatever"):   # a credential line folded into another header is hidden either way
+        assert transcript_module.mask_headers([(header, text)]) == [[header, pattern_only_redaction(text)]]
+    assert transcript_module.redact_text(text) == pattern_only_redaction(text)
+
+
+def test_a_folded_credential_line_in_any_case_is_hidden_from_header_values() -> None:
+    for value in ("Sun, 06 Dec 2026 12:13:04 GMT\r\n AUTHORIZATION: Basic c2VjcmV0", "x\r\ncOoKiE: id=secret",
+                  "x\r\ncoo\u212aie: id=secret", "x\r\nauthor\u0131zation: Basic c2VjcmV0"):   # Kelvin sign, dotless i
+        masked = transcript_module.mask_headers([("Date", value)])[0][1]
+        assert "secret" not in masked and "c2VjcmV0" not in masked, masked
+    assert transcript_module.mask_headers([("Date", "Sun, 06 Dec 2026 12:13:04 GMT")]) == \
+        [["Date", "Sun, 06 Dec 2026 12:13:04 GMT"]]

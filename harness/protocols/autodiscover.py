@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple, Union
 
 from lxml import etree
 
@@ -360,6 +359,70 @@ POX = PoxFlavour("pox")
 
 
 # ---- the POX endpoint -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PoxRequest:
+    """What a well-formed POX request asks: the request schema's namespace, the address or legacy DN (stripped;
+    "" when absent) and the AcceptableResponseSchema, one of RESPONSE_RENDERERS."""
+    namespace: str
+    email: str
+    legacy_dn: str
+    schema: str
+
+
+PoxRefusal = Tuple[int, str]   # (POX ErrorCode, why): a request body respond_pox refuses whoever sends it
+
+# Parsed request bodies by their bytes: a client asks the same few questions over and over, and parsing one
+# costs more than the rest of the answer. Bounded (bodies come from clients): the oldest entry makes room.
+_REQUESTS: Dict[bytes, Union[PoxRequest, PoxRefusal]] = {}
+MAX_REMEMBERED_REQUESTS = 256
+MAX_REMEMBERED_BODY = 4096
+
+
+def read_pox_request(body: bytes) -> Union[PoxRequest, PoxRefusal]:
+    """The request a POX body makes, or why it is refused (the same bytes always read the same)."""
+    if type(body) is not bytes:   # only bytes are remembered (hashable, immutable)
+        return _read_pox_request(body)
+    known = _REQUESTS.get(body)
+    if known is not None:
+        return known
+    read = _read_pox_request(body)
+    if len(body) <= MAX_REMEMBERED_BODY:
+        _remember(_REQUESTS, body, read, MAX_REMEMBERED_REQUESTS)
+    return read
+
+
+def _remember(memo: Dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """memo[key] = value, the oldest entry dropped first when the memo is full."""
+    if len(memo) >= limit:
+        try:
+            memo.pop(next(iter(memo)), None)
+        except (StopIteration, RuntimeError):   # emptied or changed meanwhile by another thread: nothing to drop
+            pass
+    memo[key] = value
+
+
+def _read_pox_request(body: bytes) -> Union[PoxRequest, PoxRefusal]:
+    root = parse_untrusted_xml(body)
+    if root is None:
+        return 600, "the body is not one well-formed XML document without a DTD"
+    name = etree.QName(root)
+    if name.localname != "Autodiscover" or name.namespace not in REQUEST_NAMESPACES:
+        return 600, f"the root element {root.tag} is not an Autodiscover request"
+    request = root.find(f"{{{name.namespace}}}Request")
+    if request is None:
+        return 600, "no Request element"
+    email = child_text(request, name.namespace, "EMailAddress")
+    legacy_dn = child_text(request, name.namespace, "LegacyDN")
+    if email and "@" not in email:
+        return 600, f"EMailAddress {email!r} is not an e-mail address"
+    if not (email or legacy_dn):
+        return 600, "neither EMailAddress nor LegacyDN was given"
+    schema = child_text(request, name.namespace, "AcceptableResponseSchema")
+    if schema not in RESPONSE_RENDERERS:
+        return 601, f"no provider for AcceptableResponseSchema {schema!r}"
+    return PoxRequest(name.namespace, email, legacy_dn, schema)
+
+
 def respond_pox(org: Org, body: bytes, caller: Optional[Mailbox], urls: SiteUrls, *, mapi_http: bool = False,
                 auth_package: Optional[str] = None, method: str = "POST") -> AutodiscoverAnswer:
     """Answer one POST to /autodiscover/autodiscover.xml. Never raises: every failure is a POX Error (HTTP 200).
@@ -372,41 +435,40 @@ def respond_pox(org: Org, body: bytes, caller: Optional[Mailbox], urls: SiteUrls
     def fail(code: int, why: str) -> AutodiscoverAnswer:
         return dataclasses.replace(pox_error(code, server_name=org.cas.name), detail=why)
 
-    if method.upper() != "POST":
+    if method != "POST" and method.upper() != "POST":
         return fail(600, f"{method} is not an Autodiscover request (POST only)")
-    root = parse_untrusted_xml(body)
-    if root is None:
-        return fail(600, "the body is not one well-formed XML document without a DTD")
-    name = etree.QName(root)
-    if name.localname != "Autodiscover" or name.namespace not in REQUEST_NAMESPACES:
-        return fail(600, f"the root element {root.tag} is not an Autodiscover request")
-    request = root.find(f"{{{name.namespace}}}Request")
-    if request is None:
-        return fail(600, "no Request element")
-    email = child_text(request, name.namespace, "EMailAddress")
-    legacy_dn = child_text(request, name.namespace, "LegacyDN")
-    if email and "@" not in email:
-        return fail(600, f"EMailAddress {email!r} is not an e-mail address")
-    if not (email or legacy_dn):
-        return fail(600, "neither EMailAddress nor LegacyDN was given")
-    schema = child_text(request, name.namespace, "AcceptableResponseSchema")
-    if schema not in RESPONSE_RENDERERS:
-        return fail(601, f"no provider for AcceptableResponseSchema {schema!r}")
-    wanted = email or legacy_dn
+    request = read_pox_request(body)
+    if not isinstance(request, PoxRequest):
+        return fail(*request)
+    wanted = request.email or request.legacy_dn
     mailbox = org.find(wanted)
     if mailbox is None:
         return fail(500, f"{wanted!r} is not a mailbox of {org.domain}")
-    asker = f" (asked by {caller.email})" if caller is not None and caller != mailbox else ""
-    settings = MailboxSettings(org, mailbox, urls, auth_package=auth_package, mapi_http=mapi_http)
     try:
-        body = _rendered_settings(RESPONSE_RENDERERS[schema], settings)
+        body = _settings_body(request.schema, org, mailbox, urls, auth_package, mapi_http)
     except Exception as exc:  # an internal fault becomes Exchange's 603, never a dropped connection
         return dataclasses.replace(fail(603, f"rendering settings failed: {exc!r}"), mailbox=mailbox)
-    return AutodiscoverAnswer(status=200, body=body, content_type=XML_CONTENT_TYPE, outcome="settings",
-                              mailbox=mailbox, detail=f"settings for {mailbox.email}{asker}", flavour=POX)
+    asker = f" (asked by {caller.email})" if caller is not None and caller is not mailbox and caller != mailbox \
+        else ""
+    return AutodiscoverAnswer(200, body, XML_CONTENT_TYPE, "settings", "", f"settings for {mailbox.email}{asker}",
+                              mailbox, flavour=POX)
 
 
-@functools.lru_cache(maxsize=1024)
-def _rendered_settings(renderer: Callable[[MailboxSettings], etree._Element], settings: MailboxSettings) -> bytes:
-    """The settings document for one mailbox is the same bytes every time: render it once (Outlook asks often)."""
-    return serialize(renderer(settings))
+# Rendered settings documents: one mailbox's is the same bytes every time (Outlook asks often). Keyed by what the
+# document depends on (the org by identity, its mailboxes immutable); an entry holds its mailbox, so the id in its
+# key names that very object.
+_SETTINGS: Dict[Tuple[Any, ...], Tuple[Mailbox, bytes]] = {}
+MAX_REMEMBERED_SETTINGS = 1024
+
+
+def _settings_body(schema: str, org: Org, mailbox: Mailbox, urls: SiteUrls, auth_package: Optional[str],
+                   mapi_http: bool) -> bytes:
+    renderer = RESPONSE_RENDERERS[schema]
+    key = (renderer, org, id(mailbox), urls, auth_package, mapi_http)
+    known = _SETTINGS.get(key)
+    if known is not None and known[0] is mailbox:
+        return known[1]
+    settings = MailboxSettings(org, mailbox, urls, auth_package=auth_package, mapi_http=mapi_http)
+    body = serialize(renderer(settings))
+    _remember(_SETTINGS, key, (mailbox, body), MAX_REMEMBERED_SETTINGS)
+    return body

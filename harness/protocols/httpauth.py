@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -75,6 +74,10 @@ class HttpAuthenticator:
         # asked when an NTLM handshake starts: the ntlm_challenge fault hook, set by the site per request
         self.challenge_edit: Callable[[], Optional[ChallengeEdit]] = _no_edit
         self._connection_user: Optional[AuthOutcome] = None
+        # The last Basic success: (Authorization value, the methods offered then, the outcome). A client sends the
+        # same credentials with every request of a connection; the same value under the same offer succeeds again
+        # (the org and its mailboxes do not change), so it is not decoded and looked up once more.
+        self._basic_success: Optional[Tuple[str, Tuple[str, ...], AuthOutcome]] = None
 
     def challenge_headers(self) -> List[Header]:
         """One WWW-Authenticate line per offered scheme, in the configured order."""
@@ -86,8 +89,11 @@ class HttpAuthenticator:
         if not authorization or not authorization.strip():
             self._handshake = None
             if self._connection_user is not None:
-                return dataclasses.replace(self._connection_user)
+                return _copy(self._connection_user)
             return AuthOutcome("anonymous", self.challenge_headers())
+        remembered = self._basic_success
+        if remembered is not None and remembered[0] == authorization and remembered[1] == self.methods:
+            return _copy(remembered[2])
         name, credentials = split_authorization(authorization)
         scheme = next((s for s in self.methods if s.lower() == name.lower()), None)
         if scheme is None:   # name it only if it is a scheme: a scheme-less header's first word may be the secret
@@ -97,7 +103,10 @@ class HttpAuthenticator:
         if decoded is None:
             return self._failure(scheme, "malformed base64")
         if scheme == "Basic":
-            return self._basic(decoded)
+            outcome = self._basic(decoded)
+            if outcome.state == "success":
+                self._basic_success = (authorization, self.methods, _copy(outcome))
+            return outcome
         return self._windows(scheme, decoded)
 
     # ---- Basic ----------------------------------------------------------------------------------------------
@@ -149,6 +158,12 @@ class HttpAuthenticator:
         self._connection_user = None
         return AuthOutcome("failure", self.challenge_headers(), scheme=scheme, reason=reason, user=user,
                            domain=domain, mailbox=mailbox)
+
+
+def _copy(outcome: AuthOutcome) -> AuthOutcome:
+    """A fresh outcome equal to ``outcome`` (its own headers list): what the caller gets may be changed."""
+    return AuthOutcome(outcome.state, list(outcome.headers), outcome.mailbox, outcome.scheme, outcome.user,
+                       outcome.domain, outcome.reason)
 
 
 def _no_edit() -> Optional[ChallengeEdit]:

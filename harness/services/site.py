@@ -66,6 +66,8 @@ if TYPE_CHECKING:   # the Autodiscover, EWS and mailbox code loads with the firs
 AUTODISCOVER_VARIANT = re.compile(r"^/autodiscover/(?:[^/]+/)+autodiscover\.(xml|svc)$")
 
 
+_MAX_REMEMBERED_PATHS = 256   # request paths whose directory offer a site remembers
+
 _DATE: List = [None, ""]   # (the second, its Date header value)
 
 
@@ -85,6 +87,19 @@ def request_id(rng: random.Random) -> str:
     """IIS's request-id: ``str(uuid.UUID(int=rng.getrandbits(128), version=4))``, without the UUID object."""
     digits = "%032x" % (rng.getrandbits(128) & _V4_CLEAR | _V4_SET)
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+_POX_CORE: List[Any] = []   # (harness.protocols.autodiscover, autodiscover_hook) once the first request loaded them
+
+
+def _pox_core() -> Tuple[Any, Any]:
+    """The POX core and the Autodiscover hook, imported with the first Autodiscover request, as start-up leaves them;
+    later requests get them from here (an import statement costs about a microsecond on every request)."""
+    if not _POX_CORE:
+        from harness.protocols import autodiscover
+        from harness.protocols.autodiscover_answer import autodiscover_hook
+        _POX_CORE[:] = [autodiscover, autodiscover_hook]
+    return _POX_CORE[0], _POX_CORE[1]
 
 
 class ExchangeSite:
@@ -109,6 +124,9 @@ class ExchangeSite:
                                   (owa.OAB_PATH, AuthOffer(owa.OAB_AUTH)))
         self.identity = ServerIdentity.for_org(org)
         self.fe_server = org.cas.name
+        self._be_target = org.cas.fqdn   # the org does not change while it serves: its CAS is looked up once
+        self._offers_by_path: Dict[str, AuthOffer] = {}   # _directory_offer's answers (bounded: paths are clients')
+        self._autodiscover_headers = (*AUTODISCOVER_HEADERS, ("Cache-Control", "private"))
         self.routes: List[Tuple[str, Callable]] = [
             ("/autodiscover/autodiscover.xml", self._pox),
             ("/autodiscover/autodiscover.svc", self._soap),
@@ -177,9 +195,13 @@ class ExchangeSite:
     def _fault(self, hook, request: HttpRequest, mailbox, *args):
         """``faults.first`` for a request: the Scope is built only when some fault provides the hook (most
         requests meet none, four hooks each)."""
-        if not self.faults.has(hook):
+        faults = self.faults
+        if not faults.has(hook):
             return None
-        return self.faults.first(hook, self.scope(request, mailbox), *args)
+        host, user = request.host or request.conn.sni, mailbox.email if mailbox else None
+        if not faults.concern(hook, host, user):   # a thousand faults for other hosts and users: no Scope either
+            return None
+        return faults.first(hook, Scope(host=host, user=user), *args)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         answer = self._fault(http_request_hook, request, None, request)
@@ -260,10 +282,15 @@ class ExchangeSite:
         return None, self._response(401, HTML, IIS_401, headers=list(outcome.headers) + extra, backend=False)
 
     def _directory_offer(self, path: str) -> AuthOffer:
-        path = path.lower()
-        return next((offer for prefix, offer in self._directory_offers
-                     if path.startswith(prefix.rstrip("/")) and path[len(prefix.rstrip("/")):][:1] in ("", "/")),
-                    self._default_offer)
+        offer = self._offers_by_path.get(path)
+        if offer is None:
+            lowered = path.lower()
+            offer = next((offer for prefix, offer in self._directory_offers
+                          if lowered.startswith(prefix.rstrip("/"))
+                          and lowered[len(prefix.rstrip("/")):][:1] in ("", "/")), self._default_offer)
+            if len(self._offers_by_path) < _MAX_REMEMBERED_PATHS:
+                self._offers_by_path[path] = offer
+        return offer
 
     # ---- the shared namespace: OWA, ECP, ActiveSync, OAB ----------------------------------------------------------
     def _forms(self, request: HttpRequest) -> HttpResponse:
@@ -293,8 +320,7 @@ class ExchangeSite:
         mailbox, challenge = self.authenticate(request)
         if challenge:
             return challenge
-        from harness.protocols import autodiscover
-        answer = autodiscover.respond_pox(self.org, request.body, mailbox, self.urls,
+        answer = _pox_core()[0].respond_pox(self.org, request.body, mailbox, self.urls,
                                           mapi_http=self.org.mapi_http_enabled
                                           and request.header("x-mapihttpcapability") is not None,
                                           method=request.method)
@@ -401,8 +427,7 @@ class ExchangeSite:
         return HeldMapiResponse(answer.held, ended)
 
     def _autodiscover_response(self, request: HttpRequest, answer: AutodiscoverAnswer) -> HttpResponse:
-        from harness.protocols.autodiscover_answer import autodiscover_hook
-        replaced = self._fault(autodiscover_hook, request, answer.mailbox, request, answer)
+        replaced = self._fault(_pox_core()[1], request, answer.mailbox, request, answer)
         if isinstance(replaced, HttpAnswer):
             self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path,
                                    outcome=f"http-{replaced.status}", error_code="", detail=replaced.describe(),
@@ -412,21 +437,21 @@ class ExchangeSite:
         self.transcript.record("autodiscover", conn=request.conn.conn_id, path=request.path, outcome=answer.outcome,
                                error_code=answer.error_code, detail=answer.detail,
                                mailbox=answer.mailbox.email if answer.mailbox else None)
-        return self._response(answer.status, answer.content_type, answer.body,
-                              headers=list(AUTODISCOVER_HEADERS) + [("Cache-Control", "private")])
+        return self._response(answer.status, answer.content_type, answer.body, headers=self._autodiscover_headers)
 
-    def _response(self, status: int, content_type: str, body: bytes, *, headers: Optional[list] = None,
+    def _response(self, status: int, content_type: str, body: bytes, *, headers: Optional[Sequence] = None,
                   backend: bool = True, reason: Optional[str] = None) -> HttpResponse:
         """IIS + Exchange front-end headers; back-end headers only when the request was 'proxied' to a mailbox
         server."""
+        fe_server = self.fe_server
         common = [("Content-Type", content_type), ("Server", "Microsoft-IIS/8.5"),
                   ("request-id", request_id(self.rng))]
         if backend:
-            common += [("X-CalculatedBETarget", self.org.cas.fqdn), ("X-BackEndHttpStatus", str(status)),
-                       ("X-DiagInfo", self.fe_server), ("X-BEServer", self.fe_server),
-                       ("X-AspNet-Version", "4.0.30319")]
-        common += list(headers or [])
-        common += [("X-Powered-By", "ASP.NET"), ("X-FEServer", self.fe_server), ("Date", http_date())]
+            common += [("X-CalculatedBETarget", self._be_target), ("X-BackEndHttpStatus", str(status)),
+                       ("X-DiagInfo", fe_server), ("X-BEServer", fe_server), ("X-AspNet-Version", "4.0.30319")]
+        if headers:
+            common += headers
+        common += [("X-Powered-By", "ASP.NET"), ("X-FEServer", fe_server), ("Date", http_date())]
         return HttpResponse(status, reason or REASONS.get(status, ""), common, body)
 
 

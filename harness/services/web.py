@@ -314,7 +314,11 @@ class HttpServerProtocol(protocol.Protocol):
         if self.output.ended:
             return
         faults = self.factory.faults
-        plan = faults.first(write_hook, self.scope(), self.info, data) if faults.has(write_hook) else None
+        plan = None
+        if faults.has(write_hook):
+            host = self.info.host or self.info.sni or self.core.last_host   # as scope() says
+            if faults.concern(write_hook, host):
+                plan = faults.first(write_hook, Scope(host=host), self.info, data)
         if plan is None:
             self.info.bytes_out += len(data)
             self.output.write(data)
