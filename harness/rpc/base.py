@@ -72,9 +72,10 @@ def mailbox_hook(operation: str, mailbox: Optional[Mailbox], call: MailboxCall) 
 def mailbox_fault(ctx: CallContext, operation: str, mailbox: Optional[Mailbox],
                   call: MailboxCall) -> Optional[MailboxError]:
     """The ``mailbox`` hook's answer for this call (scope: the RPC server name asked for, the caller's mailbox)."""
-    if ctx.faults is None:
+    faults = ctx.faults
+    if faults is None or not ctx.concerns(mailbox_hook):
         return None
-    return ctx.faults.first(mailbox_hook, ctx.scope(), operation, mailbox, call)
+    return faults.first(mailbox_hook, ctx.scope(), operation, mailbox, call)
 
 
 @contextmanager

@@ -286,7 +286,10 @@ class DceRpcAssociation:
         named = {"interface": interface.name, "opnum": call.opnum}
         security = call.security
         mailbox = security.result.mailbox if security and security.result else self.http_mailbox
-        injected = self.faults.first(rpc_call_hook, self._scope(mailbox), interface.name, call.opnum)
+        faults = self.faults
+        # most calls meet no rpc_call fault: asked from the remembered lookup, without building a Scope
+        injected = faults.first(rpc_call_hook, self._scope(mailbox), interface.name, call.opnum) \
+            if faults.concern(rpc_call_hook, self.host, mailbox.email if mailbox else None) else None
         if injected is not None:
             return [self._fault(call_id, call.context_id, injected.status, "injected by a fault", call=named,
                                 did_not_execute=False, close=False)]

@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from harness.hooks import FaultSet, Scope
+from harness.hooks import FaultSet, Hook, Scope
 from harness.org import Mailbox, Org
 
 # ---- fault statuses (C706 appendix E, MS-RPCE 2.2.2.11) ---------------------------------------------------------
@@ -58,6 +58,12 @@ class CallContext:
     def scope(self) -> Scope:
         """Who a hook asked during this call is about: the RPC server name asked for, the caller's mailbox."""
         return Scope(self.host, self.mailbox.email if self.mailbox else None)
+
+    def concerns(self, hook: Hook[Any, Any]) -> bool:
+        """Whether some active fault may answer ``hook`` during this call; when none does (most calls), the caller
+        builds no Scope and no hook arguments (``first`` would answer None)."""
+        faults = self.faults
+        return faults is not None and faults.concern(hook, self.host, self.mailbox.email if self.mailbox else None)
 
 
 @dataclass(frozen=True)

@@ -336,9 +336,10 @@ class Emsmdb(RpcInterface):
     @staticmethod
     def _rop_answer_edit(responses: List[RopResponse], ctx: CallContext) -> Optional[RopAnswerEdit]:
         """The ``rop_answer`` hook's edit of this buffer (scope: the RPC server name, the caller's mailbox)."""
-        if ctx.faults is None or not ctx.faults.has(rop_answer_hook):
+        faults = ctx.faults
+        if faults is None or not ctx.concerns(rop_answer_hook):
             return None
-        return ctx.faults.first(rop_answer_hook, ctx.scope(), tuple(r.rop_id for r in responses))
+        return faults.first(rop_answer_hook, ctx.scope(), tuple(r.rop_id for r in responses))
 
     @staticmethod
     def _backoff(logon: LogonRequest, duration_ms: int, session: EmsmdbSession, ctx: CallContext) -> bytes:

@@ -186,9 +186,10 @@ class Nspi(RpcInterface):
     @staticmethod
     def _rows_edit(ctx: CallContext, operation: str) -> Optional[RowsEdit]:
         """The ``nspi_rows`` hook's edit of this call's rows (scope: the RPC server name, the caller's mailbox)."""
-        if ctx.faults is None or not ctx.faults.has(nspi_rows_hook):
+        faults = ctx.faults
+        if faults is None or not ctx.concerns(nspi_rows_hook):
             return None
-        edit: Optional[RowsEdit] = ctx.faults.first(nspi_rows_hook, ctx.scope(), operation)
+        edit: Optional[RowsEdit] = faults.first(nspi_rows_hook, ctx.scope(), operation)
         return edit
 
     def edited_rows(self, ctx: CallContext, operation: str, columns: Sequence[int],
