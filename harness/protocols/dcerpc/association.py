@@ -172,6 +172,7 @@ class DceRpcAssociation:
         self._reassembly = Reassembly()
         self._holds: List[HeldCall] = []          # held calls not answered yet
         self._new_holds: List[HeldCall] = []      # ... of which the edge has not been told
+        self._last_context: Optional[CallContext] = None
 
     # ---- entry points ---------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> List[bytes]:
@@ -283,18 +284,17 @@ class DceRpcAssociation:
             return [self._fault(call_id, call.context_id, NCA_S_UNK_IF,
                                 f"presentation context {call.context_id} is not bound",
                                 did_not_execute=True, close=False)]
-        named = {"interface": interface.name, "opnum": call.opnum}
         security = call.security
         mailbox = security.result.mailbox if security and security.result else self.http_mailbox
         faults = self.faults
         # most calls meet no rpc_call fault: asked from the remembered lookup, without building a Scope
         injected = faults.first(rpc_call_hook, self._scope(mailbox), interface.name, call.opnum) \
             if faults.concern(rpc_call_hook, self.host, mailbox.email if mailbox else None) else None
+        named = {"interface": interface.name, "opnum": call.opnum}
         if injected is not None:
             return [self._fault(call_id, call.context_id, injected.status, "injected by a fault", call=named,
                                 did_not_execute=False, close=False)]
-        context = CallContext(org=self.org, mailbox=mailbox, auth_level=call.level, association=self.state,
-                              record=self.record, rng=self.rng, faults=self.faults, host=self.host)
+        context = self._context(mailbox, call.level)
         try:
             response = interface.call(call.opnum, stub, context)
         except RpcFault as fault:
@@ -310,6 +310,16 @@ class DceRpcAssociation:
             self.record("rpc_call_held", call_id=call_id, **named, until=response.describe())
             return []
         return self._response_pdus(call_id, call.context_id, response, security)
+
+    def _context(self, mailbox: Optional[Mailbox], level: int) -> CallContext:
+        """The CallContext of a call by ``mailbox`` at ``level``: the last one again when they are the same (a
+        connection's calls all are; nothing changes a context), else a new one."""
+        context = self._last_context
+        if context is None or context.mailbox is not mailbox or context.auth_level != level:
+            context = self._last_context = CallContext(org=self.org, mailbox=mailbox, auth_level=level,
+                                                       association=self.state, record=self.record, rng=self.rng,
+                                                       faults=self.faults, host=self.host)
+        return context
 
     # ---- held calls -----------------------------------------------------------------------------------------
     def take_holds(self) -> List[HeldCall]:
