@@ -12,6 +12,7 @@ from impacket.dcerpc.v5.rpcrt import DCERPCException
 from impacket.dcerpc.v5.transport import DCERPCTransport
 from impacket.uuid import uuidtup_to_bin
 
+from harness.hooks import FaultSet
 from harness.org import load_org
 from harness.protocols import dcerpc
 from harness.transcript import Transcript
@@ -403,3 +404,30 @@ def test_mutated_sessions_end_in_answers_faults_or_close(data):
 @given(st.data())
 def test_long_fuzz_of_mutated_sessions(data):
     _replay_mutated_session(data)
+
+
+class OnlyFor:
+    """An rpc_call fault scoped to one user: access denied on every call of that user."""
+    name, host = "only-for", None
+
+    def __init__(self, user):
+        self.user = user
+
+    def on_rpc_call(self, scope, interface, opnum):
+        return dcerpc.CallFault(0x5)
+
+
+def test_a_scoped_call_fault_meets_its_user_only_and_a_connection_keeps_its_call_context():
+    faults = FaultSet([OnlyFor("bob@contoso.test")])
+    association, transcript = make_association(faults=faults, http_mailbox=ALICE, host="EX01")
+    dce, _ = client(association, rpcrt.RPC_C_AUTHN_LEVEL_NONE)
+    assert call(dce, 2)[:-4].decode() == "alice@contoso.test|1|1"
+    first = association._last_context
+    assert call(dce, 2)[:-4].decode() == "alice@contoso.test|1|2" and association._last_context is first
+    assert not transcript.of_kind("rpc_fault")
+    association, transcript = make_association(faults=faults, http_mailbox=ORG.find("bob"), host="EX01")
+    dce, _ = client(association, rpcrt.RPC_C_AUTHN_LEVEL_NONE)
+    with pytest.raises(DCERPCException, match="rpc_s_access_denied"):
+        call(dce, 2)
+    assert [(f["opnum"], f["status"], f["reason"]) for f in transcript.of_kind("rpc_fault")] \
+        == [(2, "0x00000005", "injected by a fault")]
