@@ -29,6 +29,7 @@ LIMITS = ConnectionLimits(max_header_bytes=400, max_body_bytes=64)
 
 # ---- streams: requests of the common shape, and each way out of it ---------------------------------------------
 HOST = b"Host: mail.contoso.test\r\n"
+EXPECT = b"Expect: 100-continue\r\n"
 _header_lines = st.sampled_from([
     b"User-Agent: Microsoft Office/16.0\r\n", b"Content-Type: text/xml; charset=utf-8\r\n",
     b"Authorization: Basic YWxpY2U6cGFzcw==\r\n", b"X-Empty:\r\n", b"X-Padded: \t  a  b \t\r\n",
@@ -53,6 +54,7 @@ def requests(draw) -> bytes:
     line = draw(_request_lines) if draw(st.integers(0, 3)) == 0 else b"POST /ews/exchange.asmx HTTP/1.1\r\n"
     lines = [HOST] if draw(st.integers(0, 5)) else []
     lines += draw(st.lists(_header_lines, max_size=4)) if draw(st.booleans()) else []
+    lines += [EXPECT] if not draw(st.integers(0, 5)) else []
     body = draw(st.binary(max_size=8))
     if b"Transfer-Encoding: chunked\r\n" in lines:
         body = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
@@ -62,10 +64,32 @@ def requests(draw) -> bytes:
     return line + b"".join(lines) + b"\r\n" + body
 
 
+_odd_tunnel_framings = st.sampled_from([
+    b"Content-Length: 00\r\n", b"Content-Length: 007\r\n", b"Content-Length: 99999999999999999999\r\n",
+    b"Content-Length: 123456789012345678901\r\n", b"Content-Length: 1, 1\r\n", b"Transfer-Encoding: chunked\r\n",
+    b"Expect: 100-continue\r\n", b""])
+
+
+@st.composite
+def tunnels(draw) -> bytes:
+    """An RPC over HTTP channel's request: mostly of the common shape (the NTLM legs' small bodies, the 1 GiB
+    streams), now and then not; its body, whole or not, and bytes past it."""
+    line = draw(st.sampled_from([b"RPC_IN_DATA /rpc/rpcproxy.dll?mail.contoso.test:6001 HTTP/1.1\r\n",
+                                 b"RPC_OUT_DATA /rpc/rpcproxy.dll?mail.contoso.test:6004 HTTP/1.1\r\n",
+                                 b"RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.0\r\n"]))
+    declared = draw(st.sampled_from([0, 1, 5, 76, 1 << 30]))
+    framing = b"Content-Length: %d\r\n" % declared if draw(st.integers(0, 2)) else draw(_odd_tunnel_framings)
+    lines = [HOST, framing] + (draw(st.lists(_header_lines, max_size=2)) if draw(st.booleans()) else [])
+    lines += [EXPECT] if draw(st.booleans()) else []   # as impacket sends it
+    lines = draw(st.permutations(lines))
+    body = b"\xa5" * min(draw(st.sampled_from([declared, 0, 3])), 80)   # the whole declared body, or less
+    return line + b"".join(lines) + b"\r\n" + body + draw(st.binary(max_size=12))
+
+
 @st.composite
 def streams(draw) -> List[bytes]:
     """Requests back to back (pipelined), sometimes with junk, cut into pieces at random points."""
-    data = b"".join(draw(st.lists(st.one_of(requests(), requests(), st.binary(max_size=12)), min_size=1,
+    data = b"".join(draw(st.lists(st.one_of(requests(), requests(), tunnels(), st.binary(max_size=12)), min_size=1,
                                   max_size=4)))
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=5)))
     return [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)]) if data[a:b]]
@@ -93,9 +117,9 @@ ANSWERS = [
 class Twin:
     """One core and the app answering it, recording every action in order (as services/web.py carries them out)."""
 
-    def __init__(self, fast_path: bool, answers: List[int]) -> None:
+    def __init__(self, fast_path: bool, answers: List[int], opens: List[bool]) -> None:
         self.core = HttpConnection(None, tls=True, limits=LIMITS, fast_path=fast_path)
-        self.answers = deque(answers)
+        self.answers, self.opens = deque(answers), deque(opens)
         self.log: List[object] = []
         self.run(self.core.start())
 
@@ -110,21 +134,24 @@ class Twin:
             action = queue.popleft()
             self.log.append(action)
             follow: List[Action] = []
-            if isinstance(action, (Deliver, RefuseTooLarge, RefuseMalformed)):
-                response = self.answer()
-                follow = self.core.respond(response)
+            opens = isinstance(action, HandOffTunnel) and self.opens[0]
+            if isinstance(action, HandOffTunnel):
+                self.opens.rotate(-1)
+            if opens:   # the channel takes the tunnel: its body, then every byte, are TunnelBytes
+                follow = self.core.tunnel_opened()
+            elif isinstance(action, (Deliver, RefuseTooLarge, RefuseMalformed, HandOffTunnel)):
+                follow = self.core.respond(self.answer())   # a refused tunnel: the NTLM 401, or any answer
                 if self.core.streaming:
                     follow += self.core.stream_data(b"<Notification/>") + self.core.stream_end()
-            elif isinstance(action, HandOffTunnel):
-                follow = self.core.respond(HttpResponse(401, "Unauthorized", [], b"no"))
             queue.extendleft(reversed(follow))
         self.log.append(self.core.state)
 
 
-@given(streams(), st.lists(st.integers(0, len(ANSWERS) - 1), min_size=1, max_size=4), st.booleans())
-@settings(max_examples=scaled(1500), deadline=None)
-def test_the_fast_path_acts_as_h11_does(pieces, answers, backlog):
-    fast, slow = Twin(True, answers), Twin(False, answers)
+@given(streams(), st.lists(st.integers(0, len(ANSWERS) - 1), min_size=1, max_size=4),
+       st.lists(st.booleans(), min_size=1, max_size=3), st.booleans())
+@settings(max_examples=scaled(2000), deadline=None)
+def test_the_fast_path_acts_as_h11_does(pieces, answers, opens, backlog):
+    fast, slow = Twin(True, answers, opens), Twin(False, answers, opens)
     for index, piece in enumerate(pieces):
         for twin in (fast, slow):
             if backlog and index == 1:   # the output backs up, then drains: requests wait, then go on
@@ -136,6 +163,21 @@ def test_the_fast_path_acts_as_h11_does(pieces, answers, backlog):
     for twin in (fast, slow):
         twin.run(twin.core.connection_lost())
     assert fast.log == slow.log
+
+
+@pytest.mark.parametrize("opens", [True, False])
+@pytest.mark.parametrize("length", [0, 5, 1 << 30])
+def test_a_tunnel_of_the_common_shape_is_read_without_h11(length, opens):
+    """The channels' requests (the NTLM legs, then the 1 GiB streams) never wake h11, opened or refused."""
+    stream = (b"RPC_OUT_DATA /rpc/rpcproxy.dll?a:6001 HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive\r\n"
+              b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % length   # as impacket sends them
+              + b"abcde"[:length] + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    fast, slow = Twin(True, [5], [opens]), Twin(False, [5], [opens])   # a refusal: the 401
+    for twin in (fast, slow):
+        for piece in (stream[:40], stream[40:90], stream[90:]):
+            twin.run(twin.core.receive(piece))
+    assert fast.log == slow.log and fast.core._h11 is None
+    assert sum(type(action) is Deliver for action in fast.log) == (0 if opens or length else 1)
 
 
 # ---- the head reader alone -----------------------------------------------------------------------------------

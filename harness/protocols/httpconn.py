@@ -2,11 +2,11 @@
 
 This module is the connection: the state it is in (an explicit table, in the style of h11's ``_state.py``),
 keep-alive and pipelining, ``100 Continue``, the connection limits, the error answers, and the hand-off of an RPC
-over HTTP request to a tunnel. Requests of the common shape are read by harness.protocols.httphead and answered
-with httpencode.frame, without h11; at the first request out of the ordinary (or an answer h11 must frame) h11
-takes the connection over for good, from where it stands, and parses and frames as it always did (malformed input
-is h11's RemoteProtocolError; the response bytes: harness.protocols.httpencode). Both ways act the same, byte for
-byte (tests/test_httphead.py).
+over HTTP request to a tunnel. Requests of the common shape (RPC over HTTP channels with a Content-Length too) are
+read by harness.protocols.httphead and answered with httpencode.frame, without h11; at the first request out of the
+ordinary (or an answer h11 must frame) h11 takes the connection over for good, from where it stands, and parses and
+frames as it always did (malformed input is h11's RemoteProtocolError; the response bytes:
+harness.protocols.httpencode). Both ways act the same, byte for byte (tests/test_httphead.py).
 
 It is driven by calls - ``start``, ``receive(bytes)``, ``timer_expired(name)``, the app's answers (``respond``,
 ``tunnel_opened``), ``stream_data`` / ``stream_end`` (an open-ended answer's later chunks),
@@ -107,6 +107,12 @@ class _Answer:
 _ANSWER, _ANSWER_HEAD = _Answer(), _Answer(head_only=True)   # the common answers: made once
 
 
+def _refused_tunnel(request: HttpRequest) -> _Answer:
+    """A refused channel whose body is still coming (the 1 GiB IN stream) cannot be kept alive; an empty-bodied one
+    (the NTLM Type 1 leg) must be, or the handshake breaks."""
+    return _Answer(close=(request.header("content-length") or "0") != "0")
+
+
 class HttpConnection:
     """The server side of one HTTP connection; see the module docstring for the calls and the actions."""
 
@@ -128,6 +134,7 @@ class HttpConnection:
         self._raw = b""                          # the request being answered, as it came (fast path)
         self._client_close = False               # that request said Connection: close (fast path)
         self._served = False                     # a request was answered without h11 on this connection
+        self._tunnel_left = 0                    # body bytes of a tunnel (fast path) its channel has not had yet
         self._scheduled: Set[str] = set()      # timers the I/O layer has pending (started, not cancelled or fired)
         self._counting: Optional[str] = None   # the one that counts for the current state, if started
         self._request: Optional[HttpRequest] = None   # the ordinary request whose body is being read
@@ -148,10 +155,13 @@ class HttpConnection:
 
     def receive(self, data: bytes) -> List[Action]:
         state = self.state
-        if state is TUNNELLED and self._h11 is not None and self._h11.their_state is h11.DONE:
-            # Past the declared body (the OUT channel's 76-byte CONN/A1) the connection belongs to the channel:
-            # it judges the bytes, instead of h11 buffering them without limit.
-            return [TunnelBytes(data)] if data else []
+        if state is TUNNELLED:
+            if self._h11 is None:
+                return self._tunnel_bytes(data)
+            if self._h11.their_state is h11.DONE:
+                # Past the declared body (the OUT channel's 76-byte CONN/A1) the connection belongs to the channel:
+                # it judges the bytes, instead of h11 buffering them without limit.
+                return [TunnelBytes(data)] if data else []
         if state is CLOSING or state is CLOSED or not data:
             return []
         if self._h11 is None:
@@ -215,7 +225,8 @@ class HttpConnection:
         conn = self._h11
         if close or (self._client_close if conn is None else conn.our_state is h11.MUST_CLOSE):
             return actions + self._transition(ANSWERED_CLOSE) + [Close("answered")]
-        if conn is None or conn.their_state is h11.DONE:   # the fast path answers only requests read whole
+        # the fast path answers requests read whole, and tunnel heads (``_head``) whose body is yet to be read
+        if (self._head is None) if conn is None else conn.their_state is h11.DONE:
             actions += self._next_cycle(ANSWERED)
         else:   # an empty-bodied tunnel refused before its end arrived: read that, then the next request
             actions += self._transition(ANSWERED_EARLY)
@@ -232,7 +243,7 @@ class HttpConnection:
         if self._reading_paused:   # a channel reads on whatever this connection's backlog (see the module docstring)
             self._reading_paused = False
             actions.append(ResumeReading())
-        return actions + self._pump()
+        return actions + (self._pump() if self._h11 is not None else self._open_tunnel())
 
     def timer_expired(self, name: str) -> List[Action]:
         self._scheduled.discard(name)
@@ -388,6 +399,9 @@ class HttpConnection:
                 request = request_from(head.method, head.target, head.headers, self.scheme, self.conn)
                 self._method = request.method
                 self.last_host = request.host or self.last_host
+                if request.method in TUNNEL_METHODS:   # its head stays in the buffer until the app answers
+                    self._head, self._client_close, self._answer = head, head.close, _refused_tunnel(request)
+                    return actions + self._transition(TUNNEL_REQUESTED) + [HandOffTunnel(request)]
                 actions += self._transition(HEAD_RECEIVED)
                 self._request, self._head, self._client_close = request, head, head.close
             elif self.state is READING_BODY:
@@ -396,6 +410,9 @@ class HttpConnection:
                     break
                 self._raw, self._buffer = bytes(buffer[:head.end]), buffer[head.end:]
                 self._head, self._searched = None, 0
+                if self._request is None:   # an empty-bodied tunnel, refused: on to the next request, as h11
+                    actions += self._next_cycle(BODY_DRAINED)
+                    continue
                 return actions + self._deliver(self._raw[head.head_size:])
             else:
                 break
@@ -417,8 +434,28 @@ class HttpConnection:
                 pass
         if self._buffer:   # the bytes waiting (never b"": to h11 that is the peer's close)
             conn.receive_data(bytes(self._buffer))
-        self._raw, self._buffer = b"", b""
+        if self._head is not None:   # a tunnel's head awaits its answer: h11 had read it, and nothing further
+            conn.next_event()
+        self._raw, self._buffer, self._head, self._searched = b"", b"", None, 0
         return conn
+
+    def _open_tunnel(self) -> List[Action]:
+        """The channel opened on a tunnel read without h11: the body bytes come, then every byte, as from h11."""
+        head, buffer = cast(Head, self._head), self._buffer
+        self._head, self._buffer, self._searched = None, b"", 0
+        self._tunnel_left = head.end - head.head_size
+        return self._tunnel_bytes(bytes(buffer[head.head_size:]))
+
+    def _tunnel_bytes(self, data: bytes) -> List[Action]:
+        """Bytes for a channel opened without h11, parted where h11 parts them: at the end of the declared body."""
+        left = self._tunnel_left
+        if not data:
+            return []
+        if not left or len(data) <= left:
+            self._tunnel_left = max(left - len(data), 0)
+            return [TunnelBytes(data)]
+        self._tunnel_left = 0
+        return [TunnelBytes(data[:left]), TunnelBytes(data[left:])]
 
     def _new_h11(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
@@ -433,9 +470,7 @@ class HttpConnection:
         self._method = request.method
         self.last_host = request.host or self.last_host
         if request.method in TUNNEL_METHODS:
-            # A refused channel whose body is still coming (the 1 GiB IN stream) cannot be kept alive; an
-            # empty-bodied one (the NTLM Type 1 leg) must be, or the handshake breaks.
-            self._answer = _Answer(close=(request.header("content-length") or "0") != "0")
+            self._answer = _refused_tunnel(request)
             return self._transition(TUNNEL_REQUESTED) + [HandOffTunnel(request)]
         length = request.header("content-length")
         if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:

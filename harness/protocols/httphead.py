@@ -2,10 +2,11 @@
 
 What Outlook, EWS clients and Autodiscover probes send - an HTTP/1.1 request line with an origin- or absolute-form
 target, CRLF header lines of h11's own grammar (token, ``:``, optional whitespace, field value), one Host, at most one
-plain Content-Length within the body limit - is read here with a regular expression, to exactly what h11 would make
-of it. Anything else answers FALL_BACK and h11 reads the connection from there on, so every refusal, limit and
-oddity (HTTP/1.0, chunked bodies, Expect: 100-continue, obs-fold, bare LF, tunnels, Upgrade, CONNECT, malformed or
-oversized heads) stays h11's. Only a head h11 accepts as it stands is ever read here (tests/test_httphead.py).
+plain Content-Length within the body limit (an RPC over HTTP channel's, which declares 1 GiB, has none) - is read
+here with a regular expression, to exactly what h11 would make of it. Anything else answers FALL_BACK and h11 reads
+the connection from there on, so every refusal, limit and oddity (HTTP/1.0, chunked bodies, Expect: 100-continue,
+obs-fold, bare LF, Upgrade, CONNECT, a channel saying Connection: close, malformed or oversized heads) stays h11's.
+Only a head h11 accepts as it stands is ever read here (tests/test_httphead.py).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def read_head(data: Union[bytes, bytearray], max_header_bytes: int, max_body_byt
     if head is None:
         return FALL_BACK
     method, target, fields = head.groups()
-    if method in TUNNEL_METHODS or method == "CONNECT":
+    if method == "CONNECT":
         return FALL_BACK
     headers = []
     hosts, length, close = 0, None, False
@@ -88,10 +89,12 @@ def read_head(data: Union[bytes, bytearray], max_header_bytes: int, max_body_byt
         elif lowered == "connection":
             # h11's get_comma_header: lower-cased (ASCII), split at commas, ASCII whitespace stripped
             close = close or "close" in [token.strip(" \t\n\r\x0b\x0c") for token in value.lower().split(",")]
-        elif lowered in _H11_HEADERS:
-            return FALL_BACK
-    if hosts != 1 or (length is not None and length > max_body_bytes):
-        return FALL_BACK   # h11 refuses a missing or repeated Host; the app words the 413
+        elif lowered in _H11_HEADERS and not (lowered == "expect" and method in TUNNEL_METHODS):
+            return FALL_BACK   # (a channel's Expect, as impacket sends it, changes nothing: no 100 Continue goes out)
+    if hosts != 1 or (length is not None and length > max_body_bytes and method not in TUNNEL_METHODS):
+        return FALL_BACK   # h11 refuses a missing or repeated Host; the app words the 413 (a channel has no limit)
+    if close and method in TUNNEL_METHODS:
+        return FALL_BACK   # to h11 a byte past such a channel's body is one after the client's close: malformed
     return Head(method, target, headers, size, size + (length or 0), close)
 
 
