@@ -2,7 +2,6 @@
 in-process on a fixed clock, then exchangelib (unmodified, its own Autodiscover) observing each over loopback."""
 from __future__ import annotations
 
-import json
 import struct
 
 from lxml import etree
@@ -10,7 +9,7 @@ from lxml import etree
 from harness.mailbox import sync
 from harness.protocols import ews
 from tests.support import REPO
-from tests.support.ews import ALICE, BOB, ORG, envelope, new_store
+from tests.support.ews import ALICE, BOB, ORG, envelope, new_store, results_of
 from tests.support.netns import Check, needs_netns, run_in_netns
 
 M, T = f"{{{ews.MESSAGES_NS}}}", f"{{{ews.TYPES_NS}}}"
@@ -228,15 +227,6 @@ def test_an_updated_mime_draft_is_sent_as_updated():
 
 
 # ---- exchangelib ------------------------------------------------------------------------------------------------
-def results_of(output: str) -> dict:
-    results = {}
-    for line in output.splitlines():
-        if line.startswith("{"):
-            result = json.loads(line)
-            results[result.pop("check")] = result
-    return results
-
-
 @needs_netns
 def test_exchangelib_moves_and_copies_folders_sees_folder_events_and_sends_an_updated_draft(tmp_path):
     out = run_in_netns(str(tmp_path), [([], [

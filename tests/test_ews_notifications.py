@@ -4,7 +4,6 @@ streaming and impersonating against the served mock."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 
@@ -17,6 +16,7 @@ from harness.protocols import ews
 from harness.yamlfile import SpecError
 from tests.support import REPO
 from tests.support.ews import ALICE, BOB, ORG, SOAP, envelope, new_store
+from tests.support.ews import results_of as client_results
 from tests.support.netns import Check, needs_netns, run_in_netns
 
 M, T = f"{{{ews.MESSAGES_NS}}}", f"{{{ews.TYPES_NS}}}"
@@ -219,11 +219,7 @@ def test_an_impersonation_grant_of_an_unknown_mailbox_is_a_file_line_error(tmp_p
 
 
 def results_of(output: str) -> dict:
-    results = {}
-    for line in output.splitlines():
-        if line.startswith("{"):
-            result = json.loads(line)
-            results[result.pop("check")] = result
+    results = client_results(output)
     assert "error" not in results, results.get("error")
     return results
 

@@ -3,7 +3,6 @@ the EWS cores in-process on a fixed clock, then exchangelib observing each throu
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
 from lxml import etree
@@ -11,7 +10,7 @@ from lxml import etree
 from harness.mailbox import ids, sync
 from harness.protocols import ews
 from tests.support import REPO
-from tests.support.ews import ALICE, BOB, ORG, envelope, new_store
+from tests.support.ews import ALICE, BOB, ORG, envelope, new_store, results_of
 from tests.support.netns import Check, needs_netns, run_in_netns
 
 M, T = f"{{{ews.MESSAGES_NS}}}", f"{{{ews.TYPES_NS}}}"
@@ -328,15 +327,6 @@ def test_restrictions(restriction, expected):
     planning = next(i for i in alice.distinguished["inbox"].items.values() if i.subject == PLANNING)
     store.update(planning, {"importance": "High", "categories": ("Red",)}, ["item:Importance", "item:Categories"])
     assert find(store, restriction) == expected
-
-
-def results_of(output: str) -> dict:
-    results = {}
-    for line in output.splitlines():
-        if line.startswith("{"):
-            result = json.loads(line)
-            results[result.pop("check")] = result
-    return results
 
 
 @needs_netns

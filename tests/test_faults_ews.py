@@ -3,8 +3,6 @@ and count), and exchangelib observing each one against a real `mockex serve`, wi
 the transcript's back_off_ms."""
 from __future__ import annotations
 
-import json
-
 from lxml import etree
 
 from harness import conduct
@@ -19,7 +17,7 @@ from harness.hooks import FaultSet, Scope
 from harness.protocols import ews
 from harness.scenario import load_scenario
 from tests.support import REPO
-from tests.support.ews import ALICE, BOB, CLIENT, ORG, SOAP, envelope, new_store
+from tests.support.ews import ALICE, BOB, CLIENT, ORG, SOAP, envelope, new_store, results_of
 from tests.support.netns import Check, needs_netns, run_in_netns
 
 ERRORS = "http://schemas.microsoft.com/exchange/services/2006/errors"
@@ -94,15 +92,6 @@ def test_the_builtin_scenarios_load():
                         ("ews-timeout-expired", "ews.timeout-expired")):
         scenario = load_scenario(f"{REPO}/scenarios/{name}.yaml")
         assert [f.name for f in scenario.faults] == [fault] and scenario.expect["analyzer"] == {"passes": True}
-
-
-def results_of(output: str) -> dict:
-    results = {}
-    for line in output.splitlines():
-        if line.startswith("{"):
-            result = json.loads(line)
-            results[result.pop("check")] = result
-    return results
 
 
 def scenario_file(tmp_path, name: str, faults: str) -> str:

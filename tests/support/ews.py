@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.client
+import json
 import os
 import ssl
 
@@ -47,3 +48,13 @@ def ews_send_as_bob(served, subject: str) -> int:
     response = conn.getresponse()
     assert b'ResponseClass="Success"' in response.read()
     return response.status
+
+
+def results_of(output: str) -> dict:
+    """The JSON lines an exchangelib client script printed (its ``emit``), by their "check"."""
+    results = {}
+    for line in output.splitlines():
+        if line.startswith("{"):
+            result = json.loads(line)
+            results[result.pop("check")] = result
+    return results
