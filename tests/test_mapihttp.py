@@ -3,28 +3,28 @@ then a real `mockex serve` driven by tests/support/mapihttp.py (a client built f
 same ROP buffer, impacket's ncacn_http EcDoConnectEx/EcDoRpcExt2."""
 from __future__ import annotations
 
-import datetime as dt
 import random
 import struct
 
 import pytest
 from impacket.uuid import uuidtup_to_bin
 
-from harness.mailbox.seed import default_seeder
-from harness.mailbox.store import MailboxStore, accounts_of
+from harness.mailbox.store import MailboxStore
 from harness.org import load_org, with_config
 from harness.rpc import emsmdb
 from harness.rpc.base import CallContext, InProcessDce
-from harness.rpc.mapihttp import MapiHttpEmsmdb, MapiRequest
+from tests.support.mapihttp import IN_PROCESS_NOW as NOW
 from tests.support.mapihttp import (
     TAG_MESSAGE_CLASS,
     TAG_MID,
     TAG_SUBJECT,
+    Endpoint,
     MapiHttpClient,
     connect_body,
     execute_body,
     execute_rops,
     inbox_rop_buffer,
+    new_store,
     parse_rop_response,
 )
 from tests.support.servers import start_mapi_http_server
@@ -33,36 +33,10 @@ ORG = with_config(load_org(), {"mapi_http": {"Enabled": True}}, "test")
 ALICE = ORG.find("alice")
 ALICE_DN = ORG.legacy_dn(ALICE)
 COLUMNS = [TAG_SUBJECT, TAG_MESSAGE_CLASS, TAG_MID, 0x0E1D001F]   # the last: no value (PidTagNormalizedSubject)
-NOW = 1700000000.0
-
-
-def new_store() -> MailboxStore:
-    return MailboxStore(accounts_of(ORG.mailboxes), lambda: dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc),
-                        default_seeder({}))
 
 
 def inbox_subjects(store: MailboxStore):
     return [item.subject for item in store.mailbox(ALICE.email).distinguished["inbox"].items.values()]
-
-
-class Endpoint:
-    """The sans-IO endpoint with the site's job done by hand: cookies kept, headers given."""
-
-    def __init__(self, org=ORG, store=None):
-        self.store = store or new_store()
-        self.mapi = MapiHttpEmsmdb(org, self.store, random.Random(1), lambda: NOW, lambda kind, **f: None)
-        self.cookies = {}
-
-    def post(self, request_type, body=b"", *, mailbox=ALICE, cookies=None, method="POST"):
-        jar = self.cookies if cookies is None else cookies
-        headers = {"x-requesttype": request_type, "x-requestid": "{A}:1", "x-clientinfo": "{B}",
-                   "cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
-        answer = self.mapi.handle(MapiRequest(method, headers.get, body, mailbox))
-        for name, value in answer.headers:
-            if name == "Set-Cookie":
-                key, _, rest = value.partition("=")
-                self.cookies[key] = rest.split(";", 1)[0]
-        return answer
 
 
 def done_body(answer) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
 import random
 import struct
 import threading
@@ -17,27 +16,27 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from harness.mailbox.seed import default_seeder
-from harness.mailbox.store import MailboxStore, accounts_of
 from harness.org import load_org, with_config
 from harness.protocols.autodiscover import SiteUrls
 from harness.protocols.http import HttpResponse
 from harness.rpc import emsmdb
 from harness.rpc.base import CallContext, InProcessDce
 from harness.rpc.emsmdb.notify import MAX_NOTIFY_PER_RESPONSE
-from harness.rpc.mapihttp import MapiHttpEmsmdb, MapiRequest
 from harness.services.site import ExchangeSite
 from harness.services.web import HttpFactory
 from harness.transcript import Transcript
 from tests.support.ews import ews_send_as_bob
+from tests.support.mapihttp import IN_PROCESS_NOW as NOW
 from tests.support.mapihttp import (
     MESSAGE_BIT,
     NEW_MAIL,
     OBJECT_CREATED,
+    Endpoint,
     MapiHttpClient,
     connect_body,
     execute_body,
     execute_rops,
+    new_store,
     no_rops_buffer,
     parse_notifies,
     register_notification_buffer,
@@ -47,31 +46,6 @@ from tests.support.servers import start_mapi_http_server
 ORG = with_config(load_org(), {"mapi_http": {"Enabled": True}}, "test")
 ALICE, BOB = ORG.find("alice"), ORG.find("bob")
 ALICE_DN = ORG.legacy_dn(ALICE)
-NOW = 1700000000.0
-
-
-def new_store() -> MailboxStore:
-    return MailboxStore(accounts_of(ORG.mailboxes), lambda: dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc),
-                        default_seeder({}))
-
-
-class Endpoint:
-    """The sans-IO endpoint with the site's job done by hand: cookies kept, headers given."""
-
-    def __init__(self) -> None:
-        self.store = new_store()
-        self.mapi = MapiHttpEmsmdb(ORG, self.store, random.Random(1), lambda: NOW, lambda kind, **f: None)
-        self.cookies: dict = {}
-
-    def post(self, request_type: str, body: bytes = b""):
-        headers = {"x-requesttype": request_type, "x-requestid": "{A}:1", "x-clientinfo": "{B}",
-                   "cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
-        answer = self.mapi.handle(MapiRequest("POST", headers.get, body, ALICE))
-        for name, value in answer.headers:
-            if name == "Set-Cookie":
-                key, _, rest = value.partition("=")
-                self.cookies[key] = rest.split(";", 1)[0]
-        return answer
 
 
 def done_body(answer) -> bytes:

@@ -4,12 +4,18 @@ RopGetContentsTable, RopSetColumns, RopQueryRows) with their response parsers.""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import http.client
+import random
 import ssl
 import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from harness.mailbox.seed import default_seeder
+from harness.mailbox.store import MailboxStore, accounts_of
+from harness.org import Org, load_org, with_config
+from harness.rpc.mapihttp import MapiHttpEmsmdb, MapiRequest
 from tests.support.ropclient import property_value
 
 TAG_SUBJECT, TAG_MESSAGE_CLASS, TAG_MID = 0x0037001F, 0x001A001F, 0x674A0014
@@ -204,3 +210,35 @@ def parse_notifies(rops: bytes) -> Tuple[List[Tuple[int, int, bytes, bytes]], bo
             pos += 2 + 4 * struct.unpack_from("<H", rops, pos)[0]
         found.append((handle, flags, fid, mid))
     return found, False
+
+
+# ---- the EMSMDB endpoint in process ------------------------------------------------------------------------------
+MAPI_ORG = with_config(load_org(), {"mapi_http": {"Enabled": True}}, "test")   # the built-in org, MAPI/HTTP on
+IN_PROCESS_NOW = 1700000000.0   # the endpoint's clock: X-StartTime Tue, 14 Nov 2023 22:13:20 GMT
+
+
+def new_store(org: Org = MAPI_ORG) -> MailboxStore:
+    return MailboxStore(accounts_of(org.mailboxes), lambda: dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc),
+                        default_seeder({}))
+
+
+class Endpoint:
+    """The sans-IO endpoint with the site's job done by hand: cookies kept, headers given."""
+
+    def __init__(self, org: Org = MAPI_ORG, store: Optional[MailboxStore] = None):
+        self.org = org
+        self.store = store or new_store(org)
+        self.mapi = MapiHttpEmsmdb(org, self.store, random.Random(1), lambda: IN_PROCESS_NOW,
+                                   lambda kind, **f: None)
+        self.cookies: Dict[str, str] = {}
+
+    def post(self, request_type: str, body: bytes = b"", *, mailbox=None, cookies=None, method: str = "POST"):
+        jar = self.cookies if cookies is None else cookies
+        headers = {"x-requesttype": request_type, "x-requestid": "{A}:1", "x-clientinfo": "{B}",
+                   "cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
+        answer = self.mapi.handle(MapiRequest(method, headers.get, body, mailbox or self.org.find("alice")))
+        for name, value in answer.headers:
+            if name == "Set-Cookie":
+                key, _, rest = value.partition("=")
+                self.cookies[key] = rest.split(";", 1)[0]
+        return answer
